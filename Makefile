@@ -1,0 +1,31 @@
+# The two commands a new user needs: `make run` and `make test`. Both install what they need.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-all lint bench clean
+
+$(VENV)/.installed: setup.py tools/install.sh
+	bash tools/install.sh
+
+install: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(VENV)/bin/accessd local
+
+test: $(VENV)/.installed
+	bash tools/test-deps.sh
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: $(VENV)/.installed
+	bash tools/test-deps.sh
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+bench: $(VENV)/.installed
+	$(PY) bench/placement.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,38 @@
+"""The `accessd` command: one entry point that hands each sub-command to the module owning it.
+
+Sub-commands are imported lazily so that `accessd localmesos` does not import Falcon, and so on.
+Each module exposes `main(argv: list[str]) -> int`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "localmesos": ("localmesos.__main__", "run the embedded single-machine Mesos cluster"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: accessd COMMAND [ARGS...]", "", "commands:"]
+    for name, (_, summary) in sorted(COMMANDS.items()):
+        lines.append(f"  {name:<12} {summary}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"accessd: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="accessd",
+    version="0.1.0",
+    description="A Mesos framework that runs the access layer of a data-science pipeline",
+    python_requires=">=3.11",
+    packages=find_packages(
+        include=["accessd*", "scheduler*", "executor*", "services*", "api*", "localmesos*"]
+    ),
+    package_data={"api": ["static/*"], "localmesos": ["*.txt"]},
+    install_requires=[
+        "pymesos==0.3.15",  # needs http-parser built by tools/install.sh on Python 3.11
+        "addict>=2.4",
+        "falcon>=4.0",
+        "gunicorn>=22",
+        "cassandra-driver>=3.29",
+        "requests>=2.31",
+        "numpy>=1.26",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "hypothesis>=6.100",
+            "ruff>=0.5",
+        ],
+    },
+    entry_points={"console_scripts": ["accessd=accessd.cli:main"]},
+)

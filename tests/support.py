@@ -1,0 +1,137 @@
+"""Helpers shared by the integration tests: free ports, real child processes, condition waits.
+
+Waiting is always on an observable condition with a deadline (never a bare sleep): `wait_until`
+polls a predicate and fails with the last value seen, so a slow machine makes a test slower, not
+flaky, and a broken system makes it fail with a message.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
+               message: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; return that value or raise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = predicate()
+        except Exception as exc:  # the system under test may not answer yet
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}; last: {last!r}")
+        time.sleep(interval)
+
+
+class Proc:
+    """A child process in its own process group, its output collected line by line.
+
+    `stop()` ends the whole group (SIGTERM, then SIGKILL after `grace`), so nothing it started
+    survives the test.
+    """
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None,
+                 cwd: str | os.PathLike | None = None) -> None:
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        full_env.setdefault("PYTHONUNBUFFERED", "1")
+        self.args = args
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.popen = subprocess.Popen(
+            args, env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for_line(self, predicate: Callable[[str], bool], timeout: float = 60.0) -> str:
+        """Block until an output line satisfies `predicate`; fail if the process exits first."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    if predicate(line):
+                        return line
+                seen = len(self.lines)
+                if self.popen.poll() is not None and not self._reader.is_alive():
+                    raise AssertionError(
+                        f"{self.args[:3]} exited with {self.popen.returncode}:\n" + self.output())
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out waiting for a line from {self.args[:3]}:\n"
+                                         + self.output())
+                self._cond.wait(min(left, 0.5))
+
+    def output(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines[-200:])
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def signal(self, sig: int) -> None:
+        try:
+            os.killpg(self.popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, grace: float = 10.0) -> int | None:
+        if self.popen.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        self.signal(signal.SIGKILL)  # whatever is left of the group
+        try:
+            self.popen.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        return self.popen.returncode
+
+
+def process_group_alive(pgid: int) -> bool:
+    """True while any process of the group `pgid` exists."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

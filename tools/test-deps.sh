@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# System packages the test suite starts for real (headless Chromium for the status page).
+# Installed only when missing, so a second run costs nothing.
+set -euo pipefail
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test-deps: installing ${need[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "test-deps: missing ${need[*]} (tests that need them are skipped)"
+  fi
+fi
