@@ -1,0 +1,152 @@
+"""The state store: the only thing the API process and the scheduler share.
+
+The API writes *desired* state (app definitions, deployments, kill requests); the scheduler writes
+*observed* state (tasks, health, deployment progress, app runtime status) and the framework id.
+Everything is a JSON document (plain dicts), so the store does not depend on the app schema.
+
+Invariants every backend keeps:
+- every method is atomic; `apply_app_change` and `request_kills` are single transactions, so a
+  rejected change leaves nothing behind;
+- `desired_generation()` grows whenever desired state changes (apps, deployments, kill requests),
+  so the scheduler can notice API writes by polling one integer;
+- `append_event` ids grow strictly; `events_since` returns events in id order (the API's
+  `/v2/events` tails this log, which works across processes).
+
+`SQLiteStateStore` (in `scheduler.sqlite_state`) is the default backend; a ZooKeeper backend can
+implement the same interface later.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+Doc = dict[str, Any]
+
+
+class StateError(Exception):
+    """Base class of the store's own errors."""
+
+
+class DeploymentConflict(StateError):
+    """A change touches an app that a running deployment already changes (Marathon's 409)."""
+
+    def __init__(self, deployment_ids: list[str]) -> None:
+        super().__init__(
+            "App is locked by one or more deployments. Override with the option '?force=true'. "
+            "View details at '/v2/deployments/<DEPLOYMENT_ID>'."
+        )
+        self.deployment_ids = deployment_ids
+
+
+class AppNotFound(StateError):
+    def __init__(self, app_id: str) -> None:
+        super().__init__(f"App '{app_id}' does not exist")
+        self.app_id = app_id
+
+
+class AppExists(StateError):
+    def __init__(self, app_id: str) -> None:
+        super().__init__(f"An app with id [{app_id}] already exists.")
+        self.app_id = app_id
+
+
+class StateStore(ABC):
+    """Interface of every state-store backend. Documents are Marathon-shaped JSON dicts."""
+
+    # -- framework ---------------------------------------------------------------------------
+    @abstractmethod
+    def get_framework_id(self) -> str | None: ...
+
+    @abstractmethod
+    def set_framework_id(self, framework_id: str | None) -> None: ...
+
+    # -- desired state: apps and deployments (written by the API) -----------------------------
+    @abstractmethod
+    def get_app(self, app_id: str) -> Doc | None: ...
+
+    @abstractmethod
+    def list_apps(self) -> list[Doc]:
+        """All apps, sorted by id."""
+
+    @abstractmethod
+    def apply_app_change(self, app_id: str, app: Doc | None, deployment: Doc, *,
+                         force: bool = False, must_exist: bool | None = None) -> None:
+        """Atomically store `app` (None deletes it) together with its `deployment`.
+
+        Raises DeploymentConflict if an active deployment affects `app_id` and not `force`; with
+        `force` those deployments are marked `superseded`. `must_exist=True` raises AppNotFound for
+        a missing app, `must_exist=False` raises AppExists for an existing one. Bumps the desired
+        generation; appending the matching event is the caller's job.
+        """
+
+    @abstractmethod
+    def get_deployment(self, deployment_id: str) -> Doc | None: ...
+
+    @abstractmethod
+    def list_deployments(self, active_only: bool = True) -> list[Doc]:
+        """Deployments in creation order; active ones have status `running`."""
+
+    @abstractmethod
+    def update_deployment(self, deployment: Doc) -> None:
+        """Replace a deployment document (the scheduler records progress and completion)."""
+
+    @abstractmethod
+    def cancel_deployment(self, deployment_id: str) -> Doc:
+        """Mark an active deployment `cancelled` (raises StateError if unknown or not active)."""
+
+    # -- kill requests (written by the API, consumed by the scheduler) -------------------------
+    @abstractmethod
+    def request_kills(self, task_ids: list[str], *, scale: bool,
+                      deployment: Doc | None = None) -> None:
+        """Ask the scheduler to kill tasks. With `scale`, the owning apps' `instances` drop by the
+        number of their tasks killed, and `deployment` records that change."""
+
+    @abstractmethod
+    def pending_kill_requests(self) -> list[Doc]:
+        """`[{"taskId": ..., "scale": bool, "requestedAt": ...}]`, oldest first."""
+
+    @abstractmethod
+    def complete_kill_request(self, task_id: str) -> None: ...
+
+    @abstractmethod
+    def desired_generation(self) -> int:
+        """A counter that grows with every change of desired state."""
+
+    # -- observed state (written by the scheduler) ---------------------------------------------
+    @abstractmethod
+    def upsert_task(self, task: Doc) -> None:
+        """Store a task document keyed by `task["id"]` (Marathon task shape plus `state`)."""
+
+    @abstractmethod
+    def get_task(self, task_id: str) -> Doc | None: ...
+
+    @abstractmethod
+    def list_tasks(self, app_id: str | None = None) -> list[Doc]: ...
+
+    @abstractmethod
+    def delete_task(self, task_id: str) -> None: ...
+
+    @abstractmethod
+    def put_app_status(self, app_id: str, status: Doc) -> None:
+        """Runtime status of an app: backoff delay, waiting reason, lastTaskFailure, queue."""
+
+    @abstractmethod
+    def get_app_status(self, app_id: str) -> Doc | None: ...
+
+    @abstractmethod
+    def list_app_status(self) -> dict[str, Doc]: ...
+
+    # -- event log ----------------------------------------------------------------------------
+    @abstractmethod
+    def append_event(self, event_type: str, payload: Doc) -> int:
+        """Append an event (Marathon event bus shape: payload gets `eventType` and `timestamp`)."""
+
+    @abstractmethod
+    def events_since(self, after_id: int, limit: int = 1000) -> list[tuple[int, Doc]]: ...
+
+    @abstractmethod
+    def latest_event_id(self) -> int: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
