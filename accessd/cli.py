@@ -10,6 +10,7 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "local": ("accessd.local", "run the whole access layer on this machine (make run)"),
     "localmesos": ("localmesos.__main__", "run the embedded single-machine Mesos cluster"),
 }
 
