@@ -114,6 +114,7 @@ class CassandraQuoteStore(QuoteStore):
         self._session: Any = None
         self._prepared: dict[str, Any] | None = None
         self._known_buckets: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._known_lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> CassandraQuoteStore:
@@ -317,20 +318,26 @@ class CassandraQuoteStore(QuoteStore):
                 return written
             st = self._statements()
             session = self._get_session()
-            partitions: dict[tuple[str, str], list[Quote]] = {}
+            # Keyed by ts within a partition: the last of duplicate quotes wins. Cassandra gives
+            # every statement of a batch the same write timestamp and breaks such ties by cell
+            # value, not by order, so duplicates must not reach one batch.
+            partitions: dict[tuple[str, str], dict[int, Quote]] = {}
             for q in chunk:
-                partitions.setdefault((q.symbol, bucket_of(q.ts, self.bucket)), []).append(q)
-            new_keys = [k for k in partitions if k not in self._known_buckets]
+                partitions.setdefault((q.symbol, bucket_of(q.ts, self.bucket)), {})[q.ts] = q
+            with self._known_lock:
+                new_keys = [k for k in partitions if k not in self._known_buckets]
             # Index first: a quote must never be stored in a bucket readers cannot find.
             if new_keys:
                 self._run_concurrent(execute_concurrent, session,
                                      [(st["index"], key) for key in new_keys])
-                for key in new_keys:
-                    self._known_buckets[key] = None
-                while len(self._known_buckets) > _KNOWN_BUCKETS_MAX:
-                    self._known_buckets.popitem(last=False)
+                with self._known_lock:  # a bounded FIFO: forgetting only costs a rewrite
+                    for key in new_keys:
+                        self._known_buckets[key] = None
+                    while len(self._known_buckets) > _KNOWN_BUCKETS_MAX:
+                        self._known_buckets.popitem(last=False)
             batches = []
-            for (symbol, bucket), rows in partitions.items():
+            for (symbol, bucket), by_ts in partitions.items():
+                rows = list(by_ts.values())
                 for i in range(0, len(rows), ROWS_PER_BATCH):
                     # Single-partition UNLOGGED batch: applied atomically by one replica set,
                     # no batchlog; multi-partition batches would only add coordinator load.
@@ -397,6 +404,7 @@ class CassandraQuoteStore(QuoteStore):
             return sorted(row[0] for row in self._execute("symbols", ()))
 
     def ping(self) -> None:
+        """Reachability only (a system.local read, so it works before create_schema())."""
         session = self._get_session()
         with _mapped():
             session.execute("SELECT release_version FROM system.local WHERE key = 'local'",

@@ -9,6 +9,8 @@ import pytest
 from cassandra import InvalidRequest
 from cassandra.cluster import Cluster
 from cassandra.protocol import SyntaxException
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.cassandra_store import CassandraQuoteStore, bucket_of
 from services.store import Quote, QuoteStore, StoreUnavailable, open_store
@@ -393,3 +395,28 @@ def test_open_store_makes_no_connection() -> None:
     store = open_store("cassandra://127.0.0.1:1/ks")
     assert time.monotonic() - t < 0.5
     store.close()
+
+
+# -- both backends agree -------------------------------------------------------------------------
+_example = iter(range(10**9))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    writes=st.lists(st.tuples(st.integers(0, 5 * DAY), st.integers(0, 1000)), max_size=40),
+    start=st.none() | st.integers(-DAY, 6 * DAY),
+    span=st.none() | st.integers(0, 3 * DAY),
+    limit=st.none() | st.integers(0, 8),
+)
+def test_cassandra_and_sqlite_agree(cassandra_store: QuoteStore, sqlite_store: QuoteStore,
+                                    writes: list[tuple[int, int]], start: int | None,
+                                    span: int | None, limit: int | None) -> None:
+    symbol = f"S{next(_example)}"  # one server and store for all examples: a fresh symbol each
+    quotes = [q(symbol, T0 + t, float(v), v) for t, v in writes]
+    assert cassandra_store.write(quotes) == sqlite_store.write(quotes) == len(quotes)
+    lo = None if start is None else T0 + start
+    hi = None if lo is None or span is None else lo + span
+    assert list(cassandra_store.read_range(symbol, lo, hi, limit=limit)) == \
+        list(sqlite_store.read_range(symbol, lo, hi, limit=limit))
+    assert cassandra_store.last(symbol) == sqlite_store.last(symbol)
+    assert cassandra_store.has_symbol(symbol) == sqlite_store.has_symbol(symbol)
