@@ -12,6 +12,9 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "local": ("accessd.local", "run the whole access layer on this machine (make run)"),
     "localmesos": ("localmesos.__main__", "run the embedded single-machine Mesos cluster"),
+    "data": ("services.data", "make (synth) or load (CSV) quote data into a store"),
+    "model": ("services.model", "train a next-close model and publish a new version"),
+    "client": ("services.client", "compare predictions with actual quotes, plot them"),
 }
 
 

@@ -1,0 +1,317 @@
+"""What every access service shares: configuration, time parsing, errors, metrics and health.
+
+Each service module (`timeseries`, `quotes`, `prediction`) builds its Falcon app with
+`make_app(config, store, routes)`, which adds, the same way everywhere:
+
+- `GET /health` — 200 `{"status": "ok", "store": "reachable"}`, or 503 (with `Retry-After`)
+  when the store does not answer;
+- `GET /metrics` — Prometheus text: requests by route/method/status and a latency histogram, for
+  the worker process that answers (each gunicorn worker counts its own requests);
+- one JSON error shape, `{"title": ..., "description": ...}` (Falcon's `HTTPError` serialisation):
+  400 for bad parameters, 404 for unknown symbols/routes, 503 + `Retry-After` whenever the store
+  is unreachable (`StoreUnavailable`), and 500 without a traceback for anything unexpected (the
+  traceback goes to the server log only).
+
+Nothing here opens a connection: the store is opened by `get_app()` without connecting, and
+connects lazily in each worker after gunicorn forks.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import falcon
+
+from services.store import MAX_TS_MS, MIN_TS_MS, QuoteStore, StoreUnavailable
+
+log = logging.getLogger("accessd.services")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_INT_RE = re.compile(r"[+-]?\d+")
+
+
+# -- configuration ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Settings of an access service, normally read from the environment by `from_env`.
+
+    `retry_after`: seconds suggested to clients in `Retry-After` when the store is down.
+    `model_check_interval`: seconds between checks of a model's `current` pointer (0: every
+    request; a `stat` per request is cheap next to a store read).
+    """
+
+    store_url: str
+    models_dir: Path | None = None
+    retry_after: int = 5
+    model_check_interval: float = 0.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ServiceConfig:
+        """`ACCESSD_STORE` (required), `ACCESSD_MODELS_DIR`, `ACCESSD_RETRY_AFTER`,
+        `ACCESSD_MODEL_CHECK_INTERVAL`. A missing or malformed value is a `ValueError` naming it."""
+        env = os.environ if env is None else env
+        store_url = env.get("ACCESSD_STORE", "").strip()
+        if not store_url:
+            raise ValueError("ACCESSD_STORE is not set (e.g. sqlite:///var/lib/accessd/quotes.db)")
+        models = env.get("ACCESSD_MODELS_DIR", "").strip()
+        try:
+            retry_after = int(env.get("ACCESSD_RETRY_AFTER", "5"))
+            interval = float(env.get("ACCESSD_MODEL_CHECK_INTERVAL", "0"))
+        except ValueError as exc:
+            raise ValueError(f"bad ACCESSD_RETRY_AFTER / ACCESSD_MODEL_CHECK_INTERVAL: {exc}") from None
+        if retry_after < 1 or interval < 0:
+            raise ValueError("ACCESSD_RETRY_AFTER must be >= 1 and ACCESSD_MODEL_CHECK_INTERVAL >= 0")
+        return cls(store_url=store_url, models_dir=Path(models) if models else None,
+                   retry_after=retry_after, model_check_interval=interval)
+
+
+def configure_logging() -> None:
+    """One-line log records on stderr (gunicorn captures them), unless already configured."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=os.environ.get("ACCESSD_LOG_LEVEL", "INFO"),
+                            format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+
+
+# -- time ------------------------------------------------------------------------------------------
+def parse_time(text: str) -> int:
+    """Epoch milliseconds UTC from an integer string (already epoch ms) or ISO 8601.
+
+    ISO forms are those of `datetime.fromisoformat` (a date alone means its midnight; `Z` and
+    offsets are honoured; no offset means UTC). `ValueError` with a readable message otherwise,
+    including for instants outside years 1..9999.
+    """
+    s = text.strip()
+    if not s:
+        raise ValueError("empty time")
+    if _INT_RE.fullmatch(s):
+        ms = int(s)
+    else:
+        try:
+            dt = datetime.fromisoformat(s)
+        except ValueError:
+            raise ValueError(f"{text!r} is neither epoch milliseconds nor ISO 8601") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        # Integer arithmetic on timedelta: exact, where .timestamp() would go through a float.
+        ms = (dt - _EPOCH) // timedelta(milliseconds=1)
+    if not MIN_TS_MS <= ms <= MAX_TS_MS:
+        raise ValueError(f"{text!r} is outside years 1..9999")
+    return ms
+
+
+# -- errors ----------------------------------------------------------------------------------------
+def bad_param(name: str, description: str) -> falcon.HTTPBadRequest:
+    """A 400 naming the offending parameter."""
+    return falcon.HTTPBadRequest(title=f"Invalid parameter '{name}'", description=description)
+
+
+def unknown_symbol(symbol: str) -> falcon.HTTPNotFound:
+    return falcon.HTTPNotFound(title="Unknown symbol", description=f"no quotes for {symbol!r}")
+
+
+def _store_unavailable_handler(retry_after: int, metrics: Metrics) -> Callable[..., None]:
+    def handle(req: falcon.Request, resp: falcon.Response, ex: StoreUnavailable,
+               params: dict) -> None:
+        metrics.store_errors.inc()
+        log.warning("store unavailable on %s %s: %s", req.method, req.path, ex)
+        raise falcon.HTTPServiceUnavailable(title="Store unavailable", description=str(ex),
+                                            retry_after=retry_after)
+    return handle
+
+
+def _unexpected_handler(req: falcon.Request, resp: falcon.Response, ex: Exception,
+                        params: dict) -> None:
+    # Falcon resolves handlers by the exception's MRO, so HTTPError/HTTPStatus keep their own
+    # handlers; only genuinely unexpected exceptions land here.
+    log.exception("unexpected error on %s %s", req.method, req.path)
+    raise falcon.HTTPInternalServerError(title="Internal error",
+                                         description="the server log has the details")
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                      1.0, 2.5, 5.0, 10.0)
+
+
+class Counter:
+    """A monotonically increasing number (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def inc(self, n: int = 1) -> None:
+        with self._lock:
+            self.value += n
+
+
+class Metrics:
+    """Per-process request metrics rendered in the Prometheus text format (version 0.0.4).
+
+    Latency is measured until the response headers are ready: for a streamed body that is the
+    time to first byte, not the time to send the whole stream.
+    """
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str, str], int] = {}
+        # route -> (bucket counts (non-cumulative, last one is +Inf), sum, count)
+        self._latency: dict[str, tuple[list[int], float, int]] = {}
+        self.store_errors = Counter()
+        self.started = time.time()
+
+    def observe(self, route: str, method: str, status: str, seconds: float) -> None:
+        with self._lock:
+            key = (route, method, status)
+            self._counts[key] = self._counts.get(key, 0) + 1
+            buckets, total, count = self._latency.get(route) or ([0] * (len(LATENCY_BUCKETS) + 1),
+                                                                 0.0, 0)
+            buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self._latency[route] = (buckets, total + seconds, count + 1)
+
+    def render(self) -> str:
+        svc = _label(self.service)
+        lines = [
+            "# HELP accessd_http_requests_total HTTP requests answered by this worker process.",
+            "# TYPE accessd_http_requests_total counter",
+        ]
+        with self._lock:
+            counts = sorted(self._counts.items())
+            latency = sorted((r, (list(b), s, c)) for r, (b, s, c) in self._latency.items())
+        for (route, method, status), n in counts:
+            lines.append(f'accessd_http_requests_total{{service="{svc}",route="{_label(route)}",'
+                         f'method="{method}",status="{status}"}} {n}')
+        lines += [
+            "# HELP accessd_http_request_duration_seconds Time until the response headers "
+            "(time to first byte for streams).",
+            "# TYPE accessd_http_request_duration_seconds histogram",
+        ]
+        for route, (buckets, total, count) in latency:
+            labels = f'service="{svc}",route="{_label(route)}"'
+            cumulative = 0
+            for bound, n in zip((*LATENCY_BUCKETS, None), buckets, strict=True):
+                cumulative += n
+                le = "+Inf" if bound is None else repr(bound)
+                lines.append(f'accessd_http_request_duration_seconds_bucket{{{labels},le="{le}"}} '
+                             f"{cumulative}")
+            lines.append(f"accessd_http_request_duration_seconds_sum{{{labels}}} {total:.6f}")
+            lines.append(f"accessd_http_request_duration_seconds_count{{{labels}}} {count}")
+        lines += [
+            "# HELP accessd_store_unavailable_total Requests answered 503 because the store was "
+            "unreachable.",
+            "# TYPE accessd_store_unavailable_total counter",
+            f'accessd_store_unavailable_total{{service="{svc}"}} {self.store_errors.value}',
+            "# HELP process_start_time_seconds Start time of this worker process.",
+            "# TYPE process_start_time_seconds gauge",
+            f"process_start_time_seconds {self.started:.3f}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
+
+
+class MetricsMiddleware:
+    """Times every request and counts it by route template (never the raw path: bounded labels)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         req_succeeded: bool) -> None:
+        started = getattr(req.context, "started", None)
+        if started is None:
+            return
+        route = req.uri_template or "unmatched"
+        status = str(resp.status_code)
+        self.metrics.observe(route, req.method, status, time.perf_counter() - started)
+
+
+class MetricsResource:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
+        resp.text = self.metrics.render()
+
+
+# -- health ----------------------------------------------------------------------------------------
+class HealthResource:
+    """`GET /health`: the store answers a ping, and every extra check passes.
+
+    `checks` maps a name to a callable returning a short status string, or raising
+    `StoreUnavailable`/`RuntimeError` with the reason it is not ready (e.g. no model yet).
+    """
+
+    def __init__(self, store: QuoteStore, retry_after: int,
+                 checks: Mapping[str, Callable[[], str]] | None = None) -> None:
+        self.store = store
+        self.retry_after = retry_after
+        self.checks = dict(checks or {})
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body: dict[str, str] = {"status": "ok", "store": "reachable"}
+        problems: list[str] = []
+        try:
+            self.store.ping()
+        except StoreUnavailable as exc:
+            body["store"] = "unreachable"
+            problems.append(str(exc))
+        for name, check in self.checks.items():
+            try:
+                body[name] = check()
+            except (StoreUnavailable, RuntimeError) as exc:
+                body[name] = "unavailable"
+                problems.append(str(exc))
+        if problems:
+            body["status"] = "unavailable"
+            body["description"] = "; ".join(problems)
+            resp.status = falcon.HTTP_503
+            resp.retry_after = self.retry_after
+        resp.media = body
+
+
+# -- the app ---------------------------------------------------------------------------------------
+def make_app(service: str, config: ServiceConfig, store: QuoteStore,
+             routes: Iterable[tuple[str, object]],
+             health_checks: Mapping[str, Callable[[], str]] | None = None) -> falcon.App:
+    """A Falcon app with `routes` plus the shared health, metrics and error handling."""
+    metrics = Metrics(service)
+    app = falcon.App(middleware=[MetricsMiddleware(metrics)])
+    # "/quotes/JPM/last/" answers like "/quotes/JPM/last" rather than 404.
+    app.req_options.strip_url_path_trailing_slash = True
+    # Bad query strings (e.g. "?limit=") are reported by the resources, not silently dropped.
+    app.req_options.keep_blank_qs_values = True
+    app.add_error_handler(Exception, _unexpected_handler)
+    app.add_error_handler(StoreUnavailable, _store_unavailable_handler(config.retry_after, metrics))
+    for template, resource in routes:
+        app.add_route(template, resource)
+    app.add_route("/health", HealthResource(store, config.retry_after, health_checks))
+    app.add_route("/metrics", MetricsResource(metrics))
+    return app
+
+
+def app_from_env(factory: Callable[[ServiceConfig, QuoteStore], falcon.App]) -> falcon.App:
+    """What each service's `get_app()` does: configuration from the environment, store opened
+    (no connection yet: each worker connects on first use), the app built by `factory`."""
+    from services.store import open_store
+
+    configure_logging()
+    config = ServiceConfig.from_env()
+    return factory(config, open_store(config.store_url))

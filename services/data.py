@@ -1,0 +1,382 @@
+"""Quote data for the store: a deterministic generator (`synth`) and a CSV loader (`load`).
+
+    accessd data synth --symbol JPM [--start 2026-01-02] [--days 30] [--interval 1m] [--seed 1]
+                       [--start-price 100] --store URL
+    accessd data load FILE.csv [--skip-bad] [--max-errors 20] --store URL
+
+`--store` defaults to `$ACCESSD_STORE`. Progress goes to stderr, the summary to stdout.
+Exit status: 0 done, 1 bad input (nothing written), 2 usage, 3 store unavailable.
+
+synth: bars every `interval` over US regular trading hours (09:30-16:00 America/New_York, so 390
+one-minute bars a day; weekends skipped, exchange holidays not modelled), prices a geometric random
+walk (annual drift 5 %, volatility 25 %, plus an overnight gap) with high/low from intra-bar
+sub-steps, prices in cents, volumes U-shaped over the day. The same seed gives the same quotes,
+and a longer run starts with the quotes of a shorter one (days are drawn in order), with the same
+numpy. Quotes stream into the store: memory stays flat for millions of bars.
+
+load: header `symbol,timestamp,open,high,low,close,volume` (any column order); timestamps ISO 8601
+(no offset: UTC) or epoch milliseconds. The file is validated row by row first, and every bad row
+is reported as `FILE:LINE: reason`; if any is bad nothing is written unless `--skip-bad`, which
+writes the good rows. Writes are upserts by (symbol, timestamp), so loading a file twice gives the
+same store as loading it once (and a load interrupted by a store outage can simply be rerun).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+from typing import TextIO
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from services.common import parse_time
+from services.store import Quote, QuoteStore, StoreUnavailable, check_quote, iso_ms, open_store
+
+MARKET_TZ = ZoneInfo("America/New_York")
+SESSION_OPEN = dtime(9, 30)
+SESSION_MINUTES = 390
+TRADING_DAYS_PER_YEAR = 252
+SUB_STEPS = 4                 # random-walk steps per bar: gives a high/low apart from open/close
+CSV_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
+
+_INTERVAL_RE = re.compile(r"(\d+)(s|m|h|d)")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000}
+
+
+# -- progress --------------------------------------------------------------------------------------
+class Progress:
+    """Progress lines on stderr, at most one per `every` seconds, plus a final one."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, every: float = 1.0) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.every = every
+        self.started = time.monotonic()
+        self._last = 0.0
+
+    def update(self, message: str, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if final or now - self._last >= self.every:
+            self._last = now
+            print(f"{self.label}: {message} ({now - self.started:.1f}s)", file=self.stream,
+                  flush=True)
+
+
+# -- synth -----------------------------------------------------------------------------------------
+def parse_interval(text: str) -> int:
+    """Bar length in ms from `30s`, `1m`, `5m`, `1h`, `1d` (a whole session); at most a session."""
+    m = _INTERVAL_RE.fullmatch(text.strip())
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(f"bad interval {text!r}: expected e.g. 30s, 1m, 5m, 1h or 1d")
+    n, unit = int(m.group(1)), m.group(2)
+    if unit == "d":
+        if n != 1:
+            raise ValueError("the only day interval is 1d (one bar per session)")
+        return SESSION_MINUTES * 60_000
+    ms = n * _UNIT_MS[unit]
+    if ms > SESSION_MINUTES * 60_000:
+        raise ValueError(f"interval {text!r} is longer than a session (390 minutes)")
+    return ms
+
+
+def trading_days(start: date, count: int) -> Iterator[date]:
+    """`count` weekdays from `start` on (holidays are not modelled)."""
+    day = start
+    produced = 0
+    while produced < count:
+        if day.weekday() < 5:
+            yield day
+            produced += 1
+        day += timedelta(days=1)
+
+
+def session_bar_starts(day: date, interval_ms: int) -> np.ndarray:
+    """Epoch ms (UTC) of the bars of `day`'s session: open + k*interval while before the close."""
+    opening = datetime.combine(day, SESSION_OPEN, tzinfo=MARKET_TZ).astimezone(UTC)
+    open_ms = int(opening.timestamp()) * 1000
+    return np.arange(open_ms, open_ms + SESSION_MINUTES * 60_000, interval_ms, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    symbol: str
+    start: date
+    days: int
+    interval_ms: int = 60_000
+    seed: int = 1
+    start_price: float = 100.0
+    annual_drift: float = 0.05
+    annual_vol: float = 0.25
+    base_volume: float = 20_000.0
+
+
+def synth_days(p: SynthParams) -> Iterator[list[Quote]]:
+    """The quotes of each trading day in turn (see the module docstring for the model)."""
+    rng = np.random.default_rng(p.seed)
+    bar_years = p.interval_ms / 60_000 / (SESSION_MINUTES * TRADING_DAYS_PER_YEAR)
+    step_sigma = p.annual_vol * math.sqrt(bar_years / SUB_STEPS)
+    # Ito correction so that the expected price grows at annual_drift.
+    step_mu = (p.annual_drift - p.annual_vol**2 / 2) * bar_years / SUB_STEPS
+    gap_sigma = p.annual_vol * math.sqrt(1 / TRADING_DAYS_PER_YEAR) * 0.5
+    close = p.start_price
+    first_day = True
+    for day in trading_days(p.start, p.days):
+        starts = session_bar_starts(day, p.interval_ms)
+        n = len(starts)
+        # Draw order is fixed per day (gap, steps, volume noise) so runs are reproducible and
+        # prefix-stable.
+        gap = rng.standard_normal()
+        steps = rng.standard_normal((n, SUB_STEPS)) * step_sigma + step_mu
+        noise = rng.standard_normal(n)
+        open_ = close if first_day else close * math.exp(gap * gap_sigma)
+        first_day = False
+        log_path = math.log(open_) + np.concatenate(([0.0], np.cumsum(steps.ravel())))
+        # Row b holds bar b's open and its SUB_STEPS sub-step prices; consecutive bars share an
+        # endpoint, so each bar opens at the previous bar's close.
+        idx = np.arange(n)[:, None] * SUB_STEPS + np.arange(SUB_STEPS + 1)[None, :]
+        prices = np.maximum(np.round(np.exp(log_path[idx]), 2), 0.01)
+        position = (np.arange(n) + 0.5) / n
+        shape = 1.0 + 1.5 * (2 * position - 1) ** 2       # busier at the open and the close
+        volumes = np.maximum(p.base_volume * p.interval_ms / 60_000 * shape
+                             * np.exp(0.3 * noise), 1).astype(np.int64)
+        highs, lows = prices.max(axis=1), prices.min(axis=1)
+        yield [Quote(p.symbol, int(starts[b]), float(prices[b, 0]), float(highs[b]),
+                     float(lows[b]), float(prices[b, -1]), int(volumes[b])) for b in range(n)]
+        close = float(np.exp(log_path[-1]))
+
+
+def synth(store: QuoteStore, params: SynthParams, progress: Progress | None = None) -> int:
+    """Write the synthetic quotes of `params` to `store`; return how many."""
+    total = 0
+
+    def quotes() -> Iterator[Quote]:
+        nonlocal total
+        for i, day_quotes in enumerate(synth_days(params), 1):
+            yield from day_quotes
+            total += len(day_quotes)
+            if progress:
+                progress.update(f"day {i}/{params.days}, {total} quotes", final=i == params.days)
+
+    return store.write(quotes())
+
+
+# -- load ------------------------------------------------------------------------------------------
+class RowError(ValueError):
+    """A CSV row that cannot be a quote; `line` is its (first) line number in the file."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"{name} {text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} {text!r} is not finite")
+    return v
+
+
+def parse_row(row: Sequence[str], positions: dict[str, int], line: int) -> Quote:
+    """The quote in `row` (columns located by `positions`), or `RowError` saying what is wrong."""
+    if len(row) != len(positions):
+        raise RowError(line, f"expected {len(positions)} columns, got {len(row)}")
+    cell = {name: row[i].strip() for name, i in positions.items()}
+    try:
+        ts = parse_time(cell["timestamp"])
+        o, h, lo, c = (_number(n, cell[n]) for n in ("open", "high", "low", "close"))
+        if min(o, h, lo, c) <= 0:
+            raise ValueError("prices must be > 0")
+        if not (lo <= min(o, c) and max(o, c) <= h):
+            raise ValueError(f"inconsistent bar: need low <= open, close <= high "
+                             f"(open {o}, high {h}, low {lo}, close {c})")
+        vol = _number("volume", cell["volume"])
+        if vol < 0 or not vol.is_integer():
+            raise ValueError(f"volume {cell['volume']!r} is not a whole number >= 0")
+        return check_quote(Quote(cell["symbol"], ts, o, h, lo, c, int(vol)))
+    except ValueError as exc:
+        raise RowError(line, str(exc)) from None
+
+
+def read_csv(path: Path) -> Iterator[Quote | RowError]:
+    """Each data row of `path` as a Quote or the RowError describing it; a bad header (or an
+    unreadable file) raises RowError itself, as nothing can be read without it."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise RowError(1, "empty file: expected the header " + ",".join(CSV_COLUMNS)) from None
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise RowError(1, f"unreadable header: {exc}") from None
+        names = [h.strip().lower() for h in header]
+        if sorted(names) != sorted(CSV_COLUMNS):
+            raise RowError(1, f"header must name the columns {','.join(CSV_COLUMNS)} "
+                              f"(any order), got {','.join(names)}")
+        positions = {name: names.index(name) for name in CSV_COLUMNS}
+        while True:
+            start_line = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except (csv.Error, UnicodeDecodeError) as exc:
+                yield RowError(start_line, f"unreadable row: {exc}")
+                continue
+            if not row or all(not c.strip() for c in row):
+                continue  # blank lines are not data
+            try:
+                yield parse_row(row, positions, start_line)
+            except RowError as err:
+                yield err
+
+
+@dataclass
+class LoadReport:
+    good: int = 0
+    bad: int = 0
+    written: int = 0
+    symbols: set[str] | None = None
+
+
+def validate_csv(path: Path, max_errors: int, err: TextIO) -> LoadReport:
+    """First pass: count good and bad rows, printing the first `max_errors` bad ones."""
+    report = LoadReport(symbols=set())
+    size = max(os.path.getsize(path), 1)
+    progress = Progress(f"checking {path.name}", err)
+    for item in read_csv(path):
+        if isinstance(item, RowError):
+            report.bad += 1
+            if report.bad <= max_errors:
+                print(f"{path}:{item.line}: {item.reason}", file=err)
+        else:
+            report.good += 1
+            report.symbols.add(item.symbol)  # type: ignore[union-attr]
+            if report.good % 10_000 == 0:
+                progress.update(f"{report.good} rows ok, {report.bad} bad")
+    if report.bad > max_errors:
+        print(f"{path}: ... and {report.bad - max_errors} more bad rows", file=err)
+    progress.update(f"{report.good} rows ok, {report.bad} bad, {size} bytes", final=True)
+    return report
+
+
+def load(store: QuoteStore, path: Path, *, skip_bad: bool = False, max_errors: int = 20,
+         err: TextIO | None = None) -> LoadReport:
+    """Validate `path` and, if it is clean (or `skip_bad`), upsert its good rows into `store`.
+
+    Raises `RowError` for a bad header; otherwise returns the report (`written == 0` when bad
+    rows stopped the load).
+    """
+    err = err or sys.stderr
+    report = validate_csv(path, max_errors, err)
+    if report.bad and not skip_bad:
+        return report
+    progress = Progress(f"loading {path.name}", err)
+
+    def good() -> Iterator[Quote]:
+        n = 0
+        for item in read_csv(path):
+            if isinstance(item, Quote):
+                n += 1
+                if n % 10_000 == 0:
+                    progress.update(f"{n}/{report.good} rows")
+                yield item
+        progress.update(f"{n}/{report.good} rows", final=True)
+
+    report.written = store.write(good())
+    return report
+
+
+# -- command line ----------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="accessd data", description="Make or load quote data.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("synth", help="write a deterministic synthetic series")
+    s.add_argument("--symbol", required=True)
+    s.add_argument("--start", default="2026-01-02", type=date.fromisoformat,
+                   help="first day (YYYY-MM-DD); weekends are skipped")
+    s.add_argument("--days", type=int, default=30, help="trading days")
+    s.add_argument("--interval", default="1m", help="bar length: 30s, 1m, 5m, 1h, 1d ...")
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--start-price", type=float, default=100.0)
+    s.add_argument("--store", default=os.environ.get("ACCESSD_STORE"),
+                   help="store URL (default $ACCESSD_STORE)")
+    ld = sub.add_parser("load", help="load a CSV file")
+    ld.add_argument("file", type=Path)
+    ld.add_argument("--skip-bad", action="store_true", help="write the good rows of a bad file")
+    ld.add_argument("--max-errors", type=int, default=20, help="bad rows to print")
+    ld.add_argument("--store", default=os.environ.get("ACCESSD_STORE"),
+                    help="store URL (default $ACCESSD_STORE)")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """`accessd data synth|load ...` (see the module docstring)."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return EXIT_USAGE if exc.code else EXIT_OK
+    if not args.store:
+        print("accessd data: --store URL (or $ACCESSD_STORE) is required", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.command == "synth":
+            if args.days < 1:
+                raise ValueError("--days must be >= 1")
+            params = SynthParams(args.symbol, args.start, args.days, parse_interval(args.interval),
+                                 args.seed, args.start_price)
+        store = open_store(args.store)
+    except ValueError as exc:
+        print(f"accessd data: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        with store:
+            if args.command == "synth":
+                n = synth(store, params, Progress(f"synth {args.symbol}"))
+                last = store.last(args.symbol)
+                print(f"wrote {n} quotes of {args.symbol} ({params.days} days, "
+                      f"{args.interval} bars, seed {args.seed}) to {args.store}; "
+                      f"last {iso_ms(last.ts) if last else '-'}")
+                return EXIT_OK
+            if not args.file.is_file():
+                print(f"accessd data: {args.file}: no such file", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            report = load(store, args.file, skip_bad=args.skip_bad,
+                          max_errors=args.max_errors)
+    except RowError as exc:
+        print(f"{args.file}:{exc.line}: {exc.reason}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except StoreUnavailable as exc:
+        print(f"accessd data: store unavailable: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except OSError as exc:
+        print(f"accessd data: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if report.bad and not args.skip_bad:
+        print(f"{args.file}: {report.bad} bad rows; nothing written "
+              f"(--skip-bad writes the {report.good} good ones)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"loaded {report.written} quotes ({', '.join(sorted(report.symbols or ()))}) from "
+          f"{args.file} to {args.store}" + (f"; skipped {report.bad} bad rows" if report.bad else ""))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
