@@ -1,0 +1,334 @@
+"""Compare the prediction service with actual quotes, as a library and as a command.
+
+    accessd client compare --symbol JPM --timeseries URL --predict URL [--from T] [--to T]
+                           [--batch 1000] --out plot.png
+
+The time series is read from the time-series service *as it streams*: `iter_json_array` parses
+the JSON array incrementally from `requests`' `iter_content` chunks, so each quote is handled as
+soon as its bytes arrive and memory does not hold the response body. For each quote that has
+`window + 1` preceding closes within the range, the preceding closes go to the prediction service
+(`POST /predict` in its batch form, `batch` inputs per request) and the answer is set against the
+actual close. The first `window + 1` quotes of the range only fill the window.
+
+Reports MAE, RMSE and MAPE of the predictions and of the naive last-close baseline, and writes a
+PNG (matplotlib, Agg backend): actual vs predicted above, the error below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import json
+import sys
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from services.common import parse_time
+from services.model import errors
+from services.store import iso_ms
+
+CHUNK_BYTES = 64 * 1024
+MAX_ITEM_CHARS = 16 * 1024 * 1024      # one array element larger than this is not a quote
+_WS = " \t\n\r"
+_NUMBER_CHARS = frozenset("0123456789.eE+-")
+
+
+class StreamError(Exception):
+    """The response body is not (or not all of) a JSON array: malformed or truncated."""
+
+
+class ServiceError(Exception):
+    """A service answered with an error status; `status`, `title`, `description` say which."""
+
+    def __init__(self, url: str, status: int, title: str, description: str) -> None:
+        super().__init__(f"{url}: {status} {title}: {description}")
+        self.status, self.title, self.description = status, title, description
+
+
+# -- incremental JSON array parsing --------------------------------------------------------------
+def iter_json_array(chunks: Iterable[bytes], max_item: int = MAX_ITEM_CHARS) -> Iterator[Any]:
+    """Each element of the JSON array spread over the byte `chunks`, as soon as it is complete.
+
+    Chunks may split anywhere, even inside a UTF-8 sequence. An element is taken as complete
+    only when a character follows it that cannot continue it (`12` at the end of a chunk might be
+    the start of `123`, `3.` of `3.5`), or at the end of the input. `StreamError` for a malformed or truncated array.
+    """
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")()
+    source = iter(chunks)
+    buf, pos, eof = "", 0, False
+
+    def more() -> None:
+        nonlocal buf, pos, eof
+        for chunk in source:
+            text = utf8.decode(chunk)
+            if text:
+                buf, pos = buf[pos:] + text, 0
+                return
+        try:
+            tail = utf8.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise StreamError(f"invalid UTF-8 at the end of the stream: {exc}") from None
+        buf, pos, eof = buf[pos:] + tail, 0, True
+
+    def next_char() -> str:
+        """The next non-blank character (not consumed), '' at the end of the input."""
+        nonlocal pos
+        while True:
+            while pos < len(buf) and buf[pos] in _WS:
+                pos += 1
+            if pos < len(buf):
+                return buf[pos]
+            if eof:
+                return ""
+            more()
+
+    try:
+        if next_char() != "[":
+            raise StreamError("the body does not start with a JSON array")
+        pos += 1
+        if next_char() == "]":
+            pos += 1
+        else:
+            while True:
+                if not next_char():
+                    raise StreamError("truncated: the array ends before its next element")
+                try:
+                    item, end = decoder.raw_decode(buf, pos)
+                except json.JSONDecodeError as exc:
+                    if eof:
+                        raise StreamError(f"malformed or truncated element: {exc}") from None
+                    if len(buf) - pos > max_item:
+                        raise StreamError(f"an element is longer than {max_item} chars") from None
+                    more()
+                    continue
+                if not eof and (end == len(buf) or (
+                        buf[end] in _NUMBER_CHARS and isinstance(item, int | float))):
+                    # Only complete once a delimiter follows: "12" may go on as "123", "3." as "3.5".
+                    more()
+                    continue
+                pos = end
+                yield item
+                sep = next_char()
+                pos += 1
+                if sep == "]":
+                    break
+                if sep != ",":
+                    raise StreamError("truncated: the array is not closed" if not sep
+                                      else f"expected ',' or ']', got {sep!r}")
+        if next_char():
+            raise StreamError("unexpected data after the array")
+    except UnicodeDecodeError as exc:
+        raise StreamError(f"invalid UTF-8: {exc}") from None
+
+
+# -- the services ------------------------------------------------------------------------------
+def _raise_for(resp: requests.Response) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        doc = resp.json()
+        title, description = str(doc.get("title", "")), str(doc.get("description", ""))
+    except ValueError:
+        title, description = resp.reason or "", resp.text[:200]
+    raise ServiceError(resp.url, resp.status_code, title, description)
+
+
+def stream_timeseries(base_url: str, symbol: str, start: int | None = None,
+                      end: int | None = None, *, fields: Iterable[str] | None = None,
+                      session: requests.Session | None = None, timeout: float = 30.0,
+                      chunk_size: int = CHUNK_BYTES) -> Iterator[dict]:
+    """The quotes of `symbol` from the time-series service at `base_url`, while they stream.
+
+    `ServiceError` for an error status, `StreamError` if the body breaks off or is malformed.
+    """
+    params: dict[str, str] = {}
+    if start is not None:
+        params["from"] = str(start)
+    if end is not None:
+        params["to"] = str(end)
+    if fields is not None:
+        params["fields"] = ",".join(fields)
+    http = session or requests.Session()
+    url = f"{base_url.rstrip('/')}/timeseries/{requests.utils.quote(symbol, safe='')}"
+    with http.get(url, params=params, stream=True, timeout=timeout) as resp:
+        _raise_for(resp)
+        try:
+            yield from iter_json_array(resp.iter_content(chunk_size))
+        except (requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ConnectionError) as exc:
+            raise StreamError(f"the time series stream broke off: {exc}") from None
+
+
+def model_info(predict_url: str, symbol: str, session: requests.Session | None = None,
+               timeout: float = 10.0) -> dict:
+    """`GET /models/{symbol}` of the prediction service."""
+    http = session or requests.Session()
+    resp = http.get(f"{predict_url.rstrip('/')}/models/{requests.utils.quote(symbol, safe='')}",
+                    timeout=timeout)
+    _raise_for(resp)
+    return resp.json()
+
+
+def predict_batch(predict_url: str, symbol: str, inputs: list[dict],
+                  session: requests.Session | None = None,
+                  timeout: float = 30.0) -> tuple[str, list[float]]:
+    """(model version, predictions) for `inputs` (`[{"closes": [...], "ts": ...}, ...]`)."""
+    http = session or requests.Session()
+    resp = http.post(f"{predict_url.rstrip('/')}/predict", json={"symbol": symbol, "inputs": inputs},
+                     timeout=timeout)
+    _raise_for(resp)
+    doc = resp.json()
+    return doc["modelVersion"], [float(p["prediction"]) for p in doc["predictions"]]
+
+
+# -- comparison --------------------------------------------------------------------------------
+@dataclass
+class Comparison:
+    """Predictions set against actual closes; arrays are aligned, in time order."""
+
+    symbol: str
+    versions: list[str]
+    ts: np.ndarray                 # epoch ms of the predicted quote
+    actual: np.ndarray
+    predicted: np.ndarray
+    naive: np.ndarray              # the preceding close (the naive baseline)
+    quotes_read: int = 0
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def compare(timeseries_url: str, predict_url: str, symbol: str, start: int | None = None,
+            end: int | None = None, *, batch: int = 1000,
+            session: requests.Session | None = None) -> Comparison:
+    """Stream the quotes, predict each from its preceding window, and measure the errors.
+
+    `ValueError` if the range leaves nothing to predict.
+    """
+    if batch < 1:
+        raise ValueError("batch must be >= 1")
+    http = session or requests.Session()
+    need = int(model_info(predict_url, symbol, http)["inputsNeeded"])
+    window: deque[float] = deque(maxlen=need)
+    ts: list[int] = []
+    actual: list[float] = []
+    predicted: list[float] = []
+    naive: list[float] = []
+    versions: list[str] = []
+    pending: list[dict] = []
+    read = 0
+
+    def flush() -> None:
+        if not pending:
+            return
+        version, preds = predict_batch(predict_url, symbol, pending, http)
+        if version not in versions:
+            versions.append(version)   # a new model version may be published meanwhile
+        predicted.extend(preds)
+        pending.clear()
+
+    for quote in stream_timeseries(timeseries_url, symbol, start, end, fields=("close",),
+                                   session=http):
+        read += 1
+        close = float(quote["close"])
+        if len(window) == need:
+            pending.append({"closes": list(window), "ts": quote["epochMs"]})
+            ts.append(int(quote["epochMs"]))
+            actual.append(close)
+            naive.append(window[-1])
+            if len(pending) >= batch:
+                flush()
+        window.append(close)
+    flush()
+    if not actual:
+        raise ValueError(f"{read} quotes of {symbol} in the range: nothing to predict "
+                         f"(each prediction needs {need} preceding quotes)")
+    result = Comparison(symbol, versions, np.array(ts, dtype=np.int64), np.array(actual),
+                        np.array(predicted), np.array(naive), quotes_read=read)
+    result.metrics = {"model": errors(result.actual, result.predicted),
+                      "naive": errors(result.actual, result.naive)}
+    return result
+
+
+def plot(result: Comparison, out: Path) -> Path:
+    """Write a PNG of actual vs predicted (top) and the prediction error (bottom)."""
+    import matplotlib
+
+    matplotlib.use("Agg")   # no display: a file is all we want
+    import matplotlib.pyplot as plt
+
+    when = [datetime.fromtimestamp(t / 1000, UTC) for t in result.ts]
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(11, 6),
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    try:
+        top.plot(when, result.actual, label="actual close", linewidth=0.8)
+        top.plot(when, result.predicted, label="predicted", linewidth=0.8, alpha=0.8)
+        m = result.metrics["model"]
+        top.set_title(f"{result.symbol}, model {', '.join(result.versions)}: "
+                      f"MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  MAPE {m['mape']:.3f}%")
+        top.set_ylabel("price")
+        top.legend(loc="upper left")
+        bottom.plot(when, result.predicted - result.actual, linewidth=0.6, color="tab:red")
+        bottom.axhline(0, color="black", linewidth=0.5)
+        bottom.set_ylabel("predicted - actual")
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, format="png", dpi=100)
+    finally:
+        plt.close(fig)
+    return out
+
+
+# -- command line ----------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="accessd client", description="Use the access services.")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compare", help="predictions vs actual closes, with a plot")
+    c.add_argument("--symbol", required=True)
+    c.add_argument("--timeseries", required=True, help="time-series service base URL")
+    c.add_argument("--predict", required=True, help="prediction service base URL")
+    c.add_argument("--from", dest="start", help="first quote (ISO 8601 or epoch ms)")
+    c.add_argument("--to", dest="end", help="last quote (ISO 8601 or epoch ms)")
+    c.add_argument("--batch", type=int, default=1000, help="inputs per POST /predict")
+    c.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """`accessd client compare ...`: 0 done, 1 a service failed, 2 usage."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return 2 if exc.code else 0
+    try:
+        start = parse_time(args.start) if args.start else None
+        end = parse_time(args.end) if args.end else None
+    except ValueError as exc:
+        print(f"accessd client: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = compare(args.timeseries, args.predict, args.symbol, start, end, batch=args.batch)
+    except (ServiceError, StreamError, ValueError, requests.RequestException) as exc:
+        print(f"accessd client: {exc}", file=sys.stderr)
+        return 1
+    plot(result, args.out)
+    print(f"{args.symbol}: {len(result.actual)} predictions from {result.quotes_read} quotes "
+          f"({iso_ms(int(result.ts[0]))} .. {iso_ms(int(result.ts[-1]))}), model "
+          f"{', '.join(result.versions)}")
+    for name in ("model", "naive"):
+        m = result.metrics[name]
+        print(f"  {name:<6} MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  MAPE {m['mape']:.4f}%")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
