@@ -1,0 +1,89 @@
+"""The last-quote service, on a real gunicorn over a SQLite store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.store import Quote, open_store
+from tests.services.service_fixtures import (
+    SYMBOL,
+    Service,
+    assert_error,
+    bring_store_back,
+    seed,
+    take_store_away,
+)
+from tests.support import wait_until
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "quotes.db"
+    seed(f"sqlite://{path}", days=1)
+    return path
+
+
+@pytest.fixture
+def service(db: Path) -> Iterator[Service]:
+    svc = Service("quotes", f"sqlite://{db}")
+    yield svc
+    svc.stop()
+
+
+def test_last_quote_is_the_latest_bar(service: Service, db: Path):
+    with open_store(f"sqlite://{db}") as store:
+        last = store.last(SYMBOL)
+    assert last is not None
+    resp = service.get(f"/quotes/{SYMBOL}/last")
+    assert resp.status_code == 200
+    assert resp.json() == last.to_json()
+    assert resp.json()["ts"] == "2026-01-02T20:59:00.000Z"   # 15:59 New York, the last bar
+
+
+def test_a_newer_quote_is_seen_at_once(service: Service, db: Path):
+    newer = Quote(SYMBOL, 1_800_000_000_000, 1.0, 2.0, 0.5, 1.5, 7)
+    with open_store(f"sqlite://{db}") as store:
+        store.write([newer])
+    assert service.get(f"/quotes/{SYMBOL}/last").json() == newer.to_json()
+
+
+def test_fields(service: Service):
+    doc = service.get(f"/quotes/{SYMBOL}/last", params={"fields": "close"}).json()
+    assert set(doc) == {"symbol", "ts", "epochMs", "close"}
+    assert_error(service.get(f"/quotes/{SYMBOL}/last", params={"fields": "price"}), 400)
+    assert_error(service.get(f"/quotes/{SYMBOL}/last", params={"limit": "1"}), 400)
+
+
+def test_unknown_symbol_is_404(service: Service):
+    assert "ZZZ" in assert_error(service.get("/quotes/ZZZ/last"), 404)["description"]
+
+
+def test_store_outage_is_503_with_retry_after_and_recovers(service: Service, db: Path):
+    aside = take_store_away(db)
+    resp = service.get(f"/quotes/{SYMBOL}/last")
+    assert_error(resp, 503)
+    assert resp.headers["Retry-After"] == "2"
+    assert service.get("/health").status_code == 503
+    bring_store_back(aside, db)
+    wait_until(lambda: service.get(f"/quotes/{SYMBOL}/last").status_code == 200, timeout=10,
+               message="last quote served again")
+    assert service.get("/health").json() == {"status": "ok", "store": "reachable"}
+    metrics = service.get("/metrics").text
+    assert 'accessd_store_unavailable_total{service="quotes"} ' in metrics
+    assert 'route="/quotes/{symbol}/last",method="GET",status="503"} 1' in metrics
+
+
+def test_two_workers_serve_concurrent_clients(db: Path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    svc = Service("quotes", f"sqlite://{db}", workers=2)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(
+                lambda _: svc.get(f"/quotes/{SYMBOL}/last").status_code, range(200)))
+        assert statuses == [200] * 200
+    finally:
+        svc.stop()
