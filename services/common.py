@@ -307,11 +307,61 @@ def make_app(service: str, config: ServiceConfig, store: QuoteStore,
     return app
 
 
+class LazyStore(QuoteStore):
+    """A store whose opening failed (e.g. its SQLite file cannot be created yet): every call
+    tries to open it again, answering `StoreUnavailable` until that works, so a service started
+    before its store exists comes up, reports 503, and recovers by itself."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._store: QuoteStore | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> QuoteStore:
+        from services.store import open_store
+
+        with self._lock:
+            if self._store is None:
+                self._store = open_store(self.url)
+            return self._store
+
+    def write(self, quotes):  # type: ignore[no-untyped-def]
+        return self._open().write(quotes)
+
+    def read_range(self, symbol, start_ms=None, end_ms=None, *, limit=None):  # type: ignore[no-untyped-def]
+        return self._open().read_range(symbol, start_ms, end_ms, limit=limit)
+
+    def last(self, symbol):  # type: ignore[no-untyped-def]
+        return self._open().last(symbol)
+
+    def has_symbol(self, symbol):  # type: ignore[no-untyped-def]
+        return self._open().has_symbol(symbol)
+
+    def symbols(self):  # type: ignore[no-untyped-def]
+        return self._open().symbols()
+
+    def ping(self) -> None:
+        self._open().ping()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
 def app_from_env(factory: Callable[[ServiceConfig, QuoteStore], falcon.App]) -> falcon.App:
     """What each service's `get_app()` does: configuration from the environment, store opened
-    (no connection yet: each worker connects on first use), the app built by `factory`."""
+    (no connection yet: each worker connects on first use), the app built by `factory`.
+
+    A malformed configuration or store URL fails here, loudly, at start-up; a store that is
+    merely unreachable does not (see `LazyStore`).
+    """
     from services.store import open_store
 
     configure_logging()
     config = ServiceConfig.from_env()
-    return factory(config, open_store(config.store_url))
+    try:
+        store = open_store(config.store_url)
+    except StoreUnavailable as exc:
+        log.warning("store not available at start-up, will retry on each request: %s", exc)
+        store = LazyStore(config.store_url)
+    return factory(config, store)

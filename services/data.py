@@ -342,10 +342,17 @@ def main(argv: list[str]) -> int:
                 raise ValueError("--days must be >= 1")
             params = SynthParams(args.symbol, args.start, args.days, parse_interval(args.interval),
                                  args.seed, args.start_price)
+    except ValueError as exc:
+        print(f"accessd data: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
         store = open_store(args.store)
     except ValueError as exc:
         print(f"accessd data: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StoreUnavailable as exc:
+        print(f"accessd data: store unavailable: {exc}", file=sys.stderr)
+        return EXIT_STORE
     try:
         with store:
             if args.command == "synth":

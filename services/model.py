@@ -381,11 +381,11 @@ def main(argv: list[str]) -> int:
         symbol_dir(args.models_dir, args.symbol)
         start = parse_time(args.start) if args.start else None
         end = parse_time(args.end) if args.end else None
-        store = open_store(args.store)
     except ValueError as exc:
         print(f"accessd model: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
+        store = open_store(args.store)
         with store:
             print(f"reading {args.symbol} closes from {args.store} ...", file=sys.stderr)
             first_ts = last_ts = None

@@ -87,3 +87,17 @@ def test_two_workers_serve_concurrent_clients(db: Path):
         assert statuses == [200] * 200
     finally:
         svc.stop()
+
+
+def test_a_service_started_before_its_store_exists_recovers(tmp_path: Path):
+    db = tmp_path / "later" / "quotes.db"     # its directory does not exist yet
+    svc = Service("quotes", f"sqlite://{db}")
+    try:
+        assert_error(svc.get("/health"), 503)
+        assert_error(svc.get(f"/quotes/{SYMBOL}/last"), 503)
+        db.parent.mkdir()
+        seed(f"sqlite://{db}", days=1)
+        wait_until(lambda: svc.get(f"/quotes/{SYMBOL}/last").status_code == 200, timeout=10,
+                   message="quotes once the store exists")
+    finally:
+        svc.stop()

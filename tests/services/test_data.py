@@ -1,0 +1,166 @@
+"""Synthetic data and the CSV loader (`accessd data`)."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from services import data
+from services.data import SynthParams, parse_interval, synth_days
+from services.store import QuoteStore, iso_ms, open_store
+from tests.support import PYTHON, REPO
+
+
+def quotes_of(params: SynthParams) -> list:
+    return [q for day in synth_days(params) for q in day]
+
+
+def test_synth_is_deterministic_and_prefix_stable():
+    a = quotes_of(SynthParams("JPM", date(2026, 1, 2), 3, seed=7))
+    assert a == quotes_of(SynthParams("JPM", date(2026, 1, 2), 3, seed=7))
+    assert a != quotes_of(SynthParams("JPM", date(2026, 1, 2), 3, seed=8))
+    assert quotes_of(SynthParams("JPM", date(2026, 1, 2), 5, seed=7))[:len(a)] == a
+
+
+def test_synth_bars_follow_market_hours_weekdays_and_dst():
+    # 2026-03-06 is a Friday before the US DST change (Sunday 03-08): 09:30 New York is 14:30Z,
+    # then 13:30Z on Monday.
+    qs = quotes_of(SynthParams("JPM", date(2026, 3, 6), 2))
+    assert len(qs) == 2 * 390
+    assert iso_ms(qs[0].ts) == "2026-03-06T14:30:00.000Z"
+    assert iso_ms(qs[389].ts) == "2026-03-06T20:59:00.000Z"
+    assert iso_ms(qs[390].ts) == "2026-03-09T13:30:00.000Z"
+    assert all(b.ts - a.ts == 60_000 for a, b in zip(qs[:389], qs[1:390], strict=True))
+
+
+def test_synth_bars_are_consistent():
+    qs = quotes_of(SynthParams("JPM", date(2026, 1, 2), 5, interval_ms=5 * 60_000))
+    assert len(qs) == 5 * 78
+    for q in qs:
+        assert q.low <= min(q.open, q.close) <= max(q.open, q.close) <= q.high
+        assert q.volume > 0 and round(q.close, 2) == q.close
+    # Within a day each bar opens at the previous close.
+    assert all(b.open == a.close for a, b in zip(qs[:77], qs[1:78], strict=True))
+
+
+@pytest.mark.parametrize("text,ms", [("1m", 60_000), ("30s", 30_000), ("1h", 3_600_000),
+                                     ("1d", 390 * 60_000)])
+def test_parse_interval(text: str, ms: int):
+    assert parse_interval(text) == ms
+
+
+@pytest.mark.parametrize("text", ["0m", "1w", "2d", "7h", "m", ""])
+def test_parse_interval_rejects(text: str):
+    with pytest.raises(ValueError):
+        parse_interval(text)
+
+
+def test_synth_command_through_accessd(tmp_path: Path):
+    url = f"sqlite://{tmp_path / 'q.db'}"
+    done = subprocess.run([PYTHON, "-m", "accessd.cli", "data", "synth", "--symbol", "JPM",
+                           "--start", "2026-01-02", "--days", "3", "--interval", "1m",
+                           "--seed", "1", "--store", url],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "wrote 1170 quotes of JPM" in done.stdout
+    assert "synth JPM: day 3/3" in done.stderr     # progress on stderr
+    with open_store(url) as store:
+        assert sum(1 for _ in store.read_range("JPM")) == 1170
+
+
+# -- load ------------------------------------------------------------------------------------------
+GOOD = """symbol,timestamp,open,high,low,close,volume
+JPM,2026-01-02T14:30:00Z,100,101,99.5,100.5,1000
+JPM,1767364260000,100.5,101.2,100.1,101,1500
+MSFT,2026-01-02T09:30:00-05:00,400,401,399,400.5,300
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "q.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def rows(store: QuoteStore) -> list:
+    return [q for s in store.symbols() for q in store.read_range(s)]
+
+
+def test_load_good_file_twice_is_idempotent(tmp_path: Path, sqlite_store: QuoteStore,
+                                            sqlite_url: str, capsys: pytest.CaptureFixture):
+    path = write(tmp_path, GOOD)
+    assert data.main(["load", str(path), "--store", sqlite_url]) == 0
+    once = rows(sqlite_store)
+    assert len(once) == 3
+    assert data.main(["load", str(path), "--store", sqlite_url]) == 0
+    assert rows(sqlite_store) == once
+    jpm = list(sqlite_store.read_range("JPM"))
+    assert [q.ts for q in jpm] == [1767364200000, 1767364260000]
+    assert sqlite_store.last("MSFT").ts == 1767364200000   # -05:00 honoured
+    out = capsys.readouterr()
+    assert "loaded 3 quotes (JPM, MSFT)" in out.out
+    assert "checking q.csv" in out.err
+
+
+BAD = """symbol,timestamp,open,high,low,close,volume
+JPM,2026-01-02T14:30:00Z,100,101,99.5,100.5,1000
+JPM,not-a-time,100,101,99,100,1
+JPM,2026-01-02T14:32:00Z,100,99,99.5,100.5,1000
+JPM,2026-01-02T14:33:00Z,100,101,99.5,100.5
+JPM,2026-01-02T14:34:00Z,100,101,99.5,100.5,-3
+
+JPM,2026-01-02T14:35:00Z,nan,101,99.5,100.5,3
+JPM,2026-01-02T14:36:00Z,100,101,99.5,100.5,7
+"""
+
+
+def test_bad_rows_are_reported_with_line_numbers_and_nothing_is_written(
+        tmp_path: Path, sqlite_store: QuoteStore, sqlite_url: str,
+        capsys: pytest.CaptureFixture):
+    path = write(tmp_path, BAD)
+    assert data.main(["load", str(path), "--store", sqlite_url]) == 1
+    err = capsys.readouterr().err
+    for line in (3, 4, 5, 6, 8):
+        assert f"{path}:{line}:" in err, err
+    assert f"{path}:2:" not in err and f"{path}:9:" not in err
+    assert "5 bad rows; nothing written" in err
+    assert rows(sqlite_store) == []
+
+
+def test_skip_bad_writes_the_good_rows(tmp_path: Path, sqlite_store: QuoteStore,
+                                       sqlite_url: str, capsys: pytest.CaptureFixture):
+    path = write(tmp_path, BAD)
+    assert data.main(["load", str(path), "--skip-bad", "--store", sqlite_url]) == 0
+    assert [iso_ms(q.ts) for q in rows(sqlite_store)] == ["2026-01-02T14:30:00.000Z",
+                                                          "2026-01-02T14:36:00.000Z"]
+    assert "skipped 5 bad rows" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text", ["", "sym,timestamp,open,high,low,close,volume\n",
+                                  "symbol,timestamp,open,high,low,close\n"])
+def test_bad_header(tmp_path: Path, sqlite_url: str, text: str, capsys: pytest.CaptureFixture):
+    assert data.main(["load", str(write(tmp_path, text)), "--store", sqlite_url]) == 1
+    assert ":1:" in capsys.readouterr().err
+
+
+def test_columns_in_any_order(tmp_path: Path, sqlite_store: QuoteStore, sqlite_url: str):
+    path = write(tmp_path, "volume,close,low,high,open,timestamp,symbol\n"
+                           "5,10.5,9,11,10,2026-01-02T14:30:00,X\n")
+    assert data.main(["load", str(path), "--store", sqlite_url]) == 0
+    q = sqlite_store.last("X")
+    assert (q.open, q.high, q.low, q.close, q.volume) == (10.0, 11.0, 9.0, 10.5, 5)
+
+
+def test_store_unavailable_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture):
+    path = write(tmp_path, GOOD)
+    assert data.main(["load", str(path)]) in (0, 2)   # depends on $ACCESSD_STORE
+    assert data.main(["load", str(path), "--store", "nosuch://x"]) == 2
+    assert data.main(["synth", "--symbol", "J", "--interval", "9w", "--store",
+                      f"sqlite://{tmp_path / 'x.db'}"]) == 2
+    # A store whose directory is gone cannot be opened for writing.
+    missing = f"sqlite://{tmp_path / 'gone' / 'q.db'}"
+    assert data.main(["load", str(path), "--store", missing]) == 3
+    assert "store unavailable" in capsys.readouterr().err
