@@ -280,7 +280,9 @@ class HealthResource:
                 body[name] = "unavailable"
                 problems.append(str(exc))
         if problems:
+            # Also in the one error shape ({"title", "description"}), for generic clients.
             body["status"] = "unavailable"
+            body["title"] = "Service unavailable"
             body["description"] = "; ".join(problems)
             resp.status = falcon.HTTP_503
             resp.retry_after = self.retry_after
