@@ -101,3 +101,37 @@ def test_a_service_started_before_its_store_exists_recovers(tmp_path: Path):
                    message="quotes once the store exists")
     finally:
         svc.stop()
+
+
+@pytest.mark.parametrize("name", ["timeseries", "quotes", "prediction"])
+def test_example_app_definition_runs_and_gets_healthy(tmp_path: Path, db: Path, name: str):
+    """The example app's `cmd`, as an executor would run it: sh -c, PORT0 and env filled in."""
+    import json
+    import os
+
+    import requests
+
+    from services.model import publish, train
+    from tests.support import PYTHON, REPO, Proc, free_port
+
+    app = json.loads((REPO / "examples" / "apps" / f"{name}.json").read_text())
+    assert app["id"] == f"/jpm/{name}" and app["portDefinitions"] == [
+        {"port": 0, "protocol": "tcp", "name": "http"}]
+    assert app["healthChecks"][0]["path"] == "/health"
+    models = tmp_path / "models"
+    with open_store(f"sqlite://{db}") as store:
+        closes = [q.close for q in store.read_range(SYMBOL)]
+    import numpy as np
+
+    publish(models, *train(SYMBOL, np.array(closes), 10))
+    env = dict(app["env"])
+    assert env == {"ACCESSD_STORE": "@ACCESSD_STORE@", "ACCESSD_MODELS_DIR": "@ACCESSD_MODELS_DIR@"}
+    port = free_port()
+    env.update(ACCESSD_STORE=f"sqlite://{db}", ACCESSD_MODELS_DIR=str(models), PORT0=str(port),
+               PATH=os.path.dirname(PYTHON) + os.pathsep + os.environ.get("PATH", ""))
+    proc = Proc(["sh", "-c", app["cmd"]], env=env, cwd=tmp_path)
+    try:
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                   .status_code == 200, timeout=30, message=f"{name} healthy")
+    finally:
+        proc.stop(grace=5)
