@@ -53,6 +53,9 @@ class Component:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
+        # The example apps run `gunicorn` from PATH: make it this virtualenv's, whatever the
+        # caller's PATH (`make run` calls .venv/bin/accessd without activating the venv).
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         self.popen = subprocess.Popen(
             self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
             start_new_session=True, cwd=REPO,
