@@ -19,19 +19,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Protocol
 
-try:
-    from scheduler.spec import format_time, parse_time
-except ImportError:  # TEMP until scheduler.spec lands
-    import calendar as _calendar
-    import time as _time
-
-    def format_time(epoch: float) -> str:
-        return (_time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(epoch))
-                + f".{int(round(epoch * 1000)) % 1000:03d}Z")
-
-    def parse_time(text: str) -> float:
-        main, _, frac = text.rstrip("Z").partition(".")
-        return _calendar.timegm(_time.strptime(main, "%Y-%m-%dT%H:%M:%S")) + float(f"0.{frac or 0}")
+from scheduler.spec import format_time, parse_time
 
 Doc = dict[str, Any]
 

@@ -22,13 +22,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-try:
-    from scheduler.spec import format_time
-except ImportError:  # TEMP until scheduler.spec lands
-    import time as _time
-
-    def format_time(epoch: float) -> str:
-        return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(epoch)) + f".{int(epoch * 1000) % 1000:03d}Z"
+from scheduler.spec import format_time
 
 Doc = dict[str, Any]
 

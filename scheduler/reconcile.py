@@ -1,0 +1,217 @@
+"""Reconciliation toward desired state, pure: (desired apps, live tasks, statuses, kill
+requests, now) -> a `Plan` of launches, kills and whether the framework wants offers.
+
+The framework calls `plan()` whenever something changed (an API write, a status update, an offer
+round, a delay running out) and carries the plan out; running it again on the same inputs gives
+the same plan, so a lost kill or launch is simply planned again.
+
+Invariants:
+- a task is *live* for planning when it is in the store and the scheduler has not asked to kill
+  it (`killRequested`); tasks being killed are never planned twice;
+- a task is *current* when its `version` equals its app's `versionInfo.lastConfigChangeAt`;
+  *old* tasks are replaced, rolling, whether or not a deployment is still tracking it (a
+  cancelled deployment leaves a mix that the next plan keeps converging);
+- during a replacement the app never has fewer than `ceil(instances * minimumHealthCapacity)`
+  healthy tasks because of a kill we plan (old tasks die only once replacements are healthy),
+  and never more than `instances + floor(instances * maximumOverCapacity)` live tasks because
+  of a launch we plan; when both bounds leave no room (1.0 / 0.0) one old task is killed at a
+  time, as Marathon does;
+- no launch is planned for an app whose backoff delay for its current version has not run out;
+- kill order within an app: operator kill requests, unhealthy tasks (counted as failures),
+  old-version tasks, then surplus by `killSelection` (YOUNGEST_FIRST kills the latest staged).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler import backoff
+from scheduler.spec import AppSpec, SpecError, parse_app
+
+Doc = dict[str, Any]
+
+REVIVE = "REVIVE"
+SUPPRESS = "SUPPRESS"
+
+# kill reasons (they show up in logs, events and `lastTaskFailure`)
+KILL_REQUESTED = "operator kill request"
+KILL_UNHEALTHY = "unhealthy"
+KILL_APP_DELETED = "app deleted"
+KILL_SCALE_DOWN = "scale down"
+KILL_REPLACED = "replaced by a new version"
+
+
+@dataclass(frozen=True)
+class LaunchNeed:
+    """Launch `count` more tasks of `app` at configuration `config_version`."""
+
+    app: AppSpec
+    count: int
+    config_version: str
+
+
+@dataclass(frozen=True)
+class Kill:
+    task_id: str
+    app_id: str
+    agent_id: str | None
+    reason: str
+    failure: bool = False  # counts against the app's backoff (unhealthy kills)
+
+
+@dataclass(frozen=True)
+class Plan:
+    launches: tuple[LaunchNeed, ...] = ()
+    kills: tuple[Kill, ...] = ()
+    done_kill_requests: tuple[str, ...] = ()  # requests whose task is already gone
+    delayed: dict[str, float] = field(default_factory=dict)  # app id -> seconds left
+    invalid: dict[str, str] = field(default_factory=dict)   # app id -> why it was skipped
+    offers: str = SUPPRESS
+
+    @property
+    def demand(self) -> int:
+        return sum(need.count for need in self.launches)
+
+    def need_for(self, app_id: str) -> int:
+        return sum(n.count for n in self.launches if n.app.id == app_id)
+
+
+def config_version(app_doc: Doc) -> str:
+    info = app_doc.get("versionInfo") or {}
+    return info.get("lastConfigChangeAt") or app_doc.get("version") or ""
+
+
+def is_healthy(task: Doc, has_health_checks: bool) -> bool:
+    """Counts as healthy for capacity: RUNNING and healthy (or unchecked without checks)."""
+    if task.get("state") != "TASK_RUNNING":
+        return False
+    if has_health_checks:
+        return task.get("healthy") is True
+    return task.get("healthy") is not False
+
+
+def _order_for_kill(tasks: Iterable[Doc], kill_selection: str) -> list[Doc]:
+    """Tasks in the order they should die: YOUNGEST_FIRST = latest staged first."""
+    key = lambda t: (t.get("stagedAt") or "", t["id"])  # noqa: E731
+    return sorted(tasks, key=key, reverse=(kill_selection != "OLDEST_FIRST"))
+
+
+def restart_budget(instances: int, min_health: float, max_over: float, current: list[Doc],
+                   old: list[Doc], has_health_checks: bool) -> tuple[int, int]:
+    """`(may_start_new, may_kill_old)` for a rolling replacement (see the module invariants)."""
+    min_healthy = math.ceil(instances * min_health)
+    max_total = instances + math.floor(instances * max_over)
+    total = len(current) + len(old)
+    may_start = max(0, min(instances - len(current), max_total - total))
+    healthy = sum(is_healthy(t, has_health_checks) for t in current + old)
+    old_unhealthy = sum(not is_healthy(t, has_health_checks) for t in old)
+    may_kill = min(len(old), old_unhealthy + max(0, healthy - min_healthy))
+    current_settled = all(is_healthy(t, has_health_checks) for t in current)
+    if may_start == 0 and may_kill == 0 and old and current_settled:
+        may_kill = 1  # min health 1.0 with no over-capacity: make room one task at a time
+    return may_start, may_kill
+
+
+def _plan_app(spec: AppSpec, version: str, tasks: list[Doc], requested: set[str],
+              status: Doc | None, now: float, kills: list[Kill]) -> tuple[int, float]:
+    """Append this app's kills; return `(launch_count, delay_left)`."""
+    checks = bool(spec.health_checks)
+
+    def kill(task: Doc, reason: str, failure: bool = False) -> None:
+        kills.append(Kill(task["id"], spec.id, task.get("agentId") or task.get("slaveId"),
+                          reason, failure))
+
+    live: list[Doc] = []
+    for task in tasks:
+        if task.get("killRequested"):
+            continue
+        if task["id"] in requested:
+            kill(task, KILL_REQUESTED)
+        elif task.get("state") == "TASK_RUNNING" and task.get("healthy") is False:
+            kill(task, f"{KILL_UNHEALTHY}: {task.get('message') or 'health check failed'}",
+                 failure=True)
+        else:
+            live.append(task)
+
+    current = [t for t in live if t.get("version") == version]
+    old = [t for t in live if t.get("version") != version]
+    n = spec.instances
+
+    if not old:
+        surplus = len(current) - n
+        for task in _order_for_kill(current, spec.kill_selection)[:max(0, surplus)]:
+            kill(task, KILL_SCALE_DOWN)
+        launch = max(0, n - len(current))
+    else:
+        if len(current) > n:
+            for task in _order_for_kill(current, spec.kill_selection)[:len(current) - n]:
+                kill(task, KILL_SCALE_DOWN)
+            current = _order_for_kill(current, spec.kill_selection)[len(current) - n:]
+        strategy = spec.upgrade_strategy
+        launch, may_kill = restart_budget(n, strategy.minimum_health_capacity,
+                                          strategy.maximum_over_capacity, current, old, checks)
+        if n == 0:
+            may_kill = len(old)
+        unhealthy_first = sorted(
+            _order_for_kill(old, spec.kill_selection),
+            key=lambda t: is_healthy(t, checks))  # stable: keeps kill-selection order
+        for task in unhealthy_first[:may_kill]:
+            kill(task, KILL_REPLACED)
+
+    delay = backoff.delay_remaining(status, version, now)
+    if delay > 0:
+        return 0, delay
+    return launch, 0.0
+
+
+def plan(apps: list[Doc], tasks: list[Doc], statuses: dict[str, Doc],
+         deployments: list[Doc], kill_requests: list[Doc], now: float) -> Plan:
+    """The plan for one round. `apps` are stored app documents, `tasks` the store's live task
+    documents, `statuses` app runtime statuses by app id, `kill_requests` the pending ones.
+
+    `deployments` (the active ones) are accepted so a future rule can depend on them; the
+    replacement itself follows task versions, which is what deployments track.
+    """
+    del deployments  # see docstring: replacement is driven by task versions
+    requested = {r["taskId"] for r in kill_requests}
+    known = {t["id"] for t in tasks}
+    by_app: dict[str, list[Doc]] = {}
+    for task in tasks:
+        by_app.setdefault(task.get("appId") or "", []).append(task)
+
+    kills: list[Kill] = []
+    launches: list[LaunchNeed] = []
+    delayed: dict[str, float] = {}
+    invalid: dict[str, str] = {}
+    desired_ids = set()
+    for doc in sorted(apps, key=lambda d: d.get("id", "")):
+        app_id = doc.get("id", "")
+        desired_ids.add(app_id)
+        try:
+            spec = parse_app(doc)
+        except SpecError as exc:
+            invalid[app_id] = str(exc)  # leave its tasks alone: never kill on a parse problem
+            continue
+        version = config_version(doc)
+        count, delay = _plan_app(spec, version, by_app.get(app_id, []), requested,
+                                 statuses.get(app_id), now, kills)
+        if delay > 0:
+            delayed[app_id] = delay
+        if count > 0:
+            launches.append(LaunchNeed(spec, count, version))
+
+    for app_id, app_tasks in sorted(by_app.items()):
+        if app_id in desired_ids:
+            continue
+        for task in app_tasks:
+            if not task.get("killRequested"):
+                kills.append(Kill(task["id"], app_id, task.get("agentId") or task.get("slaveId"),
+                                  KILL_APP_DELETED))
+
+    done = tuple(r["taskId"] for r in kill_requests if r["taskId"] not in known)
+    return Plan(launches=tuple(launches), kills=tuple(kills), done_kill_requests=done,
+                delayed=delayed, invalid=invalid,
+                offers=REVIVE if launches else SUPPRESS)
