@@ -12,8 +12,9 @@ Invariants every backend keeps:
 - `append_event` ids grow strictly; `events_since` returns events in id order (the API's
   `/v2/events` tails this log, which works across processes).
 
-`SQLiteStateStore` (in `scheduler.sqlite_state`) is the default backend; a ZooKeeper backend can
-implement the same interface later.
+`SQLiteStateStore` (in `scheduler.sqlite_state`) is the default backend, and
+`scheduler.sqlite_state.open_state(path_or_url)` opens one from a path or `sqlite:///path`; a
+ZooKeeper backend can implement the same interface later.
 """
 
 from __future__ import annotations
@@ -98,9 +99,11 @@ class StateStore(ABC):
     # -- kill requests (written by the API, consumed by the scheduler) -------------------------
     @abstractmethod
     def request_kills(self, task_ids: list[str], *, scale: bool,
-                      deployment: Doc | None = None) -> None:
+                      deployment: Doc | None = None, force: bool = False) -> None:
         """Ask the scheduler to kill tasks. With `scale`, the owning apps' `instances` drop by the
-        number of their tasks killed, and `deployment` records that change."""
+        number of their live tasks killed, and `deployment` records that change; like
+        `apply_app_change`, a scale of an app locked by a running deployment raises
+        DeploymentConflict unless `force` (then that deployment is `superseded`)."""
 
     @abstractmethod
     def pending_kill_requests(self) -> list[Doc]:
