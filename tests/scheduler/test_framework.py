@@ -1,0 +1,186 @@
+"""The worker's ordering guarantees, against a real SQLite store and a driver that records calls
+(and, on ACKNOWLEDGE, what the store held at that moment). The real driver and master are
+exercised by the integration tests; this pins the rules that are hard to observe from outside:
+framework id first, store before acknowledge, kill unknown tasks, SUPPRESS/REVIVE transitions."""
+
+from __future__ import annotations
+
+import queue
+
+import pytest
+
+from scheduler import taskstate
+from scheduler.framework import AccessdScheduler, Worker
+from scheduler.spec import format_time, parse_app
+from scheduler.sqlite_state import open_state
+
+NOW = 1_795_000_000.0
+V1 = "2026-11-24T06:00:00.000Z"
+
+
+class RecordingDriver:
+    framework_id = "F1"
+
+    def __init__(self, store):
+        self.store = store
+        self.calls: list[tuple] = []
+
+    def reconcileTasks(self, tasks):
+        self.calls.append(("reconcile", [t["task_id"]["value"] for t in tasks]))
+
+    def acknowledgeStatusUpdate(self, status):
+        task = self.store.get_task(status["task_id"]["value"])
+        self.calls.append(("ack", status["task_id"]["value"], task and task["state"]))
+
+    def killTask(self, task_id):
+        self.calls.append(("kill", task_id["value"]))
+
+    def reviveOffers(self, roles=()):
+        self.calls.append(("revive",))
+
+    def suppressOffers(self, roles=()):
+        self.calls.append(("suppress",))
+
+    def kinds(self):
+        return [c[0] for c in self.calls]
+
+
+@pytest.fixture
+def env(tmp_path):
+    store = open_state(str(tmp_path / "state.db"))
+    driver = RecordingDriver(store)
+    worker = Worker(store, driver, queue.Queue(), clock=lambda: NOW)
+    yield store, driver, worker
+    store.close()
+
+
+def put_app(store, instances=1, app_id="/a"):
+    doc = parse_app({"id": app_id, "cmd": "sleep 600", "cpus": 0.1, "mem": 16,
+                     "instances": instances, "backoffSeconds": 2, "backoffFactor": 2}).to_json()
+    doc["version"] = V1
+    doc["versionInfo"] = {"lastScalingAt": V1, "lastConfigChangeAt": V1}
+    dep = {"id": "d1", "version": V1, "affectedApps": [app_id], "status": "succeeded",
+           "steps": [], "currentStep": 1, "totalSteps": 1, "currentActions": []}
+    store.apply_app_change(app_id, doc, dep)
+
+
+def put_task(store, n=1, state="TASK_RUNNING", app_id="/a"):
+    doc = {"id": f"a.{n:032x}", "appId": app_id, "host": "agent1", "slaveId": "A1",
+           "agentId": "A1", "ipAddresses": [], "ports": [31000], "servicePorts": [],
+           "stagedAt": format_time(NOW - 100), "startedAt": None, "version": V1,
+           "state": state, "healthy": None, "healthCheckResults": [], "message": None,
+           "reason": None, "attributes": {}, "resources": {}, "killRequested": False}
+    store.upsert_task(doc)
+    return doc
+
+
+def status(task_id, state, **extra):
+    return {"task_id": {"value": task_id}, "state": state, "uuid": "dXVpZA==",
+            "agent_id": {"value": "A1"}, **extra}
+
+
+def test_callbacks_only_enqueue_and_never_raise():
+    work: queue.Queue = queue.Queue()
+    sched = AccessdScheduler(work)
+    sched.registered(None, {"value": "F1"}, {"hostname": "m", "port": 5050})
+    sched.statusUpdate(None, status("a.1", "TASK_RUNNING"))
+    sched.resourceOffers(None, [{"id": {"value": "o1"}}])
+    assert [work.get_nowait()[0] for _ in range(3)] == ["subscribed", "status", "offers"]
+    broken = AccessdScheduler(None)  # put() fails: the callback still returns
+    broken.statusUpdate(None, status("a.1", "TASK_RUNNING"))
+
+
+def test_subscribe_stores_framework_id_then_reconciles_explicitly_then_implicitly(env):
+    store, driver, worker = env
+    t = put_task(store)
+    worker.handle("subscribed", ("F1", {"hostname": "127.0.0.1", "port": 5050}))
+    assert store.get_framework_id() == "F1"
+    assert driver.calls == [("reconcile", [t["id"]]), ("reconcile", [])]
+    events = [e for _, e in store.events_since(0)]
+    assert events[0]["eventType"] == "scheduler_registered_event"
+    assert events[0]["frameworkId"] == "F1"
+
+
+def test_status_is_stored_before_it_is_acknowledged(env):
+    store, driver, worker = env
+    t = put_task(store, state="TASK_STAGING")
+    worker.handle("status", (status(t["id"], "TASK_RUNNING"),))
+    assert driver.calls == [("ack", t["id"], "TASK_RUNNING")]
+    assert store.get_task(t["id"])["startedAt"] == format_time(NOW)
+
+
+def test_running_update_for_unknown_task_kills_it_and_acknowledges(env):
+    store, driver, worker = env
+    worker.handle("status", (status("a.ffff", "TASK_RUNNING"),))
+    assert driver.calls == [("kill", "a.ffff"), ("ack", "a.ffff", None)]
+
+
+def test_failure_removes_task_delays_app_and_records_last_failure(env):
+    store, driver, worker = env
+    put_app(store)
+    t = put_task(store)
+    worker.handle("status", (status(t["id"], "TASK_FAILED", message="exit 1"),))
+    assert store.get_task(t["id"]) is None
+    assert driver.calls == [("ack", t["id"], None)]
+    st = store.get_app_status("/a")
+    assert st["consecutiveFailures"] == 1 and st["delay"]["seconds"] == 2
+    assert st["lastTaskFailure"]["taskId"] == t["id"]
+    assert st["lastTaskFailure"]["message"] == "exit 1"
+    types = [e["eventType"] for _, e in store.events_since(0)]
+    assert "status_update_event" in types
+
+
+def test_tick_kills_surplus_marks_it_and_suppresses(env):
+    store, driver, worker = env
+    put_app(store, instances=0)
+    t = put_task(store)
+    worker.subscribed = True
+    worker.tick()
+    assert ("kill", t["id"]) in driver.calls
+    assert store.get_task(t["id"])["killRequested"] is True
+    assert driver.kinds().count("suppress") == 1
+    driver.calls.clear()
+    worker.tick()  # nothing new: no second kill, no second SUPPRESS
+    assert driver.calls == []
+    # the kill lands: the task goes away and is not a failure
+    worker.handle("status", (status(t["id"], taskstate.KILLED),))
+    assert store.get_task(t["id"]) is None
+    assert (store.get_app_status("/a") or {}).get("consecutiveFailures", 0) == 0
+
+
+def test_revive_when_demand_appears_or_grows_only(env):
+    store, driver, worker = env
+    worker.subscribed = True
+    worker.suppressed = True
+    put_app(store, instances=2)
+    worker.tick()
+    assert driver.kinds() == ["revive"]
+    worker.tick()
+    assert driver.kinds() == ["revive"]  # same demand: let the refuse filter work
+    store.request_kills([], scale=False)  # unrelated write
+    put_app(store, instances=3, app_id="/b")
+    worker.tick()
+    assert driver.kinds() == ["revive", "revive"]
+
+
+def test_operator_kill_request_is_carried_out_and_completed(env):
+    store, driver, worker = env
+    put_app(store, instances=1)
+    t = put_task(store)
+    store.request_kills([t["id"]], scale=False)
+    worker.subscribed = True
+    worker.tick()
+    assert ("kill", t["id"]) in driver.calls
+    worker.handle("status", (status(t["id"], taskstate.KILLED),))
+    assert store.pending_kill_requests() == []
+
+
+def test_waiting_no_offers_after_a_while(env):
+    store, driver, worker = env
+    put_app(store, instances=1)
+    worker.subscribed = True
+    worker.tick()
+    assert (store.get_app_status("/a") or {}).get("waiting") is None
+    worker.clock = lambda: NOW + 10
+    worker.tick()
+    assert store.get_app_status("/a")["waiting"]["reason"] == "no offers"
