@@ -59,7 +59,7 @@ def put_app(store, instances=1, app_id="/a"):
                      "instances": instances, "backoffSeconds": 2, "backoffFactor": 2}).to_json()
     doc["version"] = V1
     doc["versionInfo"] = {"lastScalingAt": V1, "lastConfigChangeAt": V1}
-    dep = {"id": "d1", "version": V1, "affectedApps": [app_id], "status": "succeeded",
+    dep = {"id": f"d-{app_id}", "version": V1, "affectedApps": [app_id], "status": "succeeded",
            "steps": [], "currentStep": 1, "totalSteps": 1, "currentActions": []}
     store.apply_app_change(app_id, doc, dep)
 
