@@ -409,7 +409,7 @@ class Worker:
         for dep in self.store.list_deployments(True):
             app_id = (dep.get("target") or {}).get("app") or (dep.get("affectedApps") or [""])[0]
             new_doc, events = advance(dep, self.store.get_app(app_id),
-                                      self.store.list_tasks(app_id), now=now)
+                                      self.store.list_tasks(app_id), now=format_time(now))
             if new_doc != dep:
                 self.store.update_deployment(new_doc)
                 if new_doc.get("status") != dep.get("status"):

@@ -13,9 +13,9 @@ Invariants:
   cancelled deployment leaves a mix that the next plan keeps converging);
 - during a replacement the app never has fewer than `ceil(instances * minimumHealthCapacity)`
   healthy tasks because of a kill we plan (old tasks die only once replacements are healthy),
-  and never more than `instances + floor(instances * maximumOverCapacity)` live tasks because
-  of a launch we plan; when both bounds leave no room (1.0 / 0.0) one old task is killed at a
-  time, as Marathon does;
+  and never more than `instances + floor(instances * maximumOverCapacity)` tasks (those being
+  killed included) because of a launch we plan; when both bounds leave no room (1.0 / 0.0) one
+  old task is killed at a time, as Marathon does (`deployments.rolling_restart_budget`);
 - no launch is planned for an app whose backoff delay for its current version has not run out;
 - kill order within an app: operator kill requests, unhealthy tasks (counted as failures),
   old-version tasks, then surplus by `killSelection` (YOUNGEST_FIRST kills the latest staged).
@@ -23,12 +23,12 @@ Invariants:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from scheduler import backoff
+from scheduler.deployments import rolling_restart_budget
 from scheduler.spec import AppSpec, SpecError, parse_app
 
 Doc = dict[str, Any]
@@ -99,22 +99,6 @@ def _order_for_kill(tasks: Iterable[Doc], kill_selection: str) -> list[Doc]:
     return sorted(tasks, key=key, reverse=(kill_selection != "OLDEST_FIRST"))
 
 
-def restart_budget(instances: int, min_health: float, max_over: float, current: list[Doc],
-                   old: list[Doc], has_health_checks: bool) -> tuple[int, int]:
-    """`(may_start_new, may_kill_old)` for a rolling replacement (see the module invariants)."""
-    min_healthy = math.ceil(instances * min_health)
-    max_total = instances + math.floor(instances * max_over)
-    total = len(current) + len(old)
-    may_start = max(0, min(instances - len(current), max_total - total))
-    healthy = sum(is_healthy(t, has_health_checks) for t in current + old)
-    old_unhealthy = sum(not is_healthy(t, has_health_checks) for t in old)
-    may_kill = min(len(old), old_unhealthy + max(0, healthy - min_healthy))
-    current_settled = all(is_healthy(t, has_health_checks) for t in current)
-    if may_start == 0 and may_kill == 0 and old and current_settled:
-        may_kill = 1  # min health 1.0 with no over-capacity: make room one task at a time
-    return may_start, may_kill
-
-
 def _plan_app(spec: AppSpec, version: str, tasks: list[Doc], requested: set[str],
               status: Doc | None, now: float, kills: list[Kill]) -> tuple[int, float]:
     """Append this app's kills; return `(launch_count, delay_left)`."""
@@ -140,21 +124,17 @@ def _plan_app(spec: AppSpec, version: str, tasks: list[Doc], requested: set[str]
     old = [t for t in live if t.get("version") != version]
     n = spec.instances
 
+    surplus = len(current) - n
+    for task in _order_for_kill(current, spec.kill_selection)[:max(0, surplus)]:
+        kill(task, KILL_SCALE_DOWN)
     if not old:
-        surplus = len(current) - n
-        for task in _order_for_kill(current, spec.kill_selection)[:max(0, surplus)]:
-            kill(task, KILL_SCALE_DOWN)
         launch = max(0, n - len(current))
     else:
-        if len(current) > n:
-            for task in _order_for_kill(current, spec.kill_selection)[:len(current) - n]:
-                kill(task, KILL_SCALE_DOWN)
-            current = _order_for_kill(current, spec.kill_selection)[len(current) - n:]
-        strategy = spec.upgrade_strategy
-        launch, may_kill = restart_budget(n, strategy.minimum_health_capacity,
-                                          strategy.maximum_over_capacity, current, old, checks)
-        if n == 0:
-            may_kill = len(old)
+        # The upgradeStrategy arithmetic is the deployments module's; it sees the tasks killed
+        # in this round as being killed (they still hold capacity until they are gone).
+        killing = {k.task_id for k in kills}
+        view = [dict(t, killRequested=True) if t["id"] in killing else t for t in tasks]
+        launch, may_kill = rolling_restart_budget(spec, view, version=version)
         unhealthy_first = sorted(
             _order_for_kill(old, spec.kill_selection),
             key=lambda t: is_healthy(t, checks))  # stable: keeps kill-selection order
