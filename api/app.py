@@ -1,0 +1,135 @@
+"""The control API's Falcon app: `create_app(config, store)` wires everything; `get_app()` reads
+the configuration from the environment (what gunicorn calls: `'api.app:get_app()'`).
+
+`get_app()` opens nothing: the store is a `LazyStore` that opens the SQLite file on first use, in
+the gunicorn worker after the fork (SQLite connections must not cross a fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import falcon
+
+from api import errors
+from api.apps import AppResource, AppRestart, AppsCollection, Ctx
+from api.auth import AuthMiddleware
+from api.body import DEFAULT_MAX_BODY
+from api.deployments import Deployment, Deployments
+from api.events import Events
+from api.info import Index, Info, Leader, Ping, Static, version
+from api.metrics import Metrics, MetricsMiddleware, MetricsResource
+from api.openapi import OpenApi
+from api.queue import Queue, QueueDelay
+from api.routing import OrderedRouter
+from api.tasks import AppTask, AppTasks, Tasks, TasksDelete
+from scheduler.state import StateStore
+
+log = logging.getLogger("accessd.api")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    state_path: str
+    token: str | None = None
+    read_token: str | None = None
+    max_body: int = DEFAULT_MAX_BODY
+    leader: str = "127.0.0.1:8080"
+    sse_keepalive: float = 15.0
+    sse_poll: float = 0.2
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
+        """`ACCESSD_API_STATE` (required), `ACCESSD_API_TOKEN`, `ACCESSD_API_READ_TOKEN`,
+        `ACCESSD_API_MAX_BODY`, `ACCESSD_API_BIND`, `ACCESSD_API_SSE_KEEPALIVE`,
+        `ACCESSD_API_SSE_POLL`. A missing or malformed value is a ValueError naming it."""
+        env = os.environ if env is None else env
+        state = env.get("ACCESSD_API_STATE", "").strip()
+        if not state:
+            raise ValueError("ACCESSD_API_STATE is not set (the state store's SQLite path)")
+        try:
+            max_body = int(env.get("ACCESSD_API_MAX_BODY", str(DEFAULT_MAX_BODY)))
+            keepalive = float(env.get("ACCESSD_API_SSE_KEEPALIVE", "15"))
+            poll = float(env.get("ACCESSD_API_SSE_POLL", "0.2"))
+        except ValueError as exc:
+            raise ValueError(f"bad ACCESSD_API_MAX_BODY / _SSE_KEEPALIVE / _SSE_POLL: {exc}"
+                             ) from None
+        if max_body < 1 or keepalive <= 0 or poll <= 0:
+            raise ValueError("ACCESSD_API_MAX_BODY, _SSE_KEEPALIVE and _SSE_POLL must be > 0")
+        return cls(state_path=state, token=env.get("ACCESSD_API_TOKEN") or None,
+                   read_token=env.get("ACCESSD_API_READ_TOKEN") or None, max_body=max_body,
+                   leader=env.get("ACCESSD_API_BIND", "127.0.0.1:8080"),
+                   sse_keepalive=keepalive, sse_poll=poll)
+
+
+class LazyStore:
+    """A `StateStore` stand-in that opens the real store on first use (after the fork) and
+    delegates every call to it."""
+
+    def __init__(self, opener: Callable[[], StateStore]) -> None:
+        self._opener = opener
+        self._store: StateStore | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> StateStore:
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = self._opener()
+        return self._store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+
+def create_app(config: ApiConfig, store: StateStore) -> falcon.App:
+    metrics = Metrics()
+    auth = AuthMiddleware(config.token, config.read_token)
+    router = OrderedRouter()
+    # Auth before metrics' timing? No: metrics first, so refused requests are counted too.
+    app = falcon.App(router=router, middleware=[MetricsMiddleware(metrics), auth])
+    app.req_options.strip_url_path_trailing_slash = True
+    app.req_options.keep_blank_qs_values = True
+    errors.install(app)
+    ctx = Ctx(store=store, max_body=config.max_body)
+    # Order matters (see api.routing): sub-resources of an app before the app itself.
+    routes: list[tuple[str, object]] = [
+        ("/v2/apps", AppsCollection(ctx)),
+        ("/v2/apps/{appId*}/restart", AppRestart(ctx)),
+        ("/v2/apps/{appId*}/tasks/{taskId}", AppTask(ctx)),
+        ("/v2/apps/{appId*}/tasks", AppTasks(ctx)),
+        ("/v2/apps/{appId*}", AppResource(ctx)),
+        ("/v2/tasks", Tasks(ctx)),
+        ("/v2/tasks/delete", TasksDelete(ctx)),
+        ("/v2/deployments", Deployments(ctx)),
+        ("/v2/deployments/{deploymentId}", Deployment(ctx)),
+        ("/v2/queue", Queue(ctx)),
+        ("/v2/queue/{appId*}/delay", QueueDelay(ctx)),
+        ("/v2/events", Events(store, config.sse_keepalive, config.sse_poll)),
+        ("/v2/info", Info(store, config.leader, auth.enabled, config.max_body)),
+        ("/v2/leader", Leader(config.leader)),
+        ("/v2/openapi.json", OpenApi(router, version())),
+        ("/ping", Ping()),
+        ("/metrics", MetricsResource(metrics, store)),
+        ("/", Index()),
+        ("/static/{name}", Static()),
+    ]
+    for template, resource in routes:
+        app.add_route(template, resource)
+    return app
+
+
+def get_app() -> falcon.App:
+    """The app for gunicorn, configured from the environment; the store opens lazily."""
+    from scheduler.sqlite_state import open_state
+
+    logging.basicConfig(level=os.environ.get("ACCESSD_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    config = ApiConfig.from_env()
+    store: Any = LazyStore(lambda: open_state(config.state_path))
+    return create_app(config, store)

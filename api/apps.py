@@ -1,0 +1,182 @@
+"""`/v2/apps`: list, create, read, replace or scale (PUT), patch, delete and restart apps.
+
+Reads assemble views from four store reads (apps, tasks, statuses, active deployments) whatever
+the number of apps; writes go through `api.changes`, one transaction each.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import falcon
+
+from api import changes, views
+from api.body import read_object
+from api.errors import ApiError, bad_request, not_found
+from scheduler.spec import SpecError, merge_patch, normalize_app_id
+from scheduler.state import StateStore
+
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What every resource needs, injected by `create_app`."""
+
+    store: StateStore
+    max_body: int
+
+
+def path_app_id(raw: str) -> str:
+    """The normalised app id from a URL, or 404 if it cannot name an app."""
+    try:
+        return normalize_app_id("/" + raw.strip("/"))
+    except SpecError:
+        raise not_found(f"App '/{raw.strip('/')}' does not exist") from None
+
+
+def force_param(req: falcon.Request) -> bool:
+    return req.get_param_as_bool("force", default=False) or False
+
+
+def embeds(req: falcon.Request, prefix: str) -> set[str]:
+    return views.parse_embeds(req.get_param_as_list("embed") or [], prefix)
+
+
+def get_app_or_404(store: StateStore, app_id: str) -> Doc:
+    app = store.get_app(app_id)
+    if app is None:
+        raise not_found(f"App '{app_id}' does not exist")
+    return app
+
+
+def render_apps(store: StateStore, apps: list[Doc], embed: set[str]) -> list[Doc]:
+    """Views of `apps` (four store reads in all)."""
+    if not apps:
+        return []
+    one = len(apps) == 1
+    tasks = views.group_tasks(store.list_tasks(apps[0]["id"]) if one else store.list_tasks())
+    if one:
+        status = store.get_app_status(apps[0]["id"])
+        statuses = {apps[0]["id"]: status} if status else {}
+    else:
+        statuses = store.list_app_status()
+    deps = views.deployments_by_app(store.list_deployments(active_only=True))
+    now = time.time()
+    return [views.app_view(a, tasks.get(a["id"], []), statuses.get(a["id"]),
+                           deps.get(a["id"], []), embed, now) for a in apps]
+
+
+class AppsCollection:
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """List apps (`?id=` substring, `?cmd=` substring, `?label=` selector,
+        `?embed=apps.tasks|apps.deployments|apps.lastTaskFailure|apps.counts`)."""
+        apps = self.ctx.store.list_apps()
+        id_part = req.get_param("id")
+        if id_part:
+            apps = [a for a in apps if id_part.lower() in a["id"].lower()]
+        cmd_part = req.get_param("cmd")
+        if cmd_part:
+            apps = [a for a in apps if cmd_part in (a.get("cmd") or "")]
+        selector = req.get_param("label")
+        if selector:
+            try:
+                terms = views.parse_label_selector(selector)
+            except ValueError as exc:
+                raise bad_request(f"Invalid label selector: {exc}", "/label") from None
+            apps = [a for a in apps if views.labels_match(a.get("labels") or {}, terms)]
+        resp.media = {"apps": render_apps(self.ctx.store, apps, embeds(req, "apps"))}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Create an app: 201 with the app, `Location` and `Marathon-Deployment-Id`."""
+        doc = read_object(req, self.ctx.max_body)
+        new_json = changes.validated(doc)
+        change = changes.apply(self.ctx.store, req, new_json["id"], None, new_json,
+                               force=force_param(req))
+        assert change.app is not None
+        resp.status = falcon.HTTP_201
+        resp.location = "/v2/apps" + change.app["id"]
+        resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
+        resp.media = views.app_view(change.app, [], None, [change.deployment], set(),
+                                    time.time())
+
+
+class AppResource:
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
+        """One app: `{"app": ...}` (`?embed=app.tasks|app.deployments|app.lastTaskFailure|
+        app.counts`)."""
+        app = get_app_or_404(self.ctx.store, path_app_id(app_id))
+        resp.media = {"app": render_apps(self.ctx.store, [app], embeds(req, "app"))[0]}
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
+        """Create or replace an app; a body with only `instances` scales it (`?force=true`
+        overrides a running deployment)."""
+        app_id = path_app_id(app_id)
+        doc = read_object(req, self.ctx.max_body)
+        if doc.get("id") is not None:
+            try:
+                body_id = normalize_app_id(doc["id"])
+            except SpecError as exc:
+                raise ApiError(422, exc.message, exc.details) from None
+            if body_id != app_id:
+                raise ApiError(422, "Object is not valid", [{
+                    "path": "/id",
+                    "errors": [f"the body's id {body_id} differs from the URL's {app_id}"]}])
+        store = self.ctx.store
+        old = store.get_app(app_id)
+        if set(doc) - {"id"} == {"instances"}:
+            # Marathon's scale: only `instances`, merged onto the stored definition.
+            if old is None:
+                raise not_found(f"App '{app_id}' does not exist")
+            merged = changes.definition(old)
+            merged["instances"] = doc["instances"]
+            new_json = changes.validated(merged)
+        else:
+            new_json = changes.validated({**doc, "id": app_id})
+        change = changes.apply(store, req, app_id, old, new_json, force=force_param(req))
+        resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
+        if old is None:
+            resp.status = falcon.HTTP_201
+            resp.location = "/v2/apps" + app_id
+        resp.media = changes.deployment_result(change)
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
+        """Change some fields of an app (each top-level field given replaces the stored one)."""
+        app_id = path_app_id(app_id)
+        doc = read_object(req, self.ctx.max_body)
+        old = get_app_or_404(self.ctx.store, app_id)
+        new_json = changes.validated(merge_patch(changes.definition(old), doc))
+        change = changes.apply(self.ctx.store, req, app_id, old, new_json,
+                               force=force_param(req))
+        resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
+        resp.media = changes.deployment_result(change)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
+        """Delete an app (its tasks are killed by the scheduler's StopApplication)."""
+        app_id = path_app_id(app_id)
+        old = get_app_or_404(self.ctx.store, app_id)
+        change = changes.apply(self.ctx.store, req, app_id, old, None, force=force_param(req))
+        resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
+        resp.media = changes.deployment_result(change)
+
+
+class AppRestart:
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
+        """Restart an app: a new config version, so every task is replaced (rolling)."""
+        app_id = path_app_id(app_id)
+        old = get_app_or_404(self.ctx.store, app_id)
+        change = changes.apply(self.ctx.store, req, app_id, old, changes.definition(old),
+                               force=force_param(req), restart=True)
+        resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
+        resp.media = changes.deployment_result(change)

@@ -1,0 +1,114 @@
+"""Desired-state changes, the one path every mutating endpoint takes.
+
+A change is: validate (the schema), stamp the versions, plan the deployment
+(`scheduler.deployments.plan_deployment`), store app and deployment in one transaction
+(`StateStore.apply_app_change`: a rejected change leaves nothing behind), then append the events
+(`api_post_event`, `deployment_info`). The events come after the commit: a change is never
+announced before it is real (if appending fails the change stands without its event).
+
+Each deployment we create also carries `original`: the app document it replaces (null for a
+create). That is what `DELETE /v2/deployments/{id}` (without force) restores to roll back, as
+Marathon's plans carry their original state.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import falcon
+
+from scheduler.deployments import plan_deployment
+from scheduler.spec import READ_ONLY_FIELDS, is_scale_only, iso_now, parse_app, stamp_app
+from scheduler.state import StateStore
+
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Change:
+    deployment: Doc
+    app: Doc | None      # the stored document after the change (None: deleted)
+    version: str
+
+
+def definition(app_doc: Doc) -> Doc:
+    """The definition part of a stored app (what a client may send back)."""
+    return {k: copy.deepcopy(v) for k, v in app_doc.items() if k not in READ_ONLY_FIELDS}
+
+
+def validated(doc: Doc) -> Doc:
+    """The normalised Marathon JSON of a definition (raises SpecError → 422)."""
+    return parse_app(doc).to_json()
+
+
+def kind_of(old: Doc | None, new: Doc | None, *, restart: bool = False) -> str:
+    if new is None:
+        return "delete"
+    if old is None:
+        return "create"
+    if restart:
+        return "restart"
+    return "scale" if is_scale_only(old, new) else "update"
+
+
+def _events(store: StateStore, req: falcon.Request, app_doc: Doc | None, deployment: Doc) -> None:
+    store.append_event("api_post_event", {
+        "clientIp": req.remote_addr, "uri": req.path, "appDefinition": app_doc,
+    })
+    steps = deployment.get("steps") or []
+    current = int(deployment.get("currentStep") or 1)
+    store.append_event("deployment_info", {
+        "plan": deployment,
+        "currentStep": steps[current - 1] if 0 < current <= len(steps) else None,
+    })
+
+
+def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
+          new_json: Doc | None, *, force: bool, restart: bool = False,
+          keep_versions: bool = False) -> Change:
+    """Store `new_json` (validated Marathon JSON, or None to delete) in place of `old`.
+
+    `old` is what the caller read; `must_exist` makes the store check it is still so (a
+    concurrent create or delete between read and write is a 409/404, not a silent overwrite).
+    `keep_versions` stores `new_json`'s own versionInfo (a rollback restoring an old version).
+    """
+    now = iso_now()
+    kind = kind_of(old, new_json, restart=restart)
+    if new_json is None:
+        new_doc = None
+    elif keep_versions:
+        new_doc = copy.deepcopy(new_json)
+        new_doc["version"] = now
+    else:
+        new_doc = stamp_app(new_json, old, now, scale_only=(kind == "scale"))
+    deployment = plan_deployment(old, new_doc, now=now, deployment_id=str(uuid.uuid4()),
+                                 kind=kind)
+    deployment["original"] = copy.deepcopy(old)
+    store.apply_app_change(app_id, new_doc, deployment, force=force,
+                           must_exist=old is not None)
+    _events(store, req, new_doc if new_doc is not None else old, deployment)
+    return Change(deployment, new_doc, deployment.get("version") or now)
+
+
+def scale_by_kills(store: StateStore, req: falcon.Request, app: Doc, task_ids: list[str], *,
+                   force: bool) -> Change:
+    """Kill `task_ids` of `app` and lower its instances by as many, atomically
+    (`StateStore.request_kills(scale=True)` updates the app and stores the deployment)."""
+    now = iso_now()
+    new_json = definition(app)
+    new_json["instances"] = max(0, int(app.get("instances", 0)) - len(task_ids))
+    new_doc = stamp_app(new_json, app, now, scale_only=True)
+    deployment = plan_deployment(app, new_doc, now=now, deployment_id=str(uuid.uuid4()),
+                                 kind="scale")
+    deployment["original"] = copy.deepcopy(app)
+    store.request_kills(task_ids, scale=True, deployment=deployment, force=force)
+    _events(store, req, new_doc, deployment)
+    return Change(deployment, new_doc, deployment.get("version") or now)
+
+
+def deployment_result(change: Change) -> Doc:
+    """Marathon's answer to an accepted change."""
+    return {"deploymentId": change.deployment["id"], "version": change.version}

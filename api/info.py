@@ -1,0 +1,98 @@
+"""Server information (`/v2/info`, `/v2/leader`, `/ping`) and the status page's files.
+
+There is one API "leader": every gunicorn process serving the same store is equivalent (the
+API holds no state of its own), so `leader` is the address this server was told it is bound to.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+from importlib import metadata
+from pathlib import Path
+
+import falcon
+
+from scheduler.state import StateStore
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+_STATIC_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def version() -> str:
+    try:
+        return metadata.version("accessd")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class Info:
+    def __init__(self, store: StateStore, leader: str, auth_enabled: bool,
+                 max_body: int) -> None:
+        self.store = store
+        self.leader = leader
+        self.auth_enabled = auth_enabled
+        self.max_body = max_body
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Name, version, framework id, leader and configuration."""
+        host, _, port = self.leader.rpartition(":")
+        resp.media = {
+            "name": "accessd",
+            "version": version(),
+            "buildref": "unknown",
+            "elected": True,
+            "leader": self.leader,
+            "frameworkId": self.store.get_framework_id(),
+            "http_config": {"http_port": int(port) if port.isdigit() else None,
+                            "https_port": None, "address": host or None},
+            "marathon_config": {
+                "framework_name": "accessd",
+                "mesos_role": None,
+                "task_launch_timeout": None,
+                "max_request_body_bytes": self.max_body,
+            },
+            "event_subscriber": {"type": "sse"},
+            "authentication": {"enabled": self.auth_enabled,
+                               "schemes": ["Bearer", "Basic"] if self.auth_enabled else []},
+        }
+
+
+class Leader:
+    def __init__(self, leader: str) -> None:
+        self.leader = leader
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The current leader's address."""
+        resp.media = {"leader": self.leader}
+
+
+class Ping:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Liveness: `pong` (no store access)."""
+        resp.content_type = "text/plain; charset=utf-8"
+        resp.text = "pong"
+
+
+def _send_file(resp: falcon.Response, path: Path) -> None:
+    if not path.is_file():
+        raise falcon.HTTPNotFound(title="Not found", description=f"no file {path.name!r}")
+    ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    if ctype.startswith("text/") or ctype in ("application/javascript", "application/json"):
+        ctype += "; charset=utf-8"
+    resp.content_type = ctype
+    resp.data = path.read_bytes()
+
+
+class Index:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The status page."""
+        _send_file(resp, STATIC_DIR / "index.html")
+
+
+class Static:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        """The status page's scripts and styles (one level, no traversal)."""
+        if not _STATIC_NAME_RE.match(name):
+            raise falcon.HTTPNotFound(title="Not found", description=f"no file {name!r}")
+        _send_file(resp, STATIC_DIR / name)

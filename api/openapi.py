@@ -1,0 +1,116 @@
+"""`GET /v2/openapi.json`: an OpenAPI 3.0 document generated from the live route table.
+
+Nothing is listed by hand: every route of the router and every method its resource implements
+becomes an operation; the summary and description are the responder's docstring, the query
+parameters are the `?name=` mentions in that docstring, path parameters come from the template
+(a `{appId*}` field spans several segments: app ids are paths). So a route cannot exist without
+appearing here, and the test compares the document with the router.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any
+
+import falcon
+
+from api.routing import OrderedRouter
+
+_QUERY_RE = re.compile(r"\?([a-z_]+)=")
+
+_SUCCESS = {"GET": "200", "POST": "200", "PUT": "200", "PATCH": "200", "DELETE": "200"}
+_ERRORS = {
+    "400": "Malformed request (bad JSON, wrong content type, bad parameter)",
+    "401": "Missing or wrong credentials",
+    "403": "The credential may only read",
+    "404": "Unknown app, task or deployment",
+    "409": "Conflicting deployment (use ?force=true) or duplicate id",
+    "413": "Body larger than the configured limit",
+    "422": "Invalid app definition (details list every problem)",
+}
+
+
+def _operation(route_template: str, fields: list[tuple[str, bool]], method: str,
+               responder: Any) -> dict[str, Any]:
+    doc = inspect.getdoc(responder) or ""
+    summary = doc.split("\n\n", 1)[0].replace("\n", " ").strip()
+    params: list[dict[str, Any]] = []
+    for name, multi in fields:
+        params.append({
+            "name": name, "in": "path", "required": True, "schema": {"type": "string"},
+            "description": ("a path of one or more segments, e.g. jpm/timeseries" if multi
+                            else "one path segment"),
+        })
+    for name in dict.fromkeys(_QUERY_RE.findall(doc)):
+        schema: dict[str, Any] = ({"type": "boolean"} if name in ("force", "scale")
+                                  else {"type": "string"})
+        params.append({"name": name, "in": "query", "required": False, "schema": schema})
+    op: dict[str, Any] = {
+        "operationId": f"{type(responder.__self__).__name__}.{method.lower()}",
+        "summary": summary,
+        "description": doc,
+        "parameters": params,
+        "responses": {
+            _SUCCESS[method]: {"description": "Success",
+                               "content": {"application/json": {"schema": {"type": "object"}}}},
+            **{code: {"description": text, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"}}}}
+               for code, text in _ERRORS.items()},
+        },
+    }
+    if method in ("POST", "PUT", "PATCH"):
+        op["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/AppDefinition"}
+            if "/v2/apps" in route_template and not route_template.endswith("restart")
+            else {"type": "object"}}}}
+    return op
+
+
+def build(router: OrderedRouter, version: str) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for route in router.routes:
+        path = route.template.replace("*}", "}")
+        item = paths.setdefault(path, {})
+        for method in route.methods():
+            item[method.lower()] = _operation(route.template, route.fields, method,
+                                              route.method_map[method])
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "accessd control API",
+                 "description": "Marathon REST v2 compatible where the two overlap.",
+                 "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Error": {"type": "object", "required": ["message"], "properties": {
+                    "message": {"type": "string"},
+                    "details": {"type": "array", "items": {"type": "object", "properties": {
+                        "path": {"type": "string"},
+                        "errors": {"type": "array", "items": {"type": "string"}}}}}}},
+                "AppDefinition": {"type": "object", "required": ["id"],
+                                  "description": "A Marathon app definition "
+                                                 "(scheduler/spec.py is the schema)",
+                                  "properties": {"id": {"type": "string"},
+                                                 "cmd": {"type": "string"},
+                                                 "instances": {"type": "integer",
+                                                               "minimum": 0}}},
+            },
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
+                                "basic": {"type": "http", "scheme": "basic"}},
+        },
+        "security": [{"bearer": []}, {"basic": []}],
+    }
+
+
+class OpenApi:
+    def __init__(self, router: OrderedRouter, version: str) -> None:
+        self.router = router
+        self.version = version
+        self._doc: dict[str, Any] | None = None
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """This document."""
+        if self._doc is None:  # built on first use: every route is registered by then
+            self._doc = build(self.router, self.version)
+        resp.media = self._doc

@@ -1,0 +1,200 @@
+"""Pure functions turning stored documents into the API's Marathon-shaped answers.
+
+Nothing here touches the store or Falcon: the resources fetch documents once per request (all
+apps, all tasks, all statuses, all active deployments) and these functions assemble the views,
+so `GET /v2/apps?embed=apps.tasks` costs four store reads whatever the number of apps.
+
+The status label follows DEVELOPERS.md ("App runtime status"): `Deploying` if an active
+deployment affects the app, else `Suspended` if `instances == 0`, else `Delayed` if the backoff
+delay ends in the future, else `Waiting` if the scheduler recorded a waiting reason, else
+`Running`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from scheduler.spec import parse_time
+
+Doc = dict[str, Any]
+
+APP_EMBEDS = ("tasks", "deployments", "lastTaskFailure", "counts", "readiness", "taskStats")
+STAGED_STATES = frozenset({"TASK_STAGING", "TASK_STARTING"})
+RUNNING_STATES = frozenset({"TASK_RUNNING"})
+
+
+def parse_embeds(values: Iterable[str], prefix: str) -> set[str]:
+    """`["apps.tasks", "apps.counts"]` with prefix `apps` → `{"tasks", "counts"}`.
+
+    Unknown embeds are ignored, as Marathon does, so newer clients keep working."""
+    out: set[str] = set()
+    for raw in values:
+        for value in raw.split(","):
+            name = value.strip()
+            if name.startswith(prefix + "."):
+                out.add(name[len(prefix) + 1:])
+    return out
+
+
+def group_tasks(tasks: Iterable[Doc]) -> dict[str, list[Doc]]:
+    """Tasks by `appId`, each list in the order given."""
+    out: dict[str, list[Doc]] = {}
+    for task in tasks:
+        out.setdefault(task.get("appId", ""), []).append(task)
+    return out
+
+
+def deployments_by_app(deployments: Iterable[Doc]) -> dict[str, list[Doc]]:
+    """Active deployments by affected app id."""
+    out: dict[str, list[Doc]] = {}
+    for dep in deployments:
+        if dep.get("status", "running") != "running":
+            continue
+        for app_id in dep.get("affectedApps") or ():
+            out.setdefault(app_id, []).append(dep)
+    return out
+
+
+def counts(tasks: Iterable[Doc]) -> dict[str, int]:
+    """Marathon's task counters of an app."""
+    running = staged = healthy = unhealthy = 0
+    for task in tasks:
+        state = task.get("state")
+        if state in RUNNING_STATES:
+            running += 1
+        elif state in STAGED_STATES:
+            staged += 1
+        if task.get("healthy") is True:
+            healthy += 1
+        elif task.get("healthy") is False:
+            unhealthy += 1
+    return {"tasksStaged": staged, "tasksRunning": running, "tasksHealthy": healthy,
+            "tasksUnhealthy": unhealthy}
+
+
+def delay_left(status: Doc | None, now: float) -> float | None:
+    """Seconds of backoff delay left (<= 0: overdue), or None when there is no delay."""
+    delay = (status or {}).get("delay")
+    if not delay or not delay.get("until"):
+        return None
+    try:
+        return parse_time(delay["until"]) - now
+    except (ValueError, TypeError):
+        return None
+
+
+def status_label(app: Doc, status: Doc | None, active_deployments: list[Doc], now: float) -> str:
+    if active_deployments:
+        return "Deploying"
+    if app.get("instances", 0) == 0:
+        return "Suspended"
+    left = delay_left(status, now)
+    if left is not None and left > 0:
+        return "Delayed"
+    if (status or {}).get("waiting"):
+        return "Waiting"
+    return "Running"
+
+
+def task_view(task: Doc) -> Doc:
+    """A task as Marathon shows it (the stored document is already Marathon-shaped; the fields a
+    client relies on are guaranteed present)."""
+    out = dict(task)
+    out.setdefault("host", None)
+    out.setdefault("ports", [])
+    out.setdefault("servicePorts", [])
+    out.setdefault("ipAddresses", [])
+    out.setdefault("healthCheckResults", [])
+    out.setdefault("stagedAt", None)
+    out.setdefault("startedAt", None)
+    return out
+
+
+def app_view(app: Doc, tasks: list[Doc], status: Doc | None, deployments: list[Doc],
+             embeds: set[str], now: float) -> Doc:
+    """The app as `GET /v2/apps` shows it: definition, version, counters, deployments,
+    lastTaskFailure and our `status` label; `tasks` only when embedded."""
+    out = dict(app)
+    out.update(counts(tasks))
+    out["deployments"] = [{"id": d["id"]} for d in deployments]
+    out["lastTaskFailure"] = (status or {}).get("lastTaskFailure")
+    out["status"] = status_label(app, status, deployments, now)
+    if "tasks" in embeds:
+        out["tasks"] = [task_view(t) for t in tasks]
+    return out
+
+
+def queue_item(app_view_doc: Doc, status: Doc, tasks: list[Doc], now: float) -> Doc | None:
+    """A `/v2/queue` entry for an app with launches waiting or delayed, else None."""
+    left = delay_left(status, now)
+    waiting = status.get("waiting")
+    if left is None and not waiting:
+        return None
+    instances = int(app_view_doc.get("instances", 0))
+    missing = max(0, instances - len(tasks))
+    count = int(waiting.get("count", missing)) if waiting else missing
+    if count <= 0 and (left is None or left <= 0):
+        return None
+    since = (waiting or {}).get("since") or status.get("updatedAt")
+    reason = (waiting or {}).get("reason")
+    item: Doc = {
+        "app": app_view_doc,
+        "count": count,
+        "delay": {"timeLeftSeconds": max(0, int(round(left or 0))),
+                  "overdue": left is None or left <= 0},
+        "since": since,
+        "lastUnusedOfferReason": reason,
+        "processedOffersSummary": {
+            "rejectSummaryLastOffers": ([{"reason": reason, "declined": 1, "processed": 1}]
+                                        if reason else []),
+        },
+        "consecutiveFailures": status.get("consecutiveFailures", 0),
+    }
+    return item
+
+
+# -- label selectors (?label=) -------------------------------------------------------------------
+_SELECTOR_RE = re.compile(
+    r"""\s*(?P<key>[^\s!=,()]+)\s*
+        (?:(?P<op>==|!=|\s+in\s+|\s+notin\s+)\s*
+           (?P<value>\([^)]*\)|[^,()]*))?\s*(?:,|$)""", re.X)
+
+
+def parse_label_selector(text: str) -> list[tuple[str, str | None, frozenset[str]]]:
+    """Marathon's label selector: comma-separated `key`, `key==v`, `key!=v`, `key in (a,b)`,
+    `key notin (a,b)`, all of which must hold. ValueError names what cannot be parsed."""
+    terms: list[tuple[str, str | None, frozenset[str]]] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        m = _SELECTOR_RE.match(text, pos)
+        if not m or m.end() == pos:
+            raise ValueError(f"cannot parse label selector at {text[pos:]!r}")
+        op = (m.group("op") or "").strip() or None
+        value = (m.group("value") or "").strip()
+        if value.startswith("("):
+            values = frozenset(v.strip() for v in value[1:-1].split(",") if v.strip())
+        else:
+            values = frozenset([value]) if op else frozenset()
+        terms.append((m.group("key"), op, values))
+        pos = m.end()
+    if not terms:
+        raise ValueError("empty label selector")
+    return terms
+
+
+def labels_match(labels: Mapping[str, str], terms: list[tuple[str, str | None,
+                                                              frozenset[str]]]) -> bool:
+    for key, op, values in terms:
+        value = labels.get(key)
+        if op is None:
+            ok = key in labels
+        elif op in ("==", "in"):
+            ok = value is not None and value in values
+        else:  # != and notin: an absent label satisfies them (Kubernetes/Marathon semantics)
+            ok = value is None or value not in values
+        if not ok:
+            return False
+    return True
