@@ -1,0 +1,102 @@
+"""Start `accessd scheduler` as a real process for integration tests, and write desired state
+the way the control API does (stamp the app, plan its deployment, store both atomically).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from scheduler.deployments import plan_deployment
+from scheduler.spec import iso_now, parse_app, stamp_app
+from scheduler.state import StateStore
+from tests.support import PYTHON, REPO, Proc
+
+REGISTERED = re.compile(r"registered framework_id=(\S+)")
+
+
+def start_scheduler(master: str, state_path: str | os.PathLike, extra_args: Sequence[str] = (),
+                    timeout: float = 60.0) -> Proc:
+    """Run `accessd scheduler --master M --state S` and wait until it has registered.
+
+    The framework id it logged is in `proc.framework_id`.
+    """
+    proc = Proc([PYTHON, "-m", "accessd.cli", "scheduler", "--master", master,
+                 "--state", str(state_path), *extra_args], cwd=REPO)
+    try:
+        line = proc.wait_for_line(lambda text: REGISTERED.search(text) is not None,
+                                  timeout=timeout)
+    except BaseException:
+        proc.stop()
+        raise
+    proc.framework_id = REGISTERED.search(line).group(1)  # type: ignore[attr-defined]
+    return proc
+
+
+# -- desired state, written as the API writes it -------------------------------------------------
+
+def deploy_app(store: StateStore, app_json: dict[str, Any], *, force: bool = False) -> dict:
+    """Create or replace an app (a new definition restarts its tasks); returns the deployment."""
+    spec = parse_app(app_json)
+    previous = store.get_app(spec.id)
+    now = iso_now()
+    doc = stamp_app(spec.to_json(), previous, now, scale_only=False)
+    kind = "create" if previous is None else "update"
+    deployment = plan_deployment(previous, doc, now=now, kind=kind)
+    store.apply_app_change(spec.id, doc, deployment, force=force)
+    store.append_event("api_post_event", {"clientIp": "127.0.0.1", "uri": f"/v2/apps{spec.id}",
+                                          "appDefinition": doc})
+    return deployment
+
+
+def scale_app(store: StateStore, app_id: str, instances: int, *, force: bool = False) -> dict:
+    previous = store.get_app(app_id)
+    assert previous is not None, app_id
+    now = iso_now()
+    app_json = {k: v for k, v in previous.items() if k not in ("version", "versionInfo")}
+    app_json["instances"] = instances
+    doc = stamp_app(parse_app(app_json).to_json(), previous, now, scale_only=True)
+    deployment = plan_deployment(previous, doc, now=now, kind="scale")
+    store.apply_app_change(app_id, doc, deployment, force=force, must_exist=True)
+    return deployment
+
+
+def restart_app(store: StateStore, app_id: str, *, force: bool = False) -> dict:
+    previous = store.get_app(app_id)
+    assert previous is not None, app_id
+    now = iso_now()
+    app_json = {k: v for k, v in previous.items() if k not in ("version", "versionInfo")}
+    doc = stamp_app(app_json, previous, now, scale_only=False)
+    deployment = plan_deployment(previous, doc, now=now, kind="restart")
+    store.apply_app_change(app_id, doc, deployment, force=force, must_exist=True)
+    return deployment
+
+
+def delete_app(store: StateStore, app_id: str, *, force: bool = False) -> dict:
+    previous = store.get_app(app_id)
+    assert previous is not None, app_id
+    deployment = plan_deployment(previous, None, now=iso_now(), kind="delete")
+    store.apply_app_change(app_id, None, deployment, force=force, must_exist=True)
+    return deployment
+
+
+# -- observing the cluster -------------------------------------------------------------------------
+
+def mesos_tasks(state: dict[str, Any], framework_id: str,
+                states: Sequence[str] = ("TASK_STAGING", "TASK_STARTING", "TASK_RUNNING",
+                                         "TASK_KILLING")) -> dict[str, dict]:
+    """The framework's tasks in a master `/state` document, by id, in the given states."""
+    out: dict[str, dict] = {}
+    for fw in state.get("frameworks", []):
+        if fw.get("id") != framework_id:
+            continue
+        for task in fw.get("tasks", []):
+            if task.get("state") in states:
+                out[task["id"]] = task
+    return out
+
+
+def store_tasks(store: StateStore, app_id: str, state: str | None = "TASK_RUNNING") -> list[dict]:
+    return [t for t in store.list_tasks(app_id) if state is None or t.get("state") == state]

@@ -1,0 +1,129 @@
+"""The scheduler against the embedded cluster: constraints, waiting reasons, killSelection,
+GROUP_BY spreading and replacing the tasks of a stopped agent.
+
+Real processes: localmesos (3 agents, racks r1 r1 r2) and `accessd scheduler`; desired state
+written to the store as the API writes it. Tasks use the Mesos command executor (`//cmd`) and
+`sleep`, so these tests depend on neither the executor nor the services.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+
+import pytest
+
+from scheduler.sqlite_state import open_state
+from tests.fixtures_scheduler import (
+    delete_app,
+    deploy_app,
+    mesos_tasks,
+    scale_app,
+    start_scheduler,
+    store_tasks,
+)
+from tests.support import wait_until
+
+start_localmesos = pytest.importorskip("tests.fixtures_mesos").start_localmesos  # until localmesos lands
+
+RACKS = ["rack:r1", "rack:r1", "rack:r2"]
+
+
+def sleeper(app_id, instances, **fields):
+    return {"id": app_id, "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": instances,
+            "executor": "//cmd", "backoffSeconds": 0.5, **fields}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    work = tmp_path_factory.mktemp("cluster")
+    mesos = start_localmesos(work / "mesos", agents=3, attributes=RACKS)
+    store = open_state(str(work / "state.db"))
+    sched = None
+    try:
+        started = time.monotonic()
+        sched = start_scheduler(mesos.master, work / "state.db", ["--refuse-seconds", "1"])
+        print(f"scheduler registered in {time.monotonic() - started:.2f}s")
+        yield mesos, store, sched
+    finally:
+        if sched is not None:
+            sched.stop()
+        store.close()
+        mesos.stop()
+
+
+def running(store, app_id):
+    return store_tasks(store, app_id, "TASK_RUNNING")
+
+
+def cluster_running(mesos, sched):
+    return mesos_tasks(mesos.state(), sched.framework_id, ("TASK_RUNNING",))
+
+
+def test_unique_hostname_runs_three_of_six_and_says_why(cluster):
+    mesos, store, sched = cluster
+    started = time.monotonic()
+    deploy_app(store, sleeper("/it/unique", 6, constraints=[["hostname", "UNIQUE"]]))
+    tasks = wait_until(lambda: len(r := running(store, "/it/unique")) == 3 and r, timeout=30,
+                       message="3 running tasks of /it/unique")
+    print(f"app created -> 3 RUNNING in {time.monotonic() - started:.2f}s")
+    assert len({t["host"] for t in tasks}) == 3
+    status = wait_until(lambda: (s := store.get_app_status("/it/unique")) and s.get("waiting")
+                        and s, timeout=20, message="a waiting reason")
+    assert status["waiting"]["reason"] == "constraint hostname UNIQUE"
+    assert status["waiting"]["count"] == 3
+    # the cluster agrees with the store
+    ours = {t["id"] for t in store_tasks(store, "/it/unique", None)}
+    assert set(cluster_running(mesos, sched)) >= ours
+    # and nothing beyond 3 was ever launched (the store holds live tasks only)
+    assert len(ours) == 3
+
+
+def test_scale_down_kills_the_youngest(cluster):
+    mesos, store, sched = cluster
+    tasks = running(store, "/it/unique")
+    youngest = max(tasks, key=lambda t: (t["stagedAt"], t["id"]))
+    started = time.monotonic()
+    scale_app(store, "/it/unique", 2, force=True)
+    left = wait_until(lambda: len(r := store_tasks(store, "/it/unique", None)) == 2 and r,
+                      timeout=20, message="2 tasks left")
+    print(f"scale 6 -> 2 took effect in {time.monotonic() - started:.2f}s")
+    assert youngest["id"] not in {t["id"] for t in left}
+    wait_until(lambda: youngest["id"] not in cluster_running(mesos, sched), timeout=20,
+               message="the youngest task gone from the cluster")
+    wait_until(lambda: (store.get_app_status("/it/unique") or {}).get("waiting") is None,
+               timeout=10, message="no waiting reason once nothing waits")
+    delete_app(store, "/it/unique", force=True)
+    wait_until(lambda: not store_tasks(store, "/it/unique", None), timeout=20,
+               message="deleted app's tasks gone")
+
+
+def test_group_by_rack_spreads_evenly(cluster):
+    mesos, store, sched = cluster
+    deploy_app(store, sleeper("/it/grouped", 4, constraints=[["rack", "GROUP_BY"]]))
+    tasks = wait_until(lambda: len(r := running(store, "/it/grouped")) == 4 and r, timeout=30,
+                       message="4 running grouped tasks")
+    per_rack = collections.Counter(t["attributes"].get("rack") for t in tasks)
+    assert per_rack == {"r1": 2, "r2": 2}
+    delete_app(store, "/it/grouped", force=True)
+    wait_until(lambda: not store_tasks(store, "/it/grouped", None), timeout=20,
+               message="grouped tasks gone")
+
+
+def test_stopped_agent_tasks_are_replaced_within_constraints(cluster):
+    mesos, store, sched = cluster
+    deploy_app(store, sleeper("/it/moving", 2, constraints=[["hostname", "UNIQUE"]]))
+    tasks = wait_until(lambda: len(r := running(store, "/it/moving")) == 2 and r, timeout=30,
+                       message="2 running tasks")
+    victim = tasks[0]
+    started = time.monotonic()
+    mesos.stop_agent(victim["agentId"])
+    replaced = wait_until(
+        lambda: len(r := running(store, "/it/moving")) == 2
+        and victim["id"] not in {t["id"] for t in r} and r,
+        timeout=60, message="the lost task replaced")
+    print(f"agent stopped -> replacement RUNNING in {time.monotonic() - started:.2f}s")
+    hosts = [t["host"] for t in replaced]
+    assert len(set(hosts)) == 2 and victim["host"] not in hosts
+    failure = store.get_app_status("/it/moving")["lastTaskFailure"]
+    assert failure["taskId"] == victim["id"]

@@ -1,0 +1,103 @@
+"""The scheduler with accessd's executor and HTTP health checks, against the embedded cluster:
+a rolling restart keeps the healthy capacity (old tasks die only once replacements are healthy),
+and an unhealthy task is killed and replaced while its siblings keep running.
+
+Each task serves its own directory with `python -m http.server`; its health check asks for the
+file `health` in it, so the test makes one task unhealthy by deleting that file.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+import pytest
+
+from scheduler.deployments import task_is_ready
+from scheduler.sqlite_state import open_state
+from tests.fixtures_scheduler import deploy_app, restart_app, start_scheduler, store_tasks
+from tests.support import PYTHON, wait_until
+
+start_localmesos = pytest.importorskip("tests.fixtures_mesos").start_localmesos  # until localmesos lands
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    work = tmp_path_factory.mktemp("executor")
+    mesos = start_localmesos(work / "mesos", agents=3)
+    store = open_state(str(work / "state.db"))
+    sched = None
+    try:
+        sched = start_scheduler(mesos.master, work / "state.db", ["--refuse-seconds", "1"])
+        yield mesos, store, sched, work
+    finally:
+        if sched is not None:
+            sched.stop()
+        store.close()
+        mesos.stop()
+
+
+def served_app(app_id, instances, docroot):
+    root = shlex.quote(str(docroot))
+    cmd = (f"mkdir -p {root}/$MESOS_TASK_ID && touch {root}/$MESOS_TASK_ID/health && "
+           f"exec {shlex.quote(PYTHON)} -m http.server $PORT0 --bind 127.0.0.1 "
+           f"--directory {root}/$MESOS_TASK_ID")
+    return {"id": app_id, "cmd": cmd, "cpus": 0.1, "mem": 32, "instances": instances,
+            "portDefinitions": [{"port": 0, "name": "http"}], "backoffSeconds": 0.5,
+            "taskKillGracePeriodSeconds": 2,
+            "healthChecks": [{"protocol": "HTTP", "path": "/health", "portIndex": 0,
+                              "gracePeriodSeconds": 10, "intervalSeconds": 1,
+                              "timeoutSeconds": 0.5, "maxConsecutiveFailures": 2}]}
+
+
+def ready(store, app_id):
+    return [t for t in store_tasks(store, app_id, None) if task_is_ready(t, True)]
+
+
+def test_rolling_restart_waits_for_healthy_replacements(cluster):
+    mesos, store, sched, work = cluster
+    started = time.monotonic()
+    deploy_app(store, served_app("/it/web", 2, work / "www"))
+    first = wait_until(lambda: len(r := ready(store, "/it/web")) == 2 and r, timeout=40,
+                       message="2 healthy tasks")
+    print(f"app created -> 2 healthy in {time.monotonic() - started:.2f}s")
+    old_ids = {t["id"] for t in first}
+
+    deployment = restart_app(store, "/it/web")
+    lowest_ready = 2
+    deadline = time.monotonic() + 60
+    while True:
+        now_ready = ready(store, "/it/web")
+        lowest_ready = min(lowest_ready, len(now_ready))
+        ids = {t["id"] for t in store_tasks(store, "/it/web", None)}
+        dep = store.get_deployment(deployment["id"])
+        if dep["status"] == "succeeded" and not ids & old_ids:
+            break
+        assert time.monotonic() < deadline, f"restart not done: {dep['status']} {ids}"
+        time.sleep(0.05)
+    # minimumHealthCapacity 1.0: never fewer healthy tasks than instances during the restart
+    assert lowest_ready == 2
+    final = ready(store, "/it/web")
+    assert len(final) == 2 and not {t["id"] for t in final} & old_ids
+    version = store.get_app("/it/web")["versionInfo"]["lastConfigChangeAt"]
+    assert all(t["version"] == version for t in final)
+
+
+def test_unhealthy_task_is_replaced_and_siblings_stay(cluster):
+    mesos, store, sched, work = cluster
+    tasks = wait_until(lambda: len(r := ready(store, "/it/web")) == 2 and r, timeout=30,
+                       message="2 healthy tasks")
+    sick, sibling = tasks
+    (work / "www" / sick["id"] / "health").unlink()
+    started = time.monotonic()
+    replaced = wait_until(
+        lambda: len(r := ready(store, "/it/web")) == 2
+        and sick["id"] not in {t["id"] for t in r} and r,
+        timeout=60, message="the unhealthy task replaced by a healthy one")
+    print(f"health file removed -> healthy replacement in {time.monotonic() - started:.2f}s")
+    assert sibling["id"] in {t["id"] for t in replaced}
+    events = [e for _, e in store.events_since(0, limit=10000)]
+    kills = [e for e in events if e["eventType"] == "unhealthy_task_kill_event"]
+    assert [e["taskId"] for e in kills] == [sick["id"]]
+    status = store.get_app_status("/it/web")
+    assert status["lastTaskFailure"]["taskId"] == sick["id"]

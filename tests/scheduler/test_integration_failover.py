@@ -1,0 +1,117 @@
+"""The scheduler against the embedded cluster: launch backoff on a crashing command, and a
+scheduler killed with SIGKILL coming back as the same framework with the same tasks.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from scheduler.spec import parse_time
+from scheduler.sqlite_state import open_state
+from tests.fixtures_scheduler import (
+    delete_app,
+    deploy_app,
+    mesos_tasks,
+    start_scheduler,
+    store_tasks,
+)
+from tests.support import wait_until
+
+start_localmesos = pytest.importorskip("tests.fixtures_mesos").start_localmesos  # until localmesos lands
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    work = tmp_path_factory.mktemp("failover")
+    mesos = start_localmesos(work / "mesos", agents=3)
+    store = open_state(str(work / "state.db"))
+    box = {"sched": None}
+    try:
+        box["sched"] = start_scheduler(mesos.master, work / "state.db",
+                                       ["--refuse-seconds", "1"])
+        yield mesos, store, box, work
+    finally:
+        if box["sched"] is not None:
+            box["sched"].stop()
+        store.close()
+        mesos.stop()
+
+
+def test_crashing_command_is_delayed_with_growing_delays(cluster):
+    mesos, store, box, _ = cluster
+    deploy_app(store, {"id": "/it/crash", "cmd": "exit 3", "cpus": 0.1, "mem": 16,
+                       "executor": "//cmd", "instances": 1, "backoffSeconds": 0.5,
+                       "backoffFactor": 2, "maxLaunchDelaySeconds": 4})
+    seen: list[float] = []
+    delayed_at_least_once = False
+
+    def four_delays():
+        nonlocal delayed_at_least_once
+        status = store.get_app_status("/it/crash") or {}
+        delay = status.get("delay")
+        if delay and (not seen or delay["seconds"] != seen[-1]):
+            seen.append(delay["seconds"])
+        if delay and parse_time(delay["until"]) > time.time():
+            delayed_at_least_once = True  # what the API shows as "Delayed"
+        return len(seen) >= 4
+
+    wait_until(four_delays, timeout=45, interval=0.02, message="four successive delays")
+    assert seen[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert delayed_at_least_once
+    status = store.get_app_status("/it/crash")
+    assert status["consecutiveFailures"] >= 4
+    assert status["lastTaskFailure"]["state"] in ("TASK_FAILED", "TASK_FINISHED")
+    assert status["lastTaskFailure"]["appId"] == "/it/crash"
+    delete_app(store, "/it/crash", force=True)
+
+
+def test_sigkilled_scheduler_comes_back_with_same_framework_and_tasks(cluster):
+    mesos, store, box, work = cluster
+    deploy_app(store, {"id": "/it/steady", "cmd": "sleep 600", "cpus": 0.1, "mem": 16,
+                       "executor": "//cmd", "instances": 3})
+    wait_until(lambda: len(store_tasks(store, "/it/steady")) == 3, timeout=30,
+               message="3 running tasks")
+    old = box["sched"]
+    framework_id = old.framework_id
+    before = {t["id"] for t in store_tasks(store, "/it/steady")}
+    assert set(mesos_tasks(mesos.state(), framework_id)) >= before
+
+    old.signal(signal.SIGKILL)
+    old.popen.wait(10)
+    # the tasks outlive the scheduler (failover timeout: a week)
+    assert set(mesos_tasks(mesos.state(), framework_id, ("TASK_RUNNING",))) >= before
+
+    started = time.monotonic()
+    box["sched"] = new = start_scheduler(mesos.master, work / "state.db",
+                                         ["--refuse-seconds", "1"])
+    print(f"restarted scheduler re-registered in {time.monotonic() - started:.2f}s")
+    assert new.framework_id == framework_id
+    new.wait_for_line(lambda line: "reconciling" in line, timeout=10)
+
+    # For a while after re-registering (reconciliation answers, offers, plans), the store and
+    # the cluster hold exactly the same three tasks: nothing lost, nothing duplicated.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        in_store = {t["id"] for t in store_tasks(store, "/it/steady", None)}
+        in_cluster = set(mesos_tasks(mesos.state(), framework_id))
+        assert in_store == before, in_store ^ before
+        assert in_cluster == before, in_cluster ^ before
+        time.sleep(0.2)
+    assert all(t["state"] == "TASK_RUNNING" for t in store_tasks(store, "/it/steady", None))
+    frameworks = [f for f in mesos.state()["frameworks"] if f.get("name") == "accessd"]
+    assert [f["id"] for f in frameworks] == [framework_id]
+
+
+def test_sigterm_stops_with_failover_and_tasks_survive(cluster):
+    mesos, store, box, _ = cluster
+    sched = box["sched"]
+    framework_id = sched.framework_id
+    before = {t["id"] for t in store_tasks(store, "/it/steady")}
+    assert before
+    sched.signal(signal.SIGTERM)
+    assert sched.popen.wait(15) == 0
+    box["sched"] = None
+    assert set(mesos_tasks(mesos.state(), framework_id, ("TASK_RUNNING",))) >= before
