@@ -19,7 +19,6 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -68,39 +67,32 @@ class SpecError(ValueError):
         return f"{self.message}: {', '.join(parts)}" if parts else self.message
 
 
-class FrozenMap(Mapping[str, str]):
-    """An immutable, hashable str->str mapping (what `env` and `labels` are)."""
+class FrozenMap(dict[str, str]):
+    """An immutable, hashable str->str dict (what `env` and `labels` are).
 
-    __slots__ = ("_d", "_h")
+    A dict subclass so that `json.dumps`, `dict(...)`, `{**m}` and `isinstance(m, dict)` all
+    work; every mutating method raises TypeError."""
 
-    def __init__(self, items: Mapping[str, str] | None = None) -> None:
-        self._d: dict[str, str] = dict(items or {})
-        self._h: int | None = None
+    __slots__ = ()
 
-    def __getitem__(self, key: str) -> str:
-        return self._d[key]
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._d)
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy/pickle would otherwise rebuild it item by item through __setitem__
+        return (type(self), (dict(self),))
 
-    def __len__(self) -> int:
-        return len(self._d)
+    def _immutable(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("FrozenMap is immutable")
 
-    def __hash__(self) -> int:
-        if self._h is None:
-            self._h = hash(frozenset(self._d.items()))
-        return self._h
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Mapping):
-            return dict(self._d) == dict(other)
-        return NotImplemented
+    __setitem__ = __delitem__ = __ior__ = _immutable  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _immutable  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"FrozenMap({self._d!r})"
+        return f"FrozenMap({dict.__repr__(self)})"
 
     def to_dict(self) -> dict[str, str]:
-        return dict(self._d)
+        return dict(self)
 
 
 @dataclass(frozen=True)

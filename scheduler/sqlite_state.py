@@ -249,20 +249,22 @@ class SQLiteStateStore(StateStore):
             rows = self._conn().execute("SELECT doc FROM deployments ORDER BY seq").fetchall()
         return [_loads(r[0]) for r in rows]
 
-    def update_deployment(self, deployment: Doc) -> None:
-        """Replace a deployment document. A deployment already final in the store keeps its
-        stored document (the API may have cancelled or superseded it meanwhile); raises
-        StateError for an unknown id."""
+    def update_deployment(self, deployment: Doc) -> bool:
+        """Replace a deployment document; True if stored. A deployment already final in the
+        store keeps its stored document and this returns False (the API cancelled or
+        superseded it meanwhile: its progress events are stale). Raises StateError for an
+        unknown id."""
         with self._write() as c:
             row = c.execute("SELECT status FROM deployments WHERE id=?",
                             (deployment.get("id"),)).fetchone()
             if row is None:
                 raise StateError(f"deployment {deployment.get('id')} does not exist")
             if row[0] in FINAL_DEPLOYMENT_STATUSES:
-                return
+                return False
             c.execute("UPDATE deployments SET status=?, doc=? WHERE id=?",
                       (deployment.get("status", "running"), _dumps(deployment),
                        deployment["id"]))
+            return True
 
     def cancel_deployment(self, deployment_id: str) -> Doc:
         with self._write() as c:

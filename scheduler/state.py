@@ -89,8 +89,12 @@ class StateStore(ABC):
         """Deployments in creation order; active ones have status `running`."""
 
     @abstractmethod
-    def update_deployment(self, deployment: Doc) -> None:
-        """Replace a deployment document (the scheduler records progress and completion)."""
+    def update_deployment(self, deployment: Doc) -> bool | None:
+        """Replace a deployment document (the scheduler records progress and completion).
+
+        A deployment already final in the store (cancelled or superseded by the API meanwhile)
+        stays as it is; backends return False then (True when stored), so the caller can drop
+        the events that went with the stale update."""
 
     @abstractmethod
     def cancel_deployment(self, deployment_id: str) -> Doc:

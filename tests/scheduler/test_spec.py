@@ -490,3 +490,70 @@ def test_constraint_json_form():
     assert Constraint("hostname", "UNIQUE").to_json() == ["hostname", "UNIQUE"]
     spec = parse_app(app(constraints=[["rack", "MAX_PER", 2]]))
     assert spec.to_json()["constraints"] == [["rack", "MAX_PER", "2"]]
+
+
+def test_frozen_map_is_an_immutable_hashable_dict():
+    import pickle
+
+    spec = parse_app(app(env={"A": "1"}, labels={"b": "2"}))
+    env = spec.env
+    assert isinstance(env, dict) and env == {"A": "1"} and {**env, "C": "3"} == {"A": "1",
+                                                                                "C": "3"}
+    assert json.dumps(env) == '{"A": "1"}'
+    for mutate in (lambda m: m.__setitem__("x", "y"), lambda m: m.__delitem__("A"),
+                   lambda m: m.update(x="y"), lambda m: m.pop("A"), lambda m: m.clear(),
+                   lambda m: m.setdefault("x", "y"), lambda m: m.popitem()):
+        with pytest.raises(TypeError):
+            mutate(env)
+    with pytest.raises(TypeError):
+        env |= {"x": "y"}
+    assert spec.env == {"A": "1"}
+    assert copy.deepcopy(spec) == spec and pickle.loads(pickle.dumps(spec)) == spec
+    assert hash(FrozenMap({"a": "1", "b": "2"})) == hash(FrozenMap({"b": "2", "a": "1"}))
+    assert len({spec, parse_app(app(env={"A": "1"}, labels={"b": "2"}))}) == 1
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 70000) | st.floats(allow_nan=True)
+    | st.text(max_size=4),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
+    max_leaves=6)
+_VALID = dict(WEB, instances=2, env={"A": "1"}, constraints=[["hostname", "UNIQUE"]],
+              healthChecks=[{"protocol": "HTTP", "path": "/h", "portIndex": 0}],
+              upgradeStrategy={"minimumHealthCapacity": 0.5})
+_PATHS = [("cpus",), ("instances",), ("env",), ("env", "A"), ("constraints",),
+          ("constraints", 0), ("constraints", 0, 1), ("healthChecks", 0),
+          ("healthChecks", 0, "portIndex"), ("healthChecks", 0, "protocol"),
+          ("portDefinitions",), ("portDefinitions", 0), ("portDefinitions", 0, "port"),
+          ("upgradeStrategy",), ("upgradeStrategy", "minimumHealthCapacity"), ("id",),
+          ("cmd",), ("args",), ("ports",), ("labels",), ("role",), ("executor",)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_PATHS), _json_values), min_size=1, max_size=3))
+def test_mutated_valid_documents_fail_cleanly(mutations):
+    """Any value anywhere in an otherwise valid document: either a valid spec that round-trips,
+    or a SpecError whose every path is a JSON pointer into the document."""
+    doc = copy.deepcopy(_VALID)
+    for path, value in mutations:
+        target = doc
+        for key in path[:-1]:
+            if isinstance(target, dict) and key in target:
+                target = target[key]
+            elif isinstance(target, list) and isinstance(key, int) and key < len(target):
+                target = target[key]
+            else:
+                break
+        else:
+            if isinstance(target, dict) or (isinstance(target, list) and isinstance(
+                    path[-1], int) and path[-1] < len(target)):
+                target[path[-1]] = value
+    try:
+        spec = parse_app(doc)
+    except SpecError as err:
+        assert err.details
+        for d in err.details:
+            assert d["path"].startswith("/")  # ("/x/" is a pointer to the key "" of x)
+            assert d["errors"] and all(isinstance(m, str) and m for m in d["errors"])
+    else:
+        assert parse_app(spec.to_json()) == spec

@@ -373,3 +373,37 @@ def test_cross_process_tailing(db):
     assert child.returncode == 0
     assert got == list(range(50))
     store.close()
+
+
+def test_update_deployment_reports_stale_updates(store):
+    store.apply_app_change("/a", app_doc("/a"), dep("d1"))
+    assert store.update_deployment(dict(dep("d1"), progress={"healthy": 1, "running": 1,
+                                                              "old": 0})) is True
+    store.cancel_deployment("d1")
+    assert store.update_deployment(dict(dep("d1"), status="succeeded")) is False
+    assert store.get_deployment("d1")["status"] == "cancelled"
+
+
+def _use_inherited(store: SQLiteStateStore, results) -> None:
+    try:
+        store.append_event("from_child", {})
+        store.upsert_task(task("a.child"))
+        results.put(None)
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        results.put(repr(exc))
+
+
+def test_forked_child_can_use_the_parents_store(store):
+    """gunicorn forks workers after loading the app: the store object they inherit must open
+    its own connection rather than share the parent's."""
+    store.append_event("from_parent", {})
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    child = ctx.Process(target=_use_inherited, args=(store, results))
+    child.start()
+    assert results.get(timeout=60) is None
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert [e["eventType"] for _, e in store.events_since(0)] == ["from_parent", "from_child"]
+    assert store.get_task("a.child") is not None
+    store.append_event("after", {})  # the parent's own connection still works
