@@ -159,8 +159,9 @@ class Worker:
         elif kind == "offers":
             self.on_offers(payload[0])
         elif kind == "disconnected":
+            if self.subscribed:  # pymesos also reports every failed connection attempt
+                log.warning("disconnected from the master; pymesos reconnects")
             self.subscribed = False
-            log.warning("disconnected from the master; pymesos reconnects")
         elif kind == "agent_lost":
             log.warning("agent %s lost; reconciling its tasks", payload[0])
             self.reconcile_tasks([t for t in self.store.list_tasks()

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     import pymesos.process
     from pymesos import MesosSchedulerDriver
 
+    logging.getLogger("pymesos").handlers.clear()  # one format: ours (pymesos adds its own)
+
     from scheduler.framework import AccessdScheduler, Worker
     from scheduler.sqlite_state import open_state
 
@@ -103,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             log.error("the driver stopped on its own; exiting")
             outcome["code"] = 1
             break
-    driver.stop(failover=True)
-    driver.join()
+    driver.stop(failover=True)  # never TEARDOWN: the tasks keep running for the next us
+    io_thread = driver._io_thread
+    if io_thread is not None:
+        io_thread.join(5.0)  # it may be asleep in a reconnect backoff; it is a daemon thread
     worker.stop()
     store.close()
     log.info("stopped")
