@@ -417,6 +417,10 @@ class Worker:
                     log.info("deployment %s %s", new_doc.get("id"), new_doc.get("status"))
             for event_type, payload in events:
                 self.store.append_event(event_type, payload)
+            deleted = (new_doc.get("target") or {}).get("configVersion") is None
+            just_done = new_doc.get("status") == "succeeded" and dep.get("status") != "succeeded"
+            if deleted and just_done:
+                self.store.append_event("app_terminated_event", {"appId": app_id})
 
     def _write_statuses(self, plan: reconcile.Plan, now: float) -> None:
         statuses = self.store.list_app_status()
