@@ -47,7 +47,7 @@ READ_ONLY_FIELDS = frozenset({
 # digits and inner hyphens.
 _LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
 _SEGMENT_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
-_PORT_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+_PORT_NAME_RE = re.compile(r"^[a-z0-9-]+$")  # Marathon's port name pattern
 
 
 class SpecError(ValueError):
@@ -478,7 +478,7 @@ def _port_definitions(doc: dict, errs: _Errors) -> tuple[PortDefinition, ...]:
         if name is not None:
             if not _PORT_NAME_RE.match(name):
                 errs.add(_ptr(*path, "name"), "must consist of lowercase letters, digits and "
-                                              "inner hyphens")
+                                              "hyphens")
             elif name in names:
                 errs.add(_ptr(*path, "name"), f"port name '{name}' is used more than once")
             names.add(name)

@@ -367,3 +367,53 @@ def test_rolling_restart_simulation_converges_within_bounds(n, min_health, over,
         next_id += start
         assert len(tasks) <= max_total
     assert d["status"] == "succeeded", (d["progress"], tasks)
+
+
+_task_strategy = st.builds(
+    lambda n, version, state, healthy, killing: task(
+        n, version=version, state=state, healthy=healthy,
+        **({"killRequested": True} if killing else {})),
+    st.integers(0, 59), st.sampled_from([T0, T1]),
+    st.sampled_from(["TASK_RUNNING", "TASK_STAGING", "TASK_KILLING"]),
+    st.sampled_from([True, False, None]), st.booleans())
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from(["create", "scale", "update", "delete"]),
+       instances=st.integers(0, 4), checks=st.booleans(),
+       rounds=st.lists(st.lists(_task_strategy, max_size=5, unique_by=lambda t: t["id"]),
+                       min_size=1, max_size=4))
+def test_advance_properties(kind, instances, checks, rounds):
+    """Over any sequence of observations: success exactly when the rule holds, each step
+    reported once and in order, idempotent, final is final."""
+    v0 = stored(instances=2, checks=checks)
+    new_app = {"create": stored(instances=instances, checks=checks),
+               "scale": stored(instances=instances, at=T1, previous=v0, scale_only=True,
+                               checks=checks),
+               "update": stored(instances=instances, at=T1, previous=v0, cmd="v2",
+                                checks=checks),
+               "delete": None}[kind]
+    d = plan_deployment(None if kind == "create" else v0, new_app, now=NOW)
+    version = d["target"]["configVersion"]
+    reported = []
+    for tasks in rounds:
+        before = d
+        d, events = advance(d, new_app, tasks, now=T2)
+        reported += [e[1]["currentStep"] for e in events if e[0] == "deployment_step_success"]
+        if before["status"] != "running":
+            assert (d, events) == (before, [])
+            continue
+        if kind == "delete":
+            should = not tasks
+        else:
+            ready = [t for t in tasks if t["version"] == version and task_is_ready(t, checks)]
+            should = len(ready) == instances == len(tasks)
+        assert (d["status"] == "succeeded") is should
+        assert bool(events) and events[-1][0] == "deployment_success" if should else True
+        assert all(e[0] != "deployment_failed" for e in events)
+        again, more = advance(d, new_app, tasks, now=T2)
+        assert (again, more) == (d, [])
+        assert 1 <= d["currentStep"] <= d["totalSteps"]
+    assert reported == d["steps"][:len(reported)]  # in order, each once
+    if d["status"] == "succeeded":
+        assert reported == d["steps"]
