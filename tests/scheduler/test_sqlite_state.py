@@ -407,3 +407,68 @@ def test_forked_child_can_use_the_parents_store(store):
     assert [e["eventType"] for _, e in store.events_since(0)] == ["from_parent", "from_child"]
     assert store.get_task("a.child") is not None
     store.append_event("after", {})  # the parent's own connection still works
+
+
+def _race_create(path: str, name: str, start, results) -> None:
+    """Child: wait for the starting gun, then try to create the same app as everyone else."""
+    try:
+        s = SQLiteStateStore(path)
+        start.wait(timeout=30)
+        try:
+            s.apply_app_change("/race", {"id": "/race", "by": name}, dep(f"d-{name}", "/race"),
+                               must_exist=False)
+            results.put((name, "created"))
+        except AppExists:
+            results.put((name, "exists"))
+        except DeploymentConflict:
+            results.put((name, "conflict"))
+        s.close()
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        results.put((name, repr(exc)))
+
+
+def test_racing_creates_across_processes_have_one_winner(db):
+    store = SQLiteStateStore(db)
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Event(), ctx.Queue()
+    names = [f"w{i}" for i in range(4)]
+    procs = [ctx.Process(target=_race_create, args=(str(db), n, start, results)) for n in names]
+    for p in procs:
+        p.start()
+    start.set()
+    outcomes = dict(results.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+    winners = [n for n, o in outcomes.items() if o == "created"]
+    assert len(winners) == 1, outcomes
+    assert all(o in ("created", "exists") for o in outcomes.values()), outcomes
+    assert store.get_app("/race")["by"] == winners[0]
+    assert [d["id"] for d in store.list_deployments(active_only=False)] == [f"d-{winners[0]}"]
+    store.close()
+
+
+def test_a_write_waits_for_another_writer_instead_of_failing(store, db):
+    """busy_timeout: while another connection holds the write lock, our write waits for it."""
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO meta (key, value) VALUES ('held', '1')")
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            store.append_event("waited", {})
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    # the writer cannot finish while the lock is held
+    assert not done.wait(timeout=0.3)
+    holder.execute("COMMIT")
+    holder.close()
+    assert done.wait(timeout=30)
+    writer.join()
+    assert errors == []
+    assert [e["eventType"] for _, e in store.events_since(0)] == ["waited"]
