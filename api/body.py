@@ -30,7 +30,12 @@ def read_json(req: falcon.Request, limit: int, *, required: bool = True) -> Any:
     length = req.content_length
     if length is not None and length > limit:
         raise _too_large(limit)
-    data = req.bounded_stream.read(limit + 1)
+    if length is None and req.env.get("wsgi.input_terminated"):
+        # Chunked upload: the server (gunicorn) ends the stream at the body's end, and reading
+        # limit + 1 bytes tells "too large" without holding more than that.
+        data = req.stream.read(limit + 1)
+    else:
+        data = req.bounded_stream.read(limit + 1)
     if len(data) > limit:
         raise _too_large(limit)
     if not data.strip():
