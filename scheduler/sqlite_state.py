@@ -299,8 +299,10 @@ class SQLiteStateStore(StateStore):
                     req["scale"] = True
                     c.execute("UPDATE kill_requests SET doc=? WHERE task_id=?",
                               (_dumps(req), tid))
-            if scale and per_app:
-                self._supersede_or_raise(c, set(per_app), force, deployment)
+            if scale:
+                # the deployment's own apps are locked too, even if none of the tasks is live
+                locked = set(per_app) | set((deployment or {}).get("affectedApps") or ())
+                self._supersede_or_raise(c, locked, force, deployment)
                 stamp = (deployment or {}).get("version") or now
                 for app_id, n in per_app.items():
                     row = c.execute("SELECT doc FROM apps WHERE id=?", (app_id,)).fetchone()
