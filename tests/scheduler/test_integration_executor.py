@@ -57,10 +57,12 @@ def ready(store, app_id):
 def test_rolling_restart_waits_for_healthy_replacements(cluster):
     mesos, store, sched, work = cluster
     started = time.monotonic()
-    deploy_app(store, served_app("/it/web", 2, work / "www"))
+    created = deploy_app(store, served_app("/it/web", 2, work / "www"))
     first = wait_until(lambda: len(r := ready(store, "/it/web")) == 2 and r, timeout=40,
                        message="2 healthy tasks")
     print(f"app created -> 2 healthy in {time.monotonic() - started:.2f}s")
+    wait_until(lambda: store.get_deployment(created["id"])["status"] == "succeeded",
+               timeout=10, message="the create deployment to succeed")
     old_ids = {t["id"] for t in first}
 
     deployment = restart_app(store, "/it/web")
