@@ -46,8 +46,8 @@ READ_ONLY_FIELDS = frozenset({
 # One path segment of an app id (Marathon's rule): dot-separated labels of lowercase letters,
 # digits and inner hyphens.
 _LABEL = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?"
-_SEGMENT_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
-_PORT_NAME_RE = re.compile(r"^[a-z0-9-]+$")  # Marathon's port name pattern
+_SEGMENT_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")  # used with fullmatch
+_PORT_NAME_RE = re.compile(r"[a-z0-9-]+")  # Marathon's port name pattern (fullmatch)
 
 
 class SpecError(ValueError):
@@ -393,11 +393,11 @@ def _normalize_id(raw: Any, errs: _Errors) -> str | None:
     if not isinstance(raw, str):
         errs.add(path, f"must be a string, got {_type_name(raw)}")
         return None
-    text = raw.strip()
-    if text.endswith("/") and len(text) > 1:
+    text = raw[1:] if raw.startswith("/") else raw
+    if text.endswith("/"):
         text = text[:-1]  # "/a/b/" names the same app as "/a/b"
     parts: list[str] = []
-    for seg in text.lstrip("/").split("/") if text.lstrip("/") else []:
+    for seg in text.split("/") if text else []:
         if seg == ".":
             continue
         if seg == "..":
@@ -406,7 +406,7 @@ def _normalize_id(raw: Any, errs: _Errors) -> str | None:
                 return None
             parts.pop()
             continue
-        if not _SEGMENT_RE.match(seg):
+        if not _SEGMENT_RE.fullmatch(seg):
             errs.add(path, f"'{raw}' is not a valid id: path segments may contain only lowercase "
                            "letters, digits, hyphens and dots, and must start and end with a "
                            "letter or digit")
@@ -476,7 +476,7 @@ def _port_definitions(doc: dict, errs: _Errors) -> tuple[PortDefinition, ...]:
                            choices=PORT_PROTOCOLS)
         name = _string(d.get("name"), (*path, "name"), errs, None)
         if name is not None:
-            if not _PORT_NAME_RE.match(name):
+            if not _PORT_NAME_RE.fullmatch(name):
                 errs.add(_ptr(*path, "name"), "must consist of lowercase letters, digits and "
                                               "hyphens")
             elif name in names:
@@ -585,6 +585,10 @@ def _health_checks(v: Any, ports: tuple[PortDefinition, ...], errs: _Errors
                 p = _string(hc["path"], (*path, "path"), errs, "/")
                 if p is not None and not p.startswith("/"):
                     errs.add(_ptr(*path, "path"), "must start with '/'")
+                elif p is not None and any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127
+                                           for ch in p):
+                    # it goes into an HTTP request line as is
+                    errs.add(_ptr(*path, "path"), "must not contain spaces or control characters")
                 hc_path = p or "/"
         port_index = 0
         if protocol in ("HTTP", "TCP"):
