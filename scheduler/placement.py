@@ -15,8 +15,10 @@ documents go in; a `PlacementResult` comes out. Invariants:
 
 Choosing an offer for one task of an app (strategy "spread", the default): among the offers that
 fit and meet the constraints, prefer the offer whose GROUP_BY groups hold the fewest of the app's
-tasks, then the agent with the fewest tasks of the app, then the most free cpus, then mem, then the
-agent id. Strategy "pack" replaces "most free" by "least free" (best fit), which fills agents
+tasks, then the agent with the fewest tasks of the app, then the most free cpus, then mem, then a
+fixed pseudo-random order of agents (crc32 of the agent id, then the id itself): ties are common
+(an empty cluster is all ties) and breaking them by id would fill the agents whose ids sort first,
+usually one rack, before the others. Strategy "pack" replaces "most free" by "least free" (best fit), which fills agents
 before opening new ones. Candidates sit in a heap whose keys only ever get worse while an app is
 being placed (counts grow, free resources shrink), so a popped entry whose key is still current is
 the true best: each task costs O(log offers) instead of a scan over all offers.
@@ -25,6 +27,7 @@ the true best: each task costs O(log offers) instead of a scan over all offers.
 from __future__ import annotations
 
 import heapq
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -183,7 +186,7 @@ def _place_app(app: Any, count: int, tasks: list[Mapping[str, Any]], views: list
         groups = tuple(tally.count(f, field_value(f, v.hostname, v.attributes) or "")
                        for f in group_fields)
         return (groups, per_agent.get(v.agent_id, 0), sign * avail.get("cpus", 0.0),
-                sign * avail.get("mem", 0.0), v.agent_id, i)
+                sign * avail.get("mem", 0.0), zlib.crc32(v.agent_id.encode()), v.agent_id, i)
 
     heap: list[tuple] = []
     for i in range(len(views)):

@@ -162,7 +162,8 @@ def test_deterministic_and_strategies():
     # spread picks the agents with most free cpus; pack fills the fullest first
     spread = place(os_, [req("/z", 1, cpus=0.5)], [])
     pack = place(os_, [req("/z", 1, cpus=0.5)], [], strategy="pack")
-    assert spread.launches[0].agent_id == "a11" and pack.launches[0].agent_id == "a0"
+    cpus = {o["agent_id"]["value"]: o["resources"][1]["scalar"]["value"] for o in os_}
+    assert cpus[spread.launches[0].agent_id] == 4 and cpus[pack.launches[0].agent_id] == 1
     with pytest.raises(ValueError):
         place(os_, rs, [], strategy="random")
 
