@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import shlex
+import signal
 import time
 from pathlib import Path
 
@@ -221,6 +222,62 @@ def test_kill_grace_of_a_sigterm_ignoring_service(cluster):
     print(f"kill with kill_policy 0.5s (TaskInfo says 30s) -> TASK_KILLED in {took:.3f}s")
     assert 0.5 <= took < 2.5
     assert not live_in_group(seen_override["pgid"])
+
+
+def executor_pids(task_id: str) -> list[int]:
+    """The executor's own process (`<python> -m executor`), not its children."""
+    out = []
+    for pid in executor_alive(task_id):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"-m\0executor" in cmdline:
+            out.append(pid)
+    return out
+
+
+def test_sigterm_to_the_executor_kills_the_task_and_reports_it(cluster):
+    mesos, framework, ctl = cluster
+    task_id, _ = framework.launch(app(ctl, "/it/term", "--grandchild", grace=5))
+    seen = seen_by(ctl, task_id)
+    framework.wait_state(task_id, "TASK_RUNNING")
+    (pid,) = executor_pids(task_id)
+    os.kill(pid, signal.SIGTERM)
+    killed = framework.wait_state(task_id, "TASK_KILLED", 20)
+    assert killed["source"] == "SOURCE_EXECUTOR"
+    assert killed["message"] == "Command terminated with signal Terminated"
+    wait_until(lambda: not pid_alive(pid) and not executor_alive(task_id)
+               and not live_in_group(seen["pgid"]) and not pid_alive(seen["grandchild"]),
+               timeout=15, message="executor and task gone")
+
+
+def test_framework_teardown_shuts_the_executor_down(cluster):
+    """TEARDOWN → the agent sends SHUTDOWN → the executor kills its task (grace capped by the
+    agent's shutdown grace period) and exits by itself; nothing is left."""
+    mesos, framework, ctl = cluster
+    other, other_driver = start_framework(mesos.master)
+    try:
+        task_id, _ = other.launch(app(ctl, "/it/teardown", "--ignore-term --grandchild",
+                                      grace=60))
+        seen = seen_by(ctl, task_id)
+        other.wait_state(task_id, "TASK_RUNNING")
+        sandbox = Path(seen["env"]["MESOS_SANDBOX"])
+        shutdown_grace = float(seen["env"]["MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD"]
+                               .removesuffix("secs"))
+    finally:
+        stopped_at = time.monotonic()
+        other_driver.stop()  # not a failover: TEARDOWN
+    wait_until(lambda: not executor_alive(task_id) and not live_in_group(seen["pgid"])
+               and not pid_alive(seen["grandchild"]), timeout=shutdown_grace + 10,
+               message="executor and task gone")
+    took = time.monotonic() - stopped_at
+    log = (sandbox / "stderr").read_text()
+    print(f"teardown -> executor and SIGTERM-ignoring task gone in {took:.2f}s "
+          f"(agent shutdown grace {shutdown_grace:g}s)")
+    assert "shutting down: killing 1 task(s)" in log
+    assert "executor done" in log  # it finished by itself, before the agent's SIGKILL
+    assert took < shutdown_grace + 2
 
 
 def test_stopping_the_agent_leaves_no_process(cluster):
