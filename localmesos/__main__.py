@@ -1,5 +1,90 @@
-"""Placeholder until the embedded cluster lands."""
+"""`python -m localmesos` / `accessd localmesos`: run the embedded cluster until SIGTERM/SIGINT.
+
+Prints exactly one line on stdout, `ready master=127.0.0.1:<port>`, once the master listens and
+every agent is registered; logs go to stderr. On SIGTERM/SIGINT every task and executor process
+group is ended before the process exits (0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from localmesos.cluster import DEFAULT_RESOURCES, Cluster, Options, parse_attributes
+from localmesos.resources import parse_spec
+
+
+def parse_args(argv: list[str]) -> Options:
+    p = argparse.ArgumentParser(prog="localmesos", description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, default=5050, help="master port on 127.0.0.1 (0: any)")
+    p.add_argument("--agents", type=int, default=3, help="number of agents (default 3)")
+    p.add_argument("--work-dir", default="localmesos-work", help="sandboxes live under it")
+    p.add_argument("--resources", default=DEFAULT_RESOURCES,
+                   help="each agent's resources; port ranges are shifted per agent "
+                        f"(default {DEFAULT_RESOURCES})")
+    p.add_argument("--attributes", action="append", default=[],
+                   help="agent attributes, e.g. 'rack:r1;zone:a'; once: all agents, repeated: "
+                        "agent k gets the k-th; default rack r1,r2,r1,…")
+    p.add_argument("--offer-timeout", type=float, default=None,
+                   help="seconds before an unanswered offer is rescinded (default: never)")
+    p.add_argument("--heartbeat-interval", type=float, default=15.0,
+                   help="seconds between HEARTBEAT events (Mesos: 15)")
+    p.add_argument("--status-update-retry", type=float, default=10.0,
+                   help="first retry of an unacknowledged status update, doubling (Mesos: 10)")
+    p.add_argument("--executor-shutdown-grace", type=float, default=5.0,
+                   help="MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD in seconds (Mesos: 5)")
+    p.add_argument("--executor-registration-timeout", type=float, default=60.0,
+                   help="seconds an executor has to SUBSCRIBE (Mesos: 60)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (stderr)")
+    a = p.parse_args(argv)
+    if a.agents < 1:
+        p.error("--agents must be at least 1")
+    try:
+        parse_spec(a.resources)
+        for spec in a.attributes:
+            parse_attributes(spec)
+    except ValueError as exc:
+        p.error(str(exc))
+    logging.basicConfig(level=getattr(logging, str(a.log_level).upper(), logging.INFO),
+                        stream=sys.stderr,
+                        format="%(asctime)s localmesos %(name)s %(levelname)s %(message)s")
+    return Options(port=a.port, agents=a.agents, work_dir=Path(a.work_dir),
+                   resources=a.resources, attributes=list(a.attributes),
+                   offer_timeout=a.offer_timeout, heartbeat_interval=a.heartbeat_interval,
+                   status_update_retry=a.status_update_retry,
+                   executor_shutdown_grace=a.executor_shutdown_grace,
+                   executor_registration_timeout=a.executor_registration_timeout)
 
 
 def main(argv: list[str]) -> int:
-    raise SystemExit("localmesos: not built yet")
+    opts = parse_args(argv)
+    done = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        cluster = Cluster(opts)
+    except OSError as exc:
+        print(f"localmesos: cannot listen on 127.0.0.1:{opts.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    cluster.start()
+    print(f"ready master=127.0.0.1:{cluster.port}", flush=True)
+    logging.getLogger("localmesos").info(
+        "master on 127.0.0.1:%d, agents %s", cluster.port,
+        ", ".join(f"{a.hostname}=127.0.0.1:{a.port}" for a in cluster.agents))
+    while not done.wait(0.5):
+        pass
+    cluster.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

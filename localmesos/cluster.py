@@ -1,0 +1,178 @@
+"""The whole embedded cluster: one master, N agents, their HTTP servers and the fault controls.
+
+Invariants:
+- One re-entrant lock guards every piece of cluster state (master, agents, tasks, offers);
+  HTTP handlers, timers and process waiters all take it, and no network write happens under it
+  (streams only queue bytes).
+- Agent k (1-based) is `agentk.localmesos`, gets the configured resources with its port ranges
+  shifted by (k-1) blocks of 1000 (or more, for wider ranges), so agents never share a port.
+- `shutdown()` leaves no process behind: SIGTERM to every task/executor group, SIGKILL after a
+  short grace, then the guardian (see procs) for anything that slipped through.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from localmesos.agent import Agent
+from localmesos.httpserver import HttpServer, Request, Response
+from localmesos.master import Master
+from localmesos.procs import Spawner, group_alive, kill_group
+from localmesos.resources import Resources, parse_spec, shift_ranges, span
+from localmesos.timers import Timers
+
+log = logging.getLogger("localmesos")
+
+DEFAULT_RESOURCES = "cpus:4;mem:4096;disk:10000;ports:[31000-31999]"
+
+
+@dataclass
+class Options:
+    port: int = 5050
+    agents: int = 3
+    work_dir: Path = Path("localmesos-work")
+    resources: str = DEFAULT_RESOURCES
+    attributes: list[str] = field(default_factory=list)
+    offer_timeout: float | None = None
+    heartbeat_interval: float = 15.0
+    status_update_retry: float = 10.0
+    executor_shutdown_grace: float = 5.0
+    executor_registration_timeout: float = 60.0
+    shutdown_grace: float = 3.0
+
+
+def parse_attributes(text: str) -> list[tuple[str, str]]:
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, val = part.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"bad attribute {part!r}: expected name:value")
+        out.append((name.strip(), val.strip()))
+    return out
+
+
+def agent_resources(base: Resources, index: int) -> Resources:
+    """Agent `index` (1-based): the base resources with every range block shifted clear."""
+    res = base
+    for name in base.ranges:
+        width = max(1000, math.ceil(span(base, name) / 1000) * 1000)
+        res = shift_ranges(res, name, (index - 1) * width)
+    return res
+
+
+def agent_attributes(specs: list[str], index: int) -> list[tuple[str, str]]:
+    """One spec: every agent; several: agent k gets the k-th (cycling); none: racks r1,r2,r1,…"""
+    if not specs:
+        return [("rack", f"r{(index - 1) % 2 + 1}")]
+    return parse_attributes(specs[(index - 1) % len(specs)])
+
+
+class Cluster:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.lock = threading.RLock()
+        base = parse_spec(opts.resources)
+        attrs = [agent_attributes(opts.attributes, k) for k in range(1, opts.agents + 1)]
+        self.work_dir = Path(opts.work_dir).resolve()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.master = Master(self, opts.port)
+        self.server = HttpServer("127.0.0.1", opts.port, self.master.handle, "master-http")
+        self.master.port = self.server.port
+        self.timers = Timers(self.lock)
+        self.spawner = Spawner()
+        self.agents = [Agent(self, k, agent_resources(base, k), attrs[k - 1], self.work_dir)
+                       for k in range(1, opts.agents + 1)]
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def start(self) -> None:
+        self.server.start()
+        for agent in self.agents:
+            agent.server.start()
+        with self.lock:
+            for agent in self.agents:
+                agent.start(self.master.new_agent_id(), time.time())
+                self.master.add_agent(agent)
+
+    def flags(self) -> dict[str, str]:
+        o = self.opts
+        return {"port": str(self.port), "ip": "127.0.0.1", "work_dir": str(self.work_dir),
+                "allocation_interval": "1secs", "allocator": "hierarchical",
+                "offer_timeout": f"{o.offer_timeout:g}secs" if o.offer_timeout else "",
+                "min_allocatable_resources": "cpus:0.01|mem:32", "version": "false",
+                "authenticate_frameworks": "false", "authenticate_http_frameworks": "false",
+                "localmesos_agents": str(o.agents), "localmesos_resources": o.resources,
+                "localmesos_heartbeat_interval": f"{o.heartbeat_interval:g}secs",
+                "localmesos_status_update_retry": f"{o.status_update_retry:g}secs"}
+
+    # ---- fault controls (test-only surface) ---------------------------------------------
+
+    def find_agent(self, key: str) -> Agent | None:
+        for agent in self.agents:
+            if key in (agent.id, agent.hostname, str(agent.index), f"agent{agent.index}"):
+                return agent
+        return None
+
+    def control(self, req: Request) -> Response:
+        parts = [p for p in req.path.split("/") if p][1:]
+        with self.lock:
+            if parts == ["agents"] and req.method == "GET":
+                return Response.json(200, {"agents": [self._agent_doc(a) for a in self.agents]})
+            if req.method != "POST":
+                return Response.json(405, {"message": "use POST for fault controls"})
+            if parts == ["master", "restart"]:
+                self.master.restart()
+                return Response.json(200, {"master_id": self.master.id})
+            if len(parts) == 3 and parts[0] == "agents" and parts[2] in ("stop", "start"):
+                agent = self.find_agent(parts[1])
+                if agent is None:
+                    return Response.json(404, {"message": f"no agent {parts[1]!r}"})
+                if parts[2] == "stop":
+                    if not agent.running:
+                        return Response.json(409, {"message": f"{agent.hostname} is not running"})
+                    tasks = agent.stop("stopped by /_localmesos (machine loss)")
+                    self.master.agent_lost(agent, tasks, "agent stopped")
+                else:
+                    if agent.running:
+                        return Response.json(409, {"message": f"{agent.hostname} is running"})
+                    agent.start(self.master.new_agent_id(), time.time())
+                    self.master.add_agent(agent)
+                return Response.json(200, self._agent_doc(agent))
+        return Response.json(404, {"message": "unknown control; see localmesos/README.md"})
+
+    def _agent_doc(self, a: Agent) -> dict[str, Any]:
+        return {"id": a.id, "hostname": a.hostname, "port": a.port, "running": a.running,
+                "pids": a.pids()}
+
+    # ---- ending ------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        with self.lock:
+            pids = [pid for a in self.agents for pid in a.pids()]
+            for agent in self.agents:
+                agent.shutdown_all()
+                agent.generation += 1  # late exit callbacks change nothing
+        deadline = time.monotonic() + self.opts.shutdown_grace
+        while time.monotonic() < deadline and any(group_alive(p) for p in pids):
+            time.sleep(0.05)
+        for p in pids:
+            kill_group(p, 9)
+        self.server.stop()
+        for agent in self.agents:
+            agent.server.stop()
+        self.timers.stop()
+        self.spawner.stop()
+        log.info("localmesos stopped; %d process groups ended", len(pids))
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=True)

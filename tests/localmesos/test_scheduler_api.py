@@ -1,0 +1,201 @@
+"""The scheduler API through pymesos's own MesosSchedulerDriver against a real localmesos."""
+
+from __future__ import annotations
+
+import time
+
+from tests.localmesos.helpers import (
+    PROTOCOL,
+    Recorder,
+    command_task,
+    offer_ranges,
+    offer_scalar,
+    ports,
+    recorded,
+)
+
+
+def test_offers_carry_each_agents_resources_and_attributes(lm, sched: Recorder) -> None:
+    offers = sched.wait_for(lambda: len(sched.of("offer")) >= 3 and sched.of("offer"),
+                            what="one offer per agent")
+    by_host = {o["hostname"]: o for o in offers}
+    assert set(by_host) == {"agent1.localmesos", "agent2.localmesos", "agent3.localmesos"}
+    for k, host in enumerate(sorted(by_host), start=0):
+        o = by_host[host]
+        assert offer_scalar(o, "cpus") == 4.0
+        assert offer_scalar(o, "mem") == 4096.0
+        assert offer_scalar(o, "disk") == 10000.0
+        assert offer_ranges(o) == [(31000 + 1000 * k, 31999 + 1000 * k)]
+        assert o["url"]["address"]["ip"] == "127.0.0.1"
+        assert o["framework_id"]["value"] == sched.framework_id
+    racks = {h: [a["text"]["value"] for a in o["attributes"] if a["name"] == "rack"][0]
+             for h, o in by_host.items()}
+    assert racks == {"agent1.localmesos": "r1", "agent2.localmesos": "r2",
+                     "agent3.localmesos": "r1"}
+    # Same fields as a real master's offer (recording), nothing missing, nothing extra.
+    real = recorded("scheduler_events.json")[2]["event"]["offers"]["offers"][0]
+    assert set(by_host["agent1.localmesos"]) == set(real)
+    assert [set(r) for r in by_host["agent1.localmesos"]["resources"]] == \
+        [set(r) for r in real["resources"]]
+
+
+def test_command_task_runs_to_finished_with_the_recorded_states(lm, sched: Recorder) -> None:
+    offer = sched.take_offer()
+    task = command_task("hello", offer, "echo hello from $MESOS_TASK_ID; sleep 0.3",
+                        extra_resources=[ports((offer_ranges(offer)[0][0],) * 2)])
+    sched.driver.launchTasks(offer["id"], [task])
+    done = sched.wait_state("hello", "TASK_FINISHED")
+    assert sched.states("hello") == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
+    assert done["message"] == "Command exited with status 0"
+    # Each update looks like the recorded command-executor updates, key for key.
+    real = [e["event"]["update"]["status"] for e in recorded("scheduler_events.json")
+            if e["event"]["type"] == "UPDATE" and e["event"]["update"]["status"]["source"]
+            == "SOURCE_EXECUTOR"]
+    real_by_state = {s["state"]: s for s in real}
+    for st in sched.statuses("hello"):
+        assert set(st) == set(real_by_state[st["state"]]), st["state"]
+        assert set(st["container_status"]) == set(real_by_state[st["state"]]["container_status"])
+        assert st["executor_id"]["value"] == "hello"
+        assert st["source"] == "SOURCE_EXECUTOR"
+        assert len(st["uuid"]) == 24
+    # Output went to the sandbox.
+    sandbox = next(lm.work_dir.glob("slaves/*/frameworks/*/executors/hello/runs/*"))
+    assert (sandbox / "stdout").read_text().startswith("hello from")
+    # Resources come back in a new offer once the task is over.
+    sched.wait_for(lambda: any(offer_ranges(o) and offer_ranges(o)[0][0] == offer_ranges(offer)[0][0]
+                               and o["agent_id"] == offer["agent_id"]
+                               for o in sched.offers.values()), what="the freed port re-offered")
+
+
+def test_kill_ends_a_task_with_killed_and_the_recorded_message(lm, sched: Recorder) -> None:
+    offer = sched.take_offer()
+    sched.driver.launchTasks(offer["id"], [command_task("long", offer, "sleep 60")])
+    sched.wait_state("long", "TASK_RUNNING")
+    t0 = time.monotonic()
+    sched.driver.killTask({"value": "long"})
+    killed = sched.wait_state("long", "TASK_KILLED")
+    took = time.monotonic() - t0
+    assert killed["message"] == "Command terminated with signal Terminated"
+    assert took < 2.0, took
+    assert sched.states("long") == ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLED"]
+
+
+def test_kill_grace_period_then_sigkill(lm, sched: Recorder) -> None:
+    offer = sched.take_offer()
+    grace = {"grace_period": {"nanoseconds": 500_000_000}}
+    sched.driver.launchTasks(offer["id"], [command_task(
+        "stubborn", offer, "trap '' TERM; while true; do sleep 0.1; done", kill_policy=grace)])
+    sched.wait_state("stubborn", "TASK_RUNNING")
+    t0 = time.monotonic()
+    sched.driver.killTask({"value": "stubborn"})
+    killed = sched.wait_state("stubborn", "TASK_KILLED")
+    took = time.monotonic() - t0
+    assert 0.45 <= took < 3.0, took
+    assert "signal" in killed["message"]
+
+
+def test_failed_command_and_its_environment(lm, sched: Recorder) -> None:
+    offer = sched.take_offer()
+    env = {"variables": [{"name": "APP_VAR", "value": "x"}]}
+    task = command_task("env", offer, "env | sort > env.txt; exit 3")
+    task["command"]["environment"] = env
+    sched.driver.launchTasks(offer["id"], [task])
+    failed = sched.wait_state("env", "TASK_FAILED")
+    assert failed["message"] == "Command exited with status 3"
+    sandbox = next(lm.work_dir.glob("slaves/*/frameworks/*/executors/env/runs/*"))
+    seen = dict(line.split("=", 1) for line in (sandbox / "env.txt").read_text().splitlines()
+                if "=" in line)
+    real = dict(line.split("=", 1) for line in
+                (PROTOCOL / "command_task_env.txt").read_text().splitlines())
+    assert set(real) <= set(seen), set(real) - set(seen)
+    assert seen["APP_VAR"] == "x"
+    assert seen["MESOS_SANDBOX"] == str(sandbox) == seen["MESOS_DIRECTORY"]
+    assert seen["MESOS_EXECUTOR_ID"] == "env"
+    assert seen["MESOS_FRAMEWORK_ID"] == sched.framework_id
+    assert seen["MESOS_SLAVE_ID"] == offer["agent_id"]["value"]
+    assert "MESOS_TASK_ID" not in seen  # real Mesos sets none either
+
+
+def test_decline_filter_withholds_that_agent_for_refuse_seconds(lm, sched: Recorder) -> None:
+    sched.wait_for(lambda: len(sched.offers) == 3, what="three offers")
+    offer = sched.take_offer("agent2.localmesos")
+    mark = sched.mark()
+    t0 = time.monotonic()
+    sched.driver.declineOffer(offer["id"], {"refuse_seconds": 1.5})
+    again = sched.wait_for(lambda: [o for o in sched.since(mark, "offer")
+                                    if o["hostname"] == "agent2.localmesos"], timeout=10,
+                           what="agent2 offered again")
+    waited = time.monotonic() - t0
+    assert 1.4 <= waited < 4.0, waited
+    assert again[0]["id"] != offer["id"]
+
+
+def test_suppress_then_revive(lm, sched: Recorder) -> None:
+    sched.wait_for(lambda: len(sched.offers) == 3, what="three offers")
+    sched.driver.suppressOffers()
+    for o in list(sched.offers.values()):
+        sched.driver.declineOffer(o["id"], {"refuse_seconds": 0})
+    sched.offers.clear()
+    mark = sched.mark()
+    # Suppressed: no offer may come, even though nothing is filtered. Wait for a full
+    # allocation pass to have happened (the master answers /state after it) plus margin.
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        lm.state()
+        assert sched.since(mark, "offer") == []
+    state = lm.state()
+    assert all(s["offered_resources"]["cpus"] == 0 for s in state["slaves"])
+    sched.driver.reviveOffers()
+    sched.wait_for(lambda: len(sched.since(mark, "offer")) == 3, what="offers after REVIVE")
+
+
+def test_reconciliation_explicit_and_implicit(lm, sched: Recorder) -> None:
+    offer = sched.take_offer()
+    sched.driver.launchTasks(offer["id"], [command_task("r1", offer, "sleep 30")])
+    sched.wait_state("r1", "TASK_RUNNING")
+    mark = sched.mark()
+    sched.driver.reconcileTasks([{"task_id": {"value": "r1"}},
+                                 {"task_id": {"value": "never-existed"}}])
+    got = sched.wait_for(lambda: len(sched.since(mark, "status")) >= 2 and sched.since(mark, "status"),
+                         what="explicit reconciliation answers")
+    by_id = {s["task_id"]["value"]: s for s in got}
+    assert by_id["r1"]["state"] == "TASK_RUNNING"
+    assert by_id["r1"]["reason"] == "REASON_RECONCILIATION"
+    assert by_id["r1"]["message"] == "Reconciliation: Latest task state"
+    assert by_id["never-existed"]["state"] == "TASK_LOST"
+    assert by_id["never-existed"]["message"] == "Reconciliation: Task is unknown"
+    real = {e["event"]["update"]["status"]["task_id"]["value"]: e["event"]["update"]["status"]
+            for e in recorded("scheduler_events.json")
+            if e["event"]["type"] == "UPDATE"
+            and e["event"]["update"]["status"].get("reason") == "REASON_RECONCILIATION"}
+    assert set(by_id["r1"]) == set(real["env-03538e"])
+    assert set(by_id["never-existed"]) == set(real["never-existed"])
+    mark = sched.mark()
+    sched.driver.reconcileTasks([])
+    implicit = sched.wait_for(lambda: sched.since(mark, "status"), what="implicit answer")
+    assert [(s["task_id"]["value"], s["state"]) for s in implicit] == [("r1", "TASK_RUNNING")]
+
+
+def test_state_has_the_shape_of_mesos_state(lm, sched: Recorder) -> None:
+    offer = sched.take_offer("agent1.localmesos")
+    sched.driver.launchTasks(offer["id"], [command_task("s1", offer, "sleep 30", cpus=0.5,
+                                                        mem=64)])
+    sched.wait_state("s1", "TASK_RUNNING")
+    state = lm.state()
+    real = recorded("GET_state_with_tasks.json")["body"]
+    assert set(real) <= set(state), set(real) - set(state)
+    assert set(real["slaves"][0]) <= set(state["slaves"][0])
+    assert set(real["frameworks"][0]) <= set(state["frameworks"][0])
+    real_task = real["frameworks"][0]["completed_tasks"][0]
+    fw = state["frameworks"][0]
+    task = fw["tasks"][0]
+    assert set(real_task) <= set(task)
+    assert task["state"] == "TASK_RUNNING" and task["executor_id"] == ""
+    assert [s["state"] for s in task["statuses"]] == ["TASK_STARTING", "TASK_RUNNING"]
+    agent1 = next(s for s in state["slaves"] if s["hostname"] == "agent1.localmesos")
+    assert agent1["used_resources"]["cpus"] == 0.5
+    assert agent1["used_resources"]["mem"] == 64.0
+    assert agent1["attributes"] == {"rack": "r1"}
+    assert agent1["resources"]["ports"] == "[31000-31999]"
+    assert fw["used_resources"]["cpus"] == 0.5
+    assert fw["id"] == sched.framework_id and fw["active"] is True
