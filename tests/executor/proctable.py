@@ -35,6 +35,17 @@ def live_in_group(pgid: int) -> list[int]:
     return found
 
 
+def live_children(ppid: int) -> list[int]:
+    """PIDs (not zombies) whose parent is `ppid`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(int(entry))
+            if fields and fields[0] not in ("Z", "X") and int(fields[1]) == ppid:
+                found.append(int(entry))
+    return found
+
+
 def live_with_environ(text: str) -> list[int]:
     """PIDs (not zombies) whose environment or command line contains `text`."""
     found = []

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from executor.process import ExitStatus, ServiceProcess, task_environment
-from tests.executor.proctable import live_in_group, pid_alive
+from executor.process import GUARD_SCRIPT, ExitStatus, ServiceProcess, task_environment
+from tests.executor.proctable import live_children, live_in_group, pid_alive
 from tests.support import REPO, wait_until
 
 PY = sys.executable
@@ -79,15 +79,20 @@ def test_terminated_by_signal(tmp_path):
 
 
 def test_missing_program_raises_and_leaves_nothing(tmp_path):
-    before = set(os.listdir("/proc"))
     with pytest.raises(OSError):
         ServiceProcess(["/nonexistent/program"], env_for(tmp_path), str(tmp_path))
-    # The guard started first must be gone too (no new live process remains).
-    wait_until(lambda: not [p for p in set(os.listdir("/proc")) - before
-                            if p.isdigit() and pid_alive(int(p))
-                            and open(f"/proc/{p}/cmdline", "rb").read().startswith(b"/bin/sh")
-                            and os.getpgid(int(p)) != os.getpgid(0)],
+    # The guard, started first, must be gone too: no child of ours runs the guard script.
+    wait_until(lambda: not [p for p in live_children(os.getpid())
+                            if GUARD_SCRIPT.encode() in _cmdline(p)],
                timeout=10, message="the guard to exit")
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def test_service_runs_in_its_own_group(tmp_path):
