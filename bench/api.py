@@ -1,0 +1,336 @@
+"""Benchmark of the control API on real gunicorn processes over a real SQLite state store.
+
+    .venv/bin/python bench/api.py [--duration 8] [--connections 8] [--embed-runs 7]
+
+1. requests/s of `GET /v2/apps` with 100 apps, next to a Falcon app returning a fixed body of
+   the same size on the same gunicorn settings (2 gthread workers, 16 threads), in the same
+   run: the ratio is what reading the store and assembling the views cost on top of Falcon and
+   gunicorn alone;
+2. requests/s of scale requests (`PUT /v2/apps/<id>?force=true {"instances": n}` cycling over
+   the 100 apps: each one validates, stamps, plans a deployment, commits it with the app in one
+   SQLite transaction and appends two events), next to the baseline answering PUT with a fixed
+   body of the same size;
+3. a store with 1,000 apps and 10,000 tasks: the median time of
+   `GET /v2/apps?embed=apps.tasks` over `--embed-runs` requests (Marathon's own API took over
+   10 s with about 1,000 tasks).
+
+Load comes from `wrk` when installed (`apt-get install -y wrk`), else from a bounded Python
+threaded generator (weaker: its numbers are then a floor). All traffic goes to 127.0.0.1 and
+each load target runs `--duration` seconds. The load generator shares the CPUs with the
+servers: compare ratios, not absolute numbers, across machines. The last line is
+`RESULT apps_rps=<n> baseline_rps=<n> ratio=<x> embed_10k_tasks_ms=<n>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from scheduler.spec import iso_now, parse_app, stamp_app  # noqa: E402
+from scheduler.sqlite_state import SQLiteStateStore  # noqa: E402
+
+GUNICORN_ARGS = ["--workers", "2", "--worker-class", "gthread", "--threads", "16",
+                 "--graceful-timeout", "3", "--log-level", "warning"]
+
+BASELINE_APP = '''
+"""A Falcon app answering fixed bodies read once at start-up (the benchmark's baseline)."""
+import os
+
+import falcon
+
+
+class Fixed:
+    def __init__(self, body):
+        self.body = body
+
+    def on_get(self, req, resp):
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = self.body
+
+    def on_put(self, req, resp):
+        req.bounded_stream.read()
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = self.body
+
+
+def get_app():
+    app = falcon.App()
+    for name in ("apps", "scale"):
+        with open(os.path.join(os.environ["BASELINE_DIR"], name + ".json"), "rb") as f:
+            app.add_route("/" + name, Fixed(f.read()))
+    return app
+'''
+
+SCALE_LUA = '''
+local i = 0
+request = function()
+  i = i + 1
+  local body = '{"instances": ' .. ((i %% 3) + 1) .. '}'
+  return wrk.format("PUT", "%(prefix)s" .. (i %% %(apps)d) .. "%(suffix)s",
+                    {["Content-Type"] = "application/json"}, body)
+end
+'''
+
+BASELINE_PUT_LUA = '''
+wrk.method = "PUT"
+wrk.body = '{"instances": 2}'
+wrk.headers["Content-Type"] = "application/json"
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """gunicorn with the API's worker settings, in its own process group."""
+
+    def __init__(self, app: str, env: dict[str, str], log: Path, probe: str,
+                 pythonpath: str | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
+                *GUNICORN_ARGS, "--no-control-socket"]
+        if pythonpath:
+            args += ["--pythonpath", pythonpath]
+        self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(args + [app], env={**os.environ, **env}, cwd=REPO,
+                                      stdout=self.log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if requests.get(self.url + probe, timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{app} did not start; see {log}")
+            time.sleep(0.1)   # start-up poll with a deadline
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.popen.wait(10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+
+
+# -- load generation -------------------------------------------------------------------------------
+def run_wrk(url: str, duration: float, connections: int, script: Path | None = None) -> float:
+    args = ["wrk", "-t2", f"-c{connections}", f"-d{int(duration)}s"]
+    if script:
+        args += ["-s", str(script)]
+    out = subprocess.run(args + [url], capture_output=True, text=True,
+                         timeout=duration + 60).stdout
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not m:
+        raise RuntimeError(f"wrk gave no rate:\n{out}")
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} error responses under load:\n{out}")
+    return float(m.group(1))
+
+
+def run_python_load(make_request, duration: float, connections: int) -> float:
+    """`make_request(session, i)` sends one request and returns its response."""
+    done = [0]
+    lock = threading.Lock()
+    stop_at = time.monotonic() + duration
+    failure: list[str] = []
+
+    def worker(k: int) -> None:
+        n = 0
+        with requests.Session() as s:
+            while time.monotonic() < stop_at and not failure:
+                r = make_request(s, k * 1_000_000 + n)
+                if r.status_code >= 300:
+                    failure.append(f"{r.status_code}: {r.text[:200]}")
+                n += 1
+        with lock:
+            done[0] += n
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(connections)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failure:
+        raise RuntimeError(f"error responses under load: {failure[0]}")
+    return done[0] / (time.monotonic() - started)
+
+
+# -- stores ----------------------------------------------------------------------------------------
+def app_doc(app_id: str, instances: int) -> dict:
+    return {"id": app_id, "cmd": "exec python -m http.server $PORT0", "cpus": 0.1, "mem": 64,
+            "instances": instances, "portDefinitions": [{"port": 0, "name": "http"}],
+            "labels": {"team": "bench"}, "env": {"MODE": "bench"},
+            "healthChecks": [{"protocol": "HTTP", "path": "/", "portIndex": 0}]}
+
+
+def task_doc(app: dict, n: int) -> dict:
+    now = iso_now()
+    task_id = f"{app['id'].strip('/').replace('/', '_')}.{uuid.uuid4().hex}"
+    host = f"agent{n % 3 + 1}.localmesos"
+    return {"id": task_id, "appId": app["id"], "host": host, "slaveId": "s-" + host,
+            "agentId": "s-" + host,
+            "ipAddresses": [{"ipAddress": "127.0.0.1", "protocol": "IPv4"}],
+            "ports": [31000 + n % 1000], "servicePorts": [], "stagedAt": now, "startedAt": now,
+            "version": app["versionInfo"]["lastConfigChangeAt"], "state": "TASK_RUNNING",
+            "healthy": True,
+            "healthCheckResults": [{"taskId": task_id, "alive": True, "consecutiveFailures": 0,
+                                    "firstSuccess": now, "lastSuccess": now,
+                                    "lastFailure": None, "lastFailureCause": None}],
+            "message": None, "reason": None, "attributes": {"rack": f"r{n % 2 + 1}"},
+            "resources": {"cpus": 0.1, "mem": 64, "disk": 0}, "killRequested": False}
+
+
+def fill_store(path: Path, apps: int, tasks_per_app: int) -> None:
+    """Apps as the API stores them (validated, stamped) and tasks as the scheduler does."""
+    store = SQLiteStateStore(path)
+    try:
+        for i in range(apps):
+            now = iso_now()
+            doc = stamp_app(parse_app(app_doc(f"/bench/app{i}", tasks_per_app or 1)).to_json(),
+                            None, now, scale_only=False)
+            store.apply_app_change(doc["id"], doc, None)
+            for n in range(tasks_per_app):
+                store.upsert_task(task_doc(doc, i * tasks_per_app + n))
+    finally:
+        store.close()
+
+
+# -- main ------------------------------------------------------------------------------------------
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=float, default=8.0, help="seconds per load target")
+    p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--embed-runs", type=int, default=7)
+    args = p.parse_args()
+    use_wrk = shutil.which("wrk") is not None
+    tool = "wrk" if use_wrk else "python threads (wrk not installed)"
+    work = Path(tempfile.mkdtemp(prefix="accessd-api-bench-"))
+    servers: list[Server] = []
+    try:
+        state = work / "state100.db"
+        fill_store(state, 100, 0)
+        print(f"load: {tool}, {args.connections} connections, {args.duration:.0f}s per target",
+              file=sys.stderr)
+        env = {"ACCESSD_API_STATE": str(state), "ACCESSD_LOG_LEVEL": "WARNING"}
+        api = Server("api.app:get_app()", env, work / "api.log", "/ping")
+        servers.append(api)
+        apps_body = requests.get(api.url + "/v2/apps", timeout=30).content
+        scale = requests.put(api.url + "/v2/apps/bench/app0?force=true", json={"instances": 2},
+                             timeout=30)
+        assert scale.status_code == 200, scale.text
+        assert apps_body.count(b'"/bench/app') == 100
+        base_dir = work / "baseline"
+        base_dir.mkdir()
+        (base_dir / "apps.json").write_bytes(apps_body)
+        (base_dir / "scale.json").write_bytes(scale.content)
+        (work / "bench_api_baseline.py").write_text(BASELINE_APP)
+        base = Server("bench_api_baseline:get_app()", {"BASELINE_DIR": str(base_dir)},
+                      work / "baseline.log", "/apps", pythonpath=str(work))
+        servers.append(base)
+
+        (work / "scale.lua").write_text(SCALE_LUA % {"prefix": "/v2/apps/bench/app",
+                                                     "suffix": "?force=true", "apps": 100})
+        (work / "baseline_put.lua").write_text(BASELINE_PUT_LUA)
+        results: dict[str, float] = {}
+        if use_wrk:
+            results["apps"] = run_wrk(api.url + "/v2/apps", args.duration, args.connections)
+            results["apps_baseline"] = run_wrk(base.url + "/apps", args.duration,
+                                               args.connections)
+            results["scale"] = run_wrk(api.url + "/", args.duration, args.connections,
+                                       work / "scale.lua")
+            results["scale_baseline"] = run_wrk(base.url + "/scale", args.duration,
+                                                args.connections, work / "baseline_put.lua")
+        else:
+            d, c = args.duration, args.connections
+            results["apps"] = run_python_load(lambda s, i: s.get(api.url + "/v2/apps", timeout=10),
+                                              d, c)
+            results["apps_baseline"] = run_python_load(
+                lambda s, i: s.get(base.url + "/apps", timeout=10), d, c)
+            results["scale"] = run_python_load(
+                lambda s, i: s.put(f"{api.url}/v2/apps/bench/app{i % 100}?force=true",
+                                   json={"instances": i % 3 + 1}, timeout=10), d, c)
+            results["scale_baseline"] = run_python_load(
+                lambda s, i: s.put(base.url + "/scale", json={"instances": 2}, timeout=10), d, c)
+        ratio = results["apps"] / results["apps_baseline"]
+        scale_ratio = results["scale"] / results["scale_baseline"]
+        print(f"GET /v2/apps (100 apps, {len(apps_body)} bytes): {results['apps']:.0f} req/s; "
+              f"baseline {results['apps_baseline']:.0f} req/s; ratio {ratio:.2f}",
+              file=sys.stderr)
+        print(f"PUT instances (scale, deployment + events): {results['scale']:.0f} req/s; "
+              f"baseline {results['scale_baseline']:.0f} req/s; ratio {scale_ratio:.2f}",
+              file=sys.stderr)
+        check = SQLiteStateStore(state)
+        deployments = len(check.list_deployments(active_only=False))
+        check.close()
+        print(f"deployments recorded during the scale run: {deployments}", file=sys.stderr)
+        for s in servers:
+            s.stop()
+        servers.clear()
+
+        # 1,000 apps and 10,000 tasks.
+        big = work / "state10k.db"
+        t0 = time.monotonic()
+        fill_store(big, 1000, 10)
+        print(f"store with 1000 apps and 10000 tasks filled in {time.monotonic() - t0:.1f}s",
+              file=sys.stderr)
+        api = Server("api.app:get_app()", {**env, "ACCESSD_API_STATE": str(big)},
+                     work / "api-big.log", "/ping")
+        servers.append(api)
+        times = []
+        size = 0
+        with requests.Session() as s:
+            for _ in range(args.embed_runs + 1):
+                t0 = time.perf_counter()
+                r = s.get(api.url + "/v2/apps", params={"embed": "apps.tasks"}, timeout=60)
+                body = r.content
+                times.append((time.perf_counter() - t0) * 1000)
+                size = len(body)
+                assert r.status_code == 200
+            doc = r.json()
+        assert len(doc["apps"]) == 1000 and sum(len(a["tasks"]) for a in doc["apps"]) == 10000
+        embed_ms = statistics.median(times[1:])  # the first one also opens the store
+        print(f"GET /v2/apps?embed=apps.tasks (1000 apps, 10000 tasks, {size / 1e6:.1f} MB): "
+              f"median {embed_ms:.0f} ms over {args.embed_runs} (first {times[0]:.0f} ms, "
+              f"max {max(times[1:]):.0f} ms)", file=sys.stderr)
+        print(f"scale_rps={results['scale']:.0f} scale_baseline_rps="
+              f"{results['scale_baseline']:.0f} scale_ratio={scale_ratio:.2f}", file=sys.stderr)
+        print(f"RESULT apps_rps={results['apps']:.0f} baseline_rps="
+              f"{results['apps_baseline']:.0f} ratio={ratio:.2f} embed_10k_tasks_ms={embed_ms:.0f}")
+        return 0
+    finally:
+        for s in servers:
+            s.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
