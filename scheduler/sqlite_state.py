@@ -25,6 +25,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -62,6 +63,18 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', '0');
 """
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced: when its thread ends, the thread-local
+    reference goes away and the connection closes itself, so short-lived threads leak nothing."""
+
+    pid: int = 0
+
+
+# Connections a forked child inherited from its parent. SQLite forbids using them in the child,
+# and closing them there could disturb the parent's locks, so the child keeps them, untouched.
+_INHERITED: list[sqlite3.Connection] = []
+
+
 def _dumps(doc: Any) -> str:
     return json.dumps(doc, separators=(",", ":"), sort_keys=False)
 
@@ -77,7 +90,7 @@ class SQLiteStateStore(StateStore):
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
         self._enable_wal()
@@ -92,16 +105,19 @@ class SQLiteStateStore(StateStore):
             raise StateError("state store is closed")
         conn = getattr(self._local, "conn", None)
         # A forked child (gunicorn worker) must not reuse its parent's connection.
-        if conn is None or self._local.pid != os.getpid():
+        if conn is None or conn.pid != os.getpid():
+            if conn is not None:
+                _INHERITED.append(conn)
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS,
-                                   isolation_level=None, check_same_thread=False)
+                                   isolation_level=None, check_same_thread=False,
+                                   factory=_Connection)
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
             conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL-safe
             conn.execute("PRAGMA foreign_keys=ON")
+            conn.pid = os.getpid()
             self._local.conn = conn
-            self._local.pid = os.getpid()
             with self._lock:
-                self._all.append(conn)
+                self._all.add(conn)
         return conn
 
     def _enable_wal(self) -> None:
@@ -138,9 +154,12 @@ class SQLiteStateStore(StateStore):
 
     def close(self) -> None:
         with self._lock:
-            conns, self._all = self._all, []
+            conns, self._all = list(self._all), weakref.WeakSet()
             self._closed = True
         for conn in conns:
+            if getattr(conn, "pid", None) != os.getpid():
+                _INHERITED.append(conn)
+                continue
             try:
                 conn.close()
             except sqlite3.Error:

@@ -388,6 +388,7 @@ def _use_inherited(store: SQLiteStateStore, results) -> None:
     try:
         store.append_event("from_child", {})
         store.upsert_task(task("a.child"))
+        store.close()  # closes only the child's own connections
         results.put(None)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent
         results.put(repr(exc))
@@ -472,3 +473,17 @@ def test_a_write_waits_for_another_writer_instead_of_failing(store, db):
     writer.join()
     assert errors == []
     assert [e["eventType"] for _, e in store.events_since(0)] == ["waited"]
+
+
+def test_connections_of_finished_threads_are_released(store):
+    import gc
+
+    def work() -> None:
+        store.get_app("/a")
+
+    for _ in range(20):
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+    gc.collect()
+    assert len(store._all) <= 2  # the main thread's, and at most one not yet collected
