@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     # Imported here: `--help` and the environment check work without pymesos's side effects.
     from executor.executor import AccessdExecutor, ExecutorDriver
 
+    # pymesos attaches its own stderr handler; without this every line of it appears twice.
+    logging.getLogger("pymesos").propagate = False
+
     env = os.environ
     sandbox = env.get("MESOS_SANDBOX") or env.get("MESOS_DIRECTORY") or os.getcwd()
     executor = AccessdExecutor(
