@@ -289,6 +289,14 @@ class Worker:
             self.driver.declineOffer([{"value": oid} for oid in declines],
                                      filters={"refuse_seconds": self.refuse_seconds})
         self._note_waiting(result.unplaced, now)
+        # What still waits after this round is known demand: only growth beyond it is news
+        # worth a REVIVE (which would also clear the decline filters just set).
+        placed: dict[str, int] = {}
+        for launch in result.launches:
+            placed[launch.app_id] = placed.get(launch.app_id, 0) + 1
+        self.last_demand = {app_id: need.count - placed.get(app_id, 0)
+                            for app_id, need in needs.items()
+                            if need.count > placed.get(app_id, 0)}
 
     def _task_doc(self, task_id: str, launch: Any, need: reconcile.LaunchNeed,
                   offers: dict[str, Doc], now: float) -> Doc:

@@ -115,3 +115,54 @@ def test_sigterm_stops_with_failover_and_tasks_survive(cluster):
     assert sched.popen.wait(15) == 0
     box["sched"] = None
     assert set(mesos_tasks(mesos.state(), framework_id, ("TASK_RUNNING",))) >= before
+
+
+def test_restart_reconciles_what_store_and_master_disagree_on(cluster):
+    # The scheduler is stopped (previous test). Make the store disagree with the master both
+    # ways: a STAGING document for a task the master never heard of (as if we died between
+    # storing it and ACCEPT), and a running task the store forgot.
+    mesos, store, box, work = cluster
+    assert box["sched"] is None
+    tasks = store_tasks(store, "/it/steady")
+    forgotten = tasks[0]
+    store.delete_task(forgotten["id"])
+    phantom = dict(tasks[1], id="it_steady.00000000000000000000000000000000",
+                   state="TASK_STAGING", startedAt=None)
+    store.upsert_task(phantom)
+
+    box["sched"] = sched = start_scheduler(mesos.master, work / "state.db",
+                                           ["--refuse-seconds", "1"])
+    framework_id = sched.framework_id
+
+    def converged():
+        in_store = {t["id"] for t in store_tasks(store, "/it/steady")}
+        in_cluster = set(mesos_tasks(mesos.state(), framework_id))
+        return (len(in_store) == 3 and in_store == in_cluster
+                and phantom["id"] not in in_store and forgotten["id"] not in in_cluster)
+
+    wait_until(converged, timeout=30, message="store and cluster agree on 3 tasks")
+    out = sched.output()
+    assert f"task {phantom['id']} TASK_LOST" in out
+    assert f"unknown task {forgotten['id']}: killing it" in out
+
+
+def test_master_failover_keeps_framework_and_tasks(cluster):
+    mesos, store, box, work = cluster
+    sched = box["sched"]
+    framework_id = sched.framework_id
+    before = {t["id"] for t in store_tasks(store, "/it/steady")}
+    assert len(before) == 3
+    registrations = sum("registered framework_id=" in line for line in sched.lines)
+    started = time.monotonic()
+    mesos.restart_master()
+    wait_until(lambda: sum("registered framework_id=" in line for line in sched.lines)
+               > registrations, timeout=60, message="re-registration after master failover")
+    print(f"master restarted -> scheduler re-registered in {time.monotonic() - started:.2f}s")
+    last = [line for line in sched.lines if "registered framework_id=" in line][-1]
+    assert f"registered framework_id={framework_id} " in last
+    wait_until(lambda: set(mesos_tasks(mesos.state(), framework_id, ("TASK_RUNNING",)))
+               == before, timeout=30, message="the same tasks running after failover")
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:  # and no duplicates appear while things settle
+        assert {t["id"] for t in store_tasks(store, "/it/steady", None)} == before
+        time.sleep(0.2)
