@@ -785,9 +785,20 @@ def stamp_app(app_json: dict[str, Any], previous_doc: dict[str, Any] | None, now
     """The stored app document: `app_json` plus `version` and `versionInfo`.
 
     create (no previous): both times = now; scale: `lastScalingAt` = now, `lastConfigChangeAt`
-    kept (so running tasks stay current); new definition or restart: both = now."""
+    kept (so running tasks stay current); new definition or restart: both = now.
+
+    Versions of one app grow strictly: if `now_iso` is not after the previous `version` (two
+    changes in one millisecond, or the clock stepped back), the previous version plus 1 ms is
+    used instead, so a restart right after a create still makes every task old."""
     out = {k: copy.deepcopy(v) for k, v in app_json.items() if k not in ("version",
                                                                            "versionInfo")}
+    if previous_doc is not None and previous_doc.get("version"):
+        try:
+            prev = parse_time(previous_doc["version"])
+            if parse_time(now_iso) <= prev:
+                now_iso = format_time(prev + 0.001)
+        except ValueError:
+            pass  # an unparsable old version cannot be compared; keep now
     if previous_doc is None or not scale_only:
         info = {"lastScalingAt": now_iso, "lastConfigChangeAt": now_iso}
     else:

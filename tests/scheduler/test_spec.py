@@ -468,6 +468,17 @@ def test_stamp_app_versions():
     assert stamp_app(scaled, scaled, t2, scale_only=True)["versionInfo"]["lastScalingAt"] == t2
 
 
+def test_stamp_app_versions_grow_strictly():
+    t = "2026-11-24T06:00:00.000Z"
+    created = stamp_app(app(), None, t, scale_only=False)
+    restarted = stamp_app(app(), created, t, scale_only=False)  # same millisecond
+    assert restarted["version"] == "2026-11-24T06:00:00.001Z"
+    assert restarted["versionInfo"]["lastConfigChangeAt"] == "2026-11-24T06:00:00.001Z"
+    back = stamp_app(app(), restarted, "2026-11-24T05:00:00.000Z", scale_only=True)
+    assert back["version"] == "2026-11-24T06:00:00.002Z"  # the clock stepped back
+    assert back["versionInfo"]["lastConfigChangeAt"] == "2026-11-24T06:00:00.001Z"
+
+
 def test_is_scale_only():
     old = stamp_app(parse_app(app(instances=1)).to_json(), None, "t", scale_only=False)
     assert is_scale_only(old, app(instances=4))
