@@ -38,6 +38,14 @@ def fixed(x: float) -> float:
     return round(float(x), 3) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
+class Insufficient(ValueError):
+    """`take` / `take_ports` were asked for more than the view holds; `reason` is the named shortfall."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 # ---------------------------------------------------------------------------------------------
 # port ranges
 
@@ -93,6 +101,26 @@ def lowest_ports(ranges: Sequence[Range], n: int, exclude: frozenset[int] = froz
         if len(out) >= n:
             break
     return out
+
+
+def take_ports(ranges: Sequence[Range], wanted: Sequence[int]) -> tuple[list[int], tuple[Range, ...]]:
+    """Take ports from `ranges`: each entry of `wanted` is a specific port, or 0 for any free
+    one (the lowest, after the specific ones are set aside). Returns (the ports in `wanted`
+    order, the ranges left). Raises Insufficient naming the first shortfall."""
+    left = normalize_ranges(ranges)
+    for p in wanted:
+        if p and not ranges_contain(left, p):
+            raise Insufficient(f"port {p} not offered")
+        if p:
+            left = remove_port(left, p)
+    n_any = sum(1 for p in wanted if not p)
+    anys = lowest_ports(left, n_any)
+    if len(anys) < n_any:
+        raise Insufficient("no free ports")
+    for p in anys:
+        left = remove_port(left, p)
+    it = iter(anys)
+    return [p if p else next(it) for p in wanted], left
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,6 +189,12 @@ def make_view(offer_id: str, agent_id: str, hostname: str, attributes: Mapping[s
 
 
 def _meta_key(meta: Mapping[str, Any]) -> str:
+    # Fast path for the common unreserved shape {role, allocation_info: {role}}: parsing offers
+    # is a visible share of placement time and json.dumps is the slow part of it.
+    if len(meta) <= 2 and "reservation" not in meta and "reservations" not in meta:
+        alloc = meta.get("allocation_info")
+        if alloc is None or (len(alloc) == 1 and isinstance(alloc.get("role"), str)):
+            return f"{meta.get('role')}\0{alloc and alloc['role']}"
     return json.dumps(meta, sort_keys=True, default=str)
 
 
@@ -289,14 +323,6 @@ class Taken:
     view: OfferView            # what is left of the offer
     resources: list[dict]      # Mesos Resource JSON for the TaskInfo
     ports: list[int]           # host ports in demand order (PORT0, PORT1, ...)
-
-
-class Insufficient(ValueError):
-    """`take` was asked for more than the view holds; `reason` is the named shortfall."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _clone(v: Any) -> Any:

@@ -20,6 +20,7 @@ from scheduler.resources import (
     remove_port,
     sum_resources,
     take,
+    take_ports,
 )
 from tests.scheduler.builders import make_offer, resource
 
@@ -212,3 +213,25 @@ def test_take_until_full_never_overcommits(cpus, mem, ranges, needs):
     assert total_c <= cpus + 1e-6 and total_m <= mem + 1e-6
     assert len(all_ports) == len(set(all_ports))
     assert all(any(b <= p <= e for b, e in v0.ports) for p in all_ports)
+
+
+@pytest.mark.parametrize("ranges,wanted,ports,left", [
+    ([(1, 5)], [0, 0], [1, 2], ((3, 5),)),
+    ([(1, 5)], [3, 0, 0], [3, 1, 2], ((4, 5),)),
+    ([(1, 2), (8, 9)], [0, 9, 0], [1, 9, 2], ((8, 8),)),
+    ([(1, 5)], [], [], ((1, 5),)),
+])
+def test_take_ports(ranges, wanted, ports, left):
+    assert take_ports(ranges, wanted) == (ports, left)
+
+
+@pytest.mark.parametrize("ranges,wanted,reason", [
+    ([(1, 5)], [6], "port 6 not offered"),
+    ([(1, 5)], [3, 3], "port 3 not offered"),       # the same port twice
+    ([(1, 2)], [0, 0, 0], "no free ports"),
+    ([(1, 2)], [1, 0, 0], "no free ports"),
+])
+def test_take_ports_refusals(ranges, wanted, reason):
+    with pytest.raises(Insufficient) as e:
+        take_ports(ranges, wanted)
+    assert e.value.reason == reason
