@@ -50,6 +50,8 @@ def cluster(tmp_path_factory):
             sched.stop()
         store.close()
         mesos.stop()
+    # every event was handled without an exception (the worker logs and carries on otherwise)
+    assert "Traceback" not in sched.output(), sched.output()
 
 
 def running(store, app_id):
@@ -127,3 +129,47 @@ def test_stopped_agent_tasks_are_replaced_within_constraints(cluster):
     assert len(set(hosts)) == 2 and victim["host"] not in hosts
     failure = store.get_app_status("/it/moving")["lastTaskFailure"]
     assert failure["taskId"] == victim["id"]
+
+
+def test_operator_kill_requests(cluster):
+    mesos, store, sched = cluster
+    deploy_app(store, sleeper("/it/killme", 2))
+    tasks = wait_until(lambda: len(r := running(store, "/it/killme")) == 2 and r, timeout=30,
+                       message="2 running tasks")
+    # a plain kill: the task dies and is replaced
+    started = time.monotonic()
+    store.request_kills([tasks[0]["id"]], scale=False)
+    wait_until(lambda: tasks[0]["id"] not in cluster_running(mesos, sched), timeout=10,
+               message="the killed task gone from the cluster")
+    print(f"kill request -> task gone from the cluster in {time.monotonic() - started:.2f}s")
+    after = wait_until(lambda: len(r := running(store, "/it/killme")) == 2 and r, timeout=30,
+                       message="a replacement")
+    assert tasks[0]["id"] not in {t["id"] for t in after}
+    assert store.pending_kill_requests() == []
+    # a kill with scale: the app shrinks and nothing replaces it
+    victim = after[0]
+    store.request_kills([victim["id"]], scale=True, force=True)
+    wait_until(lambda: [t["id"] for t in store_tasks(store, "/it/killme", None)]
+               == [after[1]["id"]], timeout=10, message="one task left")
+    assert store.get_app("/it/killme")["instances"] == 1
+    assert store.pending_kill_requests() == []
+    delete_app(store, "/it/killme", force=True)
+    wait_until(lambda: not store_tasks(store, "/it/killme", None), timeout=20,
+               message="killme tasks gone")
+
+
+def test_principal_is_passed_to_the_master(cluster, tmp_path):
+    mesos, _, _ = cluster
+    other = start_scheduler(mesos.master, tmp_path / "other.db",
+                            ["--principal", "accessd-test", "--secret", "s3cret",
+                             "--name", "accessd-auth"])
+    try:
+        fw = wait_until(lambda: [f for f in mesos.state()["frameworks"]
+                                 if f["id"] == other.framework_id], timeout=10,
+                        message="the second framework in /state")[0]
+        assert fw["principal"] == "accessd-test" and fw["name"] == "accessd-auth"
+        assert fw["failover_timeout"] == 604800
+    finally:
+        other.signal(15)
+        assert other.popen.wait(15) == 0
+        other.stop()
