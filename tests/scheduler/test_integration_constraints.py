@@ -14,6 +14,7 @@ import time
 import pytest
 
 from scheduler.sqlite_state import open_state
+from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import (
     delete_app,
     deploy_app,
@@ -23,8 +24,6 @@ from tests.fixtures_scheduler import (
     store_tasks,
 )
 from tests.support import wait_until
-
-start_localmesos = pytest.importorskip("tests.fixtures_mesos").start_localmesos  # until localmesos lands
 
 RACKS = ["rack:r1", "rack:r1", "rack:r2"]
 

@@ -15,10 +15,9 @@ import pytest
 
 from scheduler.deployments import task_is_ready
 from scheduler.sqlite_state import open_state
+from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import deploy_app, restart_app, start_scheduler, store_tasks
 from tests.support import PYTHON, wait_until
-
-start_localmesos = pytest.importorskip("tests.fixtures_mesos").start_localmesos  # until localmesos lands
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 
 from scheduler.spec import parse_time
 from scheduler.sqlite_state import open_state
+from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import (
     delete_app,
     deploy_app,
@@ -19,8 +20,6 @@ from tests.fixtures_scheduler import (
     store_tasks,
 )
 from tests.support import wait_until
-
-start_localmesos = pytest.importorskip("tests.fixtures_mesos").start_localmesos  # until localmesos lands
 
 
 @pytest.fixture(scope="module")
