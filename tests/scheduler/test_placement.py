@@ -252,3 +252,27 @@ def test_place_never_overcommits_nor_breaks_constraints(scenario):
         if missing:
             assert r.unplaced[app_id].count == missing and r.unplaced[app_id].reason
     assert place(os_, requests, running) == r  # deterministic
+
+
+@settings(max_examples=40, deadline=None)
+@given(racks=st.integers(1, 5), per_rack=st.integers(1, 4), count=st.integers(1, 30),
+       skew=st.lists(st.integers(0, 4), max_size=6))
+def test_group_by_keeps_racks_within_one(racks, per_rack, count, skew):
+    """With room everywhere, GROUP_BY rack leaves no rack more than one task ahead of another
+    (among the racks it uses, counting running tasks)."""
+    os_ = [make_offer(hostname=f"h{r}-{i}", offer_id=f"o{r}-{i}", agent_id=f"a{r}-{i}",
+                      attrs={"rack": f"r{r}"}, cpus=64, mem=65536, ports=[])
+           for r in range(racks) for i in range(per_rack)]
+    running = [make_task("/g", host=f"h{r % racks}-0", agent_id=f"a{r % racks}-0",
+                         attributes={"rack": f"r{r % racks}"}) for r in skew]
+    r = place(os_, [req("/g", count, constraints=[["rack", "GROUP_BY"]])], running)
+    assert len(r.launches) == count and not r.unplaced
+    per_rack_count = Counter(t["attributes"]["rack"] for t in running)
+    before = dict(per_rack_count)
+    per_rack_count.update(x.attributes["rack"] for x in r.launches)
+    counts = [per_rack_count.get(f"r{i}", 0) for i in range(racks)]
+    if max(before.values(), default=0) <= min(counts):  # the skew was evened out
+        assert max(counts) - min(counts) <= 1
+    else:  # still catching up: nothing went to a rack that was already the fullest
+        assert all(before.get(x.attributes["rack"], 0) < max(before.values())
+                   for x in r.launches)

@@ -144,3 +144,26 @@ def test_task_info_is_json_serialisable_and_resources_match_recording_shape():
     for r in info["resources"]:
         assert r["allocation_info"] == {"role": "*"}
         assert set(r) <= {"name", "type", "scalar", "ranges", "role", "allocation_info"}
+
+
+def test_recorded_offer_to_recorded_launch_shape():
+    """Placing on the recorded Mesos 1.12 offer gives the resources the recorded ACCEPT carried
+    (the recording omits the deprecated `role: "*"`; both forms are accepted by Mesos)."""
+    base = "/work/shared/protocol/mesos-1.12/"
+    events = json.load(open(base + "scheduler_events.json"))
+    offer = next(r["event"]["offers"]["offers"][0] for r in events
+                 if r["event"].get("type") == "OFFERS")
+    calls = json.load(open(base + "scheduler_calls.json"))
+    accept = next(c["request"] for c in calls if c["request"].get("type") == "ACCEPT"
+                  and c["request"]["accept"]["operations"])
+    recorded = accept["accept"]["operations"][0]["launch"]["task_infos"][0]
+
+    app = make_app("/env", cpus=0.1, mem=32, portDefinitions=[{"port": 0}], executor="//cmd")
+    (launch,) = place([offer], [LaunchRequest(app, 1)], []).launches
+    info = build_task_info(launch, app, task_id="env.x", config_version=VERSION,
+                           executor_python="python3")
+    ours = [{k: v for k, v in r.items() if k != "role"} for r in info["resources"]]
+    theirs = sorted(recorded["resources"], key=lambda r: ["cpus", "mem", "ports"].index(r["name"]))
+    assert ours == theirs
+    assert info["agent_id"] == recorded["agent_id"]
+    assert info["command"]["shell"] is True and launch.ports == [31000]
