@@ -26,6 +26,7 @@ from typing import Any
 __all__ = [
     "AppSpec", "Constraint", "FrozenMap", "HealthCheck", "PortDefinition", "SpecError",
     "UpgradeStrategy", "CONSTRAINT_OPERATORS", "HEALTH_CHECK_PROTOCOLS", "READ_ONLY_FIELDS",
+    "UNSUPPORTED_FIELDS",
     "app_id_to_task_prefix", "format_time", "iso_now", "is_scale_only", "merge_patch",
     "new_task_id", "normalize_app_id", "parse_app", "parse_time", "stamp_app",
     "task_id_to_app_id",
@@ -267,10 +268,22 @@ def _type_name(v: Any) -> str:
     return type(v).__name__
 
 
+# Marathon app fields accessd does not implement: named as such rather than as typos.
+UNSUPPORTED_FIELDS = frozenset({
+    "container", "acceptedResourceRoles", "uris", "fetch", "dependencies", "user", "storeUrls",
+    "gpus", "networks", "ipAddress", "residency", "secrets", "unreachableStrategy",
+    "readinessChecks", "resourceLimits", "tty", "networkBandwidth",
+})
+
+
 def _check_unknown(obj: dict, known: frozenset[str] | set[str], path: tuple, errs: _Errors,
-                   ignored: frozenset[str] = frozenset()) -> None:
+                   ignored: frozenset[str] = frozenset(),
+                   unsupported: frozenset[str] = frozenset()) -> None:
     for key in obj:
         if key in known or key in ignored:
+            continue
+        if key in unsupported:
+            errs.add(_ptr(*path, key), f"the Marathon field '{key}' is not supported by accessd")
             continue
         msg = f"unknown field '{key}'"
         close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
@@ -667,7 +680,8 @@ def parse_app(doc: Any) -> AppSpec:
     if not isinstance(doc, dict):
         errs.add("/", f"an app definition must be a JSON object, got {_type_name(doc)}")
         raise SpecError("Object is not valid", errs.details())
-    _check_unknown(doc, _TOP_FIELDS, (), errs, ignored=READ_ONLY_FIELDS)
+    _check_unknown(doc, _TOP_FIELDS, (), errs, ignored=READ_ONLY_FIELDS,
+                   unsupported=UNSUPPORTED_FIELDS)
     g = doc.get
 
     app_id = _normalize_id(g("id", _MISSING), errs)
