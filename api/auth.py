@@ -3,8 +3,9 @@
 Two credentials may be configured: the full token (`--token` / `ACCESSD_API_TOKEN`) may read and
 change state; the read token (`--read-token` / `ACCESSD_API_READ_TOKEN`) may only read, and gets
 403 on any change. When at least one is configured every endpoint needs a credential except
-`/ping` and the status page's static files (which hold no data: the page asks for a token and
-sends it with its API calls). A missing or wrong credential gets 401 with `WWW-Authenticate`
+`/ping` and the status page's static files (which hold no data: the page asks for a token when
+the API answers 401 and sends it with its API calls). Reads need a credential too because app
+definitions carry `env`, which may hold secrets. A missing or wrong credential gets 401 with `WWW-Authenticate`
 naming both schemes. With none configured everything is open, which is why `accessd api` then
 binds to 127.0.0.1 only (see `api.main`).
 """

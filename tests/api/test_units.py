@@ -1,0 +1,140 @@
+"""In-process checks of the pure parts (views, label selectors, routing) and of the credential
+rules in each configuration, on the real Falcon app over a real SQLite store file (the gunicorn
+tests cover the same app as a server; these cover the combinations cheaply)."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import falcon.testing
+import pytest
+
+from api import views
+from api.app import ApiConfig, create_app
+from api.auth import presented_token
+from api.routing import OrderedRouter
+from scheduler.spec import format_time
+from scheduler.sqlite_state import SQLiteStateStore
+
+APP = {"id": "/u/app", "cmd": "sleep 1", "cpus": 0.1, "mem": 16, "instances": 1}
+
+
+@pytest.fixture()
+def make_client(tmp_path):
+    stores = []
+
+    def make(token=None, read_token=None):
+        store = SQLiteStateStore(tmp_path / f"s{len(stores)}.db")
+        stores.append(store)
+        app = create_app(ApiConfig(state_path="unused", token=token, read_token=read_token),
+                         store)
+        return falcon.testing.TestClient(app), store
+
+    yield make
+    for s in stores:
+        s.close()
+
+
+def auth(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_no_credentials_everything_open(make_client):
+    client, store = make_client()
+    assert client.simulate_post("/v2/apps", json=APP).status_code == 201
+    assert client.simulate_get("/v2/apps").status_code == 200
+
+
+def test_write_token_only(make_client):
+    client, store = make_client(token="w")
+    assert client.simulate_get("/v2/apps").status_code == 401
+    assert client.simulate_get("/v2/apps", headers=auth("w")).status_code == 200
+    r = client.simulate_post("/v2/apps", json=APP)
+    assert r.status_code == 401 and "Bearer" in r.headers["WWW-Authenticate"]
+    assert store.get_app("/u/app") is None
+    assert client.simulate_post("/v2/apps", json=APP, headers=auth("w")).status_code == 201
+    basic = base64.b64encode(b"me:w").decode()
+    r = client.simulate_put("/v2/apps/u/app", json={"instances": 2}, params={"force": "true"},
+                            headers={"Authorization": "Basic " + basic})
+    assert r.status_code == 200
+
+
+def test_read_token_restricts_reads(make_client):
+    client, _ = make_client(token="w", read_token="r")
+    assert client.simulate_get("/v2/apps").status_code == 401
+    assert client.simulate_get("/v2/apps", headers=auth("r")).status_code == 200
+    assert client.simulate_get("/v2/apps", headers=auth("w")).status_code == 200
+    assert client.simulate_post("/v2/apps", json=APP, headers=auth("r")).status_code == 403
+    assert client.simulate_get("/ping").text == "pong"
+
+
+def test_presented_token_forms():
+    assert presented_token("Bearer abc") == "abc"
+    assert presented_token("bearer  abc ") == "abc"
+    assert presented_token("Basic " + base64.b64encode(b"u:p:q").decode()) == "p:q"
+    assert presented_token("Basic " + base64.b64encode(b"nocolon").decode()) is None
+    assert presented_token("Basic ***") is None
+    assert presented_token(None) is None and presented_token("Digest x") is None
+
+
+def test_status_label_precedence():
+    now = time.time()
+    app = {"id": "/a", "instances": 2}
+    future = {"delay": {"until": format_time(now + 60), "seconds": 60},
+              "waiting": {"reason": "no offers", "since": format_time(now), "count": 1}}
+    assert views.status_label(app, future, [{"id": "d"}], now) == "Deploying"
+    assert views.status_label({**app, "instances": 0}, future, [], now) == "Suspended"
+    assert views.status_label(app, future, [], now) == "Delayed"
+    past = {**future, "delay": {"until": format_time(now - 1), "seconds": 1}}
+    assert views.status_label(app, past, [], now) == "Waiting"
+    assert views.status_label(app, {"delay": None, "waiting": None}, [], now) == "Running"
+    assert views.status_label(app, None, [], now) == "Running"
+
+
+def test_counts_and_queue_item():
+    tasks = [{"state": "TASK_RUNNING", "healthy": True}, {"state": "TASK_RUNNING", "healthy": False},
+             {"state": "TASK_STAGING", "healthy": None}, {"state": "TASK_STARTING"}]
+    assert views.counts(tasks) == {"tasksStaged": 2, "tasksRunning": 2, "tasksHealthy": 1,
+                                   "tasksUnhealthy": 1}
+    now = time.time()
+    overdue = {"delay": {"until": format_time(now - 5), "seconds": 1}, "waiting": None}
+    item = views.queue_item({"id": "/a", "instances": 3}, overdue, tasks[:1], now)
+    assert item["count"] == 2 and item["delay"] == {"timeLeftSeconds": 0, "overdue": True}
+    assert views.queue_item({"id": "/a", "instances": 1}, {"delay": None, "waiting": None},
+                            [], now) is None
+
+
+def test_label_selectors():
+    labels = {"team": "jpm", "tier": "web"}
+    cases = {"team": True, "nope": False, "team==jpm": True, "team==x": False,
+             "team!=x": True, "nope!=x": True, "tier in (web, db)": True,
+             "tier notin (web)": False, "team==jpm,tier==web": True, "team==jpm,tier==db": False}
+    for text, expected in cases.items():
+        assert views.labels_match(labels, views.parse_label_selector(text)) is expected, text
+    for bad in ("", "a in (b", "==x"):
+        with pytest.raises(ValueError):
+            views.parse_label_selector(bad)
+
+
+def test_embeds():
+    assert views.parse_embeds(["apps.tasks,apps.counts", "app.x", "apps.lastTaskFailure"],
+                              "apps") == {"tasks", "counts", "lastTaskFailure"}
+
+
+def test_router_multi_segment_fields_and_order():
+    router = OrderedRouter()
+
+    class R:
+        def on_get(self, req, resp, **kw):
+            pass
+
+    for template in ("/v2/apps/{appId*}/tasks/{taskId}", "/v2/apps/{appId*}/tasks",
+                     "/v2/apps/{appId*}"):
+        router.add_route(template, R())
+    found = router.find("/v2/apps/a/b/c/tasks/a_b_c.1234")
+    assert found[2] == {"app_id": "a/b/c", "task_id": "a_b_c.1234"}
+    assert found[3] == "/v2/apps/{appId*}/tasks/{taskId}"
+    assert router.find("/v2/apps/a/b/tasks")[2] == {"app_id": "a/b"}
+    assert router.find("/v2/apps/a/b")[2] == {"app_id": "a/b"}
+    assert router.find("/v2/apps") is None
