@@ -31,10 +31,13 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler.constraints import MONOTONE, Tally, field_value, reason
 from scheduler.resources import OfferView, demand_of, parse_offer, shortfall, take
+
+if TYPE_CHECKING:
+    from scheduler.spec import AppSpec
 
 NO_OFFERS = "no offers"
 STRATEGIES = ("spread", "pack")
@@ -42,7 +45,7 @@ STRATEGIES = ("spread", "pack")
 
 @dataclass(frozen=True)
 class LaunchRequest:
-    app: Any  # scheduler.spec.AppSpec
+    app: AppSpec
     count: int
 
 
@@ -168,7 +171,7 @@ def place(offers: Sequence[Mapping[str, Any] | OfferView], requests: Sequence[La
     return PlacementResult(launches, declines, unplaced, decisions)
 
 
-def _place_app(app: Any, count: int, tasks: list[Mapping[str, Any]], views: list[OfferView],
+def _place_app(app: AppSpec, count: int, tasks: list[Mapping[str, Any]], views: list[OfferView],
                launched: list[int], evaluations: list[int], launches: list[Launch],
                roles: frozenset[str], sign: float) -> tuple[int, dict[int, str]]:
     """Place up to `count` tasks of `app`, updating `views` (what is left of each offer),

@@ -23,7 +23,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scheduler.spec import AppSpec
 
 EPSILON = 0.0005  # half of Mesos' fixed-point resolution (0.001)
 SCALAR_NAMES = ("cpus", "mem", "disk")
@@ -279,7 +282,7 @@ class Demand:
         return tuple(p for p in self.ports if p != 0)
 
 
-def demand_of(app: Any) -> Demand:
+def demand_of(app: AppSpec) -> Demand:
     """An AppSpec's per-task demand. Marathon semantics: without `requirePorts` the declared
     port numbers are service ports and each gets any free host port; with it, the host ports
     are the declared ones (0 still means any)."""

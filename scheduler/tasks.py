@@ -24,9 +24,13 @@ import base64
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler import spec as _spec
+
+if TYPE_CHECKING:
+    from scheduler.placement import Launch
+    from scheduler.spec import AppSpec, HealthCheck
 
 ACCESSD_EXECUTOR = ""
 COMMAND_EXECUTOR = "//cmd"
@@ -47,7 +51,7 @@ def _env_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
 
 
-def task_env(app: Any, ports: list[int], host: str, task_id: str,
+def task_env(app: AppSpec, ports: list[int], host: str, task_id: str,
              config_version: str) -> dict[str, str]:
     """The environment the service runs with (app env, then Marathon's variables on top)."""
     env: dict[str, str] = {str(k): str(v) for k, v in dict(app.env).items()}
@@ -83,7 +87,7 @@ def _variables(env: Mapping[str, str]) -> dict[str, Any]:
     return {"variables": [{"name": k, "value": v} for k, v in sorted(env.items())]}
 
 
-def mesos_health_check(check: Any, ports: list[int], env: Mapping[str, str]) -> dict[str, Any] | None:
+def mesos_health_check(check: HealthCheck, ports: list[int], env: Mapping[str, str]) -> dict[str, Any] | None:
     """A spec HealthCheck in Mesos form, probing the task's real port; None if its port index
     has no port (the spec should have refused that)."""
     out: dict[str, Any] = {
@@ -112,7 +116,7 @@ def mesos_health_check(check: Any, ports: list[int], env: Mapping[str, str]) -> 
     return out
 
 
-def build_task_info(launch: Any, app: Any, *, task_id: str, config_version: str,
+def build_task_info(launch: Launch, app: AppSpec, *, task_id: str, config_version: str,
                     executor_python: str) -> dict[str, Any]:
     """The Mesos v1 TaskInfo JSON dict for `launch` (a scheduler.placement.Launch) of `app`."""
     ports = list(launch.ports)
