@@ -328,3 +328,22 @@ def test_put_creates_and_event_stream_filters(api, store, events):
     posts = events.of_type("api_post_event")
     assert len(posts) >= 10
     assert events.error is None
+
+
+def test_events_from_other_processes_and_resume(api, store, events):
+    # The scheduler is another process: an event it appends reaches every open stream.
+    store.append_event("scheduler_registered_event", {"frameworkId": "fw-1",
+                                                      "master": "127.0.0.1:5050"})
+    got = wait_until(lambda: events.of_type("scheduler_registered_event"), 10,
+                     message="the other process's event")
+    assert got[0]["frameworkId"] == "fw-1" and got[0]["eventType"] == "scheduler_registered_event"
+    # A reconnecting client resumes after the last id it saw, missing nothing.
+    last = int(events.events[-1]["id"])
+    store.append_event("app_terminated_event", {"appId": "/gone"})
+    resumed = SseReader(api + "/v2/events", headers={"Last-Event-ID": str(last - 1)})
+    try:
+        wait_until(lambda: len(resumed.events) >= 2, 10, message="the resumed events")
+        assert [int(e["id"]) for e in resumed.events[:2]] == [last, last + 1]
+        assert resumed.events[1]["event"] == "app_terminated_event"
+    finally:
+        resumed.close()
