@@ -41,6 +41,7 @@ log = logging.getLogger("accessd.scheduler")
 Doc = dict[str, Any]
 
 TICK_SECONDS = 0.25              # API writes take effect within about this (plus a plan)
+FULL_ROUND_SECONDS = 2.0         # a full round at least this often, whatever happened
 KILL_RETRY_SECONDS = 10.0        # re-send a KILL the agent has not answered
 RECONCILE_EVERY_SECONDS = 60.0   # periodic explicit + implicit reconciliation
 STAGING_RECONCILE_SECONDS = 30.0  # reconcile a task stuck in STAGING this long
@@ -120,6 +121,10 @@ class Worker:
         self.kill_sent: dict[str, float] = {}  # task id -> monotonic time of the last KILL
         self.last_reconcile = time.monotonic()
         self.asked_about: set[str] = set()    # STAGING tasks reconciled individually
+        self.dirty = True                      # an event arrived since the last full round
+        self.seen_generation = -1
+        self.last_round = 0.0
+        self.wake_at = float("inf")            # clock time the next backoff delay runs out
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.run, name="accessd-worker", daemon=True)
 
@@ -152,6 +157,7 @@ class Worker:
             log.exception("error while handling %s", what)
 
     def handle(self, kind: str, payload: tuple) -> None:
+        self.dirty = True  # whatever happened, the next tick plans afresh
         if kind == "subscribed":
             self.on_subscribed(*payload)
         elif kind == "status":
@@ -332,10 +338,23 @@ class Worker:
                               self.store.pending_kill_requests(), now)
 
     def tick(self) -> None:
+        """A full round when something may have changed: an API write (the desired generation
+        moved), an event since the last round, a backoff delay running out, or the safety-net
+        period; otherwise only the cheap generation poll."""
         if not self.subscribed:
             return
         now = self.clock()
+        generation = self.store.desired_generation()
+        mono = time.monotonic()
+        if not (self.dirty or generation != self.seen_generation or now >= self.wake_at
+                or mono - self.last_round >= FULL_ROUND_SECONDS):
+            return
+        self.dirty = False
+        self.seen_generation = generation
+        self.last_round = mono
         plan = self.make_plan(now)
+        # wake up when the first delay runs out, so the app launches without waiting a period
+        self.wake_at = min((now + left for left in plan.delayed.values()), default=float("inf"))
         for kill in plan.kills:
             self._kill(kill, now)
         for task_id in plan.done_kill_requests:

@@ -5,7 +5,9 @@ the way the control API does (stamp the app, plan its deployment, store both ato
 from __future__ import annotations
 
 import os
+import random
 import re
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +17,31 @@ from scheduler.state import StateStore
 from tests.support import PYTHON, REPO, Proc
 
 REGISTERED = re.compile(r"registered framework_id=(\S+)")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def agent_resources(agents: int = 3, width: int = 100) -> str:
+    """localmesos `--resources` whose port ranges are free right now on this machine.
+
+    Every localmesos offers the same ports by default (agent k: 31000 + 1000·(k-1) …), and all
+    tasks listen on 127.0.0.1, so two clusters running at once (other test runs, `accessd local`)
+    hand out the same real ports. A random base below the kernel's ephemeral range, checked free
+    for every agent's block (localmesos shifts the range by 1000 per agent), avoids that.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(10000, 30000 - 1000 * agents, 100)
+        if all(_port_free(base + 1000 * k + i) for k in range(agents) for i in range(width)):
+            return f"cpus:4;mem:4096;disk:10000;ports:[{base}-{base + width - 1}]"
+    raise RuntimeError("no free port block for the agents")
 
 
 def start_scheduler(master: str, state_path: str | os.PathLike, extra_args: Sequence[str] = (),

@@ -182,5 +182,21 @@ def test_waiting_no_offers_after_a_while(env):
     worker.tick()
     assert (store.get_app_status("/a") or {}).get("waiting") is None
     worker.clock = lambda: NOW + 10
+    worker.last_round = 0.0  # as if the safety-net period had passed
     worker.tick()
     assert store.get_app_status("/a")["waiting"]["reason"] == "no offers"
+
+
+def test_full_round_only_when_something_changed(env):
+    store, driver, worker = env
+    put_app(store, instances=1)
+    worker.subscribed = True
+    worker.tick()
+    assert driver.kinds() == ["revive"]
+    t = put_task(store)  # observed state only: no desired change, no event
+    store.upsert_task(dict(t, appId="/gone"))
+    worker.tick()
+    assert driver.kinds() == ["revive"]  # not planned again yet
+    put_app(store, instances=0, app_id="/b")  # an API write: planned at the next tick
+    worker.tick()
+    assert ("kill", t["id"]) in driver.calls

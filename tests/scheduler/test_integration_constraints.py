@@ -16,6 +16,7 @@ import pytest
 from scheduler.sqlite_state import open_state
 from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import (
+    agent_resources,
     delete_app,
     deploy_app,
     mesos_tasks,
@@ -36,7 +37,8 @@ def sleeper(app_id, instances, **fields):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("cluster")
-    mesos = start_localmesos(work / "mesos", agents=3, attributes=RACKS)
+    mesos = start_localmesos(work / "mesos", agents=3, resources=agent_resources(),
+                             attributes=RACKS)
     store = open_state(str(work / "state.db"))
     sched = None
     try:

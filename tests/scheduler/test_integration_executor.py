@@ -16,14 +16,20 @@ import pytest
 from scheduler.deployments import task_is_ready
 from scheduler.sqlite_state import open_state
 from tests.fixtures_mesos import start_localmesos
-from tests.fixtures_scheduler import deploy_app, restart_app, start_scheduler, store_tasks
+from tests.fixtures_scheduler import (
+    agent_resources,
+    deploy_app,
+    restart_app,
+    start_scheduler,
+    store_tasks,
+)
 from tests.support import PYTHON, wait_until
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("executor")
-    mesos = start_localmesos(work / "mesos", agents=3)
+    mesos = start_localmesos(work / "mesos", agents=3, resources=agent_resources())
     store = open_state(str(work / "state.db"))
     sched = None
     try:
@@ -96,7 +102,7 @@ def test_unhealthy_task_is_replaced_and_siblings_stay(cluster):
         and sick["id"] not in {t["id"] for t in r} and r,
         timeout=60, message="the unhealthy task replaced by a healthy one")
     print(f"health file removed -> healthy replacement in {time.monotonic() - started:.2f}s")
-    assert sibling["id"] in {t["id"] for t in replaced}
+    assert sibling["id"] in {t["id"] for t in replaced}, sched.output()
     events = [e for _, e in store.events_since(0, limit=10000)]
     kills = [e for e in events if e["eventType"] == "unhealthy_task_kill_event"]
     assert [e["taskId"] for e in kills] == [sick["id"]]

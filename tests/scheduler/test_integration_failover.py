@@ -13,6 +13,7 @@ from scheduler.spec import parse_time
 from scheduler.sqlite_state import open_state
 from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import (
+    agent_resources,
     delete_app,
     deploy_app,
     mesos_tasks,
@@ -25,7 +26,7 @@ from tests.support import wait_until
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("failover")
-    mesos = start_localmesos(work / "mesos", agents=3)
+    mesos = start_localmesos(work / "mesos", agents=3, resources=agent_resources())
     store = open_state(str(work / "state.db"))
     box = {"sched": None}
     try:
