@@ -1,0 +1,144 @@
+"""Bad calls and bad launches get what a real Mesos 1.12 master gives (the recordings)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.localmesos.helpers import RawClient, key_paths, recorded
+
+
+@pytest.fixture
+def raw(lm) -> Iterator[RawClient]:
+    client = RawClient(lm.master)
+    client.subscribe()
+    try:
+        yield client
+    finally:
+        client.sched_call("TEARDOWN")
+        client.close()
+
+
+def recorded_call(pred) -> dict:
+    return next(c for c in recorded("scheduler_calls.json") if pred(c))
+
+
+def test_subscribe_answer_and_first_events_match_the_recording(lm, raw: RawClient) -> None:
+    real = recorded("scheduler_calls.json")[0]
+    assert raw.status == 200
+    assert set(raw.headers) == set(real["response_headers"])
+    assert raw.headers["Transfer-Encoding"] == "chunked"
+    assert raw.headers["Content-Type"] == "application/json"
+    raw.wait_event("HEARTBEAT")
+    events = [e for e, _, _ in raw.events]
+    assert [e["type"] for e in events[:2]] == ["SUBSCRIBED", "HEARTBEAT"]
+    real_events = recorded("scheduler_events.json")
+    assert key_paths(events[0]) == key_paths(real_events[0]["event"])
+    assert events[0]["subscribed"]["heartbeat_interval_seconds"] == 2.0  # the tests' flag
+    offers = raw.wait_event("OFFERS")
+    assert key_paths(offers) == key_paths(real_events[2]["event"])
+    # Record lengths are byte lengths of the JSON that follows.
+    for ev, length, _ in raw.events[:3]:
+        assert length == len(json.dumps(ev, separators=(",", ":")).encode())
+
+
+@pytest.mark.parametrize("which", ["NOT_A_CALL", "not json", "no stream id", "wrong stream id"])
+def test_bad_calls_get_the_recorded_400(lm, raw: RawClient, which: str) -> None:
+    fid = {"value": raw.framework_id}
+    if which == "NOT_A_CALL":
+        real = recorded_call(lambda c: isinstance(c["request"], dict)
+                             and c["request"].get("type") == "NOT_A_CALL")
+        status, headers, body = raw.call({"type": "NOT_A_CALL", "framework_id": fid})
+    elif which == "not json":
+        real = recorded_call(lambda c: c["request"] == "{not json")
+        status, headers, body = raw.call(None, raw=b"{not json")
+    elif which == "no stream id":
+        real = recorded_call(lambda c: "Mesos-Stream-Id" not in c.get("request_headers", {"x": 1})
+                             and c["status"] == 400)
+        status, headers, body = raw.call({"type": "REVIVE", "framework_id": fid},
+                                         {"Mesos-Stream-Id": None})
+    else:
+        real = recorded_call(lambda c: c.get("request_headers", {}).get("Mesos-Stream-Id")
+                             == "00000000-0000-0000-0000-000000000000")
+        status, headers, body = raw.call({"type": "REVIVE", "framework_id": fid},
+                                         {"Mesos-Stream-Id": "00000000-0000-0000-0000-000000000000"})
+        real["response_body"] = real["response_body"].replace(
+            real["request"]["framework_id"]["value"], raw.framework_id)
+    assert status == real["status"] == 400
+    assert body.decode() == real["response_body"]
+    assert headers["Content-Type"] == real["response_headers"]["Content-Type"]
+    assert set(headers) == set(real["response_headers"])
+
+
+def test_other_validation_errors(lm, raw: RawClient) -> None:
+    status, _, body = raw.call({"type": "ACCEPT", "framework_id": {"value": raw.framework_id}})
+    assert (status, body) == (400, b"Failed to validate scheduler::Call: Expecting 'accept' to be present")
+    status, _, body = raw.call({"type": "REVIVE"})
+    assert (status, body) == (400, b"Failed to validate scheduler::Call: Expecting 'framework_id' to be present")
+    status, _, body = raw.call({"type": "REVIVE", "framework_id": {"value": "nope"}})
+    assert (status, body) == (400, b"Framework cannot be found")
+    status, _, body = raw.call({"type": "REVIVE", "framework_id": {"value": raw.framework_id}},
+                               {"Content-Type": None})
+    assert (status, body) == (400, b"Expecting 'Content-Type' to be present")
+
+
+def test_good_calls_get_202_with_the_recorded_headers(lm, raw: RawClient) -> None:
+    real = recorded_call(lambda c: isinstance(c["request"], dict)
+                         and c["request"].get("type") == "REVIVE" and c["status"] == 202)
+    status, headers, body = raw.sched_call("REVIVE", {"roles": ["*"]})
+    assert (status, body) == (202, b"")
+    assert set(headers) == set(real["response_headers"])
+    # DECLINE of an unknown offer and ACCEPT without operations: 202, nothing happens.
+    assert raw.sched_call("DECLINE", {"offer_ids": [{"value": "no-such-offer"}]})[0] == 202
+    assert raw.sched_call("ACCEPT", {"offer_ids": [{"value": "no-such"}], "operations": []})[0] == 202
+
+
+def _launch(raw: RawClient, offer_id: str, task: dict) -> None:
+    status, _, body = raw.sched_call("ACCEPT", {
+        "offer_ids": [{"value": offer_id}],
+        "operations": [{"type": "LAUNCH", "launch": {"task_infos": [task]}}]})
+    assert status == 202, body
+
+
+def _task(tid: str, agent_id: str, cpus: float) -> dict:
+    return {"task_id": {"value": tid}, "agent_id": {"value": agent_id}, "name": tid,
+            "command": {"shell": True, "value": "sleep 5"},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": cpus},
+                           "allocation_info": {"role": "*"}}]}
+
+
+def test_bad_launches_get_the_recorded_updates_and_change_nothing(lm, raw: RawClient) -> None:
+    real = {row[0]: row for row in recorded("bad_launches.json")}
+    offers = raw.wait_event("OFFERS")["offers"]["offers"]
+    offer = offers[0]
+    agent_id = offer["agent_id"]["value"]
+    before = lm.state()["slaves"]
+
+    _launch(raw, "no-such-offer", _task("bad1", agent_id, 0.1))
+    ev = raw.wait_event("UPDATE", lambda e: e["update"]["status"]["task_id"]["value"] == "bad1")
+    st = ev["update"]["status"]
+    assert [st["task_id"]["value"], st["state"], st["reason"], st["source"], st["message"]] \
+        == list(real["bad1"])
+    assert "uuid" not in st
+
+    _launch(raw, offer["id"]["value"], _task("toobig", agent_id, 999))
+    ev = raw.wait_event("UPDATE", lambda e: e["update"]["status"]["task_id"]["value"] == "toobig")
+    st = ev["update"]["status"]
+    assert [st["state"], st["reason"], st["source"]] == list(real["toobig"][1:4])
+    lo = offer["resources"][0]["ranges"]["range"][0]["begin"]
+    assert st["message"] == (
+        "Total resources cpus(allocated: *):999 required by task and its executor is more than "
+        f"available ports(allocated: *):[{lo}-{lo + 999}]; cpus(allocated: *):4; "
+        "mem(allocated: *):4096; disk(allocated: *):10000")
+
+    # The offer was used up by that ACCEPT: launching on it again is an invalid offer.
+    _launch(raw, offer["id"]["value"], _task("again", agent_id, 0.1))
+    ev = raw.wait_event("UPDATE", lambda e: e["update"]["status"]["task_id"]["value"] == "again")
+    assert ev["update"]["status"]["reason"] == "REASON_INVALID_OFFERS"
+
+    # Nothing was allocated by any of it.
+    after = lm.state()
+    assert [s["used_resources"] for s in after["slaves"]] == [s["used_resources"] for s in before]
+    assert after["frameworks"][0]["tasks"] == []

@@ -1,0 +1,159 @@
+"""Faults: scheduler and master failover, framework timeout, agent loss, killed task processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from tests.fixtures_mesos import start_localmesos
+from tests.localmesos.conftest import TEST_ARGS
+from tests.localmesos.helpers import Recorder, command_task, start_driver, stop_driver
+from tests.support import process_group_alive, wait_until
+
+
+def _run_task(sched: Recorder, tid: str, hostname: str | None = None, cmd: str = "sleep 60") -> dict:
+    offer = sched.take_offer(hostname)
+    sched.driver.launchTasks(offer["id"], [command_task(tid, offer, cmd)])
+    return sched.wait_state(tid, "TASK_RUNNING")
+
+
+def test_scheduler_restart_keeps_framework_id_and_tasks(lm) -> None:
+    first = Recorder()
+    first.driver = start_driver(lm.master, first)
+    running = _run_task(first, "keep")
+    pid = running["container_status"]["executor_pid"]
+    stop_driver(first.driver, failover=True)
+    fw = wait_until(lambda: [f for f in lm.state()["frameworks"] if not f["active"]],
+                    message="framework inactive")[0]
+    assert fw["id"] == first.framework_id and [t["id"] for t in fw["tasks"]] == ["keep"]
+    assert fw["offers"] == []
+
+    second = Recorder()
+    second.driver = start_driver(lm.master, second, id={"value": first.framework_id})
+    try:
+        assert second.of("reregistered") and not second.of("registered")
+        assert process_group_alive(pid)
+        second.driver.reconcileTasks([{"task_id": {"value": "keep"}}])
+        st = second.wait_state("keep", "TASK_RUNNING")
+        assert st["reason"] == "REASON_RECONCILIATION"
+        second.driver.killTask({"value": "keep"})
+        second.wait_state("keep", "TASK_KILLED")
+    finally:
+        stop_driver(second.driver)
+
+
+def test_unacknowledged_updates_are_retried_and_resent_on_resubscribe(lm) -> None:
+    rec = Recorder()
+    rec.driver = start_driver(lm.master, rec)
+    rec.driver.implicit_acknowledgements = False
+    offer = rec.take_offer()
+    rec.driver.launchTasks(offer["id"], [command_task("noack", offer, "sleep 0.2")])
+    rec.wait_for(lambda: len(rec.statuses("noack")) >= 2, what="a retry")
+    first, again = rec.statuses("noack")[:2]
+    # One update in flight per task: the same STARTING (same uuid) again, nothing newer.
+    assert first["state"] == again["state"] == "TASK_STARTING"
+    assert first["uuid"] == again["uuid"]
+    stop_driver(rec.driver, failover=True)  # the task finishes while nobody listens
+    rec2 = Recorder()
+    rec2.driver = start_driver(lm.master, rec2, id={"value": rec.framework_id})
+    try:
+        rec2.wait_state("noack", "TASK_FINISHED")
+        assert rec2.states("noack") == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
+        assert rec2.statuses("noack")[0]["uuid"] == first["uuid"]
+        wait_until(lambda: lm.state()["frameworks"][0]["tasks"] == [],
+                   message="task forgotten once acknowledged")
+        assert [t["id"] for t in lm.state()["frameworks"][0]["completed_tasks"]] == ["noack"]
+    finally:
+        stop_driver(rec2.driver)
+
+
+def test_framework_not_back_within_failover_timeout_is_removed(lm) -> None:
+    rec = Recorder()
+    rec.driver = start_driver(lm.master, rec, failover_timeout=1.0)
+    pid = _run_task(rec, "orphan")["container_status"]["executor_pid"]
+    t0 = time.monotonic()
+    stop_driver(rec.driver, failover=True)
+    wait_until(lambda: not process_group_alive(pid), timeout=10, message="task killed")
+    assert time.monotonic() - t0 >= 0.9
+    state = wait_until(lambda: (s := lm.state())["completed_frameworks"] and s,
+                       message="framework completed")
+    assert state["frameworks"] == []
+    assert state["completed_frameworks"][0]["id"] == rec.framework_id
+    assert all(s["used_resources"]["cpus"] == 0 for s in state["slaves"])
+
+
+def test_master_restart_schedulers_resubscribe_and_keep_tasks(lm, sched: Recorder) -> None:
+    pid = _run_task(sched, "survivor", "agent1.localmesos")["container_status"]["executor_pid"]
+    old_master = lm.state()["id"]
+    lm.restart_master()
+    sched.wait_for(lambda: sched.of("reregistered"), timeout=15, what="re-subscription")
+    state = lm.state()
+    assert state["id"] != old_master
+    fw = state["frameworks"][0]
+    assert fw["id"] == sched.framework_id and fw["active"]
+    assert [t["id"] for t in fw["tasks"]] == ["survivor"]
+    assert process_group_alive(pid)
+    agent1 = next(s for s in state["slaves"] if s["hostname"] == "agent1.localmesos")
+    assert agent1["used_resources"]["cpus"] == 0.1
+    mark = sched.mark()
+    sched.driver.reconcileTasks([])
+    sched.wait_for(lambda: [s for s in sched.since(mark, "status")
+                            if s["state"] == "TASK_RUNNING"], what="reconciled RUNNING")
+    sched.driver.killTask({"value": "survivor"})
+    sched.wait_state("survivor", "TASK_KILLED")
+
+
+def test_master_restart_without_the_framework_coming_back(lm) -> None:
+    rec = Recorder()
+    rec.driver = start_driver(lm.master, rec, failover_timeout=1.5)
+    pid = _run_task(rec, "abandoned")["container_status"]["executor_pid"]
+    stop_driver(rec.driver, failover=True)
+    lm.restart_master()
+    fw = lm.state()["frameworks"][0]
+    assert fw["recovered"] and not fw["active"] and fw["tasks"][0]["id"] == "abandoned"
+    wait_until(lambda: not process_group_alive(pid), timeout=10, message="task killed")
+    wait_until(lambda: lm.state()["frameworks"] == [], message="framework removed")
+
+
+def test_agent_loss_reports_tasks_lost_and_removes_the_agent(lm, sched: Recorder) -> None:
+    sched.wait_for(lambda: len(sched.offers) == 3, what="three offers")
+    running = _run_task(sched, "doomed", "agent2.localmesos",
+                        cmd="sleep 300 & echo $! > child.pid; wait")
+    pid = running["container_status"]["executor_pid"]
+    agent_id = running["agent_id"]["value"]
+    sched.wait_for(lambda: any(o["hostname"] == "agent2.localmesos" for o in sched.offers.values()),
+                   what="agent2's leftover offered again")
+    lm.stop_agent("agent2.localmesos")
+    lost = sched.wait_state("doomed", "TASK_LOST")
+    assert lost["reason"] == "REASON_AGENT_REMOVED" and lost["source"] == "SOURCE_MASTER"
+    assert sched.wait_for(lambda: sched.of("agent_lost")) == [agent_id]
+    sched.wait_for(lambda: not any(o["hostname"] == "agent2.localmesos"
+                                   for o in sched.offers.values()), what="offer rescinded")
+    wait_until(lambda: not process_group_alive(pid), timeout=5, message="its processes gone")
+    assert "agent2.localmesos" not in [s["hostname"] for s in lm.state()["slaves"]]
+    # The machine comes back empty, under a new id, and is offered again.
+    back = lm.start_agent("agent2")
+    assert back["id"] != agent_id
+    sched.wait_for(lambda: any(o["agent_id"]["value"] == back["id"] for o in sched.offers.values()),
+                   what="offers from the returned agent")
+
+
+def test_killing_the_task_process_fails_the_task(lm, sched: Recorder) -> None:
+    running = _run_task(sched, "victim", cmd="exec sleep 60")
+    os.kill(running["container_status"]["executor_pid"], signal.SIGKILL)
+    failed = sched.wait_state("victim", "TASK_FAILED")
+    assert failed["message"] == "Command terminated with signal Killed"
+
+
+def test_unanswered_offers_are_rescinded_and_made_again(tmp_path) -> None:
+    cluster = start_localmesos(tmp_path, agents=1, extra_args=TEST_ARGS + ("--offer-timeout", "0.5"))
+    rec = Recorder()
+    try:
+        rec.driver = start_driver(cluster.master, rec)
+        first = rec.wait_for(lambda: rec.of("offer"), what="an offer")[0]["id"]["value"]
+        assert rec.wait_for(lambda: rec.of("rescind"))[0] == first
+        rec.wait_for(lambda: len(rec.of("offer")) >= 2, what="a new offer after the rescind")
+        stop_driver(rec.driver)
+    finally:
+        cluster.stop()
