@@ -163,7 +163,13 @@ class Worker:
         elif kind == "status":
             self.on_status(payload[0])
         elif kind == "offers":
-            self.on_offers(payload[0])
+            try:
+                self.on_offers(payload[0])
+            except Exception:
+                # An offer left unanswered stays out of circulation until rescinded (never, by
+                # default): give them all back, then let the guard log the cause.
+                self.decline_all(payload[0])
+                raise
         elif kind == "disconnected":
             if self.subscribed:  # pymesos also reports every failed connection attempt
                 log.warning("disconnected from the master; pymesos reconnects")
@@ -303,6 +309,13 @@ class Worker:
         self.last_demand = {app_id: need.count - placed.get(app_id, 0)
                             for app_id, need in needs.items()
                             if need.count > placed.get(app_id, 0)}
+
+    def decline_all(self, offers: list[Doc]) -> None:
+        try:
+            self.driver.declineOffer([{"value": o["id"]["value"]} for o in offers],
+                                     filters={"refuse_seconds": self.refuse_seconds})
+        except Exception:
+            log.exception("could not decline %d offers", len(offers))
 
     def _task_doc(self, task_id: str, launch: Any, need: reconcile.LaunchNeed,
                   offers: dict[str, Doc], now: float) -> Doc:
