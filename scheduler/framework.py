@@ -231,6 +231,7 @@ class Worker:
             if new_doc is None:
                 self.store.delete_task(task_id)
                 self.kill_sent.pop(task_id, None)
+                self.asked_about.discard(task_id)
                 self._record_terminal(doc, state, status, now)
             else:
                 self.store.upsert_task(new_doc)
