@@ -273,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mem-load", type=float, default=0.95)
     ap.add_argument("--strategy", choices=["spread", "pack"], default="spread")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--no-compare", action="store_true",
+                    help="skip the second run with the other strategy")
     args = ap.parse_args(argv)
 
     rng = random.Random(args.seed)
@@ -319,6 +321,15 @@ def main(argv: list[str] | None = None) -> int:
               f"(binding {binding})")
     print(f"final utilisation: cpus={sim['final']['cpus']:.3f} mem={sim['final']['mem']:.3f}; "
           f"ffd bound {bound['final']['binding']} {bound['final']['value']:.3f}")
+    if not args.no_compare:
+        other = "pack" if args.strategy == "spread" else "spread"
+        alt = simulate(apps, make_cluster(args.agents), apps_per_round=args.apps_per_round,
+                       strategy=other, quiet=True)
+        afu = alt["first_unplaced"] or alt["final"]
+        print(f"for comparison, strategy {other}: first unplaceable at {afu['binding']} "
+              f"{afu['value']:.3f}, final cpus={alt['final']['cpus']:.3f} "
+              f"mem={alt['final']['mem']:.3f}, "
+              f"{alt['placed'] / max(alt['place_cpu_s'], 1e-9):.0f} placements per cpu-second")
     print(f"RESULT placements_per_s={pps:.0f} utilisation={util:.3f} "
           f"ffd_bound={bound['final']['value']:.3f}")
     return 0

@@ -16,7 +16,7 @@ documents go in; a `PlacementResult` comes out. Invariants:
 Choosing an offer for one task of an app (strategy "spread", the default): among the offers that
 fit and meet the constraints, prefer the offer whose GROUP_BY groups hold the fewest of the app's
 tasks, then the agent with the fewest tasks of the app, then the most free cpus, then mem, then a
-fixed pseudo-random order of agents (crc32 of the agent id, then the id itself): ties are common
+fixed pseudo-random order of agents (a hash of the agent id, then the id itself): ties are common
 (an empty cluster is all ties) and breaking them by id would fill the agents whose ids sort first,
 usually one rack, before the others. Strategy "pack" replaces "most free" by "least free" (best fit), which fills agents
 before opening new ones. Candidates sit in a heap whose keys only ever get worse while an app is
@@ -26,8 +26,8 @@ the true best: each task costs O(log offers) instead of a scan over all offers.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
-import zlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -105,6 +105,12 @@ def most_telling(reasons: Iterable[str]) -> str:
     return min(counts, key=lambda r: (-counts[r], _reason_rank(r)))
 
 
+def agent_order(agent_id: str) -> bytes:
+    """A fixed pseudo-random rank of an agent, for breaking ties between equally good offers.
+    A real hash: crc32 is linear and ranks ids that share a prefix (one rack, often) together."""
+    return hashlib.blake2b(agent_id.encode(), digest_size=8).digest()
+
+
 def _agent_of(task: Mapping[str, Any]) -> str:
     return str(task.get("agentId") or task.get("slaveId") or "")
 
@@ -145,6 +151,7 @@ def place(offers: Sequence[Mapping[str, Any] | OfferView], requests: Sequence[La
             bucket.append(t)
 
     n = len(views)
+    shuffle = [agent_order(v.agent_id) for v in views]
     launched = [0] * n
     evaluations = [0] * n
     last_reason: list[str | None] = [None] * n
@@ -156,7 +163,7 @@ def place(offers: Sequence[Mapping[str, Any] | OfferView], requests: Sequence[La
         if not views:
             unplaced[app_id] = Unplaced(count, NO_OFFERS)
             continue
-        remaining, app_reason = _place_app(app, count, by_app[app_id], views, launched,
+        remaining, app_reason = _place_app(app, count, by_app[app_id], views, shuffle, launched,
                                            evaluations, launches,
                                            frozenset({"*", app.role or role}), sign)
         if remaining:
@@ -172,7 +179,7 @@ def place(offers: Sequence[Mapping[str, Any] | OfferView], requests: Sequence[La
 
 
 def _place_app(app: AppSpec, count: int, tasks: list[Mapping[str, Any]], views: list[OfferView],
-               launched: list[int], evaluations: list[int], launches: list[Launch],
+               shuffle: list[bytes], launched: list[int], evaluations: list[int], launches: list[Launch],
                roles: frozenset[str], sign: float) -> tuple[int, dict[int, str]]:
     """Place up to `count` tasks of `app`, updating `views` (what is left of each offer),
     `launched`, `evaluations` and `launches` in place. Returns (tasks not placed, the last
@@ -189,7 +196,7 @@ def _place_app(app: AppSpec, count: int, tasks: list[Mapping[str, Any]], views: 
         groups = tuple(tally.count(f, field_value(f, v.hostname, v.attributes) or "")
                        for f in group_fields)
         return (groups, per_agent.get(v.agent_id, 0), sign * avail.get("cpus", 0.0),
-                sign * avail.get("mem", 0.0), zlib.crc32(v.agent_id.encode()), v.agent_id, i)
+                sign * avail.get("mem", 0.0), shuffle[i], v.agent_id, i)
 
     heap: list[tuple] = []
     for i in range(len(views)):
