@@ -98,11 +98,19 @@ def _reason_rank(r: str) -> tuple[int, str]:
 
 
 def most_telling(reasons: Iterable[str]) -> str:
-    """The reason given by the most offers (ties: constraints first, then cpus, mem, ...)."""
+    """One reason for a task nobody took, from each offer's reason for refusing it.
+
+    Offers are checked for resources before constraints, so a constraint reason means that
+    offer had room: if any offer had room but a constraint refused it, the constraint is what
+    holds the task back and the most common constraint reason is given; otherwise the most
+    common shortage. Ties: constraints first, then cpus, mem, disk, ports.
+    """
     counts = Counter(reasons)
     if not counts:
         return NO_OFFERS
-    return min(counts, key=lambda r: (-counts[r], _reason_rank(r)))
+    constrained = [r for r in counts if r.startswith("constraint ")]
+    pool = constrained or list(counts)
+    return min(pool, key=lambda r: (-counts[r], _reason_rank(r)))
 
 
 def agent_order(agent_id: str) -> bytes:

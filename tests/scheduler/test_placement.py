@@ -129,15 +129,32 @@ def test_max_per_and_cluster_and_like():
     assert sorted(x.hostname for x in by_app["/l"]) == ["h0", "h1", "h2"]
 
 
-def test_unplaced_reason_is_the_most_common():
+def test_unplaced_reason_names_the_constraint_when_an_offer_had_room():
     os_ = offers(3, cpus=0.5) + [make_offer(hostname="big", offer_id="big", cpus=8)]
     running = [make_task("/app", host="big", agent_id="agent-big")]
     r = place(os_, [req(count=1, cpus=1.0, constraints=[["hostname", "UNIQUE"]])], running)
-    assert r.unplaced["/app"] == Unplaced(1, "insufficient cpus")
+    # three offers are too small, the one with room already runs the app: UNIQUE holds it back
+    assert r.unplaced["/app"] == Unplaced(1, "constraint hostname UNIQUE")
     assert sorted(r.decline_offer_ids) == sorted(["o0", "o1", "o2", "big"])
     assert r.decisions["big"].reason == "constraint hostname UNIQUE"
-    assert most_telling(["insufficient mem", "constraint rack IS"]) == "constraint rack IS"
-    assert most_telling([]) == "no offers"
+    assert r.decisions["o0"].reason == "insufficient cpus"
+    # no offer has room at all: the shortage is the reason, whatever the constraints
+    r = place(offers(3, cpus=0.5), [req(count=1, cpus=1.0, constraints=[["hostname", "UNIQUE"]])],
+              [])
+    assert r.unplaced["/app"] == Unplaced(1, "insufficient cpus")
+
+
+@pytest.mark.parametrize("reasons,expected", [
+    ([], "no offers"),
+    (["insufficient mem", "insufficient cpus", "insufficient mem"], "insufficient mem"),
+    (["insufficient mem", "insufficient cpus"], "insufficient cpus"),                 # tie
+    (["insufficient cpus"] * 5 + ["constraint rack IS"], "constraint rack IS"),
+    (["constraint rack IS", "constraint hostname UNIQUE"] * 2 + ["constraint rack IS"],
+     "constraint rack IS"),
+    (["no free ports", "port 80 not offered"], "port 80 not offered"),
+])
+def test_most_telling(reasons, expected):
+    assert most_telling(reasons) == expected
 
 
 def test_roles_framework_role_and_unreserved():
