@@ -20,6 +20,7 @@ from api import errors
 from api.apps import AppResource, AppRestart, AppsCollection, Ctx
 from api.auth import AuthMiddleware
 from api.body import DEFAULT_MAX_BODY
+from api.cache import ChangeToken, SQLiteChangeToken, ViewCache
 from api.deployments import Deployment, Deployments
 from api.events import Events
 from api.info import Index, Info, Leader, Ping, Static, version
@@ -42,12 +43,14 @@ class ApiConfig:
     leader: str = "127.0.0.1:8080"
     sse_keepalive: float = 15.0
     sse_poll: float = 0.2
+    view_cache_seconds: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
         """`ACCESSD_API_STATE` (required), `ACCESSD_API_TOKEN`, `ACCESSD_API_READ_TOKEN`,
         `ACCESSD_API_MAX_BODY`, `ACCESSD_API_BIND`, `ACCESSD_API_SSE_KEEPALIVE`,
-        `ACCESSD_API_SSE_POLL`. A missing or malformed value is a ValueError naming it."""
+        `ACCESSD_API_SSE_POLL`, `ACCESSD_API_VIEW_CACHE_SECONDS` (0 disables the cache of
+        rendered `GET /v2/apps` answers). A missing or malformed value is a ValueError naming it."""
         env = os.environ if env is None else env
         state = env.get("ACCESSD_API_STATE", "").strip()
         if not state:
@@ -56,15 +59,17 @@ class ApiConfig:
             max_body = int(env.get("ACCESSD_API_MAX_BODY", str(DEFAULT_MAX_BODY)))
             keepalive = float(env.get("ACCESSD_API_SSE_KEEPALIVE", "15"))
             poll = float(env.get("ACCESSD_API_SSE_POLL", "0.2"))
+            cache_seconds = float(env.get("ACCESSD_API_VIEW_CACHE_SECONDS", "1"))
         except ValueError as exc:
             raise ValueError(f"bad ACCESSD_API_MAX_BODY / _SSE_KEEPALIVE / _SSE_POLL: {exc}"
                              ) from None
-        if max_body < 1 or keepalive <= 0 or poll <= 0:
-            raise ValueError("ACCESSD_API_MAX_BODY, _SSE_KEEPALIVE and _SSE_POLL must be > 0")
+        if max_body < 1 or keepalive <= 0 or poll <= 0 or cache_seconds < 0:
+            raise ValueError("ACCESSD_API_MAX_BODY, _SSE_KEEPALIVE and _SSE_POLL must be > 0, "
+                             "_VIEW_CACHE_SECONDS >= 0")
         return cls(state_path=state, token=env.get("ACCESSD_API_TOKEN") or None,
                    read_token=env.get("ACCESSD_API_READ_TOKEN") or None, max_body=max_body,
                    leader=env.get("ACCESSD_API_BIND", "127.0.0.1:8080"),
-                   sse_keepalive=keepalive, sse_poll=poll)
+                   sse_keepalive=keepalive, sse_poll=poll, view_cache_seconds=cache_seconds)
 
 
 class LazyStore:
@@ -87,7 +92,10 @@ class LazyStore:
         return getattr(self._get(), name)
 
 
-def create_app(config: ApiConfig, store: StateStore) -> falcon.App:
+def create_app(config: ApiConfig, store: StateStore,
+               change_token: ChangeToken | None = None) -> falcon.App:
+    """The API over `store`. `change_token` (see `api.cache`), when given, enables the cache of
+    rendered `GET /v2/apps` answers."""
     metrics = Metrics()
     auth = AuthMiddleware(config.token, config.read_token)
     router = OrderedRouter()
@@ -96,7 +104,8 @@ def create_app(config: ApiConfig, store: StateStore) -> falcon.App:
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.keep_blank_qs_values = True
     errors.install(app)
-    ctx = Ctx(store=store, max_body=config.max_body)
+    ctx = Ctx(store=store, max_body=config.max_body,
+              cache=ViewCache(change_token, config.view_cache_seconds))
     # Order matters (see api.routing): sub-resources of an app before the app itself.
     routes: list[tuple[str, object]] = [
         ("/v2/apps", AppsCollection(ctx)),
@@ -132,4 +141,4 @@ def get_app() -> falcon.App:
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     config = ApiConfig.from_env()
     store: Any = LazyStore(lambda: open_state(config.state_path))
-    return create_app(config, store)
+    return create_app(config, store, SQLiteChangeToken(lambda: store.path))

@@ -6,14 +6,16 @@ the number of apps; writes go through `api.changes`, one transaction each.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import falcon
 
 from api import changes, views
 from api.body import read_object
+from api.cache import ViewCache
 from api.errors import ApiError, bad_request, not_found
 from scheduler.spec import SpecError, merge_patch, normalize_app_id
 from scheduler.state import StateStore
@@ -27,6 +29,7 @@ class Ctx:
 
     store: StateStore
     max_body: int
+    cache: ViewCache = field(default_factory=lambda: ViewCache(None, 0))
 
 
 def path_app_id(raw: str) -> str:
@@ -76,6 +79,14 @@ class AppsCollection:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """List apps (`?id=` substring, `?cmd=` substring, `?label=` selector,
         `?embed=apps.tasks|apps.deployments|apps.lastTaskFailure|apps.counts`)."""
+        # Token first, then the data (see api.cache): a cached body is never staler than it.
+        key = req.query_string
+        token = self.ctx.cache.token()
+        body = self.ctx.cache.get(key, token)
+        if body is not None:
+            resp.content_type = falcon.MEDIA_JSON
+            resp.data = body
+            return
         apps = self.ctx.store.list_apps()
         id_part = req.get_param("id")
         if id_part:
@@ -90,7 +101,11 @@ class AppsCollection:
             except ValueError as exc:
                 raise bad_request(f"Invalid label selector: {exc}", "/label") from None
             apps = [a for a in apps if views.labels_match(a.get("labels") or {}, terms)]
-        resp.media = {"apps": render_apps(self.ctx.store, apps, embeds(req, "apps"))}
+        body = json.dumps({"apps": render_apps(self.ctx.store, apps, embeds(req, "apps"))},
+                          ensure_ascii=False).encode()
+        self.ctx.cache.put(key, token, body)
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = body
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Create an app: 201 with the app, `Location` and `Marathon-Deployment-Id`."""

@@ -5,13 +5,18 @@
 1. requests/s of `GET /v2/apps` with 100 apps, next to a Falcon app returning a fixed body of
    the same size on the same gunicorn settings (2 gthread workers, 16 threads), in the same
    run: the ratio is what reading the store and assembling the views cost on top of Falcon and
-   gunicorn alone;
+   gunicorn alone. Measured twice: with the default configuration, whose per-worker cache
+   answers from the rendered bytes while the store does not change (the store is idle here,
+   so this is the cache's best case), and with the cache off
+   (`ACCESSD_API_VIEW_CACHE_SECONDS=0`: every request reads the store and renders). The
+   RESULT line's `apps_rps`/`ratio` are the default configuration's;
 2. requests/s of scale requests (`PUT /v2/apps/<id>?force=true {"instances": n}` cycling over
    the 100 apps: each one validates, stamps, plans a deployment, commits it with the app in one
    SQLite transaction and appends two events), next to the baseline answering PUT with a fixed
    body of the same size;
 3. a store with 1,000 apps and 10,000 tasks: the median time of
-   `GET /v2/apps?embed=apps.tasks` over `--embed-runs` requests (Marathon's own API took over
+   `GET /v2/apps?embed=apps.tasks` over `--embed-runs` requests, cache off (each request reads
+   and renders everything) (Marathon's own API took over
    10 s with about 1,000 tasks).
 
 Load comes from `wrk` when installed (`apt-get install -y wrk`), else from a bounded Python
@@ -243,6 +248,9 @@ def main() -> int:
         env = {"ACCESSD_API_STATE": str(state), "ACCESSD_LOG_LEVEL": "WARNING"}
         api = Server("api.app:get_app()", env, work / "api.log", "/ping")
         servers.append(api)
+        nocache = Server("api.app:get_app()", {**env, "ACCESSD_API_VIEW_CACHE_SECONDS": "0"},
+                         work / "api-nocache.log", "/ping")
+        servers.append(nocache)
         apps_body = requests.get(api.url + "/v2/apps", timeout=30).content
         scale = requests.put(api.url + "/v2/apps/bench/app0?force=true", json={"instances": 2},
                              timeout=30)
@@ -263,6 +271,8 @@ def main() -> int:
         results: dict[str, float] = {}
         if use_wrk:
             results["apps"] = run_wrk(api.url + "/v2/apps", args.duration, args.connections)
+            results["apps_nocache"] = run_wrk(nocache.url + "/v2/apps", args.duration,
+                                              args.connections)
             results["apps_baseline"] = run_wrk(base.url + "/apps", args.duration,
                                                args.connections)
             results["scale"] = run_wrk(api.url + "/", args.duration, args.connections,
@@ -273,6 +283,8 @@ def main() -> int:
             d, c = args.duration, args.connections
             results["apps"] = run_python_load(lambda s, i: s.get(api.url + "/v2/apps", timeout=10),
                                               d, c)
+            results["apps_nocache"] = run_python_load(
+                lambda s, i: s.get(nocache.url + "/v2/apps", timeout=10), d, c)
             results["apps_baseline"] = run_python_load(
                 lambda s, i: s.get(base.url + "/apps", timeout=10), d, c)
             results["scale"] = run_python_load(
@@ -281,9 +293,11 @@ def main() -> int:
             results["scale_baseline"] = run_python_load(
                 lambda s, i: s.put(base.url + "/scale", json={"instances": 2}, timeout=10), d, c)
         ratio = results["apps"] / results["apps_baseline"]
+        nocache_ratio = results["apps_nocache"] / results["apps_baseline"]
         scale_ratio = results["scale"] / results["scale_baseline"]
         print(f"GET /v2/apps (100 apps, {len(apps_body)} bytes): {results['apps']:.0f} req/s; "
-              f"baseline {results['apps_baseline']:.0f} req/s; ratio {ratio:.2f}",
+              f"baseline {results['apps_baseline']:.0f} req/s; ratio {ratio:.2f} (cache off: "
+              f"{results['apps_nocache']:.0f} req/s, ratio {nocache_ratio:.2f})",
               file=sys.stderr)
         print(f"PUT instances (scale, deployment + events): {results['scale']:.0f} req/s; "
               f"baseline {results['scale_baseline']:.0f} req/s; ratio {scale_ratio:.2f}",
@@ -302,7 +316,9 @@ def main() -> int:
         fill_store(big, 1000, 10)
         print(f"store with 1000 apps and 10000 tasks filled in {time.monotonic() - t0:.1f}s",
               file=sys.stderr)
-        api = Server("api.app:get_app()", {**env, "ACCESSD_API_STATE": str(big)},
+        # Cache off: every one of these requests reads 11,000 documents and renders 9 MB.
+        api = Server("api.app:get_app()", {**env, "ACCESSD_API_STATE": str(big),
+                                           "ACCESSD_API_VIEW_CACHE_SECONDS": "0"},
                      work / "api-big.log", "/ping")
         servers.append(api)
         times = []
@@ -321,8 +337,10 @@ def main() -> int:
         print(f"GET /v2/apps?embed=apps.tasks (1000 apps, 10000 tasks, {size / 1e6:.1f} MB): "
               f"median {embed_ms:.0f} ms over {args.embed_runs} (first {times[0]:.0f} ms, "
               f"max {max(times[1:]):.0f} ms)", file=sys.stderr)
-        print(f"scale_rps={results['scale']:.0f} scale_baseline_rps="
-              f"{results['scale_baseline']:.0f} scale_ratio={scale_ratio:.2f}", file=sys.stderr)
+        print(f"apps_nocache_rps={results['apps_nocache']:.0f} "
+              f"nocache_ratio={nocache_ratio:.2f} scale_rps={results['scale']:.0f} "
+              f"scale_baseline_rps={results['scale_baseline']:.0f} "
+              f"scale_ratio={scale_ratio:.2f}", file=sys.stderr)
         print(f"RESULT apps_rps={results['apps']:.0f} baseline_rps="
               f"{results['apps_baseline']:.0f} ratio={ratio:.2f} embed_10k_tasks_ms={embed_ms:.0f}")
         return 0

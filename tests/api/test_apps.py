@@ -347,3 +347,20 @@ def test_events_from_other_processes_and_resume(api, store, events):
         assert resumed.events[1]["event"] == "app_terminated_event"
     finally:
         resumed.close()
+
+
+def test_app_list_never_stale(api, store):
+    # GET /v2/apps answers come from a per-worker cache keyed by the store's change token: any
+    # commit, by any process, must show in the very next answer.
+    for i in range(5):
+        listed = requests.get(api + "/v2/apps", params={"embed": "apps.tasks"}, timeout=10).json()
+        app = next(a for a in listed["apps"] if a["id"] == "/jpm/other")
+        assert len(app["tasks"]) == i
+        store.upsert_task(make_task(store.get_app("/jpm/other"), port=32000 + i))
+    before = requests.get(api + "/v2/apps", timeout=10).json()
+    assert any(a["id"] == "/jpm/other" for a in before["apps"])
+    r = requests.put(api + "/v2/apps/jpm/other?force=true", json={"instances": 7}, timeout=10)
+    assert r.status_code == 200
+    for _ in range(4):  # whichever worker answers
+        after = requests.get(api + "/v2/apps", timeout=10).json()
+        assert next(a for a in after["apps"] if a["id"] == "/jpm/other")["instances"] == 7
