@@ -5,9 +5,9 @@ into an immutable `OfferView`; `take` returns a new view with the task's share r
 Resource JSON list the TaskInfo must carry. Nothing here mutates its inputs.
 
 Invariants:
-- scalars are compared and subtracted like Mesos does (fixed point, 3 decimals): a need fits when
-  `need <= have + EPSILON`, and every result is rounded to 3 decimals, so repeated subtraction
-  never drifts below zero or leaves 1e-17 crumbs;
+- scalars are compared and subtracted like Mesos does (fixed point, 3 decimals, rounded as the
+  master rounds them): a need fits when `need <= have + EPSILON`, and every value and result is
+  rounded to 3 decimals, so repeated subtraction never drifts below zero or leaves 1e-17 crumbs;
 - port ranges are inclusive `(begin, end)` pairs, sorted, disjoint and merged; taking ports
   splits ranges and never hands out a port twice;
 - resources are kept in *pools*, one per (role, reservation metadata); what a task takes from a
@@ -21,6 +21,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,8 +38,11 @@ Range = tuple[int, int]
 
 
 def fixed(x: float) -> float:
-    """Round to Mesos' fixed-point resolution (3 decimals)."""
-    return round(float(x), 3) + 0.0  # + 0.0 turns -0.0 into 0.0
+    """Round to Mesos' fixed-point resolution the way Mesos does (`llround(x * 1000) / 1000`:
+    halves away from zero), so an offer's 0.1875 cpus is the master's 0.188 too."""
+    m = float(x) * 1000.0
+    n = math.floor(m + 0.5) if m >= 0 else -math.floor(-m + 0.5)
+    return n / 1000.0 + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
 class Insufficient(ValueError):

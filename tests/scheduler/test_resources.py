@@ -74,6 +74,14 @@ def test_scalar_epsilon(have, need, ok):
     assert (fits(v, Demand({"cpus": need})) is None) is ok
 
 
+@pytest.mark.parametrize("x,expected", [
+    (0.1875, 0.188), (0.1865, 0.187), (0.0004, 0.0), (0.0005, 0.001), (2.0, 2.0),
+    (0.1 + 0.2, 0.3), (-0.0004, 0.0), (-0.0015, -0.002), (23081.0, 23081.0),
+])
+def test_fixed_rounds_like_mesos(x, expected):
+    assert fixed(x) == expected
+
+
 def test_repeated_subtraction_does_not_drift():
     v = parse_offer(make_offer(cpus=1.0, mem=100.0, ports=[]))
     for _ in range(10):
@@ -210,7 +218,8 @@ def test_take_until_full_never_overcommits(cpus, mem, ranges, needs):
         all_ports += ports
         v = t.view
         assert ranges_count(v.ports) == ranges_count(v0.ports) - len(all_ports)
-    assert total_c <= cpus + 1e-6 and total_m <= mem + 1e-6
+    # within the offer as the master sees it (fixed point, 3 decimals)
+    assert total_c <= fixed(cpus) + 1e-6 and total_m <= fixed(mem) + 1e-6
     assert len(all_ports) == len(set(all_ports))
     assert all(any(b <= p <= e for b, e in v0.ports) for p in all_ports)
 
