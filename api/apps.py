@@ -133,7 +133,8 @@ class AppResource:
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
         """Create or replace an app; a body with only `instances` scales it (`?force=true`
-        overrides a running deployment)."""
+        overrides a running deployment; `?partialUpdate=true` merges the body onto the stored
+        definition, as PATCH does)."""
         app_id = path_app_id(app_id)
         doc = read_object(req, self.ctx.max_body)
         if doc.get("id") is not None:
@@ -147,7 +148,10 @@ class AppResource:
                     "errors": [f"the body's id {body_id} differs from the URL's {app_id}"]}])
         store = self.ctx.store
         old = store.get_app(app_id)
-        if set(doc) - {"id"} == {"instances"}:
+        partial = req.get_param_as_bool("partialUpdate", default=False)
+        if partial and old is not None:
+            new_json = changes.validated(merge_patch(changes.definition(old), doc))
+        elif set(doc) - {"id"} == {"instances"}:
             # Marathon's scale: only `instances`, merged onto the stored definition.
             if old is None:
                 raise not_found(f"App '{app_id}' does not exist")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from typing import Any
 
 import falcon
@@ -82,6 +83,14 @@ def _state_error(req: falcon.Request, resp: falcon.Response, ex: StateError,
     raise ApiError(409, str(ex))
 
 
+def _store_unavailable(req: falcon.Request, resp: falcon.Response, ex: sqlite3.Error,
+                       params: dict) -> None:
+    # The SQLite file is unreadable, locked beyond the busy timeout, or the disk is full: the
+    # request may succeed later, and nothing was half-applied (the transaction rolled back).
+    log.warning("state store error on %s %s: %s", req.method, req.path, ex)
+    raise ApiError(503, f"State store unavailable: {ex}", headers={"Retry-After": "5"})
+
+
 def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
     # Falcon picks handlers by the exception's MRO, so HTTPError keeps its own handler and only
     # genuinely unexpected exceptions land here.
@@ -92,6 +101,7 @@ def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, param
 def install(app: falcon.App) -> None:
     """Register the handlers (most generic first: Falcon prefers the most specific class)."""
     app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(sqlite3.Error, _store_unavailable)
     app.add_error_handler(StateError, _state_error)
     app.add_error_handler(SpecError, _spec_error)
     app.add_error_handler(DeploymentConflict, _conflict)

@@ -144,7 +144,14 @@ def test_patch_changes_config_version(api, store):
     after = store.get_app(APP_ID)
     assert after["versionInfo"]["lastConfigChangeAt"] == app["versionInfo"]["lastConfigChangeAt"]
     finish_deployments(store)
-    assert requests.put(api + URL_ID, json={"instances": 3}, timeout=10).status_code == 200
+    # ?partialUpdate=true merges a partial body (Marathon's PUT default; ours is replace).
+    r = requests.put(api + URL_ID, params={"partialUpdate": "true"},
+                     json={"instances": 3, "labels": {"x": "y"}}, timeout=10)
+    assert r.status_code == 200, r.text
+    merged = store.get_app(APP_ID)
+    assert merged["labels"] == {"x": "y"} and merged["cpus"] == 0.25 and merged["instances"] == 3
+    r = requests.put(api + URL_ID, json={"cpus": 0.5}, timeout=10)  # a replace needs a cmd
+    assert r.status_code == 422 and "cmd" in r.text
     finish_deployments(store)
 
 

@@ -138,3 +138,34 @@ def test_router_multi_segment_fields_and_order():
     assert router.find("/v2/apps/a/b/tasks")[2] == {"app_id": "a/b"}
     assert router.find("/v2/apps/a/b")[2] == {"app_id": "a/b"}
     assert router.find("/v2/apps") is None
+
+
+def test_store_failure_is_503_without_traceback(tmp_path):
+    path = tmp_path / "broken.db"
+    store = SQLiteStateStore(path)
+    try:
+        client = falcon.testing.TestClient(create_app(ApiConfig(state_path=str(path)), store))
+        assert client.simulate_get("/v2/apps").status_code == 200
+        store.close()
+        for suffix in ("", "-wal", "-shm"):
+            p = tmp_path / ("broken.db" + suffix)
+            if p.exists():
+                p.unlink()
+        path.write_bytes(b"this is not a database" * 100)
+        broken_client = falcon.testing.TestClient(
+            create_app(ApiConfig(state_path=str(path)), _Reopening(path)))
+        r = broken_client.simulate_get("/v2/apps")
+        assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+        assert "State store unavailable" in r.json["message"] and "Traceback" not in r.text
+    finally:
+        store.close()
+
+
+class _Reopening:
+    """Opens the real SQLite store on each call, as a worker would on first use."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __getattr__(self, name):
+        return getattr(SQLiteStateStore(self.path), name)
