@@ -58,6 +58,11 @@ class ApiError(CliError):
         if not message:
             message = (body if isinstance(body, str) and body.strip() else reason) or "error"
         lines = format_details(body.get("details") if isinstance(body, dict) else None)
+        blocking = body.get("deployments") if isinstance(body, dict) else None
+        if status == 409 and blocking:
+            ids = ", ".join(str(d.get("id")) for d in blocking if isinstance(d, dict))
+            lines.append(f"running deployment(s): {ids}; wait for them, or pass --force to "
+                         "override")
         if status == 401:
             lines.append("the API needs a token: pass --token or set ACCESSD_API_TOKEN")
         elif status == 403:
@@ -548,10 +553,61 @@ def sse_events(resp: requests.Response) -> Iterator[tuple[str, str]]:
                     data.append(value)
 
 
+def _plan_text(plan: Any) -> str:
+    if not isinstance(plan, dict):
+        return ""
+    actions = ", ".join(f"{a.get('action')} {a.get('app')}"
+                        for a in plan.get("currentActions") or [] if isinstance(a, dict))
+    text = f"deployment {plan.get('id')}"
+    if plan.get("totalSteps"):
+        text += f" step {plan.get('currentStep')}/{plan.get('totalSteps')}"
+    return text + (f": {actions}" if actions else "")
+
+
+def event_summary(etype: str, ev: dict[str, Any]) -> str:
+    """One readable line for the event types operators watch; compact JSON for the rest.
+
+    Full documents (app definitions, deployment plans) would make a line hundreds of characters
+    long; `--json` keeps everything for scripts."""
+    def fields(*names: str) -> str:
+        return " ".join(f"{n}={ev[n]}" for n in names if ev.get(n) not in (None, "", []))
+
+    if etype == "api_post_event":
+        app = ev.get("appDefinition") or {}
+        return (f"{ev.get('uri', '')} from {ev.get('clientIp', '?')}"
+                + (f" (app {app.get('id')}, instances {app.get('instances')})"
+                   if isinstance(app, dict) and app.get("id") else ""))
+    if etype in ("deployment_info", "deployment_step_success", "deployment_step_failure"):
+        return _plan_text(ev.get("plan"))
+    if etype in ("deployment_success", "deployment_failed"):
+        plan = ev.get("plan") if isinstance(ev.get("plan"), dict) else {}
+        apps = ",".join(plan.get("affectedApps") or [])
+        msg = plan.get("message")
+        return (f"deployment {ev.get('id') or plan.get('id')}" + (f" ({apps})" if apps else "")
+                + (f": {msg}" if msg else ""))
+    if etype == "status_update_event":
+        return fields("appId", "taskId", "taskStatus", "host", "ports", "message")
+    if etype == "health_status_changed_event":
+        return fields("appId", "taskId", "alive")
+    if etype == "unhealthy_task_kill_event":
+        return fields("appId", "taskId", "host", "reason")
+    if etype == "app_terminated_event":
+        return fields("appId")
+    if etype == "scheduler_registered_event":
+        return fields("frameworkId", "master")
+    rest = {k: v for k, v in ev.items() if k not in ("eventType", "timestamp")}
+    return json.dumps(rest, sort_keys=True)
+
+
 def cmd_events(client: ApiClient, opts: argparse.Namespace) -> int:
     types = {t for arg in opts.type or [] for t in arg.split(",") if t}
     params = {"event_type": sorted(types)} if types else None
     resp = client.stream("/v2/events", params=params)
+    # On stderr, so scripts reading stdout see only events; it also tells a watcher (or a
+    # test) that the stream is open and later events will be shown.
+    print(f"following events from {client.base_url}/v2/events"
+          + (f" (types: {', '.join(sorted(types))})" if types else "") + "; Ctrl-C to stop",
+          file=sys.stderr, flush=True)
     seen = 0
     try:
         for event, data in sse_events(resp):
@@ -566,9 +622,7 @@ def cmd_events(client: ApiClient, opts: argparse.Namespace) -> int:
                 print(data if payload is None else json.dumps(payload, sort_keys=True))
             else:
                 stamp = payload.get("timestamp", "") if isinstance(payload, dict) else ""
-                rest = ({k: v for k, v in payload.items() if k not in ("eventType", "timestamp")}
-                        if isinstance(payload, dict) else data)
-                text = rest if isinstance(rest, str) else json.dumps(rest, sort_keys=True)
+                text = event_summary(etype, payload) if isinstance(payload, dict) else data
                 print(f"{stamp} {etype} {text}".strip())
             sys.stdout.flush()
             seen += 1
