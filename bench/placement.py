@@ -255,7 +255,8 @@ def simulate(apps: list[dict], agents: list[Agent], *, apps_per_round: int, stra
     for app_id, n in waiting.items():
         if n:
             unplaced_reasons[app_id] = n
-    return {"placed": placed, "place_s": place_s, "place_cpu_s": place_cpu_s, "rounds": rnd, "offers": offers_total,
+    return {"placed": placed, "place_s": place_s, "place_cpu_s": place_cpu_s, "rounds": rnd,
+            "offers": offers_total,
             "evaluations": evaluations, "used_offers": used_offers,
             "first_unplaced": first_unplaced, "final": final,
             "left": sum(waiting.values())}
@@ -308,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
           f"place() {sim['place_s']:.2f} s wall, {sim['place_cpu_s']:.2f} s cpu, "
           f"of {wall:.2f} s simulated")
     print(f"placements/s: {pps:.0f} per cpu-second ({pps_wall:.0f} per wall second, "
-          f"{os.getloadavg()[0]:.1f} load average); decisions per offer: {sim['evaluations'] / sim['offers']:.1f}; "
+          f"{os.getloadavg()[0]:.1f} load average); "
+          f"decisions per offer: {sim['evaluations'] / sim['offers']:.1f}; "
           f"tasks per used offer: {sim['placed'] / max(1, sim['used_offers']):.2f}")
     if fu is None:
         util, binding = sim["final"]["value"], sim["final"]["binding"]

@@ -123,7 +123,8 @@ class _Groups:
 class Tally:
     """The placed tasks of one app, counted per constraint field. Add tasks as they are placed."""
 
-    def __init__(self, constraints: Iterable[Any], placed: Iterable[tuple[str, Mapping[str, str]]] = ()):
+    def __init__(self, constraints: Iterable[Any],
+                 placed: Iterable[tuple[str, Mapping[str, str]]] = ()) -> None:
         self.rules = tuple(as_rule(c) for c in constraints)
         self.fields = tuple(sorted({r.field for r in self.rules}))
         self.groups = {f: _Groups() for f in self.fields}
@@ -180,7 +181,8 @@ class Tally:
         return False  # an operator we do not know is never met
 
 
-def check(constraint: Any, candidate: Any, placed: Sequence[tuple[str, Mapping[str, str]]]) -> str | None:
+def check(constraint: Any, candidate: Any,
+          placed: Sequence[tuple[str, Mapping[str, str]]]) -> str | None:
     """None when one more task on `candidate` (an OfferView, or anything with `hostname` and
     `attributes`) meets `constraint`, given the app's `placed` (hostname, attributes) pairs;
     else the named reason, e.g. `"constraint hostname UNIQUE"`."""

@@ -18,10 +18,14 @@ fit and meet the constraints, prefer the offer whose GROUP_BY groups hold the fe
 tasks, then the agent with the fewest tasks of the app, then the most free cpus, then mem, then a
 fixed pseudo-random order of agents (a hash of the agent id, then the id itself): ties are common
 (an empty cluster is all ties) and breaking them by id would fill the agents whose ids sort first,
-usually one rack, before the others. Strategy "pack" replaces "most free" by "least free" (best fit), which fills agents
-before opening new ones. Candidates sit in a heap whose keys only ever get worse while an app is
-being placed (counts grow, free resources shrink), so a popped entry whose key is still current is
-the true best: each task costs O(log offers) instead of a scan over all offers.
+usually one rack, before the others. Strategy "pack" replaces "most free" by "least free" (best
+fit), which fills agents before opening new ones. Candidates sit in a heap whose keys only ever
+get worse while an app is being placed (counts grow; the one offer that changes is re-pushed), so
+a popped entry whose key is still current is the true best: each task costs O(log offers)
+instead of a scan over all offers. An offer refused for resources or by a constraint that can
+only stay refused as tasks are added (all but GROUP_BY) leaves the heap for that app; one refused
+by GROUP_BY is set aside and comes back after the app's next placement. Why a task stayed
+unplaced: `most_telling`.
 """
 
 from __future__ import annotations
@@ -186,9 +190,10 @@ def place(offers: Sequence[Mapping[str, Any] | OfferView], requests: Sequence[La
     return PlacementResult(launches, declines, unplaced, decisions)
 
 
-def _place_app(app: AppSpec, count: int, tasks: list[Mapping[str, Any]], views: list[OfferView],
-               shuffle: list[bytes], launched: list[int], evaluations: list[int], launches: list[Launch],
-               roles: frozenset[str], sign: float) -> tuple[int, dict[int, str]]:
+def _place_app(app: AppSpec, count: int, tasks: list[Mapping[str, Any]],
+               views: list[OfferView], shuffle: list[bytes], launched: list[int],
+               evaluations: list[int], launches: list[Launch], roles: frozenset[str],
+               sign: float) -> tuple[int, dict[int, str]]:
     """Place up to `count` tasks of `app`, updating `views` (what is left of each offer),
     `launched`, `evaluations` and `launches` in place. Returns (tasks not placed, the last
     reason each offer refused the app for)."""

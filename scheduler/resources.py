@@ -46,7 +46,7 @@ def fixed(x: float) -> float:
 
 
 class Insufficient(ValueError):
-    """`take` / `take_ports` were asked for more than the view holds; `reason` is the named shortfall."""
+    """`take` / `take_ports` were asked for more than there is; `reason` names the shortfall."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -96,7 +96,8 @@ def ports_to_ranges(ports: Iterable[int]) -> tuple[Range, ...]:
     return normalize_ranges((p, p) for p in ports)
 
 
-def lowest_ports(ranges: Sequence[Range], n: int, exclude: frozenset[int] = frozenset()) -> list[int]:
+def lowest_ports(ranges: Sequence[Range], n: int,
+                 exclude: frozenset[int] = frozenset()) -> list[int]:
     """The `n` lowest ports of `ranges` not in `exclude` (fewer if there are not enough)."""
     out: list[int] = []
     for b, e in ranges:
@@ -110,7 +111,8 @@ def lowest_ports(ranges: Sequence[Range], n: int, exclude: frozenset[int] = froz
     return out
 
 
-def take_ports(ranges: Sequence[Range], wanted: Sequence[int]) -> tuple[list[int], tuple[Range, ...]]:
+def take_ports(ranges: Sequence[Range],
+               wanted: Sequence[int]) -> tuple[list[int], tuple[Range, ...]]:
     """Take ports from `ranges`: each entry of `wanted` is a specific port, or 0 for any free
     one (the lowest, after the specific ones are set aside). Returns (the ports in `wanted`
     order, the ranges left). Raises Insufficient naming the first shortfall."""

@@ -87,7 +87,8 @@ def _variables(env: Mapping[str, str]) -> dict[str, Any]:
     return {"variables": [{"name": k, "value": v} for k, v in sorted(env.items())]}
 
 
-def mesos_health_check(check: HealthCheck, ports: list[int], env: Mapping[str, str]) -> dict[str, Any] | None:
+def mesos_health_check(check: HealthCheck, ports: list[int],
+                       env: Mapping[str, str]) -> dict[str, Any] | None:
     """A spec HealthCheck in Mesos form, probing the task's real port; None if its port index
     has no port (the spec should have refused that)."""
     out: dict[str, Any] = {
@@ -173,5 +174,6 @@ def build_task_info(launch: Launch, app: AppSpec, *, task_id: str, config_versio
         "command": {"value": f"{executor_python} -m executor", "shell": True},
         "resources": [],
     }
-    info["data"] = base64.b64encode(json.dumps(data, sort_keys=True).encode("utf-8")).decode("ascii")
+    raw = json.dumps(data, sort_keys=True).encode("utf-8")
+    info["data"] = base64.b64encode(raw).decode("ascii")
     return info

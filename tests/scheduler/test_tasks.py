@@ -104,7 +104,8 @@ def test_executor_parses_our_task_info():
 
 def test_command_executor_task_info():
     app = full_app(executor="//cmd", healthChecks=[
-        {"protocol": "TCP", "portIndex": 0, "gracePeriodSeconds": 3}], taskKillGracePeriodSeconds=None)
+        {"protocol": "TCP", "portIndex": 0, "gracePeriodSeconds": 3}],
+        taskKillGracePeriodSeconds=None)
     launch, info = build(app)
     assert "executor" not in info and "data" not in info and "kill_policy" not in info
     cmd = info["command"]
