@@ -44,13 +44,15 @@ class ApiConfig:
     sse_keepalive: float = 15.0
     sse_poll: float = 0.2
     view_cache_seconds: float = 1.0
+    max_streams: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
         """`ACCESSD_API_STATE` (required), `ACCESSD_API_TOKEN`, `ACCESSD_API_READ_TOKEN`,
         `ACCESSD_API_MAX_BODY`, `ACCESSD_API_BIND`, `ACCESSD_API_SSE_KEEPALIVE`,
         `ACCESSD_API_SSE_POLL`, `ACCESSD_API_VIEW_CACHE_SECONDS` (0 disables the cache of
-        rendered `GET /v2/apps` answers). A missing or malformed value is a ValueError naming it."""
+        rendered `GET /v2/apps` answers), `ACCESSD_API_MAX_STREAMS` (event streams per
+        worker). A missing or malformed value is a ValueError naming it."""
         env = os.environ if env is None else env
         state = env.get("ACCESSD_API_STATE", "").strip()
         if not state:
@@ -60,16 +62,18 @@ class ApiConfig:
             keepalive = float(env.get("ACCESSD_API_SSE_KEEPALIVE", "15"))
             poll = float(env.get("ACCESSD_API_SSE_POLL", "0.2"))
             cache_seconds = float(env.get("ACCESSD_API_VIEW_CACHE_SECONDS", "1"))
+            max_streams = int(env.get("ACCESSD_API_MAX_STREAMS", "8"))
         except ValueError as exc:
             raise ValueError(f"bad ACCESSD_API_MAX_BODY / _SSE_KEEPALIVE / _SSE_POLL: {exc}"
                              ) from None
-        if max_body < 1 or keepalive <= 0 or poll <= 0 or cache_seconds < 0:
-            raise ValueError("ACCESSD_API_MAX_BODY, _SSE_KEEPALIVE and _SSE_POLL must be > 0, "
-                             "_VIEW_CACHE_SECONDS >= 0")
+        if max_body < 1 or keepalive <= 0 or poll <= 0 or cache_seconds < 0 or max_streams < 1:
+            raise ValueError("ACCESSD_API_MAX_BODY, _SSE_KEEPALIVE, _SSE_POLL and _MAX_STREAMS "
+                             "must be > 0, _VIEW_CACHE_SECONDS >= 0")
         return cls(state_path=state, token=env.get("ACCESSD_API_TOKEN") or None,
                    read_token=env.get("ACCESSD_API_READ_TOKEN") or None, max_body=max_body,
                    leader=env.get("ACCESSD_API_BIND", "127.0.0.1:8080"),
-                   sse_keepalive=keepalive, sse_poll=poll, view_cache_seconds=cache_seconds)
+                   sse_keepalive=keepalive, sse_poll=poll, view_cache_seconds=cache_seconds,
+                   max_streams=max_streams)
 
 
 class LazyStore:
@@ -119,7 +123,8 @@ def create_app(config: ApiConfig, store: StateStore,
         ("/v2/deployments/{deploymentId}", Deployment(ctx)),
         ("/v2/queue", Queue(ctx)),
         ("/v2/queue/{appId*}/delay", QueueDelay(ctx)),
-        ("/v2/events", Events(store, config.sse_keepalive, config.sse_poll)),
+        ("/v2/events", Events(store, config.sse_keepalive, config.sse_poll,
+                              config.max_streams)),
         ("/v2/info", Info(store, config.leader, auth.enabled, config.max_body)),
         ("/v2/leader", Leader(config.leader)),
         ("/v2/openapi.json", OpenApi(router, version())),

@@ -6,6 +6,10 @@ reconnects, so nothing is lost across a reconnect. `?event_type=` (repeatable, o
 comma-separated) keeps only those types. Because the log lives in the store, an event appended
 by any worker or by the scheduler reaches every stream.
 
+Each stream holds one of the worker's threads for as long as the client stays, so a worker
+serves at most `max_streams` of them (503 with `Retry-After` beyond): the rest of the threads
+stay free for the API's other requests.
+
 A comment line (`: keep-alive`) goes out when nothing was sent for `keepalive` seconds: proxies
 keep the connection, and a vanished client is noticed at the next write. Streams end when the
 worker is asked to stop (`STOPPING`, set from gunicorn's SIGTERM handler by `api.main`) so a
@@ -21,7 +25,7 @@ from collections.abc import Iterator
 
 import falcon
 
-from api.errors import bad_request
+from api.errors import ApiError, bad_request
 from scheduler.state import StateStore
 
 STOPPING = threading.Event()
@@ -56,11 +60,34 @@ def stream(store: StateStore, after: int, types: frozenset[str], keepalive: floa
         STOPPING.wait(poll)
 
 
+class _Stream:
+    """The WSGI body of one stream: iterates `stream(...)` and gives its slot back on `close()`,
+    which the server calls whether or not the body was ever iterated."""
+
+    def __init__(self, body: Iterator[bytes], slots: threading.BoundedSemaphore) -> None:
+        self._body = body
+        self._slots: threading.BoundedSemaphore | None = slots
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._body
+
+    def close(self) -> None:
+        close = getattr(self._body, "close", None)
+        if close is not None:
+            close()
+        if self._slots is not None:
+            slots, self._slots = self._slots, None
+            slots.release()
+
+
 class Events:
-    def __init__(self, store: StateStore, keepalive: float = 15.0, poll: float = 0.2) -> None:
+    def __init__(self, store: StateStore, keepalive: float = 15.0, poll: float = 0.2,
+                 max_streams: int = 8) -> None:
         self.store = store
         self.keepalive = keepalive
         self.poll = poll
+        self.max_streams = max_streams
+        self._slots = threading.BoundedSemaphore(max_streams)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Server-Sent Events of the event bus (`?event_type=` filters; `Last-Event-ID`
@@ -77,7 +104,16 @@ class Events:
                                   "/Last-Event-ID") from None
         else:
             after = self.store.latest_event_id()
+        if not self._slots.acquire(blocking=False):
+            raise ApiError(503, f"Too many event streams on this worker (at most "
+                                f"{self.max_streams}); retry later",
+                           headers={"Retry-After": "5"})
+        try:
+            body = stream(self.store, after, frozenset(types), self.keepalive, self.poll)
+        except BaseException:
+            self._slots.release()
+            raise
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")
         resp.set_header("X-Accel-Buffering", "no")
-        resp.stream = stream(self.store, after, frozenset(types), self.keepalive, self.poll)
+        resp.stream = _Stream(body, self._slots)

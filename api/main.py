@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         "ACCESSD_API_MAX_BODY": str(args.max_body),
         "ACCESSD_API_BIND": args.bind,
     })
+    # Event streams may take at most half of a worker's threads: the rest answer requests.
+    os.environ.setdefault("ACCESSD_API_MAX_STREAMS", str(max(1, args.threads // 2)))
     for name, value in (("ACCESSD_API_TOKEN", args.token),
                         ("ACCESSD_API_READ_TOKEN", args.read_token)):
         if value:

@@ -169,3 +169,32 @@ class _Reopening:
 
     def __getattr__(self, name):
         return getattr(SQLiteStateStore(self.path), name)
+
+
+def test_event_streams_per_worker_are_bounded(tmp_path):
+    from api.errors import ApiError
+    from api.events import Events
+
+    store = SQLiteStateStore(tmp_path / "streams.db")
+    try:
+        events = Events(store, keepalive=1, poll=0.01, max_streams=2)
+        opened = []
+        for _ in range(2):
+            resp = falcon.Response()
+            events.on_get(falcon.testing.create_req(path="/v2/events"), resp)
+            opened.append(resp.stream)
+        assert next(iter(opened[0])).startswith(b": accessd")
+        with pytest.raises(ApiError) as refused:
+            events.on_get(falcon.testing.create_req(path="/v2/events"), falcon.Response())
+        assert refused.value.status_code == 503 and refused.value.headers["Retry-After"] == "5"
+        opened[1].close()  # never iterated: the slot comes back all the same
+        resp = falcon.Response()
+        events.on_get(falcon.testing.create_req(path="/v2/events"), resp)
+        store.append_event("app_terminated_event", {"appId": "/a"})
+        first = iter(resp.stream)
+        assert next(first).startswith(b": accessd")
+        assert next(first).startswith(b"id: 1\nevent: app_terminated_event\ndata: {")
+        for s in (opened[0], resp.stream):
+            s.close()
+    finally:
+        store.close()
