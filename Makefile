@@ -26,6 +26,8 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/placement.py
+	$(PY) bench/api.py
+	$(PY) bench/services.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

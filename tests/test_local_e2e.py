@@ -1,0 +1,142 @@
+"""End to end: the same path as `make run` (`accessd local`) on free ports, then use the system.
+
+Asserts on what a user sees: the `ready api=…` line, a range query and a prediction through the
+launched services, `accessd scale` of the time series service to 5 with the new instances
+serving, `accessd client compare` producing its figures and PNG, and a clean shutdown with no
+process left (checked in the process table by the data directory every child runs with).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.support import PYTHON, REPO, Proc, free_port, wait_until
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """PIDs whose command line or environment mentions `text` (our data directory)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if text.encode() in cmdline or text.encode() in environ:
+            found.append(int(entry))
+    return found
+
+
+def addresses(app: dict) -> list[str]:
+    out = []
+    for task in app.get("tasks", []):
+        ip = (task.get("ipAddresses") or [{}])[0].get("ipAddress") or task["host"]
+        out.append(f"{ip}:{task['ports'][0]}")
+    return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("accessd-data")
+    api_port, master_port = free_port(), free_port()
+    proc = Proc([PYTHON, "-m", "accessd.cli", "local", "--api-port", str(api_port),
+                 "--master-port", str(master_port), "--data-dir", str(data_dir), "--days", "5"],
+                cwd=REPO, env={"ACCESSD_DATA_DIR_MARK": str(data_dir)})
+    try:
+        ready = proc.wait_for_line(lambda line: line.startswith("ready api="), timeout=240)
+        yield {"proc": proc, "api": ready.split("=", 1)[1], "data_dir": data_dir}
+    finally:
+        proc.stop(grace=30)
+
+
+def test_ready_summary_lists_every_service(local_run):
+    out = local_run["proc"].output()
+    assert f"ready api={local_run['api']}" in out
+    apps = requests.get(f"{local_run['api']}/v2/apps?embed=apps.tasks", timeout=10).json()["apps"]
+    assert {a["id"] for a in apps} >= {"/jpm/timeseries", "/jpm/quotes", "/jpm/prediction"}
+    for app in apps:
+        assert app["tasksHealthy"] == app["instances"] >= 1
+        for addr in addresses(app):
+            assert addr in out
+
+
+def test_range_query_and_prediction_through_launched_services(local_run):
+    apps = {a["id"]: a for a in requests.get(
+        f"{local_run['api']}/v2/apps?embed=apps.tasks", timeout=10).json()["apps"]}
+    ts = addresses(apps["/jpm/timeseries"])[0]
+    body = requests.get(f"http://{ts}/timeseries/JPM", params={
+        "from": "2026-01-02T14:30:00Z", "to": "2026-01-02T15:29:00Z"}, timeout=10).json()
+    assert len(body) == 60
+    assert all(q["symbol"] == "JPM" for q in body)
+    pred = addresses(apps["/jpm/prediction"])[0]
+    answer = requests.get(f"http://{pred}/predict/JPM", timeout=10).json()
+    assert answer["prediction"] > 0 and answer["modelVersion"]
+
+
+def test_scale_timeseries_to_five_and_new_instances_serve(local_run):
+    api = local_run["api"]
+    subprocess.run([PYTHON, "-m", "accessd.cli", "scale", "/jpm/timeseries", "5", "--api", api,
+                    "--wait"], check=True, timeout=180, cwd=REPO)
+    app = wait_until(lambda: (a := requests.get(f"{api}/v2/apps/jpm/timeseries?embed=app.tasks",
+                                                timeout=10).json()["app"])["tasksHealthy"] == 5
+                     and a, timeout=120, message="5 healthy time series instances")
+    addrs = addresses(app)
+    assert len(addrs) == 5
+    for addr in addrs:
+        r = requests.get(f"http://{addr}/timeseries/JPM", params={"limit": 3}, timeout=10)
+        assert r.status_code == 200 and len(r.json()) == 3
+
+
+def test_client_compare_reports_errors_and_writes_png(local_run, tmp_path):
+    api = local_run["api"]
+    apps = {a["id"]: a for a in requests.get(f"{api}/v2/apps?embed=apps.tasks",
+                                             timeout=10).json()["apps"]}
+    ts, pred = addresses(apps["/jpm/timeseries"])[0], addresses(apps["/jpm/prediction"])[0]
+    png = tmp_path / "compare.png"
+    out = subprocess.run([PYTHON, "-m", "accessd.cli", "client", "compare", "--symbol", "JPM",
+                          "--timeseries", f"http://{ts}", "--predict", f"http://{pred}",
+                          "--out", str(png)], check=True, capture_output=True, text=True,
+                         timeout=180, cwd=REPO).stdout
+    for metric in ("MAE", "RMSE", "MAPE"):
+        assert metric in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_clean_shutdown_leaves_no_process(local_run):
+    proc, data_dir = local_run["proc"], str(local_run["data_dir"])
+    assert processes_mentioning(data_dir), "the run's processes should be visible before stop"
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.popen.wait(30) == 0
+    wait_until(lambda: not processes_mentioning(data_dir), timeout=15,
+               message="no process of the run left")
+    assert "stopped" in proc.output()
+
+
+def test_second_start_reuses_data_and_model(local_run):
+    # Runs after the shutdown test (same module, file order): a second start on the same data
+    # directory must not recreate the quotes or retrain the model.
+    data_dir = local_run["data_dir"]
+    models = sorted(Path(data_dir, "models", "JPM").glob("v*"))
+    proc = Proc([PYTHON, "-m", "accessd.cli", "local", "--api-port", str(free_port()),
+                 "--master-port", str(free_port()), "--data-dir", str(data_dir)], cwd=REPO)
+    try:
+        proc.wait_for_line(lambda line: line.startswith("ready api="), timeout=240)
+        out = proc.output()
+        assert "reusing the JPM quotes" in out and "reusing the JPM model" in out
+        assert sorted(Path(data_dir, "models", "JPM").glob("v*")) == models
+    finally:
+        proc.signal(signal.SIGTERM)
+        proc.popen.wait(30)
+        proc.stop()
+    wait_until(lambda: not processes_mentioning(str(data_dir)), timeout=15,
+               message="no process of the second run left")
