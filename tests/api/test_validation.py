@@ -256,3 +256,21 @@ def test_openapi_lists_every_route(api, store, tmp_path):
     for item in doc["paths"].values():
         for op in item.values():
             assert op["summary"], op["operationId"]
+
+
+def test_racing_creates_have_one_winner(api, store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    doc = valid("/v/race")
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(lambda _: requests.post(api + "/v2/apps", json=doc,
+                                                        timeout=30).status_code, range(8)))
+    assert codes == [201] + [409] * 7
+    deps = [d for d in store.list_deployments(active_only=False)
+            if d["affectedApps"] == ["/v/race"]]
+    assert len(deps) == 1
+
+
+def test_server_log_has_no_traceback(api):
+    # Every refusal above was an answer, not a crash.
+    assert "Traceback" not in SERVER["proc"].output()
