@@ -166,3 +166,32 @@ def test_master_failover_keeps_framework_and_tasks(cluster):
     while time.monotonic() < deadline:  # and no duplicates appear while things settle
         assert {t["id"] for t in store_tasks(store, "/it/steady", None)} == before
         time.sleep(0.2)
+
+
+def test_tasks_lost_while_the_scheduler_was_down_are_replaced(cluster):
+    mesos, store, box, work = cluster
+    sched = box["sched"]
+    framework_id = sched.framework_id
+    before = store_tasks(store, "/it/steady")
+    assert len(before) == 3
+    sched.signal(signal.SIGKILL)
+    sched.popen.wait(10)
+    box["sched"] = None
+    agent = before[0]["agentId"]
+    victims = {t["id"] for t in before if t["agentId"] == agent}  # no constraint: maybe two
+    mesos.stop_agent(agent)  # its tasks die while nobody listens
+
+    started = time.monotonic()
+    box["sched"] = start_scheduler(mesos.master, work / "state.db", ["--refuse-seconds", "1"])
+    assert box["sched"].framework_id == framework_id
+
+    def replaced():
+        in_store = {t["id"] for t in store_tasks(store, "/it/steady")}
+        in_cluster = set(mesos_tasks(mesos.state(), framework_id))
+        return len(in_store) == 3 and not in_store & victims and in_store == in_cluster
+
+    wait_until(replaced, timeout=30, message="the lost task replaced after the restart")
+    print(f"restart after an agent loss -> 3 RUNNING again in "
+          f"{time.monotonic() - started:.2f}s")
+    failure = store.get_app_status("/it/steady")["lastTaskFailure"]
+    assert failure["taskId"] in victims and failure["state"] == "TASK_LOST"
