@@ -80,8 +80,7 @@ def main(argv: list[str]) -> int:
     logging.getLogger("localmesos").info(
         "master on 127.0.0.1:%d, agents %s", cluster.port,
         ", ".join(f"{a.hostname}=127.0.0.1:{a.port}" for a in cluster.agents))
-    while not done.wait(0.5):
-        pass
+    done.wait()  # signal handlers run on this (main) thread and set it
     cluster.shutdown()
     return 0
 

@@ -38,7 +38,7 @@ from localmesos.model import (
     valid_uuid_b64,
     value,
 )
-from localmesos.procs import kill_group
+from localmesos.procs import kill_group, kill_tree
 from localmesos.resources import Resources, from_proto
 
 if TYPE_CHECKING:
@@ -115,15 +115,15 @@ class Agent:
         for task in tasks:
             if task.kill_timer is not None:
                 task.kill_timer.cancel()
-            if task.pid is not None:
-                self._reap_group(task.pid)
+            if task.pid is not None and task.executor is None:
+                kill_tree(task.pid, signal.SIGKILL)
         for ex in list(self.executors.values()):
             for t in ex.timers:
                 t.cancel()
             if ex.stream is not None:
                 ex.stream.close()
             if ex.pid is not None:
-                self._reap_group(ex.pid)
+                kill_tree(ex.pid, signal.SIGKILL)
         for timer, _ in self.retry.values():
             timer.cancel()
         self.tasks.clear()
@@ -136,16 +136,17 @@ class Agent:
     def shutdown_all(self) -> None:
         """localmesos is ending: SIGTERM every group (callers SIGKILL what remains)."""
         for pid in self.pids():
-            kill_group(pid, signal.SIGTERM)
+            kill_tree(pid, signal.SIGTERM)
 
     def pids(self) -> list[int]:
         pids = [t.pid for t in self.tasks.values() if t.pid is not None and t.executor is None]
         pids += [e.pid for e in self.executors.values() if e.pid is not None]
         return pids
 
-    def _reap_group(self, pgid: int) -> None:
+    def _reap_group(self, pgid: int, sandbox: str) -> None:
+        """The main process was reaped: end whatever is left of its group, close the container."""
         kill_group(pgid, signal.SIGKILL)
-        self.cluster.spawner.unguard(pgid)
+        self.cluster.spawner.ended(pgid, sandbox)
 
     # ---- resources -----------------------------------------------------------------------
 
@@ -259,8 +260,9 @@ class Agent:
                                  reason="REASON_COMMAND_EXECUTOR_FAILED")
                 return
             if gen != self.generation:  # the agent was stopped meanwhile
-                self._reap_group(popen.pid)
-                threading.Thread(target=popen.wait, daemon=True).start()
+                kill_tree(popen.pid, signal.SIGKILL)
+                threading.Thread(target=self._wait_command, args=(task, gen, popen),
+                                 daemon=True).start()
                 return
             task.pid = popen.pid
             if task.kill_requested:
@@ -277,7 +279,7 @@ class Agent:
             if task.kill_timer is not None:
                 task.kill_timer.cancel()
                 task.kill_timer = None
-            self._reap_group(popen.pid)
+            self._reap_group(popen.pid, task.directory)
             if gen != self.generation or task.terminal:
                 return
             if task.kill_requested:
@@ -313,7 +315,7 @@ class Agent:
         ti["executor"] = exinfo
         task.info = ti
         ex.tasks[task.id] = task
-        if ex.subscribed:
+        if ex.subscribed and ex.stream is not None:
             ex.send({"type": "LAUNCH", "launch": {"task": ti}})
         else:
             ex.queued.append(task)
@@ -327,8 +329,9 @@ class Agent:
                     self._executor_gone(ex, 1 << 8, f"Failed to launch executor: {exc}")
                 return
             if gen != self.generation or ex.exited:
-                self._reap_group(popen.pid)
-                threading.Thread(target=popen.wait, daemon=True).start()
+                kill_tree(popen.pid, signal.SIGKILL)
+                threading.Thread(target=self._wait_executor, args=(ex, gen, popen),
+                                 daemon=True).start()
                 return
             ex.pid = popen.pid
             if ex.shutting_down and not ex.subscribed:
@@ -339,7 +342,7 @@ class Agent:
     def _wait_executor(self, ex: Executor, gen: int, popen: Any) -> None:
         rc = popen.wait()
         with self.cluster.lock:
-            self._reap_group(popen.pid)
+            self._reap_group(popen.pid, ex.directory)
             if gen != self.generation:
                 return
             log.info("executor %s of %s on %s exited: %s", ex.id, ex.framework_id,
@@ -380,7 +383,7 @@ class Agent:
                              reason="REASON_EXECUTOR_REGISTRATION_TIMEOUT")
         ex.shutting_down = True
         if ex.pid is not None:
-            kill_group(ex.pid, signal.SIGKILL)
+            kill_tree(ex.pid, signal.SIGKILL)
 
     # ---- killing ---------------------------------------------------------------------------
 
@@ -420,14 +423,14 @@ class Agent:
         if killing:
             self._update(task, "TASK_KILLING", "SOURCE_EXECUTOR")
         grace = DEFAULT_KILL_GRACE if grace is None else grace
-        kill_group(task.pid, signal.SIGTERM)
+        kill_tree(task.pid, signal.SIGTERM)
         task.kill_timer = self.cluster.timers.call_later(grace, self._escalate, task)
 
     def _escalate(self, task: Task) -> None:
         task.kill_timer = None
         if task.pid is not None and not task.terminal:
             log.info("task %s did not end within its grace period; SIGKILL", task.id)
-            kill_group(task.pid, signal.SIGKILL)
+            kill_tree(task.pid, signal.SIGKILL)
 
     def shutdown_executor(self, fid: str, eid: str) -> None:
         ex = self.executors.get((fid, eid))
@@ -444,7 +447,7 @@ class Agent:
     def _force_kill(self, ex: Executor) -> None:
         if not ex.exited and ex.pid is not None:
             log.info("executor %s outlived its shutdown grace period; SIGKILL", ex.id)
-            kill_group(ex.pid, signal.SIGKILL)
+            kill_tree(ex.pid, signal.SIGKILL)
 
     def shutdown_framework(self, fid: str) -> None:
         """The framework is gone: kill its tasks and executors; its updates go nowhere."""
@@ -637,7 +640,7 @@ class Agent:
             "agent_info": self.agent_info(), "container_id": {"value": ex.container_id},
             "executor_info": ex.info, "framework_info": fw_info}})
         for task in ex.queued:
-            if not task.terminal:
+            if not task.terminal and not ex.shutting_down:
                 ex.send({"type": "LAUNCH", "launch": {"task": task.info}})
         ex.queued = []
         if ex.shutting_down:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any
 from localmesos.agent import Agent
 from localmesos.httpserver import HttpServer, Request, Response
 from localmesos.master import Master
-from localmesos.procs import Spawner, group_alive, kill_group
+from localmesos.procs import Spawner, group_alive
 from localmesos.resources import Resources, parse_spec, shift_ranges, span
 from localmesos.timers import Timers
 
@@ -86,7 +87,7 @@ class Cluster:
         self.server = HttpServer("127.0.0.1", opts.port, self.master.handle, "master-http")
         self.master.port = self.server.port
         self.timers = Timers(self.lock)
-        self.spawner = Spawner()
+        self.spawner = Spawner(str(self.work_dir))
         self.agents = [Agent(self, k, agent_resources(base, k), attrs[k - 1], self.work_dir)
                        for k in range(1, opts.agents + 1)]
 
@@ -161,14 +162,19 @@ class Cluster:
             for agent in self.agents:
                 agent.shutdown_all()
                 agent.generation += 1  # late exit callbacks change nothing
+        log.debug("shutdown: SIGTERM sent to %d process groups", len(pids))
         deadline = time.monotonic() + self.opts.shutdown_grace
         while time.monotonic() < deadline and any(group_alive(p) for p in pids):
             time.sleep(0.05)
-        for p in pids:
-            kill_group(p, 9)
-        self.server.stop()
-        for agent in self.agents:
-            agent.server.stop()
+        self.spawner.kill_everything(signal.SIGKILL)
+        log.debug("shutdown: process groups ended; stopping HTTP servers")
+        stoppers = [threading.Thread(target=srv.stop, daemon=True)
+                    for srv in [self.server] + [a.server for a in self.agents]]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join(5)
+        log.debug("shutdown: HTTP servers stopped")
         self.timers.stop()
         self.spawner.stop()
         log.info("localmesos stopped; %d process groups ended", len(pids))

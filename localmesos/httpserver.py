@@ -225,7 +225,7 @@ class HttpServer:
     def __init__(self, host: str, port: int, app: App, name: str = "http") -> None:
         self._srv = _Server((host, port), app)
         self.name = name
-        self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.2},
+        self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.1},
                                         name=name, daemon=True)
 
     @property

@@ -1,17 +1,25 @@
-"""Child processes of localmesos: spawning, process groups, and the no-orphans guarantee.
+"""Child processes of localmesos: spawning, process trees, and the no-orphans guarantee.
 
 Invariants:
-- Every task and executor runs in its own session (hence its own process group, pgid == pid).
+- Every task and executor runs in its own session (hence its own process group, pgid == pid),
+  with `MESOS_SANDBOX` pointing into the cluster's work dir.
 - Every child is spawned from one long-lived thread with PR_SET_PDEATHSIG=SIGKILL set in the
   child: Linux delivers the death signal when the *thread* that forked exits, so forking from
   short-lived HTTP handler threads would kill children early.
-- A guardian process (own session, so a kill of localmesos's group does not reach it) holds the
-  list of live process groups; when localmesos dies, even by SIGKILL, the guardian's stdin hits
-  EOF and it SIGKILLs every group still listed — grandchildren that PDEATHSIG cannot reach too.
+- localmesos is a child subreaper: a process whose parent (a task, an executor) died is
+  re-parented to localmesos, not to init. The reaper thread reaps such zombies, and kills such
+  orphans unless the sandbox in their environment belongs to a container still running (as
+  Mesos destroys a container's processes when its executor ends).
+- The reaper never waits for a child it spawned itself (`subprocess.Popen` owns those); the
+  spawn lock makes "spawned" and "registered as owned" one step.
+- A guardian process (own session, so a kill of localmesos's group does not reach it) knows
+  every process group under localmesos; when localmesos dies, even by SIGKILL, its stdin hits
+  EOF and it SIGKILLs those groups and every process whose environment points into the work dir.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -26,6 +34,8 @@ from typing import Any
 log = logging.getLogger("localmesos.procs")
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+REAP_INTERVAL = 0.5
 
 try:
     _libc: Any = ctypes.CDLL(None, use_errno=True)
@@ -36,16 +46,33 @@ GUARDIAN = r"""
 import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-groups = set()
+work = sys.argv[1].encode()
+groups, synced = set(), set()
 for line in sys.stdin:
     line = line.strip()
     if line[:1] == "+":
         groups.add(int(line[1:]))
     elif line[:1] == "-":
         groups.discard(int(line[1:]))
-for g in groups:
+    elif line[:1] == "=":
+        synced = {int(g) for g in line[1:].split(",") if g}
+me = os.getpid()
+targets = set(groups | synced)
+for entry in os.listdir("/proc"):
+    if entry.isdigit() and int(entry) != me:
+        try:
+            with open("/proc/%s/environ" % entry, "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(v.startswith(b"MESOS_SANDBOX=" + work) for v in env):
+            targets.add(-int(entry))
+for g in targets:
     try:
-        os.killpg(g, signal.SIGKILL)
+        if g > 0:
+            os.killpg(g, signal.SIGKILL)
+        else:
+            os.kill(-g, signal.SIGKILL)
     except OSError:
         pass
 """
@@ -58,8 +85,37 @@ def _child_setup(parent_pid: int) -> None:
         os._exit(1)
 
 
+def proc_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, pgid, state) for every process we can see."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        table[int(entry)] = (int(fields[1]), int(fields[2]), fields[0])
+    return table
+
+
+def _sandbox_of(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            for item in f.read().split(b"\0"):
+                if item.startswith(b"MESOS_SANDBOX="):
+                    return item[len(b"MESOS_SANDBOX="):].decode(errors="replace")
+    except OSError:
+        pass
+    return None
+
+
 def kill_group(pgid: int, sig: int) -> bool:
     """Signal a whole process group; False when no such group exists any more."""
+    if pgid <= 1 or pgid == os.getpgrp():
+        return False
     try:
         os.killpg(pgid, sig)
         return True
@@ -70,25 +126,60 @@ def kill_group(pgid: int, sig: int) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
-    return kill_group(pgid, 0)
+    """True while a process of the group runs (zombies waiting to be reaped do not count)."""
+    if not kill_group(pgid, 0):
+        return False
+    return any(g == pgid and st != "Z" for _, g, st in proc_table().values())
+
+
+def kill_tree(pid: int, sig: int) -> None:
+    """Signal `pid`, all its descendants, and every process group among them."""
+    table = proc_table()
+    children: dict[int, list[int]] = {}
+    for p, (pp, _, _) in table.items():
+        children.setdefault(pp, []).append(p)
+    todo, seen = [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen or p == os.getpid():
+            continue
+        seen.add(p)
+        todo.extend(children.get(p, ()))
+    for g in {table[p][1] for p in seen if p in table}:
+        kill_group(g, sig)
+    for p in seen:
+        with contextlib.suppress(OSError):
+            os.kill(p, sig)
 
 
 class Spawner:
-    """Starts children from one dedicated thread; tells the guardian about their groups."""
+    """Starts children from one dedicated thread; reaps and kills orphans; feeds the guardian."""
 
-    def __init__(self) -> None:
+    def __init__(self, work_dir: str) -> None:
+        self.work_dir = work_dir
         self._jobs: queue.Queue[tuple[dict[str, Any], Future] | None] = queue.Queue()
         self._guard_lock = threading.Lock()
+        self._spawn_lock = threading.Lock()
+        self._owned: set[int] = set()
+        self._live_sandboxes: set[str] = set()
+        self._synced: set[int] = set()
+        self._stopped = threading.Event()
         self._guardian: subprocess.Popen | None = None
+        if _libc is not None:
+            _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         self._thread = threading.Thread(target=self._run, name="spawner", daemon=True)
         self._thread.start()
+        self._reaper = threading.Thread(target=self._reap_loop, name="reaper", daemon=True)
+        self._reaper.start()
 
     def _run(self) -> None:
         try:
-            self._guardian = subprocess.Popen(
-                [sys.executable, "-c", GUARDIAN], stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                text=True, close_fds=True)
+            with self._spawn_lock:
+                self._guardian = subprocess.Popen(
+                    [sys.executable, "-c", GUARDIAN, self.work_dir], stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    start_new_session=True, text=True, close_fds=True)
+                self._owned.add(self._guardian.pid)
         except OSError:
             log.exception("could not start the guardian process")
         while True:
@@ -106,10 +197,12 @@ class Spawner:
     def _spawn(self, argv: list[str], env: dict[str, str], cwd: str, stdout: str,
                stderr: str) -> subprocess.Popen:
         parent = os.getpid()
-        with open(stdout, "ab") as out, open(stderr, "ab") as err:
+        with open(stdout, "ab") as out, open(stderr, "ab") as err, self._spawn_lock:
             p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
                                  stderr=err, start_new_session=True, close_fds=True,
                                  preexec_fn=lambda: _child_setup(parent))
+            self._owned.add(p.pid)
+            self._live_sandboxes.add(env.get("MESOS_SANDBOX", cwd))
         self.guard(p.pid)
         return p
 
@@ -118,6 +211,65 @@ class Spawner:
         fut: Future = Future()
         self._jobs.put((dict(argv=argv, env=env, cwd=cwd, stdout=stdout, stderr=stderr), fut))
         return fut
+
+    def ended(self, pid: int, sandbox: str) -> None:
+        """A task's or executor's main process was reaped: its container is over."""
+        with self._spawn_lock:
+            self._owned.discard(pid)
+            self._live_sandboxes.discard(sandbox)
+        self.unguard(pid)
+
+    # ---- the reaper ------------------------------------------------------------------------
+
+    def _reap_loop(self) -> None:
+        while not self._stopped.wait(REAP_INTERVAL):
+            try:
+                self.reap()
+            except Exception:
+                log.exception("reaper pass failed")
+
+    def reap(self) -> None:
+        """Reap adopted zombies, kill adopted orphans of ended containers, sync the guardian."""
+        me = os.getpid()
+        table = proc_table()
+        with self._spawn_lock:
+            for pid, (ppid, _, state) in table.items():
+                if ppid != me or pid in self._owned:
+                    continue
+                if state == "Z":
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(pid, os.WNOHANG)
+                    continue
+                sandbox = _sandbox_of(pid)
+                if sandbox is not None and sandbox in self._live_sandboxes:
+                    continue  # its container still runs: it lives as long as that does
+                log.info("killing orphan process %d (sandbox %s)", pid, sandbox)
+                kill_tree(pid, signal.SIGKILL)
+        groups = set()
+        children: dict[int, list[int]] = {}
+        for p, (pp, _, _) in table.items():
+            children.setdefault(pp, []).append(p)
+        todo = list(children.get(me, ()))
+        while todo:
+            p = todo.pop()
+            if p in table and table[p][1] not in (os.getpgrp(),):
+                groups.add(table[p][1])
+            todo.extend(children.get(p, ()))
+        if self._guardian is not None:
+            groups.discard(self._guardian.pid)
+        if groups != self._synced:
+            self._synced = groups
+            self._tell("=" + ",".join(str(g) for g in sorted(groups)))
+
+    def kill_everything(self, sig: int) -> None:
+        """Signal every process under localmesos except the guardian (shutdown)."""
+        me = os.getpid()
+        guardian = self._guardian.pid if self._guardian is not None else -1
+        for pid, (ppid, _, _) in proc_table().items():
+            if ppid == me and pid != guardian:
+                kill_tree(pid, sig)
+
+    # ---- the guardian ----------------------------------------------------------------------
 
     def _tell(self, line: str) -> None:
         with self._guard_lock:
@@ -137,9 +289,11 @@ class Spawner:
         self._tell(f"-{pgid}")
 
     def stop(self) -> None:
-        """Stop the spawner thread, then let the guardian finish (it kills what is left)."""
+        """Stop spawning and reaping, then let the guardian finish (it kills what is left)."""
+        self._stopped.set()
         self._jobs.put(None)
         self._thread.join(5)
+        self._reaper.join(5)
         with self._guard_lock:
             g = self._guardian
             self._guardian = None

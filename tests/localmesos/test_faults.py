@@ -9,12 +9,15 @@ import time
 from tests.fixtures_mesos import start_localmesos
 from tests.localmesos.conftest import TEST_ARGS
 from tests.localmesos.helpers import Recorder, command_task, start_driver, stop_driver
+from tests.localmesos.test_processes import processes_under
 from tests.support import process_group_alive, wait_until
 
 
-def _run_task(sched: Recorder, tid: str, hostname: str | None = None, cmd: str = "sleep 60") -> dict:
+def _run_task(sched: Recorder, tid: str, hostname: str | None = None, cmd: str = "sleep 60",
+              refuse_seconds: float = 5.0) -> dict:
     offer = sched.take_offer(hostname)
-    sched.driver.launchTasks(offer["id"], [command_task(tid, offer, cmd)])
+    sched.driver.launchTasks(offer["id"], [command_task(tid, offer, cmd)],
+                             {"refuse_seconds": refuse_seconds})
     return sched.wait_state(tid, "TASK_RUNNING")
 
 
@@ -119,7 +122,7 @@ def test_master_restart_without_the_framework_coming_back(lm) -> None:
 def test_agent_loss_reports_tasks_lost_and_removes_the_agent(lm, sched: Recorder) -> None:
     sched.wait_for(lambda: len(sched.offers) == 3, what="three offers")
     running = _run_task(sched, "doomed", "agent2.localmesos",
-                        cmd="sleep 300 & echo $! > child.pid; wait")
+                        cmd="setsid sleep 300 & sleep 300 & wait", refuse_seconds=0.1)
     pid = running["container_status"]["executor_pid"]
     agent_id = running["agent_id"]["value"]
     sched.wait_for(lambda: any(o["hostname"] == "agent2.localmesos" for o in sched.offers.values()),
@@ -131,6 +134,8 @@ def test_agent_loss_reports_tasks_lost_and_removes_the_agent(lm, sched: Recorder
     sched.wait_for(lambda: not any(o["hostname"] == "agent2.localmesos"
                                    for o in sched.offers.values()), what="offer rescinded")
     wait_until(lambda: not process_group_alive(pid), timeout=5, message="its processes gone")
+    wait_until(lambda: processes_under(lm.work_dir) == [], timeout=5,
+               message="its grandchild in another session gone too")
     assert "agent2.localmesos" not in [s["hostname"] for s in lm.state()["slaves"]]
     # The machine comes back empty, under a new id, and is offered again.
     back = lm.start_agent("agent2")

@@ -73,6 +73,35 @@ def test_sigkill_of_localmesos_alone_leaves_no_orphans(tmp_path: Path) -> None:
         lm.stop()
 
 
+def test_orphans_of_an_ended_task_are_killed(lm, sched) -> None:
+    offer = sched.take_offer()
+    # The task starts a child in a session of its own, then exits: the child is an orphan.
+    sched.driver.launchTasks(offer["id"], [command_task(
+        "leaver", offer, "setsid sleep 300 & echo $! > child.pid; sleep 0.3")])
+    sched.wait_state("leaver", "TASK_FINISHED")
+    sandbox = next(lm.work_dir.glob("slaves/*/frameworks/*/executors/leaver/runs/*"))
+    child = int((sandbox / "child.pid").read_text())
+    wait_until(lambda: not Path(f"/proc/{child}").exists(), timeout=5, message="orphan killed")
+
+
+def test_sigkill_leaves_no_orphans_even_in_other_sessions(tmp_path: Path) -> None:
+    lm = start_localmesos(tmp_path, agents=1, extra_args=TEST_ARGS)
+    try:
+        rec = Recorder()
+        rec.driver = start_driver(lm.master, rec)
+        offer = rec.take_offer()
+        rec.driver.launchTasks(offer["id"], [command_task("deep", offer,
+                                                          "setsid sleep 300 & sleep 300")])
+        rec.wait_state("deep", "TASK_RUNNING")
+        wait_until(lambda: len(processes_under(lm.work_dir)) >= 3, message="processes up")
+        stop_driver(rec.driver, failover=True)
+        os.kill(lm.proc.pid, signal.SIGKILL)
+        lm.proc.popen.wait(5)
+        wait_until(lambda: processes_under(lm.work_dir) == [], timeout=10, message="no orphans")
+    finally:
+        lm.stop()
+
+
 def test_ready_line_and_options(tmp_path: Path) -> None:
     port = free_port()
     proc = Proc([str(Path(PYTHON).with_name("accessd")), "localmesos", "--port", str(port),
