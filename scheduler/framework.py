@@ -64,29 +64,30 @@ class AccessdScheduler(Scheduler):
         except Exception:  # never let an exception reach pymesos's I/O thread
             log.exception("could not enqueue %s", kind)
 
+    # Arguments are passed on untouched: any conversion that could raise happens in the worker.
     def registered(self, driver, framework_id, master_info):
-        self._put("subscribed", _value(framework_id), dict(master_info or {}))
+        self._put("subscribed", framework_id, master_info)
 
     def reregistered(self, driver, master_info):
-        self._put("subscribed", driver.framework_id, dict(master_info or {}))
+        self._put("resubscribed", driver, master_info)
 
     def disconnected(self, driver):
         self._put("disconnected")
 
     def resourceOffers(self, driver, offers):
-        self._put("offers", list(offers))
+        self._put("offers", offers)
 
     def offerRescinded(self, driver, offer_id):
-        self._put("rescinded", _value(offer_id))
+        self._put("rescinded", offer_id)
 
     def statusUpdate(self, driver, status):
-        self._put("status", dict(status))
+        self._put("status", status)
 
     def slaveLost(self, driver, agent_id):
-        self._put("agent_lost", _value(agent_id))
+        self._put("agent_lost", agent_id)
 
     def executorLost(self, driver, executor_id, agent_id, status):
-        self._put("executor_lost", _value(executor_id), _value(agent_id), status)
+        self._put("executor_lost", executor_id, agent_id, status)
 
     def error(self, driver, message):
         self._put("error", message)
@@ -159,12 +160,14 @@ class Worker:
     def handle(self, kind: str, payload: tuple) -> None:
         self.dirty = True  # whatever happened, the next tick plans afresh
         if kind == "subscribed":
-            self.on_subscribed(*payload)
+            self.on_subscribed(_value(payload[0]), dict(payload[1] or {}))
+        elif kind == "resubscribed":
+            self.on_subscribed(payload[0].framework_id, dict(payload[1] or {}))
         elif kind == "status":
-            self.on_status(payload[0])
+            self.on_status(dict(payload[0]))
         elif kind == "offers":
             try:
-                self.on_offers(payload[0])
+                self.on_offers(list(payload[0]))
             except Exception:
                 # An offer left unanswered stays out of circulation until rescinded (never, by
                 # default): give them all back, then let the guard log the cause.
@@ -175,13 +178,15 @@ class Worker:
                 log.warning("disconnected from the master; pymesos reconnects")
             self.subscribed = False
         elif kind == "agent_lost":
-            log.warning("agent %s lost; reconciling its tasks", payload[0])
+            agent_id = _value(payload[0])
+            log.warning("agent %s lost; reconciling its tasks", agent_id)
             self.reconcile_tasks([t for t in self.store.list_tasks()
-                                  if t.get("agentId") == payload[0]])
+                                  if t.get("agentId") == agent_id])
         elif kind == "executor_lost":
-            log.info("executor %s on agent %s lost (status %s)", *payload)
+            log.info("executor %s on agent %s lost (status %s)", _value(payload[0]),
+                     _value(payload[1]), payload[2])
         elif kind == "rescinded":
-            log.info("offer %s rescinded", payload[0])
+            log.info("offer %s rescinded", _value(payload[0]))
         elif kind == "error":
             self.on_error(payload[0])
 
