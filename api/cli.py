@@ -42,10 +42,14 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 class CliError(Exception):
     """A failure to report to the operator as-is (one message, maybe detail lines), exit 1."""
 
-    def __init__(self, message: str, details: list[str] | None = None) -> None:
+    def __init__(self, message: str, details: list[str] | None = None, *,
+                 transient: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
+        # Transient: the API could not be reached or answered 5xx; a follow (--wait, events)
+        # may retry, a one-shot command reports it.
+        self.transient = transient
 
 
 class ApiError(CliError):
@@ -57,6 +61,8 @@ class ApiError(CliError):
         message = body.get("message") if isinstance(body, dict) else None
         if not message:
             message = (body if isinstance(body, str) and body.strip() else reason) or "error"
+            # A proxy's or server's HTML error page: its first line of text is enough.
+            message = str(message).strip().splitlines()[0][:200]
         lines = format_details(body.get("details") if isinstance(body, dict) else None)
         blocking = body.get("deployments") if isinstance(body, dict) else None
         if status == 409 and blocking:
@@ -67,7 +73,8 @@ class ApiError(CliError):
             lines.append("the API needs a token: pass --token or set ACCESSD_API_TOKEN")
         elif status == 403:
             lines.append("the token is not allowed to do this (a read-only token cannot write)")
-        super().__init__(f"{method} {path}: {status} {reason}: {str(message).strip()}", lines)
+        super().__init__(f"{method} {path}: {status} {reason}: {str(message).strip()}", lines,
+                         transient=status >= 500)
 
 
 def format_details(details: Any) -> list[str]:
@@ -110,9 +117,10 @@ class ApiClient:
             raise connection_error(self.base_url, exc) from None
         except requests.Timeout:
             raise CliError(f"the API at {self.base_url} did not answer within "
-                           f"{self.timeout:g}s") from None
+                           f"{self.timeout:g}s", transient=True) from None
         except requests.RequestException as exc:
-            raise CliError(f"request to the API at {self.base_url} failed: {exc}") from None
+            raise CliError(f"request to the API at {self.base_url} failed: {exc}",
+                           transient=True) from None
         if ok_404 and resp.status_code == 404:
             return None
         parsed = parse_body(resp)
@@ -123,18 +131,22 @@ class ApiClient:
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)
 
-    def stream(self, path: str, params: dict[str, Any] | None = None) -> requests.Response:
+    def stream(self, path: str, params: dict[str, Any] | None = None,
+               last_event_id: str | None = None) -> requests.Response:
         """An open streaming GET (the SSE event stream); the caller closes it."""
         url = self.base_url + path
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = last_event_id
         try:
             # No read timeout: the stream is idle between events by design.
-            resp = self.session.get(url, params=params, stream=True,
-                                    headers={"Accept": "text/event-stream"},
+            resp = self.session.get(url, params=params, stream=True, headers=headers,
                                     timeout=(self.timeout, None))
         except requests.ConnectionError as exc:
             raise connection_error(self.base_url, exc) from None
         except requests.RequestException as exc:
-            raise CliError(f"request to the API at {self.base_url} failed: {exc}") from None
+            raise CliError(f"request to the API at {self.base_url} failed: {exc}",
+                           transient=True) from None
         if resp.status_code >= 400:
             body = parse_body(resp)
             resp.close()
@@ -160,7 +172,7 @@ def connection_error(base_url: str, exc: Exception) -> CliError:
     else:
         why = "connection failed"
     return CliError(f"cannot reach the accessd API at {base_url} ({why}); is it running? "
-                    "(--api URL or ACCESSD_API)")
+                    "(--api URL or ACCESSD_API)", transient=True)
 
 
 def app_path(app_id: str) -> str:
@@ -320,26 +332,40 @@ class DeploymentWaiter:
         self._outcome: dict[str, Any] | None = None
 
     def run(self) -> None:
-        """Returns when done; raises CliError on failure or timeout."""
+        """Returns when done; raises CliError on failure or timeout.
+
+        An API that is briefly unreachable or answers 5xx (a restart, a busy store) does not end
+        the wait: the deployment goes on without us, so we keep asking until the deadline."""
         deadline = self.clock() + self.timeout
+        fraction = 0.0
         while True:
-            deployment = self._listed_deployment()
-            if deployment is not None:
-                self._check_failed(deployment)
-            else:
-                outcome = self._finished_outcome()
-                if outcome is not None:
-                    self._check_failed(outcome)
-            app = self.client.get(app_path(self.app_id), ok_404=True)
-            app = app.get("app", app) if isinstance(app, dict) else None
-            converged, fraction, text = self._describe(app, deployment)
+            try:
+                done, fraction, text = self._poll()
+            except CliError as exc:
+                if not exc.transient:
+                    raise
+                text = f"API unavailable, retrying: {exc.message}"
+                done = False
             self.progress.update(fraction, text)
-            if deployment is None and converged:
+            if done:
                 return
             if self.clock() >= deadline:
                 raise CliError(f"timed out after {self.timeout:g}s waiting for deployment "
                                f"{self.deployment_id} of {self.app_id} ({text})")
             time.sleep(POLL_SECONDS)
+
+    def _poll(self) -> tuple[bool, float, str]:
+        deployment = self._listed_deployment()
+        if deployment is not None:
+            self._check_failed(deployment)
+        else:
+            outcome = self._finished_outcome()
+            if outcome is not None:
+                self._check_failed(outcome)
+        app = self.client.get(app_path(self.app_id), ok_404=True)
+        app = app.get("app", app) if isinstance(app, dict) else None
+        converged, fraction, text = self._describe(app, deployment)
+        return deployment is None and converged, fraction, text
 
     def _listed_deployment(self) -> dict[str, Any] | None:
         listed = self.client.get("/v2/deployments") or []
@@ -408,6 +434,8 @@ def wait_for(client: ApiClient, app_id: str, deployment_id: str | None, action: 
         raise CliError(f"the API did not name a deployment for {action} {app_id}; "
                        "nothing to wait for")
     progress = Progress(sys.stderr)
+    # Each poll must come back well within the wait's own timeout.
+    client.timeout = min(client.timeout, max(2.0, opts.timeout / 3))
     try:
         DeploymentWaiter(client, app_id, deployment_id, action, opts.timeout, progress).run()
     finally:
@@ -526,10 +554,10 @@ def cmd_deployments(client: ApiClient, opts: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def sse_events(resp: requests.Response) -> Iterator[tuple[str, str]]:
-    """(event type, data) pairs of a text/event-stream, as they arrive."""
+def sse_events(resp: requests.Response) -> Iterator[tuple[str, str, str | None]]:
+    """(event type, data, event id) of a text/event-stream, as they arrive."""
     buffer = ""
-    event, data = "", []
+    event, data, event_id = "", [], None
     # chunk_size=None hands over bytes as they arrive instead of filling a fixed buffer.
     for chunk in resp.iter_content(chunk_size=None, decode_unicode=True):
         buffer += chunk if isinstance(chunk, str) else chunk.decode("utf-8", "replace")
@@ -540,8 +568,8 @@ def sse_events(resp: requests.Response) -> Iterator[tuple[str, str]]:
             line, buffer = buffer[:cut].rstrip("\r"), buffer[cut + 1:]
             if not line:
                 if data:
-                    yield event or "message", "\n".join(data)
-                event, data = "", []
+                    yield event or "message", "\n".join(data), event_id
+                event, data, event_id = "", [], None
             elif line.startswith(":"):
                 continue  # a comment: the server's keep-alive
             else:
@@ -551,6 +579,8 @@ def sse_events(resp: requests.Response) -> Iterator[tuple[str, str]]:
                     event = value
                 elif name == "data":
                     data.append(value)
+                elif name == "id":
+                    event_id = value
 
 
 def _plan_text(plan: Any) -> str:
@@ -599,40 +629,73 @@ def event_summary(etype: str, ev: dict[str, Any]) -> str:
     return json.dumps(rest, sort_keys=True)
 
 
+def print_event(event: str, data: str, types: set[str], as_json: bool) -> bool:
+    """Print one event unless filtered out; True if printed."""
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        payload = None
+    etype = (payload.get("eventType") if isinstance(payload, dict) else None) or event
+    if types and etype not in types:
+        return False  # the server may not filter; do it here too
+    if as_json:
+        print(data if payload is None else json.dumps(payload, sort_keys=True))
+    else:
+        stamp = payload.get("timestamp", "") if isinstance(payload, dict) else ""
+        text = event_summary(etype, payload) if isinstance(payload, dict) else data
+        print(f"{stamp} {etype} {text}".strip())
+    sys.stdout.flush()
+    return True
+
+
 def cmd_events(client: ApiClient, opts: argparse.Namespace) -> int:
+    """Follow /v2/events. When the stream breaks (the API restarted, a worker stopped) it
+    reconnects with `Last-Event-ID`, so no event is lost or repeated, for up to
+    `--reconnect` seconds; a first connection that fails is reported at once."""
     types = {t for arg in opts.type or [] for t in arg.split(",") if t}
     params = {"event_type": sorted(types)} if types else None
-    resp = client.stream("/v2/events", params=params)
-    # On stderr, so scripts reading stdout see only events; it also tells a watcher (or a
-    # test) that the stream is open and later events will be shown.
-    print(f"following events from {client.base_url}/v2/events"
-          + (f" (types: {', '.join(sorted(types))})" if types else "") + "; Ctrl-C to stop",
-          file=sys.stderr, flush=True)
+    last_id: str | None = None
     seen = 0
-    try:
-        for event, data in sse_events(resp):
-            try:
-                payload = json.loads(data)
-            except ValueError:
-                payload = None
-            etype = (payload.get("eventType") if isinstance(payload, dict) else None) or event
-            if types and etype not in types:
-                continue  # the server may not filter; do it here too
-            if opts.json:
-                print(data if payload is None else json.dumps(payload, sort_keys=True))
-            else:
-                stamp = payload.get("timestamp", "") if isinstance(payload, dict) else ""
-                text = event_summary(etype, payload) if isinstance(payload, dict) else data
-                print(f"{stamp} {etype} {text}".strip())
-            sys.stdout.flush()
-            seen += 1
-            if opts.limit and seen >= opts.limit:
-                return EXIT_OK
-    except requests.RequestException as exc:
-        raise CliError(f"the event stream from {client.base_url} broke: {exc}") from None
-    finally:
-        resp.close()
-    raise CliError(f"the API at {client.base_url} closed the event stream")
+    connected_once = False
+    broken_since: float | None = None
+    while True:
+        try:
+            resp = client.stream("/v2/events", params=params, last_event_id=last_id)
+        except CliError as exc:
+            if not (connected_once and exc.transient):
+                raise
+            assert broken_since is not None
+            if time.monotonic() - broken_since > opts.reconnect:
+                raise CliError(f"the event stream from {client.base_url} broke and did not "
+                               f"come back within {opts.reconnect:g}s: {exc.message}") from None
+            time.sleep(1.0)
+            continue
+        # On stderr, so scripts reading stdout see only events; it also tells a watcher (or a
+        # test) that the stream is open and later events will be shown.
+        if not connected_once:
+            print(f"following events from {client.base_url}/v2/events"
+                  + (f" (types: {', '.join(sorted(types))})" if types else "")
+                  + "; Ctrl-C to stop", file=sys.stderr, flush=True)
+        else:
+            print(f"reconnected to {client.base_url}/v2/events", file=sys.stderr, flush=True)
+        connected_once = True
+        try:
+            for event, data, event_id in sse_events(resp):
+                if event_id is not None:
+                    last_id = event_id
+                if print_event(event, data, types, opts.json):
+                    seen += 1
+                    if opts.limit and seen >= opts.limit:
+                        return EXIT_OK
+        except requests.RequestException:
+            pass  # the stream broke: reconnect below
+        finally:
+            resp.close()
+        if opts.reconnect <= 0:
+            raise CliError(f"the API at {client.base_url} closed the event stream")
+        print(f"the event stream from {client.base_url} ended; reconnecting", file=sys.stderr,
+              flush=True)
+        broken_since = time.monotonic()
 
 
 # --------------------------------------------------------------------------------------------
@@ -718,6 +781,9 @@ def build_parser() -> Parser:
                         help="only events of this type (repeatable, or comma-separated)")
     events.add_argument("--limit", type=non_negative_int, default=0,
                         help="stop after N events (0: follow until Ctrl-C)")
+    events.add_argument("--reconnect", type=float, default=30.0, metavar="SECONDS",
+                        help="how long to keep reconnecting a broken stream (0: exit at once; "
+                             "default %(default)g)")
     events.set_defaults(func=cmd_events)
     return parser
 

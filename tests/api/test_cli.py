@@ -405,3 +405,54 @@ def test_token_required_by_api(tmp_path):
     finally:
         proc.stop()
         store.close()
+
+
+# -- the API restarts while a command follows it ---------------------------------------------------
+
+def api_on_port(state_path, base_url: str) -> Proc:
+    """`accessd api` again on the port `base_url` names (what a restart of the API does)."""
+    port = base_url.rsplit(":", 1)[1]
+    proc = Proc([PYTHON, "-m", "accessd.cli", "api", "--bind", f"127.0.0.1:{port}",
+                 "--workers", "1", "--state", str(state_path)], cwd=REPO)
+    wait_until(lambda: requests.get(base_url + "/ping", timeout=2).text == "pong", timeout=60,
+               message="the restarted API")
+    return proc
+
+
+def test_wait_and_events_ride_out_an_api_restart(tmp_path):
+    state_path = tmp_path / "state.db"
+    store = SQLiteStateStore(state_path)
+    put_app(store, "/restart/svc", 1)
+    api_proc, api = start_api(str(state_path), workers=1)
+    waiter = cli_proc("scale", "/restart/svc", "2", "--wait", "--timeout", "60", "--api", api)
+    events = cli_proc("events", "--type", "app_terminated_event", "--limit", "2", "--api", api)
+    second = None
+    try:
+        dep = wait_until(lambda: running_deployment(store, "/restart/svc"), timeout=20,
+                         message="the scale deployment")
+        events.wait_for_line(lambda ln: ln.startswith("following events from "))
+        store.append_event("app_terminated_event", {"appId": "/restart/one"})
+        events.wait_for_line(lambda ln: "/restart/one" in ln)
+        waiter.wait_for_line(lambda ln: "0/2 running" in ln)
+
+        api_proc.stop()
+        waiter.wait_for_line(lambda ln: "API unavailable, retrying" in ln)
+        events.wait_for_line(lambda ln: "reconnecting" in ln)
+        # While the API is down the scheduler goes on: the app converges, an event is logged.
+        put_task(store, "/restart/svc", n=1)
+        put_task(store, "/restart/svc", n=2)
+        finish_deployment(store, dep)
+        store.append_event("app_terminated_event", {"appId": "/restart/two"})
+        assert waiter.popen.poll() is None and events.popen.poll() is None
+
+        second = api_on_port(state_path, api)
+        assert waiter.popen.wait(30) == 0, waiter.output()
+        # Last-Event-ID: the event appended during the outage arrives after the reconnect.
+        assert events.popen.wait(30) == 0, events.output()
+        assert "/restart/two" in events.output()
+        no_traceback(waiter.output() + events.output())
+    finally:
+        for proc in (waiter, events, api_proc, second):
+            if proc is not None:
+                proc.stop()
+        store.close()
