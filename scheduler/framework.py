@@ -159,10 +159,16 @@ class Worker:
 
     def handle(self, kind: str, payload: tuple) -> None:
         self.dirty = True  # whatever happened, the next tick plans afresh
-        if kind == "subscribed":
-            self.on_subscribed(_value(payload[0]), dict(payload[1] or {}))
-        elif kind == "resubscribed":
-            self.on_subscribed(payload[0].framework_id, dict(payload[1] or {}))
+        if kind in ("subscribed", "resubscribed"):
+            framework_id = (_value(payload[0]) if kind == "subscribed"
+                            else payload[0].framework_id)
+            try:
+                self.on_subscribed(framework_id, dict(payload[1] or {}))
+            except Exception:
+                # Nothing may happen before the id is stored: try again shortly.
+                time.sleep(0.5)
+                self.work.put((kind, payload))
+                raise
         elif kind == "status":
             self.on_status(dict(payload[0]))
         elif kind == "offers":
@@ -275,6 +281,9 @@ class Worker:
         from scheduler.placement import LaunchRequest, place
         from scheduler.tasks import build_task_info, new_task_id
 
+        if not self.subscribed:  # the framework id is not stored yet: launch nothing
+            self.decline_all(offers)
+            return
         now = self.clock()
         plan = self.make_plan(now)
         needs = {need.app.id: need for need in plan.launches}
