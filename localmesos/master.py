@@ -351,7 +351,7 @@ class Master:
             if missing:
                 return ("Failed to convert JSON into Call protobuf: Missing required fields: "
                         + ", ".join(missing))
-            if value(info, "id") != value(call, "framework_id"):
+            if value(info, "id") is not None and value(info, "id") != value(call, "framework_id"):
                 return prefix + "'framework_id' differs from 'subscribe.framework_info.id'"
             return None
         if value(call, "framework_id") is None:
@@ -388,7 +388,7 @@ class Master:
     def _subscribe(self, call: dict[str, Any]) -> Stream:
         sub = call["subscribe"]
         info = dict(sub["framework_info"])
-        fid = value(call, "framework_id")
+        fid = value(call, "framework_id") or value(info, "id")
         stream_id = str(uuid.uuid4())
         stream = Stream({"Mesos-Stream-Id": stream_id}, on_close=self._stream_closed)
         with self.cluster.lock:

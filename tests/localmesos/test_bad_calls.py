@@ -142,3 +142,40 @@ def test_bad_launches_get_the_recorded_updates_and_change_nothing(lm, raw: RawCl
     after = lm.state()
     assert [s["used_resources"] for s in after["slaves"]] == [s["used_resources"] for s in before]
     assert after["frameworks"][0]["tasks"] == []
+
+
+def test_offers_from_two_agents_cannot_be_aggregated(lm, raw: RawClient) -> None:
+    offers = raw.wait_event("OFFERS")["offers"]["offers"]
+    assert len({o["agent_id"]["value"] for o in offers}) >= 2
+    a, b = offers[0], next(o for o in offers if o["agent_id"] != offers[0]["agent_id"])
+    status, _, _ = raw.sched_call("ACCEPT", {
+        "offer_ids": [a["id"], b["id"]],
+        "operations": [{"type": "LAUNCH", "launch": {"task_infos": [
+            _task("agg", a["agent_id"]["value"], 0.1)]}}]})
+    assert status == 202
+    ev = raw.wait_event("UPDATE", lambda e: e["update"]["status"]["task_id"]["value"] == "agg")
+    st = ev["update"]["status"]
+    assert (st["state"], st["reason"]) == ("TASK_LOST", "REASON_INVALID_OFFERS")
+    assert st["message"] == ("Task launched with invalid offers: Aggregated offers must belong "
+                             "to one single agent")
+
+
+def test_duplicate_task_ids_and_missing_command_are_task_errors(lm, raw: RawClient) -> None:
+    offers = raw.wait_event("OFFERS")["offers"]["offers"]
+    first, second = offers[0], offers[1]
+    _launch(raw, first["id"]["value"], _task("dup", first["agent_id"]["value"], 0.1))
+    raw.wait_event("UPDATE", lambda e: e["update"]["status"]["state"] == "TASK_STARTING")
+    twin = _task("dup", second["agent_id"]["value"], 0.1)
+    bare = _task("bare", second["agent_id"]["value"], 0.1)
+    del bare["command"]
+    status, _, _ = raw.sched_call("ACCEPT", {
+        "offer_ids": [second["id"]],
+        "operations": [{"type": "LAUNCH", "launch": {"task_infos": [twin, bare]}}]})
+    assert status == 202
+    for tid, message in (("dup", "Task has duplicate ID: dup"),
+                         ("bare", "Task should have at least one (but not both) of CommandInfo "
+                                  "or ExecutorInfo present")):
+        ev = raw.wait_event("UPDATE", lambda e, t=tid: e["update"]["status"]["task_id"]["value"]
+                            == t and e["update"]["status"]["state"] == "TASK_ERROR")
+        assert ev["update"]["status"]["message"] == message
+        assert ev["update"]["status"]["reason"] == "REASON_TASK_INVALID"

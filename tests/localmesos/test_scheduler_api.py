@@ -199,3 +199,32 @@ def test_state_has_the_shape_of_mesos_state(lm, sched: Recorder) -> None:
     assert agent1["resources"]["ports"] == "[31000-31999]"
     assert fw["used_resources"]["cpus"] == 0.5
     assert fw["id"] == sched.framework_id and fw["active"] is True
+
+
+def test_task_killing_state_for_frameworks_that_ask_for_it(lm) -> None:
+    from tests.localmesos.helpers import start_driver, stop_driver
+    rec = Recorder()
+    rec.driver = start_driver(lm.master, rec, capabilities=[{"type": "TASK_KILLING_STATE"}])
+    try:
+        offer = rec.take_offer()
+        rec.driver.launchTasks(offer["id"], [command_task("k", offer, "sleep 60")])
+        rec.wait_state("k", "TASK_RUNNING")
+        rec.driver.killTask({"value": "k"})
+        rec.wait_state("k", "TASK_KILLED")
+        assert rec.states("k") == ["TASK_STARTING", "TASK_RUNNING", "TASK_KILLING", "TASK_KILLED"]
+    finally:
+        stop_driver(rec.driver)
+
+
+def test_two_offers_of_one_agent_combine(lm, sched: Recorder) -> None:
+    first = sched.take_offer("agent3.localmesos")
+    sched.driver.declineOffer(first["id"], {"refuse_seconds": 0})
+    mark = sched.mark()
+    # A launch that uses a bit of agent3, leaving the rest to come back as a second offer.
+    second = sched.take_offer("agent3.localmesos")
+    sched.driver.launchTasks(second["id"], [command_task("small", second, "sleep 30")],
+                             {"refuse_seconds": 0})
+    sched.wait_state("small", "TASK_RUNNING")
+    rest = sched.take_offer("agent3.localmesos")
+    assert offer_scalar(rest, "cpus") == 3.9
+    assert sched.since(mark, "offer")
