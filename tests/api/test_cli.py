@@ -72,6 +72,15 @@ def running_deployment(store: SQLiteStateStore, app_id: str) -> dict | None:
     return None
 
 
+def await_deployment(store: SQLiteStateStore, app_id: str, proc: Proc | None = None) -> dict:
+    """The running deployment of `app_id` once the API stored it (with the CLI's output if not)."""
+    try:
+        return wait_until(lambda: running_deployment(store, app_id), timeout=20,
+                          message=f"a running deployment of {app_id}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nCLI output:\n{proc.output() if proc else ''}") from None
+
+
 def finish_deployment(store: SQLiteStateStore, dep: dict, status: str = "succeeded",
                       message: str | None = None) -> None:
     dep = dict(dep, status=status, finishedAt=iso_now())
@@ -248,8 +257,7 @@ def test_scale_wait_exits_only_after_convergence(store, api):
     proc = cli_proc("scale", "/wait/up", "2", "--wait", "--timeout", "60", "--api", api)
     try:
         proc.wait_for_line(lambda ln: ln.startswith("scaling /wait/up to 2 (deployment "))
-        dep = wait_until(lambda: running_deployment(store, "/wait/up"), timeout=10,
-                         message="the scale deployment in the store")
+        dep = await_deployment(store, "/wait/up", proc)
         # A new instance runs but has no health verdict yet: not converged.
         put_task(store, "/wait/up", healthy=None, n=2)
         proc.wait_for_line(lambda ln: "2/2 running, 1/2 healthy" in ln)
@@ -269,12 +277,40 @@ def test_scale_wait_exits_only_after_convergence(store, api):
         proc.stop()
 
 
+def test_deploy_wait_new_app_and_scale_to_zero(store, api, tmp_path):
+    path = tmp_path / "new.json"
+    path.write_text(json.dumps({"id": "/wait/new", "cmd": "sleep 100", "cpus": 0.1, "mem": 32,
+                                "instances": 1, "portDefinitions": [{"port": 0}],
+                                "healthChecks": HEALTH}))
+    proc = cli_proc("deploy", str(path), "--wait", "--timeout", "60", "--api", api)
+    try:
+        dep = await_deployment(store, "/wait/new", proc)
+        proc.wait_for_line(lambda ln: "StartApplication" in ln)
+        task = put_task(store, "/wait/new", healthy=True, n=1)
+        finish_deployment(store, dep)
+        assert proc.popen.wait(30) == 0, proc.output()
+        proc.wait_for_line(lambda ln: ln == "deploy of /wait/new done")
+    finally:
+        proc.stop()
+
+    # Scale to 0: done once no task runs any more.
+    proc = cli_proc("scale", "/wait/new", "0", "--wait", "--timeout", "60", "--api", api)
+    try:
+        dep = await_deployment(store, "/wait/new", proc)
+        finish_deployment(store, dep)
+        proc.wait_for_line(lambda ln: "1/0 running" in ln and "deployment finished" in ln)
+        assert proc.popen.poll() is None
+        store.delete_task(task["id"])
+        assert proc.popen.wait(30) == 0, proc.output()
+    finally:
+        proc.stop()
+
+
 def test_wait_fails_on_failed_deployment(store, api):
     put_app(store, "/wait/fail", 1)
     proc = cli_proc("scale", "/wait/fail", "3", "--wait", "--api", api)
     try:
-        dep = wait_until(lambda: running_deployment(store, "/wait/fail"), timeout=20,
-                         message="the scale deployment in the store")
+        dep = await_deployment(store, "/wait/fail", proc)
         proc.wait_for_line(lambda ln: "0/3 running" in ln)
         finish_deployment(store, dep, "failed", "insufficient cpus on every agent")
         assert proc.popen.wait(30) == 1, proc.output()
@@ -289,8 +325,7 @@ def test_wait_fails_when_deployment_is_cancelled(store, api):
     put_app(store, "/wait/cancel", 1)
     proc = cli_proc("restart", "/wait/cancel", "--wait", "--api", api)
     try:
-        dep = wait_until(lambda: running_deployment(store, "/wait/cancel"), timeout=20,
-                         message="the restart deployment in the store")
+        dep = await_deployment(store, "/wait/cancel", proc)
         proc.wait_for_line(lambda ln: "RestartApplication" in ln)
         r = requests.delete(f"{api}/v2/deployments/{dep['id']}", params={"force": "true"},
                             timeout=10)
@@ -342,8 +377,7 @@ def test_delete_wait(store, api):
     task = put_task(store, "/wait/gone", n=3)
     proc = cli_proc("delete", "/wait/gone", "--wait", "--api", api)
     try:
-        dep = wait_until(lambda: running_deployment(store, "/wait/gone"), timeout=20,
-                         message="the delete deployment in the store")
+        dep = await_deployment(store, "/wait/gone", proc)
         proc.wait_for_line(lambda ln: "StopApplication" in ln)
         assert proc.popen.poll() is None  # the app is gone, the deployment is not done yet
         store.delete_task(task["id"])
@@ -428,8 +462,7 @@ def test_wait_and_events_ride_out_an_api_restart(tmp_path):
     events = cli_proc("events", "--type", "app_terminated_event", "--limit", "2", "--api", api)
     second = None
     try:
-        dep = wait_until(lambda: running_deployment(store, "/restart/svc"), timeout=20,
-                         message="the scale deployment")
+        dep = await_deployment(store, "/restart/svc", waiter)
         events.wait_for_line(lambda ln: ln.startswith("following events from "))
         store.append_event("app_terminated_event", {"appId": "/restart/one"})
         events.wait_for_line(lambda ln: "/restart/one" in ln)
