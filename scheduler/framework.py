@@ -23,6 +23,7 @@ Invariants:
 
 from __future__ import annotations
 
+import http.client
 import logging
 import queue
 import threading
@@ -154,6 +155,11 @@ class Worker:
     def _guard(self, what: str, fn: Callable[[], None]) -> None:
         try:
             fn()
+        except (OSError, http.client.HTTPException) as exc:
+            # The master connection went away under a call (restart, failover, our own stop):
+            # expected; pymesos reconnects, the agent resends unacknowledged updates and the
+            # next round plans again.
+            log.warning("master connection lost while handling %s: %r", what, exc)
         except Exception:  # one bad event must not stop the scheduler; the next round retries
             log.exception("error while handling %s", what)
 

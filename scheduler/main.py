@@ -105,11 +105,14 @@ def main(argv: list[str] | None = None) -> int:
             log.error("the driver stopped on its own; exiting")
             outcome["code"] = 1
             break
+    # The worker first: it finishes the event in hand (e.g. an ACKNOWLEDGE on the driver's
+    # connection, which stopping the driver would close under it) and takes no more; updates
+    # not acknowledged are sent again to the next subscription.
+    worker.stop()
     driver.stop(failover=True)  # never TEARDOWN: the tasks keep running for the next us
     io_thread = driver._io_thread
     if io_thread is not None:
         io_thread.join(5.0)  # it may be asleep in a reconnect backoff; it is a daemon thread
-    worker.stop()
     store.close()
     log.info("stopped")
     return outcome["code"]

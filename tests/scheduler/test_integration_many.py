@@ -70,7 +70,8 @@ def test_thirty_tasks_in_one_burst_then_gone(cluster):
     wait_until(lambda: not mesos_tasks(mesos.state(), sched.framework_id), timeout=60,
                message="no task left on the cluster")
     print(f"10 apps deleted -> cluster empty in {time.monotonic() - started:.2f}s")
-    assert store.list_tasks() == []
+    wait_until(lambda: store.list_tasks() == [], timeout=10,
+               message="every KILLED update recorded")
     wait_until(lambda: not store.list_deployments(True), timeout=10,
                message="every deployment finished")
     events = [e["eventType"] for _, e in store.events_since(0, limit=100000)]
