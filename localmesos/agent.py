@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localmesos.health import HealthChecker
 from localmesos.httpserver import HttpServer, Request, Response, Stream
 from localmesos.master import json_error_text
 from localmesos.model import (
@@ -115,6 +116,8 @@ class Agent:
         for task in tasks:
             if task.kill_timer is not None:
                 task.kill_timer.cancel()
+            if task.health is not None:
+                task.health.stop()
             if task.pid is not None and task.executor is None:
                 kill_tree(task.pid, signal.SIGKILL)
         for ex in list(self.executors.values()):
@@ -219,6 +222,9 @@ class Agent:
                 env[var["name"]] = str(var.get("value", ""))
         return env
 
+    def argv_of(self, command: dict[str, Any]) -> list[str]:
+        return self._argv(command)
+
     @staticmethod
     def _argv(command: dict[str, Any]) -> list[str]:
         if command.get("shell", True):
@@ -243,6 +249,7 @@ class Agent:
         command = task.info["command"]
         env = self._env(fid, task.id, directory, command)
         env["MESOS_ALLOCATION_ROLE"] = role
+        task.env = env
         fut = self.cluster.spawner.spawn(self._argv(command), env, directory,
                                          os.path.join(directory, "stdout"),
                                          os.path.join(directory, "stderr"))
@@ -270,6 +277,10 @@ class Agent:
             else:
                 self._update(task, "TASK_STARTING", "SOURCE_EXECUTOR")
                 self._update(task, "TASK_RUNNING", "SOURCE_EXECUTOR")
+                check = task.info.get("health_check")
+                if isinstance(check, dict):
+                    task.health = HealthChecker(self, task, check, task.env)
+                    task.health.start()
         threading.Thread(target=self._wait_command, args=(task, gen, popen),
                          name=f"wait-{task.id}", daemon=True).start()
 
@@ -279,6 +290,8 @@ class Agent:
             if task.kill_timer is not None:
                 task.kill_timer.cancel()
                 task.kill_timer = None
+            if task.health is not None:
+                task.health.stop()
             self._reap_group(popen.pid, task.directory)
             if gen != self.generation or task.terminal:
                 return
@@ -288,7 +301,16 @@ class Agent:
                 state = "TASK_FINISHED" if rc == 0 else "TASK_FAILED"
             log.info("task %s on %s ended: %s (%s)", task.id, self.hostname, state,
                      exit_message(rc))
-            self._update(task, state, "SOURCE_EXECUTOR", message=exit_message(rc))
+            self._update(task, state, "SOURCE_EXECUTOR", message=exit_message(rc),
+                         healthy=False if task.unhealthy else None)
+
+    def health_update(self, task: Task, healthy: bool) -> None:
+        self._update(task, "TASK_RUNNING", "SOURCE_EXECUTOR", healthy=healthy)
+
+    def kill_unhealthy(self, task: Task) -> None:
+        log.info("task %s failed its health check too often; killing it", task.id)
+        task.unhealthy = True
+        self.kill_task(task)
 
     def _launch_on_executor(self, fid: str, ti: dict[str, Any], task: Task, role: str) -> None:
         exinfo = dict(ti["executor"])
@@ -469,11 +491,13 @@ class Agent:
     # ---- status updates --------------------------------------------------------------------
 
     def _update(self, task: Task, state: str, source: str, message: str | None = None,
-                reason: str | None = None) -> None:
+                reason: str | None = None, healthy: bool | None = None) -> None:
         status = make_status(task.id, state, source, agent_id=self.id, message=message,
                              reason=reason, uuid_b64=new_uuid_b64(),
                              container_status=task.container_status(),
                              executor_id=task.id if task.executor is None else None)
+        if healthy is not None:
+            status["healthy"] = healthy
         self._accept_status(task, status)
 
     def _accept_status(self, task: Task, status: dict[str, Any]) -> None:

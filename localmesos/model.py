@@ -107,6 +107,9 @@ class Task:
         self.kill_requested = False
         self.kill_timer: Any = None
         self.directory = ""
+        self.env: dict[str, str] = {}
+        self.health: Any = None  # health.HealthChecker of a command task with a health_check
+        self.unhealthy = False  # killed for failing its health check
 
     @property
     def terminal(self) -> bool:

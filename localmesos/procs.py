@@ -19,6 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import logging
@@ -161,7 +162,7 @@ class Spawner:
         self._guard_lock = threading.Lock()
         self._spawn_lock = threading.Lock()
         self._owned: set[int] = set()
-        self._live_sandboxes: set[str] = set()
+        self._live_sandboxes: collections.Counter[str] = collections.Counter()
         self._synced: set[int] = set()
         self._stopped = threading.Event()
         self._guardian: subprocess.Popen | None = None
@@ -202,7 +203,7 @@ class Spawner:
                                  stderr=err, start_new_session=True, close_fds=True,
                                  preexec_fn=lambda: _child_setup(parent))
             self._owned.add(p.pid)
-            self._live_sandboxes.add(env.get("MESOS_SANDBOX", cwd))
+            self._live_sandboxes[env.get("MESOS_SANDBOX", cwd)] += 1
         self.guard(p.pid)
         return p
 
@@ -215,8 +216,11 @@ class Spawner:
     def ended(self, pid: int, sandbox: str) -> None:
         """A task's or executor's main process was reaped: its container is over."""
         with self._spawn_lock:
-            self._owned.discard(pid)
-            self._live_sandboxes.discard(sandbox)
+            if pid in self._owned:
+                self._owned.discard(pid)
+                self._live_sandboxes[sandbox] -= 1
+                if self._live_sandboxes[sandbox] <= 0:
+                    del self._live_sandboxes[sandbox]
         self.unguard(pid)
 
     # ---- the reaper ------------------------------------------------------------------------
@@ -241,7 +245,7 @@ class Spawner:
                         os.waitpid(pid, os.WNOHANG)
                     continue
                 sandbox = _sandbox_of(pid)
-                if sandbox is not None and sandbox in self._live_sandboxes:
+                if sandbox is not None and self._live_sandboxes.get(sandbox, 0) > 0:
                     continue  # its container still runs: it lives as long as that does
                 log.info("killing orphan process %d (sandbox %s)", pid, sandbox)
                 kill_tree(pid, signal.SIGKILL)
