@@ -20,6 +20,7 @@
   var state = {
     apps: null,        // last good list of apps, sorted by id
     queue: {},         // appId -> /v2/queue item (delay, waiting reason), best effort
+    deployments: {},   // appId -> running deployments affecting it, best effort
     lastOk: null,      // Date of the last good poll
     timer: null,
     inflight: false,
@@ -169,8 +170,25 @@
     return parts.join(", ");
   }
 
-  function badge(status) {
-    return el("span", { class: "badge status-" + status.toLowerCase(), text: status });
+  function badge(status, title) {
+    return el("span", { class: "badge status-" + status.toLowerCase(), text: status,
+      title: title || null });
+  }
+
+  // "step 1/2: StartApplication /a" for a running deployment document.
+  function deploymentText(d) {
+    var actions = (d.currentActions || []).map(function (a) {
+      return a.action + " " + a.app;
+    }).join(", ");
+    var text = "step " + (d.currentStep || "?") + "/" + (d.totalSteps || "?") +
+      (actions ? ": " + actions : "");
+    var p = d.progress, target = d.target;
+    if (p && target && target.instances !== undefined && target.instances !== null) {
+      text += " · " + (p.running || 0) + " running, " + (p.healthy || 0) + " healthy of " +
+        target.instances;
+      if (p.old) text += ", " + p.old + " old";
+    }
+    return text;
   }
 
   function renderList() {
@@ -184,7 +202,8 @@
         el("td", { class: "col-name" }, [el("a", { href: "#/apps" + app.id, text: app.id })]),
         el("td", { class: "col-cpus num", text: fmtNumber(app.cpus) }),
         el("td", { class: "col-mem num", text: fmtMem(app.mem) }),
-        el("td", { class: "col-status" }, [badge(status)]),
+        el("td", { class: "col-status" }, [badge(status,
+          (state.deployments[app.id] || []).map(deploymentText).join("; "))]),
         el("td", { class: "col-instances num",
           text: running + " of " + (app.instances || 0) }),
         el("td", { class: "col-health" }, [healthBar(app),
@@ -272,12 +291,20 @@
     fact(facts, "CPU", fmtNumber(app.cpus));
     fact(facts, "Memory", fmtMem(app.mem));
     fact(facts, "Version", fmtTime(app.version));
-    var deps = (app.deployments || []).map(function (d) { return d.id; }).join(", ");
-    fact(facts, "Deployment", deps || "none");
     fact(facts, "Command", app.cmd || (app.args ? app.args.join(" ") : ""), true);
 
     var alerts = $("detail-alerts");
     clear(alerts);
+    // Full documents from /v2/deployments when that answered, else the ids the app lists.
+    var running = state.deployments[app.id] || app.deployments || [];
+    running.forEach(function (d) {
+      alerts.appendChild(el("div", { class: "alert alert-info deployment",
+        "data-deployment-id": d.id }, [
+        el("strong", { text: "Deployment " }),
+        el("span", { class: "mono", text: d.id }),
+        el("span", { text: d.currentStep ? " — " + deploymentText(d) : " in progress" }),
+      ]));
+    });
     var q = state.queue[app.id];
     if (q && q.delay && !q.delay.overdue && q.delay.timeLeftSeconds > 0) {
       alerts.appendChild(el("div", { class: "alert alert-warn", text: "Launches delayed " +
@@ -364,13 +391,20 @@
     var apps = apiGet("/v2/apps?embed=apps.tasks");
     // The queue (delays, waiting reasons) is extra detail: its failure must not hide the apps.
     var queue = apiGet("/v2/queue").catch(function () { return null; });
-    Promise.all([apps, queue]).then(function (res) {
+    var deployments = apiGet("/v2/deployments").catch(function () { return null; });
+    Promise.all([apps, queue, deployments]).then(function (res) {
       var list = (res[0] && res[0].apps) || [];
       list.sort(function (a, b) { return a.id.localeCompare(b.id); });
       state.apps = list;
       state.queue = {};
       ((res[1] && res[1].queue) || []).forEach(function (item) {
         if (item.app && item.app.id) state.queue[item.app.id] = item;
+      });
+      state.deployments = {};
+      (Array.isArray(res[2]) ? res[2] : []).forEach(function (d) {
+        (d.affectedApps || []).forEach(function (id) {
+          (state.deployments[id] = state.deployments[id] || []).push(d);
+        });
       });
       state.lastOk = new Date();
       notice(null, false);

@@ -264,6 +264,17 @@ def test_detail_view_lists_tasks_and_health(env, page):
     expect(page.locator("#detail-alerts")).to_contain_text("insufficient cpus")
     expect(page.locator("#tasks-empty")).to_be_visible()
 
+    # A deployment in progress shows its step and actions.
+    r = requests.post(f"{api}/v2/apps", json={"id": "/detail/new", "cmd": "sleep 1",
+                                              "cpus": 0.1, "mem": 32, "instances": 2},
+                      timeout=10)
+    assert r.status_code == 201, r.text
+    dep_id = r.json()["deployments"][0]["id"]
+    page.goto(api + "/#/apps/detail/new")
+    expect(page.locator("#detail-status")).to_have_text("Deploying", timeout=LIVE)
+    expect(page.locator(f'.deployment[data-deployment-id="{dep_id}"]')).to_contain_text(
+        "step 1/2: StartApplication /detail/new", timeout=LIVE)
+
     page.locator("a.back").click()
     expect(page.locator("#list-view")).to_be_visible()
     expect(row(page, "/detail/svc")).to_have_count(1)
