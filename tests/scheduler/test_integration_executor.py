@@ -40,6 +40,7 @@ def cluster(tmp_path_factory):
             sched.stop()
         store.close()
         mesos.stop()
+    assert "Traceback" not in sched.output(), sched.output()
 
 
 def served_app(app_id, instances, docroot):

@@ -29,6 +29,7 @@ def cluster(tmp_path_factory):
     mesos = start_localmesos(work / "mesos", agents=3, resources=agent_resources())
     store = open_state(str(work / "state.db"))
     box = {"sched": None}
+    outputs = []
     try:
         box["sched"] = start_scheduler(mesos.master, work / "state.db",
                                        ["--refuse-seconds", "1"])
@@ -36,8 +37,11 @@ def cluster(tmp_path_factory):
     finally:
         if box["sched"] is not None:
             box["sched"].stop()
+            outputs.append(box["sched"].output())
         store.close()
         mesos.stop()
+    # the last scheduler lived through a master failover and reconciliation: no exception
+    assert all("Traceback" not in out for out in outputs), outputs
 
 
 def test_crashing_command_is_delayed_with_growing_delays(cluster):
