@@ -200,3 +200,20 @@ def test_full_round_only_when_something_changed(env):
     put_app(store, instances=0, app_id="/b")  # an API write: planned at the next tick
     worker.tick()
     assert ("kill", t["id"]) in driver.calls
+
+
+def test_command_line_and_framework_info():
+    from scheduler.main import framework_info, parse_args
+
+    args = parse_args(["--master", "127.0.0.1:5050", "--state", "/tmp/s.db"])
+    info = framework_info(args, None)
+    assert info["failover_timeout"] == 604800 and info["checkpoint"] is True
+    assert info["name"] == "accessd" and info["role"] == "*" and "id" not in info
+    assert args.refuse_seconds == 5 and args.executor_python
+    args = parse_args(["--master", "zk://h:2181/mesos", "--state", "s", "--role", "r",
+                       "--failover-timeout", "60", "--principal", "p", "--secret", "s"])
+    info = framework_info(args, "F9")
+    assert info["id"] == {"value": "F9"}  # pymesos re-subscribes with it
+    assert info["principal"] == "p" and info["role"] == "r" and info["failover_timeout"] == 60
+    with pytest.raises(SystemExit):
+        parse_args(["--master", "m", "--state", "s", "--principal", "p"])  # no secret
