@@ -10,8 +10,11 @@
     lm.restart_master()                  # master failover: schedulers must re-subscribe
     lm.stop()          # SIGTERM; every task/executor process group ends with it
 
-`localmesos` is the pytest fixture (function scope, sandboxes under tmp_path). Options that do
-not have a parameter go through `extra_args`, e.g. `("--offer-timeout", "2")`.
+`localmesos` is the pytest fixture (function scope, sandboxes under tmp_path, 3 agents, and
+unacknowledged status updates re-sent after 1 s instead of Mesos's 10 s). Options that do not
+have a parameter go through `extra_args`, e.g. `("--offer-timeout", "2")`; `python -m localmesos
+--help` lists them. Every localmesos offers ports 31000-31999 on agent 1, 32000-32999 on agent 2,
+… unless `resources` says otherwise: tests that bind offered ports should pick free ones.
 """
 
 from __future__ import annotations

@@ -13,10 +13,19 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures_mesos import LocalMesos, localmesos, start_localmesos  # noqa: F401
+from tests.localmesos import helpers
 from tests.localmesos.helpers import Recorder, start_driver, stop_driver
 
 TEST_ARGS = ("--heartbeat-interval", "2", "--status-update-retry", "1",
              "--executor-shutdown-grace", "2")
+
+
+@pytest.fixture(autouse=True)
+def _stop_every_driver() -> Iterator[None]:
+    """Whatever a test did, every pymesos driver it started is stopped when it ends."""
+    yield
+    while helpers.STARTED:
+        stop_driver(helpers.STARTED.pop())
 
 
 @pytest.fixture
@@ -25,14 +34,13 @@ def lm(tmp_path: Path) -> Iterator[LocalMesos]:
     try:
         yield cluster
     finally:
+        while helpers.STARTED:  # drivers first, while the master still answers their TEARDOWN
+            stop_driver(helpers.STARTED.pop())
         cluster.stop()
 
 
 @pytest.fixture
 def sched(lm: LocalMesos) -> Iterator[Recorder]:
     rec = Recorder()
-    rec.driver = start_driver(lm.master, rec)  # type: ignore[attr-defined]
-    try:
-        yield rec
-    finally:
-        stop_driver(rec.driver)  # type: ignore[attr-defined]
+    start_driver(lm.master, rec)
+    yield rec

@@ -155,11 +155,18 @@ class Recorder(Scheduler):
             return [p for k, p, _ in self.events[mark:] if k == kind]
 
 
+# Every driver start_driver made, so the conftest can stop any a failing test left running.
+STARTED: list[MesosSchedulerDriver] = []
+
+
 def start_driver(master: str, recorder: Recorder, **info: Any) -> MesosSchedulerDriver:
+    """Start pymesos's driver for `recorder` (also set as `recorder.driver`); wait for SUBSCRIBED."""
     framework = {"user": "root", "name": "localmesos-test", "failover_timeout": 60.0,
                  "hostname": "127.0.0.1"}
     framework.update(info)
     driver = MesosSchedulerDriver(recorder, framework, master, use_addict=False)
+    recorder.driver = driver  # type: ignore[attr-defined]
+    STARTED.append(driver)
     driver.start()
     recorder.wait_for(lambda: recorder.of("registered") or recorder.of("reregistered"),
                       what="SUBSCRIBED")
@@ -197,6 +204,19 @@ def offer_scalar(offer: dict[str, Any], name: str) -> float:
 def offer_ranges(offer: dict[str, Any], name: str = "ports") -> list[tuple[int, int]]:
     return [(r["begin"], r["end"]) for res in offer["resources"] if res["name"] == name
             for r in res["ranges"]["range"]]
+
+
+def free_offer_port(offer: dict[str, Any]) -> int:
+    """A port of the offer that nothing on this machine listens on (other tests share ranges)."""
+    for b, e in offer_ranges(offer):
+        for port in range(b, e + 1):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no free port in the offer")
 
 
 class RawClient:

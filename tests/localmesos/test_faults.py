@@ -23,7 +23,7 @@ def _run_task(sched: Recorder, tid: str, hostname: str | None = None, cmd: str =
 
 def test_scheduler_restart_keeps_framework_id_and_tasks(lm) -> None:
     first = Recorder()
-    first.driver = start_driver(lm.master, first)
+    start_driver(lm.master, first)
     running = _run_task(first, "keep")
     pid = running["container_status"]["executor_pid"]
     stop_driver(first.driver, failover=True)
@@ -33,7 +33,7 @@ def test_scheduler_restart_keeps_framework_id_and_tasks(lm) -> None:
     assert fw["offers"] == []
 
     second = Recorder()
-    second.driver = start_driver(lm.master, second, id={"value": first.framework_id})
+    start_driver(lm.master, second, id={"value": first.framework_id})
     try:
         assert second.of("reregistered") and not second.of("registered")
         assert process_group_alive(pid)
@@ -48,7 +48,7 @@ def test_scheduler_restart_keeps_framework_id_and_tasks(lm) -> None:
 
 def test_unacknowledged_updates_are_retried_and_resent_on_resubscribe(lm) -> None:
     rec = Recorder()
-    rec.driver = start_driver(lm.master, rec)
+    start_driver(lm.master, rec)
     rec.driver.implicit_acknowledgements = False
     offer = rec.take_offer()
     rec.driver.launchTasks(offer["id"], [command_task("noack", offer, "sleep 0.2")])
@@ -59,7 +59,7 @@ def test_unacknowledged_updates_are_retried_and_resent_on_resubscribe(lm) -> Non
     assert first["uuid"] == again["uuid"]
     stop_driver(rec.driver, failover=True)  # the task finishes while nobody listens
     rec2 = Recorder()
-    rec2.driver = start_driver(lm.master, rec2, id={"value": rec.framework_id})
+    start_driver(lm.master, rec2, id={"value": rec.framework_id})
     try:
         rec2.wait_state("noack", "TASK_FINISHED")
         assert rec2.states("noack") == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
@@ -73,7 +73,7 @@ def test_unacknowledged_updates_are_retried_and_resent_on_resubscribe(lm) -> Non
 
 def test_framework_not_back_within_failover_timeout_is_removed(lm) -> None:
     rec = Recorder()
-    rec.driver = start_driver(lm.master, rec, failover_timeout=1.0)
+    start_driver(lm.master, rec, failover_timeout=1.0)
     pid = _run_task(rec, "orphan")["container_status"]["executor_pid"]
     t0 = time.monotonic()
     stop_driver(rec.driver, failover=True)
@@ -109,7 +109,7 @@ def test_master_restart_schedulers_resubscribe_and_keep_tasks(lm, sched: Recorde
 
 def test_master_restart_without_the_framework_coming_back(lm) -> None:
     rec = Recorder()
-    rec.driver = start_driver(lm.master, rec, failover_timeout=1.5)
+    start_driver(lm.master, rec, failover_timeout=1.5)
     pid = _run_task(rec, "abandoned")["container_status"]["executor_pid"]
     stop_driver(rec.driver, failover=True)
     lm.restart_master()
@@ -155,7 +155,7 @@ def test_unanswered_offers_are_rescinded_and_made_again(tmp_path) -> None:
     cluster = start_localmesos(tmp_path, agents=1, extra_args=TEST_ARGS + ("--offer-timeout", "0.5"))
     rec = Recorder()
     try:
-        rec.driver = start_driver(cluster.master, rec)
+        start_driver(cluster.master, rec)
         first = rec.wait_for(lambda: rec.of("offer"), what="an offer")[0]["id"]["value"]
         assert rec.wait_for(lambda: rec.of("rescind"))[0] == first
         rec.wait_for(lambda: len(rec.of("offer")) >= 2, what="a new offer after the rescind")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tests.localmesos.helpers import Recorder, command_task, offer_ranges, ports
+from tests.localmesos.helpers import Recorder, command_task, free_offer_port, ports
 from tests.support import free_port
 
 
@@ -21,7 +21,7 @@ def _health(rec: Recorder, tid: str) -> list:
 
 def test_http_check_reports_healthy(lm, sched: Recorder) -> None:
     offer = sched.take_offer()
-    port = offer_ranges(offer)[0][0]
+    port = free_offer_port(offer)
     task = command_task("web", offer, f"exec {sys.executable} -m http.server {port} "
                         "--bind 127.0.0.1", extra_resources=[ports((port, port))],
                         health_check=_check("HTTP", http={"port": port, "path": "/"}))

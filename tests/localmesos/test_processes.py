@@ -35,7 +35,7 @@ def processes_under(work_dir: Path) -> list[int]:
 
 def _start_tasks(lm, n: int) -> Recorder:
     rec = Recorder()
-    rec.driver = start_driver(lm.master, rec)
+    start_driver(lm.master, rec)
     for i in range(n):
         offer = rec.take_offer()
         # A shell with a background grandchild that ignores SIGTERM: only a group kill ends it.
@@ -88,7 +88,7 @@ def test_sigkill_leaves_no_orphans_even_in_other_sessions(tmp_path: Path) -> Non
     lm = start_localmesos(tmp_path, agents=1, extra_args=TEST_ARGS)
     try:
         rec = Recorder()
-        rec.driver = start_driver(lm.master, rec)
+        start_driver(lm.master, rec)
         offer = rec.take_offer()
         rec.driver.launchTasks(offer["id"], [command_task("deep", offer,
                                                           "setsid sleep 300 & sleep 300")])

@@ -204,7 +204,7 @@ def test_state_has_the_shape_of_mesos_state(lm, sched: Recorder) -> None:
 def test_task_killing_state_for_frameworks_that_ask_for_it(lm) -> None:
     from tests.localmesos.helpers import start_driver, stop_driver
     rec = Recorder()
-    rec.driver = start_driver(lm.master, rec, capabilities=[{"type": "TASK_KILLING_STATE"}])
+    start_driver(lm.master, rec, capabilities=[{"type": "TASK_KILLING_STATE"}])
     try:
         offer = rec.take_offer()
         rec.driver.launchTasks(offer["id"], [command_task("k", offer, "sleep 60")])

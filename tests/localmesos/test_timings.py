@@ -16,7 +16,7 @@ from tests.localmesos.helpers import Recorder, command_task, start_driver, stop_
 def test_latencies(lm) -> None:
     rec = Recorder()
     t0 = time.monotonic()
-    rec.driver = start_driver(lm.master, rec)
+    start_driver(lm.master, rec)
     try:
         subscribed = rec.events[0][2] - t0
         first_offer = rec.wait_for(lambda: [t for k, _, t in rec.events if k == "offer"],
