@@ -419,12 +419,26 @@ class DeploymentWaiter:
         text = f"{self.app_id}: {running}/{want} running"
         if checks:
             text += f", {healthy}/{want} healthy"
+        # While a restart or new definition rolls out, the app's counters include the old
+        # tasks (a 1-instance restart is "1/1 running" from the start); the deployment's own
+        # progress counts the new version's tasks and the old ones left.
+        progress = (deployment or {}).get("progress")
+        if isinstance(progress, dict) and self.action in ("restart", "deploy") and \
+                (progress.get("old") or progress.get("running", 0) < want):
+            running = int(progress.get("running", 0))
+            healthy = int(progress.get("healthy", 0))
+            text += (f" (new version: {running} running"
+                     + (f", {healthy} healthy" if checks else "")
+                     + f"; {int(progress.get('old', 0))} old)")
+            converged = False
         if want == 0:
             fraction = 1.0 if converged else 0.0
         else:
             # Health counts half when there are checks: running then healthy.
             fraction = (min(running, want) + (min(healthy, want) if checks else
                                               min(running, want))) / (2 * want)
+            if not converged:
+                fraction = min(fraction, 0.96)  # a full bar only once it is done
         return converged, fraction, text + step
 
 

@@ -306,6 +306,27 @@ def test_deploy_wait_new_app_and_scale_to_zero(store, api, tmp_path):
         proc.stop()
 
 
+def test_restart_wait_follows_the_new_version(store, api):
+    put_app(store, "/wait/roll", 1)
+    old = put_task(store, "/wait/roll", n=1)
+    proc = cli_proc("restart", "/wait/roll", "--wait", "--timeout", "60", "--api", api)
+    try:
+        dep = await_deployment(store, "/wait/roll", proc)
+        # The app's counters already say 1/1 (the old task): not done while the deployment runs.
+        proc.wait_for_line(lambda ln: "1/1 running" in ln and "RestartApplication" in ln)
+        assert proc.popen.poll() is None
+        put_task(store, "/wait/roll", n=2)  # the new version's task (app's current version)
+        store.update_deployment(dict(dep, progress={"running": 1, "healthy": 0, "old": 1}))
+        proc.wait_for_line(lambda ln: "new version: 1 running; 1 old" in ln)
+        assert proc.popen.poll() is None
+        store.delete_task(old["id"])
+        finish_deployment(store, store.get_deployment(dep["id"]))
+        assert proc.popen.wait(30) == 0, proc.output()
+        proc.wait_for_line(lambda ln: ln == "restart of /wait/roll done")
+    finally:
+        proc.stop()
+
+
 def test_wait_fails_on_failed_deployment(store, api):
     put_app(store, "/wait/fail", 1)
     proc = cli_proc("scale", "/wait/fail", "3", "--wait", "--api", api)
