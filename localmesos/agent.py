@@ -237,10 +237,18 @@ class Agent:
         self.framework_infos[fid] = dict(fw_info)
         task = Task(ti, fid, self, resources, role)
         self.tasks[(fid, task.id)] = task
-        if "executor" in ti:
-            self._launch_on_executor(fid, ti, task, role)
-        else:
-            self._launch_command(fid, task, role)
+        try:
+            if "executor" in ti:
+                self._launch_on_executor(fid, ti, task, role)
+            else:
+                self._launch_command(fid, task, role)
+        except OSError as exc:  # e.g. the sandbox cannot be created
+            log.error("cannot launch task %s on %s: %s", task.id, self.hostname, exc)
+            if task.executor is not None:
+                task.executor.tasks.pop(task.id, None)
+            task.executor = None
+            self._update(task, "TASK_FAILED", "SOURCE_AGENT", message=f"Failed to launch: {exc}",
+                         reason="REASON_CONTAINER_LAUNCH_FAILED")
         return task
 
     def _launch_command(self, fid: str, task: Task, role: str) -> None:

@@ -31,6 +31,7 @@ from localmesos.model import (
     VERSION,
     Task,
     grace_seconds,
+    id_problem,
     make_status,
     valid_uuid_b64,
     value,
@@ -353,6 +354,9 @@ class Master:
                         + ", ".join(missing))
             if value(info, "id") is not None and value(info, "id") != value(call, "framework_id"):
                 return prefix + "'framework_id' differs from 'subscribe.framework_info.id'"
+            fid = value(call, "framework_id")
+            if fid is not None and id_problem("FrameworkID", fid):
+                return prefix + str(id_problem("FrameworkID", fid))
             return None
         if value(call, "framework_id") is None:
             return prefix + "Expecting 'framework_id' to be present"
@@ -599,8 +603,9 @@ class Master:
     def _check_task(self, fw: Framework, agent: Agent, ti: dict[str, Any], available: Resources,
                     role: str, new_executors: set[str]) -> tuple[str | None, Resources]:
         tid = value(ti, "task_id") or ""
-        if not tid:
-            return "Task ID must not be empty", Resources()
+        problem = id_problem("TaskID", tid)
+        if problem is not None:
+            return problem, Resources()
         if tid in fw.tasks:
             return f"Task has duplicate ID: {tid}", Resources()
         if value(ti, "agent_id") != agent.id:
@@ -614,9 +619,10 @@ class Master:
             exec_items: list[dict[str, Any]] = []
             if "executor" in ti:
                 ex = ti["executor"]
-                eid = value(ex, "executor_id")
-                if not eid:
-                    return "Executor has no executor_id", Resources()
+                eid = value(ex, "executor_id") or ""
+                problem = id_problem("ExecutorID", eid)
+                if problem is not None:
+                    return problem, Resources()
                 if not isinstance(ex.get("command"), dict):
                     return f"Executor {eid} has no command", Resources()
                 if not agent.has_executor(fw.id, eid) and eid not in new_executors:

@@ -38,6 +38,19 @@ def value(obj: Any, key: str) -> str | None:
     return None
 
 
+def id_problem(kind: str, text: str) -> str | None:
+    """Mesos's ID rules (ids name sandbox directories): None when `text` is a valid id."""
+    if not text:
+        return f"'{kind}.value' must not be empty"
+    if len(text) > 255:
+        return f"'{kind}.value' must not be greater than 255 characters"
+    if text in (".", ".."):
+        return f"'{kind}.value' '{text}' is disallowed"
+    if any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in text):
+        return f"'{kind}.value' '{text}' contains invalid characters"
+    return None
+
+
 def new_uuid_b64() -> str:
     """A status update uuid as the v1 JSON API carries it: base64 of the 16 raw bytes."""
     return base64.b64encode(uuid.uuid4().bytes).decode("ascii")

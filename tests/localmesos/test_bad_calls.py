@@ -179,3 +179,11 @@ def test_duplicate_task_ids_and_missing_command_are_task_errors(lm, raw: RawClie
                             == t and e["update"]["status"]["state"] == "TASK_ERROR")
         assert ev["update"]["status"]["message"] == message
         assert ev["update"]["status"]["reason"] == "REASON_TASK_INVALID"
+
+
+def test_ids_that_cannot_name_a_sandbox_are_refused(lm, raw: RawClient) -> None:
+    offer = raw.wait_event("OFFERS")["offers"]["offers"][0]
+    _launch(raw, offer["id"]["value"], _task("../escape", offer["agent_id"]["value"], 0.1))
+    ev = raw.wait_event("UPDATE", lambda e: e["update"]["status"]["state"] == "TASK_ERROR")
+    assert ev["update"]["status"]["message"] == "'TaskID.value' '../escape' contains invalid characters"
+    assert not list(lm.work_dir.rglob("escape"))
