@@ -228,3 +228,33 @@ def test_two_offers_of_one_agent_combine(lm, sched: Recorder) -> None:
     rest = sched.take_offer("agent3.localmesos")
     assert offer_scalar(rest, "cpus") == 3.9
     assert sched.since(mark, "offer")
+
+
+def test_many_tasks_at_once_never_overcommit(lm, sched: Recorder) -> None:
+    """Launch everything every offer can hold (0.5 cpu each), twice over; count and clean up."""
+    launched: list[str] = []
+
+    def fill(offer: dict) -> None:
+        n = int(offer_scalar(offer, "cpus") / 0.5)
+        tasks = [command_task(f"m{len(launched) + i}", offer, "sleep 0.5", cpus=0.5, mem=64)
+                 for i in range(n)]
+        launched.extend(t["task_id"]["value"] for t in tasks)
+        sched.driver.launchTasks(offer["id"], tasks, {"refuse_seconds": 0})
+
+    for _ in range(3):
+        fill(sched.take_offer())
+    state = lm.state()
+    assert all(s["used_resources"]["cpus"] <= s["resources"]["cpus"] for s in state["slaves"])
+    assert sum(s["used_resources"]["cpus"] for s in state["slaves"]) == 12.0
+    assert len(launched) == 24
+    # Freed resources come back as offers (leftover memory alone too): fill them again.
+    while len(launched) < 48:
+        fill(sched.take_offer(timeout=20))
+    sched.wait_for(lambda: all("TASK_FINISHED" in sched.states(t) for t in launched),
+                   timeout=30, what="every task finished")
+    assert len(launched) == 48
+    assert all(sched.states(t) == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
+               for t in launched)
+    state = lm.state()
+    assert all(s["used_resources"]["cpus"] == 0 for s in state["slaves"])
+    assert "Traceback" not in lm.proc.output()
