@@ -25,7 +25,7 @@ from typing import Any
 from localmesos.agent import Agent
 from localmesos.httpserver import HttpServer, Request, Response
 from localmesos.master import Master
-from localmesos.procs import Spawner, group_alive
+from localmesos.procs import Spawner, live_groups
 from localmesos.resources import Resources, parse_spec, shift_ranges, span
 from localmesos.timers import Timers
 
@@ -164,7 +164,7 @@ class Cluster:
                 agent.generation += 1  # late exit callbacks change nothing
         log.debug("shutdown: SIGTERM sent to %d process groups", len(pids))
         deadline = time.monotonic() + self.opts.shutdown_grace
-        while time.monotonic() < deadline and any(group_alive(p) for p in pids):
+        while time.monotonic() < deadline and live_groups(pids):
             time.sleep(0.05)
         self.spawner.kill_everything(signal.SIGKILL)
         log.debug("shutdown: process groups ended; stopping HTTP servers")

@@ -133,6 +133,12 @@ def group_alive(pgid: int) -> bool:
     return any(g == pgid and st != "Z" for _, g, st in proc_table().values())
 
 
+def live_groups(pgids: list[int]) -> set[int]:
+    """The groups among `pgids` that still have a running (non-zombie) process."""
+    wanted = set(pgids)
+    return {g for _, g, st in proc_table().values() if g in wanted and st != "Z"}
+
+
 def kill_tree(pid: int, sig: int) -> None:
     """Signal `pid`, all its descendants, and every process group among them."""
     table = proc_table()
