@@ -14,6 +14,10 @@
   "use strict";
 
   var POLL_MS = 2000;
+  var REQUEST_TIMEOUT_MS = 10000;
+  // Unchanged data is not redrawn (so a row is not replaced under the pointer), except this
+  // often, which keeps the "n min ago" times fresh.
+  var REDRAW_MS = 30000;
   var TOKEN_KEY = "accessd.apiToken";
   var STATUS_ORDER = ["Running", "Deploying", "Suspended", "Delayed", "Waiting"];
 
@@ -22,6 +26,8 @@
     queue: {},         // appId -> /v2/queue item (delay, waiting reason), best effort
     deployments: {},   // appId -> running deployments affecting it, best effort
     lastOk: null,      // Date of the last good poll
+    drawn: null,       // signature of the data last drawn, and when
+    drawnAt: 0,
     timer: null,
     inflight: false,
   };
@@ -58,7 +64,11 @@
     var headers = { "Accept": "application/json" };
     var t = token();
     if (t) headers["Authorization"] = "Bearer " + t;
-    return fetch(path, { headers: headers, cache: "no-store" }).then(function (resp) {
+    // A request that hangs must not stall the poll loop (one poll in flight at a time).
+    var ctrl = typeof AbortController === "function" ? new AbortController() : null;
+    if (ctrl) setTimeout(function () { ctrl.abort(); }, REQUEST_TIMEOUT_MS);
+    return fetch(path, { headers: headers, cache: "no-store",
+      signal: ctrl ? ctrl.signal : undefined }).then(function (resp) {
       return resp.text().then(function (text) {
         var body = null;
         try { body = text ? JSON.parse(text) : null; } catch (e) { body = text; }
@@ -209,12 +219,6 @@
         el("td", { class: "col-health" }, [healthBar(app),
           el("span", { class: "health-text", text: healthText(app) })]),
       ]);
-      row.addEventListener("click", function (ev) {
-        if (ev.target.tagName !== "A") location.hash = "#/apps" + app.id;
-      });
-      row.addEventListener("keydown", function (ev) {
-        if (ev.key === "Enter") location.hash = "#/apps" + app.id;
-      });
       body.appendChild(row);
     });
     $("apps-empty").hidden = !(state.apps && apps.length === 0);
@@ -365,6 +369,7 @@
   }
 
   function render() {
+    state.drawnAt = Date.now();
     var appId = route();
     $("list-view").hidden = !!appId;
     $("detail-view").hidden = !appId;
@@ -393,6 +398,7 @@
     var queue = apiGet("/v2/queue").catch(function () { return null; });
     var deployments = apiGet("/v2/deployments").catch(function () { return null; });
     Promise.all([apps, queue, deployments]).then(function (res) {
+      var signature = JSON.stringify(res);
       var list = (res[0] && res[0].apps) || [];
       list.sort(function (a, b) { return a.id.localeCompare(b.id); });
       state.apps = list;
@@ -411,10 +417,15 @@
       setConn("ok", "live");
       $("updated").textContent = "updated " + state.lastOk.toLocaleTimeString() +
         " · refreshes every " + POLL_MS / 1000 + " s";
-      render();
-    }).catch(function (err) {
+      if (signature !== state.drawn || Date.now() - state.drawnAt > REDRAW_MS) {
+        state.drawn = signature;
+        render();
+      }
+    }, function (err) {
+      // Only request failures land here; a bug in drawing goes to the catch below.
       if (err.status === 401) {
         state.apps = null;
+        state.drawn = null;
         setConn("bad", "not authorised");
         notice(token() ?
           "The API refused the token (401 Unauthorized): " + err.message + ". Enter another token." :
@@ -423,6 +434,7 @@
         render();
       } else if (err.status === 403) {
         state.apps = null;
+        state.drawn = null;
         setConn("bad", "forbidden");
         notice("The token is not allowed to read the apps (403 Forbidden): " + err.message, true);
         render();
@@ -434,6 +446,9 @@
           (state.lastOk ? "; showing data from " + state.lastOk.toLocaleTimeString() + "." : "."),
           false);
       }
+    }).catch(function (bug) {
+      // Reported as an uncaught error (console, tests), not disguised as an API outage.
+      setTimeout(function () { throw bug; });
     }).then(function () {
       state.inflight = false;
     });
@@ -447,6 +462,16 @@
       poll();
     });
     window.addEventListener("hashchange", function () { render(); window.scrollTo(0, 0); });
+    // One listener for all rows (rows are redrawn; the table body stays).
+    var body = $("apps-body");
+    var openRow = function (target) {
+      var tr = target.closest && target.closest("tr.app-row");
+      if (tr) location.hash = "#/apps" + tr.getAttribute("data-app-id");
+    };
+    body.addEventListener("click", function (ev) {
+      if (ev.target.tagName !== "A") openRow(ev.target);
+    });
+    body.addEventListener("keydown", function (ev) { if (ev.key === "Enter") openRow(ev.target); });
     document.addEventListener("visibilitychange", function () { if (!document.hidden) poll(); });
     render();
     poll();
