@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 
 import pytest
 
+from tests.fixtures_mesos import start_localmesos
 from tests.localmesos.helpers import RawClient, key_paths, recorded
+from tests.support import wait_until
 
 
 @pytest.fixture
@@ -187,3 +190,49 @@ def test_ids_that_cannot_name_a_sandbox_are_refused(lm, raw: RawClient) -> None:
     ev = raw.wait_event("UPDATE", lambda e: e["update"]["status"]["state"] == "TASK_ERROR")
     assert ev["update"]["status"]["message"] == "'TaskID.value' '../escape' contains invalid characters"
     assert not list(lm.work_dir.rglob("escape"))
+
+
+def test_heartbeats_come_at_the_advertised_interval(tmp_path) -> None:
+    cluster = start_localmesos(tmp_path, agents=1, extra_args=("--heartbeat-interval", "0.3"))
+    client = RawClient(cluster.master)
+    try:
+        client.subscribe()
+        sub = client.wait_event("SUBSCRIBED")
+        assert sub["subscribed"]["heartbeat_interval_seconds"] == 0.3
+        client.wait_event("HEARTBEAT", timeout=5, start=4)  # a few periodic ones
+        times = [t for e, _, t in client.events if e["type"] == "HEARTBEAT"]
+        gaps = [b - a for a, b in zip(times[1:], times[2:], strict=False)]
+        assert gaps and all(0.2 < g < 1.0 for g in gaps), gaps
+        client.sched_call("TEARDOWN")
+    finally:
+        client.close()
+        cluster.stop()
+
+
+def test_removed_framework_gets_error_and_disconnected_one_gets_403(lm) -> None:
+    first = RawClient(lm.master)
+    first.subscribe({"failover_timeout": 30.0})
+    fid = first.framework_id
+    first.close()  # the scheduler goes away without TEARDOWN: the framework waits for it
+    wait_until(lambda: not lm.state()["frameworks"][0]["active"], message="disconnected")
+    status, _, body = first.sched_call("REVIVE")
+    assert (status, body) == (403, b"Framework is not subscribed")
+
+    again = RawClient(lm.master)
+    again.subscribe({"id": {"value": fid}, "failover_timeout": 30.0})
+    assert again.framework_id == fid
+    assert again.sched_call("TEARDOWN")[0] == 202
+    again.wait_event("__closed__")
+    again.close()
+
+    body = json.dumps({"type": "SUBSCRIBE", "framework_id": {"value": fid}, "subscribe": {
+        "framework_info": {"user": "root", "name": "raw", "id": {"value": fid}}}})
+    with socket.create_connection(("127.0.0.1", lm.port), timeout=10) as sock:
+        sock.sendall(b"POST /api/v1/scheduler HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     b"application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+                     % len(body) + body.encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+    assert b'"message":"Framework has been removed"' in data and b'"type":"ERROR"' in data
