@@ -25,6 +25,10 @@ setup(
             "pytest-timeout>=2.3",
             "hypothesis>=6.100",
             "ruff>=0.5",
+            # Drives Debian's Chromium over the DevTools protocol for the status-page tests;
+            # its wheel ships its driver, and no browser is downloaded (we point it at
+            # /usr/bin/chromium). A well-kept library instead of our own CDP client.
+            "playwright>=1.40",
         ],
     },
     entry_points={"console_scripts": ["accessd=accessd.cli:main"]},
