@@ -47,7 +47,7 @@ GUARDIAN = r"""
 import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-work = sys.argv[1].encode()
+work = sys.argv[1].rstrip("/").encode() + b"/"
 groups, synced = set(), set()
 for line in sys.stdin:
     line = line.strip()
