@@ -162,3 +162,19 @@ def test_unanswered_offers_are_rescinded_and_made_again(tmp_path) -> None:
         stop_driver(rec.driver)
     finally:
         cluster.stop()
+
+
+def test_partition_aware_frameworks_see_unreachable(lm) -> None:
+    rec = Recorder()
+    start_driver(lm.master, rec, capabilities=[{"type": "PARTITION_AWARE"}])
+    running = _run_task(rec, "far", "agent3.localmesos")
+    lm.stop_agent(running["agent_id"]["value"])
+    st = rec.wait_state("far", "TASK_UNREACHABLE")
+    assert st["reason"] == "REASON_AGENT_REMOVED"
+    fw = lm.state()["frameworks"][0]
+    assert [t["id"] for t in fw["unreachable_tasks"]] == ["far"] and fw["tasks"] == []
+    mark = rec.mark()
+    rec.driver.reconcileTasks([{"task_id": {"value": "far"}}, {"task_id": {"value": "nope"}}])
+    got = rec.wait_for(lambda: len(rec.since(mark, "status")) >= 2 and rec.since(mark, "status"))
+    assert {s["task_id"]["value"]: s["state"] for s in got} == {
+        "far": "TASK_UNREACHABLE", "nope": "TASK_UNKNOWN"}
