@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from localmesos.cluster import DEFAULT_RESOURCES, Cluster, Options, parse_attributes
+from localmesos.portblocks import NoFreePortBlock
 from localmesos.resources import parse_spec
 
 
@@ -71,6 +72,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         cluster = Cluster(opts)
+    except NoFreePortBlock as exc:
+        print(f"localmesos: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"localmesos: cannot listen on 127.0.0.1:{opts.port}: {exc.strerror or exc}",
               file=sys.stderr)

@@ -4,8 +4,9 @@ Invariants:
 - One re-entrant lock guards every piece of cluster state (master, agents, tasks, offers);
   HTTP handlers, timers and process waiters all take it, and no network write happens under it
   (streams only queue bytes).
-- Agent k (1-based) is `agentk.localmesos`, gets the configured resources with its port ranges
-  shifted by (k-1) blocks of 1000 (or more, for wider ranges), so agents never share a port.
+- Agent k (1-based) is `agentk.localmesos` and gets the configured resources with its port
+  ranges moved down to a block no other agent on this machine holds (see portblocks), so no two
+  agents, of this cluster or another one running beside it, ever offer the same port.
 - `shutdown()` leaves no process behind: SIGTERM to every task/executor group, SIGKILL after a
   short grace, then the guardian (see procs) for anything that slipped through.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import signal
 import threading
 import time
@@ -25,8 +25,9 @@ from typing import Any
 from localmesos.agent import Agent
 from localmesos.httpserver import HttpServer, Request, Response
 from localmesos.master import Master
+from localmesos.portblocks import PortBlocks
 from localmesos.procs import Spawner, live_groups
-from localmesos.resources import Resources, parse_spec, shift_ranges, span
+from localmesos.resources import parse_spec
 from localmesos.timers import Timers
 
 log = logging.getLogger("localmesos")
@@ -59,15 +60,6 @@ def parse_attributes(text: str) -> list[tuple[str, str]]:
     return out
 
 
-def agent_resources(base: Resources, index: int) -> Resources:
-    """Agent `index` (1-based): the base resources with every range block shifted clear."""
-    res = base
-    for name in base.ranges:
-        width = max(1000, math.ceil(span(base, name) / 1000) * 1000)
-        res = shift_ranges(res, name, (index - 1) * width)
-    return res
-
-
 def agent_attributes(specs: list[str], index: int) -> list[tuple[str, str]]:
     """One spec: every agent; several: agent k gets the k-th (cycling); none: racks r1,r2,r1,…"""
     if not specs:
@@ -81,6 +73,8 @@ class Cluster:
         self.lock = threading.RLock()
         base = parse_spec(opts.resources)
         attrs = [agent_attributes(opts.attributes, k) for k in range(1, opts.agents + 1)]
+        self.port_blocks = PortBlocks()
+        resources = [self.port_blocks.claim(base) for _ in range(opts.agents)]
         self.work_dir = Path(opts.work_dir).resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.master = Master(self, opts.port)
@@ -88,7 +82,7 @@ class Cluster:
         self.master.port = self.server.port
         self.timers = Timers(self.lock)
         self.spawner = Spawner(str(self.work_dir))
-        self.agents = [Agent(self, k, agent_resources(base, k), attrs[k - 1], self.work_dir)
+        self.agents = [Agent(self, k, resources[k - 1], attrs[k - 1], self.work_dir)
                        for k in range(1, opts.agents + 1)]
 
     @property

@@ -115,7 +115,7 @@ def test_ready_line_and_options(tmp_path: Path) -> None:
         slaves = sorted(state["slaves"], key=lambda s: s["hostname"])
         assert [s["hostname"] for s in slaves] == [f"agent{k}.localmesos" for k in range(1, 5)]
         assert [s["resources"]["ports"] for s in slaves] == [
-            "[20000-20499]", "[21000-21499]", "[22000-22499]", "[23000-23499]"]
+            "[20000-20499]", "[19000-19499]", "[18000-18499]", "[17000-17499]"]
         assert [s["attributes"] for s in slaves] == [
             {"rack": "a", "zone": "z1"}, {"rack": "b"}, {"rack": "a", "zone": "z1"}, {"rack": "b"}]
         assert slaves[0]["resources"]["cpus"] == 2.0 and slaves[0]["resources"]["mem"] == 1024.0

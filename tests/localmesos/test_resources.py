@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from localmesos import recordio
-from localmesos.cluster import agent_attributes, agent_resources
+from localmesos.cluster import agent_attributes
+from localmesos.portblocks import NoFreePortBlock, PortBlocks
 from localmesos.resources import Resources, format_proto, from_proto, parse_spec
 from tests.localmesos.helpers import recorded
 
@@ -58,12 +62,38 @@ def test_offer_resource_form_matches_the_recording() -> None:
     assert ours == real
 
 
-def test_agents_get_disjoint_ports_and_rack_spread() -> None:
+def test_agents_claim_disjoint_port_blocks_below_the_ephemeral_range(tmp_path) -> None:
     base = parse_spec("cpus:1;ports:[31000-31999]")
-    assert [agent_resources(base, k).ranges["ports"] for k in (1, 2, 3)] == [
-        ((31000, 31999),), ((32000, 32999),), ((33000, 33999),)]
+    blocks = PortBlocks(tmp_path)
+    assert [blocks.claim(base).ranges["ports"] for _ in range(3)] == [
+        ((31000, 31999),), ((30000, 30999),), ((29000, 29999),)]
     wide = parse_spec("ports:[10000-11499]")
-    assert agent_resources(wide, 2).ranges["ports"] == ((12000, 13499),)
+    assert blocks.claim(wide).ranges["ports"] == ((10000, 11499),)
+    assert blocks.claim(wide).ranges["ports"] == ((8000, 9499),)  # 2000-port steps, downwards
+    blocks.release()
+    assert PortBlocks(tmp_path).claim(base).ranges["ports"] == ((31000, 31999),)
+
+
+def test_a_second_process_skips_blocks_another_one_holds(tmp_path) -> None:
+    holder = PortBlocks(tmp_path)
+    holder.claim(parse_spec("ports:[31000-31999]"))
+    code = ("import sys; from localmesos.portblocks import PortBlocks; "
+            "from localmesos.resources import parse_spec; "
+            "print(PortBlocks(sys.argv[1]).claim(parse_spec('ports:[31000-31999]')).ranges)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, check=True).stdout
+    assert "30000, 30999" in out
+    holder.release()
+
+
+def test_no_free_block_is_a_clear_error(tmp_path) -> None:
+    blocks = PortBlocks(tmp_path)
+    blocks.claim(parse_spec("ports:[1500-2499]"))
+    with pytest.raises(NoFreePortBlock, match="no free block of 1000 ports"):
+        blocks.claim(parse_spec("ports:[1500-2499]"))
+
+
+def test_agents_spread_over_racks() -> None:
     assert [agent_attributes([], k) for k in (1, 2, 3, 4)] == [
         [("rack", "r1")], [("rack", "r2")], [("rack", "r1")], [("rack", "r2")]]
 

@@ -25,7 +25,7 @@ def test_offers_carry_each_agents_resources_and_attributes(lm, sched: Recorder) 
         assert offer_scalar(o, "cpus") == 4.0
         assert offer_scalar(o, "mem") == 4096.0
         assert offer_scalar(o, "disk") == 10000.0
-        assert offer_ranges(o) == [(31000 + 1000 * k, 31999 + 1000 * k)]
+        assert offer_ranges(o) == [(31000 - 1000 * k, 31999 - 1000 * k)]
         assert o["url"]["address"]["ip"] == "127.0.0.1"
         assert o["framework_id"]["value"] == sched.framework_id
     racks = {h: [a["text"]["value"] for a in o["attributes"] if a["name"] == "rack"][0]
