@@ -473,7 +473,12 @@ class Worker:
             new_doc, events = advance(dep, self.store.get_app(app_id),
                                       self.store.list_tasks(app_id), now=format_time(now))
             if new_doc != dep:
-                self.store.update_deployment(new_doc)
+                if self.store.update_deployment(new_doc) is False:
+                    # Final in the store already (the API cancelled or superseded it since we
+                    # listed it): this progress is stale, and so are its events.
+                    log.info("deployment %s is final already; its update is dropped",
+                             new_doc.get("id"))
+                    continue
                 if new_doc.get("status") != dep.get("status"):
                     log.info("deployment %s %s", new_doc.get("id"), new_doc.get("status"))
             for event_type, payload in events:

@@ -12,7 +12,7 @@ import pytest
 from scheduler import taskstate
 from scheduler.framework import AccessdScheduler, Worker
 from scheduler.spec import format_time, parse_app
-from scheduler.sqlite_state import open_state
+from scheduler.sqlite_state import SQLiteStateStore, open_state
 
 NOW = 1_795_000_000.0
 V1 = "2026-11-24T06:00:00.000Z"
@@ -217,3 +217,57 @@ def test_command_line_and_framework_info():
     assert info["principal"] == "p" and info["role"] == "r" and info["failover_timeout"] == 60
     with pytest.raises(SystemExit):
         parse_args(["--master", "m", "--state", "s", "--principal", "p"])  # no secret
+
+
+class RacingStore(SQLiteStateStore):
+    """A real store where the API cancels a deployment just before the worker's update of it
+    lands (the race the worker must survive: it listed the deployment while still running)."""
+
+    def update_deployment(self, deployment):
+        if self.get_deployment(deployment["id"])["status"] == "running":
+            self.cancel_deployment(deployment["id"])  # the API's DELETE /v2/deployments/{id}
+        return super().update_deployment(deployment)
+
+
+@pytest.mark.parametrize("kind", ["scale", "delete"])
+def test_stale_deployment_update_appends_no_events(tmp_path, kind):
+    from scheduler.deployments import plan_deployment
+
+    store = RacingStore(tmp_path / "state.db")
+    try:
+        put_app(store, instances=1)
+        app = store.get_app("/a")
+        if kind == "scale":
+            put_task(store)  # the one instance, running: the scale is done at the next round
+            dep = plan_deployment(app, dict(app, instances=1), now=V1, kind="scale")
+            store.apply_app_change("/a", app, dep)
+        else:  # no task left: the delete is done at the next round
+            dep = plan_deployment(app, None, now=V1, kind="delete")
+            store.apply_app_change("/a", None, dep)
+        before = store.latest_event_id()
+        worker = Worker(store, RecordingDriver(store), queue.Queue(), clock=lambda: NOW)
+        worker.subscribed = True
+        worker.tick()
+        assert store.get_deployment(dep["id"])["status"] == "cancelled"  # the API's word stands
+        types = [e["eventType"] for _, e in store.events_since(before)]
+        assert not {"deployment_step_success", "deployment_success",
+                    "app_terminated_event"} & set(types), types
+    finally:
+        store.close()
+
+
+def test_deployment_update_that_lands_appends_its_events(env):
+    from scheduler.deployments import plan_deployment
+
+    store, driver, worker = env
+    put_app(store, instances=1)
+    put_task(store)
+    app = store.get_app("/a")
+    dep = plan_deployment(app, dict(app), now=V1, kind="scale")
+    store.apply_app_change("/a", app, dep)
+    before = store.latest_event_id()
+    worker.subscribed = True
+    worker.tick()
+    assert store.get_deployment(dep["id"])["status"] == "succeeded"
+    types = [e["eventType"] for _, e in store.events_since(before)]
+    assert types == ["deployment_step_success", "deployment_success"]
