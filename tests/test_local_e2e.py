@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -140,3 +141,19 @@ def test_second_start_reuses_data_and_model(local_run):
         proc.stop()
     wait_until(lambda: not processes_mentioning(str(data_dir)), timeout=15,
                message="no process of the second run left")
+
+
+@pytest.mark.parametrize("taken", ["--api-port", "--master-port"])
+def test_a_taken_port_is_named_and_nothing_is_left_running(tmp_path, taken):
+    ports = {"--api-port": free_port(), "--master-port": free_port()}
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports[taken]))
+        squatter.listen()
+        done = subprocess.run(
+            [PYTHON, "-m", "accessd.cli", "local", "--data-dir", str(tmp_path),
+             *[str(x) for pair in ports.items() for x in pair]],
+            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 1
+    assert f"port {ports[taken]} ({taken}" in done.stderr and "is taken" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not processes_mentioning(str(tmp_path))
