@@ -18,6 +18,9 @@ setup(
         "requests>=2.31",
         "numpy>=1.26",
         "matplotlib>=3.8",
+        # /metrics of the services and the API: Prometheus exposition by the official client
+        # instead of our own text writer.
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "test": [

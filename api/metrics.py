@@ -1,119 +1,110 @@
-"""`GET /metrics`: Prometheus text (format 0.0.4), in the style of `services/common.py`.
+"""`GET /metrics`: Prometheus text (format 0.0.4), written by `prometheus_client`.
 
-Request counters and latency histograms are per worker process (each gunicorn worker counts the
-requests it answers; Prometheus sums them); the gauges (apps, tasks by state, active
-deployments, queued apps) are read from the shared store at scrape time, so every worker reports
-the same values for them.
+Request counters and latency histograms are per worker process (each app instance has its own
+`CollectorRegistry`; each gunicorn worker counts the requests it answers; Prometheus sums them);
+the gauges (apps, tasks by state, active deployments, queued apps) are read from the shared store
+at scrape time by `StoreCollector`, so every worker reports the same values for them.
 """
 
 from __future__ import annotations
 
-import bisect
-import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import falcon
+import prometheus_client
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from api.views import delay_left
 from scheduler.state import StateStore
 
+# The workers report exactly the samples below: no `_created` series (a process-wide setting of
+# prometheus_client; the API has no other registry).
+prometheus_client.disable_created_metrics()
+
+# What `generate_latest` writes (named here: newer prometheus_client versions default to 1.0.0).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                       1.0, 2.5, 5.0, 10.0)
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
-
-
 class Metrics:
-    """Request counts by (route, method, status) and latency by route, thread-safe."""
+    """Request counts by (route, method, status) and latency by route, in this worker's own
+    registry. `attach(store)` adds the store-derived gauges."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str, str], int] = {}
-        self._latency: dict[str, tuple[list[int], float, int]] = {}
-        self.started = time.time()
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "accessd_api_requests_total", "HTTP requests answered by this worker process.",
+            ["route", "method", "status"], registry=self.registry)
+        self._latency = Histogram(
+            "accessd_api_request_duration_seconds",
+            "Time until the response headers (time to first byte for the event stream).",
+            ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        Gauge("process_start_time_seconds", "Start time of this worker process.",
+              registry=self.registry).set_to_current_time()
+        self._store_collector: StoreCollector | None = None
+
+    def attach(self, store: StateStore) -> None:
+        """Also report the gauges read from `store` at each scrape (once; again is a no-op)."""
+        if self._store_collector is None:
+            self._store_collector = StoreCollector(store)
+            self.registry.register(self._store_collector)
 
     def observe(self, route: str, method: str, status: str, seconds: float) -> None:
-        with self._lock:
-            key = (route, method, status)
-            self._counts[key] = self._counts.get(key, 0) + 1
-            buckets, total, count = self._latency.get(route) or (
-                [0] * (len(LATENCY_BUCKETS) + 1), 0.0, 0)
-            buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-            self._latency[route] = (buckets, total + seconds, count + 1)
+        self._requests.labels(route, method, status).inc()
+        self._latency.labels(route).observe(seconds)
 
-    def render(self, store: StateStore) -> str:
-        lines = [
-            "# HELP accessd_api_requests_total HTTP requests answered by this worker process.",
-            "# TYPE accessd_api_requests_total counter",
-        ]
-        with self._lock:
-            counts = sorted(self._counts.items())
-            latency = sorted((r, (list(b), s, c)) for r, (b, s, c) in self._latency.items())
-        for (route, method, status), n in counts:
-            lines.append(f'accessd_api_requests_total{{route="{_label(route)}",'
-                         f'method="{method}",status="{status}"}} {n}')
-        lines += [
-            "# HELP accessd_api_request_duration_seconds Time until the response headers "
-            "(time to first byte for the event stream).",
-            "# TYPE accessd_api_request_duration_seconds histogram",
-        ]
-        for route, (buckets, total, count) in latency:
-            labels = f'route="{_label(route)}"'
-            cumulative = 0
-            for bound, n in zip((*LATENCY_BUCKETS, None), buckets, strict=True):
-                cumulative += n
-                le = "+Inf" if bound is None else repr(bound)
-                lines.append(f'accessd_api_request_duration_seconds_bucket{{{labels},le="{le}"}} '
-                             f"{cumulative}")
-            lines.append(f"accessd_api_request_duration_seconds_sum{{{labels}}} {total:.6f}")
-            lines.append(f"accessd_api_request_duration_seconds_count{{{labels}}} {count}")
-        lines += _state_gauges(store)
-        lines += [
-            "# HELP process_start_time_seconds Start time of this worker process.",
-            "# TYPE process_start_time_seconds gauge",
-            f"process_start_time_seconds {self.started:.3f}",
-        ]
-        return "\n".join(lines) + "\n"
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
 
 
-def _state_gauges(store: StateStore) -> list[str]:
-    apps = store.list_apps()
-    by_state: dict[str, int] = {}
-    for task in store.list_tasks():
-        state = str(task.get("state") or "unknown")
-        by_state[state] = by_state.get(state, 0) + 1
-    deployments = store.list_deployments(active_only=True)
-    statuses = store.list_app_status()
-    now = time.time()
-    delayed = sum(1 for s in statuses.values() if (delay_left(s, now) or 0) > 0)
-    waiting = sum(1 for s in statuses.values() if s.get("waiting"))
-    lines = [
-        "# HELP accessd_apps Apps in the desired state.",
-        "# TYPE accessd_apps gauge",
-        f"accessd_apps {len(apps)}",
-        "# HELP accessd_app_instances_desired Sum of the apps' instances.",
-        "# TYPE accessd_app_instances_desired gauge",
-        f"accessd_app_instances_desired {sum(int(a.get('instances', 0)) for a in apps)}",
-        "# HELP accessd_tasks Live tasks by Mesos state.",
-        "# TYPE accessd_tasks gauge",
-    ]
-    for state in sorted(set(by_state) | {"TASK_RUNNING", "TASK_STAGING"}):
-        lines.append(f'accessd_tasks{{state="{_label(state)}"}} {by_state.get(state, 0)}')
-    lines += [
-        "# HELP accessd_deployments_active Deployments in progress.",
-        "# TYPE accessd_deployments_active gauge",
-        f"accessd_deployments_active {len(deployments)}",
-        "# HELP accessd_apps_delayed Apps whose launches wait for a backoff delay.",
-        "# TYPE accessd_apps_delayed gauge",
-        f"accessd_apps_delayed {delayed}",
-        "# HELP accessd_apps_waiting Apps with launches waiting for suitable offers.",
-        "# TYPE accessd_apps_waiting gauge",
-        f"accessd_apps_waiting {waiting}",
-    ]
-    return lines
+class StoreCollector:
+    """Gauges read from the shared store at each scrape."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def describe(self) -> list[Metric]:
+        # Names only, for the registry's duplicate check (without reading the store).
+        return [GaugeMetricFamily(name, "") for name in (
+            "accessd_apps", "accessd_app_instances_desired", "accessd_tasks",
+            "accessd_deployments_active", "accessd_apps_delayed", "accessd_apps_waiting")]
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.store
+        apps = store.list_apps()
+        by_state: dict[str, int] = {}
+        for task in store.list_tasks():
+            state = str(task.get("state") or "unknown")
+            by_state[state] = by_state.get(state, 0) + 1
+        deployments = store.list_deployments(active_only=True)
+        statuses = store.list_app_status()
+        now = time.time()
+        delayed = sum(1 for s in statuses.values() if (delay_left(s, now) or 0) > 0)
+        waiting = sum(1 for s in statuses.values() if s.get("waiting"))
+
+        yield GaugeMetricFamily("accessd_apps", "Apps in the desired state.", value=len(apps))
+        yield GaugeMetricFamily("accessd_app_instances_desired", "Sum of the apps' instances.",
+                                value=sum(int(a.get("instances", 0)) for a in apps))
+        tasks = GaugeMetricFamily("accessd_tasks", "Live tasks by Mesos state.", labels=["state"])
+        for state in sorted(set(by_state) | {"TASK_RUNNING", "TASK_STAGING"}):
+            tasks.add_metric([state], by_state.get(state, 0))
+        yield tasks
+        yield GaugeMetricFamily("accessd_deployments_active", "Deployments in progress.",
+                                value=len(deployments))
+        yield GaugeMetricFamily("accessd_apps_delayed",
+                                "Apps whose launches wait for a backoff delay.", value=delayed)
+        yield GaugeMetricFamily("accessd_apps_waiting",
+                                "Apps with launches waiting for suitable offers.", value=waiting)
 
 
 class MetricsMiddleware:
@@ -138,9 +129,9 @@ class MetricsMiddleware:
 class MetricsResource:
     def __init__(self, metrics: Metrics, store: StateStore) -> None:
         self.metrics = metrics
-        self.store = store
+        metrics.attach(store)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Prometheus metrics: requests, latency, apps, tasks by state, deployments."""
-        resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
-        resp.text = self.metrics.render(self.store)
+        resp.content_type = CONTENT_TYPE
+        resp.data = self.metrics.render()

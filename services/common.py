@@ -5,8 +5,9 @@ Each service module (`timeseries`, `quotes`, `prediction`) builds its Falcon app
 
 - `GET /health` — 200 `{"status": "ok", "store": "reachable"}`, or 503 (with `Retry-After`)
   when the store does not answer;
-- `GET /metrics` — Prometheus text: requests by route/method/status and a latency histogram, for
-  the worker process that answers (each gunicorn worker counts its own requests);
+- `GET /metrics` — Prometheus text (`prometheus_client`): requests by route/method/status and a
+  latency histogram, for the worker process that answers (each gunicorn worker counts its own
+  requests);
 - one JSON error shape, `{"title": ..., "description": ...}` (Falcon's `HTTPError` serialisation):
   400 for bad parameters, 404 for unknown symbols/routes, 503 + `Retry-After` whenever the store
   is unreachable (`StoreUnavailable`), and 500 without a traceback for anything unexpected (the
@@ -18,7 +19,6 @@ connects lazily in each worker after gunicorn forks.
 
 from __future__ import annotations
 
-import bisect
 import logging
 import os
 import re
@@ -31,6 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import falcon
+import prometheus_client
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from services.store import MAX_TS_MS, MIN_TS_MS, QuoteStore, StoreUnavailable
 
@@ -139,24 +147,19 @@ def _unexpected_handler(req: falcon.Request, resp: falcon.Response, ex: Exceptio
 
 
 # -- metrics ---------------------------------------------------------------------------------------
+# Each app instance has its own registry, so each gunicorn worker reports its own requests
+# (Prometheus sums the workers). No `_created` series: the workers report exactly the samples
+# below (process-wide setting of prometheus_client; these services have no other registry).
+prometheus_client.disable_created_metrics()
+
+# What `generate_latest` writes (named here: newer prometheus_client versions default to 1.0.0).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                       1.0, 2.5, 5.0, 10.0)
 
 
-class Counter:
-    """A monotonically increasing number (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.value = 0
-
-    def inc(self, n: int = 1) -> None:
-        with self._lock:
-            self.value += n
-
-
 class Metrics:
-    """Per-process request metrics rendered in the Prometheus text format (version 0.0.4).
+    """Per-process request metrics (prometheus_client, text format version 0.0.4).
 
     Latency is measured until the response headers are ready: for a streamed body that is the
     time to first byte, not the time to send the whole stream.
@@ -164,63 +167,28 @@ class Metrics:
 
     def __init__(self, service: str) -> None:
         self.service = service
-        self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str, str], int] = {}
-        # route -> (bucket counts (non-cumulative, last one is +Inf), sum, count)
-        self._latency: dict[str, tuple[list[int], float, int]] = {}
-        self.store_errors = Counter()
-        self.started = time.time()
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "accessd_http_requests_total", "HTTP requests answered by this worker process.",
+            ["service", "route", "method", "status"], registry=self.registry)
+        self._latency = Histogram(
+            "accessd_http_request_duration_seconds",
+            "Time until the response headers (time to first byte for streams).",
+            ["service", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.store_errors = Counter(
+            "accessd_store_unavailable_total",
+            "Requests answered 503 because the store was unreachable.",
+            ["service"], registry=self.registry).labels(service)
+        started = Gauge("process_start_time_seconds", "Start time of this worker process.",
+                        registry=self.registry)
+        started.set_to_current_time()
 
     def observe(self, route: str, method: str, status: str, seconds: float) -> None:
-        with self._lock:
-            key = (route, method, status)
-            self._counts[key] = self._counts.get(key, 0) + 1
-            buckets, total, count = self._latency.get(route) or ([0] * (len(LATENCY_BUCKETS) + 1),
-                                                                 0.0, 0)
-            buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-            self._latency[route] = (buckets, total + seconds, count + 1)
+        self._requests.labels(self.service, route, method, status).inc()
+        self._latency.labels(self.service, route).observe(seconds)
 
-    def render(self) -> str:
-        svc = _label(self.service)
-        lines = [
-            "# HELP accessd_http_requests_total HTTP requests answered by this worker process.",
-            "# TYPE accessd_http_requests_total counter",
-        ]
-        with self._lock:
-            counts = sorted(self._counts.items())
-            latency = sorted((r, (list(b), s, c)) for r, (b, s, c) in self._latency.items())
-        for (route, method, status), n in counts:
-            lines.append(f'accessd_http_requests_total{{service="{svc}",route="{_label(route)}",'
-                         f'method="{method}",status="{status}"}} {n}')
-        lines += [
-            "# HELP accessd_http_request_duration_seconds Time until the response headers "
-            "(time to first byte for streams).",
-            "# TYPE accessd_http_request_duration_seconds histogram",
-        ]
-        for route, (buckets, total, count) in latency:
-            labels = f'service="{svc}",route="{_label(route)}"'
-            cumulative = 0
-            for bound, n in zip((*LATENCY_BUCKETS, None), buckets, strict=True):
-                cumulative += n
-                le = "+Inf" if bound is None else repr(bound)
-                lines.append(f'accessd_http_request_duration_seconds_bucket{{{labels},le="{le}"}} '
-                             f"{cumulative}")
-            lines.append(f"accessd_http_request_duration_seconds_sum{{{labels}}} {total:.6f}")
-            lines.append(f"accessd_http_request_duration_seconds_count{{{labels}}} {count}")
-        lines += [
-            "# HELP accessd_store_unavailable_total Requests answered 503 because the store was "
-            "unreachable.",
-            "# TYPE accessd_store_unavailable_total counter",
-            f'accessd_store_unavailable_total{{service="{svc}"}} {self.store_errors.value}',
-            "# HELP process_start_time_seconds Start time of this worker process.",
-            "# TYPE process_start_time_seconds gauge",
-            f"process_start_time_seconds {self.started:.3f}",
-        ]
-        return "\n".join(lines) + "\n"
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", r"\\").replace('"', r"\"").replace("\n", r"\n")
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
 
 
 class MetricsMiddleware:
@@ -247,8 +215,8 @@ class MetricsResource:
         self.metrics = metrics
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        resp.content_type = "text/plain; version=0.0.4; charset=utf-8"
-        resp.text = self.metrics.render()
+        resp.content_type = CONTENT_TYPE
+        resp.data = self.metrics.render()
 
 
 # -- health ----------------------------------------------------------------------------------------

@@ -206,8 +206,9 @@ def test_ping_info_leader_and_static(api, store):
         assert index.headers["Content-Type"].startswith("text/html")
 
 
+# Values in Go's float syntax, as prometheus_client writes them (e.g. a short latency sum 9.5e-05).
 _SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_]\w*="(?:[^"\\]|\\.)*",?)*\})?'
-                        r" (-?[0-9.e+]+|\+Inf|NaN)$")
+                        r" (-?[0-9.]+(?:e[+-]?[0-9]+)?|[+-]Inf|NaN)$")
 
 
 def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:

@@ -3,6 +3,7 @@
 `Service` starts `gunicorn '<module>:get_app()'` with the same worker settings as the example app
 definitions and waits until it answers `/metrics` (which does not touch the store, so a service
 can be started with its store down). `seed(url, ...)` fills a store with synthetic quotes.
+`metric_value(text, name, **labels)` reads one sample of a `/metrics` answer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.data import SynthParams, synth
 from services.store import open_store
@@ -93,3 +95,12 @@ def assert_error(resp: requests.Response, status: int) -> dict:
     assert isinstance(doc.get("title"), str) and doc["title"]
     assert "Traceback" not in resp.text
     return doc
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of the one sample `name{labels}` (exactly these labels, in any order: the
+    Prometheus text format does not order them) in a `/metrics` answer."""
+    hits = [s.value for family in text_string_to_metric_families(text) for s in family.samples
+            if s.name == name and s.labels == labels]
+    assert len(hits) == 1, f"{name}{labels}: {len(hits)} samples"
+    return hits[0]

@@ -13,6 +13,7 @@ from tests.services.service_fixtures import (
     Service,
     assert_error,
     bring_store_back,
+    metric_value,
     seed,
     take_store_away,
 )
@@ -73,7 +74,8 @@ def test_store_outage_is_503_with_retry_after_and_recovers(service: Service, db:
     assert service.get("/health").json() == {"status": "ok", "store": "reachable"}
     metrics = service.get("/metrics").text
     assert 'accessd_store_unavailable_total{service="quotes"} ' in metrics
-    assert 'route="/quotes/{symbol}/last",method="GET",status="503"} 1' in metrics
+    assert metric_value(metrics, "accessd_http_requests_total", service="quotes",
+                        route="/quotes/{symbol}/last", method="GET", status="503") == 1
 
 
 def test_two_workers_serve_concurrent_clients(db: Path):

@@ -19,6 +19,7 @@ from tests.services.service_fixtures import (
     Service,
     assert_error,
     bring_store_back,
+    metric_value,
     seed,
     take_store_away,
 )
@@ -134,18 +135,14 @@ def test_metrics_count_requests_by_route_and_status(service: Service):
     service.get(f"/timeseries/{SYMBOL}", params={"limit": "x"})
     text = service.get("/metrics").text
     assert "# TYPE accessd_http_requests_total counter" in text
-    lines = text.splitlines()
 
-    def value(prefix: str) -> float:
-        hits = [float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(prefix)]
-        assert hits, prefix
-        return hits[0]
-
-    route = 'service="timeseries",route="/timeseries/{symbol}"'
-    assert value(f'accessd_http_requests_total{{{route},method="GET",status="200"}}') >= 1
-    assert value(f'accessd_http_requests_total{{{route},method="GET",status="400"}}') >= 1
-    assert value(f'accessd_http_request_duration_seconds_bucket{{{route},le="+Inf"}}') == \
-        value(f"accessd_http_request_duration_seconds_count{{{route}}}")
+    route = {"service": "timeseries", "route": "/timeseries/{symbol}"}
+    requests_total = "accessd_http_requests_total"
+    assert metric_value(text, requests_total, **route, method="GET", status="200") >= 1
+    assert metric_value(text, requests_total, **route, method="GET", status="400") >= 1
+    assert metric_value(text, "accessd_http_request_duration_seconds_bucket", **route,
+                        le="+Inf") == \
+        metric_value(text, "accessd_http_request_duration_seconds_count", **route)
 
 
 def test_health_and_503_while_the_store_is_away_then_recovery(tmp_path: Path):

@@ -1,0 +1,63 @@
+"""The API's `/metrics` in process, on the real Falcon app over a real SQLite store file: names,
+labels, buckets, content type, the store gauges read at scrape time, and one registry per app
+instance (each gunicorn worker reports only its own requests)."""
+
+from __future__ import annotations
+
+import falcon.testing
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.app import ApiConfig, create_app
+from api.metrics import LATENCY_BUCKETS
+from scheduler.sqlite_state import SQLiteStateStore
+
+APP = {"id": "/m/app", "cmd": "sleep 1", "cpus": 0.1, "mem": 16, "instances": 3}
+
+
+def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
+def test_api_metrics(tmp_path):
+    store = SQLiteStateStore(tmp_path / "state.db")
+    try:
+        client = falcon.testing.TestClient(create_app(ApiConfig(state_path="unused"), store))
+        other = falcon.testing.TestClient(create_app(ApiConfig(state_path="unused"), store))
+        assert client.simulate_post("/v2/apps", json=APP).status_code == 201
+        assert client.simulate_get("/v2/apps/m/app").status_code == 200
+        resp = client.simulate_get("/metrics")
+        assert resp.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+        text = resp.text
+        for name, kind in [("accessd_api_requests_total", "counter"),
+                           ("accessd_api_request_duration_seconds", "histogram"),
+                           ("accessd_apps", "gauge"), ("accessd_app_instances_desired", "gauge"),
+                           ("accessd_tasks", "gauge"), ("accessd_deployments_active", "gauge"),
+                           ("accessd_apps_delayed", "gauge"), ("accessd_apps_waiting", "gauge"),
+                           ("process_start_time_seconds", "gauge")]:
+            assert f"# TYPE {name} {kind}\n" in text
+        got = samples(text)
+        assert not any(name.endswith("_created") for name in got)
+        assert ({"route": "/v2/apps", "method": "POST", "status": "201"}, 1.0) in \
+            got["accessd_api_requests_total"]
+        assert ({"route": "/v2/apps/{appId*}", "method": "GET", "status": "200"}, 1.0) in \
+            got["accessd_api_requests_total"]
+        bounds = [labels["le"] for labels, _ in got["accessd_api_request_duration_seconds_bucket"]
+                  if labels["route"] == "/v2/apps"]
+        assert bounds == [repr(b) for b in LATENCY_BUCKETS] + ["+Inf"]
+        assert got["accessd_apps"] == [({}, 1.0)]
+        assert got["accessd_app_instances_desired"] == [({}, 3.0)]
+        assert got["accessd_deployments_active"] == [({}, 1.0)]
+        assert ({"state": "TASK_RUNNING"}, 0.0) in got["accessd_tasks"]
+        assert ({"state": "TASK_STAGING"}, 0.0) in got["accessd_tasks"]
+        assert got["accessd_apps_delayed"] == [({}, 0.0)]
+        assert got["accessd_apps_waiting"] == [({}, 0.0)]
+        # Another app instance (another worker): its own requests, the same store gauges.
+        got_other = samples(other.simulate_get("/metrics").text)
+        assert "accessd_api_requests_total" not in got_other
+        assert got_other["accessd_apps"] == [({}, 1.0)]
+    finally:
+        store.close()
