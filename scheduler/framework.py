@@ -297,13 +297,15 @@ class Worker:
         result = place(offers, requests, self.store.list_tasks(), role=self.role)
         by_id = {o["id"]["value"]: o for o in offers}
         infos: dict[str, list[Doc]] = {}
+        docs: dict[str, Doc] = {}
         for launch in result.launches:
             need = needs[launch.app_id]
             task_id = new_task_id(launch.app_id)
             info = build_task_info(launch, need.app, task_id=task_id,
                                    config_version=need.config_version,
                                    executor_python=self.executor_python)
-            self.store.upsert_task(self._task_doc(task_id, launch, need, by_id, now))
+            docs[task_id] = self._task_doc(task_id, launch, need, by_id, now)
+            self.store.upsert_task(docs[task_id])
             infos.setdefault(launch.offer_id, []).append(info)
             log.info("launching task %s app=%s agent=%s ports=%s", task_id, launch.app_id,
                      launch.hostname, list(launch.ports))
@@ -317,6 +319,14 @@ class Worker:
                 log.exception("ACCEPT of offer %s failed; forgetting its tasks", offer_id)
                 for info in task_infos:
                     self.store.delete_task(info["task_id"]["value"])
+                continue
+            # Marathon announces a launched task as TASK_STAGING (Mesos itself sends no update
+            # for that state); the worker handles no update before this returns, so it comes
+            # first in the log.
+            for info in task_infos:
+                doc = docs[info["task_id"]["value"]]
+                self.store.append_event("status_update_event", taskstate.status_update_event(
+                    doc, taskstate.STAGING, None))
         declines = [oid for oid in by_id if oid not in infos]
         if declines:
             self.driver.declineOffer([{"value": oid} for oid in declines],

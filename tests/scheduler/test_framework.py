@@ -41,6 +41,14 @@ class RecordingDriver:
     def suppressOffers(self, roles=()):
         self.calls.append(("suppress",))
 
+    def acceptOffers(self, offer_ids, operations, filters=None):
+        launched = [i["task_id"]["value"] for op in operations for i in op["launch"]["task_infos"]]
+        self.calls.append(("accept", launched,
+                           [e["eventType"] for _, e in self.store.events_since(0)]))
+
+    def declineOffer(self, offer_ids, filters=None):
+        self.calls.append(("decline", [o["value"] for o in offer_ids]))
+
     def kinds(self):
         return [c[0] for c in self.calls]
 
@@ -271,3 +279,38 @@ def test_deployment_update_that_lands_appends_its_events(env):
     assert store.get_deployment(dep["id"])["status"] == "succeeded"
     types = [e["eventType"] for _, e in store.events_since(before)]
     assert types == ["deployment_step_success", "deployment_success"]
+
+
+def test_launch_announces_task_staging_after_the_accept(env):
+    from tests.scheduler.builders import make_offer
+
+    store, driver, worker = env
+    put_app(store, instances=2)
+    worker.subscribed = True
+    worker.handle("offers", ([make_offer(ports=[(31000, 31010)])],))
+    accepts = [c for c in driver.calls if c[0] == "accept"]
+    assert len(accepts) == 1 and len(accepts[0][1]) == 2
+    assert "status_update_event" not in accepts[0][2]  # the document first, the news after
+    events = [e for _, e in store.events_since(0) if e["eventType"] == "status_update_event"]
+    assert [e["taskId"] for e in events] == accepts[0][1]
+    for event in events:
+        doc = store.get_task(event["taskId"])
+        assert event["taskStatus"] == "TASK_STAGING" and event["appId"] == "/a"
+        assert event["host"] == doc["host"] and event["ports"] == doc["ports"]
+        assert event["version"] == V1 and event["slaveId"] == doc["slaveId"]
+
+
+def test_failed_accept_announces_nothing(env):
+    from tests.scheduler.builders import make_offer
+
+    store, driver, worker = env
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("master gone")
+
+    driver.acceptOffers = broken
+    put_app(store, instances=1)
+    worker.subscribed = True
+    worker.handle("offers", ([make_offer()],))
+    assert store.list_tasks() == []
+    assert [e for _, e in store.events_since(0) if e["eventType"] == "status_update_event"] == []
