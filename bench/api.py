@@ -19,26 +19,21 @@
    and renders everything) (Marathon's own API took over
    10 s with about 1,000 tasks).
 
-Load comes from `wrk` when installed (`apt-get install -y wrk`), else from a bounded Python
-threaded generator (weaker: its numbers are then a floor). All traffic goes to 127.0.0.1 and
-each load target runs `--duration` seconds. The load generator shares the CPUs with the
-servers: compare ratios, not absolute numbers, across machines. The last line is
+Load (`bench/loadgen.py`, shared with `bench/services.py`) comes from `wrk` when installed
+(`apt-get install -y wrk`), else from a bounded Python threaded generator (weaker: its numbers
+are then a floor). All traffic goes to 127.0.0.1 and each load target runs `--duration`
+seconds. The load generator shares the CPUs with the servers: compare ratios, not absolute
+numbers, across machines. The last line is
 `RESULT apps_rps=<n> baseline_rps=<n> ratio=<x> embed_10k_tasks_ms=<n>`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -48,40 +43,11 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.loadgen import Server, load, start_baseline, tool_name  # noqa: E402
 from scheduler.spec import iso_now, parse_app, stamp_app  # noqa: E402
 from scheduler.sqlite_state import SQLiteStateStore  # noqa: E402
 
-GUNICORN_ARGS = ["--workers", "2", "--worker-class", "gthread", "--threads", "16",
-                 "--graceful-timeout", "3", "--log-level", "warning"]
-
-BASELINE_APP = '''
-"""A Falcon app answering fixed bodies read once at start-up (the benchmark's baseline)."""
-import os
-
-import falcon
-
-
-class Fixed:
-    def __init__(self, body):
-        self.body = body
-
-    def on_get(self, req, resp):
-        resp.content_type = falcon.MEDIA_JSON
-        resp.data = self.body
-
-    def on_put(self, req, resp):
-        req.bounded_stream.read()
-        resp.content_type = falcon.MEDIA_JSON
-        resp.data = self.body
-
-
-def get_app():
-    app = falcon.App()
-    for name in ("apps", "scale"):
-        with open(os.path.join(os.environ["BASELINE_DIR"], name + ".json"), "rb") as f:
-            app.add_route("/" + name, Fixed(f.read()))
-    return app
-'''
+THREADS = 16   # the API's gunicorn settings: 2 gthread workers of 16 threads
 
 SCALE_LUA = '''
 local i = 0
@@ -98,95 +64,6 @@ wrk.method = "PUT"
 wrk.body = '{"instances": 2}'
 wrk.headers["Content-Type"] = "application/json"
 '''
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """gunicorn with the API's worker settings, in its own process group."""
-
-    def __init__(self, app: str, env: dict[str, str], log: Path, probe: str,
-                 pythonpath: str | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{self.port}",
-                *GUNICORN_ARGS, "--no-control-socket"]
-        if pythonpath:
-            args += ["--pythonpath", pythonpath]
-        self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(args + [app], env={**os.environ, **env}, cwd=REPO,
-                                      stdout=self.log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(self.url + probe, timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if self.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{app} did not start; see {log}")
-            time.sleep(0.1)   # start-up poll with a deadline
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            self.popen.wait(10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self.log.close()
-
-
-# -- load generation -------------------------------------------------------------------------------
-def run_wrk(url: str, duration: float, connections: int, script: Path | None = None) -> float:
-    args = ["wrk", "-t2", f"-c{connections}", f"-d{int(duration)}s"]
-    if script:
-        args += ["-s", str(script)]
-    out = subprocess.run(args + [url], capture_output=True, text=True,
-                         timeout=duration + 60).stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m:
-        raise RuntimeError(f"wrk gave no rate:\n{out}")
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise RuntimeError(f"{url}: {errors.group(1)} error responses under load:\n{out}")
-    return float(m.group(1))
-
-
-def run_python_load(make_request, duration: float, connections: int) -> float:
-    """`make_request(session, i)` sends one request and returns its response."""
-    done = [0]
-    lock = threading.Lock()
-    stop_at = time.monotonic() + duration
-    failure: list[str] = []
-
-    def worker(k: int) -> None:
-        n = 0
-        with requests.Session() as s:
-            while time.monotonic() < stop_at and not failure:
-                r = make_request(s, k * 1_000_000 + n)
-                if r.status_code >= 300:
-                    failure.append(f"{r.status_code}: {r.text[:200]}")
-                n += 1
-        with lock:
-            done[0] += n
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(connections)]
-    started = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failure:
-        raise RuntimeError(f"error responses under load: {failure[0]}")
-    return done[0] / (time.monotonic() - started)
 
 
 # -- stores ----------------------------------------------------------------------------------------
@@ -236,62 +113,45 @@ def main() -> int:
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--embed-runs", type=int, default=7)
     args = p.parse_args()
-    use_wrk = shutil.which("wrk") is not None
-    tool = "wrk" if use_wrk else "python threads (wrk not installed)"
     work = Path(tempfile.mkdtemp(prefix="accessd-api-bench-"))
     servers: list[Server] = []
     try:
         state = work / "state100.db"
         fill_store(state, 100, 0)
-        print(f"load: {tool}, {args.connections} connections, {args.duration:.0f}s per target",
-              file=sys.stderr)
+        print(f"load: {tool_name()}, {args.connections} connections, {args.duration:.0f}s per "
+              "target", file=sys.stderr)
         env = {"ACCESSD_API_STATE": str(state), "ACCESSD_LOG_LEVEL": "WARNING"}
-        api = Server("api.app:get_app()", env, work / "api.log", "/ping")
+        api = Server("api.app:get_app()", env, work / "api.log", threads=THREADS)
         servers.append(api)
         nocache = Server("api.app:get_app()", {**env, "ACCESSD_API_VIEW_CACHE_SECONDS": "0"},
-                         work / "api-nocache.log", "/ping")
+                         work / "api-nocache.log", threads=THREADS)
         servers.append(nocache)
         apps_body = requests.get(api.url + "/v2/apps", timeout=30).content
         scale = requests.put(api.url + "/v2/apps/bench/app0?force=true", json={"instances": 2},
                              timeout=30)
         assert scale.status_code == 200, scale.text
         assert apps_body.count(b'"/bench/app') == 100
-        base_dir = work / "baseline"
-        base_dir.mkdir()
-        (base_dir / "apps.json").write_bytes(apps_body)
-        (base_dir / "scale.json").write_bytes(scale.content)
-        (work / "bench_api_baseline.py").write_text(BASELINE_APP)
-        base = Server("bench_api_baseline:get_app()", {"BASELINE_DIR": str(base_dir)},
-                      work / "baseline.log", "/apps", pythonpath=str(work))
+        base = start_baseline(work, {"apps": apps_body, "scale": scale.content},
+                              work / "baseline.log", threads=THREADS)
         servers.append(base)
 
         (work / "scale.lua").write_text(SCALE_LUA % {"prefix": "/v2/apps/bench/app",
                                                      "suffix": "?force=true", "apps": 100})
         (work / "baseline_put.lua").write_text(BASELINE_PUT_LUA)
-        results: dict[str, float] = {}
-        if use_wrk:
-            results["apps"] = run_wrk(api.url + "/v2/apps", args.duration, args.connections)
-            results["apps_nocache"] = run_wrk(nocache.url + "/v2/apps", args.duration,
-                                              args.connections)
-            results["apps_baseline"] = run_wrk(base.url + "/apps", args.duration,
-                                               args.connections)
-            results["scale"] = run_wrk(api.url + "/", args.duration, args.connections,
-                                       work / "scale.lua")
-            results["scale_baseline"] = run_wrk(base.url + "/scale", args.duration,
-                                                args.connections, work / "baseline_put.lua")
-        else:
-            d, c = args.duration, args.connections
-            results["apps"] = run_python_load(lambda s, i: s.get(api.url + "/v2/apps", timeout=10),
-                                              d, c)
-            results["apps_nocache"] = run_python_load(
-                lambda s, i: s.get(nocache.url + "/v2/apps", timeout=10), d, c)
-            results["apps_baseline"] = run_python_load(
-                lambda s, i: s.get(base.url + "/apps", timeout=10), d, c)
-            results["scale"] = run_python_load(
-                lambda s, i: s.put(f"{api.url}/v2/apps/bench/app{i % 100}?force=true",
-                                   json={"instances": i % 3 + 1}, timeout=10), d, c)
-            results["scale_baseline"] = run_python_load(
-                lambda s, i: s.put(base.url + "/scale", json={"instances": 2}, timeout=10), d, c)
+        d, c = args.duration, args.connections
+        results: dict[str, float] = {
+            "apps": load(api.url + "/v2/apps", d, c)["rps"],
+            "apps_nocache": load(nocache.url + "/v2/apps", d, c)["rps"],
+            "apps_baseline": load(base.url + "/apps", d, c)["rps"],
+            "scale": load(api.url + "/", d, c, script=work / "scale.lua",
+                          make_request=lambda s, i: s.put(
+                              f"{api.url}/v2/apps/bench/app{i % 100}?force=true",
+                              json={"instances": i % 3 + 1}, timeout=10))["rps"],
+            "scale_baseline": load(base.url + "/scale", d, c, script=work / "baseline_put.lua",
+                                   make_request=lambda s, i: s.put(
+                                       base.url + "/scale", json={"instances": 2},
+                                       timeout=10))["rps"],
+        }
         ratio = results["apps"] / results["apps_baseline"]
         nocache_ratio = results["apps_nocache"] / results["apps_baseline"]
         scale_ratio = results["scale"] / results["scale_baseline"]
@@ -319,7 +179,7 @@ def main() -> int:
         # Cache off: every one of these requests reads 11,000 documents and renders 9 MB.
         api = Server("api.app:get_app()", {**env, "ACCESSD_API_STATE": str(big),
                                            "ACCESSD_API_VIEW_CACHE_SECONDS": "0"},
-                     work / "api-big.log", "/ping")
+                     work / "api-big.log", threads=THREADS)
         servers.append(api)
         times = []
         size = 0
