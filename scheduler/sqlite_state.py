@@ -15,6 +15,9 @@ Invariants:
   `update_deployment` from a scheduler that has not yet seen a cancel does not revive it.
 - Documents are stored as JSON text; nothing is cached in memory, so a reopened store (or
   another process) sees exactly what was committed.
+- `deployment_apps` lists (app, deployment) for every running deployment and nothing else;
+  triggers on `deployments` maintain it in the writing transaction, and the conflict check of
+  a change looks its apps up there.
 """
 
 from __future__ import annotations
@@ -62,6 +65,35 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, doc TEX
 INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', '0');
 """
 
+# The apps each *running* deployment affects (its `affectedApps`), so the conflict check of a
+# change reads only the deployments of the apps it touches instead of decoding every running
+# deployment. Triggers keep it in step with `deployments` inside the writing transaction,
+# whoever writes. A file made before the table existed gets it, filled from its running
+# deployments, on first open (`_migrate`). Statements with `BEGIN ... END;` bodies, one each.
+_DEPLOYMENT_APPS = (
+    """CREATE TABLE deployment_apps (
+        app_id TEXT NOT NULL, deployment_id TEXT NOT NULL,
+        PRIMARY KEY (app_id, deployment_id)) WITHOUT ROWID""",
+    "CREATE INDEX deployment_apps_deployment ON deployment_apps (deployment_id)",
+    """CREATE TRIGGER deployment_apps_insert AFTER INSERT ON deployments
+    WHEN NEW.status = 'running' BEGIN
+        INSERT OR IGNORE INTO deployment_apps (app_id, deployment_id)
+        SELECT value, NEW.id FROM json_each(NEW.doc, '$.affectedApps') WHERE type = 'text';
+    END""",
+    """CREATE TRIGGER deployment_apps_update AFTER UPDATE ON deployments BEGIN
+        DELETE FROM deployment_apps WHERE deployment_id = OLD.id;
+        INSERT OR IGNORE INTO deployment_apps (app_id, deployment_id)
+        SELECT value, NEW.id FROM json_each(NEW.doc, '$.affectedApps')
+        WHERE type = 'text' AND NEW.status = 'running';
+    END""",
+    """CREATE TRIGGER deployment_apps_delete AFTER DELETE ON deployments BEGIN
+        DELETE FROM deployment_apps WHERE deployment_id = OLD.id;
+    END""",
+    """INSERT OR IGNORE INTO deployment_apps (app_id, deployment_id)
+    SELECT j.value, d.id FROM deployments d, json_each(d.doc, '$.affectedApps') j
+    WHERE d.status = 'running' AND j.type = 'text'""",
+)
+
 
 class _Connection(sqlite3.Connection):
     """A connection that can be weakly referenced: when its thread ends, the thread-local
@@ -98,6 +130,16 @@ class SQLiteStateStore(StateStore):
             for stmt in _SCHEMA.strip().split(";"):
                 if stmt.strip():
                     c.execute(stmt)
+            self._migrate(c)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Bring a file made by an earlier version up to the current schema (in the opening
+        transaction: concurrent openers of an old file migrate it once)."""
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                        "name='deployment_apps'").fetchone() is None:
+            for stmt in _DEPLOYMENT_APPS:
+                conn.execute(stmt)
 
     # -- connections and transactions ------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -190,15 +232,18 @@ class SQLiteStateStore(StateStore):
 
     @staticmethod
     def _blocking(conn: sqlite3.Connection, app_ids: set[str]) -> list[Doc]:
-        """Running deployments whose affectedApps include any of `app_ids`, oldest first."""
+        """Running deployments whose affectedApps include any of `app_ids`, oldest first
+        (through the `deployment_apps` index: only those deployments are read)."""
+        if not app_ids:
+            return []
+        # `+status`: not the status index (it would visit every running deployment); the
+        # plan starts from the apps' deployment_apps rows. The ids go in as one JSON array.
         rows = conn.execute(
-            "SELECT doc FROM deployments WHERE status='running' ORDER BY seq").fetchall()
-        out = []
-        for (text,) in rows:
-            dep = _loads(text)
-            if app_ids & set(dep.get("affectedApps") or ()):
-                out.append(dep)
-        return out
+            "SELECT doc FROM deployments WHERE +status='running' AND id IN "
+            "(SELECT deployment_id FROM deployment_apps WHERE app_id IN "
+            "(SELECT value FROM json_each(?))) ORDER BY seq",
+            (_dumps(sorted(app_ids)),)).fetchall()
+        return [_loads(text) for (text,) in rows]
 
     def _supersede_or_raise(self, conn: sqlite3.Connection, app_ids: set[str], force: bool,
                             by: Doc | None) -> None:

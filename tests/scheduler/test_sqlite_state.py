@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import multiprocessing.connection
 import sqlite3
@@ -112,6 +113,80 @@ def test_force_supersedes(store):
     assert [d["id"] for d in store.list_deployments()] == ["d2"]
     assert [d["id"] for d in store.list_deployments(active_only=False)] == ["d1", "d2"]
     assert store.get_app("/a")["instances"] == 2
+
+
+def test_conflict_by_any_affected_app(store):
+    both = dict(dep("d1", "/a"), affectedApps=["/a", "/b"])
+    store.apply_app_change("/a", app_doc("/a"), both)
+    store.apply_app_change("/c", app_doc("/c"), dep("d2", "/c"))
+    for app_id in ("/a", "/b"):
+        with pytest.raises(DeploymentConflict) as info:
+            store.apply_app_change(app_id, app_doc(app_id), dep("d3", app_id))
+        assert info.value.deployment_ids == ["d1"]
+    store.upsert_task(task("b.1", "/b"))
+    with pytest.raises(DeploymentConflict) as info:
+        store.request_kills(["b.1"], scale=True, deployment=dep("d3", "/c"))
+    assert info.value.deployment_ids == ["d1", "d2"]  # oldest first
+    # a final deployment no longer locks its apps
+    store.update_deployment(dict(both, status="succeeded"))
+    store.apply_app_change("/b", app_doc("/b"), dep("d4", "/b"))
+    with pytest.raises(DeploymentConflict) as info:
+        store.apply_app_change("/b", app_doc("/b"), dep("d5", "/b"))
+    assert info.value.deployment_ids == ["d4"]
+
+
+# The schema of state files written before `deployment_apps` existed.
+_OLD_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE apps (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE deployments (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, status TEXT NOT NULL,
+    doc TEXT NOT NULL);
+CREATE INDEX deployments_status ON deployments (status);
+CREATE TABLE kill_requests (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
+CREATE TABLE tasks (id TEXT PRIMARY KEY, app_id TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX tasks_app ON tasks (app_id);
+CREATE TABLE app_status (app_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('generation', '7');
+"""
+
+
+def test_a_store_written_before_the_deployment_index_still_detects_conflicts(db):
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as old:
+        old.execute("PRAGMA journal_mode=WAL")
+        old.executescript(_OLD_SCHEMA)
+        for app_id in ("/a", "/b", "/c"):
+            old.execute("INSERT INTO apps (id, doc) VALUES (?, ?)",
+                        (app_id, json.dumps(app_doc(app_id))))
+        for d in (dict(dep("d1", "/a"), affectedApps=["/a", "/b"]),
+                  dep("d2", "/c", status="succeeded")):
+            old.execute("INSERT INTO deployments (id, status, doc) VALUES (?, ?, ?)",
+                        (d["id"], d["status"], json.dumps(d)))
+    old.close()
+    for _ in range(2):  # the second open finds the file already migrated
+        s = SQLiteStateStore(db)
+        try:
+            assert s.desired_generation() == 7
+            assert [d["id"] for d in s.list_deployments()] == ["d1"]
+            for app_id in ("/a", "/b"):
+                with pytest.raises(DeploymentConflict) as info:
+                    s.apply_app_change(app_id, app_doc(app_id, instances=2), dep("d3", app_id))
+                assert info.value.deployment_ids == ["d1"]
+            assert s.get_app("/a") == app_doc("/a") and s.get_deployment("d3") is None
+        finally:
+            s.close()
+    s = SQLiteStateStore(db)
+    try:
+        s.apply_app_change("/c", app_doc("/c", instances=2), dep("d3", "/c"))  # d2 is final
+        s.apply_app_change("/b", app_doc("/b", instances=2), dep("d4", "/b"), force=True)
+        assert s.get_deployment("d1")["status"] == "superseded"
+        assert [d["id"] for d in s.list_deployments()] == ["d3", "d4"]
+        s.apply_app_change("/a", app_doc("/a", instances=2), dep("d5", "/a"))  # free again
+    finally:
+        s.close()
 
 
 def test_deployment_updates_and_cancel(store):

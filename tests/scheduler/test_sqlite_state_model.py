@@ -5,7 +5,9 @@ model equal, and the desired generation must grow exactly when desired state cha
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import tempfile
+from contextlib import closing
 from pathlib import Path
 
 from hypothesis import settings
@@ -198,6 +200,11 @@ class StoreModel(RuleBasedStateMachine):
         kills = self.store.pending_kill_requests()
         assert [(k["taskId"], k["scale"]) for k in kills] == [
             (k["taskId"], k["scale"]) for k in self.kills.values()]
+        # The conflict check's index lists exactly the running deployments' apps.
+        with closing(sqlite3.connect(self.path)) as conn:
+            rows = set(conn.execute("SELECT app_id, deployment_id FROM deployment_apps"))
+        assert rows == {(app_id, d) for d, doc in self.deps.items() if doc["status"] == "running"
+                        for app_id in doc["affectedApps"]}
         assert {t["id"]: t for t in self.store.list_tasks()} == self.tasks
         # at most one running deployment per app: the lock the store enforces
         for app_id in APPS:
