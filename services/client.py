@@ -11,7 +11,8 @@ soon as its bytes arrive and memory does not hold the response body. For each qu
 actual close. The first `window + 1` quotes of the range only fill the window.
 
 Reports MAE, RMSE and MAPE of the predictions and of the naive last-close baseline, and writes a
-PNG (matplotlib, Agg backend): actual vs predicted above, the error below.
+PNG (matplotlib, Agg backend): actual vs predicted above, the error below, the lines broken at
+gaps in time (nights, weekends: more than 3x the median spacing between quotes).
 """
 
 from __future__ import annotations
@@ -256,25 +257,50 @@ def compare(timeseries_url: str, predict_url: str, symbol: str, start: int | Non
     return result
 
 
+GAP_FACTOR = 3.0   # a spacing this many times the median one is a gap (night, weekend, halt)
+
+
+def break_at_gaps(ts: np.ndarray, *series: np.ndarray,
+                  factor: float = GAP_FACTOR) -> tuple[np.ndarray, ...]:
+    """`ts` (epoch ms, ascending) and each of `series` with a NaN point inserted wherever
+    consecutive times are more than `factor` times the median spacing apart, so that a line
+    plot stops at the gap instead of drawing a straight segment across it. The inserted time is
+    the middle of the gap. Returned as float arrays: `(ts, *series)`."""
+    t = np.asarray(ts, dtype=np.float64)
+    columns = [np.asarray(y, dtype=np.float64) for y in series]
+    if len(t) < 3:
+        return (t, *columns)
+    spacing = np.diff(t)
+    median = float(np.median(spacing))
+    if median <= 0:
+        return (t, *columns)
+    gaps = np.flatnonzero(spacing > factor * median) + 1   # index of the point after each gap
+    middle = (t[gaps - 1] + t[gaps]) / 2
+    return (np.insert(t, gaps, middle), *(np.insert(y, gaps, np.nan) for y in columns))
+
+
 def plot(result: Comparison, out: Path) -> Path:
-    """Write a PNG of actual vs predicted (top) and the prediction error (bottom)."""
+    """Write a PNG of actual vs predicted (top) and the prediction error (bottom); the lines
+    stop at gaps in time (nights, weekends) instead of joining them with long segments."""
     import matplotlib
 
     matplotlib.use("Agg")   # no display: a file is all we want
     import matplotlib.pyplot as plt
 
-    when = [datetime.fromtimestamp(t / 1000, UTC) for t in result.ts]
+    ts, actual, predicted, error = break_at_gaps(result.ts, result.actual, result.predicted,
+                                                 result.predicted - result.actual)
+    when = [datetime.fromtimestamp(t / 1000, UTC) for t in ts]
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(11, 6),
                                       gridspec_kw={"height_ratios": [3, 1]})
     try:
-        top.plot(when, result.actual, label="actual close", linewidth=0.8)
-        top.plot(when, result.predicted, label="predicted", linewidth=0.8, alpha=0.8)
+        top.plot(when, actual, label="actual close", linewidth=0.8)
+        top.plot(when, predicted, label="predicted", linewidth=0.8, alpha=0.8)
         m = result.metrics["model"]
         top.set_title(f"{result.symbol}, model {', '.join(result.versions)}: "
                       f"MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  MAPE {m['mape']:.3f}%")
         top.set_ylabel("price")
         top.legend(loc="upper left")
-        bottom.plot(when, result.predicted - result.actual, linewidth=0.6, color="tab:red")
+        bottom.plot(when, error, linewidth=0.6, color="tab:red")
         bottom.axhline(0, color="black", linewidth=0.5)
         bottom.set_ylabel("predicted - actual")
         fig.autofmt_xdate()

@@ -61,6 +61,20 @@ def test_malformed_or_truncated_bodies(body: bytes):
         list(iter_json_array([body[:3], body[3:]]))
 
 
+# -- plotting ------------------------------------------------------------------------------------
+def test_break_at_gaps_inserts_nan_between_sessions():
+    minute, night = 60_000, 17 * 3_600_000
+    ts = np.array([0, 1, 2, 3, 3 + night // minute, 4 + night // minute]) * minute
+    actual = np.arange(6.0)
+    t, a, e = client.break_at_gaps(ts, actual, -actual)
+    assert len(t) == len(a) == len(e) == 7
+    assert np.isnan(a[4]) and np.isnan(e[4]) and not np.isnan(np.delete(a, 4)).any()
+    assert t[3] < t[4] < t[5] and list(np.delete(a, 4)) == list(actual)
+    # regular spacing (or too few points): nothing inserted
+    assert len(client.break_at_gaps(ts[:4], actual[:4])[0]) == 4
+    assert len(client.break_at_gaps(ts[:2], actual[:2])[1]) == 2
+
+
 # -- against the services ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, Service, Path]]:
