@@ -17,6 +17,8 @@ Invariants:
   killed included) because of a launch we plan; when both bounds leave no room (1.0 / 0.0) one
   old task is killed at a time, as Marathon does (`deployments.rolling_restart_budget`);
 - no launch is planned for an app whose backoff delay for its current version has not run out;
+- unhealthy tasks of `//cmd` apps are left to Mesos, which kills them after
+  `maxConsecutiveFailures` (it reports every failed probe as `healthy: false`);
 - kill order within an app: operator kill requests, unhealthy tasks (counted as failures),
   old-version tasks, then surplus by `killSelection` (YOUNGEST_FIRST kills the latest staged).
 """
@@ -103,6 +105,11 @@ def _plan_app(spec: AppSpec, version: str, tasks: list[Doc], requested: set[str]
               status: Doc | None, now: float, kills: list[Kill]) -> tuple[int, float]:
     """Append this app's kills; return `(launch_count, delay_left)`."""
     checks = bool(spec.health_checks)
+    # Under Mesos's command executor the check is Mesos's own: every counted failure is reported
+    # `healthy: false` and Mesos itself kills the task after `maxConsecutiveFailures` in a row.
+    # Killing at the first report would turn one failed probe into a kill. (accessd's executor
+    # reports `healthy: false` only once the limit is reached, so there the kill is ours.)
+    mesos_kills_unhealthy = spec.executor == "//cmd"
 
     def kill(task: Doc, reason: str, failure: bool = False) -> None:
         kills.append(Kill(task["id"], spec.id, task.get("agentId") or task.get("slaveId"),
@@ -114,7 +121,8 @@ def _plan_app(spec: AppSpec, version: str, tasks: list[Doc], requested: set[str]
             continue
         if task["id"] in requested:
             kill(task, KILL_REQUESTED)
-        elif task.get("state") == "TASK_RUNNING" and task.get("healthy") is False:
+        elif (task.get("state") == "TASK_RUNNING" and task.get("healthy") is False
+              and not mesos_kills_unhealthy):
             kill(task, f"{KILL_UNHEALTHY}: {task.get('message') or 'health check failed'}",
                  failure=True)
         else:

@@ -93,6 +93,18 @@ def test_unhealthy_task_is_killed_as_failure_and_replaced_siblings_stay():
     assert p.demand == 1
 
 
+def test_unhealthy_command_executor_task_is_left_to_mesos():
+    # Mesos reports each failed probe as healthy: false and kills after maxConsecutiveFailures
+    # itself: one report must not make us kill (or replace) the task.
+    tasks = [task(1, healthy=True), task(2, healthy=False, message="HTTP 404")]
+    p = plan([app(instances=2, healthChecks=HC, executor="//cmd")], tasks)
+    assert p.kills == () and p.demand == 0
+    # an operator's kill request still goes through
+    p = plan([app(instances=2, healthChecks=HC, executor="//cmd")], tasks,
+             kill_requests=[{"taskId": tid(2), "scale": False}])
+    assert kills(p) == [("2", rc.KILL_REQUESTED)]
+
+
 def test_operator_kill_requests_and_done_ones():
     reqs = [{"taskId": tid(1), "scale": False}, {"taskId": "a.gone", "scale": True}]
     p = plan([app(instances=2)], [task(1), task(2)], kill_requests=reqs)
