@@ -201,14 +201,20 @@ def web_app(ctl: Path, instances: int = 2) -> dict:
     }
 
 
-def cmd_app() -> dict:
+def cmd_app(ctl: Path) -> dict:
+    """`python -m http.server` serving `$CTL/<task id>/`; healthy while its `health` file is
+    there. The check is Mesos-native: localmesos probes it and kills the task after
+    `maxConsecutiveFailures` failures in a row."""
     return {
         "id": CMD, "executor": "//cmd", "cpus": 0.1, "mem": 32, "instances": 1,
-        "cmd": f"exec {shlex.quote(PYTHON)} -m http.server $PORT0 --bind 127.0.0.1",
+        "env": {"CTL": str(ctl)},
+        "cmd": ('mkdir -p "$CTL/$MESOS_TASK_ID" && touch "$CTL/$MESOS_TASK_ID/health" && '
+                f"exec {shlex.quote(PYTHON)} -m http.server $PORT0 --bind 127.0.0.1 "
+                '--directory "$CTL/$MESOS_TASK_ID"'),
         "portDefinitions": [{"port": 0}], "taskKillGracePeriodSeconds": 1,
-        "healthChecks": [{"protocol": "HTTP", "path": "/", "portIndex": 0,
+        "healthChecks": [{"protocol": "HTTP", "path": "/health", "portIndex": 0,
                           "gracePeriodSeconds": 5, "intervalSeconds": 0.5,
-                          "timeoutSeconds": 0.4, "maxConsecutiveFailures": 2}],
+                          "timeoutSeconds": 0.4, "maxConsecutiveFailures": 5}],
     }
 
 
@@ -332,7 +338,7 @@ def test_create_deploys_healthy_tasks_that_serve(stack):
     mark = stack.events.mark()
     started = time.monotonic()
     created = {}
-    for doc in (web_app(stack.ctl), cmd_app()):
+    for doc in (web_app(stack.ctl), cmd_app(stack.ctl)):
         resp = stack.call("POST", "/v2/apps", doc)
         assert resp.status_code == 201, resp.text
         assert resp.headers["Location"].endswith("/v2/apps" + doc["id"])
@@ -532,6 +538,41 @@ def test_unhealthy_task_replaced_sibling_untouched(stack):
     assert [e[2]["taskStatus"] for e in status_events(events, WEB, new_id)] == [
         "TASK_STAGING", "TASK_STARTING", "TASK_RUNNING"]
     print(f"\nunhealthy -> replaced: {TIMINGS['unhealthy -> replaced and healthy']:.2f}s")
+
+
+def test_command_task_health_is_mesos_native(stack):
+    """`//cmd`: localmesos runs the check (Mesos reports every counted failure as
+    `healthy: false`); a failure or two below `maxConsecutiveFailures` must not cost the task,
+    as many in a row make Mesos kill it, and the scheduler replaces it."""
+    task = stack.app(CMD)["tasks"][0]
+    health = stack.ctl / task["id"] / "health"
+    mark = stack.events.mark()
+    health.unlink()
+    stack.events.wait_for(mark, lambda ev: [e for e in ev if e[1] == "health_status_changed_event"
+                                            and e[2]["taskId"] == task["id"]],
+                          timeout=10, message="the first failed check reported")
+    health.touch()  # back before maxConsecutiveFailures (5 x 0.5 s)
+    app = stack.wait_app(CMD, lambda a: a["tasksHealthy"] == 1, timeout=10,
+                         message="healthy again")
+    assert task_ids(app) == {task["id"]}, "a transient failure killed the task"
+    events = stack.events.since(mark)
+    assert [e[2]["alive"] for e in events if e[1] == "health_status_changed_event"] == [
+        False, True]
+    assert not status_events(events, CMD, state="TASK_KILLED")
+    assert not [e for e in events if e[1] == "unhealthy_task_kill_event"]
+
+    mark = stack.events.mark()
+    started = time.monotonic()
+    health.unlink()  # for good: Mesos kills it after 5 failures, the scheduler replaces it
+    app = stack.wait_app(CMD, lambda a: converged(a) and task["id"] not in task_ids(a),
+                         timeout=30, message="the unhealthy command task replaced")
+    TIMINGS["//cmd unhealthy -> killed by Mesos, replaced"] = time.monotonic() - started
+    events = stack.events.wait_for(mark, lambda ev: status_events(
+        ev, CMD, task["id"], "TASK_KILLED") and ev, message="TASK_KILLED of the command task")
+    killed = status_events(events, CMD, task["id"], "TASK_KILLED")[0]
+    assert events.index(killed) > index_of(events, lambda e: e[1] == "health_status_changed_event"
+                                           and e[2]["taskId"] == task["id"])
+    assert app["lastTaskFailure"]["taskId"] == task["id"]
 
 
 # -- 4: kill a task, with and without scale -------------------------------------------------------
