@@ -522,6 +522,12 @@ class Worker:
                 self.waiting.pop(app_id, None)
             status = dict(status, waiting=waiting)
             if old is None or _without_time(old) != _without_time(status):
+                if self.store.get_app_status(app_id) != old:
+                    # Written meanwhile (the API's delay reset, DELETE /v2/queue/{id}/delay):
+                    # ours was computed from the older document and would undo it. The next
+                    # round starts from the new one.
+                    self.dirty = True
+                    continue
                 status["updatedAt"] = format_time(now)
                 self.store.put_app_status(app_id, status)
         for app_id in statuses:

@@ -314,3 +314,43 @@ def test_failed_accept_announces_nothing(env):
     worker.handle("offers", ([make_offer()],))
     assert store.list_tasks() == []
     assert [e for _, e in store.events_since(0) if e["eventType"] == "status_update_event"] == []
+
+
+class ResettingStore(SQLiteStateStore):
+    """A real store where the API resets an app's delay (`DELETE /v2/queue/{id}/delay`) right
+    after the worker has read the app statuses to write them (its round's second read: the
+    first is the plan's)."""
+
+    reads = 0
+
+    def list_app_status(self):
+        statuses = super().list_app_status()
+        self.reads += 1
+        if self.reads == 2:
+            status = dict(statuses["/a"], delay=None, consecutiveFailures=0,
+                          delayResetAt=format_time(NOW), updatedAt=format_time(NOW))
+            self.put_app_status("/a", status)  # what api/queue.py writes
+        return statuses
+
+
+def test_status_round_does_not_undo_a_delay_reset_made_meanwhile(tmp_path):
+    store = ResettingStore(tmp_path / "state.db")
+    try:
+        put_app(store, instances=1)
+        # delayed after 3 failures, with a stale waiting reason the round would clear
+        store.put_app_status("/a", {
+            "appId": "/a", "delay": {"until": format_time(NOW + 8), "seconds": 8},
+            "waiting": {"reason": "no offers", "since": format_time(NOW - 9), "count": 1},
+            "lastTaskFailure": {"taskId": "a.1", "version": V1, "state": "TASK_FAILED"},
+            "consecutiveFailures": 3, "updatedAt": format_time(NOW - 1)})
+        worker = Worker(store, RecordingDriver(store), queue.Queue(), clock=lambda: NOW)
+        worker.subscribed = True
+        worker.tick()  # the reset lands while this round works (it clears the waiting reason)
+        status = store.get_app_status("/a")
+        assert status["delay"] is None and status["consecutiveFailures"] == 0, status
+        assert status["delayResetAt"] == format_time(NOW)
+        worker.tick()  # the next round starts from the reset: the app launches again
+        assert worker.make_plan(NOW).need_for("/a") == 1
+        assert store.get_app_status("/a")["delay"] is None
+    finally:
+        store.close()
