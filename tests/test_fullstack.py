@@ -58,14 +58,15 @@ class EventLog:
             raise AssertionError(f"the event stream did not open: {self.error!r}")
 
     def stop(self) -> None:
+        """The reader checks the flag at every line, keep-alive comments included."""
         self._stop.set()
+        self.thread.join(5)
         if self._resp is not None:
             self._resp.close()
-        self.thread.join(10)
 
     def _run(self) -> None:
         try:
-            with requests.get(self.base + "/v2/events", stream=True, timeout=(5, 60),
+            with requests.get(self.base + "/v2/events", stream=True, timeout=(5, 30),
                               headers={"Accept": "text/event-stream"}) as resp:
                 assert resp.status_code == 200, resp.text
                 self._resp = resp
@@ -173,7 +174,9 @@ def stack(tmp_path_factory):
                              extra_args=("--status-update-retry", "1"))
     sched = api_proc = events = None
     try:
-        api_proc, base = start_api(state, workers=2, env={"ACCESSD_API_SSE_POLL": "0.05"})
+        # keep-alive comments every 0.5 s: the reader notices it should stop within that
+        api_proc, base = start_api(state, workers=2, env={"ACCESSD_API_SSE_POLL": "0.05",
+                                                          "ACCESSD_API_SSE_KEEPALIVE": "0.5"})
         sched = start_scheduler(mesos.master, state, ["--refuse-seconds", "1"])
         events = EventLog(base)
         events.start()
@@ -325,8 +328,12 @@ def test_bad_inputs_change_nothing(stack):
     assert {t["appId"] for t in stack.call("GET", "/v2/tasks").json()["tasks"]} == {"/fs/probe"}
     assert set(stack.mesos_active()) == task_ids(app)
     assert [a["id"] for a in stack.call("GET", "/v2/apps").json()["apps"]] == ["/fs/probe"]
-    posts = stack.events.since(mark, "api_post_event")
+    events = stack.events.wait_for(mark, lambda ev: has_success(
+        ev, resp.headers["Marathon-Deployment-Id"]) and ev, message="the probe's deployment")
+    posts = [e for e in events if e[1] == "api_post_event"]
     assert [e[2]["appDefinition"]["id"] for e in posts] == ["/fs/probe"]
+    assert [e[2]["plan"]["id"] for e in events if e[1] == "deployment_info"] == [
+        resp.headers["Marathon-Deployment-Id"]]
     assert stack.call("DELETE", "/v2/apps/fs/probe").status_code == 200
     wait_until(lambda: stack.call("GET", "/v2/apps/fs/probe").status_code == 404
                and not stack.mesos_active(), timeout=20, message="the probe app gone")
@@ -555,7 +562,10 @@ def test_command_task_health_is_mesos_native(stack):
     app = stack.wait_app(CMD, lambda a: a["tasksHealthy"] == 1, timeout=10,
                          message="healthy again")
     assert task_ids(app) == {task["id"]}, "a transient failure killed the task"
-    events = stack.events.since(mark)
+    events = stack.events.wait_for(mark, lambda ev: [e for e in ev if e[1] ==
+                                                     "health_status_changed_event"
+                                                     and e[2]["alive"]] and ev,
+                                   message="healthy again, in the event stream")
     assert [e[2]["alive"] for e in events if e[1] == "health_status_changed_event"] == [
         False, True]
     assert not status_events(events, CMD, state="TASK_KILLED")
