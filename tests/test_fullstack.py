@@ -377,8 +377,13 @@ def test_create_deploys_healthy_tasks_that_serve(stack):
         mesos = stack.mesos_active()
         for task in app["tasks"]:
             assert mesos[task["id"]]["state"] == "TASK_RUNNING"
-    web = stack.app(WEB)
-    assert len({t["host"] for t in web["tasks"]}) >= 1
+    listed = {a["id"]: a for a in stack.call("GET", "/v2/apps?embed=apps.tasks").json()["apps"]}
+    assert set(listed) == {WEB, CMD}
+    for app_id, app in listed.items():
+        assert app["tasksHealthy"] == app["instances"] and app["status"] == "Running"
+        assert task_ids(app) == task_ids(stack.app(app_id))
+        assert all(t["healthCheckResults"][0]["alive"] for t in app["tasks"])
+    assert "tasks" not in stack.call("GET", "/v2/apps").json()["apps"][0]
 
     events = stack.events.wait_for(mark, lambda ev: has_success(ev, *created.values()) and ev,
                                    message="both deployment_success events")
@@ -467,6 +472,7 @@ def test_restart_is_rolling_and_keeps_healthy_capacity(stack):
     resp = stack.call("POST", f"/v2/apps{WEB}/restart")
     assert resp.status_code == 200, resp.text
     dep_id = resp.json()["deploymentId"]
+    assert dep_id in stack.active_deployment_ids()
     lowest, highest, samples = n, 0, 0
     deadline = time.monotonic() + 60
     while True:
@@ -500,6 +506,46 @@ def test_restart_is_rolling_and_keeps_healthy_capacity(stack):
                    and e[2]["taskId"] in task_ids(app) and e[2]["alive"]]
     assert len(healthy_new) == n and min(healthy_new) < first_kill
     print(f"\nrolling restart: {TIMINGS['rolling restart (2 tasks)']:.2f}s, "
+          f"ready never below {lowest}, at most {highest} tasks")
+
+
+def test_update_with_tight_upgrade_strategy_replaces_within_its_bounds(stack):
+    """A new definition (PATCH) is rolled out under its own upgradeStrategy: with
+    minimumHealthCapacity 0.5 and maximumOverCapacity 0 on 2 instances, one ready task at
+    least and never more than 2 tasks at once."""
+    old = task_ids(stack.app(WEB))
+    mark = stack.events.mark()
+    started = time.monotonic()
+    resp = stack.call("PATCH", f"/v2/apps{WEB}", {
+        "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0}})
+    assert resp.status_code == 200, resp.text
+    dep_id = resp.json()["deploymentId"]
+    lowest, highest = 2, 0
+    deadline = time.monotonic() + 60
+    while stack.deployment(dep_id)["status"] == "running":
+        app = stack.app(WEB)
+        lowest = min(lowest, sum(ready(t) for t in app["tasks"]))
+        highest = max(highest, len(app["tasks"]))
+        assert time.monotonic() < deadline, f"update still running: {app}"
+        time.sleep(0.05)  # sampling period of the recording, not a synchronisation
+    TIMINGS["update, strategy 0.5/0 (2 tasks)"] = time.monotonic() - started
+    assert stack.deployment(dep_id)["status"] == "succeeded"
+    app = stack.wait_app(WEB, converged)
+    assert not task_ids(app) & old
+    assert app["upgradeStrategy"] == {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0}
+    assert lowest >= 1 and highest <= 2, (lowest, highest)
+    events = stack.events.wait_for(mark, lambda ev: has_success(ev, dep_id) and ev,
+                                   message="the update's deployment_success")
+    assert_deployment_events(events, dep_id, steps=1)
+    assert [e[2]["plan"]["steps"][0]["actions"][0]["action"] for e in events
+            if dep_event("deployment_info", dep_id)(e)] == ["RestartApplication"]
+    # no room over capacity: an old task is killed before the first new one is staged
+    first_kill = min(index_of(events, lambda e, t=t: e[2].get("taskId") == t
+                              and e[2].get("taskStatus") == "TASK_KILLED") for t in old)
+    first_stage = index_of(events, lambda e: e[1] == "status_update_event"
+                           and e[2]["taskStatus"] == "TASK_STAGING")
+    assert first_kill < first_stage
+    print(f"\nupdate with strategy 0.5/0: {TIMINGS['update, strategy 0.5/0 (2 tasks)']:.2f}s, "
           f"ready never below {lowest}, at most {highest} tasks")
 
 
@@ -598,6 +644,9 @@ def test_kill_task_without_and_with_scale(stack):
                          message="the killed task replaced")
     assert app["instances"] == 2 and other["id"] in task_ids(app)
     replacement = (task_ids(app) - {other["id"]}).pop()
+    wait_until(lambda: not processes_with({victim["id"]}), timeout=10,
+               message="the killed task's service and executor processes gone")
+    assert processes_with({other["id"]}), "the other task's processes are still there"
     events = stack.events.wait_for(mark, lambda ev: status_events(
         ev, WEB, victim["id"], "TASK_KILLED") and [e for e in ev if e[2].get("taskId") ==
                                                    replacement and e[1] ==
