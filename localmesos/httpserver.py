@@ -108,6 +108,14 @@ class _Handler(BaseHTTPRequestHandler):
         with self.server.track_lock:
             self.server.conns.add(self.connection)
 
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+            # The client went away mid-connection (an executor exiting, a scheduler dying):
+            # nothing to answer; socketserver would print a traceback to stderr.
+            log.debug("client %s reset its connection", self.address_string())
+
     def finish(self) -> None:
         with self.server.track_lock:
             self.server.conns.discard(self.connection)

@@ -236,3 +236,23 @@ def test_removed_framework_gets_error_and_disconnected_one_gets_403(lm) -> None:
             data += chunk
     assert data.startswith(b"HTTP/1.1 200")
     assert b'"message":"Framework has been removed"' in data and b'"type":"ERROR"' in data
+
+
+def test_client_resetting_its_connection_is_no_error(lm) -> None:
+    # An executor that exits (or a scheduler that dies) resets its connection, sometimes in the
+    # middle of a request: the server just drops it, without a traceback in its output.
+    import struct
+    import urllib.request
+
+    for data in (b"", b"POST /api/v1/scheduler HTTP/1.1\r\nHost: x\r\nContent-Le"):
+        for _ in range(5):
+            s = socket.create_connection(("127.0.0.1", lm.port))
+            if data:
+                s.sendall(data)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()  # RST, not FIN
+    with urllib.request.urlopen(lm.url + "/health", timeout=5) as resp:
+        assert resp.status == 200
+    lm.stop()
+    lm.proc.wait_for_line(lambda line: "localmesos stopped" in line, timeout=10)
+    assert "Traceback" not in lm.proc.output(), lm.proc.output()
