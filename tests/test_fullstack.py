@@ -190,6 +190,8 @@ def stack(tmp_path_factory):
             sched.stop()
         mesos.stop()
     assert "Traceback" not in sched.output(), sched.output()
+    assert "Traceback" not in api_proc.output(), api_proc.output()
+    assert "Traceback" not in mesos.proc.output(), mesos.proc.output()
 
 
 def web_app(ctl: Path, instances: int = 2) -> dict:
@@ -414,6 +416,26 @@ def test_create_deploys_healthy_tasks_that_serve(stack):
 
 
 # -- 2: scale -------------------------------------------------------------------------------------
+
+def test_refused_changes_to_a_live_app_change_nothing(stack):
+    before = stack.app(WEB)
+    mark = stack.events.mark()
+    for method, path, body, code in [
+        ("PUT", f"/v2/apps{WEB}", {"instances": -1}, 422),
+        ("POST", "/v2/apps", web_app(stack.ctl), 409),
+        ("PATCH", f"/v2/apps{WEB}", {"cpus": 0, "healthChecks": [{"protocol": "UDP"}]}, 422),
+        ("PUT", f"/v2/apps{WEB}", {"id": "/fs/other", "instances": 3}, 422),
+        ("DELETE", f"/v2/apps{WEB}/tasks/fs_web.{'0' * 32}", None, 404),
+    ]:
+        resp = stack.call(method, path, body)
+        assert resp.status_code == code, (method, path, resp.status_code, resp.text)
+    after = stack.app(WEB)
+    assert after["version"] == before["version"] and after["instances"] == 2
+    assert task_ids(after) == task_ids(before) and converged(after)
+    assert not stack.active_deployment_ids()
+    assert not stack.events.since(mark, "api_post_event", "deployment_info")
+    assert set(stack.mesos_active()) == task_ids(after) | task_ids(stack.app(CMD))
+
 
 def test_scale_up_then_down_kills_youngest_first(stack):
     original = task_ids(stack.app(WEB))
