@@ -7,9 +7,10 @@ made to fail by a file in `$CTL`) and `python -m http.server` on Mesos's command
 (`"executor": "//cmd"`, the health check run by localmesos as Mesos would). A background thread
 reads `GET /v2/events` for the whole module; every test asserts on the events of its own step.
 
-The tests run in file order and build on each other (create → scale → restart → unhealthy →
-kills → waiting/delayed → delete), as an operator's session would. Observed timings are printed
-(`pytest -s`) and summed up by the last test.
+The tests run in file order and build on each other (bad inputs → create → refused changes →
+scale → restart → update → unhealthy → `//cmd` health → kills → waiting/delayed → delete →
+the stream as a whole), as an operator's session would: after a failure, the later ones fail
+too, so read the first. Observed timings are printed (`pytest -s`) and summed up at the end.
 """
 
 from __future__ import annotations
@@ -367,6 +368,8 @@ def test_create_deploys_healthy_tasks_that_serve(stack):
         assert app["versionInfo"]["lastConfigChangeAt"]
         for task in app["tasks"]:
             assert task["host"].endswith(".localmesos") and len(task["ports"]) == 1
+            assert task["attributes"]["rack"] in ("r1", "r2")
+            assert task["ipAddresses"] == [{"ipAddress": "127.0.0.1", "protocol": "IPv4"}]
             assert task["version"] == app["versionInfo"]["lastConfigChangeAt"]
             result = task["healthCheckResults"][0]
             assert result["alive"] is True and result["taskId"] == task["id"]
