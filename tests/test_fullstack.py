@@ -203,7 +203,7 @@ def web_app(ctl: Path, instances: int = 2) -> dict:
         "backoffSeconds": 0.2, "labels": {"suite": "fullstack"},
         "healthChecks": [{"protocol": "HTTP", "path": "/health", "portIndex": 0,
                           "gracePeriodSeconds": 5, "intervalSeconds": 0.5,
-                          "timeoutSeconds": 0.4, "maxConsecutiveFailures": 2}],
+                          "timeoutSeconds": 0.4, "maxConsecutiveFailures": 3}],
     }
 
 
