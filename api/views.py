@@ -86,15 +86,18 @@ def delay_left(status: Doc | None, now: float) -> float | None:
 
 
 def status_label(app: Doc, status: Doc | None, active_deployments: list[Doc], now: float) -> str:
+    """Marathon's status label. Delayed and Waiting come first, as in Marathon's UI: a deployment
+    that cannot progress (backoff, or demand no offer fits) should say why, not just Deploying."""
+    wants_tasks = app.get("instances", 0) > 0  # a backoff or a wait matters only then
+    left = delay_left(status, now)
+    if wants_tasks and left is not None and left > 0:
+        return "Delayed"
+    if wants_tasks and (status or {}).get("waiting"):
+        return "Waiting"
     if active_deployments:
         return "Deploying"
     if app.get("instances", 0) == 0:
         return "Suspended"
-    left = delay_left(status, now)
-    if left is not None and left > 0:
-        return "Delayed"
-    if (status or {}).get("waiting"):
-        return "Waiting"
     return "Running"
 
 

@@ -714,11 +714,12 @@ def test_unique_hostname_beyond_agents_waits(stack):
     assert item["count"] == 2
     assert item["lastUnusedOfferReason"] == "constraint hostname UNIQUE"
     assert item["delay"]["overdue"] is True
-    assert app["status"] == "Deploying"  # its deployment cannot finish: 2 can never be placed
+    # Its deployment cannot finish (2 can never be placed): the app says why, not "Deploying".
+    app = stack.wait_app(UNIQUE, lambda a: a["status"] == "Waiting", message="status Waiting")
     assert dep_id in stack.active_deployment_ids()
-    # The operator gives up on the deployment (cancel, keep the app): now it is just waiting.
+    # The operator gives up on the deployment (cancel, keep the app): it goes on waiting.
     assert stack.call("DELETE", f"/v2/deployments/{dep_id}?force=true").status_code == 202
-    app = stack.wait_app(UNIQUE, lambda a: a["status"] == "Waiting",
+    app = stack.wait_app(UNIQUE, lambda a: a["status"] == "Waiting" and not a["deployments"],
                          message="status Waiting once the deployment is cancelled")
     assert app["tasksRunning"] == 3 and app["instances"] == 5
     assert stack.deployment(dep_id)["status"] == "cancelled"

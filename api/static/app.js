@@ -90,11 +90,11 @@
   // app document alone tells, so an older API still gets sensible labels.
   function statusOf(app) {
     if (app.status) return app.status;
-    if (app.deployments && app.deployments.length) return "Deploying";
-    if (app.instances === 0) return "Suspended";
-    var q = state.queue[app.id];
+    var q = app.instances > 0 ? state.queue[app.id] : null;
     if (q && q.delay && !q.delay.overdue && q.delay.timeLeftSeconds > 0) return "Delayed";
     if (q && q.count > 0) return "Waiting";
+    if (app.deployments && app.deployments.length) return "Deploying";
+    if (app.instances === 0) return "Suspended";
     return "Running";
   }
 
@@ -309,7 +309,7 @@
         el("span", { text: d.currentStep ? " — " + deploymentText(d) : " in progress" }),
       ]));
     });
-    var q = state.queue[app.id];
+    var q = app.instances > 0 ? state.queue[app.id] : null;
     if (q && q.delay && !q.delay.overdue && q.delay.timeLeftSeconds > 0) {
       alerts.appendChild(el("div", { class: "alert alert-warn", text: "Launches delayed " +
         q.delay.timeLeftSeconds + " s more (backoff after failures)." }));

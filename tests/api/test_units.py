@@ -83,10 +83,16 @@ def test_status_label_precedence():
     app = {"id": "/a", "instances": 2}
     future = {"delay": {"until": format_time(now + 60), "seconds": 60},
               "waiting": {"reason": "no offers", "since": format_time(now), "count": 1}}
-    assert views.status_label(app, future, [{"id": "d"}], now) == "Deploying"
-    assert views.status_label({**app, "instances": 0}, future, [], now) == "Suspended"
-    assert views.status_label(app, future, [], now) == "Delayed"
+    deploying = [{"id": "d"}]
+    # A deployment held up by backoff or by demand no offer fits says why (Marathon's UI too).
+    assert views.status_label(app, future, deploying, now) == "Delayed"
     past = {**future, "delay": {"until": format_time(now - 1), "seconds": 1}}
+    assert views.status_label(app, past, deploying, now) == "Waiting"
+    assert views.status_label(app, None, deploying, now) == "Deploying"
+    assert views.status_label({**app, "instances": 0}, None, [], now) == "Suspended"
+    assert views.status_label({**app, "instances": 0}, future, [], now) == "Suspended"
+    assert views.status_label({**app, "instances": 0}, None, deploying, now) == "Deploying"
+    assert views.status_label(app, future, [], now) == "Delayed"
     assert views.status_label(app, past, [], now) == "Waiting"
     assert views.status_label(app, {"delay": None, "waiting": None}, [], now) == "Running"
     assert views.status_label(app, None, [], now) == "Running"
