@@ -87,7 +87,22 @@ def test_framework_not_back_within_failover_timeout_is_removed(lm) -> None:
 
 
 def test_master_restart_schedulers_resubscribe_and_keep_tasks(lm, sched: Recorder) -> None:
-    pid = _run_task(sched, "survivor", "agent1.localmesos")["container_status"]["executor_pid"]
+    """The framework re-subscribes with its id, keeps its task, and gets the update it had not
+    acknowledged again.
+
+    Acknowledgements are sent from this thread, never while the master restarts: pymesos sends
+    implicit ones from its I/O thread, and a restarted master answers a framework that has not
+    re-subscribed yet with 403 "Framework is not subscribed" (as real Mesos does), which aborts
+    pymesos's I/O thread. A lost acknowledgement itself is harmless: the agent re-sends the
+    update, which is what this test checks for TASK_RUNNING.
+    """
+    sched.driver.implicit_acknowledgements = False
+    offer = sched.take_offer("agent1.localmesos")
+    sched.driver.launchTasks(offer["id"], [command_task("survivor", offer, "sleep 60")],
+                             {"refuse_seconds": 5.0})
+    sched.driver.acknowledgeStatusUpdate(sched.wait_state("survivor", "TASK_STARTING"))
+    running = sched.wait_state("survivor", "TASK_RUNNING")  # not acknowledged before the restart
+    pid = running["container_status"]["executor_pid"]
     old_master = lm.state()["id"]
     lm.restart_master()
     sched.wait_for(lambda: sched.of("reregistered"), timeout=15, what="re-subscription")
@@ -99,10 +114,20 @@ def test_master_restart_schedulers_resubscribe_and_keep_tasks(lm, sched: Recorde
     assert process_group_alive(pid)
     agent1 = next(s for s in state["slaves"] if s["hostname"] == "agent1.localmesos")
     assert agent1["used_resources"]["cpus"] == 0.1
+    # The updates that came on the new stream, after SUBSCRIBED.
+    resubscribed_at = next(i for i, (kind, _, _) in enumerate(sched.events)
+                           if kind == "reregistered")
+    again = sched.wait_for(lambda: [s for s in sched.since(resubscribed_at, "status")
+                                    if s.get("uuid") == running["uuid"]],
+                           what="the unacknowledged TASK_RUNNING re-sent")[0]
+    assert again["state"] == "TASK_RUNNING"
+    sched.driver.acknowledgeStatusUpdate(again)
     mark = sched.mark()
     sched.driver.reconcileTasks([])
-    sched.wait_for(lambda: [s for s in sched.since(mark, "status")
-                            if s["state"] == "TASK_RUNNING"], what="reconciled RUNNING")
+    reconciled = sched.wait_for(lambda: [s for s in sched.since(mark, "status")
+                                         if s["state"] == "TASK_RUNNING" and "uuid" not in s],
+                                what="reconciled RUNNING")[0]
+    assert reconciled["reason"] == "REASON_RECONCILIATION"
     sched.driver.killTask({"value": "survivor"})
     sched.wait_state("survivor", "TASK_KILLED")
 
