@@ -10,7 +10,8 @@ Invariants:
   children are therefore forked by one daemon thread that lives as long as the executor
   (`_Spawner`), never by short-lived worker threads or pymesos's I/O thread.
 - Once the service's main process has exited, whatever is left of its group is SIGKILLed (the
-  guard included), so when `wait()` returns no process of the task remains.
+  guard included) and waited for until the group holds no running process (at most 5 s), so
+  when `wait()` or `kill()` returns no process of the task remains.
 - `kill(grace)` is SIGTERM to the group, up to `grace` seconds for the main process to exit, then
   SIGKILL to the group. It may be called any number of times from any thread.
 """
@@ -30,6 +31,9 @@ from queue import Queue
 from typing import Any
 
 PR_SET_PDEATHSIG = 1
+# SIGKILL is delivered at once but a process only dies when the kernel next schedules it, which
+# on a loaded machine takes a while: `_end_group` waits up to this long for the group to be empty.
+GROUP_GONE_TIMEOUT = 5.0
 # The guard ignores the signals a kill sends to the group, so that it outlives the grace period
 # (if the executor dies during it, the guard still cleans up); the final SIGKILL ends it.
 GUARD_SCRIPT = 'trap "" TERM INT HUP QUIT; read _ignored; kill -KILL 0'
@@ -144,6 +148,28 @@ def task_environment(base: Mapping[str, str], *, app_env: Mapping[str, str], por
     return env
 
 
+def live_in_group(pgid: int) -> list[int]:
+    """The processes of group `pgid` that still run (zombies excluded: they are already dead)."""
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # no procfs: nothing can be checked, the SIGKILL has to do
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                text = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        # "pid (comm) state ppid pgrp ..."; comm may hold spaces and parentheses.
+        fields = text[text.rindex(b")") + 2:].split()
+        if len(fields) > 2 and fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid:
+            found.append(int(entry))
+    return found
+
+
 class ServiceProcess:
     """A started service: its guard (group leader), its main process, and how it ended."""
 
@@ -198,14 +224,23 @@ class ServiceProcess:
         self._exited.set()
 
     def _end_group(self) -> None:
+        """SIGKILL the whole group and return once none of its processes runs any more.
+
+        `killpg` only queues the signal (the kernel sees to it that a member forking meanwhile
+        cannot escape it); each member dies when it is next scheduled, and the members other than
+        the guard are not our children, so they cannot be waited for: the group is polled in
+        /proc until it holds nothing but zombies, for at most GROUP_GONE_TIMEOUT seconds.
+        """
+        deadline = time.monotonic() + GROUP_GONE_TIMEOUT
+        self.signal_group(signal.SIGKILL)
         try:
-            os.killpg(self.pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self._guard.wait(5)
+            self._guard.wait(GROUP_GONE_TIMEOUT)
         except subprocess.TimeoutExpired:  # SIGKILLed, so only a stuck kernel gets here
             pass
+        delay = 0.001
+        while live_in_group(self.pgid) and time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
         try:
             os.close(self._guard_pipe)
         except OSError:
