@@ -15,6 +15,10 @@ Invariants:
   `update_deployment` from a scheduler that has not yet seen a cancel does not revive it.
 - Documents are stored as JSON text; nothing is cached in memory, so a reopened store (or
   another process) sees exactly what was committed.
+- `delay_resets` holds at most one pending backoff-reset request per app (the API's
+  `DELETE /v2/queue/{id}/delay`); only `put_app_status(..., delay_reset=)` consumes one, in the
+  transaction that writes the status including it, and only the very request (`seq`) it was
+  given. A file made before the table existed gets it on open (`CREATE TABLE IF NOT EXISTS`).
 - `deployment_apps` lists (app, deployment) for every running deployment and nothing else;
   triggers on `deployments` maintain it in the writing transaction, and the conflict check of
   a change looks its apps up there.
@@ -61,6 +65,8 @@ CREATE TABLE IF NOT EXISTS kill_requests (
 CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, app_id TEXT NOT NULL, doc TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS tasks_app ON tasks (app_id);
 CREATE TABLE IF NOT EXISTS app_status (app_id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS delay_resets (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, app_id TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', '0');
 """
@@ -283,6 +289,7 @@ class SQLiteStateStore(StateStore):
             self._supersede_or_raise(c, {app_id}, force, deployment)
             if app is None:
                 c.execute("DELETE FROM apps WHERE id=?", (app_id,))
+                c.execute("DELETE FROM delay_resets WHERE app_id=?", (app_id,))
             else:
                 c.execute("INSERT OR REPLACE INTO apps (id, doc) VALUES (?, ?)",
                           (app_id, _dumps(app)))
@@ -396,6 +403,23 @@ class SQLiteStateStore(StateStore):
         with self._write() as c:
             c.execute("DELETE FROM kill_requests WHERE task_id=?", (task_id,))
 
+    # -- delay resets ----------------------------------------------------------------------------
+    def request_delay_reset(self, app_id: str) -> Doc:
+        with self._write() as c:
+            if c.execute("SELECT 1 FROM apps WHERE id=?", (app_id,)).fetchone() is None:
+                raise AppNotFound(app_id)
+            # a new row, not an update: `seq` (AUTOINCREMENT, never reused) tells the requests apart
+            c.execute("DELETE FROM delay_resets WHERE app_id=?", (app_id,))
+            doc = {"appId": app_id, "requestedAt": iso_now()}
+            cur = c.execute("INSERT INTO delay_resets (app_id, doc) VALUES (?, ?)",
+                            (app_id, _dumps(doc)))
+            self._bump(c)
+        return dict(doc, seq=int(cur.lastrowid))
+
+    def pending_delay_resets(self) -> list[Doc]:
+        rows = self._conn().execute("SELECT seq, doc FROM delay_resets ORDER BY seq").fetchall()
+        return [dict(_loads(doc), seq=int(seq)) for seq, doc in rows]
+
     def desired_generation(self) -> int:
         row = self._conn().execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return int(row[0]) if row else 0
@@ -429,10 +453,14 @@ class SQLiteStateStore(StateStore):
         with self._write() as c:
             c.execute("DELETE FROM tasks WHERE id=?", (task_id,))
 
-    def put_app_status(self, app_id: str, status: Doc) -> None:
+    def put_app_status(self, app_id: str, status: Doc, *, delay_reset: Doc | None = None) -> None:
         with self._write() as c:
             c.execute("INSERT OR REPLACE INTO app_status (app_id, doc) VALUES (?, ?)",
                       (app_id, _dumps(status)))
+            if delay_reset is not None:
+                # only the request the status includes; a newer one stays pending
+                c.execute("DELETE FROM delay_resets WHERE app_id=? AND seq=?",
+                          (app_id, int(delay_reset["seq"])))
 
     def get_app_status(self, app_id: str) -> Doc | None:
         row = self._conn().execute("SELECT doc FROM app_status WHERE app_id=?",

@@ -7,8 +7,15 @@ Everything is a JSON document (plain dicts), so the store does not depend on the
 Invariants every backend keeps:
 - every method is atomic; `apply_app_change` and `request_kills` are single transactions, so a
   rejected change leaves nothing behind;
-- `desired_generation()` grows whenever desired state changes (apps, deployments, kill requests),
-  so the scheduler can notice API writes by polling one integer;
+- `desired_generation()` grows whenever desired state changes (apps, deployments, kill requests,
+  delay resets), so the scheduler can notice API writes by polling one integer;
+- an app's runtime status document has one writer, the scheduler (its worker thread), so its
+  read-modify-write of the document can lose nothing. The API asks for a backoff reset
+  (`DELETE /v2/queue/{id}/delay`) with `request_delay_reset`, a desired-state request like a
+  kill request; the scheduler folds the pending request into the status it writes next and
+  consumes it in that same transaction (`put_app_status(..., delay_reset=request)`). A request
+  that lands after the scheduler read the status stays pending for its next write, so a reset
+  is never overwritten by an older delay;
 - `append_event` ids grow strictly; `events_since` returns events in id order (the API's
   `/v2/events` tails this log, which works across processes).
 
@@ -116,6 +123,19 @@ class StateStore(ABC):
     @abstractmethod
     def complete_kill_request(self, task_id: str) -> None: ...
 
+    # -- delay resets (written by the API, consumed by the scheduler; additive) ------------------
+    @abstractmethod
+    def request_delay_reset(self, app_id: str) -> Doc:
+        """Ask the scheduler to reset an app's launch backoff (`DELETE /v2/queue/{id}/delay`);
+        returns the request `{"appId", "requestedAt", "seq"}`. Raises AppNotFound for an unknown
+        app. A request still pending for the app is replaced (one per app; `seq` grows with every
+        request). Bumps the desired generation. Deleting the app drops its pending request."""
+
+    @abstractmethod
+    def pending_delay_resets(self) -> list[Doc]:
+        """Pending `request_delay_reset` requests, oldest first, each as that method returned it.
+        They stay pending until a `put_app_status(..., delay_reset=request)` consumes them."""
+
     @abstractmethod
     def desired_generation(self) -> int:
         """A counter that grows with every change of desired state."""
@@ -135,8 +155,14 @@ class StateStore(ABC):
     def delete_task(self, task_id: str) -> None: ...
 
     @abstractmethod
-    def put_app_status(self, app_id: str, status: Doc) -> None:
-        """Runtime status of an app: backoff delay, waiting reason, lastTaskFailure, queue."""
+    def put_app_status(self, app_id: str, status: Doc, *, delay_reset: Doc | None = None) -> None:
+        """Runtime status of an app: backoff delay, waiting reason, lastTaskFailure, queue.
+        Written by the scheduler only (the module docstring says why).
+
+        `delay_reset` (additive): a request from `pending_delay_resets()` that `status` already
+        includes; it is consumed in the same transaction as the write. A newer request for the
+        app made meanwhile (another `seq`) is not consumed: it stays pending for the next write.
+        """
 
     @abstractmethod
     def get_app_status(self, app_id: str) -> Doc | None: ...

@@ -284,6 +284,80 @@ def test_app_status(store):
     assert list(store.list_app_status()) == ["/a"]
 
 
+def test_delay_reset_requests(store):
+    with pytest.raises(AppNotFound):
+        store.request_delay_reset("/a")  # only for an app that exists; nothing recorded
+    assert store.pending_delay_resets() == []
+    store.apply_app_change("/a", app_doc("/a"), dep("d1"))
+    store.apply_app_change("/b", app_doc("/b"), dep("d2", "/b"))
+    g = store.desired_generation()
+    first = store.request_delay_reset("/a")
+    assert store.desired_generation() > g  # desired state: the scheduler notices it
+    assert first["appId"] == "/a" and first["requestedAt"] and isinstance(first["seq"], int)
+    b = store.request_delay_reset("/b")
+    again = store.request_delay_reset("/a")  # replaces the pending one, now the newest
+    assert again["seq"] > b["seq"] > first["seq"]
+    assert store.pending_delay_resets() == [b, again]
+    status = {"appId": "/a", "delay": None, "consecutiveFailures": 0}
+    # a write that includes the older request consumes nothing: the newer one stays pending
+    store.put_app_status("/a", status, delay_reset=first)
+    assert store.pending_delay_resets() == [b, again]
+    g = store.desired_generation()
+    store.put_app_status("/a", status, delay_reset=again)  # observed state: no new generation
+    assert store.pending_delay_resets() == [b] and store.desired_generation() == g
+    assert store.get_app_status("/a") == status
+    store.put_app_status("/b", dict(status, appId="/b"))  # a plain write consumes nothing
+    assert store.pending_delay_resets() == [b]
+    # deleting the app drops its request with it (one transaction)
+    store.apply_app_change("/b", None, dep("d3", "/b"), force=True)
+    assert store.pending_delay_resets() == []
+
+
+def test_a_store_written_before_delay_resets_opens_and_takes_them(db):
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as old:
+        old.execute("PRAGMA journal_mode=WAL")
+        old.executescript(_OLD_SCHEMA)
+        old.execute("INSERT INTO apps (id, doc) VALUES (?, ?)", ("/a", json.dumps(app_doc())))
+        old.execute("INSERT INTO app_status (app_id, doc) VALUES (?, ?)",
+                    ("/a", json.dumps({"appId": "/a", "consecutiveFailures": 3})))
+    old.close()
+    failures = 3
+    for _ in range(2):  # the second open finds the table there already
+        s = SQLiteStateStore(db)
+        try:
+            assert s.get_app_status("/a") == {"appId": "/a", "consecutiveFailures": failures}
+            assert s.pending_delay_resets() == []
+            request = s.request_delay_reset("/a")
+            assert s.pending_delay_resets() == [request]
+            failures = 0
+            s.put_app_status("/a", {"appId": "/a", "consecutiveFailures": failures},
+                             delay_reset=request)
+            assert s.pending_delay_resets() == [] and s.desired_generation() > 7
+        finally:
+            s.close()
+
+
+def test_a_reset_requested_from_another_process_is_not_lost(db):
+    """The API (another process) requests a reset between the scheduler's read of the status
+    and its write of a status computed from it: the request survives that write."""
+    s = SQLiteStateStore(db)
+    try:
+        s.apply_app_change("/a", app_doc(), dep("d1", status="succeeded"))
+        s.put_app_status("/a", {"appId": "/a", "delay": {"until": "t", "seconds": 8},
+                                "consecutiveFailures": 3})
+        stale = s.get_app_status("/a")  # the scheduler's read
+        code = textwrap.dedent(f"""
+            from scheduler.sqlite_state import SQLiteStateStore
+            SQLiteStateStore({str(db)!r}).request_delay_reset("/a")
+        """)
+        subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
+        s.put_app_status("/a", dict(stale, waiting=None))  # the scheduler's stale write
+        assert [r["appId"] for r in s.pending_delay_resets()] == ["/a"]  # still asked for
+    finally:
+        s.close()
+
+
 def test_events(store):
     assert store.latest_event_id() == 0 and store.events_since(0) == []
     ids = [store.append_event("status_update_event", {"taskId": f"t{i}"}) for i in range(5)]

@@ -34,6 +34,8 @@ class StoreModel(RuleBasedStateMachine):
         self.apps: dict[str, dict] = {}
         self.deps: dict[str, dict] = {}  # insertion order = creation order
         self.kills: dict[str, dict] = {}
+        self.resets: dict[str, dict] = {}  # app id -> pending delay reset (the newest request)
+        self.requests: list[dict] = []     # every reset request made (the scheduler may hold any)
         self.tasks: dict[str, dict] = {}
         self.generation = self.store.desired_generation()
         self.n = 0
@@ -83,6 +85,7 @@ class StoreModel(RuleBasedStateMachine):
             self.deps[d]["status"] = "superseded"
         if app is None:
             self.apps.pop(app_id, None)
+            self.resets.pop(app_id, None)  # deleting an app drops its pending reset
         else:
             self.apps[app_id] = app
         self.deps[dep_id] = deployment
@@ -174,6 +177,32 @@ class StoreModel(RuleBasedStateMachine):
         del self.kills[task_id]
         self._expect_generation(False)
 
+    @rule(app_id=st.sampled_from(APPS))
+    def request_delay_reset(self, app_id):
+        try:
+            request = self.store.request_delay_reset(app_id)
+        except AppNotFound:
+            assert app_id not in self.apps
+            self._expect_generation(False)
+            return
+        assert app_id in self.apps
+        assert all(request["seq"] > r["seq"] for r in self.requests)
+        self.resets.pop(app_id, None)  # replaced: the newest request goes last
+        self.resets[app_id] = request
+        self.requests.append(request)
+        self._expect_generation(True)
+
+    @rule(data=st.data(), app_id=st.sampled_from(APPS))
+    def scheduler_status(self, data, app_id):
+        """The scheduler writes a status including any request it may have read (a stale one,
+        one already consumed, or none): only the pending request it names is consumed."""
+        mine = [r for r in self.requests if r["appId"] == app_id]
+        reset = data.draw(st.sampled_from([None, *mine]))
+        self.store.put_app_status(app_id, {"appId": app_id, "n": self.n}, delay_reset=reset)
+        if reset is not None and self.resets.get(app_id, {}).get("seq") == reset["seq"]:
+            del self.resets[app_id]
+        self._expect_generation(False)
+
     @rule()
     def reopen(self):
         self.store.close()
@@ -206,6 +235,7 @@ class StoreModel(RuleBasedStateMachine):
         assert rows == {(app_id, d) for d, doc in self.deps.items() if doc["status"] == "running"
                         for app_id in doc["affectedApps"]}
         assert {t["id"]: t for t in self.store.list_tasks()} == self.tasks
+        assert self.store.pending_delay_resets() == list(self.resets.values())
         # at most one running deployment per app: the lock the store enforces
         for app_id in APPS:
             assert len(self._blocking({app_id})) <= 1
