@@ -1,10 +1,12 @@
 """`/v2/queue`: launches that wait (no suitable offer) or are delayed (backoff), with why.
 
 Read from the app runtime status documents the scheduler writes. `DELETE
-/v2/queue/{appId}/delay` resets an app's backoff: it writes the status with `delay: null`,
-`consecutiveFailures: 0` and `delayResetAt` (now). The scheduler reads statuses from the store
-when it plans, so the next launch round no longer waits; `delayResetAt` lets it tell a reset
-from its own write (it may keep its own failure count in memory and must drop it then).
+/v2/queue/{appId}/delay` resets an app's backoff by recording a request in the store
+(`request_delay_reset`, desired state: it moves the desired generation), never by writing the
+status itself: the scheduler is the status document's only writer, so none of its writes can
+undo the reset. Its next round (within about a tick) writes the status with `delay: null`,
+`consecutiveFailures: 0` and `delayResetAt` (the request's time) and consumes the request in
+the same transaction; until then `/v2/queue` still shows the old delay.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import falcon
 
 from api import views
 from api.apps import Ctx, get_app_or_404, path_app_id
-from scheduler.spec import iso_now
 
 
 class Queue:
@@ -48,13 +49,8 @@ class QueueDelay:
         self.ctx = ctx
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
-        """Reset the app's launch backoff (204)."""
+        """Reset the app's launch backoff (204); the scheduler carries it out at its next round."""
         store = self.ctx.store
         app = get_app_or_404(store, path_app_id(app_id))
-        now = iso_now()
-        status = dict(store.get_app_status(app["id"]) or {
-            "appId": app["id"], "waiting": None, "lastTaskFailure": None})
-        status.update({"delay": None, "consecutiveFailures": 0, "delayResetAt": now,
-                       "updatedAt": now})
-        store.put_app_status(app["id"], status)
+        store.request_delay_reset(app["id"])  # AppNotFound (404) if deleted meanwhile
         resp.status = falcon.HTTP_204

@@ -69,6 +69,18 @@ def reset(status: Doc, now: float) -> Doc:
     return new
 
 
+def apply_delay_reset(status: Doc, request: Doc, now: float) -> Doc:
+    """The status after an operator's reset (`request` from the store's
+    `pending_delay_resets()`): no delay, no failures counted, `delayResetAt` the request's time;
+    the last failure stays on record."""
+    new = copy.deepcopy(status)
+    new["delay"] = None
+    new["consecutiveFailures"] = 0
+    new["delayResetAt"] = request.get("requestedAt") or format_time(now)
+    new["updatedAt"] = format_time(now)
+    return new
+
+
 def _failure_version(status: Doc) -> str | None:
     return (status.get("lastTaskFailure") or {}).get("version")
 

@@ -4,8 +4,8 @@ owns every decision and every store write.
 Why this shape: pymesos runs every callback on its single I/O thread, and a callback that raises
 closes the connection; a slow callback delays heartbeats. So callbacks put `(kind, payload)` on a
 queue and return; the worker handles events in order and, between them, runs a periodic round
-(poll the store's desired generation and kill requests, plan, kill, SUPPRESS/REVIVE, advance
-deployments, write app status).
+(poll the store's desired generation and kill requests, carry out delay resets, plan, kill,
+SUPPRESS/REVIVE, advance deployments, write app status).
 
 Invariants:
 - the framework id is written to the store before anything else is done for a subscription,
@@ -17,6 +17,9 @@ Invariants:
   never launched, is found by explicit reconciliation and answered TASK_LOST/UNKNOWN);
 - on (re)subscription every known task is reconciled explicitly, then implicitly; a running
   task the store does not know (an update for an unknown task) is killed;
+- app runtime statuses are written by this worker alone; the API's delay reset is a request the
+  worker folds into the status and consumes in the same store write, so no write of an older
+  status can undo it;
 - every offer is either accepted or declined with a `refuse_seconds` filter; offers are
   suppressed while nothing waits to launch and revived when demand appears or grows.
 """
@@ -273,14 +276,36 @@ class Worker:
                    "message": status.get("message") or "", "state": state, "taskId": doc["id"],
                    "timestamp": format_time(now), "version": doc.get("version"),
                    "slaveId": doc.get("slaveId")}
-        status_doc = self.store.get_app_status(spec.id) or backoff.empty_status(spec.id, now)
+        status_doc, reset = self._status_for_update(spec.id, now)
         if doc.get("version") != reconcile.config_version(app_doc):
             status_doc = dict(status_doc, lastTaskFailure=failure, updatedAt=format_time(now))
         else:
             status_doc = backoff.record_failure(status_doc, spec, failure, now)
             log.info("app %s delayed %.2fs after %d consecutive failures", spec.id,
                      status_doc["delay"]["seconds"], status_doc["consecutiveFailures"])
-        self.store.put_app_status(spec.id, status_doc)
+        self.store.put_app_status(spec.id, status_doc, delay_reset=reset)
+
+    def _status_for_update(self, app_id: str, now: float) -> tuple[Doc, Doc | None]:
+        """The app's status as a write starts from it: the stored document with the app's
+        pending delay reset (the API's `DELETE /v2/queue/{id}/delay`) applied, and that request,
+        for the write to consume (`put_app_status(..., delay_reset=)`). A failure recorded after
+        a reset was asked for counts from zero."""
+        status = self.store.get_app_status(app_id) or backoff.empty_status(app_id, now)
+        reset = next((r for r in self.store.pending_delay_resets() if r.get("appId") == app_id),
+                     None)
+        if reset is not None:
+            status = backoff.apply_delay_reset(status, reset, now)
+        return status, reset
+
+    def _apply_delay_resets(self, now: float) -> None:
+        """Carry out the pending delay resets, each in one write that consumes its request."""
+        for reset in self.store.pending_delay_resets():
+            app_id = reset.get("appId") or ""
+            status = self.store.get_app_status(app_id) or backoff.empty_status(app_id, now)
+            self.store.put_app_status(app_id, backoff.apply_delay_reset(status, reset, now),
+                                      delay_reset=reset)
+            log.info("app %s: launch delay reset (requested at %s)", app_id,
+                     reset.get("requestedAt"))
 
     # -- offers ---------------------------------------------------------------------------------
     def on_offers(self, offers: list[Doc]) -> None:
@@ -396,6 +421,7 @@ class Worker:
         self.dirty = False
         self.seen_generation = generation
         self.last_round = mono
+        self._apply_delay_resets(now)  # before planning: a reset app may launch this round
         plan = self.make_plan(now)
         # wake up when the first delay runs out, so the app launches without waiting a period
         self.wake_at = min((now + left for left in plan.delayed.values()), default=float("inf"))
@@ -441,8 +467,9 @@ class Worker:
                    "state": taskstate.KILLED, "taskId": kill.task_id,
                    "timestamp": format_time(now), "version": doc.get("version"),
                    "slaveId": doc.get("slaveId")}
-        status = self.store.get_app_status(kill.app_id) or backoff.empty_status(kill.app_id, now)
-        self.store.put_app_status(kill.app_id, backoff.record_failure(status, spec, failure, now))
+        status, reset = self._status_for_update(kill.app_id, now)
+        self.store.put_app_status(kill.app_id, backoff.record_failure(status, spec, failure, now),
+                                  delay_reset=reset)
 
     def _retry_kills(self) -> None:
         mono = time.monotonic()
@@ -522,12 +549,9 @@ class Worker:
                 self.waiting.pop(app_id, None)
             status = dict(status, waiting=waiting)
             if old is None or _without_time(old) != _without_time(status):
-                if self.store.get_app_status(app_id) != old:
-                    # Written meanwhile (the API's delay reset, DELETE /v2/queue/{id}/delay):
-                    # ours was computed from the older document and would undo it. The next
-                    # round starts from the new one.
-                    self.dirty = True
-                    continue
+                # No one else writes app statuses (state.py): a delay reset asked for since
+                # `statuses` was read is a pending request this write leaves pending, and the
+                # next round (the request moved the desired generation) carries it out.
                 status["updatedAt"] = format_time(now)
                 self.store.put_app_status(app_id, status)
         for app_id in statuses:

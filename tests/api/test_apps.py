@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
+from scheduler import backoff
 from scheduler.spec import iso_now
 from tests.api.conftest import SseReader, finish_deployments, make_task, snapshot
 from tests.fixtures_api import start_api
@@ -292,13 +294,31 @@ def test_queue_and_delay_reset(api, store):
     assert item["app"]["id"] == APP_ID and item["count"] == 2
     assert 100 < item["delay"]["timeLeftSeconds"] <= 120 and item["delay"]["overdue"] is False
     assert item["lastUnusedOfferReason"] == "constraint hostname UNIQUE"
+    before = store.get_app_status(APP_ID)
+    generation = store.desired_generation()
     r = requests.delete(api + "/v2/queue/jpm/timeseries/delay", timeout=10)
     assert r.status_code == 204
+    # The API records a request (desired state) and leaves the status to the scheduler, its
+    # only writer, so no scheduler write computed from the old status can undo the reset.
+    assert store.get_app_status(APP_ID) == before
+    assert store.desired_generation() > generation
+    [request] = store.pending_delay_resets()
+    assert request["appId"] == APP_ID and request["requestedAt"]
+    # The scheduler's part (framework.Worker): fold the request in, consume it with the write.
+    now = time.time()
+    store.put_app_status(APP_ID, backoff.apply_delay_reset(before, request, now),
+                         delay_reset=request)
+    assert store.pending_delay_resets() == []
+    item = requests.get(api + "/v2/queue", timeout=10).json()["queue"][0]
+    assert item["delay"] == {"timeLeftSeconds": 0, "overdue": True}  # the delay is gone
+    assert item["consecutiveFailures"] == 0 and item["count"] == 2  # still waiting for offers
     status = store.get_app_status(APP_ID)
-    assert status["delay"] is None and status["consecutiveFailures"] == 0
-    assert status["delayResetAt"] and status["waiting"]["count"] == 2
+    assert status["delay"] is None and status["delayResetAt"] == request["requestedAt"]
+    assert status["lastTaskFailure"]["message"] == "exit 1"
     assert requests.get(api + URL_ID, timeout=10).json()["app"]["status"] == "Waiting"
+    generation = store.desired_generation()
     assert requests.delete(api + "/v2/queue/jpm/nope/delay", timeout=10).status_code == 404
+    assert store.pending_delay_resets() == [] and store.desired_generation() == generation
 
 
 def test_delete_app(api, store, events):

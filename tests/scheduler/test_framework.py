@@ -317,40 +317,113 @@ def test_failed_accept_announces_nothing(env):
 
 
 class ResettingStore(SQLiteStateStore):
-    """A real store where the API resets an app's delay (`DELETE /v2/queue/{id}/delay`) right
-    after the worker has read the app statuses to write them (its round's second read: the
-    first is the plan's)."""
+    """A real store where the API resets an app's delay (`DELETE /v2/queue/{id}/delay`, i.e.
+    `request_delay_reset`) right before the worker's `reset_at`-th app-status write lands: after
+    the worker read the status that write was computed from. No threads, no sleeps."""
 
-    reads = 0
+    def __init__(self, path, reset_at):
+        super().__init__(path)
+        self.reset_at = reset_at
+        self.writes = 0
+        self.request = None
+        self.overwrite = None  # what the write that followed the reset stored
 
-    def list_app_status(self):
-        statuses = super().list_app_status()
-        self.reads += 1
-        if self.reads == 2:
-            status = dict(statuses["/a"], delay=None, consecutiveFailures=0,
-                          delayResetAt=format_time(NOW), updatedAt=format_time(NOW))
-            self.put_app_status("/a", status)  # what api/queue.py writes
-        return statuses
+    def put_app_status(self, app_id, status, *, delay_reset=None):
+        self.writes += 1
+        if self.writes == self.reset_at:
+            self.request = self.request_delay_reset("/a")  # what api/queue.py does
+            self.overwrite = status
+        super().put_app_status(app_id, status, delay_reset=delay_reset)
 
 
-def test_status_round_does_not_undo_a_delay_reset_made_meanwhile(tmp_path):
-    store = ResettingStore(tmp_path / "state.db")
+def delayed(store, failures=3):
+    """/a delayed after `failures` failures, with a stale waiting reason a round would clear."""
+    store.put_app_status("/a", {
+        "appId": "/a", "delay": {"until": format_time(NOW + 8), "seconds": 8},
+        "waiting": {"reason": "no offers", "since": format_time(NOW - 9), "count": 1},
+        "lastTaskFailure": {"taskId": "a.1", "version": V1, "state": "TASK_FAILED"},
+        "consecutiveFailures": failures, "updatedAt": format_time(NOW - 1)})
+
+
+def settle_rounds(worker, store, rounds=4):
+    for _ in range(rounds):
+        worker.dirty = True
+        worker.tick()
+    assert store.pending_delay_resets() == []
+
+
+def test_a_status_round_cannot_undo_a_delay_reset_made_meanwhile(tmp_path):
+    # write 1 is the test's own setup; 2 is the round's status write (it clears the waiting
+    # reason), computed from the delayed status it read before the reset
+    store = ResettingStore(tmp_path / "state.db", reset_at=2)
     try:
         put_app(store, instances=1)
-        # delayed after 3 failures, with a stale waiting reason the round would clear
-        store.put_app_status("/a", {
-            "appId": "/a", "delay": {"until": format_time(NOW + 8), "seconds": 8},
-            "waiting": {"reason": "no offers", "since": format_time(NOW - 9), "count": 1},
-            "lastTaskFailure": {"taskId": "a.1", "version": V1, "state": "TASK_FAILED"},
-            "consecutiveFailures": 3, "updatedAt": format_time(NOW - 1)})
+        delayed(store)
         worker = Worker(store, RecordingDriver(store), queue.Queue(), clock=lambda: NOW)
         worker.subscribed = True
-        worker.tick()  # the reset lands while this round works (it clears the waiting reason)
+        worker.tick()
+        settle_rounds(worker, store)
+        # the reset did land between a read and a write, and that write held the old delay
+        assert store.request is not None and store.overwrite["delay"] is not None
         status = store.get_app_status("/a")
         assert status["delay"] is None and status["consecutiveFailures"] == 0, status
-        assert status["delayResetAt"] == format_time(NOW)
-        worker.tick()  # the next round starts from the reset: the app launches again
-        assert worker.make_plan(NOW).need_for("/a") == 1
-        assert store.get_app_status("/a")["delay"] is None
+        assert status["delayResetAt"] == store.request["requestedAt"]
+        assert status["lastTaskFailure"]["taskId"] == "a.1"  # the last failure stays on record
+        assert worker.make_plan(NOW).need_for("/a") == 1  # the app launches again
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("reset_at", [2, 3])
+def test_a_failure_write_cannot_undo_a_delay_reset_made_meanwhile(tmp_path, reset_at):
+    # write 2 records a task failure (read before the reset landed); 3 is the round after it
+    store = ResettingStore(tmp_path / "state.db", reset_at)
+    try:
+        put_app(store, instances=1)
+        delayed(store)
+        t = put_task(store)
+        worker = Worker(store, RecordingDriver(store), queue.Queue(), clock=lambda: NOW)
+        worker.subscribed = True
+        worker.handle("status", (status(t["id"], "TASK_FAILED", message="exit 1"),))
+        settle_rounds(worker, store)
+        assert store.request is not None and store.overwrite["delay"] is not None
+        got = store.get_app_status("/a")
+        assert got["delay"] is None and got["consecutiveFailures"] == 0, got
+        assert got["delayResetAt"] == store.request["requestedAt"]
+        assert got["lastTaskFailure"]["taskId"] == t["id"]
+    finally:
+        store.close()
+
+
+def test_a_failure_after_a_reset_request_counts_from_zero(env):
+    store, driver, worker = env
+    put_app(store, instances=1)
+    delayed(store)
+    worker.subscribed = True
+    t = put_task(store)
+    request = store.request_delay_reset("/a")  # pending: no round has carried it out yet
+    worker.handle("status", (status(t["id"], "TASK_FAILED", message="exit 1"),))
+    got = store.get_app_status("/a")
+    # the failure's write folded the reset in and consumed it: one failure, the first delay
+    assert got["consecutiveFailures"] == 1 and got["delay"]["seconds"] == 2, got
+    assert got["delayResetAt"] == request["requestedAt"]
+    assert store.pending_delay_resets() == []
+    worker.tick()  # nothing left to reset: the new failure stands
+    assert store.get_app_status("/a")["consecutiveFailures"] == 1
+
+
+def test_a_reset_request_is_carried_out_by_the_next_round(env):
+    store, driver, worker = env
+    put_app(store, instances=1)
+    delayed(store)
+    worker.subscribed = True
+    worker.tick()
+    assert worker.make_plan(NOW).need_for("/a") == 0  # delayed
+    generation = store.desired_generation()
+    store.request_delay_reset("/a")
+    assert store.desired_generation() > generation  # so the next tick is a full round
+    worker.tick()
+    assert store.pending_delay_resets() == []
+    got = store.get_app_status("/a")
+    assert got["delay"] is None and got["consecutiveFailures"] == 0
+    assert ("revive",) in driver.calls  # demand appeared: offers wanted again
