@@ -19,9 +19,8 @@ import pytest
 
 from tests.executor.mesos_harness import start_framework
 from tests.executor.proctable import live_in_group, live_with_environ, pid_alive
+from tests.fixtures_mesos import start_localmesos
 from tests.support import PYTHON, wait_until
-
-start_localmesos = pytest.importorskip("tests.fixtures_mesos").start_localmesos
 
 TOY = shlex.quote(str(Path(__file__).with_name("toy_service.py")))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import addict
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,7 +46,6 @@ def test_parse_recorded_offer():
 
 
 def test_parse_addict_offer():
-    addict = pytest.importorskip("addict")
     v = parse_offer(addict.Dict(recorded_offer()))
     assert v.scalars["cpus"] == 2.0 and v.attributes["rack"] == "r1"
 

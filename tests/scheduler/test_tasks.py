@@ -6,8 +6,7 @@ import base64
 import json
 import re
 
-import pytest
-
+from executor import taskinfo
 from scheduler.placement import LaunchRequest, place
 from scheduler.tasks import build_task_info, new_task_id, task_name
 from tests.scheduler.builders import make_app, make_offer
@@ -93,7 +92,6 @@ def test_accessd_executor_task_info():
 
 def test_executor_parses_our_task_info():
     """The executor's own decoder accepts what we build (the contract, end to end)."""
-    taskinfo = pytest.importorskip("executor.taskinfo")
     app = full_app()
     launch, info = build(app)
     cfg = taskinfo.parse_task(info)
