@@ -37,6 +37,7 @@ from typing import Any
 from pymesos import Scheduler
 
 from scheduler import backoff, reconcile, taskstate
+from scheduler.deployments import advance
 from scheduler.spec import AppSpec, format_time
 from scheduler.state import StateStore
 
@@ -501,10 +502,6 @@ class Worker:
         self.last_demand = demand
 
     def _advance_deployments(self, now: float) -> None:
-        try:
-            from scheduler.deployments import advance
-        except ImportError:  # the deployments module has not landed yet
-            return
         for dep in self.store.list_deployments(True):
             app_id = (dep.get("target") or {}).get("app") or (dep.get("affectedApps") or [""])[0]
             new_doc, events = advance(dep, self.store.get_app(app_id),
