@@ -13,10 +13,11 @@ from scheduler.sqlite_state import SQLiteStateStore
 
 
 def make_task(app: dict[str, Any], host: str = "agent1.localmesos", state: str = "TASK_RUNNING",
-              healthy: bool | None = True, port: int = 31000) -> dict[str, Any]:
+              healthy: bool | None = True, port: int = 31000, *, cause: str | None = None,
+              task_id: str | None = None) -> dict[str, Any]:
     """A task document shaped as DEVELOPERS.md says the scheduler stores it."""
     now = iso_now()
-    task_id = f"{app_id_to_task_prefix(app['id'])}.{uuid.uuid4().hex}"
+    task_id = task_id or f"{app_id_to_task_prefix(app['id'])}.{uuid.uuid4().hex}"
     return {
         "id": task_id, "appId": app["id"], "host": host, "slaveId": "agent-" + host,
         "agentId": "agent-" + host,
@@ -26,12 +27,24 @@ def make_task(app: dict[str, Any], host: str = "agent1.localmesos", state: str =
         "version": app["versionInfo"]["lastConfigChangeAt"], "state": state, "healthy": healthy,
         "healthCheckResults": ([{"taskId": task_id, "alive": bool(healthy),
                                  "consecutiveFailures": 0 if healthy else 3,
-                                 "firstSuccess": now, "lastSuccess": now, "lastFailure": None,
-                                 "lastFailureCause": None}] if healthy is not None else []),
+                                 "firstSuccess": now if healthy else None,
+                                 "lastSuccess": now if healthy else None,
+                                 "lastFailure": None if healthy else now,
+                                 "lastFailureCause": cause}] if healthy is not None else []),
         "message": None, "reason": None, "attributes": {"rack": "r1"},
         "resources": {"cpus": app["cpus"], "mem": app["mem"], "disk": app["disk"]},
         "killRequested": False,
     }
+
+
+def put_task(store: SQLiteStateStore, app_id: str, *, state: str = "TASK_RUNNING",
+             healthy: bool | None = None, n: int = 0, cause: str | None = None,
+             task_id: str | None = None) -> dict[str, Any]:
+    """Store task number `n` of an app as the scheduler would (agent n % 3 + 1, port 31000 + n)."""
+    task = make_task(store.get_app(app_id), host=f"agent{n % 3 + 1}.localmesos", state=state,
+                     healthy=healthy, port=31000 + n, cause=cause, task_id=task_id)
+    store.upsert_task(task)
+    return task
 
 
 def snapshot(store: SQLiteStateStore) -> dict[str, Any]:

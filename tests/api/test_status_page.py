@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
 from playwright.sync_api import Page, expect, sync_playwright
 
-from scheduler.spec import app_id_to_task_prefix, format_time, iso_now, parse_app, stamp_app
+from scheduler.spec import format_time, iso_now, parse_app, stamp_app
 from scheduler.sqlite_state import SQLiteStateStore
+from tests.api.conftest import put_task
 from tests.fixtures_api import start_api
 from tests.support import REPO
 
@@ -54,29 +54,6 @@ def put_app(store: SQLiteStateStore, app_id: str, instances: int, *, checks: boo
     store.apply_app_change(app["id"], app, None)
     return app
 
-
-def put_task(store: SQLiteStateStore, app_id: str, *, state: str = "TASK_RUNNING",
-             healthy: bool | None = None, n: int = 0, cause: str | None = None,
-             task_id: str | None = None) -> dict:
-    app = store.get_app(app_id)
-    now = iso_now()
-    task = {
-        "id": task_id or f"{app_id_to_task_prefix(app_id)}.{uuid.uuid4().hex}",
-        "appId": app_id, "host": f"agent{n % 3 + 1}.localmesos", "slaveId": "s1",
-        "agentId": "s1", "ipAddresses": [{"ipAddress": "127.0.0.1", "protocol": "IPv4"}],
-        "ports": [31000 + n], "servicePorts": [], "stagedAt": now,
-        "startedAt": now if state == "TASK_RUNNING" else None,
-        "version": app["versionInfo"]["lastConfigChangeAt"], "state": state, "healthy": healthy,
-        "healthCheckResults": [], "message": None, "reason": None, "attributes": {},
-        "resources": {"cpus": app["cpus"], "mem": app["mem"], "disk": 0}, "killRequested": False,
-    }
-    if healthy is not None:
-        task["healthCheckResults"] = [{
-            "taskId": task["id"], "alive": healthy, "consecutiveFailures": 0 if healthy else 3,
-            "firstSuccess": now if healthy else None, "lastSuccess": now if healthy else None,
-            "lastFailure": None if healthy else now, "lastFailureCause": cause}]
-    store.upsert_task(task)
-    return task
 
 
 def put_status(store: SQLiteStateStore, app_id: str, *, delay_seconds: float | None = None,
