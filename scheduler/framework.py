@@ -49,6 +49,8 @@ TICK_SECONDS = 0.25              # API writes take effect within about this (plu
 FULL_ROUND_SECONDS = 2.0         # a full round at least this often, whatever happened
 KILL_RETRY_SECONDS = 10.0        # re-send a KILL the agent has not answered
 RECONCILE_EVERY_SECONDS = 60.0   # periodic explicit + implicit reconciliation
+EVENTS_KEPT = 100_000            # the event log is a tail for /v2/events, not an archive
+PRUNE_EVERY_SECONDS = 600.0
 STAGING_RECONCILE_SECONDS = 30.0  # reconcile a task stuck in STAGING this long
 NO_OFFERS_AFTER_SECONDS = 5.0    # demand without any offer this long: waiting "no offers"
 
@@ -126,6 +128,7 @@ class Worker:
         self.waiting: dict[str, Doc] = {}      # app id -> waiting doc from the last offer round
         self.kill_sent: dict[str, float] = {}  # task id -> monotonic time of the last KILL
         self.last_reconcile = time.monotonic()
+        self.last_prune = float("-inf")        # prune once soon after start, then every period
         self.asked_about: set[str] = set()    # STAGING tasks reconciled individually
         self.dirty = True                      # an event arrived since the last full round
         self.seen_generation = -1
@@ -434,6 +437,12 @@ class Worker:
         self._offers(plan, now)
         self._advance_deployments(now)
         self._write_statuses(plan, now)
+        if time.monotonic() - self.last_prune > PRUNE_EVERY_SECONDS:
+            self.last_prune = time.monotonic()
+            pruned = self.store.prune_events(EVENTS_KEPT)
+            if pruned:
+                log.info("event log: dropped %d old events, kept the newest %d", pruned,
+                         EVENTS_KEPT)
         if time.monotonic() - self.last_reconcile > RECONCILE_EVERY_SECONDS:
             self.reconcile_all()
         else:

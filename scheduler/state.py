@@ -182,4 +182,9 @@ class StateStore(ABC):
     def latest_event_id(self) -> int: ...
 
     @abstractmethod
+    def prune_events(self, keep: int) -> int:
+        """Delete all but the newest `keep` events; returns how many went. Ids are never reused,
+        so a reader resuming from an older id simply gets what is left."""
+
+    @abstractmethod
     def close(self) -> None: ...

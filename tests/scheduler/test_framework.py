@@ -427,3 +427,19 @@ def test_a_reset_request_is_carried_out_by_the_next_round(env):
     got = store.get_app_status("/a")
     assert got["delay"] is None and got["consecutiveFailures"] == 0
     assert ("revive",) in driver.calls  # demand appeared: offers wanted again
+
+
+def test_a_round_prunes_the_event_log_to_its_newest_events(env, monkeypatch):
+    store, _, worker = env
+    monkeypatch.setattr("scheduler.framework.EVENTS_KEPT", 5)
+    for n in range(12):
+        store.append_event("api_post_event", {"n": n})
+    worker.handle("subscribed", ("F1", {"hostname": "127.0.0.1", "port": 5050}))
+    worker.tick()
+    kept = [e for _, e in store.events_since(0)]
+    assert len(kept) == 5
+    assert kept[-1] == store.events_since(store.latest_event_id() - 1)[0][1]  # the newest stay
+    store.append_event("api_post_event", {"n": 12})
+    worker.dirty = True
+    worker.tick()  # within the period: no second prune
+    assert len(store.events_since(0)) == 6
