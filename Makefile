@@ -28,6 +28,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/placement.py
 	$(PY) bench/api.py
 	$(PY) bench/services.py
+	$(PY) bench/startup.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
