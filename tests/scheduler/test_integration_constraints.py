@@ -71,10 +71,12 @@ def test_unique_hostname_runs_three_of_six_and_says_why(cluster):
                        message="3 running tasks of /it/unique")
     print(f"app created -> 3 RUNNING in {time.monotonic() - started:.2f}s")
     assert len({t["host"] for t in tasks}) == 3
+    # The status is rewritten each round: one written while fewer tasks were placed (a count
+    # of 4 or 5) may still be stored; wait for the round that saw the 3 placed.
     status = wait_until(lambda: (s := store.get_app_status("/it/unique")) and s.get("waiting")
-                        and s, timeout=20, message="a waiting reason")
+                        and s["waiting"].get("count") == 3 and s, timeout=20,
+                        message="a waiting reason for the 3 unplaced instances")
     assert status["waiting"]["reason"] == "constraint hostname UNIQUE"
-    assert status["waiting"]["count"] == 3
     # the cluster agrees with the store
     ours = {t["id"] for t in store_tasks(store, "/it/unique", None)}
     assert set(cluster_running(mesos, sched)) >= ours
@@ -148,14 +150,20 @@ def test_operator_kill_requests(cluster):
     after = wait_until(lambda: len(r := running(store, "/it/killme")) == 2
                        and tasks[0]["id"] not in {t["id"] for t in r} and r, timeout=30,
                        message="a replacement")
-    assert store.pending_kill_requests() == []
+    # The replacement is launched as soon as the kill is sent (a task being killed no longer
+    # counts); the request is consumed only once the victim's TASK_KILLED is stored.
+    wait_until(lambda: store.pending_kill_requests() == [], timeout=10,
+               message="the kill request consumed")
+    assert store.get_task(tasks[0]["id"]) is None
     # a kill with scale: the app shrinks and nothing replaces it
     victim = after[0]
     store.request_kills([victim["id"]], scale=True, force=True)
     wait_until(lambda: [t["id"] for t in store_tasks(store, "/it/killme", None)]
                == [after[1]["id"]], timeout=10, message="one task left")
     assert store.get_app("/it/killme")["instances"] == 1
-    assert store.pending_kill_requests() == []
+    # the task's deletion and its request's completion are two writes
+    wait_until(lambda: store.pending_kill_requests() == [], timeout=10,
+               message="the scale kill request consumed")
     delete_app(store, "/it/killme", force=True)
     wait_until(lambda: not store_tasks(store, "/it/killme", None), timeout=20,
                message="killme tasks gone")
