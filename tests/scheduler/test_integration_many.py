@@ -74,5 +74,11 @@ def test_thirty_tasks_in_one_burst_then_gone(cluster):
                message="every KILLED update recorded")
     wait_until(lambda: not store.list_deployments(True), timeout=10,
                message="every deployment finished")
-    events = [e["eventType"] for _, e in store.events_since(0, limit=100000)]
-    assert events.count("app_terminated_event") == 10
+
+    def terminated():
+        return [e["eventType"] for _, e in store.events_since(0, limit=100000)
+                ].count("app_terminated_event")
+
+    # the event is appended after the deployment is stored as succeeded (another write)
+    wait_until(lambda: terminated() >= 10, timeout=10, message="10 app_terminated_event")
+    assert terminated() == 10
