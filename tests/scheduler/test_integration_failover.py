@@ -141,13 +141,17 @@ def test_restart_reconciles_what_store_and_master_disagree_on(cluster):
     def converged():
         in_store = {t["id"] for t in store_tasks(store, "/it/steady")}
         in_cluster = set(mesos_tasks(mesos.state(), framework_id))
+        # the phantom is STAGING, never among the RUNNING ones: look for it in any state
         return (len(in_store) == 3 and in_store == in_cluster
-                and phantom["id"] not in in_store and forgotten["id"] not in in_cluster)
+                and store.get_task(phantom["id"]) is None
+                and forgotten["id"] not in in_cluster)
 
     wait_until(converged, timeout=30, message="store and cluster agree on 3 tasks")
-    out = sched.output()
-    assert f"task {phantom['id']} TASK_LOST" in out
-    assert f"unknown task {forgotten['id']}: killing it" in out
+    # The log lines reach us through a pipe and a reader thread, possibly after the store and
+    # the master changed: wait for each line rather than reading the output collected so far.
+    sched.wait_for_line(lambda line: f"task {phantom['id']} TASK_LOST" in line, timeout=10)
+    sched.wait_for_line(lambda line: f"unknown task {forgotten['id']}: killing it" in line,
+                        timeout=10)
 
 
 def test_master_failover_keeps_framework_and_tasks(cluster):
