@@ -399,6 +399,10 @@ def test_events_type_filter_and_limit(store, api):
         store.append_event("deployment_info", {"plan": {"id": "p1"}, "currentStep": None})
         store.append_event("app_terminated_event", {"appId": "/ev/never-shown"})
         assert proc.popen.wait(30) == 0, proc.output()
+        # Its last lines may still be in the pipe when it has exited: wait for the reader to
+        # get the second event (lines arrive in order, so the first is there too).
+        proc.wait_for_line(lambda ln: ln.startswith("{") and "deployment_info" in ln,
+                           timeout=10)
         events = [json.loads(ln) for ln in proc.lines if ln.startswith("{")]
         assert [e["eventType"] for e in events] == ["app_terminated_event", "deployment_info"]
         assert events[0]["appId"] == "/ev/a" and events[1]["plan"]["id"] == "p1"
@@ -481,7 +485,8 @@ def test_wait_and_events_ride_out_an_api_restart(tmp_path):
         assert waiter.popen.wait(30) == 0, waiter.output()
         # Last-Event-ID: the event appended during the outage arrives after the reconnect.
         assert events.popen.wait(30) == 0, events.output()
-        assert "/restart/two" in events.output()
+        # (its output may trail its exit: wait for the line rather than read what came so far)
+        events.wait_for_line(lambda ln: "/restart/two" in ln, timeout=10)
         no_traceback(waiter.output() + events.output())
     finally:
         for proc in (waiter, events, api_proc, second):
