@@ -120,7 +120,8 @@ def test_clean_shutdown_leaves_no_process(local_run):
     assert proc.popen.wait(30) == 0
     wait_until(lambda: not processes_mentioning(data_dir), timeout=15,
                message="no process of the run left")
-    assert "stopped" in proc.output()
+    # its last line may still be in the pipe when it has exited: wait for the reader to get it
+    proc.wait_for_line(lambda line: "stopped" in line, timeout=10)
 
 
 def test_second_start_reuses_data_and_model(local_run):
