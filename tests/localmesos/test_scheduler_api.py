@@ -230,13 +230,15 @@ def test_two_offers_of_one_agent_combine(lm, sched: Recorder) -> None:
     assert sched.since(mark, "offer")
 
 
-def test_many_tasks_at_once_never_overcommit(lm, sched: Recorder) -> None:
+def test_many_tasks_at_once_never_overcommit(lm, sched: Recorder, tmp_path) -> None:
     """Launch everything every offer can hold (0.5 cpu each), twice over; count and clean up."""
     launched: list[str] = []
+    go = tmp_path / "go"  # the first 24 tasks run until the test has counted them
+    hold = f"while [ ! -e {go} ]; do sleep 0.05; done"
 
     def fill(offer: dict) -> None:
         n = int(offer_scalar(offer, "cpus") / 0.5)
-        tasks = [command_task(f"m{len(launched) + i}", offer, "sleep 0.5", cpus=0.5, mem=64)
+        tasks = [command_task(f"m{len(launched) + i}", offer, hold, cpus=0.5, mem=64)
                  for i in range(n)]
         launched.extend(t["task_id"]["value"] for t in tasks)
         sched.driver.launchTasks(offer["id"], tasks, {"refuse_seconds": 0})
@@ -247,6 +249,7 @@ def test_many_tasks_at_once_never_overcommit(lm, sched: Recorder) -> None:
     assert all(s["used_resources"]["cpus"] <= s["resources"]["cpus"] for s in state["slaves"])
     assert sum(s["used_resources"]["cpus"] for s in state["slaves"]) == 12.0
     assert len(launched) == 24
+    go.touch()
     # Freed resources come back as offers (leftover memory alone too): fill them again.
     while len(launched) < 48:
         fill(sched.take_offer(timeout=20))
