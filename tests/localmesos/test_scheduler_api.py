@@ -13,6 +13,7 @@ from tests.localmesos.helpers import (
     ports,
     recorded,
 )
+from tests.support import wait_until
 
 
 def test_offers_carry_each_agents_resources_and_attributes(lm, sched: Recorder) -> None:
@@ -84,8 +85,12 @@ def test_kill_grace_period_then_sigkill(lm, sched: Recorder) -> None:
     offer = sched.take_offer()
     grace = {"grace_period": {"nanoseconds": 500_000_000}}
     sched.driver.launchTasks(offer["id"], [command_task(
-        "stubborn", offer, "trap '' TERM; while true; do sleep 0.1; done", kill_policy=grace)])
+        "stubborn", offer, "trap '' TERM; touch trapped; while true; do sleep 0.1; done",
+        kill_policy=grace)])
     sched.wait_state("stubborn", "TASK_RUNNING")
+    # RUNNING comes as the shell starts: kill only once it ignores SIGTERM (else it just dies).
+    wait_until(lambda: list(lm.work_dir.glob("slaves/*/frameworks/*/executors/stubborn/runs/*/"
+                                             "trapped")), timeout=10, message="the trap set")
     t0 = time.monotonic()
     sched.driver.killTask({"value": "stubborn"})
     killed = sched.wait_state("stubborn", "TASK_KILLED")
