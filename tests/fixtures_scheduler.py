@@ -7,25 +7,21 @@ from __future__ import annotations
 import os
 import random
 import re
-import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from scheduler.deployments import plan_deployment
 from scheduler.spec import iso_now, parse_app, stamp_app
+from scheduler.sqlite_state import open_state
 from scheduler.state import StateStore
-from tests.support import PYTHON, REPO, Proc
+from tests.fixtures_mesos import start_localmesos
+from tests.support import PYTHON, REPO, Proc, port_is_free
 
 REGISTERED = re.compile(r"registered framework_id=(\S+)")
 
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def agent_resources(agents: int = 3, width: int = 100) -> str:
@@ -39,9 +35,31 @@ def agent_resources(agents: int = 3, width: int = 100) -> str:
     rng = random.Random()
     for _ in range(200):
         base = rng.randrange(10000, 30000 - 1000 * agents, 100)
-        if all(_port_free(base + 1000 * k + i) for k in range(agents) for i in range(width)):
+        if all(port_is_free(base + 1000 * k + i) for k in range(agents) for i in range(width)):
             return f"cpus:4;mem:4096;disk:10000;ports:[{base}-{base + width - 1}]"
     raise RuntimeError("no free port block for the agents")
+
+
+@contextmanager
+def scheduler_cluster(work: Path, **mesos_kwargs: Any) -> Iterator[tuple[Any, StateStore, Proc]]:
+    """localmesos (3 agents, their own ports) + a store + `accessd scheduler` on it, stopped in
+    reverse order; afterwards, the scheduler's log must hold no traceback (its worker logs an
+    exception and carries on, so only the log shows one)."""
+    mesos = start_localmesos(work / "mesos", agents=3, resources=agent_resources(),
+                             **mesos_kwargs)
+    store = open_state(str(work / "state.db"))
+    sched = None
+    try:
+        started = time.monotonic()
+        sched = start_scheduler(mesos.master, work / "state.db", ["--refuse-seconds", "1"])
+        print(f"scheduler registered in {time.monotonic() - started:.2f}s")
+        yield mesos, store, sched
+    finally:
+        if sched is not None:
+            sched.stop()
+        store.close()
+        mesos.stop()
+    assert "Traceback" not in sched.output(), sched.output()
 
 
 def start_scheduler(master: str, state_path: str | os.PathLike, extra_args: Sequence[str] = (),

@@ -29,6 +29,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    """True if nothing holds `port` on 127.0.0.1 now (another run may use the same agent ports)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
                message: str = "condition") -> Any:
     """Poll `predicate` until it returns something truthy; return that value or raise."""

@@ -8,7 +8,6 @@ made here from the offer (the first free ports; placement itself is not under te
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from pymesos import MesosSchedulerDriver, Scheduler
 from scheduler.placement import Launch
 from scheduler.spec import iso_now, parse_app
 from scheduler.tasks import build_task_info, new_task_id
-from tests.support import PYTHON
+from tests.support import PYTHON, port_is_free
 
 Status = dict[str, Any]
 
@@ -36,16 +35,6 @@ def offer_ports(offer: dict) -> list[int]:
             for rng in r.get("ranges", {}).get("range", []):
                 out.extend(range(int(rng["begin"]), int(rng["end"]) + 1))
     return out
-
-
-def port_is_free(port: int) -> bool:
-    # Other test runs on this machine may use overlapping agent port ranges.
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def build_for_offer(offer: dict, app_doc: dict, task_id: str, nports: int) -> tuple[dict, list[int]]:

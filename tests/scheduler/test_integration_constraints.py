@@ -13,14 +13,12 @@ import time
 
 import pytest
 
-from scheduler.sqlite_state import open_state
-from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import (
-    agent_resources,
     delete_app,
     deploy_app,
     mesos_tasks,
     scale_app,
+    scheduler_cluster,
     start_scheduler,
     store_tasks,
 )
@@ -37,22 +35,8 @@ def sleeper(app_id, instances, **fields):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("cluster")
-    mesos = start_localmesos(work / "mesos", agents=3, resources=agent_resources(),
-                             attributes=RACKS)
-    store = open_state(str(work / "state.db"))
-    sched = None
-    try:
-        started = time.monotonic()
-        sched = start_scheduler(mesos.master, work / "state.db", ["--refuse-seconds", "1"])
-        print(f"scheduler registered in {time.monotonic() - started:.2f}s")
+    with scheduler_cluster(work, attributes=RACKS) as (mesos, store, sched):
         yield mesos, store, sched
-    finally:
-        if sched is not None:
-            sched.stop()
-        store.close()
-        mesos.stop()
-    # every event was handled without an exception (the worker logs and carries on otherwise)
-    assert "Traceback" not in sched.output(), sched.output()
 
 
 def running(store, app_id):

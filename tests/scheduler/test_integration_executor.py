@@ -14,13 +14,10 @@ import time
 import pytest
 
 from scheduler.deployments import task_is_ready
-from scheduler.sqlite_state import open_state
-from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import (
-    agent_resources,
     deploy_app,
     restart_app,
-    start_scheduler,
+    scheduler_cluster,
     store_tasks,
 )
 from tests.support import PYTHON, wait_until
@@ -29,18 +26,8 @@ from tests.support import PYTHON, wait_until
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("executor")
-    mesos = start_localmesos(work / "mesos", agents=3, resources=agent_resources())
-    store = open_state(str(work / "state.db"))
-    sched = None
-    try:
-        sched = start_scheduler(mesos.master, work / "state.db", ["--refuse-seconds", "1"])
+    with scheduler_cluster(work) as (mesos, store, sched):
         yield mesos, store, sched, work
-    finally:
-        if sched is not None:
-            sched.stop()
-        store.close()
-        mesos.stop()
-    assert "Traceback" not in sched.output(), sched.output()
 
 
 def served_app(app_id, instances, docroot):

@@ -10,14 +10,11 @@ import time
 
 import pytest
 
-from scheduler.sqlite_state import open_state
-from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import (
-    agent_resources,
     delete_app,
     deploy_app,
     mesos_tasks,
-    start_scheduler,
+    scheduler_cluster,
     store_tasks,
 )
 from tests.support import wait_until
@@ -28,18 +25,8 @@ APPS = [f"/many/app{i}" for i in range(10)]
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     work = tmp_path_factory.mktemp("many")
-    mesos = start_localmesos(work / "mesos", agents=3, resources=agent_resources())
-    store = open_state(str(work / "state.db"))
-    sched = None
-    try:
-        sched = start_scheduler(mesos.master, work / "state.db", ["--refuse-seconds", "1"])
+    with scheduler_cluster(work) as (mesos, store, sched):
         yield mesos, store, sched
-    finally:
-        if sched is not None:
-            sched.stop()
-        store.close()
-        mesos.stop()
-    assert "Traceback" not in sched.output(), sched.output()
 
 
 def test_thirty_tasks_in_one_burst_then_gone(cluster):
