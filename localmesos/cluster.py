@@ -127,6 +127,8 @@ class Cluster:
             if parts == ["master", "restart"]:
                 self.master.restart()
                 return Response.json(200, {"master_id": self.master.id})
+            if parts == ["master", "silence"]:
+                return Response.json(200, {"silenced": self.master.silence_streams()})
             if len(parts) == 3 and parts[0] == "agents" and parts[2] in ("stop", "start"):
                 agent = self.find_agent(parts[1])
                 if agent is None:

@@ -65,6 +65,7 @@ class Stream:
         self.on_close = on_close
         self._q: queue.Queue[bytes | None] = queue.Queue()
         self._closed = threading.Event()
+        self._silenced = False
 
     @property
     def closed(self) -> bool:
@@ -73,8 +74,14 @@ class Stream:
     def send(self, data: bytes) -> bool:
         if self._closed.is_set():
             return False
-        self._q.put(data)
+        if not self._silenced:
+            self._q.put(data)
         return True
+
+    def silence(self) -> None:
+        """From now on drop what is sent, keeping the connection open: a half-open connection,
+        as after a network partition or a hung master, that only a missing heartbeat reveals."""
+        self._silenced = True
 
     def close(self) -> None:
         if not self._closed.is_set():

@@ -508,6 +508,16 @@ class Master:
         log.info("framework %s removed", fw.id)
         self.allocate_soon()
 
+    def silence_streams(self) -> list[str]:
+        """Fault control: every open scheduler stream goes quiet (see `Stream.silence`)."""
+        silenced = []
+        for fw in self.frameworks.values():
+            if fw.stream is not None:
+                fw.stream.silence()
+                silenced.append(fw.id)
+        log.info("silenced the event streams of %s", ", ".join(silenced) or "no framework")
+        return silenced
+
     def restart(self) -> None:
         """Master failover: forget frameworks and offers, agents re-register with their tasks."""
         old = [fw for fw in self.frameworks.values()]

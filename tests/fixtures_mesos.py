@@ -61,6 +61,9 @@ class LocalMesos:
     def restart_master(self) -> dict[str, Any]:
         return self._call("POST", "/_localmesos/master/restart")
 
+    def silence_master(self) -> dict[str, Any]:
+        return self._call("POST", "/_localmesos/master/silence")
+
     def stop(self) -> int | None:
         return self.proc.stop()
 

@@ -8,7 +8,7 @@ import time
 
 from tests.fixtures_mesos import start_localmesos
 from tests.localmesos.conftest import TEST_ARGS
-from tests.localmesos.helpers import Recorder, command_task, start_driver, stop_driver
+from tests.localmesos.helpers import RawClient, Recorder, command_task, start_driver, stop_driver
 from tests.localmesos.test_processes import processes_under
 from tests.support import process_group_alive, wait_until
 
@@ -205,3 +205,31 @@ def test_partition_aware_frameworks_see_unreachable(lm) -> None:
     got = rec.wait_for(lambda: len(rec.since(mark, "status")) >= 2 and rec.since(mark, "status"))
     assert {s["task_id"]["value"]: s["state"] for s in got} == {
         "far": "TASK_UNREACHABLE", "nope": "TASK_UNKNOWN"}
+
+
+def test_silenced_stream_stays_open_and_quiet_until_the_framework_resubscribes(tmp_path) -> None:
+    cluster = start_localmesos(tmp_path, agents=1, extra_args=("--heartbeat-interval", "0.2"))
+    quiet, witness, again = (RawClient(cluster.master) for _ in range(3))
+    try:
+        quiet.subscribe({"name": "quiet"})
+        quiet.wait_event("OFFERS")
+        assert cluster.silence_master() == {"silenced": [quiet.framework_id]}
+        silenced_at = len(quiet.events)
+        # Another framework's heartbeats are the clock: five intervals pass for it...
+        witness.subscribe({"name": "witness"})
+        witness.wait_event("HEARTBEAT", timeout=10, start=6)
+        # ...while the silenced stream, still connected, carried nothing.
+        assert [e["type"] for e, _, _ in quiet.events[silenced_at:]] == []
+        assert quiet.sched_call("REVIVE")[0] == 202  # calls still reach the master
+        assert next(f for f in cluster.state()["frameworks"]
+                    if f["id"] == quiet.framework_id)["active"]
+        # Re-subscribing with the framework id gets a stream that speaks again (the witness gone,
+        # the agent's resources come back to this framework).
+        assert witness.sched_call("TEARDOWN")[0] == 202
+        again.subscribe({"name": "quiet", "id": {"value": quiet.framework_id}})
+        again.wait_event("HEARTBEAT", start=2)
+        again.wait_event("OFFERS")
+    finally:
+        for client in (quiet, witness, again):
+            client.close()
+        cluster.stop()
