@@ -167,6 +167,11 @@ class Worker:
             # expected; pymesos reconnects, the agent resends unacknowledged updates and the
             # next round plans again.
             log.warning("master connection lost while handling %s: %r", what, exc)
+        except RuntimeError as exc:
+            if not str(exc).startswith("Not connected"):
+                log.exception("error while handling %s", what)
+            else:  # pymesos between connections; the resubscription starts a new round
+                log.warning("no master connection while handling %s", what)
         except Exception:  # one bad event must not stop the scheduler; the next round retries
             log.exception("error while handling %s", what)
 

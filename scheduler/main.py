@@ -3,7 +3,8 @@
 The process registers (or re-registers, with the stored framework id) with a failover timeout
 of a week by default, so it can die and come back without Mesos killing its tasks. SIGTERM and
 SIGINT stop the driver with `failover=True` (never TEARDOWN) and exit 0; a fatal master error
-(framework removed) exits 1.
+(framework removed) exits 1. A master that stays silent for `--missed-heartbeats` heartbeat
+intervals is presumed gone and subscribed to again (see `scheduler.masterwatch`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import signal
 import sys
 import threading
 from typing import Any
+
+from scheduler.masterwatch import SilenceWatch
 
 log = logging.getLogger("accessd.scheduler")
 
@@ -34,10 +37,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="how long declined offers stay away")
     p.add_argument("--executor-python", default=sys.executable,
                    help="python that runs accessd's executor on the agents")
+    p.add_argument("--missed-heartbeats", type=float, default=5.0,
+                   help="re-subscribe after this many heartbeat intervals without a word from "
+                        "the master (a hung master or half-open connection)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     if (args.principal is None) != (args.secret is None):
         p.error("--principal and --secret go together")
+    if args.missed_heartbeats <= 0:
+        p.error("--missed-heartbeats must be positive")
     return args
 
 
@@ -56,13 +64,55 @@ def framework_info(args: argparse.Namespace, framework_id: str | None) -> dict[s
     return info
 
 
+def watched_driver_class(watch: SilenceWatch) -> type:
+    """pymesos's driver, telling `watch` about every subscription attempt, event, SUBSCRIBED
+    and disconnection."""
+    from pymesos import MesosSchedulerDriver
+
+    class WatchedDriver(MesosSchedulerDriver):
+        def gen_request(self):  # a new connection is about to SUBSCRIBE
+            watch.expect()
+            return super().gen_request()
+
+        def on_event(self, event):
+            watch.heard()
+            super().on_event(event)
+
+        def on_subscribed(self, info):
+            watch.subscribed(info.get("heartbeat_interval_seconds"))
+            super().on_subscribed(info)
+
+        def on_close(self):
+            watch.disconnected()
+            super().on_close()
+
+    return WatchedDriver
+
+
+def resubscribe(driver: Any, watch: SilenceWatch, silent: float) -> bool:
+    """Drop a connection the master has gone quiet on and subscribe again (same framework id:
+    pymesos keeps it). False if the old I/O thread will not end."""
+    log.warning("nothing from the master for %.1fs (heartbeats every %gs, %g missed): "
+                "connection presumed dead; re-subscribing", silent, watch.interval,
+                watch.missed_heartbeats)
+    watch.disconnected()
+    driver.stop(failover=True)  # never TEARDOWN
+    io_thread = driver._io_thread
+    if io_thread is not None:
+        io_thread.join(10.0)
+        if io_thread.is_alive():
+            log.error("pymesos's I/O thread did not stop; exiting so a supervisor restarts us")
+            return False
+    driver.start()
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, args.log_level.upper(), 20),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import pymesos.process
-    from pymesos import MesosSchedulerDriver
 
     logging.getLogger("pymesos").handlers.clear()  # one format: ours (pymesos adds its own)
 
@@ -75,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
              framework_id or "(new)")
 
     work: queue.Queue = queue.Queue()
-    driver = MesosSchedulerDriver(
+    watch = SilenceWatch(args.missed_heartbeats)
+    driver = watched_driver_class(watch)(
         AccessdScheduler(work), framework_info(args, framework_id), args.master,
         use_addict=False, implicit_acknowledgements=False,
         principal=args.principal, secret=args.secret, failover=True)
@@ -103,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     while not done.wait(1.0):
         if driver.aborted:
             log.error("the driver stopped on its own; exiting")
+            outcome["code"] = 1
+            break
+        silent = watch.overdue()
+        if silent is not None and not resubscribe(driver, watch, silent):
             outcome["code"] = 1
             break
     # The worker first: it finishes the event in hand (e.g. an ACKNOWLEDGE on the driver's

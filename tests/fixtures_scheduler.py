@@ -41,9 +41,10 @@ def agent_resources(agents: int = 3, width: int = 100) -> str:
 
 
 @contextmanager
-def scheduler_cluster(work: Path, **mesos_kwargs: Any) -> Iterator[tuple[Any, StateStore, Proc]]:
-    """localmesos (3 agents, their own ports) + a store + `accessd scheduler` on it, stopped in
-    reverse order; afterwards, the scheduler's log must hold no traceback (its worker logs an
+def scheduler_cluster(work: Path, scheduler_args: Sequence[str] = (),
+                      **mesos_kwargs: Any) -> Iterator[tuple[Any, StateStore, Proc]]:
+    """localmesos (3 agents, their own ports) + a store + `accessd scheduler` on it (with
+    `scheduler_args` besides `--refuse-seconds 1`), stopped in reverse order; afterwards, the scheduler's log must hold no traceback (its worker logs an
     exception and carries on, so only the log shows one)."""
     mesos = start_localmesos(work / "mesos", agents=3, resources=agent_resources(),
                              **mesos_kwargs)
@@ -51,7 +52,8 @@ def scheduler_cluster(work: Path, **mesos_kwargs: Any) -> Iterator[tuple[Any, St
     sched = None
     try:
         started = time.monotonic()
-        sched = start_scheduler(mesos.master, work / "state.db", ["--refuse-seconds", "1"])
+        sched = start_scheduler(mesos.master, work / "state.db",
+                                ["--refuse-seconds", "1", *scheduler_args])
         print(f"scheduler registered in {time.monotonic() - started:.2f}s")
         yield mesos, store, sched
     finally:
