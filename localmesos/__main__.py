@@ -17,6 +17,7 @@ from pathlib import Path
 from localmesos.cluster import DEFAULT_RESOURCES, Cluster, Options, parse_attributes
 from localmesos.portblocks import NoFreePortBlock
 from localmesos.resources import parse_spec
+from localmesos.zkannounce import ZkUnavailable, parse_zk_url
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -40,6 +41,9 @@ def parse_args(argv: list[str]) -> Options:
                    help="MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD in seconds (Mesos: 5)")
     p.add_argument("--executor-registration-timeout", type=float, default=60.0,
                    help="seconds an executor has to SUBSCRIBE (Mesos: 60)")
+    p.add_argument("--zk", default=None,
+                   help="zk://host:port/path: announce the master in ZooKeeper as Mesos does "
+                        "(schedulers can then use --master zk://host:port/path)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (stderr)")
     a = p.parse_args(argv)
     if a.agents < 1:
@@ -48,6 +52,8 @@ def parse_args(argv: list[str]) -> Options:
         parse_spec(a.resources)
         for spec in a.attributes:
             parse_attributes(spec)
+        if a.zk is not None:
+            parse_zk_url(a.zk)
     except ValueError as exc:
         p.error(str(exc))
     logging.basicConfig(level=getattr(logging, str(a.log_level).upper(), logging.INFO),
@@ -58,7 +64,7 @@ def parse_args(argv: list[str]) -> Options:
                    offer_timeout=a.offer_timeout, heartbeat_interval=a.heartbeat_interval,
                    status_update_retry=a.status_update_retry,
                    executor_shutdown_grace=a.executor_shutdown_grace,
-                   executor_registration_timeout=a.executor_registration_timeout)
+                   executor_registration_timeout=a.executor_registration_timeout, zk=a.zk)
 
 
 def main(argv: list[str]) -> int:
@@ -79,7 +85,11 @@ def main(argv: list[str]) -> int:
         print(f"localmesos: cannot listen on 127.0.0.1:{opts.port}: {exc.strerror or exc}",
               file=sys.stderr)
         return 1
-    cluster.start()
+    try:
+        cluster.start()
+    except ZkUnavailable as exc:
+        print(f"localmesos: {exc}", file=sys.stderr)
+        return 1
     print(f"ready master=127.0.0.1:{cluster.port}", flush=True)
     logging.getLogger("localmesos").info(
         "master on 127.0.0.1:%d, agents %s", cluster.port,

@@ -29,6 +29,7 @@ from localmesos.portblocks import PortBlocks
 from localmesos.procs import Spawner, live_groups
 from localmesos.resources import parse_spec
 from localmesos.timers import Timers
+from localmesos.zkannounce import ZkAnnouncer
 
 log = logging.getLogger("localmesos")
 
@@ -48,6 +49,7 @@ class Options:
     executor_shutdown_grace: float = 5.0
     executor_registration_timeout: float = 60.0
     shutdown_grace: float = 3.0
+    zk: str | None = None  # zk://host:port/path: announce the master there, as Mesos does
 
 
 def parse_attributes(text: str) -> list[tuple[str, str]]:
@@ -84,12 +86,16 @@ class Cluster:
         self.spawner = Spawner(str(self.work_dir))
         self.agents = [Agent(self, k, resources[k - 1], attrs[k - 1], self.work_dir)
                        for k in range(1, opts.agents + 1)]
+        self.announcer = ZkAnnouncer(opts.zk) if opts.zk else None
 
     @property
     def port(self) -> int:
         return self.server.port
 
     def start(self) -> None:
+        """Raises ZkUnavailable, before anything runs, when `zk` is set and unreachable."""
+        if self.announcer is not None:
+            self.announcer.start(self.master.master_info())
         self.server.start()
         for agent in self.agents:
             agent.server.start()
@@ -107,7 +113,8 @@ class Cluster:
                 "authenticate_frameworks": "false", "authenticate_http_frameworks": "false",
                 "localmesos_agents": str(o.agents), "localmesos_resources": o.resources,
                 "localmesos_heartbeat_interval": f"{o.heartbeat_interval:g}secs",
-                "localmesos_status_update_retry": f"{o.status_update_retry:g}secs"}
+                "localmesos_status_update_retry": f"{o.status_update_retry:g}secs",
+                "zk": o.zk or "", "quorum": "1" if o.zk else ""}
 
     # ---- fault controls (test-only surface) ---------------------------------------------
 
@@ -126,6 +133,8 @@ class Cluster:
                 return Response.json(405, {"message": "use POST for fault controls"})
             if parts == ["master", "restart"]:
                 self.master.restart()
+                if self.announcer is not None:
+                    self.announcer.replace(self.master.master_info())
                 return Response.json(200, {"master_id": self.master.id})
             if parts == ["master", "silence"]:
                 return Response.json(200, {"silenced": self.master.silence_streams()})
@@ -153,6 +162,11 @@ class Cluster:
     # ---- ending ------------------------------------------------------------------------------
 
     def shutdown(self) -> None:
+        if self.announcer is not None:
+            try:
+                self.announcer.stop()  # no scheduler should find a master that is going away
+            except Exception as exc:
+                log.warning("could not withdraw the master from ZooKeeper: %s", exc)
         with self.lock:
             pids = [pid for a in self.agents for pid in a.pids()]
             for agent in self.agents:

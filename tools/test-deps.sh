@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# System packages the test suite starts for real (headless Chromium for the status page).
+# System packages the test suite starts for real: headless Chromium (the status page) and
+# ZooKeeper (zk:// master detection; its Java runtime comes with it).
 # Installed only when missing, so a second run costs nothing.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+[ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1 || need+=(zookeeper)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test-deps: installing ${need[*]}"
