@@ -57,9 +57,12 @@ def test_scheduler_finds_the_master_through_zookeeper_and_follows_it(tmp_path) -
         # A second master contends (a higher sequence number); the leader leaves for good.
         standby = start_localmesos(tmp_path / "standby", agents=3, resources=agent_resources(),
                                    extra_args=("--zk", zk.url("/mesos")))
+        started = time.monotonic()
         mesos.stop()
         wait_until(lambda: len(registered_lines(sched)) == 3, timeout=60,
                    message="registration with the standby master")
+        print(f"leader gone -> registered with the standby in {time.monotonic() - started:.2f}s"
+              " (including the old cluster's shutdown)")
         last = registered_lines(sched)[2]
         assert f"registered framework_id={framework_id} master=127.0.0.1:{standby.port}" in last
         wait_until(lambda: len(mesos_tasks(standby.state(), framework_id,
