@@ -168,10 +168,17 @@ class Worker:
             # next round plans again.
             log.warning("master connection lost while handling %s: %r", what, exc)
         except RuntimeError as exc:
-            if not str(exc).startswith("Not connected"):
+            text = str(exc)
+            if text.startswith("Not connected") or "Framework is not subscribed" in text:
+                # pymesos between connections, or a call that crossed a master failover: the
+                # subscription that follows reconciles and plans afresh.
+                log.warning("master connection changing while handling %s: %s", what,
+                            text.splitlines()[0])
+            elif text.startswith("Failed to send request"):  # pymesos: the master said no
+                log.error("the master refused a call while handling %s: %s", what,
+                          " ".join(text.split()))
+            else:
                 log.exception("error while handling %s", what)
-            else:  # pymesos between connections; the resubscription starts a new round
-                log.warning("no master connection while handling %s", what)
         except Exception:  # one bad event must not stop the scheduler; the next round retries
             log.exception("error while handling %s", what)
 
