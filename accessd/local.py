@@ -345,7 +345,10 @@ def main(argv: list[str]) -> int:
         stop_requested.set()
         raise KeyboardInterrupt
 
+    # Ctrl-C is how `make run` is stopped: a stop asked for, ending cleanly with 0 (make would
+    # report any other code as an error), like SIGTERM.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
     try:
         run.start()
@@ -356,12 +359,13 @@ def main(argv: list[str]) -> int:
             stop_requested.wait(1.0)
         return 0
     except KeyboardInterrupt:
-        progress("interrupted")
-        return 0 if stop_requested.is_set() else 130
+        progress("stop requested" if stop_requested.is_set() else "interrupted")
+        return 0
     except StepFailed as exc:
         progress(f"error: {exc}")
         return 1
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # an impatient second signal must not cut the stop short
+        for signum in (signal.SIGTERM, signal.SIGINT):  # an impatient second signal must not
+            signal.signal(signum, signal.SIG_IGN)          # cut the stop short
         run.stop()
         progress("stopped")

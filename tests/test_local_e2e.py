@@ -136,9 +136,9 @@ def test_second_start_reuses_data_and_model(local_run):
         out = proc.output()
         assert "reusing the JPM quotes" in out and "reusing the JPM model" in out
         assert sorted(Path(data_dir, "models", "JPM").glob("v*")) == models
+        proc.signal(signal.SIGINT)  # Ctrl-C, as `make run` is stopped: a clean stop, exit 0
+        assert proc.popen.wait(30) == 0
     finally:
-        proc.signal(signal.SIGTERM)
-        proc.popen.wait(30)
         proc.stop()
     wait_until(lambda: not processes_mentioning(str(data_dir)), timeout=15,
                message="no process of the second run left")
