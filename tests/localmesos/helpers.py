@@ -123,8 +123,22 @@ class Recorder(Scheduler):
     def of(self, kind: str) -> list[Any]:
         return [p for k, p, _ in self.events if k == kind]
 
-    def statuses(self, task_id: str) -> list[dict[str, Any]]:
-        return [s for s in self.of("status") if s["task_id"]["value"] == task_id]
+    def statuses(self, task_id: str, retries: bool = False) -> list[dict[str, Any]]:
+        """The task's updates in arrival order. The agent re-sends an update until it is
+        acknowledged (every second in these tests), so a slow acknowledgement delivers the same
+        update (same uuid) twice: such re-deliveries are left out unless `retries`."""
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for s in self.of("status"):
+            if s["task_id"]["value"] != task_id:
+                continue
+            uuid = s.get("uuid")  # none on master-generated and reconciliation updates
+            if uuid is not None and not retries:
+                if uuid in seen:
+                    continue
+                seen.add(uuid)
+            out.append(s)
+        return out
 
     def states(self, task_id: str) -> list[str]:
         return [s["state"] for s in self.statuses(task_id)]

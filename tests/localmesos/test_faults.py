@@ -52,8 +52,8 @@ def test_unacknowledged_updates_are_retried_and_resent_on_resubscribe(lm) -> Non
     rec.driver.implicit_acknowledgements = False
     offer = rec.take_offer()
     rec.driver.launchTasks(offer["id"], [command_task("noack", offer, "sleep 0.2")])
-    rec.wait_for(lambda: len(rec.statuses("noack")) >= 2, what="a retry")
-    first, again = rec.statuses("noack")[:2]
+    rec.wait_for(lambda: len(rec.statuses("noack", retries=True)) >= 2, what="a retry")
+    first, again = rec.statuses("noack", retries=True)[:2]
     # One update in flight per task: the same STARTING (same uuid) again, nothing newer.
     assert first["state"] == again["state"] == "TASK_STARTING"
     assert first["uuid"] == again["uuid"]
