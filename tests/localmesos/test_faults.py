@@ -222,10 +222,16 @@ def test_silenced_stream_stays_open_and_quiet_until_the_framework_resubscribes(t
         quiet.subscribe({"name": "quiet"})
         quiet.wait_event("OFFERS")
         assert cluster.silence_master() == {"silenced": [quiet.framework_id]}
-        silenced_at = len(quiet.events)
-        # Another framework's heartbeats are the clock: five intervals pass for it...
+        before = len(quiet.events)
+        # Another framework's heartbeats are the clock. Silencing drops what is sent from then
+        # on; a heartbeat already queued for the stream is still written. So the quiet window
+        # starts at the witness's first periodic heartbeat (an interval after silencing)...
         witness.subscribe({"name": "witness"})
-        witness.wait_event("HEARTBEAT", timeout=10, start=6)
+        witness.wait_event("HEARTBEAT", timeout=10, start=2)
+        silenced_at = len(quiet.events)
+        assert {e["type"] for e, _, _ in quiet.events[before:silenced_at]} <= {"HEARTBEAT"}
+        # ...and five intervals pass for the witness...
+        witness.wait_event("HEARTBEAT", timeout=10, start=7)
         # ...while the silenced stream, still connected, carried nothing.
         assert [e["type"] for e, _, _ in quiet.events[silenced_at:]] == []
         assert quiet.sched_call("REVIVE")[0] == 202  # calls still reach the master
