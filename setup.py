@@ -21,6 +21,9 @@ setup(
         # /metrics of the services and the API: Prometheus exposition by the official client
         # instead of our own text writer.
         "prometheus-client>=0.20",
+        # the time-series service encodes its JSON arrays with it: ~3x faster than the
+        # hand-written %-format it replaced (bench/services.py range query); wheels for 3.11
+        "orjson>=3.9",
     ],
     extras_require={
         "test": [

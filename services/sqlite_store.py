@@ -24,7 +24,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from itertools import islice
+from itertools import islice, starmap
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -63,6 +63,8 @@ _UPSERT = (
 _RANGE = (
     f"SELECT {_COLUMNS} FROM quotes WHERE symbol = ? AND ts >= ? AND ts <= ? ORDER BY ts LIMIT ?"
 )
+_RANGE_ROWS = ("SELECT ts, open, high, low, close, volume FROM quotes "
+               "WHERE symbol = ? AND ts >= ? AND ts <= ? ORDER BY ts LIMIT ?")
 _LAST = f"SELECT {_COLUMNS} FROM quotes WHERE symbol = ? ORDER BY ts DESC LIMIT 1"
 _HAS = "SELECT 1 FROM quotes WHERE symbol = ? LIMIT 1"
 # DISTINCT would read every row; this skips from one symbol to the next through the primary key
@@ -236,6 +238,17 @@ class SQLiteQuoteStore(QuoteStore):
 
     def read_range(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
                    *, limit: int | None = None) -> Iterator[Quote]:
+        return _Stream(self._range(_RANGE, symbol, start_ms, end_ms, limit))
+
+    def read_range_rows(self, symbol: str, start_ms: int | None = None,
+                        end_ms: int | None = None, *, limit: int | None = None,
+                        ) -> Iterator[list[tuple]]:
+        # Only the columns the caller needs (not the symbol it already knows), as SQLite's own
+        # tuples: no Quote per row.
+        return self._range(_RANGE_ROWS, symbol, start_ms, end_ms, limit)
+
+    def _range(self, sql: str, symbol: str, start_ms: int | None, end_ms: int | None,
+               limit: int | None) -> _Pages:
         check_symbol(symbol)
         start, end, lim = check_range(start_ms, end_ms, limit)
         self._file_identity()
@@ -243,14 +256,14 @@ class SQLiteQuoteStore(QuoteStore):
             conn = self._connect("rw")
         try:
             with _errors(self.path):
-                cur = conn.execute(_RANGE, (symbol, MIN_TS_MS if start is None else start,
-                                            MAX_TS_MS if end is None else end,
-                                            -1 if lim is None else lim))
+                cur = conn.execute(sql, (symbol, MIN_TS_MS if start is None else start,
+                                         MAX_TS_MS if end is None else end,
+                                         -1 if lim is None else lim))
                 first = cur.fetchmany(FETCH_BATCH)
         except BaseException:
             self._discard(conn)
             raise
-        return _Stream(self, conn, cur, first)
+        return _Pages(self, conn, cur, first)
 
     def last(self, symbol: str) -> Quote | None:
         check_symbol(symbol)
@@ -286,49 +299,69 @@ class SQLiteQuoteStore(QuoteStore):
         self._local.conn = None
 
 
-class _Stream(Iterator[Quote]):
-    """Iterator over one range query, holding its own connection until exhausted or closed.
+class _Pages(Iterator[list[tuple]]):
+    """Pages (lists of row tuples, never empty) of one range query, holding its own connection
+    until exhausted or closed.
 
     A class rather than a generator: a generator that was never started runs no `finally` when
-    dropped, which would leak its connection; `__del__` here always releases it.
+    dropped, which would leak its connection; `__del__` here always releases it. A page shorter
+    than `FETCH_BATCH` is the last: the connection is released as it is handed out.
     """
 
     def __init__(self, store: SQLiteQuoteStore, conn: sqlite3.Connection, cur: sqlite3.Cursor,
-                 rows: list[tuple]) -> None:
+                 first: list[tuple]) -> None:
         self._store: SQLiteQuoteStore | None = store
         self._conn = conn
         self._cur = cur
-        self._rows = rows
-        self._i = 0
+        self._next: list[tuple] | None = first
 
-    def __next__(self) -> Quote:
-        if self._i >= len(self._rows):
-            if self._store is None or not self._rows:
-                self.close()
+    def __next__(self) -> list[tuple]:
+        rows = self._next
+        self._next = None
+        if rows is None:
+            if self._store is None:
                 raise StopIteration
             try:
                 with _errors(self._store.path):
-                    self._rows = self._cur.fetchmany(FETCH_BATCH)
+                    rows = self._cur.fetchmany(FETCH_BATCH)
             except BaseException:
                 self.close()
                 raise
-            self._i = 0
-            if not self._rows:
-                self.close()
+        if len(rows) < FETCH_BATCH:
+            self.close()
+            if not rows:
                 raise StopIteration
-        row = self._rows[self._i]
-        self._i += 1
-        return Quote(*row)
+        return rows
 
     def close(self) -> None:
         """Release the connection; the stream then ends. Idempotent."""
         store, self._store = self._store, None
-        self._rows, self._i = [], 0
+        self._next = None
         if store is not None:
             store._discard(self._conn)
 
     def __del__(self) -> None:
         self.close()
+
+
+class _Stream(Iterator[Quote]):
+    """The quotes of `_Pages` of full rows; `close()` releases the connection."""
+
+    def __init__(self, pages: _Pages) -> None:
+        self._pages = pages
+        self._page: Iterator[Quote] = iter(())
+
+    def __next__(self) -> Quote:
+        q = next(self._page, None)
+        if q is None:
+            self._page = starmap(Quote, next(self._pages))
+            q = next(self._page)
+        return q
+
+    def close(self) -> None:
+        """Release the connection; the stream then ends. Idempotent."""
+        self._page = iter(())
+        self._pages.close()
 
 
 def _row(q: Quote) -> tuple:

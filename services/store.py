@@ -32,6 +32,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from urllib.parse import urlsplit
 
 QUOTE_FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
@@ -190,11 +191,53 @@ class QuoteStore(ABC):
     def close(self) -> None:
         """Release this process's connections. A later call reconnects lazily."""
 
+    # -- optional fast paths (the defaults are correct for every backend) --------------------------
+    def read_range_rows(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
+                        *, limit: int | None = None) -> Iterator[list[tuple]]:
+        """`read_range` as pages of plain `(ts, open, high, low, close, volume)` tuples.
+
+        Same contract as `read_range` (bounds, order, limit, errors raised by the call itself,
+        streaming, `close()`), but no `Quote` per row: what the time-series service encodes.
+        Pages are non-empty lists of at most a few thousand rows. This default groups
+        `read_range`; a backend can fetch the tuples directly.
+        """
+        return _RowPages(self.read_range(symbol, start_ms, end_ms, limit=limit))
+
+    def data_version(self) -> object | None:
+        """A token that changes whenever stored data may have changed, or None if the backend
+        cannot tell cheaply (then nothing may be cached on it).
+
+        Read it before reading the data a cache entry holds: equal tokens then mean the entry is
+        current. `StoreUnavailable` when the store cannot be reached, like any other read.
+        """
+        return None
+
     def __enter__(self) -> QuoteStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _RowPages(Iterator[list[tuple]]):
+    """Pages of `(ts, open, high, low, close, volume)` from an iterator of quotes."""
+
+    PAGE = 1000
+
+    def __init__(self, quotes: Iterator[Quote]) -> None:
+        self._quotes = quotes
+
+    def __next__(self) -> list[tuple]:
+        page = [(q.ts, q.open, q.high, q.low, q.close, q.volume)
+                for q in islice(self._quotes, self.PAGE)]
+        if not page:
+            raise StopIteration
+        return page
+
+    def close(self) -> None:
+        close = getattr(self._quotes, "close", None)
+        if close is not None:
+            close()
 
 
 def open_store(url: str) -> QuoteStore:

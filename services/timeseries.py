@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from operator import attrgetter
 
 import falcon
+import orjson
 
 from services.common import (
     ServiceConfig,
@@ -34,7 +34,7 @@ from services.common import (
     parse_time,
     unknown_symbol,
 )
-from services.store import QUOTE_FIELDS, Quote, QuoteStore, StoreUnavailable, iso_ms
+from services.store import QUOTE_FIELDS, QuoteStore, StoreUnavailable, iso_ms
 
 log = logging.getLogger("accessd.services.timeseries")
 
@@ -42,72 +42,96 @@ CHUNK_QUOTES = 256          # quotes per yielded chunk: few syscalls, small buff
 KNOWN_PARAMS = frozenset({"from", "to", "fields", "limit"})
 
 
-def quote_encoder(fields: Sequence[str] | None) -> Callable[[Quote], str]:
-    """A function giving the JSON text of `Quote.to_json(fields)` for one quote, compact.
+# Position of each of QUOTE_FIELDS in the store's row tuples `(ts, open, high, low, close, volume)`.
+_COLUMN = {name: i for i, name in enumerate(QUOTE_FIELDS, start=1)}
 
-    Written out by hand rather than through `json.dumps` of a dict: this is the inner loop of
-    every range query. One %-format per quote; the store guarantees finite floats (whose `repr`
-    is valid JSON) and int volumes. `tests/services/test_timeseries.py` checks it against
-    `to_json`.
+
+def page_encoder(symbol: str, fields: Sequence[str] | None) -> Callable[[Sequence[tuple]], bytes]:
+    """A function giving the compact JSON array (bytes) of `Quote.to_json(fields)` for a page of
+    store rows `(ts, open, high, low, close, volume)` of `symbol`.
+
+    This is the inner loop of every range query: one small dict per row, serialised by orjson
+    (C; shortest round-trip floats, the same numbers as `repr`). The symbol is pre-encoded by
+    `json.dumps` (as `to_json` would be by the standard library: ASCII with escapes, and a lone
+    surrogate cannot fail). The store guarantees finite floats and int volumes.
+    `tests/services/test_timeseries.py` checks it against `to_json`.
     """
-    names = tuple(QUOTE_FIELDS if fields is None else fields)
-    template = '{"symbol":%s,"ts":"%s","epochMs":%d' + "".join(
-        f',"{n}":' + ("%d" if n == "volume" else "%r") for n in names) + "}"
-    get = attrgetter(*names) if names else (lambda q: ())
-    single = len(names) == 1
-    symbols: dict[str, str] = {}
+    sym = orjson.Fragment(json.dumps(symbol).encode())
+    names = QUOTE_FIELDS if fields is None else tuple(fields)
+    dumps = orjson.dumps
+    iso = fast_iso_ms
+    if names == QUOTE_FIELDS:
+        def encode(rows: Sequence[tuple]) -> bytes:
+            return dumps([{"symbol": sym, "ts": iso(r[0]), "epochMs": r[0], "open": r[1],
+                           "high": r[2], "low": r[3], "close": r[4], "volume": r[5]}
+                          for r in rows])
+        return encode
+    columns = [(name, _COLUMN[name]) for name in names]
 
-    def encode(q: Quote) -> str:
-        sym = symbols.get(q.symbol)
-        if sym is None:
-            sym = symbols[q.symbol] = json.dumps(q.symbol)
-        values = get(q)
-        return template % (sym, fast_iso_ms(q.ts), q.ts, *((values,) if single else values))
-
-    return encode
+    def encode_fields(rows: Sequence[tuple]) -> bytes:
+        docs = []
+        for r in rows:
+            doc = {"symbol": sym, "ts": iso(r[0]), "epochMs": r[0]}
+            for name, i in columns:
+                doc[name] = r[i]
+            docs.append(doc)
+        return dumps(docs)
+    return encode_fields
 
 
 _DAY_MS = 86_400_000
 _day_prefix: dict[int, str] = {}
+_time_of_day: dict[int, str] = {}
 
 
 def fast_iso_ms(ts: int) -> str:
-    """`iso_ms(ts)` without the Z-less datetime round trip per quote: the date part is cached
-    per day (a series spans few days per request), the time of day is integer arithmetic."""
+    """`iso_ms(ts)` without the datetime round trip per quote: the date part is cached per day
+    (a series spans few days per request) and the time-of-day part per millisecond of the day
+    (bars fall on few of them: 1,440 for one-minute bars). Both caches are bounded."""
     day, ms = divmod(ts, _DAY_MS)
     prefix = _day_prefix.get(day)
     if prefix is None:
         if len(_day_prefix) > 100_000:   # bounded: a long stream must not grow it forever
             _day_prefix.clear()
         prefix = _day_prefix[day] = iso_ms(day * _DAY_MS)[:11]
-    sec, milli = divmod(ms, 1000)
-    minute, sec = divmod(sec, 60)
-    hour, minute = divmod(minute, 60)
-    return f"{prefix}{hour:02d}:{minute:02d}:{sec:02d}.{milli:03d}Z"
+    tod = _time_of_day.get(ms)
+    if tod is None:
+        if len(_time_of_day) > 100_000:  # irregular timestamps: bounded too
+            _time_of_day.clear()
+        sec, milli = divmod(ms, 1000)
+        minute, sec = divmod(sec, 60)
+        hour, minute = divmod(minute, 60)
+        tod = _time_of_day[ms] = f"{hour:02d}:{minute:02d}:{sec:02d}.{milli:03d}Z"
+    return prefix + tod
 
 
-def stream_array(quotes: Iterator[Quote], encode: Callable[[Quote], str],
+def stream_array(pages: Iterator[Sequence[tuple]], encode: Callable[[Sequence[tuple]], bytes],
                  chunk: int = CHUNK_QUOTES) -> Iterator[bytes]:
-    """The JSON array of `quotes`, as byte chunks of up to `chunk` quotes each.
+    """The JSON array of the rows of `pages`, as byte chunks of up to `chunk` quotes each (the
+    closing bracket travels with the last quotes; `[]` if there are none).
 
-    Closing the generator (the WSGI server does when a client goes away) closes the store
-    stream, releasing its cursor.
+    One encoded chunk is held back until the next exists, so the last one can carry the `]`:
+    a store failure mid-stream therefore never leaves a complete array behind. Closing the
+    generator (the WSGI server does when a client goes away) closes the store stream, releasing
+    its cursor.
     """
     try:
-        opening = "["
-        batch: list[str] = []
-        for q in quotes:
-            batch.append(encode(q))
-            if len(batch) >= chunk:
-                yield (opening + ",".join(batch)).encode()
-                opening, batch = ",", []
-        yield (opening + ",".join(batch) + "]").encode() if batch or opening == "[" else b"]"
+        held = b""            # the previous chunk, without its separator or brackets
+        opening = b"["
+        for page in pages:
+            for i in range(0, len(page), chunk):
+                body = encode(page[i:i + chunk] if len(page) > chunk else page)
+                if held:
+                    yield held
+                    opening = b","
+                held = opening + body[1:-1]
+        yield (held or b"[") + b"]"
     except StoreUnavailable as exc:
         # Headers are gone: all that is left is to end the connection without the final chunk.
         log.warning("store failed mid-stream; closing the response: %s", exc)
         raise
     finally:
-        close = getattr(quotes, "close", None)
+        close = getattr(pages, "close", None)
         if close is not None:
             close()
 
@@ -170,10 +194,10 @@ class TimeSeriesResource:
         start, end = parse_range(req)
         fields = parse_fields(req.get_param("fields"))
         limit = parse_limit(req.get_param("limit"))
-        quotes = self.store.read_range(symbol, start, end, limit=limit)
-        # Peek at the first quote: an empty result is either an unknown symbol (404) or an
+        pages = self.store.read_range_rows(symbol, start, end, limit=limit)
+        # Peek at the first page: an empty result is either an unknown symbol (404) or an
         # empty range ([]); asking has_symbol only then saves a query on every normal request.
-        first = next(quotes, None)
+        first = next(pages, None)
         if first is None:
             if not self.store.has_symbol(symbol):
                 raise unknown_symbol(symbol)
@@ -181,20 +205,20 @@ class TimeSeriesResource:
             resp.text = "[]"
             return
         resp.content_type = falcon.MEDIA_JSON
-        resp.stream = stream_array(_Prepended(first, quotes), quote_encoder(fields))
+        resp.stream = stream_array(_Prepended(first, pages), page_encoder(symbol, fields))
 
 
-class _Prepended(Iterator[Quote]):
+class _Prepended(Iterator[list[tuple]]):
     """`first` then the rest of `rest`; `close()` closes `rest` (the store's cursor)."""
 
-    def __init__(self, first: Quote, rest: Iterator[Quote]) -> None:
-        self._first: Quote | None = first
+    def __init__(self, first: list[tuple], rest: Iterator[list[tuple]]) -> None:
+        self._first: list[tuple] | None = first
         self._rest = rest
 
-    def __next__(self) -> Quote:
+    def __next__(self) -> list[tuple]:
         if self._first is not None:
-            q, self._first = self._first, None
-            return q
+            page, self._first = self._first, None
+            return page
         return next(self._rest)
 
     def close(self) -> None:

@@ -173,6 +173,45 @@ def test_abandoned_streams_release_their_connection(sqlite_store: SQLiteQuoteSto
     assert len(sqlite_store._conns) == before
 
 
+def _as_row(quote: Quote) -> tuple:
+    return (quote.ts, quote.open, quote.high, quote.low, quote.close, quote.volume)
+
+
+@pytest.mark.parametrize("args,kwargs", [((), {}), ((T0 + 5, T0 + FETCH_BATCH + 7), {}),
+                                         ((), {"limit": FETCH_BATCH}), ((), {"limit": 0}),
+                                         ((T0 + 10 * FETCH_BATCH,), {})])
+def test_read_range_rows_pages_the_same_rows(sqlite_store: SQLiteQuoteStore, args: tuple,
+                                             kwargs: dict) -> None:
+    sqlite_store.write(q("S", T0 + i, 1.0 + i, i) for i in range(2 * FETCH_BATCH + 3))
+    sqlite_store.write([q("T", T0 + 1)])
+    want = [_as_row(x) for x in sqlite_store.read_range("S", *args, **kwargs)]
+    for pages in (sqlite_store.read_range_rows("S", *args, **kwargs),
+                  QuoteStore.read_range_rows(sqlite_store, "S", *args, **kwargs)):  # the default
+        got = list(pages)
+        assert all(0 < len(page) <= FETCH_BATCH for page in got)
+        assert [row for page in got for row in page] == want
+
+
+def test_read_range_rows_checks_arguments_and_releases_its_connection(
+        sqlite_store: SQLiteQuoteStore) -> None:
+    with pytest.raises(ValueError):
+        sqlite_store.read_range_rows("S", T0, T0 - 1)
+    sqlite_store.write(q("S", T0 + i) for i in range(FETCH_BATCH + 1))
+    before = len(sqlite_store._conns)
+    pages = sqlite_store.read_range_rows("S")
+    assert len(sqlite_store._conns) == before + 1
+    del pages
+    gc.collect()
+    assert len(sqlite_store._conns) == before
+    pages = sqlite_store.read_range_rows("S")
+    assert len(next(pages)) == FETCH_BATCH
+    assert len(sqlite_store._conns) == before + 1
+    pages.close()
+    assert len(sqlite_store._conns) == before
+    with pytest.raises(StopIteration):
+        next(pages)
+
+
 # -- failures and recovery -----------------------------------------------------------------------
 def test_removed_file_is_unavailable_then_recovers(sqlite_store: SQLiteQuoteStore,
                                                    tmp_path: Path) -> None:

@@ -12,8 +12,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.store import MAX_TS_MS, MIN_TS_MS, QUOTE_FIELDS, Quote, open_store
-from services.timeseries import quote_encoder, stream_array
+from services.store import (
+    MAX_TS_MS,
+    MIN_TS_MS,
+    QUOTE_FIELDS,
+    Quote,
+    StoreUnavailable,
+    open_store,
+)
+from services.timeseries import page_encoder, stream_array
 from tests.services.service_fixtures import (
     SYMBOL,
     Service,
@@ -179,14 +186,23 @@ def _quote(i: int) -> Quote:
     return Quote(SYMBOL, 1_767_364_200_000 + i * 60_000, 100.0 + i, 101.0 + i, 99.5, 100.25, i)
 
 
+def _row(q: Quote) -> tuple:
+    return (q.ts, q.open, q.high, q.low, q.close, q.volume)
+
+
+def _pages(quotes: list[Quote], size: int) -> Iterator[list[tuple]]:
+    rows = [_row(q) for q in quotes]
+    return iter([rows[i:i + size] for i in range(0, len(rows), size)])
+
+
 def test_stream_array_produces_chunks_before_the_source_ends():
     # An endless source: only an incremental producer can yield anything at all.
-    endless = (_quote(i) for i in count())
-    chunks = stream_array(endless, quote_encoder(None), chunk=10)
+    endless = ([_row(_quote(i)) for i in range(k * 7, k * 7 + 7)] for k in count())
+    chunks = stream_array(endless, page_encoder(SYMBOL, None), chunk=5)
     first = next(chunks)
-    assert first.startswith(b"[") and first.count(b'"symbol"') == 10
+    assert first.startswith(b"[") and first.count(b'"symbol"') == 5
     second = next(chunks)
-    assert second.startswith(b",")
+    assert second.startswith(b",") and second.count(b'"symbol"') == 2
     chunks.close()
 
 
@@ -195,27 +211,42 @@ def test_stream_array_closes_its_source_when_closed():
 
     class Source:
         def __init__(self) -> None:
-            self.it = (_quote(i) for i in range(100))
+            self.it = _pages([_quote(i) for i in range(100)], 10)
 
         def __iter__(self) -> Source:
             return self
 
-        def __next__(self) -> Quote:
+        def __next__(self) -> list[tuple]:
             return next(self.it)
 
         def close(self) -> None:
             closed.append(True)
 
-    chunks = stream_array(Source(), quote_encoder(None), chunk=5)
+    chunks = stream_array(Source(), page_encoder(SYMBOL, None), chunk=5)
     next(chunks)
     chunks.close()
     assert closed == [True]
 
 
-@pytest.mark.parametrize("n,chunk", [(0, 3), (1, 3), (3, 3), (7, 3)])
-def test_stream_array_is_valid_json_for_any_length(n: int, chunk: int):
-    body = b"".join(stream_array(iter([_quote(i) for i in range(n)]), quote_encoder(None), chunk))
-    assert json.loads(body) == [_quote(i).to_json() for i in range(n)]
+def test_stream_array_never_ends_the_array_when_the_source_fails():
+    def failing() -> Iterator[list[tuple]]:
+        yield [_row(_quote(0)), _row(_quote(1))]
+        yield [_row(_quote(2))]
+        raise StoreUnavailable("gone")
+
+    chunks = stream_array(failing(), page_encoder(SYMBOL, None), chunk=1)
+    sent = [next(chunks), next(chunks)]
+    with pytest.raises(StoreUnavailable):
+        next(chunks)
+    assert not b"".join(sent).endswith(b"]")
+
+
+@pytest.mark.parametrize("n,page,chunk", [(0, 3, 3), (1, 3, 3), (3, 3, 3), (7, 3, 3), (7, 5, 2),
+                                          (7, 2, 5), (12, 12, 4)])
+def test_stream_array_is_valid_json_for_any_length(n: int, page: int, chunk: int):
+    quotes = [_quote(i) for i in range(n)]
+    body = b"".join(stream_array(_pages(quotes, page), page_encoder(SYMBOL, None), chunk))
+    assert json.loads(body) == [q.to_json() for q in quotes]
 
 
 prices = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e300, max_value=1e300)
@@ -226,5 +257,4 @@ prices = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e300, max_
                  close=prices, volume=st.integers(0, 2**63 - 1)),
        st.one_of(st.none(), st.lists(st.sampled_from(QUOTE_FIELDS), min_size=1, unique=True)))
 def test_the_fast_encoder_agrees_with_to_json(q: Quote, fields: list[str] | None):
-    assert json.loads(quote_encoder(fields)(q)) == q.to_json(fields)
-
+    assert json.loads(page_encoder(q.symbol, fields)([_row(q)])) == [q.to_json(fields)]
