@@ -301,6 +301,12 @@ class LazyStore(QuoteStore):
     def read_range(self, symbol, start_ms=None, end_ms=None, *, limit=None):  # type: ignore[no-untyped-def]
         return self._open().read_range(symbol, start_ms, end_ms, limit=limit)
 
+    def read_range_rows(self, symbol, start_ms=None, end_ms=None, *, limit=None):  # type: ignore[no-untyped-def]
+        return self._open().read_range_rows(symbol, start_ms, end_ms, limit=limit)
+
+    def data_version(self):  # type: ignore[no-untyped-def]
+        return self._open().data_version()
+
     def last(self, symbol):  # type: ignore[no-untyped-def]
         return self._open().last(symbol)
 

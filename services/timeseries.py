@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import falcon
 import orjson
@@ -40,6 +42,8 @@ log = logging.getLogger("accessd.services.timeseries")
 
 CHUNK_QUOTES = 256          # quotes per yielded chunk: few syscalls, small buffers
 KNOWN_PARAMS = frozenset({"from", "to", "fields", "limit"})
+CACHE_BYTES = 8 << 20       # encoded answers kept per worker process, in all
+CACHE_ENTRY_BYTES = 1 << 20  # the biggest answer kept (~7,000 points; a day of 1-min bars: 54 KB)
 
 
 # Position of each of QUOTE_FIELDS in the store's row tuples `(ts, open, high, low, close, volume)`.
@@ -183,17 +187,93 @@ def check_known_params(req: falcon.Request, known: frozenset[str]) -> None:
         raise bad_param(unknown[0], f"unknown parameter(s) {unknown}; known: {sorted(known)}")
 
 
-class TimeSeriesResource:
-    """`GET /timeseries/{symbol}` (see the module docstring). Holds only the store."""
+class AnswerCache:
+    """The encoded chunks of recent small answers, by request, each with the store's
+    `data_version()` read before its data: an entry is served only while the store still gives
+    the same version, so a write anywhere (any process, any thread) makes it a miss at once.
 
-    def __init__(self, store: QuoteStore) -> None:
+    Bounded: answers over `max_entry` bytes are not kept (they stream as before), and the least
+    recently used entries go beyond `max_bytes` in all. Thread-safe (gthread workers).
+    """
+
+    def __init__(self, max_bytes: int = CACHE_BYTES, max_entry: int = CACHE_ENTRY_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.max_entry = max_entry
+        self.size = 0
+        self._entries: OrderedDict[Hashable, tuple[object, list[bytes], int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, version: object) -> list[bytes] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] != version:
+                self._drop(key)
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, key: Hashable, version: object, chunks: list[bytes]) -> None:
+        size = sum(map(len, chunks))
+        if size > self.max_entry:
+            return
+        with self._lock:
+            if key in self._entries:
+                self._drop(key)
+            self._entries[key] = (version, chunks, size)
+            self.size += size
+            while self.size > self.max_bytes:
+                self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: Hashable) -> None:
+        self.size -= self._entries.pop(key)[2]
+
+    def recording(self, key: Hashable, version: object,
+                  chunks: Iterator[bytes]) -> Iterator[bytes]:
+        """`chunks` passed through; kept under (key, version) once complete, if small enough.
+        Only a stream that ends normally is kept: a failed or abandoned one never is."""
+        kept: list[bytes] | None = []
+        size = 0
+        try:
+            for chunk in chunks:
+                if kept is not None:
+                    size += len(chunk)
+                    if size > self.max_entry:
+                        kept = None      # too big: stop holding its chunks
+                    else:
+                        kept.append(chunk)
+                yield chunk
+            if kept is not None:
+                self.put(key, version, kept)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+
+
+class TimeSeriesResource:
+    """`GET /timeseries/{symbol}` (see the module docstring). Holds the store and the cache of
+    small answers (`AnswerCache`; only used when the store has a `data_version`)."""
+
+    def __init__(self, store: QuoteStore, cache: AnswerCache | None = None) -> None:
         self.store = store
+        self.cache = AnswerCache() if cache is None else cache
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, symbol: str) -> None:
         check_known_params(req, KNOWN_PARAMS)
         start, end = parse_range(req)
         fields = parse_fields(req.get_param("fields"))
         limit = parse_limit(req.get_param("limit"))
+        # Read before the data (the version an entry is kept under must not be newer than it).
+        version = self.store.data_version()
+        key = (symbol, start, end, None if fields is None else tuple(fields), limit)
+        if version is not None:
+            cached = self.cache.get(key, version)
+            if cached is not None:
+                resp.content_type = falcon.MEDIA_JSON
+                resp.stream = iter(cached)      # streamed (chunked) like an answer from the store
+                return
         pages = self.store.read_range_rows(symbol, start, end, limit=limit)
         # Peek at the first page: an empty result is either an unknown symbol (404) or an
         # empty range ([]); asking has_symbol only then saves a query on every normal request.
@@ -205,7 +285,8 @@ class TimeSeriesResource:
             resp.text = "[]"
             return
         resp.content_type = falcon.MEDIA_JSON
-        resp.stream = stream_array(_Prepended(first, pages), page_encoder(symbol, fields))
+        stream = stream_array(_Prepended(first, pages), page_encoder(symbol, fields))
+        resp.stream = stream if version is None else self.cache.recording(key, version, stream)
 
 
 class _Prepended(Iterator[list[tuple]]):
