@@ -88,7 +88,6 @@ class _Local(threading.local):
     generation: int = -1
     inode: tuple[int, int] | None = None
     conn: sqlite3.Connection | None = None
-    serial: int = -1              # which connection of this store `conn` is (data_version)
 
 
 class SQLiteQuoteStore(QuoteStore):
@@ -105,8 +104,11 @@ class SQLiteQuoteStore(QuoteStore):
         self._lock = threading.Lock()
         self._generation = 0          # bumped by close(): every thread's connection is stale
         self._conns: list[tuple[int, sqlite3.Connection]] = []   # (pid, conn) to close
+        # data_version's own connection, shared by the threads (under its lock) so that its
+        # counter is one sequence: (pid, generation, inode, serial, conn).
+        self._version_lock = threading.Lock()
+        self._version_conn: tuple[int, int, tuple[int, int], int, sqlite3.Connection] | None = None
         self._serials = itertools.count()
-        self._writes = 0              # transactions this process wrote (see data_version)
         if create:
             self.create_schema()
 
@@ -178,7 +180,6 @@ class SQLiteQuoteStore(QuoteStore):
             with _errors(self.path):
                 local.conn = self._connect("rw")
             local.pid, local.generation, local.inode = pid, self._generation, inode
-            local.serial = next(self._serials)
         return local.conn
 
     def _discard(self, conn: sqlite3.Connection) -> None:
@@ -239,10 +240,6 @@ class SQLiteQuoteStore(QuoteStore):
                         except sqlite3.Error:
                             pass  # the connection is dropped anyway; report the first error
                     raise
-                finally:
-                    # Whatever happened, the data may have changed (see data_version).
-                    with self._lock:
-                        self._writes += 1
             written += len(batch)
 
     def read_range(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
@@ -274,17 +271,38 @@ class SQLiteQuoteStore(QuoteStore):
             raise
         return _Pages(self, conn, cur, first)
 
-    def data_version(self) -> tuple[int, int, int]:
-        """(this thread's connection, its `PRAGMA data_version`, this process's writes).
+    def data_version(self) -> tuple[int, int]:
+        """(which connection, its `PRAGMA data_version`), from a connection of its own.
 
         `PRAGMA data_version` changes when any other connection, in this process or another,
-        commits to the file; a connection's own commits do not change it, hence the count of
-        this store's write transactions (bumped after each). A replaced file means a new
-        connection (see `_conn`), whose serial differs. Cost: a stat and one pragma (~5 us).
+        commits to the file; this connection never writes, so every commit counts. Its values
+        mean something for this connection only, hence one connection shared by the threads
+        (under a lock) and its serial in the token: a replaced file (another inode), a fork or
+        `close()` means a new connection, so a new serial. Cost: a stat and one pragma (~5 us).
         """
-        with self._use() as conn:
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            return (self._local.serial, version, self._writes)
+        inode = self._file_identity()
+        pid = os.getpid()
+        with self._version_lock:
+            held = self._version_conn
+            if held is not None and held[0] != pid:
+                _INHERITED.append(held[4])     # never closed in a forked child
+                held = None
+            elif held is not None and (held[1] != self._generation or held[2] != inode):
+                self._discard(held[4])
+                held = None
+            if held is None:
+                with _errors(self.path):
+                    conn = self._connect("rw")
+                held = (pid, self._generation, inode, next(self._serials), conn)
+                self._version_conn = held
+            try:
+                with _errors(self.path):
+                    version = held[4].execute("PRAGMA data_version").fetchone()[0]
+            except StoreUnavailable:
+                self._discard(held[4])
+                self._version_conn = None
+                raise
+            return (held[3], version)
 
     def last(self, symbol: str) -> Quote | None:
         check_symbol(symbol)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,6 +74,35 @@ def test_a_repeated_request_is_served_from_the_cache(client, store: CountingStor
     client.simulate_get("/timeseries/A", query_string="limit=11")
     client.simulate_get("/timeseries/A", query_string="limit=10&fields=close")
     assert store.reads == 3
+
+
+def test_an_answer_cached_by_one_thread_serves_the_others(client, store: CountingStore):
+    # gthread workers answer on several threads: the version must not depend on the thread.
+    first = client.simulate_get("/timeseries/A").content
+    got: list[bytes] = []
+    t = threading.Thread(target=lambda: got.append(client.simulate_get("/timeseries/A").content))
+    t.start()
+    t.join(30)
+    assert got == [first] and store.reads == 1
+
+
+def test_data_version_is_one_sequence_for_all_threads(store: CountingStore, db: Path):
+    v = store.data_version()
+    seen: list[object] = []
+    t = threading.Thread(target=lambda: seen.append(store.data_version()))
+    t.start()
+    t.join(30)
+    assert seen == [v] and store.data_version() == v
+    store.write(quotes("A", 1, 1.0))
+    assert store.data_version() != v
+    v = store.data_version()
+    t = threading.Thread(target=lambda: store.write(quotes("A", 1, 2.0)))
+    t.start()
+    t.join(30)
+    assert store.data_version() != v
+    v = store.data_version()
+    store.close()                                # new connections: the old token is no use
+    assert store.data_version() != v
 
 
 def test_a_write_by_the_same_store_and_thread_is_seen(client, store: CountingStore):
