@@ -8,6 +8,7 @@ group is ended before the process exits (0).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -18,6 +19,8 @@ from localmesos.cluster import DEFAULT_RESOURCES, Cluster, Options, parse_attrib
 from localmesos.portblocks import NoFreePortBlock
 from localmesos.resources import parse_spec
 from localmesos.zkannounce import ZkUnavailable, parse_zk_url
+
+STOP_STACKS_AFTER_SECONDS = 6.0
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -95,7 +98,12 @@ def main(argv: list[str]) -> int:
         "master on 127.0.0.1:%d, agents %s", cluster.port,
         ", ".join(f"{a.hostname}=127.0.0.1:{a.port}" for a in cluster.agents))
     done.wait()  # signal handlers run on this (main) thread and set it
+    # A stop normally takes well under a second (the grace for tasks is 3 s): if it takes much
+    # longer, every thread's stack goes to the log, so a hang says where it is.
+    faulthandler.dump_traceback_later(STOP_STACKS_AFTER_SECONDS)
     cluster.shutdown()
+    logging.getLogger("localmesos").debug("shutdown done; exiting")
+    faulthandler.cancel_dump_traceback_later()
     return 0
 
 
