@@ -102,8 +102,8 @@ def main(argv: list[str]) -> int:
     # longer, every thread's stack goes to the log, so a hang says where it is.
     faulthandler.dump_traceback_later(STOP_STACKS_AFTER_SECONDS)
     cluster.shutdown()
+    # Not cancelled: the interpreter's own exit is covered too; a process that exits ends it.
     logging.getLogger("localmesos").debug("shutdown done; exiting")
-    faulthandler.cancel_dump_traceback_later()
     return 0
 
 
