@@ -39,6 +39,17 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def metric_samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """A Prometheus exposition (`/metrics`) parsed: sample name -> [(labels, value)]."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append((s.labels, s.value))
+    return out
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
                message: str = "condition") -> Any:
     """Poll `predicate` until it returns something truthy; return that value or raise."""

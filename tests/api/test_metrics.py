@@ -5,21 +5,13 @@ instance (each gunicorn worker reports only its own requests)."""
 from __future__ import annotations
 
 import falcon.testing
-from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import ApiConfig, create_app
 from api.metrics import LATENCY_BUCKETS
 from scheduler.sqlite_state import SQLiteStateStore
+from tests.support import metric_samples
 
 APP = {"id": "/m/app", "cmd": "sleep 1", "cpus": 0.1, "mem": 16, "instances": 3}
-
-
-def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out.setdefault(s.name, []).append((s.labels, s.value))
-    return out
 
 
 def test_api_metrics(tmp_path):
@@ -39,7 +31,7 @@ def test_api_metrics(tmp_path):
                            ("accessd_apps_delayed", "gauge"), ("accessd_apps_waiting", "gauge"),
                            ("process_start_time_seconds", "gauge")]:
             assert f"# TYPE {name} {kind}\n" in text
-        got = samples(text)
+        got = metric_samples(text)
         assert not any(name.endswith("_created") for name in got)
         assert ({"route": "/v2/apps", "method": "POST", "status": "201"}, 1.0) in \
             got["accessd_api_requests_total"]
@@ -56,7 +48,7 @@ def test_api_metrics(tmp_path):
         assert got["accessd_apps_delayed"] == [({}, 0.0)]
         assert got["accessd_apps_waiting"] == [({}, 0.0)]
         # Another app instance (another worker): its own requests, the same store gauges.
-        got_other = samples(other.simulate_get("/metrics").text)
+        got_other = metric_samples(other.simulate_get("/metrics").text)
         assert "accessd_api_requests_total" not in got_other
         assert got_other["accessd_apps"] == [({}, 1.0)]
     finally:

@@ -4,10 +4,10 @@ registry per app instance (each gunicorn worker reports only its own requests)."
 from __future__ import annotations
 
 import falcon.testing
-from prometheus_client.parser import text_string_to_metric_families
 
 from services.common import LATENCY_BUCKETS, ServiceConfig, make_app
 from services.store import QuoteStore, StoreUnavailable
+from tests.support import metric_samples
 
 
 class DownStore(QuoteStore):
@@ -48,14 +48,6 @@ def client() -> falcon.testing.TestClient:
     return falcon.testing.TestClient(app)
 
 
-def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out.setdefault(s.name, []).append((s.labels, s.value))
-    return out
-
-
 def test_names_labels_buckets_and_content_type():
     c = client()
     assert c.simulate_get("/quotes/JPM/last").status_code == 503
@@ -68,7 +60,7 @@ def test_names_labels_buckets_and_content_type():
                        ("accessd_store_unavailable_total", "counter"),
                        ("process_start_time_seconds", "gauge")]:
         assert f"# TYPE {name} {kind}\n" in text
-    got = samples(text)
+    got = metric_samples(text)
     # Exactly these series: no `_created`, no process collector.
     assert set(got) == {"accessd_http_requests_total", "accessd_http_request_duration_seconds_bucket",
                         "accessd_http_request_duration_seconds_sum",
@@ -90,8 +82,8 @@ def test_each_app_instance_counts_its_own_requests():
     a, b = client(), client()
     a.simulate_get("/nope")
     a.simulate_get("/nope")
-    got_a = samples(a.simulate_get("/metrics").text)["accessd_http_requests_total"]
-    got_b = samples(b.simulate_get("/metrics").text)
+    got_a = metric_samples(a.simulate_get("/metrics").text)["accessd_http_requests_total"]
+    got_b = metric_samples(b.simulate_get("/metrics").text)
     assert ({"service": "quotes", "route": "unmatched", "method": "GET", "status": "404"},
             2.0) in got_a
     assert "accessd_http_requests_total" not in got_b
