@@ -60,6 +60,8 @@ from scheduler.zk import (
 log = logging.getLogger("accessd.zk_state")
 
 CHANGES_KEPT = 2000
+WRITE_WAIT_SECONDS = 4.0  # a write waits this long for a connection (a ZooKeeper server's
+                          # loss or a leader election in the ensemble) before StoreUnavailable
 MAX_ATTEMPTS = 20
 GENERATION = "generation"
 
@@ -143,6 +145,10 @@ class ZooKeeperStateStore(StateStore):
                 from kazoo.exceptions import NodeExistsError
                 if not isinstance(exc, NodeExistsError):
                     raise
+        self._connection = threading.Event()
+        self.client.add_listener(self._on_state)
+        if self._connected():
+            self._connection.set()
         self._fresh()
         from kazoo.recipe.watchers import ChildrenWatch
         ChildrenWatch(self.client, self._path("changes"), self._on_changes)
@@ -161,6 +167,14 @@ class ZooKeeperStateStore(StateStore):
         except StateError as exc:
             log.debug("catch-up from the watch failed: %s", exc)
         return None
+
+    def _on_state(self, state: Any) -> None:
+        from kazoo.protocol.states import KazooState
+
+        if state == KazooState.CONNECTED:
+            self._connection.set()
+        else:
+            self._connection.clear()
 
     def _connected(self) -> bool:
         from kazoo.protocol.states import KazooState
@@ -277,7 +291,7 @@ class ZooKeeperStateStore(StateStore):
     def transact(self, plan: Plan[T]) -> T:
         fresh = False
         for _attempt in range(MAX_ATTEMPTS):
-            if not self._connected():
+            if not self._connected() and not self._connection.wait(WRITE_WAIT_SECONDS):
                 raise StoreUnavailable("ZooKeeper is unreachable or has no quorum; nothing was "
                                        "written (reads still answer, from the cache)")
             with self._lock:
@@ -424,7 +438,7 @@ class ZooKeeperStateStore(StateStore):
         doc = dict(payload)
         doc["eventType"] = event_type
         doc.setdefault("timestamp", iso_now())
-        if not self._connected():
+        if not self._connected() and not self._connection.wait(WRITE_WAIT_SECONDS):
             raise StoreUnavailable("ZooKeeper is unreachable or has no quorum; event not stored")
         t = self.client.transaction()
         fence_index = None
