@@ -81,6 +81,7 @@ class Candidate:
         self.name = name
         self.node: str | None = None
         self.session_lost = threading.Event()
+        self.timeout = float(getattr(client, "_session_timeout", 10000)) / 1000.0
 
         def listener(state: Any) -> None:
             if state == KazooState.LOST:
@@ -141,6 +142,19 @@ class Candidate:
                 return self.client.exists(self.node) is not None
         except StateError:
             return True
+
+    def verify(self) -> bool:
+        """Leader, asked of ZooKeeper now (a round trip): False when the session ended, the
+        node is gone, or ZooKeeper does not answer within the session timeout (a process
+        resumed after a pause cannot tell yet, so it must not act as leader)."""
+        if self.node is None or self.session_lost.is_set():
+            return False
+        try:
+            with zk_errors("verifying leadership"):
+                stat = self.client.exists_async(self.node).get(timeout=self.timeout)
+        except StateError:
+            return False
+        return stat is not None and not self.session_lost.is_set()
 
     def resign(self) -> None:
         from kazoo.exceptions import NoNodeError

@@ -15,6 +15,8 @@ import queue
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from scheduler.masterwatch import SilenceWatch
@@ -74,13 +76,21 @@ def framework_info(args: argparse.Namespace, framework_id: str | None) -> dict[s
     return info
 
 
-def watched_driver_class(watch: SilenceWatch) -> type:
+def watched_driver_class(watch: SilenceWatch,
+                         may_subscribe: Callable[[], bool] | None = None) -> type:
     """pymesos's driver, telling `watch` about every subscription attempt, event, SUBSCRIBED
-    and disconnection."""
+    and disconnection. With `may_subscribe` (leader election), every (re)subscription first
+    asks it: pymesos reconnects on its own, and a deposed leader that did would take the
+    framework back from the new one (Mesos fails the other connection over); refused, the
+    connection waits for the driver's stop instead of subscribing."""
     from pymesos import MesosSchedulerDriver
 
     class WatchedDriver(MesosSchedulerDriver):
         def gen_request(self):  # a new connection is about to SUBSCRIBE
+            if may_subscribe is not None and not may_subscribe():
+                log.warning("not the leader any more: not subscribing")
+                while not self.aborted:  # the election loop stops us now
+                    time.sleep(0.05)
             watch.expect()
             return super().gen_request()
 
@@ -144,7 +154,8 @@ class FencedStore:
 
 
 def lead(args: argparse.Namespace, store: Any, done: threading.Event,
-         lost: threading.Event | None = None) -> int:
+         lost: threading.Event | None = None,
+         may_subscribe: Callable[[], bool] | None = None) -> int:
     """Subscribe to Mesos and drive the cluster until `done` (a signal) or `lost` (leadership
     gone) is set; returns the exit code (0, or 1 after a fatal error)."""
     import pymesos.process
@@ -156,7 +167,7 @@ def lead(args: argparse.Namespace, store: Any, done: threading.Event,
              framework_id or "(new)")
     work: queue.Queue = queue.Queue()
     watch = SilenceWatch(args.missed_heartbeats)
-    driver = watched_driver_class(watch)(
+    driver = watched_driver_class(watch, may_subscribe)(
         AccessdScheduler(work), framework_info(args, framework_id), args.master,
         use_addict=False, implicit_acknowledgements=False,
         principal=args.principal, secret=args.secret, failover=True)
@@ -171,9 +182,13 @@ def lead(args: argparse.Namespace, store: Any, done: threading.Event,
                     executor_python=args.executor_python, on_fatal=fatal)
     worker.start()
     driver.start()
-    while not (done.wait(1.0) or stopping.is_set()):
+    last_check = 0.0
+    while not (done.wait(0.1) or stopping.is_set()):
         if lost is not None and lost.is_set():
             break
+        if time.monotonic() - last_check < 1.0:
+            continue
+        last_check = time.monotonic()
         if driver.aborted:
             if lost is not None and lost.is_set():
                 break
@@ -209,6 +224,7 @@ def campaign_and_lead(args: argparse.Namespace, store: Any, done: threading.Even
         if not candidate.campaign(done):
             break
         lost = threading.Event()
+        store.refresh()  # everything the previous leader wrote, before the first decision
         store.fence = candidate.fence()
         log.info("elected leader %s (fence %s)", args.advertise, store.fence)
 
@@ -223,7 +239,13 @@ def campaign_and_lead(args: argparse.Namespace, store: Any, done: threading.Even
         watcher = threading.Thread(target=watch_leadership, name="accessd-leadership",
                                    daemon=True)
         watcher.start()
-        code = lead(args, FencedStore(store, lost), done, lost)
+        def may_subscribe(lost: threading.Event = lost) -> bool:
+            if candidate.verify():
+                return True
+            lost.set()
+            return False
+
+        code = lead(args, FencedStore(store, lost), done, lost, may_subscribe)
         lost.set()
         watcher.join(2.0)
         store.fence = None
@@ -246,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     from scheduler.stores import open_state
     from scheduler.zk import is_zk_url
 
-    store = open_state(args.state)
+    store = open_state(args.state, session_reads=True)
     done = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:

@@ -17,8 +17,11 @@ Invariants:
   `NotLeader`, a lost connection is `StoreUnavailable`.
 - Reads come from a local cache of every document, fed by a watch on `changes/` (each record
   names the keys to re-read). A read first asks ZooKeeper (sync + one `exists`) whether records
-  appeared since the cache last caught up, and catches up if so: one or two round trips per
-  read, never one per document, and a read sees every write committed before it began.
+  appeared since the cache last caught up, and catches up if so: two round trips per read,
+  never one per document, and a read sees every write committed before it began (the API).
+  With `session_reads` (the scheduler) a read waits only for this store's own writes, the
+  watch brings the others' within moments, and `desired_generation()` is always current: the
+  scheduler's view of the API's writes starts from that poll.
 - The cache's generation comes from the change records, in order (or, on a full reload, is read
   before the documents): the cache never holds a generation newer than its documents, so a
   plan that passed the generation check saw every desired-state change.
@@ -35,6 +38,8 @@ import logging
 import threading
 from typing import Any
 from urllib.parse import quote, unquote
+
+import orjson
 
 from scheduler.state import (
     KINDS,
@@ -65,12 +70,26 @@ WRITE_WAIT_SECONDS = 4.0  # a write waits this long for a connection (a ZooKeepe
 MAX_ATTEMPTS = 20
 GENERATION = "generation"
 
-# A cached document: (doc, data version, creation zxid)
-Entry = tuple[Doc, int, int]
+# A cached document: (its JSON bytes, data version, creation zxid, tag). Documents are kept as
+# the bytes ZooKeeper returned and decoded on each read (orjson: a fresh dict the caller may
+# change, for about what copying a decoded one would cost). The tag is what filters need without
+# decoding: a task's appId, a deployment's (status, affectedApps).
+Entry = tuple[bytes, int, int, Any]
+
+
+def _tag(kind: str, doc: Doc) -> Any:
+    if kind == "tasks":
+        return doc.get("appId")
+    if kind == "deployments":
+        return (doc.get("status", "running"), frozenset(doc.get("affectedApps") or ()))
+    return None
 
 
 def _dumps(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return orjson.dumps(doc)
+
+
+_loads = orjson.loads
 
 
 def _seq(name: str) -> int:
@@ -88,7 +107,7 @@ class _Reader:
     def _get(self, kind: str, key: str) -> Doc | None:
         entry = self.s._cache[kind].get(key)
         self.read[(kind, key)] = entry[1] if entry else None
-        return json.loads(json.dumps(entry[0])) if entry else None
+        return _loads(entry[0]) if entry else None
 
     def app(self, app_id: str) -> Doc | None:
         return self._get("apps", app_id)
@@ -99,8 +118,7 @@ class _Reader:
     def running_deployments(self, app_ids: set[str]) -> list[Doc]:
         self.generation_read = True  # a new deployment always comes with a generation bump
         found = sorted((e[2], key) for key, e in self.s._cache["deployments"].items()
-                       if e[0].get("status", "running") == "running"
-                       and app_ids & set(e[0].get("affectedApps") or ()))
+                       if e[3][0] == "running" and app_ids & e[3][1])
         return [d for d in (self._get("deployments", key) for _, key in found) if d]
 
     def task(self, task_id: str) -> Doc | None:
@@ -121,12 +139,15 @@ class ZooKeeperStateStore(StateStore):
     """`StateStore` in ZooKeeper. `fence`, when set (by the leader election), is the path of a
     node every write checks in its `multi`: once that node is gone, writes raise NotLeader."""
 
-    def __init__(self, url: str | ZkUrl, *, client: Any = None) -> None:
+    def __init__(self, url: str | ZkUrl, *, client: Any = None,
+                 session_reads: bool = False) -> None:
         self.url = parse_zk_url(url) if isinstance(url, str) else url
         self.root = self.url.root
         self.client = client if client is not None else new_client(self.url)
         self._own_client = client is None
         self.fence: str | None = None
+        self.session_reads = session_reads
+        self._own_seq = -1                       # this store's newest change record
         self._lock = threading.RLock()          # the cache
         self._catch_up_lock = threading.Lock()  # one catch-up at a time
         self._cache: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
@@ -181,13 +202,23 @@ class ZooKeeperStateStore(StateStore):
 
         return self.client.state == KazooState.CONNECTED
 
-    def _fresh(self) -> None:
+    def _fresh(self, force: bool = False) -> None:
         """Make the cache current (a read sees every write committed before it began), or mark
-        it stale when ZooKeeper cannot be asked."""
+        it stale when ZooKeeper cannot be asked. With `session_reads` (and not `force`), only
+        this store's own writes must be in the cache (the watch brings the others' soon)."""
         if self._closed:
             raise StateError("state store is closed")
         if not self._connected():
             self._mark_stale()
+            return
+        if self.session_reads and not force:
+            if self._applied is None or self._applied < self._own_seq:
+                try:
+                    self._catch_up()
+                except StoreUnavailable:
+                    self._mark_stale()
+                    return
+            self.stale = False
             return
         try:
             with zk_errors("checking for changes"):
@@ -252,7 +283,7 @@ class ZooKeeperStateStore(StateStore):
             except NoNodeError:
                 out[k] = None
                 continue
-            out[k] = (json.loads(data), stat.version, stat.czxid)
+            out[k] = (data, stat.version, stat.czxid, _tag(k[0], _loads(data)))
         return out
 
     def _reload(self, applied: int, cversion: int) -> None:
@@ -280,7 +311,11 @@ class ZooKeeperStateStore(StateStore):
         self._fresh()
         with self._lock:
             entry = self._cache[kind].get(key)
-        return json.loads(json.dumps(entry[0])) if entry else None
+        return _loads(entry[0]) if entry else None
+
+    def refresh(self) -> None:
+        """Bring the cache up to every write committed so far (a new leader's first step)."""
+        self._fresh(force=True)
 
     def change_token(self) -> int | None:
         """Changes whenever any write lands (for the API's view cache); None when stale."""
@@ -304,7 +339,7 @@ class ZooKeeperStateStore(StateStore):
                         raise  # rejected on a current snapshot: the caller's answer
                     txn = None
             if txn is None:
-                self._fresh()
+                self._fresh(force=True)
                 fresh = not self.stale
                 if not fresh:
                     raise StoreUnavailable("ZooKeeper is unreachable or has no quorum; nothing "
@@ -312,7 +347,7 @@ class ZooKeeperStateStore(StateStore):
                 continue
             if (reader.read or reader.generation_read) and not fresh:
                 # a plan that read something runs on a cache verified current
-                self._fresh()
+                self._fresh(force=True)
                 if self.stale:
                     continue
                 fresh = True
@@ -322,7 +357,7 @@ class ZooKeeperStateStore(StateStore):
             if not fresh and any(isinstance(op, Delete) and (op.kind, op.key) not in reader.read
                                  and op.key not in self._cache[op.kind] for op in txn.ops):
                 # a blind delete of what the cache does not hold yet: look again, freshly
-                self._fresh()
+                self._fresh(force=True)
                 fresh = not self.stale
                 continue
             try:
@@ -330,7 +365,7 @@ class ZooKeeperStateStore(StateStore):
                 return result
             except WriteConflict as exc:
                 log.debug("transaction conflict, retrying: %s", exc)
-                self._fresh()
+                self._fresh(force=True)
         raise StoreUnavailable(f"a transaction kept conflicting after {MAX_ATTEMPTS} attempts; "
                                "nothing was written")
 
@@ -373,6 +408,7 @@ class ZooKeeperStateStore(StateStore):
         if failure is not None:
             raise failure
         seq = _seq(results[-1].rsplit("/", 1)[1])
+        self._own_seq = max(self._own_seq, seq)
         if seq % 100 == 0:
             self._prune_changes()
 
@@ -394,34 +430,32 @@ class ZooKeeperStateStore(StateStore):
         return self._doc("apps", app_id)
 
     def list_apps(self) -> list[Doc]:
-        return [_copy(e[0]) for _, e in sorted(self._docs("apps"))]
+        return [_loads(e[0]) for _, e in sorted(self._docs("apps"))]
 
     def get_deployment(self, deployment_id: str) -> Doc | None:
         return self._doc("deployments", deployment_id)
 
     def list_deployments(self, active_only: bool = True) -> list[Doc]:
         entries = sorted(self._docs("deployments"), key=lambda ke: (ke[1][2], ke[0]))
-        return [_copy(e[0]) for _, e in entries
-                if not active_only or e[0].get("status", "running") == "running"]
+        return [_loads(e[0]) for _, e in entries if not active_only or e[3][0] == "running"]
 
     def pending_kill_requests(self) -> list[Doc]:
         entries = sorted(self._docs("kill_requests"), key=lambda ke: (ke[1][2], ke[0]))
-        return [_copy(e[0]) for _, e in entries]
+        return [_loads(e[0]) for _, e in entries]
 
     def pending_delay_resets(self) -> list[Doc]:
-        return sorted((_copy(e[0]) for _, e in self._docs("delay_resets")),
+        return sorted((_loads(e[0]) for _, e in self._docs("delay_resets")),
                       key=lambda d: int(d["seq"]))
 
     def desired_generation(self) -> int:
-        self._fresh()
+        self._fresh(force=True)  # how the scheduler notices API writes: always current
         return self._generation[0]
 
     def get_task(self, task_id: str) -> Doc | None:
         return self._doc("tasks", task_id)
 
     def list_tasks(self, app_id: str | None = None) -> list[Doc]:
-        tasks = [_copy(e[0]) for _, e in self._docs("tasks")
-                 if app_id is None or e[0].get("appId") == app_id]
+        tasks = [_loads(e[0]) for _, e in self._docs("tasks") if app_id is None or e[3] == app_id]
         tasks.sort(key=lambda t: (t.get("stagedAt") or "", t.get("id") or ""))
         return tasks
 
@@ -429,7 +463,7 @@ class ZooKeeperStateStore(StateStore):
         return self._doc("app_status", app_id)
 
     def list_app_status(self) -> dict[str, Doc]:
-        return {key: _copy(e[0]) for key, e in sorted(self._docs("app_status"))}
+        return {key: _loads(e[0]) for key, e in sorted(self._docs("app_status"))}
 
     # -- events --------------------------------------------------------------------------------
     def append_event(self, event_type: str, payload: Doc) -> int:
@@ -513,4 +547,4 @@ class ZooKeeperStateStore(StateStore):
 
 
 def _copy(doc: Doc) -> Doc:
-    return json.loads(json.dumps(doc))
+    return orjson.loads(orjson.dumps(doc))
