@@ -1,7 +1,10 @@
 """Compare the prediction service with actual quotes, as a library and as a command.
 
-    accessd client compare --symbol JPM --timeseries URL --predict URL [--from T] [--to T]
-                           [--batch 1000] --out plot.png
+    accessd client compare --symbol JPM --timeseries URL|APP --predict URL|APP [--from T]
+                           [--to T] [--batch 1000] [--api URL] --out plot.png
+
+A service is named by its base URL or by its app id (`/jpm/timeseries`), which is looked up
+through the control API (`--api`, env `ACCESSD_API`): the address of one of its healthy tasks.
 
 The time series is read from the time-series service *as it streams*: `iter_json_array` parses
 the JSON array incrementally from `requests`' `iter_content` chunks, so each quote is handled as
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import json
+import os
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -313,14 +317,49 @@ def plot(result: Comparison, out: Path) -> Path:
     return out
 
 
+# -- service addresses -----------------------------------------------------------------------------
+DEFAULT_API = "http://127.0.0.1:8080"
+
+
+def service_url(target: str, api: str, token: str | None = None,
+                session: requests.Session | None = None, timeout: float = 10.0) -> str:
+    """`target` as a base URL: a URL is kept; an app id (`/jpm/timeseries`) becomes the address
+    of one of its healthy tasks (first port), asked of the control API at `api` — the ports
+    Mesos gives change from run to run, the app id does not. `ValueError` if it has none."""
+    if not target.startswith("/"):
+        return target
+    http = session or requests.Session()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"{api.rstrip('/')}/v2/apps{target}"
+    resp = http.get(url, params={"embed": "app.tasks"}, headers=headers, timeout=timeout)
+    _raise_for(resp)
+    app = resp.json().get("app") or {}
+    checked = bool(app.get("healthChecks"))
+    for task in sorted(app.get("tasks") or [], key=lambda t: t.get("id", "")):
+        healthy = all(r.get("alive") for r in task.get("healthCheckResults") or [])
+        if task.get("state", "TASK_RUNNING") != "TASK_RUNNING" or not task.get("ports") or (
+                checked and not (task.get("healthCheckResults") and healthy)):
+            continue
+        ip = (task.get("ipAddresses") or [{}])[0].get("ipAddress") or task.get("host")
+        return f"http://{ip}:{task['ports'][0]}"
+    raise ValueError(f"app {target} has no healthy task with a port (asked {api})")
+
+
 # -- command line ----------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="accessd client", description="Use the access services.")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compare", help="predictions vs actual closes, with a plot")
     c.add_argument("--symbol", required=True)
-    c.add_argument("--timeseries", required=True, help="time-series service base URL")
-    c.add_argument("--predict", required=True, help="prediction service base URL")
+    c.add_argument("--timeseries", required=True,
+                   help="time-series service: base URL, or app id (/jpm/timeseries) looked up "
+                        "through the control API")
+    c.add_argument("--predict", required=True,
+                   help="prediction service: base URL, or app id (/jpm/prediction)")
+    c.add_argument("--api", default=os.environ.get("ACCESSD_API") or DEFAULT_API,
+                   help="control API for app ids (env ACCESSD_API; default %(default)s)")
+    c.add_argument("--token", default=os.environ.get("ACCESSD_API_TOKEN"),
+                   help="control API token (env ACCESSD_API_TOKEN)")
     c.add_argument("--from", dest="start", help="first quote (ISO 8601 or epoch ms)")
     c.add_argument("--to", dest="end", help="last quote (ISO 8601 or epoch ms)")
     c.add_argument("--batch", type=int, default=1000, help="inputs per POST /predict")
@@ -341,7 +380,9 @@ def main(argv: list[str]) -> int:
         print(f"accessd client: {exc}", file=sys.stderr)
         return 2
     try:
-        result = compare(args.timeseries, args.predict, args.symbol, start, end, batch=args.batch)
+        timeseries = service_url(args.timeseries, args.api, args.token)
+        predict = service_url(args.predict, args.api, args.token)
+        result = compare(timeseries, predict, args.symbol, start, end, batch=args.batch)
     except (ServiceError, StreamError, ValueError, requests.RequestException) as exc:
         print(f"accessd client: {exc}", file=sys.stderr)
         return 1
