@@ -13,7 +13,9 @@ soon as its bytes arrive and memory does not hold the response body. For each qu
 (`POST /predict` in its batch form, `batch` inputs per request) and the answer is set against the
 actual close. The first `window + 1` quotes of the range only fill the window.
 
-Reports MAE, RMSE and MAPE of the predictions and of the naive last-close baseline, and writes a
+Reports MAE, RMSE and MAPE of the predictions and of the naive last-close baseline, how they
+compare (ratios; the paired difference of absolute errors with its standard error), the same for
+the held-out part alone when the model names its first held-out quote, and writes a
 PNG (matplotlib, Agg backend): actual vs predicted above, the error below, the lines broken at
 gaps in time (nights, weekends: more than 3x the median spacing between quotes).
 """
@@ -36,7 +38,7 @@ import numpy as np
 import requests
 
 from services.common import parse_time
-from services.model import errors
+from services.model import errors, versus, versus_line
 from services.store import iso_ms
 
 CHUNK_BYTES = 64 * 1024
@@ -207,6 +209,9 @@ class Comparison:
     naive: np.ndarray              # the preceding close (the naive baseline)
     quotes_read: int = 0
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The part of the range from the model's first held-out quote on, if the model names it.
+    held_out_from: int | None = None
+    held_out: dict = field(default_factory=dict)
 
 
 def compare(timeseries_url: str, predict_url: str, symbol: str, start: int | None = None,
@@ -219,7 +224,9 @@ def compare(timeseries_url: str, predict_url: str, symbol: str, start: int | Non
     if batch < 1:
         raise ValueError("batch must be >= 1")
     http = session or requests.Session()
-    need = int(model_info(predict_url, symbol, http)["inputsNeeded"])
+    info = model_info(predict_url, symbol, http)
+    need = int(info["inputsNeeded"])
+    held_out_from = (info.get("data") or {}).get("testFromMs")
     window: deque[float] = deque(maxlen=need)
     ts: list[int] = []
     actual: list[float] = []
@@ -257,7 +264,16 @@ def compare(timeseries_url: str, predict_url: str, symbol: str, start: int | Non
     result = Comparison(symbol, versions, np.array(ts, dtype=np.int64), np.array(actual),
                         np.array(predicted), np.array(naive), quotes_read=read)
     result.metrics = {"model": errors(result.actual, result.predicted),
-                      "naive": errors(result.actual, result.naive)}
+                      "naive": errors(result.actual, result.naive),
+                      "versus": versus(result.actual, result.predicted, result.naive)}
+    if isinstance(held_out_from, int):
+        # The quotes the model's training never saw: the honest figures.
+        tail = result.ts >= held_out_from
+        if tail.any():
+            result.held_out_from = held_out_from
+            a, p, nv = result.actual[tail], result.predicted[tail], result.naive[tail]
+            result.held_out = {"count": int(tail.sum()), "model": errors(a, p),
+                               "naive": errors(a, nv), "versus": versus(a, p, nv)}
     return result
 
 
@@ -367,6 +383,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _print_metrics(metrics: dict) -> None:
+    for name in ("model", "naive"):
+        m = metrics[name]
+        print(f"    {name:<6} MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  MAPE {m['mape']:.4f}%")
+    print(f"    {versus_line(metrics['versus'])}")
+
+
 def main(argv: list[str]) -> int:
     """`accessd client compare ...`: 0 done, 1 a service failed, 2 usage."""
     try:
@@ -390,9 +413,12 @@ def main(argv: list[str]) -> int:
     print(f"{args.symbol}: {len(result.actual)} predictions from {result.quotes_read} quotes "
           f"({iso_ms(int(result.ts[0]))} .. {iso_ms(int(result.ts[-1]))}), model "
           f"{', '.join(result.versions)}")
-    for name in ("model", "naive"):
-        m = result.metrics[name]
-        print(f"  {name:<6} MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  MAPE {m['mape']:.4f}%")
+    print("  all predictions (the model was trained on the part before its held-out quotes):")
+    _print_metrics(result.metrics)
+    if result.held_out_from is not None:
+        print(f"  held out: {result.held_out['count']} predictions from "
+              f"{iso_ms(result.held_out_from)} on, quotes the model's training never saw:")
+        _print_metrics(result.held_out)
     print(f"wrote {args.out}")
     return 0
 

@@ -6,6 +6,7 @@ import subprocess
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from services import data
@@ -36,14 +37,64 @@ def test_synth_bars_follow_market_hours_weekdays_and_dst():
     assert all(b.ts - a.ts == 60_000 for a, b in zip(qs[:389], qs[1:390], strict=True))
 
 
-def test_synth_bars_are_consistent():
-    qs = quotes_of(SynthParams("JPM", date(2026, 1, 2), 5, interval_ms=5 * 60_000))
+@pytest.mark.parametrize("random_walk", [False, True])
+def test_synth_bars_are_consistent(random_walk: bool):
+    qs = quotes_of(SynthParams("JPM", date(2026, 1, 2), 5, interval_ms=5 * 60_000,
+                               random_walk=random_walk))
     assert len(qs) == 5 * 78
     for q in qs:
         assert q.low <= min(q.open, q.close) <= max(q.open, q.close) <= q.high
         assert q.volume > 0 and round(q.close, 2) == q.close
-    # Within a day each bar opens at the previous close.
-    assert all(b.open == a.close for a, b in zip(qs[:77], qs[1:78], strict=True))
+    # The pure random walk's bars open at the previous close; trades at the bid or the ask
+    # open anywhere in the spread around it.
+    same_open = [b.open == a.close for a, b in zip(qs[:77], qs[1:78], strict=True)]
+    assert all(same_open) if random_walk else not all(same_open)
+
+
+def intraday_returns(params: SynthParams) -> tuple[np.ndarray, np.ndarray]:
+    """1-minute log returns within sessions (no overnight gap) and each one's minute of the day."""
+    qs = quotes_of(params)
+    ts = np.array([q.ts for q in qs])
+    close = np.log([q.close for q in qs])
+    within = np.diff(ts) == params.interval_ms
+    minute = (np.arange(len(qs)) % 390)[1:]
+    return np.diff(close)[within], minute[within]
+
+
+def lag1(r: np.ndarray) -> float:
+    return float(np.corrcoef(r[:-1], r[1:])[0, 1])
+
+
+def test_bid_ask_bounce_gives_negative_lag1_autocorrelation():
+    # 20 days of 1-minute bars: ~7,800 returns, so the estimate's noise is ~0.011.
+    bounce, _ = intraday_returns(SynthParams("JPM", date(2026, 1, 2), 20))
+    walk, _ = intraday_returns(SynthParams("JPM", date(2026, 1, 2), 20, random_walk=True))
+    assert -0.3 < lag1(bounce) < -0.15
+    assert abs(lag1(walk)) < 0.04
+    # A wider spread, a stronger bounce.
+    wide, _ = intraday_returns(SynthParams("JPM", date(2026, 1, 2), 20, spread_bps=20))
+    assert lag1(wide) < lag1(bounce) - 0.1
+
+
+def test_volatility_is_u_shaped_over_the_day():
+    r, minute = intraday_returns(SynthParams("JPM", date(2026, 1, 2), 20, spread_bps=0))
+    first, middle, last = (float(np.std(r[(minute >= a) & (minute < b)]))
+                           for a, b in ((1, 60), (165, 225), (330, 390)))
+    assert first > 1.5 * middle and last > 1.5 * middle
+    flat_r, flat_minute = intraday_returns(SynthParams("JPM", date(2026, 1, 2), 20,
+                                                       random_walk=True))
+    flat_first, flat_middle = (float(np.std(flat_r[(flat_minute >= a) & (flat_minute < b)]))
+                               for a, b in ((1, 60), (165, 225)))
+    assert 0.8 < flat_first / flat_middle < 1.25
+
+
+def test_synth_help_documents_the_model_and_the_random_walk_flag():
+    done = subprocess.run([PYTHON, "-m", "accessd.cli", "data", "synth", "--help"],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0
+    for text in ("bid or the ask", "lag-1 autocorrelation", "U", "--random-walk",
+                 "--spread-bps", "--vol-u"):
+        assert text in done.stdout
 
 
 @pytest.mark.parametrize("text,ms", [("1m", 60_000), ("30s", 30_000), ("1h", 3_600_000),
