@@ -2,7 +2,8 @@
 
     accessd data synth --symbol JPM [--start 2026-01-02] [--days 30] [--interval 1m] [--seed 1]
                        [--start-price 100] --store URL
-    accessd data load FILE.csv [--skip-bad] [--max-errors 20] --store URL
+    accessd data load FILE.csv [--columns FIELD=HEADER[+HEADER],...] [--symbol S] [--tz ZONE]
+                      [--time-format FMT] [--skip-bad] [--max-errors 20] --store URL
 
 `--store` defaults to `$ACCESSD_STORE`. Progress goes to stderr, the summary to stdout.
 Exit status: 0 done, 1 bad input (nothing written), 2 usage, 3 store unavailable.
@@ -28,34 +29,48 @@ The same seed gives the same quotes, and a longer run starts with the quotes of 
 for millions of bars. Library use: `synth_days(SynthParams(...))` yields each day's quotes,
 `synth(store, params, progress)` writes them and returns how many.
 
-load: header `symbol,timestamp,open,high,low,close,volume` (any column order); timestamps ISO 8601
-(no offset: UTC) or epoch milliseconds. The file is validated row by row first, and every bad row
-is reported as `FILE:LINE: reason`; if any is bad nothing is written unless `--skip-bad`, which
-writes the good rows. Writes are upserts by (symbol, timestamp), so loading a file twice gives the
-same store as loading it once (and a load interrupted by a store outage can simply be rerun).
+load: a CSV file with a header row, by default `symbol,timestamp,open,high,low,close,volume` (any
+order, any case, other columns ignored); a vendor's export through `--columns` (which header
+holds each field: `timestamp=Date+Time,close=Last`, several headers joined with a space),
+`--symbol` (for files without a symbol column), `--tz` (the zone of timestamps without an offset,
+default UTC; exports usually give exchange time, `America/New_York`) and `--time-format` (a
+strptime format, for timestamps that are not ISO 8601 or epoch milliseconds). The file is
+validated row by row first, and every bad row is reported as `FILE:LINE: reason`; if any is bad
+nothing is written unless `--skip-bad`, which writes the good rows. Writes are upserts by (symbol,
+timestamp), so loading a file twice gives the same store as loading it once (and a load
+interrupted by a store outage can simply be rerun). The loader lives in `services.quotes_csv`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import re
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
-from typing import TextIO
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from services.common import parse_time
-from services.store import Quote, QuoteStore, StoreUnavailable, check_quote, iso_ms, open_store
+from services.quotes_csv import (  # noqa: F401  (re-exported: the loader's home before)
+    CSV_COLUMNS,
+    CsvLayout,
+    LoadReport,
+    Progress,
+    RowError,
+    load,
+    parse_columns,
+    parse_row,
+    parse_tz,
+    read_csv,
+    validate_csv,
+)
+from services.store import Quote, QuoteStore, StoreUnavailable, iso_ms, open_store
 
 MARKET_TZ = ZoneInfo("America/New_York")
 SESSION_OPEN = dtime(9, 30)
@@ -64,31 +79,11 @@ TRADING_DAYS_PER_YEAR = 252
 SUB_STEPS = 4                 # random-walk steps per bar: gives a high/low apart from open/close
 DEFAULT_SPREAD_BPS = 10.0
 DEFAULT_VOL_U = 1.0
-CSV_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
 
 _INTERVAL_RE = re.compile(r"(\d+)(s|m|h|d)")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000}
-
-
-# -- progress --------------------------------------------------------------------------------------
-class Progress:
-    """Progress lines on stderr, at most one per `every` seconds, plus a final one."""
-
-    def __init__(self, label: str, stream: TextIO | None = None, every: float = 1.0) -> None:
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.every = every
-        self.started = time.monotonic()
-        self._last = 0.0
-
-    def update(self, message: str, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if final or now - self._last >= self.every:
-            self._last = now
-            print(f"{self.label}: {message} ({now - self.started:.1f}s)", file=self.stream,
-                  flush=True)
 
 
 # -- synth -----------------------------------------------------------------------------------------
@@ -215,141 +210,16 @@ def synth(store: QuoteStore, params: SynthParams, progress: Progress | None = No
     return store.write(quotes())
 
 
-# -- load ------------------------------------------------------------------------------------------
-class RowError(ValueError):
-    """A CSV row that cannot be a quote; `line` is its (first) line number in the file."""
-
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"line {line}: {reason}")
-        self.line = line
-        self.reason = reason
-
-
-def _number(name: str, text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise ValueError(f"{name} {text!r} is not a number") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} {text!r} is not finite")
-    return v
-
-
-def parse_row(row: Sequence[str], positions: dict[str, int], line: int) -> Quote:
-    """The quote in `row` (columns located by `positions`), or `RowError` saying what is wrong."""
-    if len(row) != len(positions):
-        raise RowError(line, f"expected {len(positions)} columns, got {len(row)}")
-    cell = {name: row[i].strip() for name, i in positions.items()}
-    try:
-        ts = parse_time(cell["timestamp"])
-        o, h, lo, c = (_number(n, cell[n]) for n in ("open", "high", "low", "close"))
-        if min(o, h, lo, c) <= 0:
-            raise ValueError("prices must be > 0")
-        if not (lo <= min(o, c) and max(o, c) <= h):
-            raise ValueError(f"inconsistent bar: need low <= open, close <= high "
-                             f"(open {o}, high {h}, low {lo}, close {c})")
-        vol = _number("volume", cell["volume"])
-        if vol < 0 or not vol.is_integer():
-            raise ValueError(f"volume {cell['volume']!r} is not a whole number >= 0")
-        return check_quote(Quote(cell["symbol"], ts, o, h, lo, c, int(vol)))
-    except ValueError as exc:
-        raise RowError(line, str(exc)) from None
-
-
-def read_csv(path: Path) -> Iterator[Quote | RowError]:
-    """Each data row of `path` as a Quote or the RowError describing it; a bad header (or an
-    unreadable file) raises RowError itself, as nothing can be read without it."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise RowError(1, "empty file: expected the header " + ",".join(CSV_COLUMNS)) from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise RowError(1, f"unreadable header: {exc}") from None
-        names = [h.strip().lower() for h in header]
-        if sorted(names) != sorted(CSV_COLUMNS):
-            raise RowError(1, f"header must name the columns {','.join(CSV_COLUMNS)} "
-                              f"(any order), got {','.join(names)}")
-        positions = {name: names.index(name) for name in CSV_COLUMNS}
-        while True:
-            start_line = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except (csv.Error, UnicodeDecodeError) as exc:
-                yield RowError(start_line, f"unreadable row: {exc}")
-                continue
-            if not row or all(not c.strip() for c in row):
-                continue  # blank lines are not data
-            try:
-                yield parse_row(row, positions, start_line)
-            except RowError as err:
-                yield err
-
-
-@dataclass
-class LoadReport:
-    good: int = 0
-    bad: int = 0
-    written: int = 0
-    symbols: set[str] | None = None
-
-
-def validate_csv(path: Path, max_errors: int, err: TextIO) -> LoadReport:
-    """First pass: count good and bad rows, printing the first `max_errors` bad ones."""
-    report = LoadReport(symbols=set())
-    size = max(os.path.getsize(path), 1)
-    progress = Progress(f"checking {path.name}", err)
-    for item in read_csv(path):
-        if isinstance(item, RowError):
-            report.bad += 1
-            if report.bad <= max_errors:
-                print(f"{path}:{item.line}: {item.reason}", file=err)
-        else:
-            report.good += 1
-            report.symbols.add(item.symbol)  # type: ignore[union-attr]
-            if report.good % 10_000 == 0:
-                progress.update(f"{report.good} rows ok, {report.bad} bad")
-    if report.bad > max_errors:
-        print(f"{path}: ... and {report.bad - max_errors} more bad rows", file=err)
-    progress.update(f"{report.good} rows ok, {report.bad} bad, {size} bytes", final=True)
-    return report
-
-
-def load(store: QuoteStore, path: Path, *, skip_bad: bool = False, max_errors: int = 20,
-         err: TextIO | None = None) -> LoadReport:
-    """Validate `path` and, if it is clean (or `skip_bad`), upsert its good rows into `store`.
-
-    Raises `RowError` for a bad header; otherwise returns the report (`written == 0` when bad
-    rows stopped the load).
-    """
-    err = err or sys.stderr
-    report = validate_csv(path, max_errors, err)
-    if report.bad and not skip_bad:
-        return report
-    progress = Progress(f"loading {path.name}", err)
-
-    def good() -> Iterator[Quote]:
-        n = 0
-        for item in read_csv(path):
-            if isinstance(item, Quote):
-                n += 1
-                if n % 10_000 == 0:
-                    progress.update(f"{n}/{report.good} rows")
-                yield item
-        progress.update(f"{n}/{report.good} rows", final=True)
-
-    report.written = store.write(good())
-    return report
-
-
 # -- command line ----------------------------------------------------------------------------------
 def _synth_doc() -> str:
     """The synth paragraph of the module docstring: `--help` shows the model of the data."""
     doc = __doc__ or ""
     return doc[doc.index("synth: bars"):doc.index("\nload: ")].strip()
+
+
+def _load_doc() -> str:
+    doc = __doc__ or ""
+    return doc[doc.index("load: a CSV"):].strip()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -374,8 +244,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="the pure random walk: no bid-ask bounce, flat volatility")
     s.add_argument("--store", default=os.environ.get("ACCESSD_STORE"),
                    help="store URL (default $ACCESSD_STORE)")
-    ld = sub.add_parser("load", help="load a CSV file")
+    ld = sub.add_parser("load", help="load a CSV file (any vendor's export)",
+                        description="Load quotes from a CSV file.\n\n" + _load_doc(),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ld.add_argument("file", type=Path)
+    ld.add_argument("--columns", action="append", default=[], metavar="FIELD=HEADER,...",
+                    help="which column holds each field, e.g. timestamp=Date+Time,close=Last "
+                         "(repeatable; default: the field's own name)")
+    ld.add_argument("--symbol", dest="fixed_symbol", metavar="SYMBOL",
+                    help="the symbol of every row (for files without a symbol column)")
+    ld.add_argument("--tz", default="UTC",
+                    help="time zone of timestamps without an offset (default UTC)")
+    ld.add_argument("--time-format", metavar="FMT",
+                    help="strptime format of the timestamps (default: ISO 8601 or epoch ms)")
     ld.add_argument("--skip-bad", action="store_true", help="write the good rows of a bad file")
     ld.add_argument("--max-errors", type=int, default=20, help="bad rows to print")
     ld.add_argument("--store", default=os.environ.get("ACCESSD_STORE"),
@@ -402,6 +283,9 @@ def main(argv: list[str]) -> int:
             params = SynthParams(args.symbol, args.start, args.days, parse_interval(args.interval),
                                  args.seed, args.start_price, spread_bps=args.spread_bps,
                                  vol_u=args.vol_u, random_walk=args.random_walk)
+        else:
+            layout = CsvLayout(parse_columns(args.columns), args.fixed_symbol,
+                               parse_tz(args.tz), args.time_format)
     except ValueError as exc:
         print(f"accessd data: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -428,7 +312,7 @@ def main(argv: list[str]) -> int:
                 print(f"accessd data: {args.file}: no such file", file=sys.stderr)
                 return EXIT_BAD_INPUT
             report = load(store, args.file, skip_bad=args.skip_bad,
-                          max_errors=args.max_errors)
+                          max_errors=args.max_errors, layout=layout)
     except RowError as exc:
         print(f"{args.file}:{exc.line}: {exc.reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
