@@ -267,7 +267,7 @@ def versus_line(v: dict[str, float]) -> str:
     else:
         verdict = f"equal to naive (within noise or {NEGLIGIBLE:.1%})"
     return (f"model/naive  MAE {v['maeRatio']:.3f}  RMSE {v['rmseRatio']:.3f}; "
-            f"MAE difference {diff:+.4f} (standard error {se:.4f}): {verdict}")
+            f"MAE difference {diff:+.5f} (standard error {se:.5f}): {verdict}")
 
 
 # -- artefacts -------------------------------------------------------------------------------------
