@@ -7,7 +7,8 @@ A file names its columns in a header row. By default the header names the quote'
   several columns with a space (`timestamp=Date+Time`). Columns no field uses are ignored.
 - `symbol`: the symbol of every row, for files without a symbol column.
 - `tz`: the time zone of timestamps without an offset (default UTC); `Z` and offsets in the
-  data win. Exchange exports usually give the exchange's local time: `America/New_York`.
+  data win. Exchange exports usually give the exchange's local time: `America/New_York`. A
+  local time the zone skips or repeats at a daylight-saving change is a bad row.
 - `time_format`: a `strptime` format for timestamps that are not ISO 8601 or epoch milliseconds
   (`%m/%d/%Y %H:%M`).
 
@@ -129,8 +130,23 @@ def parse_timestamp(text: str, layout: CsvLayout) -> int:
             raise ValueError(f"{text!r} does not match the time format "
                              f"{layout.time_format!r}") from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=layout.tz)
+        dt = local_time(dt, layout.tz)
     return (dt - _EPOCH) // timedelta(milliseconds=1)
+
+
+def local_time(naive: datetime, tz: tzinfo) -> datetime:
+    """`naive` as a wall-clock time in `tz`; `ValueError` for a time the zone skips (clocks
+    moved forward) or repeats (moved back), which name no single instant."""
+    early, late = naive.replace(tzinfo=tz, fold=0), naive.replace(tzinfo=tz, fold=1)
+    if early.utcoffset() == late.utcoffset():
+        return early
+    # zoneinfo gives the two offsets around the change; a skipped time does not come back from
+    # a round trip through UTC.
+    if early.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != naive:
+        raise ValueError(f"{naive.isoformat(sep=' ')} does not exist in {tz} "
+                         "(the clocks moved forward)")
+    raise ValueError(f"{naive.isoformat(sep=' ')} happens twice in {tz} (the clocks moved "
+                     "back): give the time with its offset")
 
 
 # -- rows ------------------------------------------------------------------------------------------

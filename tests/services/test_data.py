@@ -288,3 +288,19 @@ def test_the_shipped_vendor_sample_loads_as_the_readme_shows(tmp_path: Path,
     assert len(got) == 390
     assert (iso_ms(got[0].ts), iso_ms(got[-1].ts)) == ("2026-03-02T14:30:00.000Z",
                                                        "2026-03-02T20:59:00.000Z")
+
+
+def test_local_times_skipped_or_repeated_at_a_dst_change_are_bad_rows(
+        tmp_path: Path, sqlite_store: QuoteStore, sqlite_url: str, capsys: pytest.CaptureFixture):
+    # New York: 2026-03-08 02:30 does not exist, 2026-11-01 01:30 happens twice.
+    path = write(tmp_path, "Date,Open,High,Low,Close,Volume\n"
+                           "2026-03-08 02:30,1,1,1,1,1\n"
+                           "2026-11-01 01:30,1,1,1,1,1\n"
+                           "2026-11-01 01:30-05:00,1,1,1,1,1\n")
+    assert data.main(["load", str(path), "--symbol", "X", "--columns", "timestamp=Date",
+                      "--tz", "America/New_York", "--store", sqlite_url]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:2:" in err and "does not exist in America/New_York" in err
+    assert f"{path}:3:" in err and "happens twice" in err
+    assert f"{path}:4:" not in err
+    assert rows(sqlite_store) == []
