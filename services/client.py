@@ -315,9 +315,18 @@ def plot(result: Comparison, out: Path) -> Path:
     try:
         top.plot(when, actual, label="actual close", linewidth=0.8)
         top.plot(when, predicted, label="predicted", linewidth=0.8, alpha=0.8)
-        m = result.metrics["model"]
-        top.set_title(f"{result.symbol}, model {', '.join(result.versions)}: "
-                      f"MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  MAPE {m['mape']:.3f}%")
+        m, nv = result.metrics["model"], result.metrics["naive"]
+        title = (f"{result.symbol}, model {', '.join(result.versions)}: "
+                 f"MAE {m['mae']:.4f} (naive {nv['mae']:.4f})")
+        if result.held_out_from is not None:
+            hm, hn = result.held_out["model"], result.held_out["naive"]
+            title += f"; held out: MAE {hm['mae']:.4f} (naive {hn['mae']:.4f})"
+            start = datetime.fromtimestamp(result.held_out_from / 1000, UTC)
+            for ax in (top, bottom):
+                ax.axvline(start, color="grey", linestyle="--", linewidth=0.8)
+            top.annotate("held out →", (start, 1), xycoords=("data", "axes fraction"),
+                         xytext=(4, -14), textcoords="offset points", color="grey")
+        top.set_title(title)
         top.set_ylabel("price")
         top.legend(loc="upper left")
         bottom.plot(when, error, linewidth=0.6, color="tab:red")
