@@ -12,6 +12,7 @@ from scheduler.leader import Candidate, depose, leader_node
 from scheduler.state import NotLeader
 from scheduler.zk_state import ZooKeeperStateStore
 from tests.scheduler.state_docs import app_doc, dep, task
+from tests.support import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,9 @@ def test_one_leader_then_the_next_in_line(stores):
     a, b, c = (Candidate(s.client, s.root, name) for s, name in zip(stores, "abc", strict=True))
     assert a.campaign(threading.Event())
     b_elected, b_stop = campaign_in_background(b)
+    wait_until(lambda: b.node is not None, timeout=5, message="b's candidacy")  # b before c
     c_elected, c_stop = campaign_in_background(c)
+    wait_until(lambda: c.node is not None, timeout=5, message="c's candidacy")
     assert not b_elected.wait(1.0) and not c_elected.is_set()
     assert leader_node(stores[0].client, stores[0].root)[1] == "a" and a.holds() and a.verify()
     a.resign()
