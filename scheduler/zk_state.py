@@ -27,8 +27,9 @@ Invariants:
   plan that passed the generation check saw every desired-state change.
 - Without a connection (no quorum), reads answer from the cache and `stale` is true; writes
   raise StoreUnavailable at once.
-- Change records and events are bounded: the newest `CHANGES_KEPT` records stay; the events are
-  pruned by the scheduler (`prune_events`). A cache further behind than that reloads all.
+- Change records and events are bounded: the newest `CHANGES_KEPT` records and `EVENTS_KEPT`
+  events stay (pruned by the writers as they go; the scheduler's own `prune_events` may keep
+  fewer). A cache further behind than the kept records reloads everything.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from scheduler.zk import (
 log = logging.getLogger("accessd.zk_state")
 
 CHANGES_KEPT = 2000
+EVENTS_KEPT = 10_000  # the newest events stay; the store prunes every 500 appends
 WRITE_WAIT_SECONDS = 4.0  # a write waits this long for a connection (a ZooKeeper server's
                           # loss or a leader election in the ensemble) before StoreUnavailable
 MAX_ATTEMPTS = 20
@@ -485,7 +487,13 @@ class ZooKeeperStateStore(StateStore):
         failure = transaction_failure(results, fence_index)
         if failure is not None:
             raise failure
-        return _seq(results[-1].rsplit("/", 1)[1]) + 1
+        event_id = _seq(results[-1].rsplit("/", 1)[1]) + 1
+        if event_id % 500 == 0:
+            try:
+                self.prune_events(EVENTS_KEPT)
+            except StateError as exc:
+                log.warning("could not prune the event log: %s", exc)
+        return event_id
 
     def _event_ids(self) -> list[int]:
         """Event ids: the node's sequence number + 1 (ids start at 1; 0 means "before all")."""
@@ -525,8 +533,10 @@ class ZooKeeperStateStore(StateStore):
         return stat.cversion if stat else 0  # no id handed out so far is above it
 
     def prune_events(self, keep: int) -> int:
+        """Delete all but the newest `keep` events, and never keep more than EVENTS_KEPT (a
+        child list is one ZooKeeper packet: 1 MB at most)."""
         ids = self._event_ids()
-        doomed = ids[:max(0, len(ids) - max(0, int(keep)))]
+        doomed = ids[:max(0, len(ids) - min(EVENTS_KEPT, max(0, int(keep))))]
         with zk_errors("pruning events"):
             results = [self.client.delete_async(self._event_path(i))
                        for i in doomed]

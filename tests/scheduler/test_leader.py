@@ -1,5 +1,6 @@
 """scheduler.leader and the store's fence, on a real ZooKeeper server: one leader among
-candidates, the next one on the leader's loss, and a deposed leader's writes refused whole."""
+candidates, the next one on the leader's loss, a deposed leader's writes refused whole; and the
+ZooKeeper event log's bound."""
 
 from __future__ import annotations
 
@@ -81,3 +82,15 @@ def test_a_deposed_leaders_writes_are_refused_whole(stores):
     assert api_store.get_deployment("d1")["status"] == "running"
     assert api_store.desired_generation() == generation
     assert [e["eventType"] for _, e in api_store.events_since(0)] == []
+
+
+def test_the_event_log_keeps_its_newest_events(stores, monkeypatch):
+    from scheduler import zk_state
+
+    monkeypatch.setattr(zk_state, "EVENTS_KEPT", 40)
+    store = stores[0]
+    ids = [store.append_event("x", {"i": i}) for i in range(520)]
+    kept = store.events_since(0, limit=10_000)
+    assert len(kept) <= 40 + 20  # pruned at each 500th id (ids start at 1)
+    assert kept[-1][0] == ids[-1] and [i for i, _ in kept] == sorted(i for i, _ in kept)
+    assert store.prune_events(keep=10**9) == len(kept) - 40  # the bound caps any keep
