@@ -51,16 +51,6 @@ APP = "/bench/web"
 KILLED_OK = {"TASK_KILLED", "TASK_FINISHED"}
 
 
-def leading(lines: list[str]) -> bool:
-    state = False
-    for line in lines:
-        if "elected leader" in line:
-            state = True
-        elif "stepped down" in line or "leadership lost" in line or "stopped" in line:
-            state = False
-    return state
-
-
 class Sampler(threading.Thread):
     def __init__(self, ha: HaCluster) -> None:
         super().__init__(daemon=True)
@@ -72,8 +62,7 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop_event.wait(0.1):
-            live = [p for p in list(self.ha.schedulers.values()) if p.popen.poll() is None]
-            self.max_leaders = max(self.max_leaders, sum(leading(list(p.lines)) for p in live))
+            self.max_leaders = max(self.max_leaders, self.ha.leading_count())
             try:
                 if self.ha.leader() is None:
                     self.no_leader += 1

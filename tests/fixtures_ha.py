@@ -75,6 +75,21 @@ class HaCluster:
         self.schedulers[name].wait_for_line(lambda text: "reconciling" in text, 30)
         return name
 
+    def leading_count(self) -> int:
+        """How many live schedulers lead now, by their logs (elected, not stepped down)."""
+        count = 0
+        for proc in list(self.schedulers.values()):
+            if proc.popen.poll() is not None:
+                continue
+            state = False
+            for line in list(proc.lines):
+                if "elected leader" in line:
+                    state = True
+                elif "leadership lost" in line or "stepped down" in line:
+                    state = False
+            count += state
+        return count
+
     def mesos_ids(self, app_prefix: str) -> set[str]:
         return {t for t in mesos_tasks(self.mesos.state(), self.framework_id or "")
                 if t.startswith(app_prefix)}

@@ -7,6 +7,7 @@ quorum nothing is launched or killed, writes get 503 and reads still answer.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import pytest
@@ -58,21 +59,48 @@ def test_one_leader_and_the_api_on_zookeeper(ha):
 
 
 def test_kill9_leader_a_standby_takes_over_with_every_task(ha):
-    old = ha.leader()
-    before = ha.mesos_ids("ha_web.")
-    ha.schedulers[old].signal(signal.SIGKILL)
-    killed_at = time.monotonic()
-    assert scale(ha, 5).status_code == 200  # the API goes on while no one leads
-    new = ha.wait_new_leader(old, timeout=ha.session_timeout + 15)
-    took = time.monotonic() - killed_at
-    print(f"leader {old} killed; {new} subscribed and reconciled after {took:.2f}s")
-    assert ha.schedulers[new].wait_for_line(
-        lambda line: f"registered framework_id={ha.framework_id}" in line, 5)
-    settle(ha, 5)
-    assert before <= ha.mesos_ids("ha_web.")  # every task kept
+    """Three leader kills, each during a deployment (scale up, scale down, rolling restart);
+    at most one scheduler leads at any sampled instant."""
+    leaders: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            leaders.append(ha.leading_count())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        for instances, restart in ((5, False), (3, False), (3, True)):
+            old = ha.leader()
+            before = ha.mesos_ids("ha_web.")
+            if restart:
+                r = requests.post(f"{ha.api}/v2/apps{APP}/restart?force=true", timeout=15)
+            else:
+                r = scale(ha, instances)
+            assert r.status_code == 200, r.text
+            ha.schedulers[old].signal(signal.SIGKILL)
+            killed_at = time.monotonic()
+            new = ha.wait_new_leader(old, timeout=ha.session_timeout + 15)
+            print(f"leader {old} killed; {new} subscribed and reconciled after "
+                  f"{time.monotonic() - killed_at:.2f}s")
+            assert ha.schedulers[new].wait_for_line(
+                lambda line: f"registered framework_id={ha.framework_id}" in line, 5)
+            ha.add_scheduler().wait_for_line(lambda line: "waiting to be elected" in line, 30)
+            settle(ha, instances)
+            after = ha.mesos_ids("ha_web.")
+            if restart:  # a rolling restart replaces every task, by design
+                assert not before & after
+            elif instances >= len(before):  # scaled up: every task kept
+                assert before <= after
+            else:  # scaled down: only kills, no task started twice
+                assert after <= before
+    finally:
+        stop.set()
+        sampler.join()
+    assert leaders and max(leaders) == 1, leaders
     frameworks = [f for f in ha.mesos.state()["frameworks"] if f.get("name") == "accessd"]
     assert [f["id"] for f in frameworks] == [ha.framework_id]
-    ha.add_scheduler().wait_for_line(lambda line: "waiting to be elected" in line, 30)
 
 
 def test_abdication_through_the_api(ha):
