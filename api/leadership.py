@@ -108,8 +108,14 @@ class LeadershipMiddleware:
     def __init__(self, leadership: Leadership) -> None:
         self.leadership = leadership
 
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self.leadership.zookeeper and req.path != "/ping":
+            self.leadership.store.begin_request()  # one ZooKeeper check for the whole request
+
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          req_succeeded: bool) -> None:
+        if self.leadership.zookeeper and req.path != "/ping":
+            self.leadership.store.end_request()
         try:
             leader = self.leadership.leader()
         except Exception:  # noqa: BLE001 - a header must never fail the answer

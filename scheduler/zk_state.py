@@ -157,6 +157,7 @@ class ZooKeeperStateStore(StateStore):
         self._applied: int | None = None         # newest change record in the cache
         self._cversion: int | None = None        # changes/ child version the cache matches
         self._events: dict[int, Doc] = {}        # immutable: cached once read
+        self._scope = threading.local()          # begin_request/end_request
         self._closed = False
         self.stale = False
         with zk_errors("creating the store's nodes"):
@@ -213,6 +214,9 @@ class ZooKeeperStateStore(StateStore):
         if not self._connected():
             self._mark_stale()
             return
+        if (not force and getattr(self._scope, "fresh", False)
+                and self._applied is not None and self._applied >= self._own_seq):
+            return  # checked once already in this request, and our own writes are in
         if self.session_reads and not force:
             if self._applied is None or self._applied < self._own_seq:
                 try:
@@ -314,6 +318,17 @@ class ZooKeeperStateStore(StateStore):
         with self._lock:
             entry = self._cache[kind].get(key)
         return _loads(entry[0]) if entry else None
+
+    def begin_request(self) -> None:
+        """One freshness check for the rest of this thread's request (the API calls this as a
+        request starts, `end_request` as it ends): its reads all see every write committed
+        before the request began, with two round trips per request instead of per read."""
+        self._scope.fresh = False
+        self._fresh()
+        self._scope.fresh = not self.stale
+
+    def end_request(self) -> None:
+        self._scope.fresh = False
 
     def refresh(self) -> None:
         """Bring the cache up to every write committed so far (a new leader's first step)."""

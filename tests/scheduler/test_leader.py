@@ -94,3 +94,23 @@ def test_the_event_log_keeps_its_newest_events(stores, monkeypatch):
     assert len(kept) <= 40 + 20  # pruned at each 500th id (ids start at 1)
     assert kept[-1][0] == ids[-1] and [i for i, _ in kept] == sorted(i for i, _ in kept)
     assert store.prune_events(keep=10**9) == len(kept) - 40  # the bound caps any keep
+
+
+def test_one_freshness_check_per_api_request_still_reads_every_earlier_write(stores):
+    """The API checks ZooKeeper once per request (begin_request): every write committed before
+    the request began is read, and so is the request's own write."""
+    api, other = stores[0], stores[1]
+    other.apply_app_change("/a", app_doc("/a"), dep("d1"))
+    api.begin_request()
+    try:
+        assert api.get_app("/a") == app_doc("/a")
+        api.apply_app_change("/b", app_doc("/b"), dep("d2", "/b"))  # its own write
+        assert [a["id"] for a in api.list_apps()] == ["/a", "/b"]
+    finally:
+        api.end_request()
+    other.apply_app_change("/c", app_doc("/c"), dep("d3", "/c"))
+    api.begin_request()  # the next request sees what was committed before it began
+    try:
+        assert [a["id"] for a in api.list_apps()] == ["/a", "/b", "/c"]
+    finally:
+        api.end_request()
