@@ -239,6 +239,7 @@ def campaign_and_lead(args: argparse.Namespace, store: Any, done: threading.Even
         watcher = threading.Thread(target=watch_leadership, name="accessd-leadership",
                                    daemon=True)
         watcher.start()
+
         def may_subscribe(lost: threading.Event = lost) -> bool:
             if candidate.verify():
                 return True
