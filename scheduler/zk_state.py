@@ -55,6 +55,7 @@ from scheduler.state import (
 )
 from scheduler.zk import (
     CALL_TIMEOUT,
+    WRITE_WAIT_SECONDS,
     WriteConflict,
     ZkUrl,
     new_client,
@@ -62,13 +63,11 @@ from scheduler.zk import (
     transaction_failure,
     zk_errors,
 )
+from scheduler.zk_events import ZkEventLog, seq_of
 
 log = logging.getLogger("accessd.zk_state")
 
 CHANGES_KEPT = 2000
-EVENTS_KEPT = 10_000  # the newest events stay; the store prunes every 500 appends
-WRITE_WAIT_SECONDS = 4.0  # a write waits this long for a connection (a ZooKeeper server's
-                          # loss or a leader election in the ensemble) before StoreUnavailable
 MAX_ATTEMPTS = 20
 GENERATION = "generation"
 
@@ -92,10 +91,6 @@ def _dumps(doc: Any) -> bytes:
 
 
 _loads = orjson.loads
-
-
-def _seq(name: str) -> int:
-    return int(name[2:])
 
 
 class _Reader:
@@ -137,7 +132,7 @@ class _Reader:
         return self.s._generation[0]
 
 
-class ZooKeeperStateStore(StateStore):
+class ZooKeeperStateStore(ZkEventLog, StateStore):
     """`StateStore` in ZooKeeper. `fence`, when set (by the leader election), is the path of a
     node every write checks in its `multi`: once that node is gone, writes raise NotLeader."""
 
@@ -245,7 +240,7 @@ class ZooKeeperStateStore(StateStore):
     def _catch_up(self) -> None:
         with self._catch_up_lock, zk_errors("reading changes"):
             children, stat = self.client.get_children(self._path("changes"), include_data=True)
-            seqs = sorted(_seq(c) for c in children)
+            seqs = sorted(seq_of(c) for c in children)
             if self._applied is None or (self._applied not in seqs and seqs
                                          and seqs[-1] > self._applied):
                 self._reload(seqs[-1] if seqs else -1, stat.cversion)
@@ -424,7 +419,7 @@ class ZooKeeperStateStore(StateStore):
         failure = transaction_failure(results, fence_index)
         if failure is not None:
             raise failure
-        seq = _seq(results[-1].rsplit("/", 1)[1])
+        seq = seq_of(results[-1].rsplit("/", 1)[1])
         self._own_seq = max(self._own_seq, seq)
         if seq % 100 == 0:
             self._prune_changes()
@@ -432,7 +427,7 @@ class ZooKeeperStateStore(StateStore):
     def _prune_changes(self) -> None:
         try:
             with zk_errors("pruning change records"):
-                children = sorted(self.client.get_children(self._path("changes")), key=_seq)
+                children = sorted(self.client.get_children(self._path("changes")), key=seq_of)
                 for name in children[:-CHANGES_KEPT]:
                     self.client.delete_async(f"{self._path('changes')}/{name}")
         except StateError as exc:
@@ -482,94 +477,8 @@ class ZooKeeperStateStore(StateStore):
     def list_app_status(self) -> dict[str, Doc]:
         return {key: _loads(e[0]) for key, e in sorted(self._docs("app_status"))}
 
-    # -- events --------------------------------------------------------------------------------
-    def append_event(self, event_type: str, payload: Doc) -> int:
-        from scheduler.spec import iso_now
-
-        doc = dict(payload)
-        doc["eventType"] = event_type
-        doc.setdefault("timestamp", iso_now())
-        if not self._connected() and not self._connection.wait(WRITE_WAIT_SECONDS):
-            raise StoreUnavailable("ZooKeeper is unreachable or has no quorum; event not stored")
-        t = self.client.transaction()
-        fence_index = None
-        if self.fence is not None:
-            fence_index = 0
-            t.check(self.fence, -1)
-        t.create(f"{self._path('events')}/e-", _dumps(doc), sequence=True)
-        with zk_errors("appending an event"):
-            results = t.commit_async().get(timeout=CALL_TIMEOUT)
-        failure = transaction_failure(results, fence_index)
-        if failure is not None:
-            raise failure
-        event_id = _seq(results[-1].rsplit("/", 1)[1]) + 1
-        if event_id % 500 == 0:
-            try:
-                self.prune_events(EVENTS_KEPT)
-            except StateError as exc:
-                log.warning("could not prune the event log: %s", exc)
-        return event_id
-
-    def _event_ids(self) -> list[int]:
-        """Event ids: the node's sequence number + 1 (ids start at 1; 0 means "before all")."""
-        with zk_errors("listing events"):
-            return sorted(_seq(n) + 1 for n in self.client.get_children(self._path("events")))
-
-    def _event_path(self, event_id: int) -> str:
-        return f"{self._path('events')}/e-{event_id - 1:010d}"
-
-    def events_since(self, after_id: int, limit: int = 1000) -> list[tuple[int, Doc]]:
-        if not self._connected():
-            self._mark_stale()
-            ids = sorted(i for i in self._events if i > after_id)[:max(0, int(limit))]
-            return [(i, _copy(self._events[i])) for i in ids]
-        ids = [i for i in self._event_ids() if i > after_id][:max(0, int(limit))]
-        from kazoo.exceptions import NoNodeError
-
-        missing = [(i, self.client.get_async(self._event_path(i)))
-                   for i in ids if i not in self._events]
-        with zk_errors("reading events"):
-            for i, result in missing:
-                try:
-                    self._events[i] = json.loads(result.get(timeout=CALL_TIMEOUT)[0])
-                except NoNodeError:
-                    pass  # pruned meanwhile
-        if len(self._events) > 4 * 1000:
-            for i in sorted(self._events)[:-2000]:
-                del self._events[i]
-        return [(i, _copy(self._events[i])) for i in ids if i in self._events]
-
-    def latest_event_id(self) -> int:
-        ids = self._event_ids()
-        if ids:
-            return ids[-1]
-        with zk_errors("reading the event log"):
-            stat = self.client.exists(self._path("events"))
-        return stat.cversion if stat else 0  # no id handed out so far is above it
-
-    def prune_events(self, keep: int) -> int:
-        """Delete all but the newest `keep` events, and never keep more than EVENTS_KEPT (a
-        child list is one ZooKeeper packet: 1 MB at most)."""
-        ids = self._event_ids()
-        doomed = ids[:max(0, len(ids) - min(EVENTS_KEPT, max(0, int(keep))))]
-        with zk_errors("pruning events"):
-            results = [self.client.delete_async(self._event_path(i))
-                       for i in doomed]
-            for result in results:
-                try:
-                    result.get(timeout=CALL_TIMEOUT)
-                except Exception as exc:
-                    from kazoo.exceptions import NoNodeError
-                    if not isinstance(exc, NoNodeError):
-                        raise
-        return len(doomed)
-
     def close(self) -> None:
         self._closed = True
         if self._own_client:
             self.client.stop()
             self.client.close()
-
-
-def _copy(doc: Doc) -> Doc:
-    return orjson.loads(orjson.dumps(doc))

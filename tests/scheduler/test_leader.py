@@ -85,9 +85,9 @@ def test_a_deposed_leaders_writes_are_refused_whole(stores):
 
 
 def test_the_event_log_keeps_its_newest_events(stores, monkeypatch):
-    from scheduler import zk_state
+    from scheduler import zk_events
 
-    monkeypatch.setattr(zk_state, "EVENTS_KEPT", 40)
+    monkeypatch.setattr(zk_events, "EVENTS_KEPT", 40)
     store = stores[0]
     ids = [store.append_event("x", {"i": i}) for i in range(520)]
     kept = store.events_since(0, limit=10_000)
