@@ -25,6 +25,7 @@ from typing import Any
 from localmesos.agent import Agent
 from localmesos.httpserver import HttpServer, Request, Response
 from localmesos.master import Master
+from localmesos.model import mesos_duration
 from localmesos.portblocks import PortBlocks
 from localmesos.procs import Spawner, live_groups
 from localmesos.resources import parse_spec
@@ -48,6 +49,15 @@ class Options:
     status_update_retry: float = 10.0
     executor_shutdown_grace: float = 5.0
     executor_registration_timeout: float = 60.0
+    # Agent recovery (Mesos agent flags): a restarted agent waits this long for its executors
+    # to re-subscribe, then kills them; executors of checkpointing frameworks get the last two
+    # as MESOS_SUBSCRIPTION_BACKOFF_MAX and MESOS_RECOVERY_TIMEOUT.
+    executor_reregistration_timeout: float = 2.0
+    executor_subscription_backoff_max: float = 2.0
+    recovery_timeout: float = 900.0
+    # Master flags: an agent that does not answer this many pings in a row is unreachable.
+    agent_ping_timeout: float = 15.0
+    max_agent_ping_timeouts: int = 5
     shutdown_grace: float = 3.0
     zk: str | None = None  # zk://host:port/path: announce the master there, as Mesos does
 
@@ -114,6 +124,8 @@ class Cluster:
                 "localmesos_agents": str(o.agents), "localmesos_resources": o.resources,
                 "localmesos_heartbeat_interval": f"{o.heartbeat_interval:g}secs",
                 "localmesos_status_update_retry": f"{o.status_update_retry:g}secs",
+                "agent_ping_timeout": mesos_duration(o.agent_ping_timeout),
+                "max_agent_ping_timeouts": str(o.max_agent_ping_timeouts),
                 "zk": o.zk or "", "quorum": "1" if o.zk else ""}
 
     # ---- fault controls (test-only surface) ---------------------------------------------
@@ -138,26 +150,57 @@ class Cluster:
                 return Response.json(200, {"master_id": self.master.id})
             if parts == ["master", "silence"]:
                 return Response.json(200, {"silenced": self.master.silence_streams()})
-            if len(parts) == 3 and parts[0] == "agents" and parts[2] in ("stop", "start"):
+            if len(parts) == 3 and parts[0] == "agents" \
+                    and parts[2] in ("stop", "start", "restart"):
                 agent = self.find_agent(parts[1])
                 if agent is None:
                     return Response.json(404, {"message": f"no agent {parts[1]!r}"})
-                if parts[2] == "stop":
-                    if not agent.running:
-                        return Response.json(409, {"message": f"{agent.hostname} is not running"})
-                    tasks = agent.stop("stopped by /_localmesos (machine loss)")
-                    self.master.agent_lost(agent, tasks, "agent stopped")
-                else:
-                    if agent.running:
-                        return Response.json(409, {"message": f"{agent.hostname} is running"})
-                    agent.start(self.master.new_agent_id(), time.time())
-                    self.master.add_agent(agent)
-                return Response.json(200, self._agent_doc(agent))
+                return self._agent_control(agent, parts[2], req.query)
         return Response.json(404, {"message": "unknown control; see localmesos/README.md"})
 
+    def _agent_control(self, agent: Agent, action: str, query: dict[str, str]) -> Response:
+        keep = query.get("keep_executors", "false").lower() in ("1", "true", "yes")
+        if action in ("stop", "restart"):
+            if not agent.running or agent.down:
+                return Response.json(409, {"message": f"{agent.hostname} is not running"})
+            if keep:  # the agent process dies, its executors live on (checkpointed)
+                agent.go_down()
+                self.master.agent_disconnected(agent)
+            else:  # machine loss
+                tasks = agent.stop("stopped by /_localmesos (machine loss)")
+                self.master.agent_lost(agent, tasks, "agent stopped")
+        if action == "restart":
+            try:
+                down = float(query.get("down_seconds", "0"))
+            except ValueError:
+                down = -1.0
+            if not 0 <= down <= 3600:
+                return Response.json(400, {"message": "down_seconds must be 0..3600"})
+            self.timers.call_later(down, self._agent_back, agent, keep)
+        elif action == "start":
+            if agent.running and not agent.down:
+                return Response.json(409, {"message": f"{agent.hostname} is running"})
+            self._agent_back(agent, agent.down)
+        return Response.json(200, self._agent_doc(agent))
+
+    def _agent_back(self, agent: Agent, recovered: bool) -> None:
+        if recovered:  # same agent id, executors waited for
+            if not agent.down:
+                return
+            agent.recover()
+            self.master.agent_reregistered(agent)
+        else:  # a new, empty agent
+            if agent.running:
+                return
+            agent.start(self.master.new_agent_id(), time.time())
+            self.master.add_agent(agent)
+
     def _agent_doc(self, a: Agent) -> dict[str, Any]:
-        return {"id": a.id, "hostname": a.hostname, "port": a.port, "running": a.running,
-                "pids": a.pids()}
+        return {"id": a.id, "hostname": a.hostname, "port": a.port,
+                "running": a.running and not a.down, "pids": a.pids(),
+                "executors": [{"id": e.id, "framework_id": e.framework_id, "pid": e.pid,
+                               "subscribed": e.subscribed}
+                              for e in a.executors.values() if not e.exited]}
 
     # ---- ending ------------------------------------------------------------------------------
 

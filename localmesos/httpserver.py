@@ -250,6 +250,16 @@ class HttpServer:
     def start(self) -> None:
         self._thread.start()
 
+    def reopen(self) -> None:
+        """Listen again, on the same port, after `stop()` (an agent process restarted: its
+        executors know only this port)."""
+        host, port = self._srv.server_address[:2]
+        self._srv = _Server((host, port), self._srv.app)
+        self._thread = threading.Thread(target=self._srv.serve_forever,
+                                        kwargs={"poll_interval": 0.1}, name=self.name,
+                                        daemon=True)
+        self._thread.start()
+
     def close_streams(self) -> None:
         with self._srv.track_lock:
             streams = list(self._srv.streams)

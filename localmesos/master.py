@@ -24,6 +24,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from localmesos import recordio
+from localmesos.agent_health import AgentHealth
 from localmesos.allocator import Allocator
 from localmesos.call_validation import json_error_text, validate_call
 from localmesos.frameworks import Framework, Offer
@@ -50,7 +51,7 @@ log = logging.getLogger("localmesos.master")
 MAX_COMPLETED_TASKS = 1000
 
 
-class Master(SchedulerCalls, Allocator, MasterState):
+class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
     def __init__(self, cluster: Cluster, port: int) -> None:
         self.cluster = cluster
         self.port = port
@@ -67,6 +68,9 @@ class Master(SchedulerCalls, Allocator, MasterState):
         self.removed: set[str] = set()
         self.offers: dict[str, Offer] = {}
         self.agents: dict[str, Agent] = {}
+        self.unreachable_agents: dict[str, Agent] = {}
+        self.gone_agents: set[str] = set()
+        self.ping_timers: dict[str, Any] = {}
         self._offer_seq = 0
         self._fw_seq = 0
 

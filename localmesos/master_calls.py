@@ -168,12 +168,16 @@ class SchedulerCalls:
             return
         if task.terminal:
             return
+        if task.agent.down:
+            log.info("framework %s: cannot kill task %s: its agent %s is disconnected (the "
+                     "scheduler retries)", fw.id, tid, task.agent.id)
+            return
         task.agent.kill_task(task, grace_seconds(kill.get("kill_policy")))
 
     def _call_acknowledge(self, fw: Framework, call: dict[str, Any]) -> None:
         ack = call["acknowledge"]
         agent = self.agents.get(value(ack, "agent_id") or "")
-        if agent is not None:
+        if agent is not None and not agent.down:  # a dead agent resends it when back
             agent.acknowledge(fw.id, value(ack, "task_id") or "", ack["uuid"])
 
     def _call_reconcile(self, fw: Framework, call: dict[str, Any]) -> None:
