@@ -141,10 +141,23 @@ class Cluster:
         with self.lock:
             if parts == ["agents"] and req.method == "GET":
                 return Response.json(200, {"agents": [self._agent_doc(a) for a in self.agents]})
+            if parts == ["master", "requests"] and req.method == "GET":
+                return Response.json(200, {"scheduler_api": self.master.leadership.snapshot()})
             if req.method != "POST":
                 return Response.json(405, {"message": "use POST for fault controls"})
+            if parts == ["master", "redirect"]:
+                seconds = _seconds(req.query.get("seconds", "10"))
+                if seconds is None:
+                    return Response.json(400, {"message": "seconds must be 0..3600"})
+                to = req.query.get("to") or f"127.0.0.1:{self.port}"
+                self.master.leadership.redirect_for(to, seconds)
+                return Response.json(200, {"redirect_to": to, "seconds": seconds})
             if parts == ["master", "restart"]:
-                self.master.restart()
+                seconds = _seconds(req.query.get("recovery_seconds", "0"))
+                if seconds is None:
+                    return Response.json(400, {"message": "recovery_seconds must be 0..3600"})
+                self.master.restart(reset=_flag(req.query, "reset"))
+                self.master.leadership.recover_for(seconds)
                 if self.announcer is not None:
                     self.announcer.replace(self.master.master_info())
                 return Response.json(200, {"master_id": self.master.id})
@@ -159,7 +172,10 @@ class Cluster:
         return Response.json(404, {"message": "unknown control; see localmesos/README.md"})
 
     def _agent_control(self, agent: Agent, action: str, query: dict[str, str]) -> Response:
-        keep = query.get("keep_executors", "false").lower() in ("1", "true", "yes")
+        keep = _flag(query, "keep_executors")
+        down = _seconds(query.get("down_seconds", "0"))
+        if down is None:
+            return Response.json(400, {"message": "down_seconds must be 0..3600"})
         if action in ("stop", "restart"):
             if not agent.running or agent.down:
                 return Response.json(409, {"message": f"{agent.hostname} is not running"})
@@ -170,12 +186,6 @@ class Cluster:
                 tasks = agent.stop("stopped by /_localmesos (machine loss)")
                 self.master.agent_lost(agent, tasks, "agent stopped")
         if action == "restart":
-            try:
-                down = float(query.get("down_seconds", "0"))
-            except ValueError:
-                down = -1.0
-            if not 0 <= down <= 3600:
-                return Response.json(400, {"message": "down_seconds must be 0..3600"})
             self.timers.call_later(down, self._agent_back, agent, keep)
         elif action == "start":
             if agent.running and not agent.down:
@@ -231,6 +241,18 @@ class Cluster:
         self.timers.stop()
         self.spawner.stop()
         log.info("localmesos stopped; %d process groups ended", len(pids))
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 3600 else None
+
+
+def _flag(query: dict[str, str], name: str) -> bool:
+    return query.get(name, "false").lower() in ("1", "true", "yes")
 
 
 def dump(obj: Any) -> str:

@@ -20,6 +20,7 @@ import logging
 import queue
 import select
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class Stream:
         self._q: queue.Queue[bytes | None] = queue.Queue()
         self._closed = threading.Event()
         self._silenced = False
+        self.reset = False  # end with a TCP RST instead of an orderly close
 
     @property
     def closed(self) -> bool:
@@ -82,6 +84,11 @@ class Stream:
         """From now on drop what is sent, keeping the connection open: a half-open connection,
         as after a network partition or a hung master, that only a missing heartbeat reveals."""
         self._silenced = True
+
+    def abort(self) -> None:
+        """End the connection with a TCP reset (a process killed mid-stream)."""
+        self.reset = True
+        self.close()
 
     def close(self) -> None:
         if not self._closed.is_set():
@@ -212,6 +219,12 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         finally:
             self.close_connection = True
+            if s.reset:
+                try:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+                except OSError:
+                    pass
             was_open = not s.closed
             s.close()
             with self.server.track_lock:

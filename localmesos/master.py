@@ -29,6 +29,7 @@ from localmesos.allocator import Allocator
 from localmesos.call_validation import json_error_text, validate_call
 from localmesos.frameworks import Framework, Offer
 from localmesos.httpserver import Request, Response, Stream
+from localmesos.leadership import Leadership
 from localmesos.master_calls import SchedulerCalls
 from localmesos.master_state import MASTER_CAPABILITIES, MasterState
 from localmesos.model import (
@@ -56,6 +57,7 @@ class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
         self.cluster = cluster
         self.port = port
         self._reset()
+        self.leadership = Leadership()
         self._alloc_timer: Any = None
         self._agent_seq = 0
 
@@ -207,6 +209,14 @@ class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
         return Response(404)
 
     def scheduler_api(self, req: Request) -> Response | Stream:
+        answer = self._scheduler_api(req)
+        self.leadership.count(200 if isinstance(answer, Stream) else answer.status)
+        return answer
+
+    def _scheduler_api(self, req: Request) -> Response | Stream:
+        refusal = self.leadership.refusal()
+        if refusal is not None:
+            return refusal
         if req.method != "POST":
             return Response.text(405, f"Expecting one of {{ 'POST' }}, but received '{req.method}'")
         ctype = req.headers.get("Content-Type")
@@ -380,8 +390,9 @@ class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
         log.info("silenced the event streams of %s", ", ".join(silenced) or "no framework")
         return silenced
 
-    def restart(self) -> None:
-        """Master failover: forget frameworks and offers, agents re-register with their tasks."""
+    def restart(self, reset: bool = False) -> None:
+        """Master failover: forget frameworks and offers, agents re-register with their tasks.
+        `reset`: the old streams end with a TCP reset, as when a master process is killed."""
         old = [fw for fw in self.frameworks.values()]
         for fw in old:
             for t in (fw.failover_timer, fw.heartbeat_timer):
@@ -394,7 +405,10 @@ class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
         agents = self._agents()
         self._reset()
         for s in streams:
-            s.close()
+            if reset:
+                s.abort()
+            else:
+                s.close()
         for agent in agents:
             self.agents[agent.id] = agent
             for task in agent.live_tasks():

@@ -65,11 +65,11 @@ def framework_info(args: argparse.Namespace, framework_id: str | None) -> dict[s
 
 
 def watched_driver_class(watch: SilenceWatch) -> type:
-    """pymesos's driver, telling `watch` about every subscription attempt, event, SUBSCRIBED
-    and disconnection."""
-    from pymesos import MesosSchedulerDriver
+    """pymesos's driver (with bounded reconnects: `scheduler.driver`), telling `watch` about
+    every subscription attempt, event, SUBSCRIBED and disconnection."""
+    from scheduler.driver import ReconnectingDriver
 
-    class WatchedDriver(MesosSchedulerDriver):
+    class WatchedDriver(ReconnectingDriver):
         def gen_request(self):  # a new connection is about to SUBSCRIBE
             watch.expect()
             return super().gen_request()
