@@ -80,6 +80,7 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRe
         self.id = agent_id
         self.registered_time = now
         self.running = True
+        self.marked_gone = False
         self.generation += 1
         self.removed_frameworks = set()
 
@@ -87,6 +88,9 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRe
         """Machine loss: SIGKILL every process, forget all state; returns the tasks it had."""
         self.generation += 1
         self.running = False
+        if self.down:  # its process had stopped: the machine's next agent listens again
+            self.down = False
+            self.server.reopen()
         tasks = list(self.tasks.values())
         for task in tasks:
             if task.kill_timer is not None:

@@ -55,6 +55,7 @@ class AgentHealth:
         self.agents.pop(agent.id, None)
         self.unreachable_agents[agent.id] = agent
         now = time.time()
+        self.unreachable_since[agent.id] = now
         for task in agent.live_tasks():
             if task.terminal:
                 continue
@@ -82,6 +83,7 @@ class AgentHealth:
         """The agent process is back (same id) after `Agent.recover`."""
         self._cancel_ping_timer(agent)
         was_unreachable = self.unreachable_agents.pop(agent.id, None) is not None
+        self.unreachable_since.pop(agent.id, None)
         self.agents[agent.id] = agent
         if was_unreachable:
             for task in agent.live_tasks():
@@ -110,10 +112,15 @@ class AgentHealth:
         self.agents.pop(agent.id, None)
         self.unreachable_agents.pop(agent.id, None)
         self.gone_agents.add(agent.id)
+        agent.marked_gone = True
         for offer in [o for o in self.offers.values() if o.agent is agent]:
             self._remove_offer(offer)
             offer.framework.send({"type": "RESCIND", "rescind": {"offer_id": {"value": offer.id}}})
-        tasks = agent.stop("marked gone by the operator") if agent.running else []
+        if agent.running:
+            tasks = agent.stop("marked gone by the operator")
+        else:  # a lost machine: what the master still holds of it
+            tasks = [t for fw in self.frameworks.values() for t in fw.unreachable_tasks
+                     if t.agent_id == agent.id]
         for task in tasks:
             fw = self.frameworks.get(task.framework_id)
             if fw is None:

@@ -156,7 +156,10 @@ class Cluster:
                 seconds = _seconds(req.query.get("recovery_seconds", "0"))
                 if seconds is None:
                     return Response.json(400, {"message": "recovery_seconds must be 0..3600"})
-                self.master.restart(reset=_flag(req.query, "reset"))
+                forget = _seconds(req.query.get("forget_agents_seconds", "0"))
+                if forget is None:
+                    return Response.json(400, {"message": "forget_agents_seconds must be 0..3600"})
+                self.master.restart(reset=_flag(req.query, "reset"), forget_agents_seconds=forget)
                 self.master.leadership.recover_for(seconds)
                 if self.announcer is not None:
                     self.announcer.replace(self.master.master_info())
@@ -208,6 +211,7 @@ class Cluster:
     def _agent_doc(self, a: Agent) -> dict[str, Any]:
         return {"id": a.id, "hostname": a.hostname, "port": a.port,
                 "running": a.running and not a.down, "pids": a.pids(),
+                "pending_updates": sum(len(q) for q in a.pending.values()),
                 "executors": [{"id": e.id, "framework_id": e.framework_id, "pid": e.pid,
                                "subscribed": e.subscribed}
                               for e in a.executors.values() if not e.exited]}

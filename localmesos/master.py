@@ -41,6 +41,7 @@ from localmesos.model import (
     make_status,
     value,
 )
+from localmesos.operator_api import operator_call
 from localmesos.resources import format_proto
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
         self.offers: dict[str, Offer] = {}
         self.agents: dict[str, Agent] = {}
         self.unreachable_agents: dict[str, Agent] = {}
+        self.unreachable_since: dict[str, float] = {}
         self.gone_agents: set[str] = set()
         self.ping_timers: dict[str, Any] = {}
         self._offer_seq = 0
@@ -100,6 +102,8 @@ class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
     def agent_lost(self, agent: Agent, tasks: list[Task], why: str) -> None:
         """An agent is gone with its processes: rescind its offers, report its tasks lost."""
         self.agents.pop(agent.id, None)
+        self.unreachable_agents[agent.id] = agent  # as far as the master can tell
+        self.unreachable_since[agent.id] = time.time()
         for offer in [o for o in self.offers.values() if o.agent is agent]:
             self._remove_offer(offer)
             offer.framework.send({"type": "RESCIND", "rescind": {"offer_id": {"value": offer.id}}})
@@ -179,6 +183,8 @@ class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
         path = req.path.rstrip("/") or "/"
         if path == "/api/v1/scheduler":
             return self.scheduler_api(req)
+        if path == "/api/v1":
+            return operator_call(self, req)
         if path.startswith("/_localmesos/"):
             return self.cluster.control(req)
         if req.method not in ("GET", "HEAD"):
@@ -390,9 +396,11 @@ class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
         log.info("silenced the event streams of %s", ", ".join(silenced) or "no framework")
         return silenced
 
-    def restart(self, reset: bool = False) -> None:
+    def restart(self, reset: bool = False, forget_agents_seconds: float = 0.0) -> None:
         """Master failover: forget frameworks and offers, agents re-register with their tasks.
-        `reset`: the old streams end with a TCP reset, as when a master process is killed."""
+        `reset`: the old streams end with a TCP reset, as when a master process is killed.
+        `forget_agents_seconds`: a master with an in-memory registry, which forgets its agents;
+        they re-register that long after the restart (meanwhile their tasks are unknown)."""
         old = [fw for fw in self.frameworks.values()]
         for fw in old:
             for t in (fw.failover_timer, fw.heartbeat_timer):
@@ -410,18 +418,33 @@ class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
             else:
                 s.close()
         for agent in agents:
-            self.agents[agent.id] = agent
-            for task in agent.live_tasks():
-                fw = self.frameworks.get(task.framework_id)
-                if fw is None:
-                    info = dict(agent.framework_infos.get(task.framework_id) or {})
-                    fw = Framework(task.framework_id, info, len(self.frameworks))
-                    fw.recovered = True
-                    self.frameworks[fw.id] = fw
-                    self._start_failover_timer(fw, float(info.get("failover_timeout") or 0.0))
-                fw.tasks[task.id] = task
-        log.info("master restarted as %s; %d agents and %d frameworks recovered", self.id,
-                 len(self.agents), len(self.frameworks))
+            if forget_agents_seconds > 0:
+                self.cluster.timers.call_later(forget_agents_seconds, self.readmit, agent,
+                                               self.id)
+            else:
+                self.readmit(agent, self.id)
+        log.info("master restarted as %s; %d agents and %d frameworks recovered%s", self.id,
+                 len(self.agents), len(self.frameworks),
+                 f"; the others re-register in {forget_agents_seconds:g}s"
+                 if forget_agents_seconds > 0 else "")
+        self.allocate_soon()
+
+    def readmit(self, agent: Agent, master_id: str) -> None:
+        """An agent (re-)registers with this master incarnation, with its running tasks."""
+        if master_id != self.id or not agent.running or agent.marked_gone:
+            return
+        self.agents[agent.id] = agent
+        for task in agent.live_tasks():
+            fw = self.frameworks.get(task.framework_id)
+            if fw is None:
+                info = dict(agent.framework_infos.get(task.framework_id) or {})
+                fw = Framework(task.framework_id, info, len(self.frameworks))
+                fw.recovered = True
+                self.frameworks[fw.id] = fw
+                self._start_failover_timer(fw, float(info.get("failover_timeout") or 0.0))
+            fw.tasks[task.id] = task
+        if agent.down:
+            self.agent_disconnected(agent)
         self.allocate_soon()
 
 

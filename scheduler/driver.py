@@ -70,6 +70,15 @@ class ReconnectingDriver(MesosSchedulerDriver):
             log.debug("subscription attempt %d in %.2fs", self._failed_attempts + 1, delay)
             self._pause(delay)
 
+    def reconcileTasks(self, tasks):  # noqa: N802 - pymesos's name
+        """pymesos sends only each `task_id`; Mesos answers by what it knows of the named
+        `agent_id` too (unreachable, gone, registered, unknown), so it is kept."""
+        if not self.connected:
+            return
+        self._send({"type": "RECONCILE", "framework_id": {"value": self.framework_id},
+                    "reconcile": {"tasks": [{k: t[k] for k in ("task_id", "agent_id") if k in t}
+                                            for t in tasks]}})
+
     def _backoff(self, num_conn_retry):  # pymesos's sleep after a refused connection
         return 0  # gen_request waits instead, with the policy above
 

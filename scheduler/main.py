@@ -56,6 +56,8 @@ def framework_info(args: argparse.Namespace, framework_id: str | None) -> dict[s
     info: dict[str, Any] = {
         "user": getpass.getuser(), "name": args.name, "hostname": socket.gethostname(),
         "failover_timeout": args.failover_timeout, "checkpoint": True, "role": args.role,
+        # TASK_UNREACHABLE/UNKNOWN/GONE/GONE_BY_OPERATOR instead of TASK_LOST (scheduler.unreachable)
+        "capabilities": [{"type": "PARTITION_AWARE"}],
     }
     if args.principal:
         info["principal"] = args.principal
