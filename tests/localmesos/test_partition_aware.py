@@ -200,3 +200,4 @@ def test_master_that_forgot_its_agents_answers_unknown_until_they_re_register(pi
     latest = rec.wait_for(lambda: answer(mark))
     assert (latest["state"], latest["message"]) == ("TASK_RUNNING",
                                                     "Reconciliation: Latest task state")
+
