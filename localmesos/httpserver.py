@@ -219,10 +219,11 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         finally:
             self.close_connection = True
-            if s.reset:
+            if s.reset:  # close now, before socketserver's orderly shutdown could send a FIN
                 try:
                     self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                                struct.pack("ii", 1, 0))
+                    self.connection.close()
                 except OSError:
                     pass
             was_open = not s.closed

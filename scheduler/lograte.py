@@ -4,8 +4,8 @@
   is held back; the next one let through after the window says how many were held back. A
   master failover made pymesos log the same redirect warning hundreds of times a second.
 - `ConnectionErrorFilter`: pymesos logs a reset or refused connection with `logger.exception`;
-  during a master failover that is expected, so it becomes one line naming the error instead
-  of a traceback.
+  during a master failover that is expected, so it becomes one warning line naming the error
+  instead of an error with a traceback.
 Both are installed on pymesos's loggers by `install()` (logger filters do not apply to child
 loggers, so each is named).
 """
@@ -57,6 +57,8 @@ class ConnectionErrorFilter(logging.Filter):
             record.args = ()
             record.exc_info = None
             record.exc_text = None
+            if record.levelno > logging.WARNING:  # expected in a failover: a warning
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 

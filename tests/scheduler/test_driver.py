@@ -76,7 +76,7 @@ def test_a_reset_connection_is_one_line_with_its_cause():
         rec = record("Failed to recv from %s", ("127.0.0.1", 5050), level=logging.ERROR,
                      exc_info=sys.exc_info())
     assert ConnectionErrorFilter().filter(rec)
-    assert rec.exc_info is None
+    assert rec.exc_info is None and rec.levelname == "WARNING"
     assert rec.getMessage() == ("Failed to recv from ('127.0.0.1', 5050): ConnectionResetError: "
                                 "[Errno 104] Connection reset by peer")
     assert "Traceback" not in logging.Formatter().format(rec)

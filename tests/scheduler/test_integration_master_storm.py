@@ -51,7 +51,7 @@ def test_recovering_master_gets_a_few_requests_not_a_storm(cluster):
     assert 1 <= refused <= 12
     assert took < RECOVERY_SECONDS + 3.0
     log = "\n".join(sched.lines[lines:])
-    print(f"{len(log.splitlines())} scheduler log lines meanwhile")
+    print(f"{len(log.splitlines())} scheduler log lines meanwhile:\n{log}")
     assert log.count("Master is not available") <= 2  # repeats are summarised
     assert "Traceback" not in log
     # The reset stream: one line from pymesos, with its cause.
