@@ -92,3 +92,24 @@ def test_task_back_before_inactive_after_is_never_replaced(cluster):
                message="the task back")
     print(f"agent back -> task RUNNING again in {time.monotonic() - started:.2f}s")
     assert launched_ids(store, "/part/brief") == {first["id"]}
+
+
+def test_master_that_forgot_its_agents_replaces_nothing(cluster):
+    """The issue's scenario: a master restarted with an in-memory registry forgets its agents
+    for a while; reconciliation answers TASK_UNKNOWN for tasks that still run. Within
+    inactiveAfterSeconds nothing is replaced, and when the agents re-register the same tasks
+    are RUNNING again."""
+    mesos, store, sched = cluster
+    deploy_app(store, dict(app("/part/forgot", inactive=30, expunge=120), instances=2))
+    tasks = wait_until(lambda: len(r := store_tasks(store, "/part/forgot")) == 2 and r,
+                       timeout=30, message="2 tasks running")
+    ids = {t["id"] for t in tasks}
+    mesos._call("POST", "/_localmesos/master/restart?forget_agents_seconds=3")
+    wait_until(lambda: all(store.get_task(i)["state"] == "TASK_UNKNOWN" for i in ids),
+               timeout=15, message="both tasks TASK_UNKNOWN")
+    started = time.monotonic()
+    wait_until(lambda: all(store.get_task(i)["state"] == "TASK_RUNNING" for i in ids),
+               timeout=30, message="both tasks RUNNING again")
+    print(f"tasks unknown -> RUNNING again {time.monotonic() - started:.2f}s later "
+          f"(agents re-register 3s after the restart; unknown tasks reconciled every 5s)")
+    assert launched_ids(store, "/part/forgot") == ids
