@@ -68,6 +68,8 @@ def framework_info(args: argparse.Namespace, framework_id: str | None) -> dict[s
     info: dict[str, Any] = {
         "user": getpass.getuser(), "name": args.name, "hostname": socket.gethostname(),
         "failover_timeout": args.failover_timeout, "checkpoint": True, "role": args.role,
+        # TASK_UNREACHABLE/UNKNOWN/GONE/GONE_BY_OPERATOR instead of TASK_LOST (scheduler.unreachable)
+        "capabilities": [{"type": "PARTITION_AWARE"}],
     }
     if args.principal:
         info["principal"] = args.principal
@@ -78,14 +80,15 @@ def framework_info(args: argparse.Namespace, framework_id: str | None) -> dict[s
 
 def watched_driver_class(watch: SilenceWatch,
                          may_subscribe: Callable[[], bool] | None = None) -> type:
-    """pymesos's driver, telling `watch` about every subscription attempt, event, SUBSCRIBED
-    and disconnection. With `may_subscribe` (leader election), every (re)subscription first
-    asks it: pymesos reconnects on its own, and a deposed leader that did would take the
-    framework back from the new one (Mesos fails the other connection over); refused, the
-    connection waits for the driver's stop instead of subscribing."""
-    from pymesos import MesosSchedulerDriver
+    """pymesos's driver (with bounded reconnects: `scheduler.driver`), telling `watch` about
+    every subscription attempt, event, SUBSCRIBED and disconnection. With `may_subscribe`
+    (leader election), every (re)subscription first asks it: pymesos reconnects on its own,
+    and a deposed leader that did would take the framework back from the new one (Mesos fails
+    the other connection over); refused, the connection waits for the driver's stop instead of
+    subscribing."""
+    from scheduler.driver import ReconnectingDriver
 
-    class WatchedDriver(MesosSchedulerDriver):
+    class WatchedDriver(ReconnectingDriver):
         def gen_request(self):  # a new connection is about to SUBSCRIBE
             if may_subscribe is not None and not may_subscribe():
                 log.warning("not the leader any more: not subscribing")
