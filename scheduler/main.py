@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, args.log_level.upper(), 20),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    import pymesos.process  # noqa: F401 - imported first: it adds a handler, cleared next
+
     logging.getLogger("pymesos").handlers.clear()  # one format: ours (pymesos adds its own)
 
     from scheduler.stores import open_state
