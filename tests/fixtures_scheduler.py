@@ -18,7 +18,7 @@ from scheduler.spec import iso_now, parse_app, stamp_app
 from scheduler.sqlite_state import open_state
 from scheduler.state import StateStore
 from tests.fixtures_mesos import start_localmesos
-from tests.support import PYTHON, REPO, Proc, port_is_free
+from tests.support import PYTHON, REPO, Proc, assert_no_traceback, port_is_free, watch_processes
 
 REGISTERED = re.compile(r"registered framework_id=(\S+)")
 
@@ -44,24 +44,33 @@ def agent_resources(agents: int = 3, width: int = 100) -> str:
 def scheduler_cluster(work: Path, scheduler_args: Sequence[str] = (),
                       **mesos_kwargs: Any) -> Iterator[tuple[Any, StateStore, Proc]]:
     """localmesos (3 agents, their own ports) + a store + `accessd scheduler` on it (with
-    `scheduler_args` besides `--refuse-seconds 1`), stopped in reverse order; afterwards, the scheduler's log must hold no traceback (its worker logs an
-    exception and carries on, so only the log shows one)."""
-    mesos = start_localmesos(work / "mesos", agents=3, resources=agent_resources(),
-                             **mesos_kwargs)
-    store = open_state(str(work / "state.db"))
-    sched = None
-    try:
-        started = time.monotonic()
-        sched = start_scheduler(mesos.master, work / "state.db",
-                                ["--refuse-seconds", "1", *scheduler_args])
-        print(f"scheduler registered in {time.monotonic() - started:.2f}s")
-        yield mesos, store, sched
-    finally:
-        if sched is not None:
-            sched.stop()
-        store.close()
-        mesos.stop()
-    assert "Traceback" not in sched.output(), sched.output()
+    `scheduler_args` besides `--refuse-seconds 1`), stopped in reverse order.
+
+    Afterwards no scheduler started while the cluster was up (this one, and any a test started,
+    killed or replaced) may have logged a traceback anywhere in its output: its worker logs an
+    exception and carries on, so only the log shows one."""
+    with watch_processes() as started_procs:
+        mesos = start_localmesos(work / "mesos", agents=3, resources=agent_resources(),
+                                 **mesos_kwargs)
+        store = open_state(str(work / "state.db"))
+        sched = None
+        try:
+            started = time.monotonic()
+            sched = start_scheduler(mesos.master, work / "state.db",
+                                    ["--refuse-seconds", "1", *scheduler_args])
+            print(f"scheduler registered in {time.monotonic() - started:.2f}s")
+            yield mesos, store, sched
+        finally:
+            if sched is not None:
+                sched.stop()
+            store.close()
+            mesos.stop()
+    assert_no_traceback(scheduler_procs(started_procs))
+
+
+def scheduler_procs(procs: Sequence[Proc]) -> list[Proc]:
+    """The `accessd scheduler` processes among `procs`."""
+    return [p for p in procs if p.args[1:4] == ["-m", "accessd.cli", "scheduler"]]
 
 
 def start_scheduler(master: str, state_path: str | os.PathLike, extra_args: Sequence[str] = (),

@@ -29,7 +29,7 @@ import requests
 from tests.fixtures_api import start_api
 from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import mesos_tasks, start_scheduler
-from tests.support import PYTHON, REPO, wait_until
+from tests.support import PYTHON, REPO, assert_no_traceback, wait_until
 
 SERVICE = REPO / "tests" / "fullstack_service.py"
 WEB, CMD, UNIQUE, CRASH = "/fs/web", "/fs/cmdweb", "/fs/unique", "/fs/crash"
@@ -190,9 +190,7 @@ def stack(tmp_path_factory):
         if sched is not None:
             sched.stop()
         mesos.stop()
-    assert "Traceback" not in sched.output(), sched.output()
-    assert "Traceback" not in api_proc.output(), api_proc.output()
-    assert "Traceback" not in mesos.proc.output(), mesos.proc.output()
+    assert_no_traceback([sched, api_proc, mesos.proc])
 
 
 def web_app(ctl: Path, instances: int = 2) -> dict:
