@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from services.cassandra_store import CassandraQuoteStore, bucket_of
 from services.store import Quote, QuoteStore, StoreUnavailable, open_store
 from tests.services.conftest import cassandra_url_for
-from tests.services.cql_server import CqlTestServer
+from tests.services.cql import CqlTestServer
 from tests.support import wait_until
 
 DAY = 86_400_000
@@ -44,22 +44,29 @@ def test_create_schema_makes_bucketed_tables(cql_server: CqlTestServer,
         "high": "double", "low": "double", "open": "double", "volume": "bigint"}
     index = tables[("quotes", "symbol_buckets")]
     assert index.partition_key == ["symbol"] and index.clustering == ["bucket"]
-    assert "SimpleStrategy" in cql_server.engine.keyspaces["quotes"]
+    assert cql_server.engine.keyspaces["quotes"]["class"].endswith("SimpleStrategy")
     ddl = [r.query for r in cql_server.user_requests("QUERY") if r.query.startswith("CREATE")]
     assert len(ddl) == 3 and all("IF NOT EXISTS" in d for d in ddl)
     cassandra_store.create_schema()  # idempotent
     assert cql_server.user_requests("PREPARE"), "statements are prepared"
 
 
-def test_driver_negotiates_down_to_v4(cql_server: CqlTestServer) -> None:
-    store = open_store(cassandra_url_for(cql_server, protocol_version=None))
-    try:
-        store.ping()
-    finally:
-        store.close()
-    # driver 3.30 starts at DSE_V2 (0x42), then DSE_V1 (0x41), v5, and settles on v4
-    assert cql_server.protocol_attempts[:4] == [0x42, 0x41, 5, 4]
-    assert set(cql_server.protocol_attempts[4:]) == {4}
+@pytest.mark.parametrize("versions, settled", [((4, 5), 5), ((4,), 4)])
+def test_driver_negotiates_the_newest_common_version(versions: tuple[int, ...],
+                                                     settled: int) -> None:
+    with CqlTestServer(protocol_versions=versions) as server:
+        store = open_store(cassandra_url_for(server, protocol_version=None))
+        try:
+            store.create_schema()
+            store.write([q("A", T0), q("A", T0 + 1)])
+            assert [x.ts for x in store.read_range("A")] == [T0, T0 + 1]
+        finally:
+            store.close()
+        # driver 3.30 starts at DSE_V2 (0x42), then DSE_V1 (0x41), v5, then v4
+        tried = [0x42, 0x41, 5, 4]
+        assert server.protocol_attempts[:tried.index(settled) + 1] == tried[:tried.index(settled) + 1]
+        assert set(server.protocol_attempts[tried.index(settled) + 1:]) == {settled}
+        assert {r.version for r in server.user_requests()} == {settled}
 
 
 def test_server_rejects_statements_it_does_not_know(cql_server: CqlTestServer,

@@ -1,0 +1,749 @@
+"""`CqlTestServer`: a small Cassandra cluster on loopback addresses speaking the native protocol.
+
+Each node listens on its own address (127.0.0.1, 127.0.0.2, ...) and the same port, like the
+nodes of a real cluster, and appears in the others' `system.peers`/`peers_v2`. Connections are
+served as a real node serves them:
+
+- protocol v5 (checksummed segments after READY/AUTHENTICATE) and v4; other versions get the
+  "Invalid or unsupported protocol version" error the driver downgrades on;
+- requests on one connection are executed concurrently and answered when done, so responses
+  can come back out of order (the driver matches them by stream id);
+- writes carry the client's timestamp (one for a whole batch), else the coordinator's clock;
+- every read and write is checked against the replicas of its partition at the request's
+  consistency level: Unavailable, or WriteTimeout/ReadTimeout with the coordinator's counts after
+  `replica_timeout` seconds when replicas are up but unresponsive;
+- node state changes are pushed as STATUS_CHANGE events to connections that registered for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tests.services.cql import protocol as proto
+from tests.services.cql.engine import Engine, Table, token
+from tests.services.cql.parser import Statement
+from tests.services.cql.protocol import Request
+from tests.services.cql.statements import StatementParser
+from tests.services.cql.topology import (
+    DOWN,
+    UNRESPONSIVE,
+    UP,
+    Node,
+    check_consistency,
+    replicas,
+    system_tables,
+)
+from tests.services.cql.wire import (
+    AUTH_RESPONSE,
+    AUTH_SUCCESS,
+    AUTHENTICATE,
+    BAD_CREDENTIALS,
+    BATCH,
+    CONSISTENCY_CODES,
+    ERROR,
+    EVENT,
+    EXECUTE,
+    OPCODE_NAMES,
+    OPTIONS,
+    OVERLOADED,
+    PREPARE,
+    PROTOCOL_ERROR,
+    QUERY,
+    READ_TIMEOUT,
+    READY,
+    REGISTER,
+    RESULT,
+    SERVER_ERROR,
+    STARTUP,
+    SUPPORTED,
+    UNAVAILABLE,
+    UNPREPARED,
+    WRITE_TIMEOUT,
+    CqlError,
+    Reader,
+    check_segment_payload,
+    decode_segment_header,
+    encode_segments,
+    frame,
+    invalid,
+    make_type,
+    w_bytes,
+    w_inet,
+    w_int,
+    w_short,
+    w_short_bytes,
+    w_string,
+)
+
+FAULTS = ("no_answer", "read_timeout", "write_timeout", "unavailable", "overloaded",
+          "server_error", "delay")
+NO_REPLY = (-1, b"")  # a reply that is never sent (the "no_answer" fault)
+_INLINE = (OPTIONS, STARTUP, AUTH_RESPONSE, REGISTER)  # handshake: answered in order
+
+
+@dataclass
+class _Fault:
+    kind: str
+    remaining: int
+    match: Callable[[str], bool]
+    seconds: float = 0.0
+
+
+@dataclass
+class _Conn:
+    sock: socket.socket
+    cid: int
+    node: Node
+    version: int = 0
+    segments: bool = False       # v5 framing switched on
+    ready: bool = False
+    authenticated: bool = False
+    keyspace: str | None = None
+    events: set[str] = field(default_factory=set)
+    write_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _is_user_statement(text: str) -> bool:
+    return not re.search(r"\bsystem(_\w+)?\s*\.", text, re.I)
+
+
+class CqlTestServer:
+    """A cluster of `nodes` (a count, or each node's datacenter name) on 127.0.0.1, 127.0.0.2, …
+
+    `host`/`port` name the first node. Data is shared by the nodes (a replica that was down does
+    not miss writes: hints and repair are taken as done), availability is not (see module doc).
+    """
+
+    def __init__(self, port: int = 0, *, nodes: int | list[str] = 1,
+                 users: dict[str, str] | None = None, cluster_name: str = "accessd-test",
+                 datacenter: str = "dc1", rack: str = "rack1",
+                 protocol_versions: tuple[int, ...] = (4, 5),
+                 replica_timeout: float = 0.2) -> None:
+        dcs = [datacenter] * nodes if isinstance(nodes, int) else list(nodes)
+        self.nodes = [Node(i, f"127.0.0.{i + 1}", dc, rack) for i, dc in enumerate(dcs)]
+        self.host = self.nodes[0].address
+        self.port = port
+        self.users = users
+        self.cluster_name = cluster_name
+        self.protocol_versions = tuple(sorted(protocol_versions))
+        self.replica_timeout = replica_timeout
+        self.engine = Engine()
+        self.requests: list[Request] = []
+        self.protocol_attempts: list[int] = []   # first frame's version, per connection
+        self.responses: list[tuple[int, int]] = []  # (connection, stream) in the order sent
+        self.events: list[tuple[int, str, str, str]] = []  # (to node, type, change, address)
+        self._cond = threading.Condition()
+        self._faults: list[_Fault] = []
+        self._prepared: dict[int, dict[bytes, Statement]] = {n.index: {} for n in self.nodes}
+        self._listeners: dict[int, socket.socket] = {}
+        self._conns: dict[int, _Conn] = {}
+        self._threads: list[threading.Thread] = []
+        self._next_cid = 0
+        self._state_lock = threading.Lock()
+        self._schema_version = hashlib.md5(b"0").hexdigest()
+        self.engine.schema_listeners.append(self._new_schema_version)
+
+    def _new_schema_version(self) -> None:
+        self._schema_version = hashlib.md5(self._schema_version.encode()).hexdigest()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> CqlTestServer:
+        """Every node up on `self.port` (the first time, if 0, a port free on every node's
+        address). Restarting keeps the data; prepared statements were forgotten by `stop()`."""
+        fixed = bool(self.port)
+        for _ in range(50):
+            try:
+                for node in self.nodes:
+                    self._listen(node)
+                    node.state = UP
+                return self
+            except OSError:
+                self._close_listeners()
+                if fixed:
+                    raise
+                self.port = 0
+        raise RuntimeError("no port free on every node address")
+
+    def _listen(self, node: Node) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((node.address, self.port))
+        except OSError:
+            listener.close()
+            raise
+        listener.listen(64)
+        if not self.port:
+            self.port = listener.getsockname()[1]
+        with self._state_lock:
+            self._listeners[node.index] = listener
+        t = threading.Thread(target=self._accept_loop, args=(node, listener), daemon=True,
+                             name=f"cql-accept-{node.address}")
+        t.start()
+        self._threads.append(t)
+
+    def _close_listeners(self, only: Node | None = None) -> None:
+        with self._state_lock:
+            gone = [(i, lst) for i, lst in self._listeners.items()
+                    if only is None or i == only.index]
+            for i, _ in gone:
+                del self._listeners[i]
+            conns = [c for c in self._conns.values() if only is None or c.node is only]
+            for c in conns:
+                self._conns.pop(c.cid, None)
+        for _, listener in gone:
+            try:  # shutdown() wakes the thread blocked in accept()
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            listener.close()
+        for c in conns:
+            _close(c.sock)
+
+    def stop(self) -> None:
+        """Every node down: listeners and connections closed, prepared statements forgotten."""
+        for node in self.nodes:
+            node.state = DOWN
+        self._close_listeners()
+        for t in self._threads:
+            t.join(5)
+        self._threads = [t for t in self._threads if t.is_alive()]
+        with self._cond:
+            for prepared in self._prepared.values():
+                prepared.clear()
+
+    def stop_node(self, index: int) -> None:
+        """Node `index` goes down (its process ends): the other nodes tell their clients."""
+        node = self.nodes[index]
+        node.state = DOWN
+        self._close_listeners(node)
+        with self._cond:
+            self._prepared[index].clear()
+        self._push_status("DOWN", node)
+
+    def start_node(self, index: int) -> None:
+        node = self.nodes[index]
+        node.state = UP
+        self._listen(node)
+        self._push_status("UP", node)
+
+    def pause_node(self, index: int) -> None:
+        """Node `index` stays up for gossip but answers nothing (a GC pause, a full disk): as a
+        replica it makes coordinators time out, as a coordinator it leaves requests unanswered."""
+        self.nodes[index].state = UNRESPONSIVE
+
+    def resume_node(self, index: int) -> None:
+        self.nodes[index].state = UP
+
+    def _push_status(self, change: str, about: Node) -> None:
+        body = w_string("STATUS_CHANGE") + w_string(change) + w_inet(about.address, self.port)
+        with self._state_lock:
+            targets = [c for c in self._conns.values()
+                       if c.node is not about and c.node.state != DOWN
+                       and "STATUS_CHANGE" in c.events]
+        for c in targets:
+            with self._cond:
+                self.events.append((c.node.index, "STATUS_CHANGE", change, about.address))
+            try:
+                self._send(c, -1, EVENT, body)
+            except OSError:
+                pass
+
+    @property
+    def running(self) -> bool:
+        return bool(self._listeners)
+
+    @property
+    def connection_count(self) -> int:
+        with self._state_lock:
+            return len(self._conns)
+
+    def connections_to(self, index: int) -> int:
+        with self._state_lock:
+            return sum(1 for c in self._conns.values() if c.node.index == index)
+
+    def __enter__(self) -> CqlTestServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- test hooks ----------------------------------------------------------------------------
+    def fail_next(self, n: int, fault: str, match: str | Callable[[str], bool] | None = None,
+                  seconds: float = 0.0) -> None:
+        """Make the next `n` QUERY/EXECUTE/BATCH/PREPARE requests matching `match` fail with
+        `fault` ("delay": answered normally after `seconds`).
+
+        `match`: a substring of the statement text (a batch's texts joined by newlines), a
+        predicate, or None for every statement not on a system keyspace.
+        """
+        if fault not in FAULTS:
+            raise ValueError(f"fault must be one of {FAULTS}")
+        if match is None:
+            pred = _is_user_statement
+        elif isinstance(match, str):
+            pred = lambda text, s=match: s in text  # noqa: E731
+        else:
+            pred = match
+        with self._cond:
+            self._faults.append(_Fault(fault, n, pred, seconds))
+
+    def clear_faults(self) -> None:
+        with self._cond:
+            self._faults.clear()
+
+    def user_requests(self, opcode: str | None = None) -> list[Request]:
+        """Recorded requests on non-system statements (optionally of one opcode)."""
+        with self._cond:
+            return [r for r in self.requests
+                    if (opcode is None or r.opcode == opcode)
+                    and ((r.query is not None and _is_user_statement(r.query))
+                         or (r.batch is not None))]
+
+    def clear_requests(self) -> None:
+        with self._cond:
+            self.requests.clear()
+
+    def wait_for_request(self, pred: Callable[[Request], bool], timeout: float = 10.0) -> Request:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for r in self.requests:
+                    if pred(r):
+                        return r
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no matching request within {timeout}s")
+                self._cond.wait(left)
+
+    def cell_timestamp(self, keyspace: str, table: str, key: dict[str, Any], column: str) -> int:
+        """The write timestamp of one stored cell (for assertions)."""
+        t = self.engine.tables[(keyspace, table)]
+        return t.timestamp(tuple(key[c] for c in t.partition_key),  # type: ignore[return-value]
+                           tuple(key[c] for c in t.clustering), column)
+
+    # -- schema as each node sees it -----------------------------------------------------------
+    def _system(self, node: Node) -> dict[tuple[str, str], Table]:
+        import uuid
+
+        version = uuid.UUID(self._schema_version)
+        tables = {("system", k): v for k, v in system_tables(
+            node, self.nodes, self.cluster_name, self.port, version,
+            str(self.protocol_versions[-1])).items()}
+        t = make_type
+        keyspaces = Table("system_schema", "keyspaces", {
+            "keyspace_name": t("text"), "durable_writes": t("boolean"),
+            "replication": t("map", (t("text"), t("text")))}, ["keyspace_name"], [], {})
+        with self.engine.lock:
+            for name, replication in self.engine.keyspaces.items():
+                keyspaces.upsert({"keyspace_name": name, "durable_writes": True,
+                                  "replication": dict(replication)})
+        tables[("system_schema", "keyspaces")] = keyspaces
+        return tables
+
+    def _parser(self, node: Node) -> StatementParser:
+        system: dict[tuple[str, str], Table] | None = None
+
+        def lookup(ks: str, name: str) -> Table | None:
+            nonlocal system
+            if ks in ("system", "system_schema"):
+                system = system or self._system(node)
+                return system.get((ks, name))
+            with self.engine.lock:
+                return self.engine.tables.get((ks, name))
+
+        def exists(ks: str) -> bool:
+            return ks in ("system", "system_schema") or ks in self.engine.keyspaces
+
+        return StatementParser(lookup, exists)
+
+    # -- connections ---------------------------------------------------------------------------
+    def _accept_loop(self, node: Node, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._state_lock:
+                if self._listeners.get(node.index) is not listener:
+                    _close(sock)
+                    return
+                self._next_cid += 1
+                conn = _Conn(sock, self._next_cid, node)
+                self._conns[conn.cid] = conn
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True,
+                                 name=f"cql-conn-{conn.cid}")
+            t.start()
+            self._threads.append(t)
+
+    def _frames(self, conn: _Conn):  # type: ignore[no-untyped-def]
+        """Yields (header, body) of each frame; inside v5 segments once they are switched on."""
+        buf = b""
+        while True:
+            if conn.segments:
+                while len(buf) < 9 or len(buf) < 9 + struct.unpack(">i", buf[5:9])[0]:
+                    raw = _recv_exact(conn.sock, 6)
+                    if raw is None:
+                        return
+                    n = decode_segment_header(raw)
+                    payload = _recv_exact(conn.sock, n + 4)
+                    if payload is None:
+                        return
+                    buf += check_segment_payload(payload[:n], payload[n:])
+                length = struct.unpack(">i", buf[5:9])[0]
+                yield buf[:9], buf[9:9 + length]
+                buf = buf[9 + length:]
+                continue
+            header = _recv_exact(conn.sock, 9)
+            if header is None:
+                return
+            length = struct.unpack(">i", header[5:9])[0]
+            if length < 0 or length > 256 * 1024 * 1024:
+                return
+            body = _recv_exact(conn.sock, length) if length else b""
+            if body is None:
+                return
+            yield header, body
+
+    def _serve(self, conn: _Conn) -> None:
+        try:
+            for header, body in self._frames(conn):
+                version = header[0] & 0x7F
+                flags, stream, opcode = struct.unpack(">BhB", header[1:5])
+                if not conn.version:  # the version a connection opens with: the negotiation
+                    with self._cond:
+                        self.protocol_attempts.append(version)
+                        self._cond.notify_all()
+                    if version in self.protocol_versions:
+                        conn.version = version
+                if version not in self.protocol_versions or version != conn.version:
+                    supported = ", ".join(f"{v}/v{v}" for v in self.protocol_versions)
+                    self._send_raw(conn, frame(4, stream, ERROR, w_int(PROTOCOL_ERROR) + w_string(
+                        f"Invalid or unsupported protocol version ({version}); supported "
+                        f"versions are ({supported})")))
+                    continue
+                if flags & 0x01:
+                    self._send(conn, stream, ERROR, w_int(PROTOCOL_ERROR)
+                               + w_string("compression was not negotiated"))
+                    continue
+                if opcode in _INLINE:
+                    self._handle(conn, stream, opcode, body)
+                else:  # executed concurrently: answers leave in the order they are done
+                    threading.Thread(target=self._handle, args=(conn, stream, opcode, body),
+                                     daemon=True).start()
+        except (OSError, CqlError):
+            return
+        finally:
+            _close(conn.sock)
+            with self._state_lock:
+                self._conns.pop(conn.cid, None)
+
+    def _send_raw(self, conn: _Conn, data: bytes) -> None:
+        with conn.write_lock:
+            conn.sock.sendall(encode_segments(data) if conn.segments else data)
+
+    def _send(self, conn: _Conn, stream: int, opcode: int, body: bytes) -> None:
+        with conn.write_lock:
+            data = frame(conn.version or 4, stream, opcode, body)
+            conn.sock.sendall(encode_segments(data) if conn.segments else data)
+            if stream >= 0:
+                with self._cond:
+                    self.responses.append((conn.cid, stream))
+
+    def _record(self, req: Request) -> None:
+        with self._cond:
+            self.requests.append(req)
+            self._cond.notify_all()
+
+    def _take_fault(self, text: str) -> _Fault | None:
+        with self._cond:
+            for f in self._faults:
+                if f.remaining > 0 and f.match(text):
+                    f.remaining -= 1
+                    return f
+        return None
+
+    def _handle(self, conn: _Conn, stream: int, opcode: int, body: bytes) -> None:
+        req = Request(OPCODE_NAMES.get(opcode, hex(opcode)), conn.cid, conn.version,
+                      node=conn.node.index, stream=stream)
+        try:
+            if conn.node.state == UNRESPONSIVE and opcode not in _INLINE:
+                req.fault = "unresponsive node"
+                reply = NO_REPLY
+            else:
+                reply = self._dispatch(conn, opcode, Reader(body), req)
+        except CqlError as err:
+            req.error = f"{err.code:#06x} {err.message}"
+            self._record(req)
+            try:
+                self._send(conn, stream, ERROR, w_int(err.code) + w_string(err.message)
+                           + err.extra)
+            except OSError:
+                pass
+            return
+        self._record(req)
+        if reply is not NO_REPLY:
+            try:
+                self._send(conn, stream, *reply)
+            except OSError:
+                return
+            if opcode in (STARTUP, AUTH_RESPONSE) and conn.version >= 5 and reply[0] in (
+                    READY, AUTHENTICATE):
+                conn.segments = True  # v5: everything after this answer travels in segments
+
+    def _dispatch(self, conn: _Conn, opcode: int, r: Reader, req: Request) -> tuple[int, bytes]:
+        if opcode == OPTIONS:
+            return SUPPORTED, proto.supported_body(self.protocol_versions)
+        if opcode == STARTUP:
+            options = r.string_map()
+            req.values = [options]
+            if "CQL_VERSION" not in options:
+                raise CqlError(PROTOCOL_ERROR, "CQL_VERSION is mandatory")
+            if options.get("COMPRESSION"):
+                raise CqlError(PROTOCOL_ERROR, f"Unknown compression {options['COMPRESSION']}")
+            conn.ready = True
+            if self.users is None:
+                conn.authenticated = True
+                return READY, b""
+            return AUTHENTICATE, w_string("org.apache.cassandra.auth.PasswordAuthenticator")
+        if opcode == AUTH_RESPONSE:
+            tok = r.bytes() or b""
+            parts = tok.split(b"\x00")
+            user = parts[1].decode(errors="replace") if len(parts) == 3 else ""
+            req.values = [user]
+            if (not conn.ready or len(parts) != 3 or self.users is None
+                    or self.users.get(user) != parts[2].decode(errors="replace")):
+                raise CqlError(BAD_CREDENTIALS, "Provided username and/or password are incorrect")
+            conn.authenticated = True
+            return AUTH_SUCCESS, w_bytes(None)
+        if not (conn.ready and conn.authenticated):
+            raise CqlError(PROTOCOL_ERROR, f"Unexpected message {req.opcode}, expecting STARTUP "
+                                           "or OPTIONS" if not conn.ready else
+                           "Unexpected message before authentication")
+        if opcode == REGISTER:
+            req.values = [r.string() for _ in range(r.short())]
+            conn.events.update(req.values)
+            return READY, b""
+        if opcode == PREPARE:
+            text = r.long_string()
+            keyspace = conn.keyspace
+            if conn.version >= 5:
+                flags = r.int()
+                if flags & 0x01:
+                    keyspace = r.string()
+            req.query = text
+            fault = self._fault(req, text)
+            if fault is not None:
+                return fault
+            st = self._parser(conn.node).parse(text, keyspace)
+            qid = hashlib.md5(((keyspace or "") + text).encode()).digest()
+            with self._cond:
+                self._prepared[conn.node.index][qid] = st
+            return RESULT, proto.prepared_body(qid, st, conn.version)
+        if opcode == QUERY:
+            text = r.long_string()
+            req.query = text
+            params = proto.read_query_params(r, conn.version, req, None)
+            st = self._parser(conn.node).parse(text, params.keyspace or conn.keyspace)
+            params.values = proto.decode_values(st, params.values)
+            req.values = params.values
+            fault = self._fault(req, text)
+            if fault is not None:
+                return fault
+            return self._run(conn, st, params, req)
+        if opcode == EXECUTE:
+            qid = r.short_bytes()
+            if conn.version >= 5:
+                r.short_bytes()  # result metadata id: ours never change
+            st = self._lookup_prepared(conn, qid)
+            req.query = st.text
+            params = proto.read_query_params(r, conn.version, req, st)
+            fault = self._fault(req, st.text)
+            if fault is not None:
+                return fault
+            return self._run(conn, st, params, req)
+        if opcode == BATCH:
+            return self._batch(conn, r, req)
+        raise CqlError(PROTOCOL_ERROR, f"unsupported opcode {opcode:#04x}")
+
+    def _lookup_prepared(self, conn: _Conn, qid: bytes) -> Statement:
+        with self._cond:
+            st = self._prepared[conn.node.index].get(qid)
+        if st is None:  # a node knows only what was prepared on it (and forgets on restart)
+            raise CqlError(UNPREPARED, f"Prepared query with ID {qid.hex()} not found",
+                           w_short_bytes(qid))
+        return st
+
+    def _fault(self, req: Request, text: str) -> tuple[int, bytes] | None:
+        """None, NO_REPLY for "no_answer", or raises the injected error, if a fault applies."""
+        f = self._take_fault(text)
+        if f is None:
+            return None
+        req.fault = f.kind
+        cl = CONSISTENCY_CODES.get(req.consistency or "ONE", 1)
+        if f.kind == "delay":
+            time.sleep(f.seconds)
+            return None
+        if f.kind == "no_answer":
+            return NO_REPLY
+        if f.kind == "read_timeout":  # received 0 of 1: the driver's default policy won't retry
+            raise CqlError(READ_TIMEOUT, "Operation timed out - received only 0 responses.",
+                           w_short(cl) + w_int(0) + w_int(1) + b"\x00")
+        if f.kind == "write_timeout":
+            raise CqlError(WRITE_TIMEOUT, "Operation timed out - received only 0 responses.",
+                           w_short(cl) + w_int(0) + w_int(1) + w_string("SIMPLE"))
+        if f.kind == "unavailable":
+            raise CqlError(UNAVAILABLE, "Cannot achieve consistency level",
+                           w_short(cl) + w_int(1) + w_int(0))
+        if f.kind == "overloaded":
+            raise CqlError(OVERLOADED, "Server is in overloaded state.")
+        raise CqlError(SERVER_ERROR, "injected server error")
+
+    # -- coordination --------------------------------------------------------------------------
+    def _replica_sets(self, st: Statement, values: list[Any]) -> list[list[Node]] | None:
+        """The replica sets a statement needs (one per partition; every ring range for a scan),
+        or None when no consistency applies (DDL, USE, system keyspaces)."""
+        table = st.table_def
+        if table is None or table.keyspace in ("system", "system_schema"):
+            return None
+        with self.engine.lock:
+            replication = self.engine.keyspaces[table.keyspace]
+        pk = self.engine.partition_key(st, [v for v in values])
+        if pk is not None:
+            return [replicas(self.nodes, replication, token(pk))]
+        return [replicas(self.nodes, replication, i.to_bytes(4, "big"))
+                for i in range(len(self.nodes))]
+
+    def _coordinate(self, conn: _Conn, req: Request, sets: list[list[Node]], *, write: bool,
+                    keyspace: str, write_type: str = "SIMPLE") -> None:
+        """Check `req.consistency` on every replica set, as the coordinator `conn.node`."""
+        with self.engine.lock:
+            replication = self.engine.keyspaces[keyspace]
+        for reps in sets:
+            try:
+                check_consistency(req.consistency or "ONE", write=write, coordinator=conn.node,
+                                  reps=reps, replication=replication,
+                                  timeout_write_type=write_type)
+            except CqlError as err:
+                if err.code in (WRITE_TIMEOUT, READ_TIMEOUT):
+                    time.sleep(self.replica_timeout)  # the coordinator waits for the replicas
+                raise
+
+    def _run(self, conn: _Conn, st: Statement, params: proto.QueryParams,
+             req: Request) -> tuple[int, bytes]:
+        sets = self._replica_sets(st, params.values)
+        write = st.kind == "insert"
+        timestamp = params.timestamp if params.timestamp is not None else time.time_ns() // 1000
+        if sets is not None:
+            try:
+                self._coordinate(conn, req, sets, write=write, keyspace=st.table_def.keyspace)
+            except CqlError as err:
+                if err.code == WRITE_TIMEOUT and any(n.state == UP for s in sets for n in s):
+                    self.engine.execute(st, params.values, timestamp, self._datacenters())
+                raise
+        if st.kind == "select":
+            return RESULT, self._select(conn, st, params, req)
+        kind, payload = self.engine.execute(st, params.values, timestamp, self._datacenters())
+        if kind == "void":
+            return RESULT, w_int(proto.KIND_VOID)
+        if kind == "set_keyspace":
+            conn.keyspace = payload
+            return RESULT, w_int(proto.KIND_SET_KEYSPACE) + w_string(payload)
+        return RESULT, w_int(proto.KIND_SCHEMA_CHANGE) + proto.schema_change_body(*payload)
+
+    def _select(self, conn: _Conn, st: Statement, params: proto.QueryParams,
+                req: Request) -> bytes:
+        table = st.table_def
+        assert table is not None
+        limit = None
+        if st.limit is not None:
+            limit = st.limit.literal if st.limit.marker is None else params.values[st.limit.marker]
+            if not isinstance(limit, int) or limit <= 0:
+                raise invalid("LIMIT must be strictly positive")
+        # Every row in result order with its position; LIMIT and paging are applied by page().
+        _, rows = self.engine.execute(replace(st, limit=None, bind=[
+            b for b in st.bind if b[0] != "[limit]"]), [
+            v for v, b in zip(params.values, st.bind, strict=True) if b[0] != "[limit]"],
+            0, self._datacenters())
+        descending = bool(st.where) and bool(table.clustering) and (
+            table.descending[table.clustering[0]] != bool(st.order_desc))
+        page, state = proto.page(st, params, rows, limit, descending)
+        req.rows_returned, req.has_more_pages = len(page), state is not None
+        return proto.rows_body(st, page, skip_metadata=params.skip_metadata, paging_state=state)
+
+    def _datacenters(self) -> set[str]:
+        return {n.datacenter for n in self.nodes}
+
+    def _batch(self, conn: _Conn, r: Reader, req: Request) -> tuple[int, bytes]:
+        batch_type = {0: "LOGGED", 1: "UNLOGGED", 2: "COUNTER"}.get(r.byte(), "?")
+        req.batch_type = batch_type
+        raw_items: list[tuple[Statement | str, list[Any]]] = []
+        req.batch = []
+        for _ in range(r.short()):
+            kind = r.byte()
+            target: Statement | str = r.long_string() if kind == 0 else \
+                self._lookup_prepared(conn, r.short_bytes())
+            raw_items.append((target, [r.value() for _ in range(r.short())]))
+        timestamp, keyspace = proto.read_batch_tail(r, conn.version, req)
+        parser = self._parser(conn.node)
+        items: list[tuple[Statement, list[Any]]] = []
+        for target, raw in raw_items:
+            st = parser.parse(target, keyspace or conn.keyspace) if isinstance(target, str) \
+                else target
+            values = proto.decode_values(st, raw)
+            if st.kind != "insert":
+                raise invalid("Invalid statement in batch: only UPDATE, INSERT and DELETE "
+                              "statements are allowed.")
+            items.append((st, values))
+            req.batch.append((st.text, values))
+        fault = self._fault(req, "\n".join(t for t, _ in req.batch))
+        if fault is not None:
+            return fault
+        if timestamp is None:
+            timestamp = time.time_ns() // 1000
+        sets = [s for st, values in items for s in self._replica_sets(st, values) or []]
+        write_type = "BATCH" if batch_type == "LOGGED" else "UNLOGGED_BATCH"
+        try:
+            if items:
+                self._coordinate(conn, req, sets, write=True,
+                                 keyspace=items[0][0].table_def.keyspace,  # type: ignore[union-attr]
+                                 write_type=write_type)
+        except CqlError as err:
+            if not (err.code == WRITE_TIMEOUT and any(n.state == UP for s in sets for n in s)):
+                raise
+            self._apply(items, timestamp)
+            raise
+        self._apply(items, timestamp)
+        return RESULT, w_int(proto.KIND_VOID)
+
+    def _apply(self, items: list[tuple[Statement, list[Any]]], timestamp: int) -> None:
+        with self.engine.lock:  # one timestamp for every statement of the batch
+            for st, values in items:
+                self.engine.execute(st, values, timestamp, self._datacenters())
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
