@@ -55,6 +55,7 @@ class Request:
     rows_returned: int | None = None
     has_more_pages: bool | None = None
     stream: int | None = None
+    answered: int | None = None       # the order in which the server answered (1, 2, ...)
 
 
 @dataclass

@@ -138,7 +138,7 @@ class CqlTestServer:
         self.engine = Engine()
         self.requests: list[Request] = []
         self.protocol_attempts: list[int] = []   # first frame's version, per connection
-        self.responses: list[tuple[int, int]] = []  # (connection, stream) in the order sent
+        self._answers = 0
         self.events: list[tuple[int, str, str, str]] = []  # (to node, type, change, address)
         self._cond = threading.Condition()
         self._faults: list[_Fault] = []
@@ -455,9 +455,6 @@ class CqlTestServer:
         with conn.write_lock:
             data = frame(conn.version or 4, stream, opcode, body)
             conn.sock.sendall(encode_segments(data) if conn.segments else data)
-            if stream >= 0:
-                with self._cond:
-                    self.responses.append((conn.cid, stream))
 
     def _record(self, req: Request) -> None:
         with self._cond:
@@ -496,6 +493,9 @@ class CqlTestServer:
                 self._send(conn, stream, *reply)
             except OSError:
                 return
+            with self._cond:
+                self._answers += 1
+                req.answered = self._answers
             if opcode in (STARTUP, AUTH_RESPONSE) and conn.version >= 5 and reply[0] in (
                     READY, AUTHENTICATE):
                 conn.segments = True  # v5: everything after this answer travels in segments
@@ -613,7 +613,8 @@ class CqlTestServer:
         """The replica sets a statement needs (one per partition; every ring range for a scan),
         or None when no consistency applies (DDL, USE, system keyspaces)."""
         table = st.table_def
-        if table is None or table.keyspace in ("system", "system_schema"):
+        if (table is None or st.kind not in ("insert", "select")
+                or table.keyspace in ("system", "system_schema")):
             return None
         with self.engine.lock:
             replication = self.engine.keyspaces[table.keyspace]
