@@ -46,7 +46,7 @@ def cassandra_url_for(server: CqlTestServer, keyspace: str = "quotes", **options
     """A store URL for `server`; short timeouts and reconnection so faults resolve quickly."""
     opts: dict[str, object] = {"consistency": "LOCAL_QUORUM", "connect_timeout": 2,
                                "request_timeout": 2, "reconnect_max": 0.5,
-                               "protocol_version": 4}
+                               "protocol_version": 5}
     opts.update(options)
     query = "&".join(f"{k}={v}" for k, v in opts.items() if v is not None)
     return f"cassandra://{server.host}:{server.port}/{keyspace}?{query}"

@@ -406,24 +406,44 @@ def test_open_store_makes_no_connection() -> None:
 
 # -- both backends agree -------------------------------------------------------------------------
 _example = iter(range(10**9))
+# Times drawn often from a few values, so one write holds same-key duplicates (one batch, one
+# write timestamp on Cassandra: the store must resolve them itself, as SQLite's order does).
+_times = st.one_of(st.integers(0, 5 * DAY), st.sampled_from([0, 1, HOUR, DAY, DAY + 1]))
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    writes=st.lists(st.tuples(st.integers(0, 5 * DAY), st.integers(0, 1000)), max_size=40),
+    writes=st.lists(st.lists(st.tuples(_times, st.integers(0, 1000)), max_size=40), min_size=1,
+                    max_size=3),
     start=st.none() | st.integers(-DAY, 6 * DAY),
     span=st.none() | st.integers(0, 3 * DAY),
     limit=st.none() | st.integers(0, 8),
 )
 def test_cassandra_and_sqlite_agree(cassandra_store: QuoteStore, sqlite_store: QuoteStore,
-                                    writes: list[tuple[int, int]], start: int | None,
+                                    writes: list[list[tuple[int, int]]], start: int | None,
                                     span: int | None, limit: int | None) -> None:
     symbol = f"S{next(_example)}"  # one server and store for all examples: a fresh symbol each
-    quotes = [q(symbol, T0 + t, float(v), v) for t, v in writes]
-    assert cassandra_store.write(quotes) == sqlite_store.write(quotes) == len(quotes)
+    for one_write in writes:  # several writes: later ones overwrite earlier ones on both
+        quotes = [q(symbol, T0 + t, float(v), v) for t, v in one_write]
+        assert cassandra_store.write(quotes) == sqlite_store.write(quotes) == len(quotes)
     lo = None if start is None else T0 + start
     hi = None if lo is None or span is None else lo + span
     assert list(cassandra_store.read_range(symbol, lo, hi, limit=limit)) == \
         list(sqlite_store.read_range(symbol, lo, hi, limit=limit))
+    assert list(cassandra_store.read_range_rows(symbol, lo, hi, limit=limit)) == \
+        list(sqlite_store.read_range_rows(symbol, lo, hi, limit=limit))
     assert cassandra_store.last(symbol) == sqlite_store.last(symbol)
     assert cassandra_store.has_symbol(symbol) == sqlite_store.has_symbol(symbol)
+
+
+def test_same_key_duplicates_in_one_write_resolve_like_sqlite(
+        cql_server: CqlTestServer, cassandra_store: QuoteStore, sqlite_store: QuoteStore) -> None:
+    # The later duplicate has the smaller values: a batch holding both (one write timestamp)
+    # would keep the greater ones, as Cassandra breaks the tie by value, not by order.
+    quotes = [q("D", T0, 200.0, 20), q("D", T0 + 1, 5.0), q("D", T0, 100.0, 10)]
+    assert cassandra_store.write(quotes) == sqlite_store.write(quotes) == 3
+    assert cassandra_store.last("D") == sqlite_store.last("D")
+    assert list(cassandra_store.read_range("D")) == list(sqlite_store.read_range("D")) == \
+        [q("D", T0, 100.0, 10), q("D", T0 + 1, 5.0)]
+    (batch,) = cql_server.user_requests("BATCH")
+    assert len(batch.batch) == 2, "the duplicate never reached the batch"
