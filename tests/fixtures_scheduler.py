@@ -24,20 +24,60 @@ REGISTERED = re.compile(r"registered framework_id=(\S+)")
 
 
 
-def agent_resources(agents: int = 3, width: int = 100) -> str:
-    """localmesos `--resources` whose port ranges are free right now on this machine.
+def agent_port_plan(agents: int = 3, width: int = 100) -> tuple[str, list[int]]:
+    """localmesos `--resources` whose agents' port blocks are free right now, and the first
+    port of each agent's block, in agent order.
 
-    Every localmesos offers the same ports by default (agent k: 31000 + 1000·(k-1) …), and all
-    tasks listen on 127.0.0.1, so two clusters running at once (other test runs, `accessd local`)
-    hand out the same real ports. A random base below the kernel's ephemeral range, checked free
-    for every agent's block (localmesos shifts the range by 1000 per agent), avoids that.
+    Every localmesos offers the same ports by default and all tasks listen on 127.0.0.1, so two
+    clusters running at once (other test runs, `accessd local`) could hand out the same real
+    ports. localmesos itself keeps its clusters apart (`localmesos/portblocks.py`): agent k
+    claims, with a flock per 1000-port chunk, the k-th unclaimed block going *down* from the
+    configured range in steps of 1000. This predicts those blocks the same way, from a random
+    base below the kernel's ephemeral range, and checks every port of each free of listeners.
     """
+    from localmesos.portblocks import CHUNK, LOWEST_PORT, default_lock_dir
+
+    lock_dir = default_lock_dir()
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(10000, 30000 - 1000 * agents, 100)
-        if all(port_is_free(base + 1000 * k + i) for k in range(agents) for i in range(width)):
-            return f"cpus:4;mem:4096;disk:10000;ports:[{base}-{base + width - 1}]"
+        base = rng.randrange(10000, 30000, 100)
+        blocks: list[int] = []
+        step = 0
+        while len(blocks) < agents and base - step * CHUNK >= LOWEST_PORT:
+            low = base - step * CHUNK
+            step += 1
+            if not any(_chunk_claimed(lock_dir, c * CHUNK)
+                       for c in range(low // CHUNK, (low + width - 1) // CHUNK + 1)):
+                blocks.append(low)
+        if len(blocks) == agents and all(port_is_free(b + i) for b in blocks
+                                         for i in range(width)):
+            return f"cpus:4;mem:4096;disk:10000;ports:[{base}-{base + width - 1}]", blocks
     raise RuntimeError("no free port block for the agents")
+
+
+def agent_resources(agents: int = 3, width: int = 100) -> str:
+    """`agent_port_plan`'s `--resources`."""
+    return agent_port_plan(agents, width)[0]
+
+
+def _chunk_claimed(lock_dir: Path, first_port: int) -> bool:
+    """True if a localmesos holds the lock of the chunk starting at `first_port`."""
+    import fcntl
+
+    path = lock_dir / f"ports-{first_port}.lock"
+    if not path.exists():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken just now
+    return False
 
 
 @contextmanager

@@ -77,3 +77,17 @@ def test_no_traceback_check_covers_a_process_that_was_killed_and_replaced() -> N
     assert_no_traceback([second])
     with pytest.raises(AssertionError, match="ValueError: boom"):
         assert_no_traceback(seen)
+
+
+def test_agent_port_plan_predicts_the_ports_localmesos_offers(tmp_path: Path) -> None:
+    from tests.fixtures_mesos import start_localmesos
+    from tests.fixtures_scheduler import agent_port_plan
+
+    spec, blocks = agent_port_plan(agents=3, width=100)
+    mesos = start_localmesos(tmp_path, agents=3, resources=spec)
+    try:
+        offered = sorted(s["resources"]["ports"] for s in mesos.state()["slaves"])
+    finally:
+        mesos.stop()
+    # the ports the plan checked free are exactly the ones the agents offer
+    assert offered == sorted(f"[{b}-{b + 99}]" for b in blocks), (offered, blocks)
