@@ -10,7 +10,9 @@ Modules, one stage each:
   value), reads in key order with positions;
 - `topology`: nodes, replicas on the ring, consistency levels;
 - `protocol`: v4/v5 request and result bodies, paging state as a key position;
-- `server`: `CqlTestServer`, connections, coordination, events, test hooks.
+- `transport`: a connection's state and frames (v4 framing or v5 segments);
+- `coordinator`: faults, consistency against the replicas, execution, paging, batches;
+- `server`: `CqlTestServer`: nodes' lifecycle, connections, the handshake, events, test hooks.
 """
 
 from tests.services.cql.protocol import Request

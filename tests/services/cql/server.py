@@ -24,11 +24,11 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tests.services.cql import protocol as proto
-from tests.services.cql.engine import Engine, Table, token
+from tests.services.cql.coordinator import FAULTS, NO_REPLY, Coordinator, _Fault
+from tests.services.cql.engine import Engine, Table
 from tests.services.cql.parser import Statement
 from tests.services.cql.protocol import Request
 from tests.services.cql.statements import StatementParser
@@ -37,85 +37,47 @@ from tests.services.cql.topology import (
     UNRESPONSIVE,
     UP,
     Node,
-    check_consistency,
-    replicas,
     system_tables,
 )
+from tests.services.cql.transport import Conn, close_socket, read_frames
 from tests.services.cql.wire import (
     AUTH_RESPONSE,
     AUTH_SUCCESS,
     AUTHENTICATE,
     BAD_CREDENTIALS,
     BATCH,
-    CONSISTENCY_CODES,
     ERROR,
     EVENT,
     EXECUTE,
     OPCODE_NAMES,
     OPTIONS,
-    OVERLOADED,
     PREPARE,
     PROTOCOL_ERROR,
     QUERY,
-    READ_TIMEOUT,
     READY,
     REGISTER,
     RESULT,
-    SERVER_ERROR,
     STARTUP,
     SUPPORTED,
-    UNAVAILABLE,
-    UNPREPARED,
-    WRITE_TIMEOUT,
     CqlError,
     Reader,
-    check_segment_payload,
-    decode_segment_header,
     encode_segments,
     frame,
-    invalid,
     make_type,
     w_bytes,
     w_inet,
     w_int,
-    w_short,
-    w_short_bytes,
     w_string,
 )
 
-FAULTS = ("no_answer", "read_timeout", "write_timeout", "unavailable", "overloaded",
-          "server_error", "delay")
-NO_REPLY = (-1, b"")  # a reply that is never sent (the "no_answer" fault)
 _INLINE = (OPTIONS, STARTUP, AUTH_RESPONSE, REGISTER)  # handshake: answered in order
-
-
-@dataclass
-class _Fault:
-    kind: str
-    remaining: int
-    match: Callable[[str], bool]
-    seconds: float = 0.0
-
-
-@dataclass
-class _Conn:
-    sock: socket.socket
-    cid: int
-    node: Node
-    version: int = 0
-    segments: bool = False       # v5 framing switched on
-    ready: bool = False
-    authenticated: bool = False
-    keyspace: str | None = None
-    events: set[str] = field(default_factory=set)
-    write_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _is_user_statement(text: str) -> bool:
     return not re.search(r"\bsystem(_\w+)?\s*\.", text, re.I)
 
 
-class CqlTestServer:
+class CqlTestServer(Coordinator):
     """A cluster of `nodes` (a count, or each node's datacenter name) on 127.0.0.1, 127.0.0.2, …
 
     `host`/`port` name the first node. Data is shared by the nodes (a replica that was down does
@@ -144,7 +106,7 @@ class CqlTestServer:
         self._faults: list[_Fault] = []
         self._prepared: dict[int, dict[bytes, Statement]] = {n.index: {} for n in self.nodes}
         self._listeners: dict[int, socket.socket] = {}
-        self._conns: dict[int, _Conn] = {}
+        self._conns: dict[int, Conn] = {}
         self._threads: list[threading.Thread] = []
         self._next_cid = 0
         self._state_lock = threading.Lock()
@@ -206,7 +168,7 @@ class CqlTestServer:
                 pass
             listener.close()
         for c in conns:
-            _close(c.sock)
+            close_socket(c.sock)
 
     def stop(self) -> None:
         """Every node down: listeners and connections closed, prepared statements forgotten."""
@@ -375,48 +337,19 @@ class CqlTestServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._state_lock:
                 if self._listeners.get(node.index) is not listener:
-                    _close(sock)
+                    close_socket(sock)
                     return
                 self._next_cid += 1
-                conn = _Conn(sock, self._next_cid, node)
+                conn = Conn(sock, self._next_cid, node)
                 self._conns[conn.cid] = conn
             t = threading.Thread(target=self._serve, args=(conn,), daemon=True,
                                  name=f"cql-conn-{conn.cid}")
             t.start()
             self._threads.append(t)
 
-    def _frames(self, conn: _Conn):  # type: ignore[no-untyped-def]
-        """Yields (header, body) of each frame; inside v5 segments once they are switched on."""
-        buf = b""
-        while True:
-            if conn.segments:
-                while len(buf) < 9 or len(buf) < 9 + struct.unpack(">i", buf[5:9])[0]:
-                    raw = _recv_exact(conn.sock, 6)
-                    if raw is None:
-                        return
-                    n = decode_segment_header(raw)
-                    payload = _recv_exact(conn.sock, n + 4)
-                    if payload is None:
-                        return
-                    buf += check_segment_payload(payload[:n], payload[n:])
-                length = struct.unpack(">i", buf[5:9])[0]
-                yield buf[:9], buf[9:9 + length]
-                buf = buf[9 + length:]
-                continue
-            header = _recv_exact(conn.sock, 9)
-            if header is None:
-                return
-            length = struct.unpack(">i", header[5:9])[0]
-            if length < 0 or length > 256 * 1024 * 1024:
-                return
-            body = _recv_exact(conn.sock, length) if length else b""
-            if body is None:
-                return
-            yield header, body
-
-    def _serve(self, conn: _Conn) -> None:
+    def _serve(self, conn: Conn) -> None:
         try:
-            for header, body in self._frames(conn):
+            for header, body in read_frames(conn):
                 version = header[0] & 0x7F
                 flags, stream, opcode = struct.unpack(">BhB", header[1:5])
                 if not conn.version:  # the version a connection opens with: the negotiation
@@ -443,15 +376,15 @@ class CqlTestServer:
         except (OSError, CqlError):
             return
         finally:
-            _close(conn.sock)
+            close_socket(conn.sock)
             with self._state_lock:
                 self._conns.pop(conn.cid, None)
 
-    def _send_raw(self, conn: _Conn, data: bytes) -> None:
+    def _send_raw(self, conn: Conn, data: bytes) -> None:
         with conn.write_lock:
             conn.sock.sendall(encode_segments(data) if conn.segments else data)
 
-    def _send(self, conn: _Conn, stream: int, opcode: int, body: bytes) -> None:
+    def _send(self, conn: Conn, stream: int, opcode: int, body: bytes) -> None:
         with conn.write_lock:
             data = frame(conn.version or 4, stream, opcode, body)
             conn.sock.sendall(encode_segments(data) if conn.segments else data)
@@ -461,15 +394,7 @@ class CqlTestServer:
             self.requests.append(req)
             self._cond.notify_all()
 
-    def _take_fault(self, text: str) -> _Fault | None:
-        with self._cond:
-            for f in self._faults:
-                if f.remaining > 0 and f.match(text):
-                    f.remaining -= 1
-                    return f
-        return None
-
-    def _handle(self, conn: _Conn, stream: int, opcode: int, body: bytes) -> None:
+    def _handle(self, conn: Conn, stream: int, opcode: int, body: bytes) -> None:
         req = Request(OPCODE_NAMES.get(opcode, hex(opcode)), conn.cid, conn.version,
                       node=conn.node.index, stream=stream)
         try:
@@ -500,7 +425,7 @@ class CqlTestServer:
                     READY, AUTHENTICATE):
                 conn.segments = True  # v5: everything after this answer travels in segments
 
-    def _dispatch(self, conn: _Conn, opcode: int, r: Reader, req: Request) -> tuple[int, bytes]:
+    def _dispatch(self, conn: Conn, opcode: int, r: Reader, req: Request) -> tuple[int, bytes]:
         if opcode == OPTIONS:
             return SUPPORTED, proto.supported_body(self.protocol_versions)
         if opcode == STARTUP:
@@ -574,177 +499,3 @@ class CqlTestServer:
         if opcode == BATCH:
             return self._batch(conn, r, req)
         raise CqlError(PROTOCOL_ERROR, f"unsupported opcode {opcode:#04x}")
-
-    def _lookup_prepared(self, conn: _Conn, qid: bytes) -> Statement:
-        with self._cond:
-            st = self._prepared[conn.node.index].get(qid)
-        if st is None:  # a node knows only what was prepared on it (and forgets on restart)
-            raise CqlError(UNPREPARED, f"Prepared query with ID {qid.hex()} not found",
-                           w_short_bytes(qid))
-        return st
-
-    def _fault(self, req: Request, text: str) -> tuple[int, bytes] | None:
-        """None, NO_REPLY for "no_answer", or raises the injected error, if a fault applies."""
-        f = self._take_fault(text)
-        if f is None:
-            return None
-        req.fault = f.kind
-        cl = CONSISTENCY_CODES.get(req.consistency or "ONE", 1)
-        if f.kind == "delay":
-            time.sleep(f.seconds)
-            return None
-        if f.kind == "no_answer":
-            return NO_REPLY
-        if f.kind == "read_timeout":  # received 0 of 1: the driver's default policy won't retry
-            raise CqlError(READ_TIMEOUT, "Operation timed out - received only 0 responses.",
-                           w_short(cl) + w_int(0) + w_int(1) + b"\x00")
-        if f.kind == "write_timeout":
-            raise CqlError(WRITE_TIMEOUT, "Operation timed out - received only 0 responses.",
-                           w_short(cl) + w_int(0) + w_int(1) + w_string("SIMPLE"))
-        if f.kind == "unavailable":
-            raise CqlError(UNAVAILABLE, "Cannot achieve consistency level",
-                           w_short(cl) + w_int(1) + w_int(0))
-        if f.kind == "overloaded":
-            raise CqlError(OVERLOADED, "Server is in overloaded state.")
-        raise CqlError(SERVER_ERROR, "injected server error")
-
-    # -- coordination --------------------------------------------------------------------------
-    def _replica_sets(self, st: Statement, values: list[Any]) -> list[list[Node]] | None:
-        """The replica sets a statement needs (one per partition; every ring range for a scan),
-        or None when no consistency applies (DDL, USE, system keyspaces)."""
-        table = st.table_def
-        if (table is None or st.kind not in ("insert", "select")
-                or table.keyspace in ("system", "system_schema")):
-            return None
-        with self.engine.lock:
-            replication = self.engine.keyspaces[table.keyspace]
-        pk = self.engine.partition_key(st, [v for v in values])
-        if pk is not None:
-            return [replicas(self.nodes, replication, token(pk))]
-        return [replicas(self.nodes, replication, i.to_bytes(4, "big"))
-                for i in range(len(self.nodes))]
-
-    def _coordinate(self, conn: _Conn, req: Request, sets: list[list[Node]], *, write: bool,
-                    keyspace: str, write_type: str = "SIMPLE") -> None:
-        """Check `req.consistency` on every replica set, as the coordinator `conn.node`."""
-        with self.engine.lock:
-            replication = self.engine.keyspaces[keyspace]
-        for reps in sets:
-            try:
-                check_consistency(req.consistency or "ONE", write=write, coordinator=conn.node,
-                                  reps=reps, replication=replication,
-                                  timeout_write_type=write_type)
-            except CqlError as err:
-                if err.code in (WRITE_TIMEOUT, READ_TIMEOUT):
-                    time.sleep(self.replica_timeout)  # the coordinator waits for the replicas
-                raise
-
-    def _run(self, conn: _Conn, st: Statement, params: proto.QueryParams,
-             req: Request) -> tuple[int, bytes]:
-        sets = self._replica_sets(st, params.values)
-        write = st.kind == "insert"
-        timestamp = params.timestamp if params.timestamp is not None else time.time_ns() // 1000
-        if sets is not None:
-            try:
-                self._coordinate(conn, req, sets, write=write, keyspace=st.table_def.keyspace)
-            except CqlError as err:
-                if err.code == WRITE_TIMEOUT and any(n.state == UP for s in sets for n in s):
-                    self.engine.execute(st, params.values, timestamp, self._datacenters())
-                raise
-        if st.kind == "select":
-            return RESULT, self._select(conn, st, params, req)
-        kind, payload = self.engine.execute(st, params.values, timestamp, self._datacenters())
-        if kind == "void":
-            return RESULT, w_int(proto.KIND_VOID)
-        if kind == "set_keyspace":
-            conn.keyspace = payload
-            return RESULT, w_int(proto.KIND_SET_KEYSPACE) + w_string(payload)
-        return RESULT, w_int(proto.KIND_SCHEMA_CHANGE) + proto.schema_change_body(*payload)
-
-    def _select(self, conn: _Conn, st: Statement, params: proto.QueryParams,
-                req: Request) -> bytes:
-        table = st.table_def
-        assert table is not None
-        limit = None
-        if st.limit is not None:
-            limit = st.limit.literal if st.limit.marker is None else params.values[st.limit.marker]
-            if not isinstance(limit, int) or limit <= 0:
-                raise invalid("LIMIT must be strictly positive")
-        # Every row in result order with its position; LIMIT and paging are applied by page().
-        _, rows = self.engine.execute(replace(st, limit=None, bind=[
-            b for b in st.bind if b[0] != "[limit]"]), [
-            v for v, b in zip(params.values, st.bind, strict=True) if b[0] != "[limit]"],
-            0, self._datacenters())
-        descending = bool(st.where) and bool(table.clustering) and (
-            table.descending[table.clustering[0]] != bool(st.order_desc))
-        page, state = proto.page(st, params, rows, limit, descending)
-        req.rows_returned, req.has_more_pages = len(page), state is not None
-        return proto.rows_body(st, page, skip_metadata=params.skip_metadata, paging_state=state)
-
-    def _datacenters(self) -> set[str]:
-        return {n.datacenter for n in self.nodes}
-
-    def _batch(self, conn: _Conn, r: Reader, req: Request) -> tuple[int, bytes]:
-        batch_type = {0: "LOGGED", 1: "UNLOGGED", 2: "COUNTER"}.get(r.byte(), "?")
-        req.batch_type = batch_type
-        raw_items: list[tuple[Statement | str, list[Any]]] = []
-        req.batch = []
-        for _ in range(r.short()):
-            kind = r.byte()
-            target: Statement | str = r.long_string() if kind == 0 else \
-                self._lookup_prepared(conn, r.short_bytes())
-            raw_items.append((target, [r.value() for _ in range(r.short())]))
-        timestamp, keyspace = proto.read_batch_tail(r, conn.version, req)
-        parser = self._parser(conn.node)
-        items: list[tuple[Statement, list[Any]]] = []
-        for target, raw in raw_items:
-            st = parser.parse(target, keyspace or conn.keyspace) if isinstance(target, str) \
-                else target
-            values = proto.decode_values(st, raw)
-            if st.kind != "insert":
-                raise invalid("Invalid statement in batch: only UPDATE, INSERT and DELETE "
-                              "statements are allowed.")
-            items.append((st, values))
-            req.batch.append((st.text, values))
-        fault = self._fault(req, "\n".join(t for t, _ in req.batch))
-        if fault is not None:
-            return fault
-        if timestamp is None:
-            timestamp = time.time_ns() // 1000
-        sets = [s for st, values in items for s in self._replica_sets(st, values) or []]
-        write_type = "BATCH" if batch_type == "LOGGED" else "UNLOGGED_BATCH"
-        try:
-            if items:
-                self._coordinate(conn, req, sets, write=True,
-                                 keyspace=items[0][0].table_def.keyspace,  # type: ignore[union-attr]
-                                 write_type=write_type)
-        except CqlError as err:
-            if not (err.code == WRITE_TIMEOUT and any(n.state == UP for s in sets for n in s)):
-                raise
-            self._apply(items, timestamp)
-            raise
-        self._apply(items, timestamp)
-        return RESULT, w_int(proto.KIND_VOID)
-
-    def _apply(self, items: list[tuple[Statement, list[Any]]], timestamp: int) -> None:
-        with self.engine.lock:  # one timestamp for every statement of the batch
-            for st, values in items:
-                self.engine.execute(st, values, timestamp, self._datacenters())
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return bytes(buf)
-
-
-def _close(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    sock.close()
