@@ -25,7 +25,12 @@ Invariants:
   loop threads do not survive fork): a store built before gunicorn forks is safe in each worker;
   a failed connection attempt is dropped whole and retried on the next call, and a node that goes
   down is reconnected by the driver (`reconnect_max` caps its backoff), so no restart is needed;
-- driver errors meaning "cannot reach / timed out / overloaded" become `StoreUnavailable`.
+- driver errors meaning "cannot reach / timed out / overloaded" become `StoreUnavailable`;
+- a write runs every batch even when some fail, then reports the failures in one
+  `StoreUnavailable` (the others were written; writing the same quotes again is safe);
+- settings the cluster can never satisfy (a `local_dc` it lacks, a consistency level its
+  replication cannot meet; ANY, which Cassandra refuses for reads) are `StoreMisconfigured`
+  (a `ValueError`) with the reason, not a stream of Unavailable / NoHostAvailable errors.
 """
 
 from __future__ import annotations
