@@ -196,3 +196,35 @@ def mesos_tasks(state: dict[str, Any], framework_id: str,
 
 def store_tasks(store: StateStore, app_id: str, state: str | None = "TASK_RUNNING") -> list[dict]:
     return [t for t in store.list_tasks(app_id) if state is None or t.get("state") == state]
+
+
+_LEAVING = ("TASK_KILLING", "TASK_KILLED", "TASK_FAILED", "TASK_FINISHED", "TASK_LOST",
+            "TASK_ERROR", "TASK_GONE", "TASK_DROPPED", "TASK_UNREACHABLE")
+
+
+def capacity_from_events(events: Sequence[tuple[str, dict]], app_id: str,
+                         healthy_before: set[str]) -> tuple[list[tuple[str, int]], int]:
+    """Replay the event log (`(event type, payload)` pairs, in order) of `app_id` from a moment
+    when `healthy_before` were its tasks, all
+    healthy: for every kill (the task's first TASK_KILLING or TASK_KILLED), the number of the
+    app's *other* tasks healthy at that moment; and the most tasks alive at once. Every change
+    is in the log, so nothing happens between two samples unseen."""
+    healthy, live = set(healthy_before), set(healthy_before)
+    at_kills: list[tuple[str, int]] = []
+    most = len(live)
+    for kind, payload in events:
+        if payload.get("appId") != app_id:
+            continue
+        task = payload.get("taskId")
+        if kind == "health_status_changed_event":
+            (healthy.add if payload["alive"] else healthy.discard)(task)
+        elif kind == "status_update_event":
+            if payload["taskStatus"] in _LEAVING:
+                if task in live and payload["taskStatus"] in ("TASK_KILLING", "TASK_KILLED"):
+                    at_kills.append((task, len(healthy - {task})))
+                healthy.discard(task)
+                live.discard(task)
+            else:
+                live.add(task)
+                most = max(most, len(live))
+    return at_kills, most

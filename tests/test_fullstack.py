@@ -28,7 +28,7 @@ import requests
 
 from tests.fixtures_api import start_api
 from tests.fixtures_mesos import start_localmesos
-from tests.fixtures_scheduler import mesos_tasks, start_scheduler
+from tests.fixtures_scheduler import capacity_from_events, mesos_tasks, start_scheduler
 from tests.support import PYTHON, REPO, assert_no_traceback, wait_until
 
 SERVICE = REPO / "tests" / "fullstack_service.py"
@@ -243,37 +243,6 @@ def status_events(events, app_id: str | None = None, task_id: str | None = None,
             and (app_id is None or e[2]["appId"] == app_id)
             and (task_id is None or e[2]["taskId"] == task_id)
             and (state is None or e[2]["taskStatus"] == state)]
-
-
-_LEAVING = ("TASK_KILLING", "TASK_KILLED", "TASK_FAILED", "TASK_FINISHED", "TASK_LOST",
-            "TASK_ERROR", "TASK_GONE", "TASK_DROPPED", "TASK_UNREACHABLE")
-
-
-def capacity_from_events(events, app_id: str, healthy_before: set[str]
-                         ) -> tuple[list[tuple[str, int]], int]:
-    """Replay the event log of `app_id` from a moment when `healthy_before` were its tasks, all
-    healthy: for every kill (the task's first TASK_KILLING or TASK_KILLED), the number of the
-    app's *other* tasks healthy at that moment; and the most tasks alive at once. Every change
-    is in the log, so nothing happens between two samples unseen."""
-    healthy, live = set(healthy_before), set(healthy_before)
-    at_kills: list[tuple[str, int]] = []
-    most = len(live)
-    for _, kind, payload in events:
-        if payload.get("appId") != app_id:
-            continue
-        task = payload.get("taskId")
-        if kind == "health_status_changed_event":
-            (healthy.add if payload["alive"] else healthy.discard)(task)
-        elif kind == "status_update_event":
-            if payload["taskStatus"] in _LEAVING:
-                if task in live and payload["taskStatus"] in ("TASK_KILLING", "TASK_KILLED"):
-                    at_kills.append((task, len(healthy - {task})))
-                healthy.discard(task)
-                live.discard(task)
-            else:
-                live.add(task)
-                most = max(most, len(live))
-    return at_kills, most
 
 
 def index_of(events, predicate) -> int:
@@ -541,7 +510,7 @@ def test_restart_is_rolling_and_keeps_healthy_capacity(stack):
     assert_deployment_events(events, dep_id, steps=1)
     assert {e[2]["taskId"] for e in status_events(events, WEB, state="TASK_KILLED")} == old
     # at every kill, the healthy tasks left meet minimumHealthCapacity; never over capacity
-    at_kills, highest = capacity_from_events(events, WEB, old)
+    at_kills, highest = capacity_from_events([(e[1], e[2]) for e in events], WEB, old)
     assert {task for task, _ in at_kills} == old, at_kills
     lowest = min(left for _, left in at_kills)
     assert lowest >= min_ready, f"a kill left {at_kills} healthy (< {min_ready})"
@@ -584,7 +553,7 @@ def test_update_with_tight_upgrade_strategy_replaces_within_its_bounds(stack):
     first_stage = index_of(events, lambda e: e[1] == "status_update_event"
                            and e[2]["taskStatus"] == "TASK_STAGING")
     assert first_kill < first_stage
-    at_kills, highest = capacity_from_events(events, WEB, old)
+    at_kills, highest = capacity_from_events([(e[1], e[2]) for e in events], WEB, old)
     assert {task for task, _ in at_kills} == old, at_kills
     assert all(left >= 1 for _, left in at_kills), f"healthy left at each kill: {at_kills}"
     assert highest <= 2, f"{highest} tasks at once (> 2)"
