@@ -29,7 +29,7 @@ def cluster3() -> Iterator[CqlTestServer]:
 
 def rf1_store(server: CqlTestServer, **options: object) -> QuoteStore:
     options.setdefault("consistency", "ONE")
-    store = open_store(cassandra_url_for(server, replication="1", request_timeout=1, **options))
+    store = open_store(cassandra_url_for(server, replication="1", request_timeout=3, **options))
     store.create_schema()
     return store
 
@@ -187,7 +187,7 @@ def test_read_range_rows_stops_fetching_when_closed(cql_server: CqlTestServer) -
 
 
 def test_read_range_rows_errors(cql_server: CqlTestServer) -> None:
-    store = open_store(cassandra_url_for(cql_server, fetch_size=100, request_timeout=0.5))
+    store = open_store(cassandra_url_for(cql_server, fetch_size=100, request_timeout=5))
     try:
         store.create_schema()
         store.write(q("R", T0 + i) for i in range(1_500))

@@ -27,7 +27,7 @@ def cluster() -> Iterator[CqlTestServer]:
 
 @pytest.fixture(scope="module")
 def cassandra_url(cluster: CqlTestServer) -> str:
-    url = cassandra_url_for(cluster, replication="3", request_timeout=1)
+    url = cassandra_url_for(cluster, replication="3", request_timeout=3)
     with open_store(url) as store:
         store.create_schema()
     seed(url, days=DAYS)
