@@ -35,6 +35,7 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -192,6 +193,7 @@ class CassandraQuoteStore(QuoteStore):
 
     # -- connection ------------------------------------------------------------------------------
     def _new_cluster(self) -> Any:
+        _quiet_shutdown_race()
         from cassandra import ConsistencyLevel
         from cassandra.auth import PlainTextAuthProvider
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
@@ -504,6 +506,32 @@ class CassandraQuoteStore(QuoteStore):
             self._cluster = self._session = self._prepared = None
         if cluster is not None:
             cluster.shutdown()
+
+
+class _ShutdownRaceFilter(logging.Filter):
+    """One line instead of a traceback for the driver's shutdown race.
+
+    When a process exits (a gunicorn worker stopping) while the driver is bringing a node back
+    up (a reconnection after a node outage), the driver's `on_up` submits to its executor after
+    `Cluster.shutdown()` closed it, and logs the RuntimeError with its traceback, twice. Nothing
+    is lost (the process is going away); the traceback would only look like a crash in the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RuntimeError) and "cannot schedule new futures after shutdown" in \
+                str(exc):
+            record.msg = f"{record.getMessage()} RuntimeError: {exc} (shutting down; ignored)"
+            record.args = None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _quiet_shutdown_race() -> None:
+    for name in ("cassandra.cluster", "cassandra.pool"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ShutdownRaceFilter) for f in logger.filters):
+            logger.addFilter(_ShutdownRaceFilter())
 
 
 def _chain_first(first: Quote, rest: Iterator[Quote]) -> Iterator[Quote]:

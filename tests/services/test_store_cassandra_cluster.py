@@ -201,3 +201,27 @@ def test_read_range_rows_errors(cql_server: CqlTestServer) -> None:
             store.read_range_rows("R")  # unreachable: the call itself fails
     finally:
         store.close()
+
+
+def test_the_drivers_shutdown_race_is_one_line_not_a_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Seen in a gunicorn worker stopped while the driver brought a node back up: its on_up
+    # submitted to an executor Cluster.shutdown() had closed, and logged two tracebacks.
+    import logging
+
+    from services.cassandra_store import _quiet_shutdown_race
+
+    _quiet_shutdown_race()
+    log = logging.getLogger("cassandra.cluster")
+    try:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+    except RuntimeError:
+        log.exception("Unexpected failure handling node %s being marked up:", "127.0.0.3:9042")
+    try:
+        raise RuntimeError("something else")
+    except RuntimeError:
+        log.exception("Unexpected failure handling node %s being marked up:", "127.0.0.3:9042")
+    race, other = caplog.records[-2:]
+    assert race.exc_info is None and "shutting down; ignored" in race.getMessage()
+    assert "127.0.0.3:9042" in race.getMessage()
+    assert other.exc_info is not None, "other errors keep their traceback"
