@@ -307,3 +307,31 @@ def test_one_batch_fails_while_the_others_succeed(three_nodes: CqlTestServer) ->
         assert stored == {keys[0], keys[2]}
     finally:
         cluster.shutdown()
+
+
+def test_a_batch_over_the_size_threshold_is_refused_the_stores_are_not() -> None:
+    from services.cassandra_store import ROWS_PER_BATCH
+    from services.store import open_store
+    from tests.services.conftest import cassandra_url_for
+    from tests.services.test_store_cassandra import T0, q
+
+    with CqlTestServer() as server:
+        cluster, session = connect(server)
+        try:
+            make_kv(session, "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+            insert = session.prepare("INSERT INTO ks.kv (k, c, v) VALUES (?, ?, ?)")
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for c in range(2_000):  # 2,000 x (20 + 4 + 8 bytes): 62.5 KiB of values
+                batch.add(insert, ("a" * 20, c, 1.0))
+            with pytest.raises(InvalidRequest, match="Batch too large"):
+                session.execute(batch)
+        finally:
+            cluster.shutdown()
+        server.clear_requests()
+        store = open_store(cassandra_url_for(server))
+        try:
+            store.create_schema()
+            assert store.write(q("A", T0 + i) for i in range(3 * ROWS_PER_BATCH)) == 150
+            assert not [r for r in server.requests if r.error and "Batch too large" in r.error]
+        finally:
+            store.close()

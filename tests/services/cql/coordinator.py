@@ -39,6 +39,7 @@ from tests.services.cql.wire import (
 FAULTS = ("no_answer", "read_timeout", "write_timeout", "unavailable", "overloaded",
           "server_error", "delay")
 NO_REPLY = (-1, b"")  # a reply that is never sent (the "no_answer" fault)
+BATCH_SIZE_FAIL_BYTES = 50 * 1024  # Cassandra's default batch_size_fail_threshold (values only)
 
 
 @dataclass
@@ -200,6 +201,10 @@ class Coordinator:
                               "statements are allowed.")
             items.append((st, values))
             req.batch.append((st.text, values))
+        size = sum(len(v) for _, raw in raw_items for v in raw if isinstance(v, bytes))
+        if size > BATCH_SIZE_FAIL_BYTES:  # cassandra.yaml batch_size_fail_threshold: 50 KiB
+            raise invalid(f"Batch too large: {size} bytes of values is over the "
+                          f"{BATCH_SIZE_FAIL_BYTES // 1024} KiB batch_size_fail_threshold")
         fault = self._fault(req, "\n".join(t for t, _ in req.batch))
         if fault is not None:
             return fault
