@@ -335,3 +335,27 @@ def test_a_batch_over_the_size_threshold_is_refused_the_stores_are_not() -> None
             assert not [r for r in server.requests if r.error and "Batch too large" in r.error]
         finally:
             store.close()
+
+
+def test_injected_faults_carry_the_counts_of_the_request(three_nodes: CqlTestServer) -> None:
+    cluster, session = connect(three_nodes, only=0,
+                               consistency_level=ConsistencyLevel.LOCAL_QUORUM)
+    try:
+        make_kv(session)  # RF 3: LOCAL_QUORUM blocks for 2
+        select = "SELECT v FROM ks.kv WHERE k = 'a'"
+        three_nodes.fail_next(1, "unavailable", match=select)
+        with pytest.raises(Unavailable) as un:
+            session.execute(select)
+        assert (un.value.required_replicas, un.value.alive_replicas) == (2, 1)
+        three_nodes.fail_next(1, "read_timeout", match=select)
+        with pytest.raises(ReadTimeout) as rt:
+            session.execute(select)
+        assert (rt.value.received_responses, rt.value.required_responses) == (1, 2)
+        all_ = SimpleStatement("INSERT INTO ks.kv (k, c, v) VALUES ('a', 1, 1.0)",
+                               consistency_level=ConsistencyLevel.ALL)
+        three_nodes.fail_next(1, "write_timeout", match="INSERT")
+        with pytest.raises(WriteTimeout) as wt:
+            session.execute(all_)
+        assert (wt.value.received_responses, wt.value.required_responses) == (2, 3)
+    finally:
+        cluster.shutdown()

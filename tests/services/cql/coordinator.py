@@ -16,7 +16,14 @@ from tests.services.cql.engine import Engine, token
 from tests.services.cql.parser import Statement
 from tests.services.cql.protocol import Request
 from tests.services.cql.statements import StatementParser
-from tests.services.cql.topology import UP, Node, check_consistency, replicas
+from tests.services.cql.topology import (
+    UP,
+    Node,
+    block_for,
+    check_consistency,
+    replica_timeout,
+    replicas,
+)
 from tests.services.cql.transport import Conn
 from tests.services.cql.wire import (
     CONSISTENCY_CODES,
@@ -78,30 +85,53 @@ class Coordinator:
                            w_short_bytes(qid))
         return st
 
-    def _fault(self, req: Request, text: str) -> tuple[int, bytes] | None:
-        """None, NO_REPLY for "no_answer", or raises the injected error, if a fault applies."""
+    def _fault(self, req: Request, text: str, conn: Conn | None = None,
+               items: list[tuple[Statement, list[Any]]] | None = None,
+               write_type: str = "SIMPLE") -> tuple[int, bytes] | None:
+        """None, NO_REPLY for "no_answer", or raises the injected error, if a fault applies.
+
+        Injected timeouts and Unavailable carry the counts a coordinator would give for the
+        request's consistency level and its keyspace's replication (blockFor; one short)."""
         f = self._take_fault(text)
         if f is None:
             return None
         req.fault = f.kind
-        cl = CONSISTENCY_CODES.get(req.consistency or "ONE", 1)
+        cl_name = req.consistency or "ONE"
+        cl = CONSISTENCY_CODES.get(cl_name, 1)
         if f.kind == "delay":
             time.sleep(f.seconds)
             return None
         if f.kind == "no_answer":
             return NO_REPLY
-        if f.kind == "read_timeout":  # received 0 of 1: the driver's default policy won't retry
-            raise CqlError(READ_TIMEOUT, "Operation timed out - received only 0 responses.",
-                           w_short(cl) + w_int(0) + w_int(1) + b"\x00")
-        if f.kind == "write_timeout":
-            raise CqlError(WRITE_TIMEOUT, "Operation timed out - received only 0 responses.",
-                           w_short(cl) + w_int(0) + w_int(1) + w_string("SIMPLE"))
+        items = items or []
+        needed = self._block_for(cl_name, conn, items)
+        write = bool(items) and items[0][0].kind == "insert"
+        if f.kind in ("read_timeout", "write_timeout"):
+            # one answer short: the driver's default policy retries neither
+            raise replica_timeout(cl_name, needed - 1, needed, write=f.kind == "write_timeout",
+                                  write_type=write_type if write else "SIMPLE")
         if f.kind == "unavailable":
-            raise CqlError(UNAVAILABLE, "Cannot achieve consistency level",
-                           w_short(cl) + w_int(1) + w_int(0))
+            raise CqlError(UNAVAILABLE, f"Cannot achieve consistency level {cl_name}",
+                           w_short(cl) + w_int(needed) + w_int(needed - 1))
         if f.kind == "overloaded":
             raise CqlError(OVERLOADED, "Server is in overloaded state.")
         raise CqlError(SERVER_ERROR, "injected server error")
+
+    def _block_for(self, cl: str, conn: Conn | None,
+                   items: list[tuple[Statement, list[Any]]]) -> int:
+        """blockFor of `cl` on the first statement's partition (1 if it cannot be told)."""
+        if conn is None or not items or cl in ("SERIAL", "LOCAL_SERIAL"):
+            return 1
+        st, values = items[0]
+        sets = self._replica_sets(st, values)
+        if not sets:
+            return 1
+        with self.engine.lock:
+            replication = self.engine.keyspaces[st.table_def.keyspace]  # type: ignore[union-attr]
+        try:
+            return max(1, block_for(cl, conn.node, sets[0], replication))
+        except CqlError:
+            return 1
 
     # -- coordination --------------------------------------------------------------------------
     def _replica_sets(self, st: Statement, values: list[Any]) -> list[list[Node]] | None:
@@ -205,7 +235,8 @@ class Coordinator:
         if size > BATCH_SIZE_FAIL_BYTES:  # cassandra.yaml batch_size_fail_threshold: 50 KiB
             raise invalid(f"Batch too large: {size} bytes of values is over the "
                           f"{BATCH_SIZE_FAIL_BYTES // 1024} KiB batch_size_fail_threshold")
-        fault = self._fault(req, "\n".join(t for t, _ in req.batch))
+        fault = self._fault(req, "\n".join(t for t, _ in req.batch), conn, items,
+                            "BATCH" if batch_type == "LOGGED" else "UNLOGGED_BATCH")
         if fault is not None:
             return fault
         if timestamp is None:

@@ -481,7 +481,7 @@ class CqlTestServer(Coordinator):
             st = self._parser(conn.node).parse(text, params.keyspace or conn.keyspace)
             params.values = proto.decode_values(st, params.values)
             req.values = params.values
-            fault = self._fault(req, text)
+            fault = self._fault(req, text, conn, [(st, params.values)])
             if fault is not None:
                 return fault
             return self._run(conn, st, params, req)
@@ -492,7 +492,7 @@ class CqlTestServer(Coordinator):
             st = self._lookup_prepared(conn, qid)
             req.query = st.text
             params = proto.read_query_params(r, conn.version, req, st)
-            fault = self._fault(req, st.text)
+            fault = self._fault(req, st.text, conn, [(st, params.values)])
             if fault is not None:
                 return fault
             return self._run(conn, st, params, req)

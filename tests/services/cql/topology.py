@@ -61,22 +61,11 @@ def replicas(nodes: list[Node], replication: dict[str, str], tok: bytes) -> list
     return [ring[0]]  # LocalStrategy (system keyspaces): the coordinator itself
 
 
-def check_consistency(cl: str, *, write: bool, coordinator: Node, reps: list[Node],
-                      replication: dict[str, str], timeout_write_type: str = "SIMPLE") -> None:
-    """Raise what a coordinator answers when `cl` cannot be met by `reps` (a partition's
-    replicas): Unavailable (too few up: nothing is tried), or a timeout with the counts of
-    replicas that answered (up but unresponsive ones never do)."""
-    if cl == "ANY" and not write:
-        raise invalid("ANY ConsistencyLevel is only supported for writes")
-    if cl in ("SERIAL", "LOCAL_SERIAL"):
-        raise invalid(f"{cl} is not supported as conditional update commit consistency. Use "
-                      "ANY if you mean \"make sure it is accepted but I don't care how many "
-                      "replicas commit it for non-SERIAL reads\"" if write else
-                      "test server: serial reads are not supported")
+def replica_groups(cl: str, coordinator: Node, reps: list[Node],
+                   replication: dict[str, str]) -> list[tuple[int, list[Node]]]:
+    """(replicas needed, the replicas that count for it) for each group `cl` requires."""
     local = coordinator.datacenter
-    groups: list[tuple[int, list[Node]]]  # (needed, the replicas that count for it)
-    if cl == "ANY":
-        return  # a hint on the coordinator is enough (and is delivered: the data is shared)
+    groups: list[tuple[int, list[Node]]]
     if cl in ("ONE", "TWO", "THREE"):
         groups = [({"ONE": 1, "TWO": 2, "THREE": 3}[cl], reps)]
     elif cl == "QUORUM":
@@ -97,6 +86,31 @@ def check_consistency(cl: str, *, write: bool, coordinator: Node, reps: list[Nod
                       for dc, rf in replication.items() if dc != "class"]
     else:
         raise invalid(f"unknown consistency level {cl}")
+    return groups
+
+
+def block_for(cl: str, coordinator: Node, reps: list[Node], replication: dict[str, str]) -> int:
+    """How many replica answers `cl` waits for (Cassandra's blockFor)."""
+    if cl == "ANY":
+        return 1
+    return sum(needed for needed, _ in replica_groups(cl, coordinator, reps, replication))
+
+
+def check_consistency(cl: str, *, write: bool, coordinator: Node, reps: list[Node],
+                      replication: dict[str, str], timeout_write_type: str = "SIMPLE") -> None:
+    """Raise what a coordinator answers when `cl` cannot be met by `reps` (a partition's
+    replicas): Unavailable (too few up: nothing is tried), or a timeout with the counts of
+    replicas that answered (up but unresponsive ones never do)."""
+    if cl == "ANY" and not write:
+        raise invalid("ANY ConsistencyLevel is only supported for writes")
+    if cl in ("SERIAL", "LOCAL_SERIAL"):
+        raise invalid(f"{cl} is not supported as conditional update commit consistency. Use "
+                      "ANY if you mean \"make sure it is accepted but I don't care how many "
+                      "replicas commit it for non-SERIAL reads\"" if write else
+                      "test server: serial reads are not supported")
+    if cl == "ANY":
+        return  # a hint on the coordinator is enough (and is delivered: the data is shared)
+    groups = replica_groups(cl, coordinator, reps, replication)
     code = w_short(CONSISTENCY_CODES[cl])
     for needed, group in groups:
         alive = [n for n in group if n.state != DOWN]
