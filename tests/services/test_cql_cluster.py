@@ -217,15 +217,19 @@ def test_node_events_reach_the_driver_which_reconnects(three_nodes: CqlTestServe
     try:
         session = cluster.connect()  # kept: the cluster holds its sessions weakly
         host = next(h for h in cluster.metadata.all_hosts() if h.address == "127.0.0.3")
-        wait_until(lambda: host.is_up and three_nodes.connections_to(2), timeout=10,
-                   message="a pool to node 3")
+
+        def pool_open() -> bool:
+            state = session.get_pool_state().get(host)
+            return bool(host.is_up and state and state["open_count"] > 0)
+
+        wait_until(pool_open, timeout=10, message="a pool to node 3")
         three_nodes.stop_node(2)
-        assert ("STATUS_CHANGE", "DOWN", "127.0.0.3") in [e[1:] for e in three_nodes.events]
+        wait_until(lambda: ("STATUS_CHANGE", "DOWN", "127.0.0.3")
+                   in [e[1:] for e in three_nodes.events], timeout=5, message="a DOWN event")
         wait_until(lambda: host.is_up is False, timeout=10, message="the driver marks it down")
         three_nodes.start_node(2)
         assert ("STATUS_CHANGE", "UP", "127.0.0.3") in [e[1:] for e in three_nodes.events]
-        wait_until(lambda: host.is_up and three_nodes.connections_to(2), timeout=15,
-                   message="the driver reconnects to node 3")
+        wait_until(pool_open, timeout=15, message="the driver reconnects to node 3")
         session.execute("SELECT release_version FROM system.local")
     finally:
         cluster.shutdown()

@@ -69,6 +69,10 @@ class Coordinator:
     def _parser(self, node: Node) -> StatementParser:
         raise NotImplementedError
 
+    def _push_schema_change(self, change: str, target: str, keyspace: str,
+                            table: str | None) -> None:
+        raise NotImplementedError
+
     def _take_fault(self, text: str) -> _Fault | None:
         with self._cond:
             for f in self._faults:
@@ -184,6 +188,7 @@ class Coordinator:
         if kind == "set_keyspace":
             conn.keyspace = payload
             return RESULT, w_int(proto.KIND_SET_KEYSPACE) + w_string(payload)
+        self._push_schema_change(*payload)
         return RESULT, w_int(proto.KIND_SCHEMA_CHANGE) + proto.schema_change_body(*payload)
 
     def _select(self, conn: Conn, st: Statement, params: proto.QueryParams,

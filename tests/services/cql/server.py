@@ -88,7 +88,7 @@ class CqlTestServer(Coordinator):
                  users: dict[str, str] | None = None, cluster_name: str = "accessd-test",
                  datacenter: str = "dc1", rack: str = "rack1",
                  protocol_versions: tuple[int, ...] = (4, 5),
-                 replica_timeout: float = 0.2) -> None:
+                 replica_timeout: float = 0.2, down_detection: float = 0.3) -> None:
         dcs = [datacenter] * nodes if isinstance(nodes, int) else list(nodes)
         self.nodes = [Node(i, f"127.0.0.{i + 1}", dc, rack) for i, dc in enumerate(dcs)]
         self.host = self.nodes[0].address
@@ -97,6 +97,7 @@ class CqlTestServer(Coordinator):
         self.cluster_name = cluster_name
         self.protocol_versions = tuple(sorted(protocol_versions))
         self.replica_timeout = replica_timeout
+        self.down_detection = down_detection
         self.engine = Engine()
         self.requests: list[Request] = []
         self.protocol_attempts: list[int] = []   # first frame's version, per connection
@@ -183,13 +184,22 @@ class CqlTestServer(Coordinator):
                 prepared.clear()
 
     def stop_node(self, index: int) -> None:
-        """Node `index` goes down (its process ends): the other nodes tell their clients."""
+        """Node `index` goes down (its process ends): its connections close at once; the other
+        nodes tell their clients after `down_detection` seconds, as gossip's failure detector
+        does (seconds on a real cluster). A driver that still sees an open connection to the
+        node ignores a DOWN event, so an instant event would be dropped half the time."""
         node = self.nodes[index]
         node.state = DOWN
         self._close_listeners(node)
         with self._cond:
             self._prepared[index].clear()
-        self._push_status("DOWN", node)
+        timer = threading.Timer(self.down_detection, self._push_down_if_still_down, (node,))
+        timer.daemon = True
+        timer.start()
+
+    def _push_down_if_still_down(self, node: Node) -> None:
+        if node.state == DOWN:
+            self._push_status("DOWN", node)
 
     def start_node(self, index: int) -> None:
         node = self.nodes[index]
@@ -206,14 +216,25 @@ class CqlTestServer(Coordinator):
         self.nodes[index].state = UP
 
     def _push_status(self, change: str, about: Node) -> None:
-        body = w_string("STATUS_CHANGE") + w_string(change) + w_inet(about.address, self.port)
+        self._push("STATUS_CHANGE", change, about.address,
+                   w_inet(about.address, self.port), skip=about)
+
+    def _push_schema_change(self, change: str, target: str, keyspace: str,
+                            table: str | None) -> None:
+        """Every node tells its registered clients about a schema change (as gossip would)."""
+        self._push("SCHEMA_CHANGE", change, keyspace if table is None else f"{keyspace}.{table}",
+                   proto.schema_change_body(change, target, keyspace, table)[
+                       len(w_string(change)):])
+
+    def _push(self, kind: str, change: str, about: str, rest: bytes,
+              skip: Node | None = None) -> None:
+        body = w_string(kind) + w_string(change) + rest
         with self._state_lock:
             targets = [c for c in self._conns.values()
-                       if c.node is not about and c.node.state != DOWN
-                       and "STATUS_CHANGE" in c.events]
+                       if c.node is not skip and c.node.state != DOWN and kind in c.events]
         for c in targets:
             with self._cond:
-                self.events.append((c.node.index, "STATUS_CHANGE", change, about.address))
+                self.events.append((c.node.index, kind, change, about))
             try:
                 self._send(c, -1, EVENT, body)
             except OSError:
