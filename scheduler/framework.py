@@ -38,6 +38,7 @@ from pymesos import Scheduler
 
 from scheduler import backoff, reconcile, taskstate
 from scheduler.deployments import advance
+from scheduler.jobs.runner import JobRunner
 from scheduler.spec import AppSpec, format_time
 from scheduler.state import StateStore
 
@@ -134,6 +135,7 @@ class Worker:
         self.seen_generation = -1
         self.last_round = 0.0
         self.wake_at = float("inf")            # clock time the next backoff delay runs out
+        self.jobs = JobRunner(store, driver)   # Chronos-style jobs (scheduler.jobs)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.run, name="accessd-worker", daemon=True)
 
@@ -234,7 +236,7 @@ class Worker:
         self.reconcile_all()
 
     def reconcile_all(self) -> None:
-        tasks = self.store.list_tasks()
+        tasks = self.store.list_tasks() + self.jobs.active_runs()
         self.reconcile_tasks(tasks)
         self.driver.reconcileTasks([])  # implicit: the master tells us about tasks we forgot
         self.last_reconcile = time.monotonic()
@@ -255,6 +257,9 @@ class Worker:
     # -- status updates -------------------------------------------------------------------------
     def on_status(self, status: Doc) -> None:
         now = self.clock()
+        if self.jobs.on_status(status, now):  # a job run's update: stored, now acknowledged
+            self.driver.acknowledgeStatusUpdate(status)
+            return
         task_id = taskstate.status_task_id(status)
         state = taskstate.normalise_state(str(status.get("state", "")))
         doc = self.store.get_task(task_id)
@@ -335,11 +340,16 @@ class Worker:
         plan = self.make_plan(now)
         needs = {need.app.id: need for need in plan.launches}
         requests = [LaunchRequest(app=need.app, count=need.count) for need in plan.launches]
+        requests += self.jobs.launch_requests()
         result = place(offers, requests, self.store.list_tasks(), role=self.role)
         by_id = {o["id"]["value"]: o for o in offers}
         infos: dict[str, list[Doc]] = {}
         docs: dict[str, Doc] = {}
         for launch in result.launches:
+            if launch.app_id not in needs:  # a job run (scheduler.jobs), stored as staging
+                infos.setdefault(launch.offer_id, []).append(
+                    self.jobs.prepare_launch(launch, now))
+                continue
             need = needs[launch.app_id]
             task_id = new_task_id(launch.app_id)
             info = build_task_info(launch, need.app, task_id=task_id,
@@ -360,24 +370,27 @@ class Worker:
                 log.exception("ACCEPT of offer %s failed; forgetting its tasks", offer_id)
                 for info in task_infos:
                     self.store.delete_task(info["task_id"]["value"])
+                    self.jobs.launch_failed(info["task_id"]["value"])
                 continue
             # Marathon announces a launched task as TASK_STAGING (Mesos itself sends no update
             # for that state); the worker handles no update before this returns, so it comes
             # first in the log.
             for info in task_infos:
-                doc = docs[info["task_id"]["value"]]
+                doc = docs.get(info["task_id"]["value"])
+                if doc is None:  # a job run
+                    continue
                 self.store.append_event("status_update_event", taskstate.status_update_event(
                     doc, taskstate.STAGING, None))
         declines = [oid for oid in by_id if oid not in infos]
         if declines:
             self.driver.declineOffer([{"value": oid} for oid in declines],
                                      filters={"refuse_seconds": self.refuse_seconds})
-        self._note_waiting(result.unplaced, now)
         # What still waits after this round is known demand: only growth beyond it is news
         # worth a REVIVE (which would also clear the decline filters just set).
         placed: dict[str, int] = {}
         for launch in result.launches:
             placed[launch.app_id] = placed.get(launch.app_id, 0) + 1
+        self._note_waiting({k: v for k, v in result.unplaced.items() if k in needs}, now)
         self.last_demand = {app_id: need.count - placed.get(app_id, 0)
                             for app_id, need in needs.items()
                             if need.count > placed.get(app_id, 0)}
@@ -429,6 +442,8 @@ class Worker:
         if not self.subscribed:
             return
         now = self.clock()
+        if self.jobs.tick(now):  # new job runs wait for offers: plan (and REVIVE) this tick
+            self.dirty = True
         generation = self.store.desired_generation()
         mono = time.monotonic()
         if not (self.dirty or generation != self.seen_generation or now >= self.wake_at
@@ -505,6 +520,7 @@ class Worker:
 
     def _offers(self, plan: reconcile.Plan, now: float) -> None:
         demand = {need.app.id: need.count for need in plan.launches}
+        demand.update(self.jobs.demand())
         for app_id in demand:
             self.demand_since.setdefault(app_id, now)
         for app_id in list(self.demand_since):
