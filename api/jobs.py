@@ -78,6 +78,7 @@ class JobPost:
         self.kind = kind
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Add or replace a job (Chronos JSON); 204, or 400 naming every problem."""
         doc = read_object(req, self.ctx.max_body)
         now = time.time()
         try:
@@ -107,6 +108,7 @@ class JobsList:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Every job with its counters; `?status=true` adds `accessdStatus`."""
         store = self.ctx.store
         jobs = _jobs(store)
         statuses = store.list_job_status()
@@ -147,6 +149,7 @@ class JobsSearch:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Jobs whose name/command contain the terms: `?name=`, `?command=`, `?any=`, `?limit=` (10), `?offset=`."""
         name = (req.get_param("name") or "").lower()
         command = (req.get_param("command") or "").lower()
         anything = (req.get_param("any") or "").lower()
@@ -173,6 +176,7 @@ class JobResource:
         self.ctx = ctx
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        """Run the job now (204); the scheduler starts it within a round."""
         store = self.ctx.store
         if store.get_job(name) is None:
             raise _unknown(name)
@@ -180,6 +184,7 @@ class JobResource:
         resp.status = falcon.HTTP_204
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        """Delete the job (204); its children are rewired as Chronos does."""
         now = time.time()
 
         def change(docs: list[Doc]) -> tuple[list[Doc], list[str]]:
@@ -201,6 +206,7 @@ class TaskKill:
         self.ctx = ctx
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        """Kill every active run of the job (204)."""
         store = self.ctx.store
         if store.get_job(name) is None:
             raise _unknown(name)
@@ -213,6 +219,7 @@ class JobStat:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        """Duration histogram and run history of a job; `?runs=true` adds the runs."""
         store = self.ctx.store
         if store.get_job(name) is None:
             raise _unknown(name)
@@ -232,6 +239,7 @@ class StatsResource:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, stat_name: str) -> None:
+        """Jobs ranked by a duration statistic (seconds), slowest first."""
         store = self.ctx.store
         out = []
         if stat_name in stats.STAT_NAMES:  # Chronos answers an unknown name with []
@@ -247,6 +255,7 @@ class GraphCsv:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The dependency graph as CSV: node and link lines."""
         store = self.ctx.store
         specs = {n: j.spec for n, j in _jobs(store).items()}
         resp.content_type = falcon.MEDIA_TEXT
