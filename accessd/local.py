@@ -203,6 +203,15 @@ class LocalRun:
         self.prepare_data()
         self.deploy()
         self.wait_healthy(opts.timeout)
+        if opts.jobs_every > 0:  # the pipeline loop: ingest -> retrain -> new model versions
+            from accessd.local_jobs import add_pipeline_jobs
+
+            try:
+                for line in add_pipeline_jobs(self.http, self.api_url, self.store_url,
+                                              self.models_dir, opts.jobs_every):
+                    progress(line)
+            except RuntimeError as exc:
+                raise StepFailed(str(exc)) from None
 
     def _spawn(self, name: str, args: list[str]) -> Component:
         comp = Component(name, args, self.logs / f"{name}.log")
@@ -332,6 +341,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--data-dir", default="./.accessd")
     p.add_argument("--days", type=int, default=20, help="days of sample quotes to create")
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for all healthy")
+    p.add_argument("--jobs-every", type=int, default=30, metavar="SECONDS",
+                   help="run the pipeline jobs (ingest, then retrain) this often; 0: no jobs")
     return p.parse_args(argv)
 
 

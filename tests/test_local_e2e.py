@@ -51,13 +51,33 @@ def local_run(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("accessd-data")
     api_port, master_port = free_port(), free_port()
     proc = Proc([PYTHON, "-m", "accessd.cli", "local", "--api-port", str(api_port),
-                 "--master-port", str(master_port), "--data-dir", str(data_dir), "--days", "5"],
+                 "--master-port", str(master_port), "--data-dir", str(data_dir), "--days", "5",
+                 "--jobs-every", "5"],
                 cwd=REPO, env={"ACCESSD_DATA_DIR_MARK": str(data_dir)})
     try:
         ready = proc.wait_for_line(lambda line: line.startswith("ready api="), timeout=240)
         yield {"proc": proc, "api": ready.split("=", 1)[1], "data_dir": data_dir}
     finally:
         proc.stop(grace=30)
+
+
+def test_pipeline_jobs_retrain_and_the_service_serves_the_current_version(local_run):
+    api, data_dir = local_run["api"], local_run["data_dir"]
+    jobs = {j["name"]: j for j in requests.get(f"{api}/v1/scheduler/jobs", timeout=10).json()}
+    assert jobs["ingest-jpm"]["schedule"].endswith("/PT5S")
+    assert jobs["retrain-jpm"]["parents"] == ["ingest-jpm"]
+
+    def retrains() -> int:
+        listed = requests.get(f"{api}/v1/scheduler/jobs", timeout=10).json()
+        return {j["name"]: j for j in listed}["retrain-jpm"]["successCount"]
+
+    wait_until(lambda: retrains() >= 2, timeout=120, message="two successful retrains")
+    apps = {a["id"]: a for a in requests.get(f"{api}/v2/apps?embed=apps.tasks",
+                                             timeout=10).json()["apps"]}
+    pred = addresses(apps["/jpm/prediction"])[0]
+    current = (data_dir / "models" / "JPM" / "current").read_text().strip()
+    wait_until(lambda: requests.get(f"http://{pred}/predict/JPM", timeout=10).json()[
+        "modelVersion"] == current, timeout=10, message=f"the service to serve {current}")
 
 
 def test_ready_summary_lists_every_service(local_run):
