@@ -49,6 +49,7 @@ class OfferRound:
             infos.setdefault(launch.offer_id, []).append(info)
             log.info("launching task %s app=%s agent=%s ports=%s", task_id, launch.app_id,
                      launch.hostname, list(launch.ports))
+        self.jobs.store_launches()  # placed job runs, stored before any ACCEPT
         for offer_id, task_infos in infos.items():
             try:
                 self.driver.acceptOffers(

@@ -6,8 +6,9 @@ worker thread:
   (`plan.plan_round`), applies each decision in one store transaction, then sends kills;
   returns True when new runs wait for offers (the worker then REVIVEs);
 - `demand()`: the queued runs as placement demand keys (for REVIVE/SUPPRESS);
-- `launch_requests()` / `prepare_launch(launch, now)`: queued runs join the apps' placement;
-  a placed run is stored as `staging` (task id, agent) before the worker sends the ACCEPT;
+- `launch_requests()` / `prepare_launch(launch, now)` / `store_launches()`: queued runs join
+  the apps' placement; the placed runs are stored as `staging` (task id, agent), in one
+  transaction, before the worker sends any ACCEPT;
 - `on_status(status, now)`: True if the update was a job run's (stored before the worker
   acknowledges it); a failure with retries left stores the next attempt in the same write;
 - `active_runs()`: runs to reconcile on (re)subscription.
@@ -30,10 +31,16 @@ KILL_RETRY_SECONDS = 10.0
 PRUNE_EVERY_SECONDS = 60.0
 
 
-def load_jobs(docs: list[Doc]) -> dict[str, jobplan.Job]:
-    """Stored job documents as `plan.Job`s (an unparsable one is logged and left out)."""
+def load_jobs(docs: list[Doc], cache: dict[str, tuple[Doc, jobplan.Job]] | None = None
+              ) -> dict[str, jobplan.Job]:
+    """Stored job documents as `plan.Job`s (an unparsable one is logged and left out).
+    `cache` (name -> (document, job)) spares re-parsing documents that did not change."""
     jobs: dict[str, jobplan.Job] = {}
     for doc in docs:
+        hit = cache.get(doc.get("name", "")) if cache is not None else None
+        if hit is not None and hit[0] == doc:
+            jobs[hit[1].spec.name] = hit[1]
+            continue
         body = {k: v for k, v in doc.items() if k != "version"}
         try:
             spec = parse_job(body)
@@ -41,6 +48,11 @@ def load_jobs(docs: list[Doc]) -> dict[str, jobplan.Job]:
             log.error("stored job %s is invalid, not scheduled: %s", doc.get("name"), exc)
             continue
         jobs[spec.name] = jobplan.Job(spec, jobplan.epoch(doc.get("version")) or 0.0)
+        if cache is not None:
+            cache[spec.name] = (doc, jobs[spec.name])
+    if cache is not None:
+        for name in set(cache) - set(jobs):
+            del cache[name]
     return jobs
 
 
@@ -49,21 +61,25 @@ class JobRunner:
         self.store = store
         self.driver = driver
         self.jobs: dict[str, jobplan.Job] = {}
+        self.parsed: dict[str, tuple[Doc, jobplan.Job]] = {}
+        self.staged: list[Doc] = []
         self.queued: list[Doc] = []
         self.kill_sent: dict[str, float] = {}
         self.last_prune = 0.0
 
     # -- the round -------------------------------------------------------------------------------
     def tick(self, now: float) -> bool:
-        self.jobs = load_jobs(self.store.list_jobs())
+        self.jobs = load_jobs(self.store.list_jobs(), self.parsed)
         active = self.store.list_job_runs(active=True)
         result = jobplan.plan_round(self.jobs, self.store.list_job_status(), active,
                                     self.store.pending_job_actions(), now)
         for note in result.log:
             log.info("%s", note)
-        for record in result.records:  # stored before anything is launched or killed
-            self.store.record_jobs(statuses=record.statuses, runs=record.runs,
-                                   done_requests=record.done_requests)
+        if result.records:  # one transaction, stored before anything is launched or killed
+            self.store.record_jobs(
+                statuses=[s for r in result.records for s in r.statuses],
+                runs=[run for r in result.records for run in r.runs],
+                done_requests=[q for r in result.records for q in r.done_requests])
         for task_id in result.kills:
             self._kill(task_id)
         if result.records:
@@ -105,18 +121,24 @@ class JobRunner:
         return any(r["id"] == app_id for r in self.queued)
 
     def prepare_launch(self, launch: Any, now: float) -> Doc:
-        """Store the run as staging on its agent, then return its TaskInfo (the caller sends
-        the ACCEPT only after this returns)."""
+        """The run's TaskInfo; the run, now staging on its agent, is stored by
+        `store_launches()`, which the caller calls before sending any ACCEPT."""
         run = next(r for r in self.queued if r["id"] == launch.app_id)
         spec: JobSpec = self.jobs[run["job"]].spec
         staged = dict(run, state="staging", stagedAt=jobplan.iso(now), agentId=launch.agent_id,
                       host=launch.hostname)
-        self.store.record_jobs(runs=[staged])
+        self.staged.append(staged)
         self.queued = [r for r in self.queued if r["id"] != run["id"]]
         late = now - (jobplan.epoch(run["scheduledAt"]) or now)
         log.info("launching job %s run %s on %s (%.3fs after its time)", run["job"], run["id"],
                  launch.hostname, late)
         return task_info(launch, staged, spec)
+
+    def store_launches(self) -> None:
+        """Store the runs `prepare_launch` placed, in one transaction (before the ACCEPTs)."""
+        if self.staged:
+            staged, self.staged = self.staged, []
+            self.store.record_jobs(runs=staged)
 
     def launch_failed(self, task_id: str) -> None:
         """The ACCEPT did not go out: the run waits for the next offer."""
