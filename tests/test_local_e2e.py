@@ -9,6 +9,7 @@ process left (checked in the process table by the data directory every child run
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -131,6 +132,26 @@ def test_client_compare_reports_errors_and_writes_png(local_run, tmp_path):
     for metric in ("MAE", "RMSE", "MAPE"):
         assert metric in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_notebook_client_runs_against_the_local_run(local_run, tmp_path, monkeypatch):
+    """examples/notebooks/client.ipynb executed by a real kernel (nbclient) against the run."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("ACCESSD_API", local_run["api"])  # the kernel inherits it
+    nb = nbformat.read(REPO / "examples" / "notebooks" / "client.ipynb", as_version=4)
+    NotebookClient(nb, timeout=180, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                     for o in c.outputs if o.output_type == "stream")
+    assert "31 bars, first 2026-01-02T14:30:00.000Z" in text, text
+    assert "last quote 2026-" in text
+    assert re.search(r"model v\d+ predicts [\d.]+ after 2026-", text), text
+    assert re.search(r"model  MAE [\d.]+", text) and re.search(r"naive  MAE [\d.]+", text)
+    images = [o for c in nb.cells for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) == 1 and (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_clean_shutdown_leaves_no_process(local_run):
