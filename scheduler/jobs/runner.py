@@ -29,6 +29,7 @@ log = logging.getLogger("accessd.scheduler.jobs")
 Doc = dict[str, Any]
 KILL_RETRY_SECONDS = 10.0
 PRUNE_EVERY_SECONDS = 60.0
+STAGING_RECONCILE_SECONDS = 30.0  # ask the master about a run stuck in staging this long
 
 
 def load_jobs(docs: list[Doc], cache: dict[str, tuple[Doc, jobplan.Job]] | None = None
@@ -63,12 +64,29 @@ class JobRunner:
         self.jobs: dict[str, jobplan.Job] = {}
         self.parsed: dict[str, tuple[Doc, jobplan.Job]] = {}
         self.staged: list[Doc] = []
+        self.asked_about: set[str] = set()
+        # A store without job documents (another backend) leaves jobs off, apps unaffected.
+        self.enabled = all(hasattr(store, m) for m in ("list_jobs", "record_jobs",
+                                                       "list_job_runs"))
+        if not self.enabled:
+            log.warning("the state store keeps no job documents: jobs are off")
         self.queued: list[Doc] = []
         self.kill_sent: dict[str, float] = {}
         self.last_prune = 0.0
 
     # -- the round -------------------------------------------------------------------------------
     def tick(self, now: float) -> bool:
+        """The jobs' round; True when new runs wait for offers. An error is logged and the
+        round retried next tick: it must not cost the apps their round."""
+        if not self.enabled:
+            return False
+        try:
+            return self._tick(now)
+        except Exception:
+            log.exception("jobs round failed; retrying next tick")
+            return False
+
+    def _tick(self, now: float) -> bool:
         self.jobs = load_jobs(self.store.list_jobs(), self.parsed)
         active = self.store.list_job_runs(active=True)
         result = jobplan.plan_round(self.jobs, self.store.list_job_status(), active,
@@ -85,6 +103,11 @@ class JobRunner:
         if result.records:
             active = self.store.list_job_runs(active=True)
         self._retry_kills(active)
+        stuck = [r for r in active if r["state"] == "staging" and r["id"] not in self.asked_about
+                 and now - (jobplan.epoch(r.get("stagedAt")) or now) > STAGING_RECONCILE_SECONDS]
+        if stuck:  # once each: the answer (or its absence) is handled like any update
+            self.asked_about.update(r["id"] for r in stuck)
+            self.driver.reconcileTasks([{"task_id": {"value": r["id"]}} for r in stuck])
         before = {r["id"] for r in self.queued}
         self.queued = sorted((r for r in active if r["state"] == "queued"),
                              key=lambda r: (r["scheduledAt"], r["id"]))
@@ -109,11 +132,15 @@ class JobRunner:
 
     # -- offers ----------------------------------------------------------------------------------
     def demand(self) -> dict[str, int]:
+        if not self.enabled:
+            return {}
         return {"job:" + r["id"]: 1 for r in self.queued if r["job"] in self.jobs}
 
     def launch_requests(self) -> list[Any]:
         from scheduler.placement import LaunchRequest
 
+        if not self.enabled:
+            return []
         return [LaunchRequest(app=run_app(r, self.jobs[r["job"]].spec), count=1)
                 for r in self.queued if r["job"] in self.jobs]
 
@@ -149,7 +176,7 @@ class JobRunner:
     # -- status updates --------------------------------------------------------------------------
     def on_status(self, status: Doc, now: float) -> bool:
         task_id = ((status.get("task_id") or {}).get("value")) or ""
-        if not task_id.startswith("ct:"):
+        if not self.enabled or not task_id.startswith("ct:"):
             return False
         run = self.store.get_job_run(task_id)
         if run is None:
@@ -169,5 +196,7 @@ class JobRunner:
         return True
 
     def active_runs(self) -> list[Doc]:
+        if not self.enabled:
+            return []
         return [r for r in self.store.list_job_runs(active=True)
                 if r["state"] in ("staging", "running")]
