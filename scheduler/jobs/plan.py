@@ -280,8 +280,10 @@ def apply_task_status(run: Doc, job_status: Doc | None, spec: JobSpec | None,
         return StatusOutcome(run, None, None, f"run {run['id']} running")
     if state == "TASK_KILLING":
         return StatusOutcome(run, None, None, "")
+    unreachable = "unreachable_time" in update or "unreachable" in str(message or "").lower()
     if (state in NEVER_LAUNCHED_STATES and reason == "REASON_RECONCILIATION"
-            and run.get("startedAt") is None and not run.get("killRequested")):
+            and not unreachable and run.get("startedAt") is None
+            and not run.get("killRequested")):
         # The master never heard of it: the scheduler died between recording the launch and
         # the ACCEPT reaching the master. The slot is still owed: queue the same attempt.
         run.update(state="queued", stagedAt=None, agentId=None, host=None)

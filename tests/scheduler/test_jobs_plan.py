@@ -168,6 +168,11 @@ def test_a_run_the_master_never_heard_of_is_queued_again_not_lost():
     w.runs[run["id"]] = dict(run, state="staging")
     out = w.update(run["id"], "TASK_LOST", T0 + 1, reason="REASON_RECONCILIATION")
     assert out.run["state"] == "queued" and out.run["active"] and out.run["attempt"] == 0
+    # a task on an unreachable agent may still run: a failure (retried), never queued again
+    w.runs[run["id"]] = dict(out.run, state="staging")
+    out2 = w.update(run["id"], "TASK_LOST", T0 + 1, reason="REASON_RECONCILIATION",
+                    message="Reconciliation: Task is unreachable")
+    assert out2.run["state"] == "failed" and out2.retry["attempt"] == 1
     # once it had started, a loss is a failure (retried)
     w.runs[run["id"]] = dict(out.run, state="running", startedAt=iso(T0 + 2))
     out = w.update(run["id"], "TASK_LOST", T0 + 3, reason="REASON_RECONCILIATION")
