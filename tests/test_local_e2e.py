@@ -176,7 +176,10 @@ def test_second_start_reuses_data_and_model(local_run):
         proc.wait_for_line(lambda line: line.startswith("ready api="), timeout=240)
         out = proc.output()
         assert "reusing the JPM quotes" in out and "reusing the JPM model" in out
-        assert sorted(Path(data_dir, "models", "JPM").glob("v*")) == models
+        # nothing recreated; the stored pipeline jobs (ingest, retrain) may have published
+        # newer versions meanwhile: that is the loop working, not the start-up retraining
+        assert "training the JPM model" not in out
+        assert set(models) <= set(Path(data_dir, "models", "JPM").glob("v*"))
         proc.signal(signal.SIGINT)  # Ctrl-C, as `make run` is stopped: a clean stop, exit 0
         assert proc.popen.wait(30) == 0
     finally:
