@@ -35,7 +35,6 @@ from api.body import read_object
 from api.errors import ApiError, bad_request
 from scheduler.jobs import plan as jobplan
 from scheduler.jobs import stats
-from scheduler.jobs.runner import load_jobs
 from scheduler.jobs.spec import JobError, JobSpec, check_graph, job_json, parse_job
 from scheduler.jobs.sqlite_jobs import JobsChanged
 
@@ -52,7 +51,7 @@ def _stored(spec: JobSpec, version: str) -> Doc:
 
 
 def _jobs(store: Any) -> dict[str, jobplan.Job]:
-    return load_jobs(store.list_jobs())
+    return jobplan.load_jobs(store.list_jobs())
 
 
 def _write(store: Any, change) -> None:
@@ -87,7 +86,7 @@ class JobPost:
             raise ApiError(400, exc.message, exc.details) from None
 
         def change(docs: list[Doc]) -> tuple[list[Doc], list[str]]:
-            jobs = {j.spec.name: j.spec for j in load_jobs(docs).values()}
+            jobs = {j.spec.name: j.spec for j in jobplan.load_jobs(docs).values()}
             jobs[spec.name] = spec
             problems = check_graph(jobs, changed=spec.name)
             if problems:
@@ -188,7 +187,7 @@ class JobResource:
         now = time.time()
 
         def change(docs: list[Doc]) -> tuple[list[Doc], list[str]]:
-            jobs = {j.spec.name: j for j in load_jobs(docs).values()}
+            jobs = {j.spec.name: j for j in jobplan.load_jobs(docs).values()}
             if name not in jobs:
                 raise _unknown(name)
             specs = {n: j.spec for n, j in jobs.items()}

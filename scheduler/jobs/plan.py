@@ -32,6 +32,7 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,9 +40,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from scheduler.jobs.schedule import due
-from scheduler.jobs.spec import JobSpec
+from scheduler.jobs.spec import JobError, JobSpec, parse_job
 
 Doc = dict[str, Any]
+log = logging.getLogger("accessd.scheduler.jobs")
 
 ACTIVE_STATES = frozenset({"queued", "staging", "running"})
 SUCCESS_TASK_STATES = frozenset({"TASK_FINISHED"})
@@ -71,6 +73,31 @@ class Job:
 
     spec: JobSpec
     version: float
+
+
+def load_jobs(docs: list[Doc], cache: dict[str, tuple[Doc, Job]] | None = None
+              ) -> dict[str, Job]:
+    """Stored job documents as `plan.Job`s (an unparsable one is logged and left out).
+    `cache` (name -> (document, job)) spares re-parsing documents that did not change."""
+    jobs: dict[str, Job] = {}
+    for doc in docs:
+        hit = cache.get(doc.get("name", "")) if cache is not None else None
+        if hit is not None and hit[0] == doc:
+            jobs[hit[1].spec.name] = hit[1]
+            continue
+        body = {k: v for k, v in doc.items() if k != "version"}
+        try:
+            spec = parse_job(body)
+        except JobError as exc:
+            log.error("stored job %s is invalid, not scheduled: %s", doc.get("name"), exc)
+            continue
+        jobs[spec.name] = Job(spec, epoch(doc.get("version")) or 0.0)
+        if cache is not None:
+            cache[spec.name] = (doc, jobs[spec.name])
+    if cache is not None:
+        for name in set(cache) - set(jobs):
+            del cache[name]
+    return jobs
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ import time
 from typing import Any
 
 from scheduler.jobs import plan as jobplan
-from scheduler.jobs.spec import JobError, JobSpec, parse_job
+from scheduler.jobs.plan import load_jobs
+from scheduler.jobs.spec import JobSpec
 from scheduler.jobs.tasks import run_app, task_info
 
 log = logging.getLogger("accessd.scheduler.jobs")
@@ -30,31 +31,6 @@ Doc = dict[str, Any]
 KILL_RETRY_SECONDS = 10.0
 PRUNE_EVERY_SECONDS = 60.0
 STAGING_RECONCILE_SECONDS = 30.0  # ask the master about a run stuck in staging this long
-
-
-def load_jobs(docs: list[Doc], cache: dict[str, tuple[Doc, jobplan.Job]] | None = None
-              ) -> dict[str, jobplan.Job]:
-    """Stored job documents as `plan.Job`s (an unparsable one is logged and left out).
-    `cache` (name -> (document, job)) spares re-parsing documents that did not change."""
-    jobs: dict[str, jobplan.Job] = {}
-    for doc in docs:
-        hit = cache.get(doc.get("name", "")) if cache is not None else None
-        if hit is not None and hit[0] == doc:
-            jobs[hit[1].spec.name] = hit[1]
-            continue
-        body = {k: v for k, v in doc.items() if k != "version"}
-        try:
-            spec = parse_job(body)
-        except JobError as exc:
-            log.error("stored job %s is invalid, not scheduled: %s", doc.get("name"), exc)
-            continue
-        jobs[spec.name] = jobplan.Job(spec, jobplan.epoch(doc.get("version")) or 0.0)
-        if cache is not None:
-            cache[spec.name] = (doc, jobs[spec.name])
-    if cache is not None:
-        for name in set(cache) - set(jobs):
-            del cache[name]
-    return jobs
 
 
 class JobRunner:
