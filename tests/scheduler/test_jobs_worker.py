@@ -98,3 +98,48 @@ def test_a_store_without_job_documents_leaves_jobs_off(tmp_path):
     worker.handle("offers", ([make_offer()],))
     assert [c[0] for c in driver.calls].count("accept") == 1
     real.close()
+
+
+class Crash(BaseException):
+    """The scheduler process dying (kill -9) at this point: nothing after it runs."""
+
+
+def test_a_crash_between_recording_and_accept_launches_the_slot_once_after_restart(env):  # noqa: F811
+    store, _, _ = env
+    add_job(store)
+    first = JobDriver(store)
+    worker = subscribed(store, first)
+    worker.tick()
+
+    def dies(*a, **k):
+        raise Crash()
+
+    first.acceptOffers = dies
+    try:
+        worker.handle("offers", ([make_offer()],))
+    except Crash:
+        pass
+    (run,) = store.list_job_runs("j")
+    assert run["state"] == "staging"         # stored, but the ACCEPT never left
+
+    second = JobDriver(store)                 # the restarted scheduler, same store
+    restarted = subscribed_keeping(store, second)
+    assert ("reconcile", [run["id"]]) in second.calls
+    restarted.handle("status", (status(run["id"], "TASK_LOST", reason="REASON_RECONCILIATION",
+                                       message="Reconciliation: Task is unknown"),))
+    assert store.get_job_run(run["id"])["state"] == "queued"
+    restarted.tick()
+    assert len(store.list_job_runs("j")) == 1  # the slot is not recorded a second time
+    restarted.handle("offers", ([make_offer()],))
+    accepts = [c for c in second.calls if c[0] == "accept"]
+    assert accepts == [("accept", [run["id"]], {run["id"]: "staging"})]
+    restarted.tick()
+    restarted.handle("offers", ([make_offer()],))
+    assert [c for c in second.calls if c[0] == "accept"] == accepts  # once
+
+
+def subscribed_keeping(store, driver):
+    """A new worker subscribing; the driver's calls kept (the reconciliation is checked)."""
+    worker = Worker(store, driver, queue.Queue(), clock=lambda: NOW)
+    worker.handle("subscribed", ("F1", {"hostname": "m", "port": 5050}))
+    return worker
