@@ -107,6 +107,9 @@ class Record:
     statuses: tuple[Doc, ...] = ()
     runs: tuple[Doc, ...] = ()
     done_requests: tuple[int, ...] = ()
+    # the status documents this was computed from (name -> document | None): the write must
+    # find exactly these, or another scheduler got there first
+    expect: tuple[tuple[str, Doc | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -254,7 +257,8 @@ def plan_round(jobs: Mapping[str, Job], statuses: Mapping[str, Doc],
             if runs and runs[-1]["state"] == "queued":
                 status = dict(status, lastRunState="queued")
             records.append(Record(statuses=(status,), runs=tuple(runs),
-                                  done_requests=tuple(done)))
+                                  done_requests=tuple(done),
+                                  expect=((name, statuses.get(name)),)))
 
     for name, runs in sorted(by_job.items()):
         if name in jobs:

@@ -23,6 +23,7 @@ from typing import Any
 from scheduler.jobs import plan as jobplan
 from scheduler.jobs.plan import load_jobs
 from scheduler.jobs.spec import JobSpec
+from scheduler.jobs.sqlite_jobs import JobsChanged
 from scheduler.jobs.tasks import run_app, task_info
 
 log = logging.getLogger("accessd.scheduler.jobs")
@@ -70,10 +71,16 @@ class JobRunner:
         for note in result.log:
             log.info("%s", note)
         if result.records:  # one transaction, stored before anything is launched or killed
-            self.store.record_jobs(
-                statuses=[s for r in result.records for s in r.statuses],
-                runs=[run for r in result.records for run in r.runs],
-                done_requests=[q for r in result.records for q in r.done_requests])
+            try:
+                self.store.record_jobs(
+                    statuses=[s for r in result.records for s in r.statuses],
+                    runs=[run for r in result.records for run in r.runs],
+                    done_requests=[q for r in result.records for q in r.done_requests],
+                    expect_statuses=dict(e for r in result.records for e in r.expect))
+            except JobsChanged:
+                log.warning("the job statuses changed under this round (another scheduler?); "
+                            "planning again next tick")
+                return False
         for task_id in result.kills:
             self._kill(task_id)
         if result.records:

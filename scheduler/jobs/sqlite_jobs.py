@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from scheduler.state import StateError
@@ -122,10 +122,18 @@ class SQLiteJobDocuments:
         return {n: json.loads(d) for n, d in rows}
 
     def record_jobs(self, *, statuses: Iterable[Doc] = (), runs: Iterable[Doc] = (),
-                    done_requests: Iterable[int] = ()) -> None:
+                    done_requests: Iterable[int] = (),
+                    expect_statuses: Mapping[str, Doc | None] | None = None) -> None:
         """One transaction: upsert status documents (keyed by `name`) and run documents (keyed
-        by `id`; `job` and `active` read from the document), and consume requests by `seq`."""
+        by `id`; `job` and `active` read from the document), and consume requests by `seq`.
+        With `expect_statuses` (name -> the status document the write was computed from, None
+        for none), any other stored document raises JobsChanged and nothing is written: two
+        schedulers planning from the same snapshot (a leader change) cannot both record."""
         with self._write() as c:
+            for name, expected in (expect_statuses or {}).items():
+                row = c.execute("SELECT doc FROM job_status WHERE name=?", (name,)).fetchone()
+                if (json.loads(row[0]) if row else None) != expected:
+                    raise JobsChanged()
             for status in statuses:
                 c.execute("INSERT OR REPLACE INTO job_status (name, doc) VALUES (?, ?)",
                           (status["name"], _dumps(status)))

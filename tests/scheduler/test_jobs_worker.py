@@ -143,3 +143,21 @@ def subscribed_keeping(store, driver):
     worker = Worker(store, driver, queue.Queue(), clock=lambda: NOW)
     worker.handle("subscribed", ("F1", {"hostname": "m", "port": 5050}))
     return worker
+
+
+def test_two_schedulers_planning_from_one_snapshot_record_a_slot_once(env, monkeypatch):  # noqa: F811
+    """A leader change can leave two schedulers planning at once on one store: the status
+    each round was computed from must still be the stored one, or that round records nothing."""
+    from scheduler.jobs.runner import JobRunner
+
+    store, _, _ = env
+    add_job(store)
+    snapshot = store.list_job_status()           # both plan from this (nothing yet)
+    a, b = JobRunner(store, JobDriver(store)), JobRunner(store, JobDriver(store))
+    assert a.tick(NOW) is True                   # A records the slot
+    monkeypatch.setattr(store, "list_job_status", lambda: snapshot)
+    assert b.tick(NOW) is False                  # B's write finds A's status: refused
+    monkeypatch.undo()
+    assert len(store.list_job_runs("j")) == 1
+    b.tick(NOW + 0.25)                           # B plans again from the store: no new slot
+    assert len(store.list_job_runs("j")) == 1
