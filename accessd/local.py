@@ -355,7 +355,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--days", type=int, default=20, help="days of sample quotes to create")
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for all healthy")
     p.add_argument("--jobs-every", type=int, default=30, metavar="SECONDS",
-                   help="run the pipeline jobs (ingest, then retrain) this often; 0: no jobs")
+                   help="add the pipeline jobs (ingest this often, then retrain); 0: add none "
+                        "(jobs already in the state file keep running)")
     return p.parse_args(argv)
 
 
