@@ -51,7 +51,11 @@ KILLED_TASK_STATES = frozenset({"TASK_KILLED"})
 FAILED_TASK_STATES = frozenset({"TASK_FAILED", "TASK_ERROR", "TASK_LOST", "TASK_DROPPED",
                                 "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_UNREACHABLE",
                                 "TASK_UNKNOWN"})
-NEVER_LAUNCHED_STATES = frozenset({"TASK_LOST", "TASK_UNKNOWN", "TASK_DROPPED", "TASK_GONE"})
+# Reconciliation answers that mean "this task does not run anywhere": TASK_GONE (partition-
+# aware: the agent is registered and does not have it), TASK_LOST (not partition-aware), and
+# TASK_DROPPED. TASK_UNKNOWN (the master does not know the agent) and TASK_UNREACHABLE may
+# still run: a failure (retried, as Chronos and Marathon's default do), never "not launched".
+NEVER_LAUNCHED_STATES = frozenset({"TASK_LOST", "TASK_DROPPED", "TASK_GONE"})
 HISTORY_KEPT = 100
 _EXIT_RE = re.compile(r"(?:exited with status|exit status|exit code)\D*(-?\d+)", re.I)
 

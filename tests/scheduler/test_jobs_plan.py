@@ -168,6 +168,16 @@ def test_a_run_the_master_never_heard_of_is_queued_again_not_lost():
     w.runs[run["id"]] = dict(run, state="staging")
     out = w.update(run["id"], "TASK_LOST", T0 + 1, reason="REASON_RECONCILIATION")
     assert out.run["state"] == "queued" and out.run["active"] and out.run["attempt"] == 0
+    # partition-aware: TASK_GONE (the agent does not have it) is "never launched" too
+    w.runs[run["id"]] = dict(out.run, state="staging")
+    gone = w.update(run["id"], "TASK_GONE", T0 + 1, reason="REASON_RECONCILIATION",
+                    message="Reconciliation: Task is unknown to the agent")
+    assert gone.run["state"] == "queued" and gone.retry is None
+    # TASK_UNKNOWN (agent unknown to the master) may still run: a failure, retried
+    w.runs[run["id"]] = dict(gone.run, state="staging")
+    unknown = w.update(run["id"], "TASK_UNKNOWN", T0 + 1, reason="REASON_RECONCILIATION",
+                       message="Reconciliation: Task is unknown")
+    assert unknown.run["state"] == "failed" and unknown.retry["attempt"] == 1
     # a task on an unreachable agent may still run: a failure (retried), never queued again
     w.runs[run["id"]] = dict(out.run, state="staging")
     out2 = w.update(run["id"], "TASK_LOST", T0 + 1, reason="REASON_RECONCILIATION",
