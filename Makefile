@@ -30,6 +30,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/services.py
 	$(PY) bench/startup.py
 	$(PY) bench/failover.py
+	$(PY) bench/jobs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

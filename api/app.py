@@ -24,6 +24,7 @@ from api.cache import ChangeToken, SQLiteChangeToken, ViewCache
 from api.deployments import Deployment, Deployments
 from api.events import Events
 from api.info import Index, Info, Ping, Static, version
+from api.jobs import routes as job_routes
 from api.leadership import LeaderResource, Leadership, LeadershipMiddleware
 from api.metrics import Metrics, MetricsMiddleware, MetricsResource
 from api.openapi import OpenApi
@@ -137,6 +138,7 @@ def create_app(config: ApiConfig, store: StateStore,
         ("/", Index()),
         ("/static/{name}", Static()),
     ]
+    routes += job_routes(ctx)  # Chronos's /v1/scheduler API (api.jobs)
     for template, resource in routes:
         app.add_route(template, resource)
     return app
