@@ -86,8 +86,9 @@ class Accessd:
         return self._ok(requests.delete(f"{self.api}/v2/apps{app_id}/tasks/{task_id}",
                                         params={"scale": str(scale).lower()}, timeout=30))
 
-    def delete(self, app_id: str) -> str:
+    def delete(self, app_id: str, force: bool = False) -> str:
         return self._ok(requests.delete(f"{self.api}/v2/apps{app_id}",
+                                        params={"force": "true"} if force else None,
                                         timeout=30))["deploymentId"]
 
     def app(self, app_id: str) -> dict[str, Any]:

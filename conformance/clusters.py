@@ -33,9 +33,11 @@ from tests.support import Proc, free_port, wait_until
 
 AGENT_RESOURCES = "cpus:4;mem:4096;disk:10000;ports:[31000-31999]"
 ATTRIBUTES = "rack:r1;zone:a"
-# The master's agent health checks: an agent silent for PING_TIMEOUT x MAX_PINGS is unreachable.
+# The master's agent health checks: an agent silent for PING_TIMEOUT x MAX_PINGS (15 s; Mesos
+# defaults to 75 s) is unreachable. Longer than the agent restart scenario's outage, which must
+# stay a restart, not a partition.
 PING_TIMEOUT_SECS = 1
-MAX_PINGS = 5
+MAX_PINGS = 15
 
 
 class MissingControl(Exception):
@@ -70,10 +72,15 @@ class Cluster:
     def agent_ids(self) -> list[str]:
         return [s["id"] for s in self.state().get("slaves", []) if s.get("active", True)]
 
+    def log(self, lines: int = 40) -> str:
+        return ""
+
     def fail_over_master(self) -> None:
         raise NotImplementedError
 
-    def restart_agent(self) -> None:
+    def restart_agent(self, down_seconds: float) -> None:
+        """Stop the agent as a crash does, keep it down `down_seconds`, start it again on
+        its checkpointed state: its executors and tasks live on meanwhile."""
         raise NotImplementedError
 
     def partition_agent(self) -> None:
@@ -141,12 +148,13 @@ class RealMesos(Cluster):
         self.master_proc.popen.wait(10)
         self.start_master()
 
-    def restart_agent(self) -> None:
+    def restart_agent(self, down_seconds: float) -> None:
         """kill -9 the agent (its executors live on, in sessions of their own) and start it
         again on the same work dir, as an agent upgrade does."""
         assert self.agent_proc is not None
         os.kill(self.agent_proc.pid, signal.SIGKILL)
         self.agent_proc.popen.wait(10)
+        time.sleep(down_seconds)  # the outage itself, the scenario's input
         self.start_agent()
 
     def partition_agent(self) -> None:
@@ -164,7 +172,7 @@ class RealMesos(Cluster):
         except (urllib.error.URLError, OSError):
             pass
 
-    def log(self, lines: int = 60) -> str:
+    def log(self, lines: int = 40) -> str:
         return "\n".join(f"--- {p.args[0]}\n{chr(10).join(p.lines[-lines:])}" for p in self.logs)
 
     def stop(self) -> None:
@@ -202,8 +210,9 @@ class LocalMesosCluster(Cluster):
     def _agent(self) -> str:
         return self.lm.agents()[0]["id"]
 
-    def restart_agent(self) -> None:
-        self._control(f"/_localmesos/agents/{self._agent()}/restart", "issue 18")
+    def restart_agent(self, down_seconds: float) -> None:
+        self._control(f"/_localmesos/agents/{self._agent()}/restart?down={down_seconds}",
+                      "issue 18")
 
     def partition_agent(self) -> None:
         self._control(f"/_localmesos/agents/{self._agent()}/partition", "issue 18")
@@ -211,7 +220,7 @@ class LocalMesosCluster(Cluster):
     def heal_agent(self) -> None:
         self._control(f"/_localmesos/agents/{self._agent()}/heal", "issue 18")
 
-    def log(self, lines: int = 60) -> str:
+    def log(self, lines: int = 40) -> str:
         return "\n".join(self.lm.proc.lines[-lines:])
 
     def stop(self) -> None:

@@ -96,6 +96,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 _results: dict[tuple[str, str], tuple[str, float, str]] = {}
+_notes: list[str] = []  # what scenarios measured (record_property("note", ...))
 _order: list[str] = []
 _lane_started = time.monotonic()
 
@@ -115,6 +116,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     if scenario not in _order:
         _order.append(scenario)
+    for name, value in report.user_properties:
+        if name == "note":
+            _notes.append(f"  {scenario} on {LABELS.get(cluster, cluster)}: {value}")
     if hasattr(report, "wasxfail"):
         outcome = "XPASS" if report.passed else "xfail"
         why = report.wasxfail
@@ -132,7 +136,15 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call):
     outcome = yield
-    outcome.get_result()._conformance_key = (scenario_name(item), cluster_of(item))
+    report = outcome.get_result()
+    report._conformance_key = (scenario_name(item), cluster_of(item))
+    if report.failed and call.when == "call":
+        # what the processes said, for a failure on a cluster one cannot step into afterwards
+        run = item.funcargs.get("accessd")
+        if run is not None:
+            report.sections.append(("scheduler log (last 80 lines)",
+                                    "\n".join(run.scheduler_logs().splitlines()[-80:])))
+            report.sections.append((f"{run.cluster.label} log", run.cluster.log()))
 
 
 def format_table() -> str:
@@ -158,6 +170,8 @@ def format_table() -> str:
                  + "  ".join(f"{totals[c]:6.1f}s {'':<14}" for c in CLUSTERS))
     if notes:
         lines += ["", "differences and failures, by name:", *notes]
+    if _notes:
+        lines += ["", "measured:", *_notes]
     lines.append(f"\nlane (pytest) wall time: {time.monotonic() - _lane_started:.1f}s")
     return "\n".join(lines)
 

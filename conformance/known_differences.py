@@ -9,7 +9,28 @@ entry). An unlisted failure fails the lane.
 
 from __future__ import annotations
 
-KNOWN: dict[tuple[str, str], str] = {}
+AGENT_RESTART = (
+    "issue 18 (1): after an agent restart accessd's executors re-subscribe with pymesos's "
+    "backoff (2, 4, 8 s...), past the agent's 2 s --executor_reregistration_timeout: the agent "
+    "kills them, TASK_LOST 'Executor did not reregister within 2secs', all replaced")
+PARTITION = (
+    "issue 14: the app spec refuses unreachableStrategy (422); issue 18 (3): accessd is not "
+    "PARTITION_AWARE (TASK_LOST at the ping timeout, tasks replaced, originals killed as unknown "
+    "when the agent returns)")
+
+KNOWN: dict[tuple[str, str], str] = {
+    ("test_deploy_with_health_check[cmd-TCP]", "mesos"): (
+        "the Mesos tarball has no libexec/mesos/mesos-tcp-connect, through which the command "
+        "executor runs TCP checks: every check fails 'TCP connection failed' (a gap of the "
+        "build, not of accessd; localmesos passes as a full Mesos would)"),
+    ("test_agent_restart_keeps_executors", "mesos"): AGENT_RESTART,
+    ("test_agent_restart_keeps_executors", "localmesos"): (
+        "issue 18 (1): localmesos has no agent restart that keeps executors "
+        "(POST /_localmesos/agents/<id>/restart), so it cannot show the 2 s window"),
+    ("test_agent_partition_with_unreachable_strategy", "mesos"): PARTITION,
+    ("test_agent_partition_with_unreachable_strategy", "localmesos"): (
+        PARTITION + "; localmesos has no agent partition control (issue 18)"),
+}
 
 
 def known(scenario: str, cluster: str) -> str | None:

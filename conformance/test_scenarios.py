@@ -54,7 +54,8 @@ def ids(tasks: list[dict]) -> set[str]:
 
 
 def deleted(accessd: Accessd, app_id: str) -> None:
-    accessd.wait_deployed(accessd.delete(app_id))
+    """Delete the app (forced: it may be mid-deployment) and wait for its tasks to end."""
+    accessd.wait_deployed(accessd.delete(app_id, force=True))
     prefix = app_id.lstrip("/").replace("/", "_") + "."
     wait_until(lambda: not accessd.cluster_tasks(prefix, ("TASK_STAGING", "TASK_STARTING",
                                                           "TASK_RUNNING", "TASK_KILLING")),
@@ -69,14 +70,16 @@ def test_deploy_with_health_check(accessd: Accessd, kind: str, protocol: str) ->
     app_id = f"/conf/health-{kind}-{protocol.lower()}"
     app = served_app(accessd, app_id, 2, protocol, executor="//cmd" if kind == "cmd" else "")
     deployment = accessd.deploy(app)
-    tasks = accessd.wait_ready(app_id, 2)
-    accessd.wait_deployed(deployment)
-    assert all(t["healthy"] is True for t in tasks)
-    # healthy is a verdict that stays: no task is killed or replaced for a while
-    watch(3, lambda: ids(accessd.ready_tasks(app_id)) == ids(tasks) or pytest.fail(
-        f"{app_id}: tasks changed after becoming healthy: {accessd.tasks(app_id)}"))
-    assert accessd.cluster_tasks(app_id.lstrip("/").replace("/", "_") + ".") == ids(tasks)
-    deleted(accessd, app_id)
+    try:
+        tasks = accessd.wait_ready(app_id, 2)
+        accessd.wait_deployed(deployment)
+        assert all(t["healthy"] is True for t in tasks)
+        # healthy is a verdict that stays: no task is killed or replaced for a while
+        watch(3, lambda: ids(accessd.ready_tasks(app_id)) == ids(tasks) or pytest.fail(
+            f"{app_id}: tasks changed after becoming healthy: {accessd.tasks(app_id)}"))
+        assert accessd.cluster_tasks(app_id.lstrip("/").replace("/", "_") + ".") == ids(tasks)
+    finally:
+        deleted(accessd, app_id)
 
 
 # -- scale, kill with scale, rolling restart, unhealthy replacement -------------------------------
@@ -145,6 +148,7 @@ def test_unhealthy_task_is_replaced(accessd: Accessd) -> None:
 
 # -- faults: the "steady" apps must come through each with the same tasks --------------------------
 
+AGENT_DOWN_SECONDS = 6
 STEADY = ("/conf/steady-exec", "/conf/steady-cmd")
 
 
@@ -186,13 +190,17 @@ def test_scheduler_kill9_and_restart(accessd: Accessd) -> None:
     assert_same_tasks(accessd, before)
 
 
-def test_master_failover_through_zookeeper(accessd: Accessd, cluster: Cluster) -> None:
+def test_master_failover_through_zookeeper(accessd: Accessd, cluster: Cluster,
+                                           record_property) -> None:
     before = steady_tasks(accessd)
     seen = len(registrations(accessd))
     lines = len(accessd.sched.lines)
+    started = time.monotonic()
     cluster.fail_over_master()
     wait_until(lambda: len(registrations(accessd)) > seen, timeout=90,
                message="the scheduler re-registered through ZooKeeper")
+    record_property("note", f"master killed -> scheduler re-registered in "
+                            f"{time.monotonic() - started:.1f}s")
     assert all(f"registered framework_id={accessd.framework_id} " in line
                for line in registrations(accessd)[seen:])
     wait_for_leader(cluster)
@@ -200,11 +208,13 @@ def test_master_failover_through_zookeeper(accessd: Accessd, cluster: Cluster) -
     accessd.failover_log = accessd.sched.lines[lines:]
 
 
-def test_master_failover_without_request_storm(accessd: Accessd) -> None:
+def test_master_failover_without_request_storm(accessd: Accessd, record_property) -> None:
     log = getattr(accessd, "failover_log", None)
     assert log is not None, "no master failover was observed (previous scenario failed early)"
     redirects = [line for line in log if "redirect" in line.lower()]
     tracebacks = [line for line in log if "Traceback" in line]
+    record_property("note", f"{len(log)} scheduler log lines during the failover, "
+                            f"{len(redirects)} redirects, {len(tracebacks)} tracebacks")
     # A bounded, backed-off retry: a handful of redirects, not hundreds; no traceback.
     assert len(redirects) <= 20, f"{len(redirects)} redirect lines, e.g. {redirects[:3]}"
     assert not tracebacks, "\n".join(log[-40:])
@@ -212,7 +222,9 @@ def test_master_failover_without_request_storm(accessd: Accessd) -> None:
 
 def test_agent_restart_keeps_executors(accessd: Accessd, cluster: Cluster) -> None:
     before = steady_tasks(accessd)
-    cluster.restart_agent()
+    # Down for AGENT_DOWN_SECONDS, as in an agent upgrade: long enough for an executor's
+    # reconnect backoff to grow past the agent's 2 s re-registration window.
+    cluster.restart_agent(down_seconds=AGENT_DOWN_SECONDS)
     wait_for_leader(cluster)
     # Past the executors' re-registration window (2 s): the same tasks, none lost or replaced.
     assert_same_tasks(accessd, before, seconds=6)
@@ -229,7 +241,7 @@ def test_agent_partition_with_unreachable_strategy(accessd: Accessd, cluster: Cl
     before = ids(accessd.wait_ready(app_id, 2))
     cluster.partition_agent()
     try:
-        # unreachable after the master's ping timeouts (here 1 s x 5)
+        # unreachable after the master's ping timeouts (here 1 s x 15)
         wait_until(lambda: cluster.state().get("activated_slaves") == 0,
                    timeout=PING_TIMEOUT_SECS * MAX_PINGS + 30,
                    message="the agent marked unreachable")
@@ -251,7 +263,7 @@ def test_agent_partition_with_unreachable_strategy(accessd: Accessd, cluster: Cl
 
 def test_delete_leaves_no_process(accessd: Accessd, cluster: Cluster) -> None:
     for app_id in accessd.app_ids():
-        accessd.delete(app_id)
+        accessd.delete(app_id, force=True)  # one may be mid-deployment after a failure
     wait_until(lambda: not accessd.app_ids(), timeout=60, message="every app deleted")
     wait_until(lambda: not accessd.cluster_tasks("", ("TASK_STAGING", "TASK_STARTING",
                                                       "TASK_RUNNING", "TASK_KILLING")),
