@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from conformance.clusters import Cluster
@@ -62,6 +63,9 @@ class Accessd:
         if self.api_proc is not None:
             self.api_proc.stop()
         self.store.close()
+        # kept with the run's work dirs (tools/conformance.sh keeps them when the lane fails)
+        for n, proc in enumerate(self.schedulers, 1):
+            (self.work / f"scheduler-{n}.log").write_text("\n".join(proc.lines) + "\n")
 
     # -- the control API ---------------------------------------------------------------------
 
@@ -114,10 +118,17 @@ class Accessd:
         wait_until(lambda: deployment_id not in self.deployment_ids(), timeout=timeout,
                    interval=0.2, message=f"deployment {deployment_id} to finish")
 
-    def wait_ready(self, app_id: str, count: int, timeout: float = 90.0) -> list[dict]:
-        """Exactly `count` tasks, all running (and healthy when checked); returns them."""
+    def wait_ready(self, app_id: str, count: int, timeout: float = 90.0,
+                   fail_on_task_failure: bool = False) -> list[dict]:
+        """Exactly `count` tasks, all running (and healthy when checked); returns them. With
+        `fail_on_task_failure`, a task failure of the app (its `lastTaskFailure`) ends the wait."""
         def ready() -> list[dict] | None:
-            tasks = self.tasks(app_id)
+            app = self.app(app_id)
+            if fail_on_task_failure and app.get("lastTaskFailure"):
+                failure = app["lastTaskFailure"]
+                pytest.fail(f"{app_id}: task failed before all were ready: "
+                            f"{failure.get('state')} {failure.get('message')}")
+            tasks = app["tasks"]
             good = self.ready_tasks(app_id)
             return good if len(good) == count == len(tasks) else None
         return wait_until(ready, timeout=timeout, interval=0.2,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +30,7 @@ from typing import Any
 from localmesos.portblocks import PortBlocks
 from localmesos.resources import format_ranges, parse_spec
 from tests.fixtures_mesos import start_localmesos
-from tests.support import Proc, free_port, wait_until
+from tests.support import PYTHON, REPO, Proc, free_port, wait_until
 
 AGENT_RESOURCES = "cpus:4;mem:4096;disk:10000;ports:[31000-31999]"
 ATTRIBUTES = "rack:r1;zone:a"
@@ -182,6 +183,9 @@ class RealMesos(Cluster):
             if proc is not None:
                 proc.signal(signal.SIGCONT)
                 proc.stop()
+        for n, proc in enumerate(self.logs, 1):
+            (self.work / f"{n}-{Path(proc.args[0]).name}.log").write_text(
+                "\n".join(proc.lines) + "\n")
 
 
 class LocalMesosCluster(Cluster):
@@ -191,9 +195,12 @@ class LocalMesosCluster(Cluster):
     def __init__(self, work: Path, zk_url: str) -> None:
         self.work = work
         self.master = zk_url
-        self.lm = start_localmesos(
-            work, agents=1, resources=AGENT_RESOURCES, attributes=ATTRIBUTES,
-            extra_args=("--zk", zk_url, "--status-update-retry", "1"))
+        extra = ["--zk", zk_url, "--status-update-retry", "1"]
+        if "--max-agent-ping-timeouts" in localmesos_options():  # the real master's budget
+            extra += ["--agent-ping-timeout", str(PING_TIMEOUT_SECS),
+                      "--max-agent-ping-timeouts", str(MAX_PINGS)]
+        self.lm = start_localmesos(work, agents=1, resources=AGENT_RESOURCES,
+                                   attributes=ATTRIBUTES, extra_args=extra)
         self.master_url = self.lm.url
 
     def _control(self, path: str, issue: str) -> Any:
@@ -211,20 +218,28 @@ class LocalMesosCluster(Cluster):
         return self.lm.agents()[0]["id"]
 
     def restart_agent(self, down_seconds: float) -> None:
-        self._control(f"/_localmesos/agents/{self._agent()}/restart?down={down_seconds}",
-                      "issue 18")
+        self._control(f"/_localmesos/agents/{self._agent()}/restart?keep_executors=true"
+                      f"&down_seconds={down_seconds}", "issue 18")
 
     def partition_agent(self) -> None:
-        self._control(f"/_localmesos/agents/{self._agent()}/partition", "issue 18")
+        """The agent stops answering (as a SIGSTOPped one) while its executors run on."""
+        self._control(f"/_localmesos/agents/{self._agent()}/stop?keep_executors=true",
+                      "issue 18")
 
     def heal_agent(self) -> None:
-        self._control(f"/_localmesos/agents/{self._agent()}/heal", "issue 18")
+        self._control(f"/_localmesos/agents/{self._agent()}/start", "issue 18")
 
     def log(self, lines: int = 40) -> str:
         return "\n".join(self.lm.proc.lines[-lines:])
 
     def stop(self) -> None:
         self.lm.stop()
+
+
+def localmesos_options() -> str:
+    """`python -m localmesos --help`: which flags this localmesos has."""
+    return subprocess.run([PYTHON, "-m", "localmesos", "--help"], capture_output=True,
+                          text=True, cwd=REPO, timeout=60).stdout
 
 
 def wait_for_leader(cluster: Cluster, timeout: float = 60.0) -> None:

@@ -18,11 +18,21 @@ PARTITION = (
     "PARTITION_AWARE (TASK_LOST at the ping timeout, tasks replaced, originals killed as unknown "
     "when the agent returns)")
 
+FAILOVER = (
+    "issue 18 (2): while the killed master restarts on its replicated log, pymesos is redirected "
+    "to it and retries at once (~20 redirects a second), after logging its own traceback for the "
+    "connection reset; localmesos passes because its restarted master answers at once (no "
+    "recovering phase yet)")
+
 KNOWN: dict[tuple[str, str], str] = {
     ("test_deploy_with_health_check[cmd-TCP]", "mesos"): (
         "the Mesos tarball has no libexec/mesos/mesos-tcp-connect, through which the command "
         "executor runs TCP checks: every check fails 'TCP connection failed' (a gap of the "
         "build, not of accessd; localmesos passes as a full Mesos would)"),
+    ("test_master_failover_without_request_storm", "mesos"): FAILOVER,
+    ("test_scheduler_logs_hold_no_traceback", "mesos"): (
+        "issue 18 (2): pymesos logs 'Failed to recv' with a traceback (ConnectionResetError) "
+        "when the master is killed"),
     ("test_agent_restart_keeps_executors", "mesos"): AGENT_RESTART,
     ("test_agent_restart_keeps_executors", "localmesos"): (
         "issue 18 (1): localmesos has no agent restart that keeps executors "

@@ -71,7 +71,7 @@ def test_deploy_with_health_check(accessd: Accessd, kind: str, protocol: str) ->
     app = served_app(accessd, app_id, 2, protocol, executor="//cmd" if kind == "cmd" else "")
     deployment = accessd.deploy(app)
     try:
-        tasks = accessd.wait_ready(app_id, 2)
+        tasks = accessd.wait_ready(app_id, 2, fail_on_task_failure=True)
         accessd.wait_deployed(deployment)
         assert all(t["healthy"] is True for t in tasks)
         # healthy is a verdict that stays: no task is killed or replaced for a while
@@ -213,10 +213,13 @@ def test_master_failover_without_request_storm(accessd: Accessd, record_property
     assert log is not None, "no master failover was observed (previous scenario failed early)"
     redirects = [line for line in log if "redirect" in line.lower()]
     tracebacks = [line for line in log if "Traceback" in line]
+    seconds = [line[:19] for line in redirects]  # "YYYY-mm-dd HH:MM:SS" of each
+    busiest = max((seconds.count(s) for s in set(seconds)), default=0)
     record_property("note", f"{len(log)} scheduler log lines during the failover, "
-                            f"{len(redirects)} redirects, {len(tracebacks)} tracebacks")
-    # A bounded, backed-off retry: a handful of redirects, not hundreds; no traceback.
-    assert len(redirects) <= 20, f"{len(redirects)} redirect lines, e.g. {redirects[:3]}"
+                            f"{len(redirects)} redirects (at most {busiest} in one second), "
+                            f"{len(tracebacks)} tracebacks")
+    # Retries back off: a few redirects a second at most, and a reset is a line, not a traceback.
+    assert busiest <= 5, f"{busiest} redirects in one second, e.g. {redirects[:3]}"
     assert not tracebacks, "\n".join(log[-40:])
 
 
@@ -273,5 +276,11 @@ def test_delete_leaves_no_process(accessd: Accessd, cluster: Cluster) -> None:
 
 
 def test_scheduler_logs_hold_no_traceback(accessd: Accessd) -> None:
-    logs = accessd.scheduler_logs()
-    assert "Traceback" not in logs, logs[logs.index("Traceback") - 500:][:3000]
+    lines = accessd.scheduler_logs().splitlines()
+    starts = [i for i, line in enumerate(lines) if "Traceback" in line]
+    if starts:
+        first = lines[max(0, starts[0] - 1):starts[0] + 30]
+        # the exception line ends the block: the first unindented line after the start
+        end = next((line for line in first[2:] if line and not line.startswith(" ")), "?")
+        pytest.fail(f"{len(starts)} tracebacks in the scheduler logs; the first: {end}\n"
+                    + "\n".join(first))

@@ -51,7 +51,7 @@ export ACCESSD_REAL_MESOS="$PWD/$CACHE/mesos-1.12.0"
 # Each run gets its own directory; every process of the run carries it in its environment, so
 # the process table shows whatever is left behind.
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/accessd-conformance.XXXXXX")
-export ACCESSD_CONFORMANCE_DIR="$run_dir"
+export ACCESSD_CONFORMANCE_TABLE="$PWD/.cache/conformance-table.txt"
 started=$(date +%s)
 status=0
 "$PY" -m pytest conformance -c conformance/pytest.ini --rootdir=. -p no:cacheprovider \
@@ -64,5 +64,6 @@ if [ -n "$left" ]; then
   status=1
 fi
 echo "conformance: lane finished in $(( $(date +%s) - started ))s, exit $status"
-[ "$status" = 0 ] && rm -rf "$run_dir"
+echo "conformance: table in .cache/conformance-table.txt"
+if [ "$status" = 0 ]; then rm -rf "$run_dir"; else echo "conformance: work dirs kept in $run_dir"; fi
 exit "$status"
