@@ -90,7 +90,7 @@ def build(router: OrderedRouter, version: str) -> dict[str, Any]:
                         "errors": {"type": "array", "items": {"type": "string"}}}}}}},
                 "AppDefinition": {"type": "object", "required": ["id"],
                                   "description": "A Marathon app definition "
-                                                 "(scheduler/spec.py is the schema)",
+                                                 "(scheduler.spec is the schema)",
                                   "properties": {"id": {"type": "string"},
                                                  "cmd": {"type": "string"},
                                                  "instances": {"type": "integer",

@@ -13,14 +13,14 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pymesos import MesosSchedulerDriver, Scheduler
 
 from localmesos import recordio
+from tests.data import MESOS_1_12
 
-PROTOCOL = Path("/work/shared/protocol/mesos-1.12")
+PROTOCOL = MESOS_1_12
 
 
 def recorded(name: str) -> Any:

@@ -1,7 +1,7 @@
 """Small builders for scheduler tests: Mesos offers, apps and task documents.
 
 `make_offer` produces the Mesos v1 Offer JSON shape recorded in
-/work/shared/protocol/mesos-1.12/scheduler_events.json (role `*`, allocation_info, TEXT attributes).
+tests/data/mesos-1.12/scheduler_events.json (role `*`, allocation_info, TEXT attributes).
 """
 
 from __future__ import annotations

@@ -23,13 +23,14 @@ from scheduler.resources import (
     take,
     take_ports,
 )
+from tests.data import MESOS_1_12
 from tests.scheduler.builders import make_offer, resource
 
-RECORDED = "/work/shared/protocol/mesos-1.12/scheduler_events.json"
+RECORDED = MESOS_1_12 / "scheduler_events.json"
 
 
 def recorded_offer() -> dict:
-    for rec in json.load(open(RECORDED)):
+    for rec in json.loads(RECORDED.read_text()):
         ev = rec["event"]
         if ev.get("type") == "OFFERS":
             return ev["offers"]["offers"][0]

@@ -9,6 +9,7 @@ import re
 from executor import taskinfo
 from scheduler.placement import LaunchRequest, place
 from scheduler.tasks import build_task_info, new_task_id, task_name
+from tests.data import recording
 from tests.scheduler.builders import make_app, make_offer
 
 VERSION = "2026-11-24T06:30:00.123Z"
@@ -148,11 +149,10 @@ def test_task_info_is_json_serialisable_and_resources_match_recording_shape():
 def test_recorded_offer_to_recorded_launch_shape():
     """Placing on the recorded Mesos 1.12 offer gives the resources the recorded ACCEPT carried
     (the recording omits the deprecated `role: "*"`; both forms are accepted by Mesos)."""
-    base = "/work/shared/protocol/mesos-1.12/"
-    events = json.load(open(base + "scheduler_events.json"))
+    events = recording("scheduler_events.json")
     offer = next(r["event"]["offers"]["offers"][0] for r in events
                  if r["event"].get("type") == "OFFERS")
-    calls = json.load(open(base + "scheduler_calls.json"))
+    calls = recording("scheduler_calls.json")
     accept = next(c["request"] for c in calls if c["request"].get("type") == "ACCEPT"
                   and c["request"]["accept"]["operations"])
     recorded = accept["accept"]["operations"][0]["launch"]["task_infos"][0]

@@ -1,0 +1,192 @@
+"""The app-definition data model: frozen dataclasses with their Marathon JSON form, the error type,
+and the value sets each field accepts."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+CONSTRAINT_OPERATORS = ("UNIQUE", "CLUSTER", "GROUP_BY", "LIKE", "UNLIKE", "MAX_PER", "IS")
+HEALTH_CHECK_PROTOCOLS = ("HTTP", "TCP", "COMMAND")
+PORT_PROTOCOLS = ("tcp", "udp", "udp,tcp")
+KILL_SELECTIONS = ("YOUNGEST_FIRST", "OLDEST_FIRST")
+EXECUTORS = ("", "//cmd")
+
+# Fields Marathon returns in GET /v2/apps that clients commonly send back unchanged.
+READ_ONLY_FIELDS = frozenset({
+    "version", "versionInfo", "tasksStaged", "tasksRunning", "tasksHealthy", "tasksUnhealthy",
+    "deployments", "tasks", "lastTaskFailure", "readinessCheckResults", "taskStats",
+})
+
+
+
+class SpecError(ValueError):
+    """An invalid app definition. `details` lists every problem: [{"path", "errors": [..]}]."""
+
+    def __init__(self, message: str, details: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_json(self) -> dict[str, Any]:
+        """Marathon's 422 body."""
+        return {"message": self.message, "details": copy.deepcopy(self.details)}
+
+    def __str__(self) -> str:
+        parts = [f"{d['path']}: {'; '.join(d['errors'])}" for d in self.details]
+        return f"{self.message}: {', '.join(parts)}" if parts else self.message
+
+
+class FrozenMap(dict[str, str]):
+    """An immutable, hashable str->str dict (what `env` and `labels` are).
+
+    A dict subclass so that `json.dumps`, `dict(...)`, `{**m}` and `isinstance(m, dict)` all
+    work; every mutating method raises TypeError."""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy/pickle would otherwise rebuild it item by item through __setitem__
+        return (type(self), (dict(self),))
+
+    def _immutable(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("FrozenMap is immutable")
+
+    __setitem__ = __delitem__ = __ior__ = _immutable  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _immutable  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({dict.__repr__(self)})"
+
+    def to_dict(self) -> dict[str, str]:
+        return dict(self)
+
+
+@dataclass(frozen=True)
+class PortDefinition:
+    port: int
+    protocol: str = "tcp"
+    name: str | None = None
+    labels: FrozenMap = field(default_factory=FrozenMap)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"port": self.port, "protocol": self.protocol}
+        if self.name is not None:
+            out["name"] = self.name
+        out["labels"] = self.labels.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
+class Constraint:
+    field: str
+    operator: str
+    value: str | None = None
+
+    def to_json(self) -> list[str]:
+        return [self.field, self.operator] + ([self.value] if self.value is not None else [])
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    protocol: str = "HTTP"
+    path: str = "/"
+    port_index: int = 0
+    command: str | None = None
+    grace_period_seconds: float = 300
+    interval_seconds: float = 60
+    timeout_seconds: float = 20
+    max_consecutive_failures: int = 3
+
+    def to_json(self) -> dict[str, Any]:
+        """Marathon form: `path` for HTTP, `portIndex` for HTTP/TCP, `command` for COMMAND."""
+        out: dict[str, Any] = {"protocol": self.protocol}
+        if self.protocol == "HTTP":
+            out["path"] = self.path
+        if self.protocol in ("HTTP", "TCP"):
+            out["portIndex"] = self.port_index
+        if self.protocol == "COMMAND":
+            out["command"] = {"value": self.command}
+        out.update({
+            "gracePeriodSeconds": num(self.grace_period_seconds),
+            "intervalSeconds": num(self.interval_seconds),
+            "timeoutSeconds": num(self.timeout_seconds),
+            "maxConsecutiveFailures": self.max_consecutive_failures,
+        })
+        return out
+
+
+@dataclass(frozen=True)
+class UpgradeStrategy:
+    minimum_health_capacity: float = 1.0
+    maximum_over_capacity: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"minimumHealthCapacity": num(self.minimum_health_capacity),
+                "maximumOverCapacity": num(self.maximum_over_capacity)}
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    id: str
+    cmd: str | None = None
+    args: tuple[str, ...] | None = None
+    cpus: float = 1.0
+    mem: float = 128.0
+    disk: float = 0.0
+    instances: int = 1
+    port_definitions: tuple[PortDefinition, ...] = ()
+    require_ports: bool = False
+    env: FrozenMap = field(default_factory=FrozenMap)
+    labels: FrozenMap = field(default_factory=FrozenMap)
+    constraints: tuple[Constraint, ...] = ()
+    health_checks: tuple[HealthCheck, ...] = ()
+    backoff_seconds: float = 1.0
+    backoff_factor: float = 1.15
+    max_launch_delay_seconds: float = 300.0
+    upgrade_strategy: UpgradeStrategy = field(default_factory=UpgradeStrategy)
+    kill_selection: str = "YOUNGEST_FIRST"
+    task_kill_grace_period_seconds: float | None = None
+    executor: str = ""
+    role: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Marathon JSON, every default filled in; `cmd`/`args` only the one that is set."""
+        out: dict[str, Any] = {"id": self.id}
+        if self.cmd is not None:
+            out["cmd"] = self.cmd
+        if self.args is not None:
+            out["args"] = list(self.args)
+        out.update({
+            "cpus": num(self.cpus),
+            "mem": num(self.mem),
+            "disk": num(self.disk),
+            "instances": self.instances,
+            "portDefinitions": [p.to_json() for p in self.port_definitions],
+            "requirePorts": self.require_ports,
+            "env": self.env.to_dict(),
+            "labels": self.labels.to_dict(),
+            "constraints": [c.to_json() for c in self.constraints],
+            "healthChecks": [h.to_json() for h in self.health_checks],
+            "backoffSeconds": num(self.backoff_seconds),
+            "backoffFactor": num(self.backoff_factor),
+            "maxLaunchDelaySeconds": num(self.max_launch_delay_seconds),
+            "upgradeStrategy": self.upgrade_strategy.to_json(),
+            "killSelection": self.kill_selection,
+            "taskKillGracePeriodSeconds": (None if self.task_kill_grace_period_seconds is None
+                                           else num(self.task_kill_grace_period_seconds)),
+            "executor": self.executor,
+            "role": self.role,
+        })
+        return out
+
+
+def num(x: float) -> float | int:
+    """Whole numbers print as ints (Marathon shows `"mem": 128`, not `128.0`)."""
+    if isinstance(x, float) and x.is_integer() and abs(x) < 2**53:
+        return int(x)
+    return x
