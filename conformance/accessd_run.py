@@ -14,7 +14,6 @@ import pytest
 import requests
 
 from conformance.clusters import Cluster
-from scheduler.deployments import task_is_ready
 from scheduler.sqlite_state import open_state
 from tests.fixtures_api import start_api
 from tests.fixtures_scheduler import mesos_tasks, start_scheduler
@@ -96,8 +95,9 @@ class Accessd:
                                         timeout=30))["deploymentId"]
 
     def app(self, app_id: str) -> dict[str, Any]:
-        return self._ok(requests.get(f"{self.api}/v2/apps{app_id}",
-                                     params={"embed": "app.tasks"}, timeout=30))["app"]
+        return self._ok(requests.get(f"{self.api}/v2/apps{app_id}", params={"embed": [
+            "app.tasks", "app.counts", "app.deployments", "app.lastTaskFailure"]},
+            timeout=30))["app"]
 
     def app_ids(self) -> list[str]:
         return [a["id"] for a in self._ok(requests.get(f"{self.api}/v2/apps", timeout=30))["apps"]]
@@ -106,9 +106,7 @@ class Accessd:
         return self.app(app_id)["tasks"]
 
     def ready_tasks(self, app_id: str) -> list[dict[str, Any]]:
-        app = self.app(app_id)
-        checked = bool(app.get("healthChecks"))
-        return [t for t in app["tasks"] if task_is_ready(t, checked)]
+        return ready(self.app(app_id))
 
     def deployment_ids(self) -> set[str]:
         return {d["id"] for d in self._ok(requests.get(f"{self.api}/v2/deployments",
@@ -122,16 +120,16 @@ class Accessd:
                    fail_on_task_failure: bool = False) -> list[dict]:
         """Exactly `count` tasks, all running (and healthy when checked); returns them. With
         `fail_on_task_failure`, a task failure of the app (its `lastTaskFailure`) ends the wait."""
-        def ready() -> list[dict] | None:
+        def all_ready() -> list[dict] | None:
             app = self.app(app_id)
             if fail_on_task_failure and app.get("lastTaskFailure"):
                 failure = app["lastTaskFailure"]
                 pytest.fail(f"{app_id}: task failed before all were ready: "
                             f"{failure.get('state')} {failure.get('message')}")
             tasks = app["tasks"]
-            good = self.ready_tasks(app_id)
+            good = ready(app)
             return good if len(good) == count == len(tasks) else None
-        return wait_until(ready, timeout=timeout, interval=0.2,
+        return wait_until(all_ready, timeout=timeout, interval=0.2,
                           message=f"{count} ready tasks of {app_id}")
 
     def events(self, event_type: str) -> list[dict[str, Any]]:
@@ -145,6 +143,20 @@ class Accessd:
         """Ids of this framework's tasks in the master's /state (ids starting with `prefix`)."""
         tasks = mesos_tasks(self.cluster.state(), self.framework_id, states)
         return {t for t in tasks if t.startswith(prefix)}
+
+
+def healthy(task: dict[str, Any], checks: int) -> bool:
+    """Healthy as a Marathon client judges it (marathon-lb, the UI): a result for every health
+    check, each `alive`."""
+    results = task.get("healthCheckResults") or []
+    return len(results) >= checks and all(r.get("alive") is True for r in results)
+
+
+def ready(app: dict[str, Any]) -> list[dict[str, Any]]:
+    """The app's tasks that serve: TASK_RUNNING and, when the app has checks, healthy."""
+    checks = len(app.get("healthChecks") or [])
+    return [t for t in app["tasks"] if t.get("state") == "TASK_RUNNING"
+            and (checks == 0 or healthy(t, checks))]
 
 
 def watch(seconds: float, check, interval: float = 0.25) -> None:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conformance.accessd_run import Accessd, watch
+from conformance.accessd_run import Accessd, healthy, watch
 from conformance.clusters import MAX_PINGS, PING_TIMEOUT_SECS, Cluster, wait_for_leader
 from conformance.proctable import sandbox_processes
 from tests.support import PYTHON, wait_until
@@ -73,7 +73,7 @@ def test_deploy_with_health_check(accessd: Accessd, kind: str, protocol: str) ->
     try:
         tasks = accessd.wait_ready(app_id, 2, fail_on_task_failure=True)
         accessd.wait_deployed(deployment)
-        assert all(t["healthy"] is True for t in tasks)
+        assert all(healthy(t, 1) for t in tasks), tasks
         # healthy is a verdict that stays: no task is killed or replaced for a while
         watch(3, lambda: ids(accessd.ready_tasks(app_id)) == ids(tasks) or pytest.fail(
             f"{app_id}: tasks changed after becoming healthy: {accessd.tasks(app_id)}"))
