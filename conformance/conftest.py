@@ -86,6 +86,22 @@ def accessd(cluster, tmp_path_factory) -> Iterator[Accessd]:
         cluster.teardown_framework(run.framework_id)
 
 
+@pytest.fixture(autouse=True)
+def scheduler_running(request) -> Iterator[None]:
+    """Each scenario starts with a running scheduler: one that died in an earlier scenario (its
+    failure is reported there) is started again, and the table notes it, so failures do not
+    cascade."""
+    if "accessd" in request.fixturenames:
+        run: Accessd = request.getfixturevalue("accessd")
+        if run.sched is None or run.sched.popen.poll() is not None:
+            code = None if run.sched is None else run.sched.popen.returncode
+            run.start_scheduler()
+            request.node.user_properties.append(
+                ("note", f"the scheduler had exited (code {code}) in an earlier scenario; "
+                         "started again first"))
+    yield
+
+
 # -- known differences and the table ----------------------------------------------------------------
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -24,7 +24,14 @@ FAILOVER = (
     "connection reset; localmesos passes because its restarted master answers at once (no "
     "recovering phase yet)")
 
+MASTER_404 = (
+    "issue 18 (2): a real master answers POST /api/v1/scheduler with 404 'Not Found.' for ~40 ms "
+    "after it starts listening (then 503 'Master has not finished recovery'); pymesos raises on "
+    "the 404 ('Thread abort') and the scheduler exits. Likely once reconnects are not paced by a "
+    "1 s sleep (seen with i18's driver); localmesos's restarted master has no such phase")
+
 KNOWN: dict[tuple[str, str], str] = {
+    ("test_master_failover_through_zookeeper", "mesos"): MASTER_404,
     ("test_deploy_with_health_check[cmd-TCP]", "mesos"): (
         "the Mesos tarball has no libexec/mesos/mesos-tcp-connect, through which the command "
         "executor runs TCP checks: every check fails 'TCP connection failed' (a gap of the "

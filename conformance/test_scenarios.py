@@ -197,8 +197,14 @@ def test_master_failover_through_zookeeper(accessd: Accessd, cluster: Cluster,
     lines = len(accessd.sched.lines)
     started = time.monotonic()
     cluster.fail_over_master()
-    wait_until(lambda: len(registrations(accessd)) > seen, timeout=90,
-               message="the scheduler re-registered through ZooKeeper")
+    sched = accessd.sched
+
+    def reregistered() -> bool:
+        if sched.popen.poll() is not None:
+            pytest.fail(f"the scheduler exited ({sched.popen.returncode}) during the failover:\n"
+                        + "\n".join(sched.lines[lines:][-30:]))
+        return len(registrations(accessd)) > seen
+    wait_until(reregistered, timeout=90, message="the scheduler re-registered through ZooKeeper")
     record_property("note", f"master killed -> scheduler re-registered in "
                             f"{time.monotonic() - started:.1f}s")
     assert all(f"registered framework_id={accessd.framework_id} " in line
