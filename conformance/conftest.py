@@ -117,6 +117,12 @@ _order: list[str] = []
 _lane_started = time.monotonic()
 
 
+def crash_message(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash else str(report.longrepr)
+    return (text.splitlines() or [""])[0][:300]
+
+
 SETUP_ROW = "(start/stop: ZooKeeper, cluster, accessd)"
 
 
@@ -138,12 +144,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if hasattr(report, "wasxfail"):
         outcome = "XPASS" if report.passed else "xfail"
         why = report.wasxfail
+        if not report.passed:  # what failed this time, beside the listed reason
+            why += f" | this run: {crash_message(report)}"
     elif report.skipped:
         outcome, why = "skipped", str(report.longrepr[-1]) if report.longrepr else ""
     elif report.failed:
         outcome = "FAILED" if report.when == "call" else f"ERROR({report.when})"
-        crash = getattr(report.longrepr, "reprcrash", None)
-        why = (crash.message if crash else str(report.longrepr)).splitlines()[0][:300]
+        why = crash_message(report)
     else:
         outcome, why = "passed", ""
     _results[key] = (outcome, report.duration, why)
