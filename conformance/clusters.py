@@ -37,6 +37,9 @@ ATTRIBUTES = "rack:r1;zone:a"
 # The master's agent health checks: an agent silent for PING_TIMEOUT x MAX_PINGS (15 s; Mesos
 # defaults to 75 s) is unreachable. Longer than the agent restart scenario's outage, which must
 # stay a restart, not a partition.
+# The real master, killed and restarted, leads again after ~3 s (ZooKeeper session expiry of the
+# old one, then the registry's recovery); localmesos is told to be recovering for part of that.
+MASTER_RECOVERY_SECONDS = 2
 PING_TIMEOUT_SECS = 1
 MAX_PINGS = 15
 
@@ -212,7 +215,10 @@ class LocalMesosCluster(Cluster):
             raise
 
     def fail_over_master(self) -> None:
-        self.lm.restart_master()
+        """As the real master's kill -9 and restart: streams reset, then a recovering master
+        (503 'Master has not finished recovery') for a while."""
+        self.lm._call("POST", f"/_localmesos/master/restart?reset=true"
+                              f"&recovery_seconds={MASTER_RECOVERY_SECONDS}")
 
     def _agent(self) -> str:
         return self.lm.agents()[0]["id"]
