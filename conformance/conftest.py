@@ -23,6 +23,7 @@ from localmesos.portblocks import PortBlocks
 from tests.fixtures_zk import start_zookeeper
 
 CLUSTERS = ("mesos", "localmesos")
+LOG_DIR = Path(__file__).resolve().parent.parent / ".cache" / "conformance-logs"
 LABELS = {"mesos": "real Mesos 1.12", "localmesos": "localmesos"}
 
 
@@ -161,13 +162,17 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     outcome = yield
     report = outcome.get_result()
     report._conformance_key = (scenario_name(item), cluster_of(item))
-    if report.failed and call.when == "call":
-        # what the processes said, for a failure on a cluster one cannot step into afterwards
-        run = item.funcargs.get("accessd")
-        if run is not None:
-            report.sections.append(("scheduler log (last 80 lines)",
-                                    "\n".join(run.scheduler_logs().splitlines()[-80:])))
-            report.sections.append((f"{run.cluster.label} log", run.cluster.log()))
+    run = item.funcargs.get("accessd")
+    if call.when == "call" and call.excinfo is not None and run is not None:
+        # What the processes said, for a failure on a cluster one cannot step into afterwards:
+        # shown with a failure, and kept for listed (xfail) ones in .cache/conformance-logs/.
+        sched_log = "\n".join(run.scheduler_logs().splitlines()[-120:])
+        report.sections.append(("scheduler log (last 120 lines)", sched_log))
+        report.sections.append((f"{run.cluster.label} log", run.cluster.log()))
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        name = f"{scenario_name(item)}-{cluster_of(item)}.log".replace("/", "_")
+        (LOG_DIR / name).write_text(f"{call.excinfo.exconly()}\n\n--- scheduler\n{sched_log}\n"
+                                    f"\n--- {run.cluster.label}\n{run.cluster.log()}\n")
 
 
 def format_table() -> str:

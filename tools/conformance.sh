@@ -52,6 +52,7 @@ export ACCESSD_REAL_MESOS="$PWD/$CACHE/mesos-1.12.0"
 # the process table shows whatever is left behind.
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/accessd-conformance.XXXXXX")
 export ACCESSD_CONFORMANCE_TABLE="$PWD/.cache/conformance-table.txt"
+rm -rf .cache/conformance-logs  # logs of this run's failed and listed scenarios
 started=$(date +%s)
 status=0
 "$PY" -m pytest conformance -c conformance/pytest.ini --rootdir=. -p no:cacheprovider \
@@ -64,6 +65,6 @@ if [ -n "$left" ]; then
   status=1
 fi
 echo "conformance: lane finished in $(( $(date +%s) - started ))s, exit $status"
-echo "conformance: table in .cache/conformance-table.txt"
+echo "conformance: table in .cache/conformance-table.txt; logs of failed/listed scenarios in .cache/conformance-logs/"
 if [ "$status" = 0 ]; then rm -rf "$run_dir"; else echo "conformance: work dirs kept in $run_dir"; fi
 exit "$status"
