@@ -13,7 +13,7 @@ MASTER_404 = (
     "issue 18 (2): a restarting Mesos master answers POST /api/v1/scheduler with 404 'Not Found.' "
     "for ~40 ms after it starts listening (then 503 'Master has not finished recovery', then "
     "200/307); pymesos raises on the 404 ('Thread abort: Failed with HTTP 404') and the scheduler "
-    "exits. Reconnects without a 1 s pause (i18's driver) hit that window (2 of 5 runs); "
+    "exits. Reconnects without a 1 s pause (i18's driver) hit that window (3 of 6 runs); "
     "localmesos's recovering master answers only 503")
 STORM = (
     "issue 18 (2): before i18's driver, the killed master's restart gave ~20-40 redirects a "
@@ -35,7 +35,7 @@ KNOWN: dict[tuple[str, str], str] = {
         "on the restarting master's 404 (before i18: 'Failed to recv' ConnectionResetError)"),
     ("test_agent_restart_keeps_executors", "mesos"): (
         "issue 18 (1), fixed by i18 (the executor re-subscribes within "
-        "MESOS_SUBSCRIPTION_BACKOFF_MAX): passed alone twice and in 3 of 5 full runs with i18; "
+        "MESOS_SUBSCRIPTION_BACKOFF_MAX): passed alone twice and in 4 of 6 full runs with i18; "
         "in the other 2 one /conf/steady-exec task was not ready in the API within 60 s, cause "
         "not found yet (logs now kept in .cache/conformance-logs/). Remove once CI runs pass"),
     ("test_agent_partition_with_unreachable_strategy", "mesos"): PARTITION,
