@@ -35,8 +35,8 @@ from api.body import read_object
 from api.errors import ApiError, bad_request
 from scheduler.jobs import plan as jobplan
 from scheduler.jobs import stats
+from scheduler.jobs.documents import JobsChanged
 from scheduler.jobs.spec import JobError, JobSpec, check_graph, job_json, parse_job
-from scheduler.jobs.sqlite_jobs import JobsChanged
 
 Doc = dict[str, Any]
 WRITE_ATTEMPTS = 5
@@ -268,14 +268,15 @@ class JobsUnavailable:
     """Every jobs path on a state store that keeps no job documents: a clear 501, not a 500."""
 
     def _refuse(self, req: falcon.Request, resp: falcon.Response, **_: str) -> None:
-        raise ApiError(501, "Scheduled jobs need the SQLite state store; this API runs on a "
-                            "store that keeps no job documents (the ZooKeeper store)")
+        raise ApiError(501, "Scheduled jobs need a state store that keeps job documents "
+                            "(SQLite or ZooKeeper); this API runs on one that keeps none")
 
     on_get = on_post = on_put = on_delete = _refuse
 
 
 def routes(ctx: Ctx) -> list[tuple[str, object]]:
-    """The route table entries (specific before general, see api.routing)."""
+    """The route table entries (specific before general, see api.routing). Both backends keep
+    job documents; the 501 guard is for a store that does not."""
     if not all(hasattr(ctx.store, m) for m in JOB_STORE_METHODS):
         unavailable = JobsUnavailable()
         return [(path, unavailable) for path, _ in _routes(ctx)]

@@ -21,9 +21,9 @@ import time
 from typing import Any
 
 from scheduler.jobs import plan as jobplan
+from scheduler.jobs.documents import JobsChanged
 from scheduler.jobs.plan import load_jobs
 from scheduler.jobs.spec import JobSpec
-from scheduler.jobs.sqlite_jobs import JobsChanged
 from scheduler.jobs.tasks import run_app, task_info
 
 log = logging.getLogger("accessd.scheduler.jobs")
@@ -42,7 +42,7 @@ class JobRunner:
         self.parsed: dict[str, tuple[Doc, jobplan.Job]] = {}
         self.staged: list[Doc] = []
         self.asked_about: set[str] = set()
-        # A store without job documents (another backend) leaves jobs off, apps unaffected.
+        # A store without job documents (neither SQLite nor ZooKeeper) leaves jobs off.
         self.enabled = all(hasattr(store, m) for m in ("list_jobs", "record_jobs",
                                                        "list_job_runs"))
         if not self.enabled:
