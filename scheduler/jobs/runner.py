@@ -25,6 +25,7 @@ from scheduler.jobs.documents import JobsChanged
 from scheduler.jobs.plan import load_jobs
 from scheduler.jobs.spec import JobSpec
 from scheduler.jobs.tasks import run_app, task_info
+from scheduler.state import NotLeader, StoreUnavailable
 
 log = logging.getLogger("accessd.scheduler.jobs")
 
@@ -59,6 +60,11 @@ class JobRunner:
             return False
         try:
             return self._tick(now)
+        except (NotLeader, StoreUnavailable) as exc:
+            # ZooKeeper: deposed (the election loop stops us) or no quorum; nothing was
+            # recorded, so nothing is launched or killed
+            log.warning("jobs round: the state store refused a write: %s", exc)
+            return False
         except Exception:
             log.exception("jobs round failed; retrying next tick")
             return False

@@ -142,12 +142,21 @@ def test_two_schedulers_planning_from_one_snapshot_record_a_slot_once(backend, m
     assert len(api.list_job_runs("j")) == 1
 
 
-def test_a_deposed_leader_records_nothing(backend):  # noqa: F811
+def test_a_deposed_leader_records_nothing(backend, caplog):  # noqa: F811
+    from scheduler.jobs.runner import JobRunner
+
     if backend.kind != "zk":
         pytest.skip("the leader fence is the ZooKeeper store's")
     store = scheduler_store(backend)
+    add_job(store)
     store.fence = store.root + "/no-such-election-node"
     with pytest.raises(NotLeader):
         store.record_jobs(statuses=[{"name": "j"}], runs=[run("j", 0, active=True)])
+    driver = JobDriver(store)
+    with caplog.at_level(logging.WARNING, "accessd.scheduler.jobs"):
+        assert JobRunner(store, driver).tick(NOW) is False  # the due slot: refused, no launch
+    assert "refused a write" in caplog.text and "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     store.fence = None
     assert store.list_job_runs() == [] and store.get_job_status("j") is None
+    assert driver.calls == []
