@@ -145,9 +145,6 @@ class JobRunner:
                       host=launch.hostname)
         self.staged.append(staged)
         self.queued = [r for r in self.queued if r["id"] != run["id"]]
-        late = now - (jobplan.epoch(run["scheduledAt"]) or now)
-        log.info("launching job %s run %s on %s (%.3fs after its time)", run["job"], run["id"],
-                 launch.hostname, late)
         return task_info(launch, staged, spec)
 
     def store_launches(self) -> None:
@@ -155,6 +152,11 @@ class JobRunner:
         if self.staged:
             staged, self.staged = self.staged, []
             self.store.record_jobs(runs=staged)
+            for run in staged:  # logged once stored (a deposed leader's write is refused)
+                late = (jobplan.epoch(run["stagedAt"]) or 0) - (
+                    jobplan.epoch(run["scheduledAt"]) or 0)
+                log.info("launching job %s run %s on %s (%.3fs after its time)", run["job"],
+                         run["id"], run["host"], late)
 
     def launch_failed(self, task_id: str) -> None:
         """The ACCEPT did not go out: the run waits for the next offer."""

@@ -86,3 +86,31 @@ def test_a_jobs_slots_run_exactly_once_across_leader_kills(ha):
     (job,) = requests.get(f"{ha.api}/v1/scheduler/jobs", timeout=10).json()
     assert job["name"] == JOB and job["successCount"] >= len(history)
     assert job["errorCount"] == 0
+
+
+def test_a_paused_leader_is_fenced_and_launches_no_job_task(ha):
+    """SIGSTOP the leader (it may hold a decided round) past its session: the standby takes
+    over the schedule; the old one, resumed, records and launches nothing and steps down."""
+    old = ha.leader()
+    proc = ha.schedulers[old]
+    wait_until(lambda: any(r["state"] in ("queued", "staging") for r in runs(ha)), timeout=10,
+               interval=0.01, message="a slot recorded")
+    proc.signal(signal.SIGSTOP)
+    try:
+        new = ha.wait_new_leader(old, timeout=ha.session_timeout + 15)
+        done = len(runs(ha, "succeeded"))
+        wait_until(lambda: len(runs(ha, "succeeded")) >= done + 2, timeout=30,
+                   message="two more runs under the new leader")
+        mark = len(proc.lines)
+    finally:
+        proc.signal(signal.SIGCONT)
+    proc.wait_for_line(lambda line: "campaigning again" in line, 30)
+    horizon = time.time() + 4
+    wait_until(lambda: any(epoch(r["scheduledAt"]) > horizon and r["state"] == "succeeded"
+                           for r in runs(ha)), timeout=30, message="a run after the resume")
+    assert not [line for line in proc.lines[mark:] if "launching job" in line]
+    assert ha.leader() == new
+    history = [r for r in runs(ha) if r["state"] != "skipped"]
+    slots = [r["scheduledAt"] for r in history]
+    assert len(slots) == len(set(slots)), f"a slot ran twice: {slots}"
+    assert all(r["state"] in ("succeeded", "queued", "staging", "running") for r in history)
