@@ -206,6 +206,30 @@ def executor_rss_mb(pids: list[int]) -> float:
     return total
 
 
+def cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of `root` and its live descendants."""
+    total = 0
+    for pid in process_tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_component(stack: Stack) -> dict[str, float]:
+    """localmesos's own process (not its tasks), the scheduler, the API (gunicorn + workers)."""
+    lm = stack.procs[0].pid
+    try:
+        fields = Path(f"/proc/{lm}/stat").read_text().rsplit(")", 1)[1].split()
+        lm_cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        lm_cpu = 0.0
+    return {"localmesos": lm_cpu, "scheduler": cpu_seconds(stack.procs[1].pid),
+            "api": cpu_seconds(stack.procs[2].pid)}
+
+
 def cmd_app(app_id: str) -> dict:
     return {"id": app_id, "executor": "//cmd", "cmd": "exec sleep 3600", "instances": 0,
             "cpus": 0.01, "mem": 8, "portDefinitions": [],
@@ -282,6 +306,26 @@ def updates_per_second(state_path: Path, since_event: int) -> tuple[int, float]:
     return len(times), len(times) / span
 
 
+def timeline(state_path: Path, since_event: int) -> str:
+    """When the launches were stored (STAGING) and the updates applied, from the event log."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = conn.execute(
+            "SELECT json_extract(doc, '$.taskStatus'), MIN(json_extract(doc, '$.timestamp')), "
+            "MAX(json_extract(doc, '$.timestamp')), COUNT(*) FROM events WHERE id > ? AND "
+            "json_extract(doc, '$.eventType') = 'status_update_event' GROUP BY 1",
+            (since_event,)).fetchall()
+    finally:
+        conn.close()
+    if not rows:
+        return "no status updates"
+    start = min(parse_time(r[1]) for r in rows)
+    return "; ".join(f"{state} x{n} {parse_time(a) - start:.1f}..{parse_time(b) - start:.1f}s"
+                     for state, a, b, n in rows)
+
+
 def latest_event(state_path: Path) -> int:
     import sqlite3
 
@@ -292,12 +336,36 @@ def latest_event(state_path: Path) -> int:
         conn.close()
 
 
+def start_profiles(stack: Stack, out_dir: str) -> list[subprocess.Popen]:
+    """py-spy on localmesos (the first process) and the scheduler (the second)."""
+    spy = Path(sys.executable).parent / "py-spy"
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([str(spy), "record", "--pid", str(proc.pid), "--format", "raw",
+                              "--threads", "--rate", "200", "--nonblocking",
+                              "-o", str(Path(out_dir, f"{name}.txt"))],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, proc in zip(("localmesos", "scheduler"), stack.procs[:2], strict=True)]
+
+
+def stop_profiles(profilers: list[subprocess.Popen]) -> None:
+    for proc in profilers:
+        proc.send_signal(signal.SIGINT)
+    for proc in profilers:
+        proc.wait(60)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="100 / 200 / 20 instead of 500 / 1000 / 100")
     p.add_argument("--agents", type=int, default=4)
+    p.add_argument("--sizes", metavar="SMALL,LARGE,EXECUTOR", help="other sizes (e.g. 50,600,10)")
+    p.add_argument("--profile", metavar="DIR",
+                   help="record the scheduler and localmesos with py-spy (if installed) "
+                        "during the large scale, as flame-graph text files in DIR")
     opts = p.parse_args()
     small, large, executors = (100, 200, 20) if opts.quick else (500, 1000, 100)
+    if opts.sizes:
+        small, large, executors = (int(x) for x in opts.sizes.split(","))
     print(f"sizes: {small} and {large} //cmd tasks, {executors} on accessd's executor; "
           f"{opts.agents} agents; load average {os.getloadavg()[0]:.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="accessd-scale-") as tmp:
@@ -311,8 +379,15 @@ def main() -> int:
 
             print(f"0 -> {large} //cmd", flush=True)
             mark = latest_event(stack.state_path)
+            profilers = start_profiles(stack, opts.profile) if opts.profile else []
+            cpu_before = cpu_by_component(stack)
             scale_large = scale_to_running(stack, cmd_app(CMD_APP + "-b"), large)
+            cpu_after = cpu_by_component(stack)
+            stop_profiles(profilers)
+            print("  CPU seconds during it: " + ", ".join(
+                f"{k} {cpu_after[k] - cpu_before[k]:.1f}" for k in cpu_after), flush=True)
             count, rate = updates_per_second(stack.state_path, mark)
+            print(f"  timeline: {timeline(stack.state_path, mark)}", flush=True)
             print(f"  all running after {scale_large:.2f}s ({count} status updates, "
                   f"{rate:.0f}/s); deleting", flush=True)
             delete_large = delete_to_nothing(stack, CMD_APP + "-b")
