@@ -273,17 +273,26 @@ def scale_to_running(stack: Stack, app: dict, n: int, *, healthy: bool = False) 
 def delete_to_nothing(stack: Stack, app_id: str) -> float:
     """DELETE the app; seconds until localmesos has no live task and none of its processes."""
     pids = stack.pids()
+    mark = latest_event(stack.state_path)
+    cpu_before = cpu_by_component(stack)
     started = time.monotonic()
     stack.call("DELETE", f"/v2/apps{app_id}")
 
     def gone() -> bool:
-        live = [t for t in stack.mesos_tasks()
-                if t.get("state") not in ("TASK_KILLED", "TASK_FINISHED", "TASK_FAILED",
-                                          "TASK_LOST", "TASK_GONE")]
-        return not live and not stack.pids() and not any(alive(p) for p in pids)
+        # the cheap checks first: /state with hundreds of tasks is a large document
+        if stack.pids() or any(alive(p) for p in pids):
+            return False
+        return not [t for t in stack.mesos_tasks()
+                    if t.get("state") not in ("TASK_KILLED", "TASK_FINISHED", "TASK_FAILED",
+                                              "TASK_LOST", "TASK_GONE")]
 
     wait_for(f"every task of {app_id} to be gone", gone, 600, 0.1)
-    return time.monotonic() - started
+    took = time.monotonic() - started
+    cpu_after = cpu_by_component(stack)
+    print("  CPU seconds during the delete: " + ", ".join(
+        f"{k} {cpu_after[k] - cpu_before[k]:.1f}" for k in cpu_after), flush=True)
+    print(f"  timeline: {timeline(stack.state_path, mark)}", flush=True)
+    return took
 
 
 def updates_per_second(state_path: Path, since_event: int) -> tuple[int, float]:
@@ -336,13 +345,13 @@ def latest_event(state_path: Path) -> int:
         conn.close()
 
 
-def start_profiles(stack: Stack, out_dir: str) -> list[subprocess.Popen]:
+def start_profiles(stack: Stack, out_dir: str, tag: str = "") -> list[subprocess.Popen]:
     """py-spy on localmesos (the first process) and the scheduler (the second)."""
     spy = Path(sys.executable).parent / "py-spy"
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return [subprocess.Popen([str(spy), "record", "--pid", str(proc.pid), "--format", "raw",
                               "--threads", "--rate", "200", "--nonblocking",
-                              "-o", str(Path(out_dir, f"{name}.txt"))],
+                              "-o", str(Path(out_dir, f"{name}{tag}.txt"))],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for name, proc in zip(("localmesos", "scheduler"), stack.procs[:2], strict=True)]
 
@@ -390,7 +399,9 @@ def main() -> int:
             print(f"  timeline: {timeline(stack.state_path, mark)}", flush=True)
             print(f"  all running after {scale_large:.2f}s ({count} status updates, "
                   f"{rate:.0f}/s); deleting", flush=True)
+            profilers = start_profiles(stack, opts.profile, "-delete") if opts.profile else []
             delete_large = delete_to_nothing(stack, CMD_APP + "-b")
+            stop_profiles(profilers)
             print(f"  gone after {delete_large:.2f}s", flush=True)
 
             print(f"0 -> {executors} on accessd's executor, to healthy", flush=True)
