@@ -36,10 +36,11 @@ from typing import Any
 
 from scheduler import backoff, reconcile, status_batch, taskstate
 from scheduler.callbacks import AccessdScheduler, _value
+from scheduler.jobs.runner import JobRunner
 from scheduler.offer_round import OfferRound
 from scheduler.periodic_round import PeriodicRound, spec_or_none
 from scheduler.spec import format_time
-from scheduler.state import StateStore
+from scheduler.state import NotLeader, StateStore, StoreUnavailable
 
 __all__ = ["AccessdScheduler", "Worker", "TICK_SECONDS"]
 
@@ -79,6 +80,7 @@ class Worker(OfferRound, PeriodicRound):
         self.seen_generation = -1
         self.last_round = 0.0
         self.wake_at = float("inf")            # clock time the next backoff delay runs out
+        self.jobs = JobRunner(store, driver)   # Chronos-style jobs (scheduler.jobs)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.run, name="accessd-worker", daemon=True)
 
@@ -143,6 +145,10 @@ class Worker(OfferRound, PeriodicRound):
                           " ".join(text.split()))
             else:
                 log.exception("error while handling %s", what)
+        except (NotLeader, StoreUnavailable) as exc:
+            # ZooKeeper store: deposed (the election loop stops us) or no quorum (nothing was
+            # written, so nothing was launched or killed; the next round retries).
+            log.warning("state store refused a write while handling %s: %s", what, exc)
         except Exception:  # one bad event must not stop the scheduler; the next round retries
             log.exception("error while handling %s", what)
 
@@ -198,7 +204,7 @@ class Worker(OfferRound, PeriodicRound):
         self.reconcile_all()
 
     def reconcile_all(self) -> None:
-        tasks = self.store.list_tasks()
+        tasks = self.store.list_tasks() + self.jobs.active_runs()
         self.reconcile_tasks(tasks)
         self.driver.reconcileTasks([])  # implicit: the master tells us about tasks we forgot
         self.last_reconcile = time.monotonic()
@@ -232,8 +238,16 @@ class Worker(OfferRound, PeriodicRound):
         If the transaction fails, nothing is acknowledged and the agents re-send."""
         now = self.clock()
         self.dirty = True
+        tasks = []
+        for status in statuses:
+            if self.jobs.on_status(status, now):  # a job run's update: stored, acknowledged
+                self.driver.acknowledgeStatusUpdate(status)
+            else:
+                tasks.append(status)
+        if not tasks:
+            return
         outcome = self.store.transact(lambda r: status_batch.plan_batch(
-            r, statuses, now, self.store.get_app_status, spec_or_none))
+            r, tasks, now, self.store.get_app_status, spec_or_none))
         for task_id in outcome.ended:
             self.kill_sent.pop(task_id, None)
             self.asked_about.discard(task_id)

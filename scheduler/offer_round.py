@@ -32,11 +32,16 @@ class OfferRound:
         plan = self.make_plan(now, tasks)
         needs = {need.app.id: need for need in plan.launches}
         requests = [LaunchRequest(app=need.app, count=need.count) for need in plan.launches]
+        requests += self.jobs.launch_requests()
         result = place(offers, requests, tasks, role=self.role)
         by_id = {o["id"]["value"]: o for o in offers}
         infos: dict[str, list[Doc]] = {}
         docs: dict[str, Doc] = {}
         for launch in result.launches:
+            if launch.app_id not in needs:  # a job run (scheduler.jobs), stored as staging
+                infos.setdefault(launch.offer_id, []).append(
+                    self.jobs.prepare_launch(launch, now))
+                continue
             need = needs[launch.app_id]
             task_id = new_task_id(launch.app_id)
             info = build_task_info(launch, need.app, task_id=task_id,
@@ -49,6 +54,7 @@ class OfferRound:
         if docs:  # every task document in one transaction, before any ACCEPT
             self.store.transact(lambda r: (Transaction(tuple(
                 Put("tasks", task_id, doc) for task_id, doc in docs.items())), None))
+        self.jobs.store_launches()  # placed job runs, stored before any ACCEPT
         for offer_id, task_infos in infos.items():
             try:
                 self.driver.acceptOffers(
@@ -59,6 +65,7 @@ class OfferRound:
                 log.exception("ACCEPT of offer %s failed; forgetting its tasks", offer_id)
                 for info in task_infos:
                     self.store.delete_task(info["task_id"]["value"])
+                    self.jobs.launch_failed(info["task_id"]["value"])
                 continue
             # Marathon announces a launched task as TASK_STAGING (Mesos itself sends no update
             # for that state); the worker handles no update before this returns, so it comes
@@ -66,13 +73,14 @@ class OfferRound:
             when = iso_now()
             staged = tuple(event_doc("status_update_event", taskstate.status_update_event(
                 docs[info["task_id"]["value"]], taskstate.STAGING, None), when)
-                for info in task_infos)
-            self.store.transact(lambda r, e=staged: (Transaction(events=e), None))
+                for info in task_infos if info["task_id"]["value"] in docs)  # not job runs
+            if staged:
+                self.store.transact(lambda r, e=staged: (Transaction(events=e), None))
         declines = [oid for oid in by_id if oid not in infos]
         if declines:
             self.driver.declineOffer([{"value": oid} for oid in declines],
                                      filters={"refuse_seconds": self.refuse_seconds})
-        self._note_waiting(result.unplaced, now)
+        self._note_waiting({k: v for k, v in result.unplaced.items() if k in needs}, now)
         # What still waits after this round is known demand: only growth beyond it is news
         # worth a REVIVE (which would also clear the decline filters just set).
         placed: dict[str, int] = {}
