@@ -31,6 +31,8 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 bench: $(VENV)/.installed
+	bash tools/test-deps.sh
+	bash tools/bench-deps.sh
 	$(PY) bench/placement.py
 	$(PY) bench/api.py
 	$(PY) bench/services.py
