@@ -262,25 +262,34 @@ class GraphCsv:
 
 
 JOB_STORE_METHODS = ("list_jobs", "write_jobs", "jobs_revision", "list_job_runs")
+RESPONDERS = ("on_get", "on_post", "on_put", "on_delete")
 
 
-class JobsUnavailable:
-    """Every jobs path on a state store that keeps no job documents: a clear 501, not a 500."""
+def _require_job_store(store: Any) -> None:
+    """A clear 501, not a 500, on a store that keeps no job documents. Checked per request, not
+    when the app is built: touching the store then would open it outside the error handling."""
+    if not all(hasattr(store, m) for m in JOB_STORE_METHODS):
+        raise ApiError(501, "Scheduled jobs need a store with job documents (the SQLite state "
+                            "store or the ZooKeeper store); this API runs on one without")
 
-    def _refuse(self, req: falcon.Request, resp: falcon.Response, **_: str) -> None:
-        raise ApiError(501, "Scheduled jobs need a state store that keeps job documents "
-                            "(SQLite or ZooKeeper); this API runs on one that keeps none")
 
-    on_get = on_post = on_put = on_delete = _refuse
+def _guarded(ctx: Ctx, resource: object) -> object:
+    """`resource` with the job-store check before each of its responders."""
+    guarded = type(f"Guarded{type(resource).__name__}", (), {})()
+    for name in RESPONDERS:
+        responder = getattr(resource, name, None)
+        if responder is not None:
+            def checked(req, resp, _responder=responder, **params):
+                _require_job_store(ctx.store)
+                _responder(req, resp, **params)
+            setattr(guarded, name, checked)
+    return guarded
 
 
 def routes(ctx: Ctx) -> list[tuple[str, object]]:
     """The route table entries (specific before general, see api.routing). Both backends keep
-    job documents; the 501 guard is for a store that does not."""
-    if not all(hasattr(ctx.store, m) for m in JOB_STORE_METHODS):
-        unavailable = JobsUnavailable()
-        return [(path, unavailable) for path, _ in _routes(ctx)]
-    return _routes(ctx)
+    job documents; the 501 check is for a store that does not."""
+    return [(path, _guarded(ctx, resource)) for path, resource in _routes(ctx)]
 
 
 def _routes(ctx: Ctx) -> list[tuple[str, object]]:
