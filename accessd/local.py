@@ -197,7 +197,7 @@ class LocalRun:
         progress(f"starting the control API on {self.api_url}")
         self._spawn("api", accessd_cmd(
             "api", "--bind", f"127.0.0.1:{opts.api_port}", "--workers", "2",
-            "--state", str(self.data_dir / "state.db")))
+            "--state", str(self.data_dir / "state.db"), "--master", master))
         self._wait(lambda: self._get("/ping").status_code == 200, 60, "the control API")
 
         self.prepare_data()
