@@ -86,7 +86,7 @@ def test_logs_endpoint_reads_stdout_stderr_and_ended_tasks(stack):
     assert logs(base, "/logs/other", tid).status_code == 404
 
     # Kill it (scale to 0): the task leaves accessd's store, its sandbox stays on the agent.
-    r = requests.delete(f"{base}/v2/apps/logs/hello/tasks/{tid}", params={"scale": "true"},
+    r = requests.delete(f"{base}/v2/apps/logs/hello/tasks/{tid}", params={"scale": "true", "force": "true"},
                         timeout=10)
     assert r.status_code == 200, r.text
     wait_until(lambda: not requests.get(f"{base}/v2/apps/logs/hello/tasks",
