@@ -28,6 +28,7 @@ from api.logs import AppTaskLogs
 from api.logs_mesos import MesosFiles
 from api.metrics import Metrics, MetricsMiddleware, MetricsResource
 from api.openapi import OpenApi
+from api.permissions import Permissions
 from api.queue import Queue, QueueDelay
 from api.routing import OrderedRouter
 from api.tasks import AppTask, AppTasks, Tasks, TasksDelete
@@ -134,6 +135,7 @@ def create_app(config: ApiConfig, store: StateStore,
                               config.max_streams)),
         ("/v2/info", Info(store, config.leader, auth.enabled, config.max_body)),
         ("/v2/leader", Leader(config.leader)),
+        ("/v2/permissions", Permissions(auth)),
         ("/v2/openapi.json", OpenApi(router, version())),
         ("/ping", Ping()),
         ("/metrics", MetricsResource(metrics, store)),

@@ -374,6 +374,8 @@
     $("list-view").hidden = !!appId;
     $("detail-view").hidden = !appId;
     if (appId) renderDetail(appId); else renderList();
+    // Other page modules (actions.js) decorate what was drawn.
+    (window.accessdPage.onRender || []).forEach(function (hook) { hook(appId, state.apps); });
   }
 
   function notice(text, askToken) {
@@ -453,6 +455,13 @@
       state.inflight = false;
     });
   }
+
+  // The surface other page modules use: same token, same requests, a poll on demand.
+  window.accessdPage = window.accessdPage || {};
+  window.accessdPage.onRender = window.accessdPage.onRender || [];
+  window.accessdPage.token = token;
+  window.accessdPage.poll = function () { state.drawn = null; poll(); };
+  window.accessdPage.el = el;
 
   function start() {
     $("token-form").addEventListener("submit", function (ev) {
