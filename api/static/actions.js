@@ -52,10 +52,14 @@
     if (perm.asked && perm.token === t) return;
     perm.asked = true;
     perm.token = t;
-    request("GET", "/v2/permissions").then(function (r) {
-      perm.write = !!(r.ok && r.body && r.body.write);
+    var apply = function (write) {
+      perm.write = write;
+      document.body.setAttribute("data-can-write", write ? "true" : "false");
       drawActions(currentApp());
-    }, function () { perm.write = false; drawActions(currentApp()); });
+    };
+    request("GET", "/v2/permissions").then(function (r) {
+      apply(!!(r.ok && r.body && r.body.write));
+    }, function () { apply(false); });
   }
 
   function currentApp() {

@@ -3,8 +3,9 @@
  *
  * One poll of GET /v2/apps?embed=apps.tasks every POLL_MS feeds both views (the applications
  * list and an app's detail at #/apps/<id>), so what the page shows is always one consistent
- * snapshot. Polling rather than following /v2/events keeps the page from holding an API worker
- * open per browser tab; 2 s is live enough for people watching a deployment.
+ * snapshot. events.js follows /v2/events and asks for a poll on each event (slowing the timer
+ * to a safety net meanwhile); when the stream drops, POLL_MS (2 s) polling takes over again.
+ * actions.js adds the action buttons and task logs through the `window.accessdPage` hooks.
  *
  * Auth: reads work without a token unless the API has a read credential; then the API answers
  * 401 and the page says so and offers a token field (kept in sessionStorage for this tab only).
@@ -462,6 +463,13 @@
   window.accessdPage.token = token;
   window.accessdPage.poll = function () { state.drawn = null; poll(); };
   window.accessdPage.el = el;
+  // events.js switches between following /v2/events (a slow safety poll) and plain polling.
+  window.accessdPage.setPollInterval = function (ms) {
+    if (ms === POLL_MS && state.timer) return;
+    POLL_MS = ms;
+    if (state.timer) clearInterval(state.timer);
+    state.timer = setInterval(poll, POLL_MS);
+  };
 
   function start() {
     $("token-form").addEventListener("submit", function (ev) {

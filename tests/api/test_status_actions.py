@@ -164,11 +164,8 @@ def test_a_read_only_token_sees_no_actions_and_is_refused(stack, browser):
     page, errors = open_page(browser, READ)
     try:
         detail(page, base, "/ui/readonly")
-        # The full token's page shows them (same build, same route): wait for the permission
-        # answer to be in, then count.
-        page.wait_for_function("() => performance.getEntriesByType('resource')"
-                               ".some(e => e.name.endsWith('/v2/permissions'))")
-        page.wait_for_load_state("networkidle")
+        # Wait for the permission answer to be applied, then count.
+        expect(page.locator("body")).to_have_attribute("data-can-write", "false", timeout=LIVE)
         expect(page.locator("#detail-actions button")).to_have_count(0)
         expect(page.locator("#list-actions button")).to_have_count(0)
         expect(page.locator("tr.task-row")).to_have_count(0)
@@ -180,6 +177,7 @@ def test_a_read_only_token_sees_no_actions_and_is_refused(stack, browser):
     full_page, errors = open_page(browser, FULL)
     try:
         detail(full_page, base, "/ui/readonly")
+        expect(full_page.locator("body")).to_have_attribute("data-can-write", "true")
         expect(full_page.locator("button.action-scale")).to_be_visible()
     finally:
         full_page.close()
@@ -201,3 +199,30 @@ def test_log_view_shows_a_line_printed_after_the_page_opened(stack, page):
     expect(text).to_contain_text("late-line-after-open", timeout=10_000)
     page.locator('button.log-stream[data-stream="stderr"]').click()
     expect(text).not_to_contain_text("first-line")
+
+
+def test_page_follows_the_event_stream_and_falls_back_to_polling(stack, browser):
+    base, _ = stack
+    deploy(base, "/ui/evented", instances=0)
+    page, errors = open_page(browser, FULL)
+    # While following events, the safety poll is set to a minute here: a change that shows
+    # within seconds was drawn because of an event.
+    page.add_init_script("window.accessdPage = {followPollMs: 60000};")
+    try:
+        detail(page, base, "/ui/evented")
+        expect(page.locator("#conn")).to_have_attribute("data-mode", "events", timeout=LIVE)
+        r = api(base, "PUT", "/v2/apps/ui/evented", json={"instances": 1})
+        assert r.status_code == 200, r.text
+        expect(page.locator("#detail-facts dd").first).to_have_text("1 of 1 running",
+                                                                     timeout=10_000)
+        # The stream drops and cannot come back: the page polls every 2 s instead.
+        page.route("**/v2/events*", lambda route: route.abort())
+        page.evaluate("window.dispatchEvent(new StorageEvent('storage'))")
+        expect(page.locator("#conn")).to_have_attribute("data-mode", "polling", timeout=LIVE)
+        r = api(base, "PUT", "/v2/apps/ui/evented", json={"instances": 2})
+        assert r.status_code == 200, r.text
+        expect(page.locator("#detail-facts dd").first).to_have_text("2 of 2 running",
+                                                                     timeout=LIVE)
+    finally:
+        page.close()
+    assert not errors, errors
