@@ -62,7 +62,9 @@
 
   function fmt(x, digits) { return x === undefined || x === null ? "—" : Number(x).toFixed(digits); }
 
-  function fmtTime(iso) { return iso ? iso.replace("T", " ").replace(/\.\d+Z$|Z$/, " UTC") : "—"; }
+  function fmtTime(iso) {
+    return iso ? iso.replace("T", " ").replace(/(\.\d+)?(Z|\+00:00)$/, " UTC") : "—";
+  }
 
   var SVG = "http://www.w3.org/2000/svg";
   function svg(tag, attrs) {
@@ -95,7 +97,7 @@
     var m = (metrics && metrics.model) || {}, n = (metrics && metrics.naive) || {};
     return el("div", { class: "pipeline-card", "data-symbol": symbol }, [
       el("h2", { text: symbol }),
-      el("dl", { class: "facts" }, [
+      el("dl", { class: "pipeline-facts" }, [
         el("dt", { text: "Newest quote" }),
         el("dd", { class: "newest-quote", text: fmtTime(recent && recent.lastQuoteTs) }),
         el("dt", { text: "Served model" }),
