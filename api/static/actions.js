@@ -352,8 +352,42 @@
 
   // ---------------------------------------------------------------------------------------------
 
-  page.onRender.push(function (appId, apps) {
+  // ---------------------------------------------------------------------------------------------
+  // Deployment progress, step by step (in each deployment alert app.js draws)
+
+  function drawDeploymentSteps(appId, byApp) {
+    (byApp[appId] || []).forEach(function (d) {
+      var alert = document.querySelector('#detail-alerts .deployment[data-deployment-id="' +
+        d.id + '"]');
+      if (!alert || !d.steps) return;
+      var list = el("ol", { class: "deployment-steps" });
+      d.steps.forEach(function (step, i) {
+        var n = i + 1, cur = d.currentStep || 0;
+        var kind = n < cur ? "done" : n === cur ? "current" : "pending";
+        var text = (step.actions || []).map(function (a) { return a.action + " " + a.app; })
+          .join(", ");
+        var item = el("li", { class: "step step-" + kind, "data-step": String(n) }, [
+          el("span", { class: "step-mark", text: kind === "done" ? "✓" : kind === "current" ?
+            "▶" : "·" }), el("span", { text: " " + text })]);
+        if (kind === "current" && d.progress && d.target && d.target.instances !== undefined) {
+          var target = Math.max(1, d.target.instances || 0);
+          var healthy = d.progress.healthy || 0, run = d.progress.running || 0;
+          item.appendChild(el("span", { class: "step-progress", text: " — " + run +
+            " running, " + healthy + " healthy of " + d.target.instances +
+            (d.progress.old ? ", " + d.progress.old + " old to stop" : "") }));
+          var bar = el("div", { class: "step-bar" }, [el("span", { class: "step-bar-fill",
+            style: "width:" + Math.min(100, 100 * healthy / target) + "%" })]);
+          item.appendChild(bar);
+        }
+        list.appendChild(item);
+      });
+      alert.appendChild(list);
+    });
+  }
+
+  page.onRender.push(function (appId, apps, deployments) {
     lastApps = apps || [];
+    if (appId) drawDeploymentSteps(appId, deployments || {});
     refreshPermissions();
     var input = $("scale-input");
     var keepInput = input && document.activeElement === input;

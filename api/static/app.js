@@ -376,7 +376,9 @@
     $("detail-view").hidden = !appId;
     if (appId) renderDetail(appId); else renderList();
     // Other page modules (actions.js) decorate what was drawn.
-    (window.accessdPage.onRender || []).forEach(function (hook) { hook(appId, state.apps); });
+    (window.accessdPage.onRender || []).forEach(function (hook) {
+      hook(appId, state.apps, state.deployments);
+    });
   }
 
   function notice(text, askToken) {

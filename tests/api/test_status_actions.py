@@ -226,3 +226,28 @@ def test_page_follows_the_event_stream_and_falls_back_to_polling(stack, browser)
     finally:
         page.close()
     assert not errors, errors
+
+
+def test_deployment_progress_is_shown_step_by_step(stack, page):
+    base, work = stack
+    gate = work / "healthy-gate"
+    r = api(base, "POST", "/v2/apps", json={
+        "id": "/ui/gated", "cmd": "exec sleep 600", "cpus": 0.05, "mem": 16, "instances": 2,
+        "portDefinitions": [],
+        "healthChecks": [{"protocol": "COMMAND",
+                          "command": {"value": f"test -e {shlex.quote(str(gate))}"},
+                          "gracePeriodSeconds": 300, "intervalSeconds": 2,
+                          "timeoutSeconds": 1, "maxConsecutiveFailures": 3}]})
+    assert r.status_code == 201, r.text
+    detail(page, base, "/ui/gated")
+    # Marathon's plan for a new app: StartApplication, then ScaleApplication to the instances.
+    steps = page.locator(".deployment .deployment-steps li")
+    current = page.locator(".deployment .deployment-steps li.step-current")
+    expect(current).to_contain_text("ScaleApplication /ui/gated", timeout=LIVE)
+    expect(steps.nth(0)).to_have_class("step step-done")
+    expect(steps.nth(0)).to_contain_text("✓ StartApplication /ui/gated")
+    expect(current.locator(".step-progress")).to_contain_text("2 running, 0 healthy of 2",
+                                                              timeout=LIVE)
+    Path(gate).touch()  # the health checks pass: the deployment completes
+    expect(page.locator(".deployment")).to_have_count(0, timeout=LIVE)
+    expect(page.locator("#detail-facts dd").nth(1)).to_have_text("2 healthy")
