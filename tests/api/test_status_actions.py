@@ -251,3 +251,32 @@ def test_deployment_progress_is_shown_step_by_step(stack, page):
     Path(gate).touch()  # the health checks pass: the deployment completes
     expect(page.locator(".deployment")).to_have_count(0, timeout=LIVE)
     expect(page.locator("#detail-facts dd").nth(1)).to_have_text("2 healthy")
+
+
+def test_restart_and_edit_from_the_page(stack, page):
+    base, _ = stack
+    deploy(base, "/ui/edited")
+    first = wait_until(lambda: running(base, "/ui/edited") == 1 and api(
+        base, "GET", "/v2/apps/ui/edited/tasks").json()["tasks"][0]["id"], 60,
+        message="one task")
+    detail(page, base, "/ui/edited")
+    expect(page.locator(f'tr.task-row[data-task-id="{first}"]')).to_have_count(1, timeout=LIVE)
+    page.locator("button.action-restart").click()
+    expect(page.locator("#action-message")).to_contain_text("Restart of /ui/edited — deployment")
+    # The task is replaced by a new one (a rolling restart).
+    expect(page.locator(f'tr.task-row[data-task-id="{first}"]')).to_have_count(0, timeout=LIVE)
+    expect(page.locator("tr.task-row .state-running")).to_have_count(1, timeout=LIVE)
+    # Edit: the editor holds the stored definition (without the view's fields); change cmd.
+    wait_until(lambda: not api(base, "GET", "/v2/deployments").json(), 30,
+               message="the restart done")
+    page.locator("button.action-edit").click()
+    area = page.locator("#app-json")
+    expect(area).not_to_have_value("loading…")
+    doc = json.loads(area.input_value())
+    assert doc["id"] == "/ui/edited" and "tasks" not in doc and "version" not in doc
+    doc["cmd"] = "exec sleep 601"
+    area.fill(json.dumps(doc, indent=2))
+    page.locator("#app-json-submit").click()
+    expect(page.locator("#action-message")).to_contain_text("Updated /ui/edited")
+    assert api(base, "GET", "/v2/apps/ui/edited").json()["app"]["cmd"] == "exec sleep 601"
+    expect(page.locator("#detail-facts dd").last).to_have_text("exec sleep 601", timeout=LIVE)
