@@ -5,7 +5,7 @@ Ground truth: `/work/shared/protocol/mesos-1.12/files_api.json` (copied to
 `tests/data/mesos-1.12/files_api.json`). When an agent creates a sandbox it attaches three paths,
 as a real agent does: the sandbox's real directory, the `runs/latest` form of it, and the virtual
 `/frameworks/<fw>/executors/<executor>/runs/latest`. A path is served only if it lies under an
-attached path (no `..` escapes); attachments stay for the agent's life, so the logs of finished
+attached path (no `..` escapes, no symlinks out of the sandbox); attachments stay for the agent's life, so the logs of finished
 tasks stay readable while their sandbox exists (localmesos never garbage-collects sandboxes).
 
 Answers, as recorded:
@@ -98,8 +98,13 @@ class SandboxFiles:
         probe = norm
         while True:
             if probe in attached:
+                root = attached[probe]
                 rest = norm[len(probe):].lstrip("/")
-                return posixpath.join(attached[probe], rest) if rest else attached[probe]
+                real = posixpath.join(root, rest) if rest else root
+                # A symlink a task left in its sandbox must not open the machine's files.
+                inside = os.path.realpath(real)
+                base = os.path.realpath(root)
+                return real if inside == base or inside.startswith(base + "/") else None
             if probe == "/":
                 return None
             probe = posixpath.dirname(probe)

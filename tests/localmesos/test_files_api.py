@@ -184,3 +184,24 @@ def test_logs_of_a_finished_task_stay_readable(lm, sched):
     status, _, body = get(url + "/files/read?" + urllib.parse.urlencode(
         {"path": f"/frameworks/{fid}/executors/done/runs/latest/stdout", "offset": 0}))
     assert status == 200 and json.loads(body) == {"data": "bye\n", "offset": 0}
+
+
+def test_resolve_stays_inside_attached_sandboxes(tmp_path):
+    from localmesos.files_api import SandboxFiles
+
+    work = tmp_path / "work"
+    box = work / "slaves" / "S0" / "frameworks" / "F" / "executors" / "E" / "runs" / "C"
+    box.mkdir(parents=True)
+    (box / "stdout").write_text("x")
+    (tmp_path / "secret").write_text("no")
+    (box / "escape").symlink_to(tmp_path / "secret")
+    files = SandboxFiles()
+    files.attach_sandbox(str(work), "S0", "F", "E", str(box))
+    latest = "/frameworks/F/executors/E/runs/latest"
+    assert files.resolve(latest + "/stdout") == str(box / "stdout")
+    assert files.resolve(str(box.parent / "latest" / "stdout")) == str(box / "stdout")
+    assert files.resolve(latest) == str(box)
+    assert files.resolve(latest + "/escape") is None
+    assert files.resolve(latest + "/../../E2/runs/latest") is None
+    assert files.resolve("/frameworks/F") is None
+    assert files.resolve("relative/stdout") is None
