@@ -288,7 +288,8 @@ class LocalRun:
 
     # -- summary and shutdown ------------------------------------------------------------------
     def summary(self) -> str:
-        lines = [f"ready api={self.api_url}", f"status page: {self.api_url}/"]
+        lines = [f"ready api={self.api_url}", f"status page: {self.api_url}/",
+                 f"pipeline at a glance: {self.api_url}/#/pipeline"]
         endpoints: dict[str, str] = {}
         for app in self.apps:
             addrs = []
@@ -313,6 +314,7 @@ class LocalRun:
             "&to=2026-01-02T15:00:00Z'",
             f"  curl http://{pred}/predict/{SYMBOL}",
             f"  accessd scale /jpm/timeseries 5 --api {self.api_url} --wait",
+            f"  accessd logs /jpm/prediction --tail 5 --api {self.api_url}",
             f"  accessd client compare --symbol {SYMBOL} --timeseries http://{ts} "
             f"--predict http://{pred} --out {SYMBOL.lower()}-compare.png",
         ]
