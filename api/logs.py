@@ -4,7 +4,8 @@ sandbox through the agent's files API (`api.logs_mesos`).
 
 Query: `stream=stdout|stderr` (default stdout; `stdout.1`, `stderr.2`, … name the files a
 log rotation left behind), `offset` (bytes; `-1` answers only the size, as Mesos does; absent:
-the last `length` bytes), `length` (default and at most 65536).
+the last `length` bytes, from the first line that starts within them), `length` (default and
+at most 65536).
 
 Answer: `{"taskId", "appId", "agentId", "stream", "offset", "size", "data", "nextOffset"}` —
 `data` starts at byte `offset`, `nextOffset` is where the next read continues, `size` is the
@@ -76,6 +77,11 @@ class AppTaskLogs:
             else:
                 start = max(0, size - length) if offset is None else offset
                 data = self.files.read(box, stream, start, length)["data"] if length else ""
+                if offset is None and start > 0 and "\n" in data:
+                    # A tail starts at a line's beginning, not in the middle of one.
+                    cut = data.index("\n") + 1
+                    start += len(data[:cut].encode("utf-8"))
+                    data = data[cut:]
         except LogsError as exc:
             raise ApiError(exc.status, exc.message) from None
         resp.media = {"taskId": task_id, "appId": app_id, "agentId": box.agent_id,
