@@ -9,7 +9,8 @@
  * from GET /v2/permissions; the API refuses a read-only credential's changes anyway.
  *
  * Each task row gets a "logs" button: the log view reads GET …/tasks/<task>/logs and then
- * polls for what was appended (LOG_POLL_MS), starting over at the file's end after a rotation.
+ * polls for what was appended (LOG_POLL_MS); after a rotation it finishes the renamed file
+ * (`stdout.1`) from where it was, then reads the new one from its start.
  */
 (function () {
   "use strict";
@@ -321,8 +322,8 @@
   function pollLog() {
     var taskId = log.taskId;
     if (!taskId) return;
-    var path = appPath(log.appId) + "/tasks/" + encodeURIComponent(taskId) + "/logs?stream=" +
-      log.stream + (log.offset === null ? "" : "&offset=" + log.offset);
+    var base = appPath(log.appId) + "/tasks/" + encodeURIComponent(taskId) + "/logs";
+    var path = base + "?stream=" + log.stream + (log.offset === null ? "" : "&offset=" + log.offset);
     request("GET", path).then(function (r) {
       if (log.taskId !== taskId) return;
       var status = $("task-log-status");
@@ -330,9 +331,16 @@
       if (!r.ok) {
         status.textContent = " — " + ((r.body && r.body.message) || "HTTP " + r.status);
       } else if (log.offset !== null && r.body.size < log.offset) {
-        // Rotated or truncated: start over at the new file's tail.
-        log.offset = null;
-        pre.appendChild(document.createTextNode("\n--- log rotated ---\n"));
+        // Rotated (stdout renamed stdout.1, a new stdout begun): the rest of the renamed file
+        // from where we were, then the new file from its start. Truncated in place: from 0.
+        var from = log.offset;
+        log.offset = 0;
+        return request("GET", base + "?stream=" + log.stream + ".1&offset=" + from)
+          .then(function (rest) {
+            if (log.taskId === taskId && rest.ok && rest.body.data) {
+              pre.appendChild(document.createTextNode(rest.body.data));
+            }
+          });
       } else {
         status.textContent = " — following, " + r.body.size + " bytes";
         if (r.body.data) {

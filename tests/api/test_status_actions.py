@@ -186,8 +186,12 @@ def test_a_read_only_token_sees_no_actions_and_is_refused(stack, browser):
 def test_log_view_shows_a_line_printed_after_the_page_opened(stack, page):
     base, work = stack
     go = work / "go-logs"
+    go2 = work / "go-rotate"
     script = (f"echo first-line; while [ ! -e {shlex.quote(str(go))} ]; do sleep 0.05; done; "
-              "echo late-line-after-open; exec sleep 600")
+              "echo late-line-after-open; "
+              f"while [ ! -e {shlex.quote(str(go2))} ]; do sleep 0.05; done; "
+              "echo before-rotation; mv stdout stdout.1; exec >stdout; echo after-rotation; "
+              "exec sleep 600")
     deploy(base, "/ui/talker", cmd=script)
     wait_until(lambda: running(base, "/ui/talker") == 1, 60, message="talker running")
     detail(page, base, "/ui/talker")
@@ -197,6 +201,12 @@ def test_log_view_shows_a_line_printed_after_the_page_opened(stack, page):
     expect(text).not_to_contain_text("late-line-after-open")
     Path(go).touch()
     expect(text).to_contain_text("late-line-after-open", timeout=10_000)
+    # A rotation: both sides of it appear, once each.
+    Path(go2).touch()
+    expect(text).to_contain_text("after-rotation", timeout=10_000)
+    shown = text.text_content() or ""
+    assert shown.count("before-rotation") == 1 and shown.count("after-rotation") == 1, shown
+    assert shown.count("late-line-after-open") == 1, shown
     page.locator('button.log-stream[data-stream="stderr"]').click()
     expect(text).not_to_contain_text("first-line")
 
