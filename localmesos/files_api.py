@@ -15,7 +15,9 @@ Answers, as recorded:
   the file's size as `offset` with empty data; an offset past the end gives empty data at that
   offset; a read is at most 16 pages (64 KiB), as Mesos caps it.
 - `download?path=FILE` -> 200, the bytes, `Content-Disposition: attachment; filename=<name>`.
-- Malformed queries -> 400 `text/plain` with Mesos's message.
+- Malformed queries -> 400 `text/plain` with Mesos's message; browsing a file -> `[]`; reading
+  or downloading a directory -> 400; the `.json` forms -> 404 (`files_api_edges.json`, recorded
+  for this module).
 """
 
 from __future__ import annotations
@@ -111,8 +113,6 @@ class SandboxFiles:
 
     def handle(self, req: Request) -> Response:
         name = req.path.rstrip("/").rsplit("/", 1)[-1]
-        if name.endswith(".json"):
-            name = name[:-len(".json")]
         if req.method not in ("GET", "HEAD"):
             return Response.text(405, f"Expecting 'GET', received '{req.method}'")
         if name == "debug":
@@ -120,8 +120,8 @@ class SandboxFiles:
                 return Response.json(200, dict(self._attached))
         handler = {"browse": self._browse, "read": self._read,
                    "download": self._download}.get(name)
-        if handler is None:
-            return Response(404)
+        if handler is None:  # e.g. the `.json` forms, gone in Mesos 1.12
+            return Response.text(404, "404 Not Found.")
         path = req.query.get("path")
         if not path:
             return Response.text(400, "Expecting 'path=value' in query.\n")
@@ -133,7 +133,7 @@ class SandboxFiles:
             return Response.text(404, "")
         shown = path.rstrip("/") or "/"
         if not os.path.isdir(real):
-            return Response.json(200, [file_info(real, shown)])
+            return Response.json(200, [])  # a file is browsed as an empty directory, as recorded
         entries = []
         for entry in sorted(os.listdir(real)):
             try:

@@ -205,3 +205,26 @@ def test_resolve_stays_inside_attached_sandboxes(tmp_path):
     assert files.resolve(latest + "/../../E2/runs/latest") is None
     assert files.resolve("/frameworks/F") is None
     assert files.resolve("relative/stdout") is None
+
+
+def test_edge_answers_match_a_real_agent(lm, sched):
+    """`files_api_edges.json`: a real 1.12 agent's answers to malformed queries, a file browsed,
+    a directory read or downloaded, a `..` escape, the removed `.json` forms."""
+    url, sandbox, fid = launch_hello(lm, sched, "edge")
+    for answer in recording("files_api_edges.json")["answers"]:
+        req = answer["request"].replace("{fw}", fid).replace("{executor}", "edge")
+        status, headers, body = get(url + req)
+        assert status == answer["status"], req
+        assert headers.get("Content-Type") == answer["headers"].get("Content-Type"), req
+        assert headers.get("Content-Disposition") == answer["headers"].get(
+            "Content-Disposition"), req
+        theirs = answer["body"]
+        if isinstance(theirs, str):
+            assert body.decode() == theirs, req
+        elif isinstance(theirs, list) and theirs:  # the sandbox listing: names and fields
+            ours = json.loads(body)
+            assert [e["path"].replace(fid, "{fw}").replace("/edge/", "/{executor}/")
+                    for e in ours] == [e["path"] for e in theirs]
+            assert all(sorted(o) == sorted(t) for o, t in zip(ours, theirs, strict=True))
+        else:
+            assert json.loads(body) == theirs, req
