@@ -8,6 +8,7 @@ and a real cluster.
   a Mesos agent attaches for every executor until it garbage-collects the sandbox. accessd's
   executor id is the task id for both command tasks and its own executor (`scheduler.tasks`).
 - The file: `/files/read?path=…&offset=…&length=…` (`offset=-1` answers the size).
+- The master: `HOST:PORT`, or `zk://…/path` (the leader announced there, as Mesos does).
 
 Failures become `LogsError(status, message)`: 404 when the task or its sandbox is unknown, 502/504
 when the master or the agent cannot be reached.
@@ -46,6 +47,46 @@ def master_url(master: str) -> str:
     return master if master.startswith(("http://", "https://")) else f"http://{master}"
 
 
+def leader_from_zk(url: str) -> str:
+    """The leading master's `http://IP:PORT` from ZooKeeper, as Mesos announces it: the
+    `json.info_<seq>` child with the lowest sequence under the path holds its MasterInfo JSON.
+    kazoo (through `scheduler.zk`, the one adapter) is imported only for `zk://` masters."""
+    import json
+
+    from scheduler.state import StateError
+    from scheduler.zk import new_client, parse_zk_url
+
+    try:
+        zk = parse_zk_url(url)
+        client = new_client(zk, connect_timeout=TIMEOUT)
+    except StateError as exc:
+        raise LogsError(502, f"cannot find the Mesos master in {url}: {exc}") from None
+    from kazoo.exceptions import NoNodeError
+
+    try:
+        try:
+            children = [c for c in client.get_children(zk.root) if c.startswith("json.info_")]
+        except NoNodeError:
+            children = []
+        if not children:
+            raise LogsError(502, f"no Mesos master is announced in {url}")
+        lowest = min(children, key=lambda c: int(c.rsplit("_", 1)[1]))
+        info = json.loads(client.get(f"{zk.root}/{lowest}")[0].decode("utf-8"))
+    except LogsError:
+        raise
+    except Exception as exc:  # kazoo's errors, or a znode that is not MasterInfo JSON
+        raise LogsError(502, f"cannot read the Mesos master from {url}: {exc}") from None
+    finally:
+        client.stop()
+        client.close()
+    address = info.get("address") or {}
+    host = address.get("ip") or address.get("hostname") or info.get("hostname")
+    port = address.get("port") or info.get("port")
+    if not host or not port:
+        raise LogsError(502, f"the master announced in {url} names no address")
+    return f"http://{host}:{port}"
+
+
 def agent_url_from_pid(pid: str) -> str | None:
     """`slave(1)@127.0.0.1:5051` -> `http://127.0.0.1:5051`."""
     _, sep, address = pid.rpartition("@")
@@ -79,7 +120,9 @@ class MesosFiles:
     """A client of the master's /state and the agents' /files API (thread-safe)."""
 
     def __init__(self, master: str) -> None:
-        self.master = master_url(master)
+        # A zk:// master is looked up when first needed and again after a failed /state.
+        self.zk = master.strip() if master.strip().startswith("zk://") else None
+        self.master = "" if self.zk else master_url(master)
         self.session = requests.Session()
         self._lock = threading.Lock()
         self._state: tuple[float, dict[str, Any]] | None = None
@@ -97,7 +140,14 @@ class MesosFiles:
         with self._lock:
             if not fresh and self._state is not None and now - self._state[0] < STATE_TTL:
                 return self._state[1]
-        resp = self._get(self.master + "/state", None, f"the Mesos master at {self.master}")
+        if self.zk and not self.master:
+            self.master = leader_from_zk(self.zk)
+        try:
+            resp = self._get(self.master + "/state", None, f"the Mesos master at {self.master}")
+        except LogsError:
+            if self.zk:
+                self.master = ""  # the leader may have changed: look it up again next time
+            raise
         if resp.status_code != 200:
             raise LogsError(502, f"the Mesos master answered {resp.status_code} to /state")
         state = resp.json()

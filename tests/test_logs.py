@@ -150,3 +150,24 @@ def test_follow_is_live_and_survives_a_rotation_without_duplicates(stack):
     delays = [arrived - float(text.split()[1]) for arrived, text in lines]
     print(f"follow latency: max {max(delays):.3f} s, mean {sum(delays) / len(delays):.3f} s")
     assert max(delays) < 1.0, delays
+
+
+def test_a_zk_master_is_found_as_mesos_announces_it(tmp_path):
+    """`--master zk://…`: the logs client finds the leading master through ZooKeeper (here a
+    localmesos announcing itself as a Mesos master does) and reads its /state."""
+    from api.logs_mesos import LogsError, MesosFiles, leader_from_zk
+    from tests.fixtures_zk import start_zookeeper
+
+    zk = start_zookeeper(tmp_path)
+    try:
+        with pytest.raises(LogsError, match="no Mesos master"):
+            leader_from_zk(zk.url("/nobody"))
+        mesos = start_localmesos(tmp_path, agents=1, extra_args=("--zk", zk.url("/mesos")))
+        try:
+            assert leader_from_zk(zk.url("/mesos")) == mesos.url
+            files = MesosFiles(zk.url("/mesos"))
+            assert files.master_state()["id"] == mesos.state()["id"]
+        finally:
+            mesos.stop()
+    finally:
+        zk.stop()
