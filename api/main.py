@@ -58,8 +58,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY,
                    help="largest request body in bytes (default %(default)s)")
     p.add_argument("--master", default=os.environ.get("ACCESSD_API_MESOS_MASTER"),
-                   help="the Mesos master HOST:PORT or zk://HOSTS/PATH, to read task logs from the agents' sandboxes "
-                        "(env ACCESSD_API_MESOS_MASTER)")
+                   help="the Mesos master HOST:PORT or zk://HOSTS/PATH, to read task logs "
+                        "from the agents' sandboxes (env ACCESSD_API_MESOS_MASTER)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     return p.parse_args(argv)
 
