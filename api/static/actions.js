@@ -90,10 +90,32 @@
     box.hidden = false;
   }
 
-  function refused(what, r) {
+  // `retry`, when given, repeats the request with ?force=true: offered on a 409 (a running
+  // deployment holds the app), as Marathon's UI offers to force the change.
+  function refused(what, r, retry) {
     var msg = (r.body && r.body.message) || ("HTTP " + r.status);
-    if (r.status === 409) msg += " (wait for the running deployment, or retry with force)";
+    if (r.status === 409) msg += " (wait for the running deployment, or force the change)";
     flash("bad", what + " refused: " + msg, r.body && r.body.details);
+    if (r.status === 409 && retry) {
+      var force = button("Force", "danger action-force", function () { retry(); });
+      var box = $("action-message");
+      box.insertBefore(force, box.lastChild);
+    }
+  }
+
+  // One change request; on success `after` runs and the page refreshes.
+  function act(what, method, path, body, after) {
+    request(method, path, body).then(function (r) {
+      if (!r.ok) {
+        refused(what, r, path.indexOf("force=true") < 0 ? function () {
+          act(what, method, path + (path.indexOf("?") < 0 ? "?" : "&") + "force=true", body,
+            after);
+        } : null);
+        return;
+      }
+      if (after) after();
+      done(what, r);
+    });
   }
 
   function done(what, r) {
@@ -127,24 +149,20 @@
     detail.appendChild(button("Scale", "action-scale", function () {
       var n = parseInt(input.value, 10);
       if (isNaN(n) || n < 0) { flash("bad", "Instances must be a whole number ≥ 0"); return; }
-      scale(appId, n, "Scaled " + appId + " to " + n);
+      scale(appId, n, "Scale of " + appId + " to " + n);
     }));
     detail.appendChild(button("Restart", "action-restart", function () {
-      request("POST", appPath(appId) + "/restart", {}).then(function (r) {
-        (r.ok ? done : refused)("Restart of " + appId, r);
-      });
+      act("Restart of " + appId, "POST", appPath(appId) + "/restart", {});
     }));
     detail.appendChild(button("Suspend", "action-suspend", function () {
-      scale(appId, 0, "Suspended " + appId);
+      scale(appId, 0, "Suspend of " + appId);
     }, "scale to 0 instances"));
     detail.appendChild(button("Edit", "action-edit", function () { openEditor(appId); }));
     detail.appendChild(button("Destroy", "action-destroy danger", function () {
       confirmDialog("Destroy " + appId + "? Its tasks are killed and its definition deleted.",
         "Destroy", function () {
-          request("DELETE", appPath(appId)).then(function (r) {
-            if (!r.ok) { refused("Destroy of " + appId, r); return; }
+          act("Destroy of " + appId, "DELETE", appPath(appId), undefined, function () {
             location.hash = "#/";
-            done("Destroyed " + appId, r);
           });
         });
     }));
@@ -156,9 +174,7 @@
   }
 
   function scale(appId, n, what) {
-    request("PUT", appPath(appId), { instances: n }).then(function (r) {
-      (r.ok ? done : refused)(what, r);
-    });
+    act(what, "PUT", appPath(appId), { instances: n });
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ def test_scale_from_the_page_and_watch_the_instances_change(stack, page):
     expect(page.locator("tr.task-row")).to_have_count(1, timeout=LIVE)
     page.locator("#scale-input").fill("3")
     page.locator("button.action-scale").click()
-    expect(page.locator("#action-message")).to_contain_text("Scaled /ui/web to 3")
+    expect(page.locator("#action-message")).to_contain_text("Scale of /ui/web to 3 — deployment")
     expect(page.locator("tr.task-row .state-running")).to_have_count(3, timeout=LIVE)
     expect(page.locator("#detail-facts dd").first).to_have_text("3 of 3 running")
     assert api(base, "GET", "/v2/apps/ui/web").json()["app"]["instances"] == 3
@@ -131,7 +131,7 @@ def test_destroy_asks_for_a_confirmation(stack, page):
     page.locator("button.action-destroy").click()
     page.locator("#confirm-yes").click()
     expect(page.locator("#list-view")).to_be_visible()
-    expect(page.locator("#action-message")).to_contain_text("Destroyed /ui/doomed")
+    expect(page.locator("#action-message")).to_contain_text("Destroy of /ui/doomed — deployment")
     wait_until(lambda: api(base, "GET", "/v2/apps/ui/doomed").status_code == 404, 30,
                message="the app deleted")
     expect(page.locator('tr.app-row[data-app-id="/ui/doomed"]')).to_have_count(0, timeout=LIVE)
@@ -290,3 +290,28 @@ def test_restart_and_edit_from_the_page(stack, page):
     expect(page.locator("#action-message")).to_contain_text("Updated /ui/edited")
     assert api(base, "GET", "/v2/apps/ui/edited").json()["app"]["cmd"] == "exec sleep 601"
     expect(page.locator("#detail-facts dd").last).to_have_text("exec sleep 601", timeout=LIVE)
+
+
+def test_a_change_refused_by_a_running_deployment_can_be_forced(stack, page):
+    base, work = stack
+    gate = work / "force-gate"
+    r = api(base, "POST", "/v2/apps", json={
+        "id": "/ui/held", "cmd": "exec sleep 600", "cpus": 0.05, "mem": 16, "instances": 1,
+        "portDefinitions": [],
+        "healthChecks": [{"protocol": "COMMAND",
+                          "command": {"value": f"test -e {shlex.quote(str(gate))}"},
+                          "gracePeriodSeconds": 300, "intervalSeconds": 2,
+                          "timeoutSeconds": 1, "maxConsecutiveFailures": 3}]})
+    assert r.status_code == 201, r.text
+    detail(page, base, "/ui/held")
+    expect(page.locator(".deployment")).to_have_count(1, timeout=LIVE)  # held: never healthy
+    page.locator("#scale-input").fill("0")
+    page.locator("button.action-scale").click()
+    message = page.locator("#action-message")
+    expect(message).to_contain_text("refused")
+    expect(message).to_contain_text("force the change")
+    assert api(base, "GET", "/v2/apps/ui/held").json()["app"]["instances"] == 1
+    message.locator("button.action-force").click()
+    expect(message).to_contain_text("Scale of /ui/held to 0 — deployment")
+    assert api(base, "GET", "/v2/apps/ui/held").json()["app"]["instances"] == 0
+    expect(page.locator("tr.task-row")).to_have_count(0, timeout=LIVE)
