@@ -171,3 +171,27 @@ def test_a_zk_master_is_found_as_mesos_announces_it(tmp_path):
             mesos.stop()
     finally:
         zk.stop()
+
+
+def test_logs_of_an_app_are_its_newest_tasks(stack):
+    base, _ = stack
+    first = deploy(base, {"id": "/logs/two", "cmd": "echo task=$MESOS_TASK_ID; exec sleep 600"})
+    r = requests.put(f"{base}/v2/apps/logs/two", json={"instances": 2},
+                     params={"force": "true"}, timeout=10)
+    assert r.status_code == 200, r.text
+    tasks = wait_until(lambda: len(ts := [t for t in requests.get(
+        f"{base}/v2/apps/logs/two/tasks", timeout=10).json()["tasks"]
+        if t["state"] == "TASK_RUNNING"]) == 2 and ts, 60, message="two running")
+    newest = max(tasks, key=lambda t: t["stagedAt"])
+    assert newest["id"] != first["id"]
+
+    def printed() -> str:
+        run = subprocess.run(accessd("logs", "/logs/two", "--api", base), capture_output=True,
+                             text=True, timeout=30, cwd=REPO)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+    assert wait_until(lambda: printed() == f"task={newest['id']}\n", 20,
+                      message="the newest task's line")
+    run = subprocess.run(accessd("logs", "/logs/none", "--api", base), capture_output=True,
+                         text=True, timeout=30, cwd=REPO)
+    assert run.returncode == 1 and "no app '/logs/none'" in run.stderr
