@@ -4,7 +4,9 @@
 
 Against a running `accessd local` (or any API): the applications list, an app's detail with its
 actions and a task's log view, the create-from-JSON dialog showing a refused field, and the
-pipeline panel. Changes nothing: the create dialog is submitted with an invalid definition.
+pipeline panel. Changes nothing (the create dialog is submitted with an invalid definition),
+except with `--deployment`: it then creates `/demo/held` (its health check never passes, so its
+deployment stays at its last step), takes its page, and deletes it again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("out", type=Path)
     p.add_argument("--token")
     p.add_argument("--app", default="/jpm/prediction")
+    p.add_argument("--deployment", action="store_true")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
@@ -51,6 +54,24 @@ def main(argv: list[str]) -> int:
         expect(page.locator("#app-json-errors li.field-error").first).to_be_visible()
         page.screenshot(path=str(args.out / "status-create-field-error.png"))
         page.keyboard.press("Escape")
+
+        if args.deployment:
+            import requests
+
+            headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+            requests.post(args.api + "/v2/apps", headers=headers, timeout=10, json={
+                "id": "/demo/held", "cmd": "exec sleep 600", "cpus": 0.05, "mem": 16,
+                "instances": 2, "healthChecks": [{"protocol": "COMMAND",
+                                                  "command": {"value": "false"},
+                                                  "gracePeriodSeconds": 600}]}).raise_for_status()
+            try:
+                page.goto(args.api + "/#/apps/demo/held")
+                expect(page.locator(".step-progress")).to_contain_text("2 running",
+                                                                       timeout=20_000)
+                page.screenshot(path=str(args.out / "status-deployment-steps.png"))
+            finally:
+                requests.delete(args.api + "/v2/apps/demo/held", params={"force": "true"},
+                                headers=headers, timeout=10)
 
         page.goto(args.api + "/#/pipeline")
         expect(page.locator(".pipeline-card").first).to_be_visible(timeout=20_000)
