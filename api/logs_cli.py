@@ -11,7 +11,9 @@ API's logs extension (`GET /v2/apps/{app}/tasks/{task}/logs`, see `api.logs`).
   truncated) is recognised by the file shrinking below the position read so far or its first
   bytes changing; the rest of `stdout.1` from that position is printed first, then the new file
   from its start: nothing twice, nothing skipped that the rotated file still holds. The follow
-  ends when the task has ended and everything was printed, or on Ctrl-C.
+  ends when the task has ended and everything was printed, or on Ctrl-C; while the API or the
+  agent is unreachable (5xx, refused connection) it says so once on stderr and keeps retrying
+  from the same position.
 """
 
 from __future__ import annotations
@@ -113,9 +115,23 @@ def same_start(a: str, b: str) -> bool:
 def follow(reader: LogReader, offset: int) -> int:
     head = reader.read(0, HEAD)["data"]
     next_liveness = time.monotonic() + LIVENESS_SECONDS
+    outage = False
     while True:
-        answer = reader.read(offset)
-        current = reader.read(0, HEAD)["data"] if offset > 0 else answer["data"][:HEAD]
+        try:
+            answer = reader.read(offset)
+            current = reader.read(0, HEAD)["data"] if offset > 0 else answer["data"][:HEAD]
+        except CliError as exc:
+            if not exc.transient:
+                raise
+            # The API or the agent is briefly away (restart, failover): keep the position.
+            if not outage:
+                print(f"accessd logs: {exc.message}; retrying", file=sys.stderr)
+            outage = True
+            time.sleep(1.0)
+            continue
+        if outage:
+            print("accessd logs: reconnected", file=sys.stderr)
+            outage = False
         if answer["size"] < offset or not same_start(current, head):
             # Rotated: finish the renamed file from where we were, then the new one from 0.
             try:
