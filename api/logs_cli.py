@@ -149,7 +149,13 @@ def follow(reader: LogReader, offset: int) -> int:
         now = time.monotonic()
         if now >= next_liveness:
             next_liveness = now + LIVENESS_SECONDS
-            if not reader.task_alive():
+            try:
+                alive = reader.task_alive()
+            except CliError as exc:
+                if not exc.transient:
+                    raise
+                alive = True  # unknown while the API is away: the read above will say
+            if not alive:
                 drain(reader, offset)
                 return EXIT_OK
         time.sleep(POLL_SECONDS)
