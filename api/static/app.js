@@ -420,8 +420,8 @@
       state.lastOk = new Date();
       notice(null, false);
       setConn("ok", "live");
-      $("updated").textContent = "updated " + state.lastOk.toLocaleTimeString() +
-        " · refreshes every " + POLL_MS / 1000 + " s";
+      $("updated").textContent = "updated " + state.lastOk.toLocaleTimeString() + " · " +
+        (window.accessdPage.liveText || "refreshes every " + POLL_MS / 1000 + " s");
       if (signature !== state.drawn || Date.now() - state.drawnAt > REDRAW_MS) {
         state.drawn = signature;
         render();

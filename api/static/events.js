@@ -25,6 +25,7 @@
       typeof AbortController !== "function") return;  // polling only
 
   function mode(m) {
+    page.liveText = m === "events" ? "follows the event stream" : null;
     var c = document.getElementById("conn");
     if (c) {
       c.setAttribute("data-mode", m);

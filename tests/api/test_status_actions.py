@@ -221,6 +221,7 @@ def test_page_follows_the_event_stream_and_falls_back_to_polling(stack, browser)
     try:
         detail(page, base, "/ui/evented")
         expect(page.locator("#conn")).to_have_attribute("data-mode", "events", timeout=LIVE)
+        expect(page.locator("#updated")).to_contain_text("follows the event stream")
         r = api(base, "PUT", "/v2/apps/ui/evented", json={"instances": 1})
         assert r.status_code == 200, r.text
         expect(page.locator("#detail-facts dd").first).to_have_text("1 of 1 running",
@@ -229,6 +230,7 @@ def test_page_follows_the_event_stream_and_falls_back_to_polling(stack, browser)
         page.route("**/v2/events*", lambda route: route.abort())
         page.evaluate("window.dispatchEvent(new StorageEvent('storage'))")
         expect(page.locator("#conn")).to_have_attribute("data-mode", "polling", timeout=LIVE)
+        expect(page.locator("#updated")).to_contain_text("refreshes every 2 s", timeout=LIVE)
         r = api(base, "PUT", "/v2/apps/ui/evented", json={"instances": 2})
         assert r.status_code == 200, r.text
         expect(page.locator("#detail-facts dd").first).to_have_text("2 of 2 running",
