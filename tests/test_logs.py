@@ -22,7 +22,7 @@ import requests
 from tests.fixtures_api import start_api
 from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import start_scheduler
-from tests.support import PYTHON, REPO, wait_until
+from tests.support import PYTHON, REPO, assert_no_traceback, wait_until, watch_processes
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,19 +31,20 @@ pytestmark = pytest.mark.timeout(180)
 def stack(tmp_path_factory):
     work = tmp_path_factory.mktemp("logs")
     state = work / "state.db"
-    mesos = start_localmesos(work, agents=2, extra_args=("--status-update-retry", "1"))
-    api_proc = sched = None
-    try:
-        api_proc, base = start_api(state, workers=2, extra_args=("--master", mesos.master))
-        sched = start_scheduler(mesos.master, state, ["--refuse-seconds", "1"])
-        yield base, work
-    finally:
-        if sched is not None:
-            sched.stop()
-        if api_proc is not None:
-            api_proc.stop()
-        mesos.stop()
-    assert "Traceback" not in api_proc.output(), api_proc.output()
+    with watch_processes() as procs:
+        mesos = start_localmesos(work, agents=2, extra_args=("--status-update-retry", "1"))
+        api_proc = sched = None
+        try:
+            api_proc, base = start_api(state, workers=2, extra_args=("--master", mesos.master))
+            sched = start_scheduler(mesos.master, state, ["--refuse-seconds", "1"])
+            yield base, work
+        finally:
+            if sched is not None:
+                sched.stop()
+            if api_proc is not None:
+                api_proc.stop()
+            mesos.stop()
+    assert_no_traceback(procs)
 
 
 def deploy(base: str, app: dict) -> dict:
@@ -88,7 +89,8 @@ def test_logs_endpoint_reads_stdout_stderr_and_ended_tasks(stack):
     assert logs(base, "/logs/other", tid).status_code == 404
 
     # Kill it (scale to 0): the task leaves accessd's store, its sandbox stays on the agent.
-    r = requests.delete(f"{base}/v2/apps/logs/hello/tasks/{tid}", params={"scale": "true", "force": "true"},
+    r = requests.delete(f"{base}/v2/apps/logs/hello/tasks/{tid}",
+                        params={"scale": "true", "force": "true"},
                         timeout=10)
     assert r.status_code == 200, r.text
     wait_until(lambda: not requests.get(f"{base}/v2/apps/logs/hello/tasks",

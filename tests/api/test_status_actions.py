@@ -19,7 +19,7 @@ from tests.api.test_status_page import CHROMIUM, CHROMIUM_ARGS, ensure_chromium
 from tests.fixtures_api import start_api
 from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import agent_resources, start_scheduler
-from tests.support import wait_until
+from tests.support import assert_no_traceback, wait_until, watch_processes
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -31,21 +31,22 @@ LIVE = 20_000  # the page polls every 2 s; scheduling a task takes a round or tw
 def stack(tmp_path_factory):
     work = tmp_path_factory.mktemp("actions")
     state = work / "state.db"
-    mesos = start_localmesos(work, agents=2, resources=agent_resources(2),
-                             extra_args=("--status-update-retry", "1"))
-    api_proc = sched = None
-    try:
-        api_proc, base = start_api(state, workers=2, extra_args=(
-            "--master", mesos.master, "--token", FULL, "--read-token", READ))
-        sched = start_scheduler(mesos.master, state, ["--refuse-seconds", "1"])
-        yield base, work
-    finally:
-        if sched is not None:
-            sched.stop()
-        if api_proc is not None:
-            api_proc.stop()
-        mesos.stop()
-    assert "Traceback" not in api_proc.output(), api_proc.output()
+    with watch_processes() as procs:
+        mesos = start_localmesos(work, agents=2, resources=agent_resources(2),
+                                 extra_args=("--status-update-retry", "1"))
+        api_proc = sched = None
+        try:
+            api_proc, base = start_api(state, workers=2, extra_args=(
+                "--master", mesos.master, "--token", FULL, "--read-token", READ))
+            sched = start_scheduler(mesos.master, state, ["--refuse-seconds", "1"])
+            yield base, work
+        finally:
+            if sched is not None:
+                sched.stop()
+            if api_proc is not None:
+                api_proc.stop()
+            mesos.stop()
+    assert_no_traceback(procs)
 
 
 @pytest.fixture(scope="module")
