@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "api": ("api.main", "run the control API under gunicorn"),
     "logs": ("api.logs_cli", "print or follow a task's stdout/stderr (an app: its newest task)"),
     "executor": ("executor.__main__", "run accessd's Mesos executor (started by an agent)"),
+    "leader": ("accessd.leader", "show the elected scheduler, or make it abdicate (HA)"),
 }
 
 # Operator commands: thin HTTP clients of the control API, all in one module.
