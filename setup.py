@@ -35,6 +35,10 @@ setup(
             # its wheel ships its driver, and no browser is downloaded (we point it at
             # /usr/bin/chromium). A well-kept library instead of our own CDP client.
             "playwright>=1.40",
+            # examples/notebooks/client.ipynb is executed by a real kernel in the tests
+            "nbclient>=0.10",
+            "nbformat>=5.9",
+            "ipykernel>=6.29",
         ],
     },
     entry_points={"console_scripts": ["accessd=accessd.cli:main"]},

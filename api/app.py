@@ -24,6 +24,7 @@ from api.cache import ChangeToken, SQLiteChangeToken, ViewCache
 from api.deployments import Deployment, Deployments
 from api.events import Events
 from api.info import Index, Info, Ping, Static, version
+from api.jobs import routes as job_routes
 from api.leadership import LeaderResource, Leadership, LeadershipMiddleware
 from api.logs import AppTaskLogs
 from api.logs_mesos import MesosFiles
@@ -146,6 +147,7 @@ def create_app(config: ApiConfig, store: StateStore,
         ("/", Index()),
         ("/static/{name}", Static()),
     ]
+    routes += job_routes(ctx)  # Chronos's /v1/scheduler API (api.jobs)
     for template, resource in routes:
         app.add_route(template, resource)
     return app

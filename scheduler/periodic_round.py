@@ -40,6 +40,8 @@ class PeriodicRound:
         if not self.subscribed:
             return
         now = self.clock()
+        if self.jobs.tick(now):  # new job runs wait for offers: plan (and REVIVE) this tick
+            self.dirty = True
         generation = self.store.desired_generation()
         mono = time.monotonic()
         if not (self.dirty or generation != self.seen_generation or now >= self.wake_at
@@ -138,6 +140,7 @@ class PeriodicRound:
 
     def _offers(self, plan: reconcile.Plan, now: float) -> None:
         demand = {need.app.id: need.count for need in plan.launches}
+        demand.update(self.jobs.demand())
         for app_id in demand:
             self.demand_since.setdefault(app_id, now)
         for app_id in list(self.demand_since):

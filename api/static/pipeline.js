@@ -153,9 +153,12 @@
   function show() {
     var on = active();
     $("pipeline-view").hidden = !on;
-    $("nav-pipeline").className = on ? "active" : "";
-    var apps = document.querySelector('.topbar nav a[href="#/"]');
-    if (apps) apps.className = on ? "" : "active";
+    // The one rule of every view module (jobs.js too): a view's own link, else Applications.
+    var h = location.hash, own = ["#/jobs", "#/pipeline"].indexOf(h) >= 0;
+    Array.prototype.forEach.call(document.querySelectorAll(".topbar nav a"), function (a) {
+      var href = a.getAttribute("href");
+      a.className = (href === h || (href === "#/" && !own)) ? "active" : "";
+    });
     if (on) {
       $("list-view").hidden = true;
       $("detail-view").hidden = true;
