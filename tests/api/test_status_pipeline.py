@@ -55,6 +55,8 @@ def test_pipeline_panel_shows_the_served_model_and_a_new_version_after_a_retrain
     card = page.locator(f'.pipeline-card[data-symbol="{SYMBOL}"]')
     expect(card.locator(".model-version")).to_have_text("v1", timeout=LIVE)
     expect(page.locator("#list-view")).to_be_hidden()
+    expect(page.locator("#jobs-view")).to_be_hidden()
+    expect(page.locator(".topbar nav a.active")).to_have_text("Pipeline")
     with open_store(f"sqlite://{db}") as store:
         last = store.last(SYMBOL)
     assert last is not None
@@ -72,3 +74,11 @@ def test_pipeline_panel_shows_the_served_model_and_a_new_version_after_a_retrain
     expect(card.locator(".model-version")).to_have_text("v2", timeout=LIVE)
     metrics2 = json.loads((models / SYMBOL / "v2" / "metrics.json").read_text())
     expect(card.locator(".mae-model")).to_have_text(f"{metrics2['model']['mae']:.4f}")
+    # The other views take over the page and the nav: Jobs, then Applications.
+    page.goto(base + "/#/jobs")
+    expect(page.locator("#pipeline-view")).to_be_hidden()
+    expect(page.locator("#jobs-view")).to_be_visible()
+    expect(page.locator(".topbar nav a.active")).to_have_text("Jobs")
+    page.goto(base + "/#/")
+    expect(page.locator("#list-view")).to_be_visible()
+    expect(page.locator(".topbar nav a.active")).to_have_text("Applications")
