@@ -25,6 +25,7 @@ accessd extras, only when asked for: `GET /v1/scheduler/jobs?status=true` adds t
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -282,7 +283,8 @@ def _guarded(ctx: Ctx, resource: object) -> object:
             def checked(req, resp, _responder=responder, **params):
                 _require_job_store(ctx.store)
                 _responder(req, resp, **params)
-            setattr(guarded, name, checked)
+            # The responder's name and docstring stay visible (the OpenAPI document reads them).
+            setattr(guarded, name, functools.update_wrapper(checked, responder))
     return guarded
 
 

@@ -33,6 +33,7 @@ _ERRORS = {
 
 def _operation(route_template: str, fields: list[tuple[str, bool]], method: str,
                responder: Any) -> dict[str, Any]:
+    responder = inspect.unwrap(responder)  # a wrapped responder (api.jobs' store guard)
     doc = inspect.getdoc(responder) or ""
     summary = doc.split("\n\n", 1)[0].replace("\n", " ").strip()
     params: list[dict[str, Any]] = []
