@@ -13,7 +13,7 @@ from typing import Any
 
 import falcon
 
-from api import changes, views
+from api import changes, shapes, views
 from api.body import read_object
 from api.cache import ViewCache
 from api.errors import ApiError, bad_request, not_found
@@ -44,8 +44,14 @@ def force_param(req: falcon.Request) -> bool:
     return req.get_param_as_bool("force", default=False) or False
 
 
-def embeds(req: falcon.Request, prefix: str) -> set[str]:
-    return views.parse_embeds(req.get_param_as_list("embed") or [], prefix)
+def embeds(req: falcon.Request, always: frozenset[str] = frozenset()) -> set[str]:
+    """The request's Marathon embeds plus those Marathon adds anyway (`always`)."""
+    return views.parse_embeds(req.get_param_as_list("embed") or []) | always
+
+
+def extras(req: falcon.Request) -> bool:
+    """Whether the request asked for accessd's own fields (`embed=accessd`, see api.shapes)."""
+    return shapes.wants_extras(req.get_param_as_list("embed") or [])
 
 
 def get_app_or_404(store: StateStore, app_id: str) -> Doc:
@@ -55,7 +61,8 @@ def get_app_or_404(store: StateStore, app_id: str) -> Doc:
     return app
 
 
-def render_apps(store: StateStore, apps: list[Doc], embed: set[str]) -> list[Doc]:
+def render_apps(store: StateStore, apps: list[Doc], embed: set[str],
+                with_extras: bool = False) -> list[Doc]:
     """Views of `apps` (four store reads in all)."""
     if not apps:
         return []
@@ -69,7 +76,8 @@ def render_apps(store: StateStore, apps: list[Doc], embed: set[str]) -> list[Doc
     deps = views.deployments_by_app(store.list_deployments(active_only=True))
     now = time.time()
     return [views.app_view(a, tasks.get(a["id"], []), statuses.get(a["id"]),
-                           deps.get(a["id"], []), embed, now) for a in apps]
+                           deps.get(a["id"], []), embed, now, extras=with_extras)
+            for a in apps]
 
 
 class AppsCollection:
@@ -78,7 +86,8 @@ class AppsCollection:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """List apps (`?id=` substring, `?cmd=` substring, `?label=` selector,
-        `?embed=apps.tasks|apps.deployments|apps.lastTaskFailure|apps.counts`)."""
+        `?embed=apps.tasks|apps.counts|apps.deployments|apps.readiness|apps.lastTaskFailure|
+        apps.failures|apps.taskStats`, and `accessd` for accessd's own fields)."""
         # Token first, then the data (see api.cache): a cached body is never staler than it.
         key = req.query_string
         token = self.ctx.cache.token()
@@ -101,7 +110,8 @@ class AppsCollection:
             except ValueError as exc:
                 raise bad_request(f"Invalid label selector: {exc}", "/label") from None
             apps = [a for a in apps if views.labels_match(a.get("labels") or {}, terms)]
-        body = json.dumps({"apps": render_apps(self.ctx.store, apps, embeds(req, "apps"))},
+        body = json.dumps({"apps": render_apps(self.ctx.store, apps,
+                                               embeds(req, views.LIST_EMBEDS), extras(req))},
                           ensure_ascii=False).encode()
         self.ctx.cache.put(key, token, body)
         resp.content_type = falcon.MEDIA_JSON
@@ -117,8 +127,8 @@ class AppsCollection:
         resp.status = falcon.HTTP_201
         resp.location = "/v2/apps" + change.app["id"]
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
-        resp.media = views.app_view(change.app, [], None, [change.deployment], set(),
-                                    time.time())
+        resp.media = views.app_view(change.app, [], None, [change.deployment],
+                                    set(views.LIST_EMBEDS), time.time(), extras=extras(req))
 
 
 class AppResource:
@@ -126,10 +136,11 @@ class AppResource:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
-        """One app: `{"app": ...}` (`?embed=app.tasks|app.deployments|app.lastTaskFailure|
-        app.counts`)."""
+        """One app: `{"app": ...}` with its tasks, counters, deployments and last task failure
+        (`?embed=app.readiness|app.taskStats`, and `accessd` for accessd's own fields)."""
         app = get_app_or_404(self.ctx.store, path_app_id(app_id))
-        resp.media = {"app": render_apps(self.ctx.store, [app], embeds(req, "app"))[0]}
+        resp.media = {"app": render_apps(self.ctx.store, [app], embeds(req, views.SINGLE_EMBEDS),
+                                         extras(req))[0]}
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
         """Create or replace an app; a body with only `instances` scales it (`?force=true`

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import falcon
 
+from api import shapes
 from scheduler.state import StateStore
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -56,6 +57,8 @@ class Info:
             "authentication": {"enabled": self.auth_enabled,
                                "schemes": ["Bearer", "Basic"] if self.auth_enabled else []},
         }
+        # Marathon's fields only, unless `?embed=accessd` (api.shapes)
+        resp.media = shapes.info(resp.media, shapes.wants_extras(req.get_param_as_list("embed") or []))
 
 
 class Leader:

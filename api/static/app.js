@@ -1,8 +1,10 @@
 /*
  * accessd status page.
  *
- * One poll of GET /v2/apps?embed=apps.tasks every POLL_MS feeds both views (the applications
- * list and an app's detail at #/apps/<id>), so what the page shows is always one consistent
+ * One poll of GET /v2/apps?embed=apps.tasks&embed=apps.lastTaskFailure&embed=accessd every
+ * POLL_MS (`accessd`: the status label, task health verdicts; see api/shapes.py) feeds both
+ * views (the applications list and an app's detail at #/apps/<id>), so what the page shows is
+ * always one consistent
  * snapshot. Polling rather than following /v2/events keeps the page from holding an API worker
  * open per browser tab; 2 s is live enough for people watching a deployment.
  *
@@ -393,10 +395,10 @@
   function poll() {
     if (state.inflight) return;
     state.inflight = true;
-    var apps = apiGet("/v2/apps?embed=apps.tasks");
+    var apps = apiGet("/v2/apps?embed=apps.tasks&embed=apps.lastTaskFailure&embed=accessd");
     // The queue (delays, waiting reasons) is extra detail: its failure must not hide the apps.
-    var queue = apiGet("/v2/queue").catch(function () { return null; });
-    var deployments = apiGet("/v2/deployments").catch(function () { return null; });
+    var queue = apiGet("/v2/queue?embed=accessd").catch(function () { return null; });
+    var deployments = apiGet("/v2/deployments?embed=accessd").catch(function () { return null; });
     Promise.all([apps, queue, deployments]).then(function (res) {
       var signature = JSON.stringify(res);
       var list = (res[0] && res[0].apps) || [];

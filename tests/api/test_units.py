@@ -124,8 +124,13 @@ def test_label_selectors():
 
 
 def test_embeds():
-    assert views.parse_embeds(["apps.tasks,apps.counts", "app.x", "apps.lastTaskFailure"],
-                              "apps") == {"tasks", "counts", "lastTaskFailure"}
+    """Marathon's resolution: any of its prefixes or none, `tasks` brings `deployments`,
+    `failures` is tasks + lastTaskFailure + deployments, unknown values are ignored."""
+    assert views.parse_embeds(["apps.tasks,apps.counts", "app.x", "apps.lastTaskFailure"]) == {
+        "tasks", "deployments", "counts", "lastTaskFailure"}
+    assert views.parse_embeds(["app.failures"]) == {"tasks", "lastTaskFailure", "deployments"}
+    assert views.parse_embeds(["group.apps.taskStats", "readiness", "accessd"]) == {
+        "taskStats", "readiness"}
 
 
 def test_router_multi_segment_fields_and_order():
