@@ -431,7 +431,7 @@ def test_a_reset_request_is_carried_out_by_the_next_round(env):
 
 def test_a_round_prunes_the_event_log_to_its_newest_events(env, monkeypatch):
     store, _, worker = env
-    monkeypatch.setattr("scheduler.framework.EVENTS_KEPT", 5)
+    monkeypatch.setattr("scheduler.periodic_round.EVENTS_KEPT", 5)
     for n in range(12):
         store.append_event("api_post_event", {"n": n})
     worker.handle("subscribed", ("F1", {"hostname": "127.0.0.1", "port": 5050}))

@@ -1,0 +1,111 @@
+"""The worker's answer to a batch of offers: place what the plan wants launched, store each
+task document (TASK_STAGING) before its ACCEPT, decline the rest with a `refuse_seconds` filter,
+and note what could not be placed (the app status's `waiting`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from scheduler import reconcile, taskstate
+from scheduler.spec import format_time
+
+log = logging.getLogger("accessd.scheduler")
+
+Doc = dict[str, Any]
+
+
+class OfferRound:
+    """Mixin of `framework.Worker`: the offer callbacks' half of a round."""
+
+    def on_offers(self, offers: list[Doc]) -> None:
+        from scheduler.placement import LaunchRequest, place
+        from scheduler.tasks import build_task_info, new_task_id
+
+        if not self.subscribed:  # the framework id is not stored yet: launch nothing
+            self.decline_all(offers)
+            return
+        now = self.clock()
+        plan = self.make_plan(now)
+        needs = {need.app.id: need for need in plan.launches}
+        requests = [LaunchRequest(app=need.app, count=need.count) for need in plan.launches]
+        result = place(offers, requests, self.store.list_tasks(), role=self.role)
+        by_id = {o["id"]["value"]: o for o in offers}
+        infos: dict[str, list[Doc]] = {}
+        docs: dict[str, Doc] = {}
+        for launch in result.launches:
+            need = needs[launch.app_id]
+            task_id = new_task_id(launch.app_id)
+            info = build_task_info(launch, need.app, task_id=task_id,
+                                   config_version=need.config_version,
+                                   executor_python=self.executor_python)
+            docs[task_id] = self._task_doc(task_id, launch, need, by_id, now)
+            self.store.upsert_task(docs[task_id])
+            infos.setdefault(launch.offer_id, []).append(info)
+            log.info("launching task %s app=%s agent=%s ports=%s", task_id, launch.app_id,
+                     launch.hostname, list(launch.ports))
+        for offer_id, task_infos in infos.items():
+            try:
+                self.driver.acceptOffers(
+                    [{"value": offer_id}],
+                    [{"type": "LAUNCH", "launch": {"task_infos": task_infos}}],
+                    filters={"refuse_seconds": self.refuse_seconds})
+            except Exception:
+                log.exception("ACCEPT of offer %s failed; forgetting its tasks", offer_id)
+                for info in task_infos:
+                    self.store.delete_task(info["task_id"]["value"])
+                continue
+            # Marathon announces a launched task as TASK_STAGING (Mesos itself sends no update
+            # for that state); the worker handles no update before this returns, so it comes
+            # first in the log.
+            for info in task_infos:
+                doc = docs[info["task_id"]["value"]]
+                self.store.append_event("status_update_event", taskstate.status_update_event(
+                    doc, taskstate.STAGING, None))
+        declines = [oid for oid in by_id if oid not in infos]
+        if declines:
+            self.driver.declineOffer([{"value": oid} for oid in declines],
+                                     filters={"refuse_seconds": self.refuse_seconds})
+        self._note_waiting(result.unplaced, now)
+        # What still waits after this round is known demand: only growth beyond it is news
+        # worth a REVIVE (which would also clear the decline filters just set).
+        placed: dict[str, int] = {}
+        for launch in result.launches:
+            placed[launch.app_id] = placed.get(launch.app_id, 0) + 1
+        self.last_demand = {app_id: need.count - placed.get(app_id, 0)
+                            for app_id, need in needs.items()
+                            if need.count > placed.get(app_id, 0)}
+
+    def decline_all(self, offers: list[Doc]) -> None:
+        try:
+            self.driver.declineOffer([{"value": o["id"]["value"]} for o in offers],
+                                     filters={"refuse_seconds": self.refuse_seconds})
+        except Exception:
+            log.exception("could not decline %d offers", len(offers))
+
+    def _task_doc(self, task_id: str, launch: Any, need: reconcile.LaunchNeed,
+                  offers: dict[str, Doc], now: float) -> Doc:
+        offer = offers.get(launch.offer_id) or {}
+        ip = ((offer.get("url") or {}).get("address") or {}).get("ip") or "127.0.0.1"
+        app = need.app
+        return {
+            "id": task_id, "appId": app.id, "host": launch.hostname,
+            "slaveId": launch.agent_id, "agentId": launch.agent_id,
+            "ipAddresses": [{"ipAddress": ip, "protocol": "IPv4"}],
+            "ports": list(launch.ports), "servicePorts": [],
+            "stagedAt": format_time(now), "startedAt": None, "version": need.config_version,
+            "state": taskstate.STAGING, "healthy": None, "healthCheckResults": [],
+            "message": None, "reason": None, "attributes": dict(launch.attributes or {}),
+            "resources": {"cpus": app.cpus, "mem": app.mem, "disk": app.disk},
+            "killRequested": False,
+        }
+
+    def _note_waiting(self, unplaced: dict[str, Any], now: float) -> None:
+        for app_id, info in unplaced.items():
+            previous = self.waiting.get(app_id)
+            since = previous["since"] if previous and previous["reason"] == info.reason \
+                else format_time(now)
+            self.waiting[app_id] = {"reason": info.reason, "since": since, "count": info.count}
+        for app_id in list(self.waiting):
+            if app_id not in unplaced:
+                del self.waiting[app_id]
