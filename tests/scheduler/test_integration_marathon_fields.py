@@ -1,0 +1,142 @@
+"""Marathon fields with a runtime effect, end to end: `accessd api` + `accessd scheduler` on
+localmesos. A definition exported from Marathon POSTs unchanged and runs healthy; `fetch` puts
+an archive, extracted, into the sandbox of a task started with `args` (the service then serves
+the extracted file); `user` runs the task as that user; an app without `portDefinitions` gets
+Marathon's one port, so `$PORT0` and a `portIndex: 0` health check work."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import json
+import os
+import pwd
+import tarfile
+import threading
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from scheduler.state import StateStore
+from tests.fixtures_api import start_api
+from tests.fixtures_scheduler import scheduler_cluster
+from tests.support import REPO, wait_until
+
+SERVE = "exec python3 -m http.server $PORT0 --bind 127.0.0.1"
+CHECK = {"protocol": "HTTP", "path": "/", "portIndex": 0, "gracePeriodSeconds": 30,
+         "intervalSeconds": 1, "timeoutSeconds": 0.5, "maxConsecutiveFailures": 3}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, StateStore]]:
+    work = tmp_path_factory.mktemp("marathon-fields")
+    with scheduler_cluster(work) as (_mesos, store, _sched):
+        api, base = start_api(work / "state.db", workers=1)
+        try:
+            yield base, store
+        finally:
+            api.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(cluster: tuple[str, StateStore]) -> str:
+    return cluster[0]
+
+
+@pytest.fixture(scope="module")
+def archive_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("served")
+    data = b"symbol,weight\nJPM,0.42\n"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("model/weights.csv")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    (root / "model.tgz").write_bytes(buf.getvalue())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/model.tgz"
+    server.shutdown()
+    server.server_close()
+
+
+def healthy_tasks(base: str, app_id: str, want: int, timeout: float = 60.0) -> list[dict]:
+    def ready():
+        r = requests.get(base + "/v2/apps" + app_id, timeout=10)
+        app = r.json().get("app") if r.status_code == 200 else None
+        return app["tasks"] if app and app["tasksHealthy"] >= want else None
+    return wait_until(ready, timeout, message=f"{want} healthy task(s) of {app_id}")
+
+
+def test_marathon_export_posts_unchanged_and_runs(stack: str) -> None:
+    doc = json.loads((REPO / "tests/data/marathon/app-export-1.10.json").read_text())["app"]
+    doc["healthChecks"] = [dict(doc["healthChecks"][0], intervalSeconds=1, timeoutSeconds=0.5,
+                                gracePeriodSeconds=30)]  # only faster checks, for the test
+    r = requests.post(stack + "/v2/apps", json=doc, timeout=10)
+    assert r.status_code == 201, r.text
+    (task,) = healthy_tasks(stack, doc["id"], 1)
+    assert requests.get(f"http://127.0.0.1:{task['ports'][0]}/", timeout=5).status_code == 200
+
+
+def test_default_port_definition_gives_port0_and_health_check(stack: str) -> None:
+    r = requests.post(stack + "/v2/apps", timeout=10, json={
+        "id": "/fields/default-port", "cmd": SERVE, "cpus": 0.1, "mem": 32,
+        "healthChecks": [CHECK]})
+    assert r.status_code == 201, r.text
+    (task,) = healthy_tasks(stack, "/fields/default-port", 1)
+    assert len(task["ports"]) == 1
+
+
+def test_fetch_and_args_put_an_extracted_archive_in_the_sandbox(stack: str,
+                                                               archive_url: str) -> None:
+    r = requests.post(stack + "/v2/apps", timeout=10, json={
+        "id": "/fields/fetch", "args": ["sh", "-c", f"test -f model/weights.csv && {SERVE}"],
+        "cpus": 0.1, "mem": 32, "fetch": [{"uri": archive_url}], "healthChecks": [CHECK]})
+    assert r.status_code == 201, r.text
+    (task,) = healthy_tasks(stack, "/fields/fetch", 1)
+    served = requests.get(f"http://127.0.0.1:{task['ports'][0]}/model/weights.csv", timeout=5)
+    assert served.text == "symbol,weight\nJPM,0.42\n"
+
+
+def first_end(store: StateStore, app_id: str) -> dict:
+    """The first status_update_event of `app_id` in a terminal state."""
+    def ended():
+        return next((e for _, e in store.events_since(0, 100000)
+                     if e.get("eventType") == "status_update_event" and e.get("appId") == app_id
+                     and e.get("taskStatus") in ("TASK_FINISHED", "TASK_FAILED")), None)
+    return wait_until(ended, 60, message=f"a task of {app_id} to end")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching user needs an agent running as root")
+def test_user_runs_the_task_as_that_user(cluster: tuple[str, StateStore]) -> None:
+    """The task checks who it runs as and exits 0 only if it is the app's user (a task that
+    ends is observable whatever the permissions of the test's temporary directories: pytest's
+    are 0700, which a process of another user cannot traverse by absolute path, as on a real
+    agent whose work dir is not world-traversable; accessd's executor, which writes to its
+    sandbox by absolute path, needs that, so this runs under the command executor)."""
+    base, store = cluster
+    user = pwd.getpwuid(65534).pw_name
+    app_id, executor = "/fields/user", "//cmd"
+    r = requests.post(base + "/v2/apps", timeout=10, json={
+        "id": app_id, "cmd": f'test "$(id -un)" = {user}', "user": user, "executor": executor,
+        "cpus": 0.1, "mem": 32})
+    assert r.status_code == 201, r.text
+    event = first_end(store, app_id)
+    assert event["taskStatus"] == "TASK_FINISHED", event
+    requests.delete(base + "/v2/apps" + app_id, timeout=10)
+
+
+def test_a_user_missing_on_the_agent_fails_the_task(cluster: tuple[str, StateStore]) -> None:
+    base, store = cluster
+    r = requests.post(base + "/v2/apps", timeout=10, json={
+        "id": "/fields/no-user", "cmd": "sleep 60", "user": "no-such-user-here",
+        "executor": "//cmd", "cpus": 0.1, "mem": 32})
+    assert r.status_code == 201, r.text
+    event = first_end(store, "/fields/no-user")
+    assert event["taskStatus"] == "TASK_FAILED"
+    assert "Failed to get user information for 'no-such-user-here'" in event["message"]
+    requests.delete(base + "/v2/apps/fields/no-user", timeout=10)
+
