@@ -143,9 +143,10 @@ class AppResource:
                                          extras(req))[0]}
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
-        """Create or replace an app; a body with only `instances` scales it (`?force=true`
-        overrides a running deployment; `?partialUpdate=true` merges the body onto the stored
-        definition, as PATCH does)."""
+        """Update an app as Marathon does: the body's fields are merged onto the stored
+        definition (each top-level field given replaces the stored one; `?partialUpdate=false`
+        replaces the whole definition instead); a missing app is created (201). A body with only
+        `instances` is a scale. `?force=true` overrides a running deployment."""
         app_id = path_app_id(app_id)
         doc = read_object(req, self.ctx.max_body)
         if doc.get("id") is not None:
@@ -159,16 +160,12 @@ class AppResource:
                     "errors": [f"the body's id {body_id} differs from the URL's {app_id}"]}])
         store = self.ctx.store
         old = store.get_app(app_id)
-        partial = req.get_param_as_bool("partialUpdate", default=False)
-        if partial and old is not None:
+        partial = req.get_param_as_bool("partialUpdate", default=True)
+        if old is None and set(doc) - {"id"} == {"instances"}:
+            # a scale of an app that is not there: say so (a definition needs a command)
+            raise not_found(f"App '{app_id}' does not exist")
+        if old is not None and partial:
             new_json = changes.validated(merge_patch(changes.definition(old), doc))
-        elif set(doc) - {"id"} == {"instances"}:
-            # Marathon's scale: only `instances`, merged onto the stored definition.
-            if old is None:
-                raise not_found(f"App '{app_id}' does not exist")
-            merged = changes.definition(old)
-            merged["instances"] = doc["instances"]
-            new_json = changes.validated(merged)
         else:
             new_json = changes.validated({**doc, "id": app_id})
         change = changes.apply(store, req, app_id, old, new_json, force=force_param(req))

@@ -532,7 +532,10 @@ def cmd_deploy(client: ApiClient, opts: argparse.Namespace) -> int:
     app_id = normalize_id(doc["id"])
     exists = client.get(app_path(app_id), ok_404=True) is not None
     if exists:
-        answer = client.request("PUT", app_path(app_id), body=doc, params=force_params(opts))
+        # The file is the whole definition: replace (a field left out of the file goes back to
+        # its default), not Marathon's default merge.
+        params = {**(force_params(opts) or {}), "partialUpdate": "false"}
+        answer = client.request("PUT", app_path(app_id), body=doc, params=params)
         verb = "updated"
     else:
         answer = client.request("POST", "/v2/apps", body=doc, params=force_params(opts))

@@ -149,14 +149,30 @@ def test_patch_changes_config_version(api, store):
     after = store.get_app(APP_ID)
     assert after["versionInfo"]["lastConfigChangeAt"] == app["versionInfo"]["lastConfigChangeAt"]
     finish_deployments(store)
-    # ?partialUpdate=true merges a partial body (Marathon's PUT default; ours is replace).
-    r = requests.put(api + URL_ID, params={"partialUpdate": "true"},
-                     json={"instances": 3, "labels": {"x": "y"}}, timeout=10)
+    # PUT merges a partial body (Marathon's default, partialUpdate=true) ...
+    r = requests.put(api + URL_ID, json={"instances": 3, "labels": {"x": "y"}}, timeout=10)
     assert r.status_code == 200, r.text
     merged = store.get_app(APP_ID)
     assert merged["labels"] == {"x": "y"} and merged["cpus"] == 0.25 and merged["instances"] == 3
-    r = requests.put(api + URL_ID, json={"cpus": 0.5}, timeout=10)  # a replace needs a cmd
+    assert merged["env"] == {"A": "1"} and merged["cmd"] == app["cmd"]
+    finish_deployments(store)
+    # ... and ?partialUpdate=false replaces the whole definition (which then needs a cmd)
+    before = snapshot(store)
+    r = requests.put(api + URL_ID, params={"partialUpdate": "false"}, json={"cpus": 0.5},
+                     timeout=10)
     assert r.status_code == 422 and "cmd" in r.text
+    assert snapshot(store) == before
+    r = requests.put(api + URL_ID, params={"partialUpdate": "false"}, timeout=10,
+                     json={"cmd": "sleep 100", "cpus": 0.5})
+    assert r.status_code == 200, r.text
+    replaced = store.get_app(APP_ID)
+    assert replaced["cmd"] == "sleep 100" and replaced["env"] == {} and replaced["instances"] == 1
+    assert replaced["labels"] == {}
+    finish_deployments(store)
+    # back to the full definition for the tests that follow
+    r = requests.put(api + URL_ID, params={"partialUpdate": "false"},
+                     json=dict(full, instances=3), timeout=10)
+    assert r.status_code == 200, r.text
     finish_deployments(store)
 
 
