@@ -17,7 +17,14 @@ from typing import Any
 import falcon
 
 from api import errors
-from api.apps import AppResource, AppRestart, AppsCollection, Ctx
+from api.apps import (
+    AppResource,
+    AppRestart,
+    AppsCollection,
+    AppVersion,
+    AppVersions,
+    Ctx,
+)
 from api.auth import AuthMiddleware
 from api.body import DEFAULT_MAX_BODY
 from api.cache import ChangeToken, SQLiteChangeToken, ViewCache
@@ -116,6 +123,8 @@ def create_app(config: ApiConfig, store: StateStore,
         ("/v2/apps/{appId*}/restart", AppRestart(ctx)),
         ("/v2/apps/{appId*}/tasks/{taskId}", AppTask(ctx)),
         ("/v2/apps/{appId*}/tasks", AppTasks(ctx)),
+        ("/v2/apps/{appId*}/versions/{version}", AppVersion(ctx)),
+        ("/v2/apps/{appId*}/versions", AppVersions(ctx)),
         ("/v2/apps/{appId*}", AppResource(ctx)),
         ("/v2/tasks", Tasks(ctx)),
         ("/v2/tasks/delete", TasksDelete(ctx)),

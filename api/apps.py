@@ -146,7 +146,8 @@ class AppResource:
         """Update an app as Marathon does: the body's fields are merged onto the stored
         definition (each top-level field given replaces the stored one; `?partialUpdate=false`
         replaces the whole definition instead); a missing app is created (201). A body with only
-        `instances` is a scale. `?force=true` overrides a running deployment."""
+        `instances` is a scale; one with only `version` rolls back to that stored version (see
+        `GET /v2/apps/{appId}/versions`). `?force=true` overrides a running deployment."""
         app_id = path_app_id(app_id)
         doc = read_object(req, self.ctx.max_body)
         if doc.get("id") is not None:
@@ -161,6 +162,17 @@ class AppResource:
         store = self.ctx.store
         old = store.get_app(app_id)
         partial = req.get_param_as_bool("partialUpdate", default=True)
+        if set(doc) - {"id"} == {"version"}:
+            # Marathon's rollback: the definition stored as that version becomes current
+            if old is None:
+                raise not_found(f"App '{app_id}' does not exist")
+            past = store.get_app_version(app_id, str(doc["version"]))
+            if past is None and doc["version"] == old.get("version"):
+                past = old
+            if past is None:
+                raise not_found(f"App '{app_id}' does not exist in version {doc['version']}")
+            doc = changes.definition(past)
+            partial = False
         if old is None and set(doc) - {"id"} == {"instances"}:
             # a scale of an app that is not there: say so (a definition needs a command)
             raise not_found(f"App '{app_id}' does not exist")
@@ -193,6 +205,36 @@ class AppResource:
         change = changes.apply(self.ctx.store, req, app_id, old, None, force=force_param(req))
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         resp.media = changes.deployment_result(change)
+
+
+class AppVersions:
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
+        """The app's stored versions, newest first: `{"versions": [...]}` (the newest 50)."""
+        app = get_app_or_404(self.ctx.store, path_app_id(app_id))
+        versions = self.ctx.store.list_app_versions(app["id"])
+        if app.get("version") and app["version"] not in versions:  # stored before histories
+            versions.insert(0, app["version"])
+        resp.media = {"versions": versions}
+
+
+class AppVersion:
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, app_id: str,
+               version: str) -> None:
+        """The app's definition as it was at `version`; roll back to it with
+        `PUT /v2/apps/{appId}` and the body `{"version": "<version>"}`."""
+        app = get_app_or_404(self.ctx.store, path_app_id(app_id))
+        doc = self.ctx.store.get_app_version(app["id"], version)
+        if doc is None and version == app.get("version"):
+            doc = app
+        if doc is None:
+            raise not_found(f"App '{app['id']}' does not exist in version {version}")
+        resp.media = shapes.only(doc, shapes.APP_DEFINITION_FIELDS)
 
 
 class AppRestart:

@@ -186,5 +186,20 @@ class StateStore(ABC):
         """Delete all but the newest `keep` events; returns how many went. Ids are never reused,
         so a reader resuming from an older id simply gets what is left."""
 
+    # -- app version history (plain documents; the API decides what to keep) ---------------
+    def put_app_version(self, app_id: str, version: str, doc: Doc, *, keep: int) -> None:
+        """Store `doc` as `app_id`'s `version`, keeping only its newest `keep` versions."""
+        raise StateError(f"{type(self).__name__} keeps no app versions")
+
+    def list_app_versions(self, app_id: str) -> list[str]:
+        """The app's stored versions, newest first."""
+        raise StateError(f"{type(self).__name__} keeps no app versions")
+
+    def get_app_version(self, app_id: str, version: str) -> Doc | None:
+        raise StateError(f"{type(self).__name__} keeps no app versions")
+
+    def delete_app_versions(self, app_id: str) -> None:
+        raise StateError(f"{type(self).__name__} keeps no app versions")
+
     @abstractmethod
     def close(self) -> None: ...

@@ -81,3 +81,58 @@ def test_what_cannot_work_here_is_a_422_that_says_why(api, store, extra, path, w
     details = {d["path"]: d["errors"] for d in r.json()["details"]}
     assert any(why in e for e in details.get(path, [])), details
     assert snapshot(store) == before
+
+
+def test_versions_list_show_and_rollback_survive_a_restart(state_path, store):
+    proc, api = start_api(state_path, workers=1)
+    try:
+        url = api + "/v2/apps/versions/app"
+        r = requests.post(api + "/v2/apps", timeout=10, json={
+            "id": "/versions/app", "cmd": "sleep 100", "cpus": 0.1, "mem": 16,
+            "env": {"STAGE": "one"}})
+        assert r.status_code == 201, r.text
+        first = r.json()["version"]
+        r = requests.put(url, json={"env": {"STAGE": "two"}}, params={"force": "true"},
+                         timeout=10)
+        assert r.status_code == 200, r.text
+        second = r.json()["version"]
+        r = requests.put(url, json={"instances": 3}, params={"force": "true"}, timeout=10)
+        third = r.json()["version"]
+        assert requests.get(url + "/versions", timeout=10).json() == {
+            "versions": [third, second, first]}
+        old = requests.get(url + "/versions/" + first, timeout=10).json()
+        assert old["env"] == {"STAGE": "one"} and old["version"] == first
+        assert requests.get(url + "/versions/2001-01-01T00:00:00.000Z",
+                            timeout=10).status_code == 404
+        assert requests.get(api + "/v2/apps/versions/none/versions",
+                            timeout=10).status_code == 404
+    finally:
+        proc.stop()
+    # a new API process on the same store: the history is still there, and rollback works
+    proc, api = start_api(state_path, workers=1)
+    try:
+        url = api + "/v2/apps/versions/app"
+        assert len(requests.get(url + "/versions", timeout=10).json()["versions"]) == 3
+        before = snapshot(store)
+        r = requests.put(url, json={"version": "2001-01-01T00:00:00.000Z"}, timeout=10)
+        assert r.status_code == 404 and snapshot(store) == before
+        r = requests.put(url, json={"version": first}, params={"force": "true"}, timeout=10)
+        assert r.status_code == 200, r.text
+        now = store.get_app("/versions/app")
+        assert now["env"] == {"STAGE": "one"} and now["instances"] == 1
+        assert now["version"] == r.json()["version"] > third
+        versions = requests.get(url + "/versions", timeout=10).json()["versions"]
+        assert versions[0] == now["version"] and len(versions) == 4
+        # the history is bounded: the newest 50 versions
+        for n in range(50):
+            r = requests.put(url, json={"instances": n % 3}, params={"force": "true"},
+                             timeout=10)
+            assert r.status_code == 200, r.text
+        versions = requests.get(url + "/versions", timeout=10).json()["versions"]
+        assert len(versions) == 50 and versions[0] == store.get_app("/versions/app")["version"]
+        assert first not in versions
+        # deleting the app deletes its history
+        assert requests.delete(url, params={"force": "true"}, timeout=10).status_code == 200
+        assert store.list_app_versions("/versions/app") == []
+    finally:
+        proc.stop()
