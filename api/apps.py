@@ -102,7 +102,7 @@ class AppsCollection:
             apps = [a for a in apps if id_part.lower() in a["id"].lower()]
         cmd_part = req.get_param("cmd")
         if cmd_part:
-            apps = [a for a in apps if cmd_part in (a.get("cmd") or "")]
+            apps = [a for a in apps if cmd_part.lower() in (a.get("cmd") or "").lower()]
         selector = req.get_param("label")
         if selector:
             try:

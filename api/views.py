@@ -225,45 +225,75 @@ def queue_item(app_view_doc: Doc, status: Doc, tasks: list[Doc], now: float) -> 
 
 
 # -- label selectors (?label=) -------------------------------------------------------------------
-_SELECTOR_RE = re.compile(
-    r"""\s*(?P<key>[^\s!=,()]+)\s*
-        (?:(?P<op>==|!=|\s+in\s+|\s+notin\s+)\s*
-           (?P<value>\([^)]*\)|[^,()]*))?\s*(?:,|$)""", re.X)
+# Marathon's grammar (LabelSelectorParsers): selectors separated by commas, each `key`,
+# `key==v`, `key!=v`, `key in (a, b)` or `key notin (a, b)`; a term is made of A-Za-z0-9 `.-_`,
+# any other character escaped with a backslash; whitespace between tokens is ignored. Every
+# selector requires the label to exist (so `tier!=x` does not match an app without `tier`).
+_TERM_RE = re.compile(r"\s*((?:\\.|[-A-Za-z0-9_.])+)")
+_OP_RE = re.compile(r"\s*(==|!=)")
+_SET_OP_RE = re.compile(r"\s*(notin|in)\s*\(")
+_PUNCT_RE = re.compile(r"\s*([,)])")
+_ESCAPE_RE = re.compile(r"\\(.)")
+
+Selector = tuple[str, str | None, frozenset[str]]
 
 
-def parse_label_selector(text: str) -> list[tuple[str, str | None, frozenset[str]]]:
-    """Marathon's label selector: comma-separated `key`, `key==v`, `key!=v`, `key in (a,b)`,
-    `key notin (a,b)`, all of which must hold. ValueError names what cannot be parsed."""
-    terms: list[tuple[str, str | None, frozenset[str]]] = []
+def parse_label_selector(text: str) -> list[Selector]:
+    """`[(key, op, values)]` (op None for existence, `==`, `!=`, `in`, `notin`). ValueError
+    names what cannot be parsed. An empty selector selects everything, as in Marathon."""
     pos = 0
-    text = text.strip()
-    while pos < len(text):
-        m = _SELECTOR_RE.match(text, pos)
-        if not m or m.end() == pos:
-            raise ValueError(f"cannot parse label selector at {text[pos:]!r}")
-        op = (m.group("op") or "").strip() or None
-        value = (m.group("value") or "").strip()
-        if value.startswith("("):
-            values = frozenset(v.strip() for v in value[1:-1].split(",") if v.strip())
-        else:
-            values = frozenset([value]) if op else frozenset()
-        terms.append((m.group("key"), op, values))
+    terms: list[Selector] = []
+
+    def term() -> str:
+        nonlocal pos
+        m = _TERM_RE.match(text, pos)
+        if not m:
+            raise ValueError(f"expected a label or value at {text[pos:]!r}")
         pos = m.end()
-    if not terms:
-        raise ValueError("empty label selector")
-    return terms
+        return _ESCAPE_RE.sub(r"\1", m.group(1))
+
+    if not text.strip():
+        return terms
+    while True:
+        key = term()
+        if m := _SET_OP_RE.match(text, pos):
+            pos = m.end()
+            values: list[str] = []
+            while True:
+                if p := _PUNCT_RE.match(text, pos):
+                    if p.group(1) == ")" and not values:
+                        pos = p.end()
+                        break
+                values.append(term())
+                p = _PUNCT_RE.match(text, pos)
+                if not p:
+                    raise ValueError(f"expected ',' or ')' at {text[pos:]!r}")
+                pos = p.end()
+                if p.group(1) == ")":
+                    break
+            terms.append((key, m.group(1), frozenset(values)))
+        elif m := _OP_RE.match(text, pos):
+            pos = m.end()
+            terms.append((key, m.group(1), frozenset([term()])))
+        else:
+            terms.append((key, None, frozenset()))
+        rest = _PUNCT_RE.match(text, pos)
+        if rest is None:
+            if text[pos:].strip():
+                raise ValueError(f"cannot parse label selector at {text[pos:]!r}")
+            return terms
+        if rest.group(1) != ",":
+            raise ValueError(f"unexpected ')' at {text[pos:]!r}")
+        pos = rest.end()
 
 
-def labels_match(labels: Mapping[str, str], terms: list[tuple[str, str | None,
-                                                              frozenset[str]]]) -> bool:
+def labels_match(labels: Mapping[str, str], terms: list[Selector]) -> bool:
     for key, op, values in terms:
-        value = labels.get(key)
-        if op is None:
-            ok = key in labels
-        elif op in ("==", "in"):
-            ok = value is not None and value in values
-        else:  # != and notin: an absent label satisfies them (Kubernetes/Marathon semantics)
-            ok = value is None or value not in values
-        if not ok:
+        if key not in labels:
+            return False
+        value = labels[key]
+        if op in ("==", "in") and value not in values:
+            return False
+        if op in ("!=", "notin") and value in values:
             return False
     return True

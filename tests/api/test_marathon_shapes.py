@@ -128,3 +128,38 @@ def test_events_have_marathon_fields_only(api, store, app_with_tasks):
             assert not set(data["plan"]) - mf.PLAN, set(data["plan"])
         if "appDefinition" in data:
             assert not set(data["appDefinition"]) - mf.APP
+
+
+def test_queries_id_cmd_label_and_task_kills_by_host(api, store, app_with_tasks):
+    for doc in ({"id": "/shapes/db", "cmd": "Postgres -D data", "portDefinitions": [],
+                 "labels": {"tier": "db", "team": "jpm"}},
+                {"id": "/shapes/cache", "cmd": "redis-server", "portDefinitions": [],
+                 "labels": {"tier": "cache", "odd key!": "x"}}):
+        assert requests.post(api + "/v2/apps", json=doc, timeout=10).status_code == 201
+
+    def ids(**params):
+        r = requests.get(api + "/v2/apps", params=params, timeout=10)
+        assert r.status_code == 200, r.text
+        return sorted(a["id"] for a in r.json()["apps"])
+
+    assert ids(id="SHAPES/D") == ["/shapes/db"]  # case-insensitive substring, as Marathon
+    assert ids(cmd="postgres") == ["/shapes/db"]
+    assert ids(label="tier") == ["/shapes/cache", "/shapes/db"]
+    assert ids(label="tier!=db") == ["/shapes/cache"]  # the label must exist
+    assert ids(label="tier in (db, web), team==jpm") == ["/shapes/db"]
+    assert ids(label=r"odd\ key\!==x") == ["/shapes/cache"]
+    assert ids(label="tier notin (db)", cmd="redis") == ["/shapes/cache"]
+    r = requests.get(api + "/v2/apps", params={"label": "tier in (db"}, timeout=10)
+    assert r.status_code == 400 and r.json()["message"].startswith("Invalid label selector")
+
+    tasks = requests.get(api + URL + "/tasks", timeout=10).json()["tasks"]
+    on_agent2 = [t for t in tasks if t["host"] == "agent2.localmesos"]
+    assert len(on_agent2) == 1 and len(tasks) == 2
+    r = requests.delete(api + URL + "/tasks", params={"host": "agent2.localmesos",
+                                                      "scale": "true", "force": "true"},
+                        timeout=10)
+    assert r.status_code == 200, r.text
+    killed = {k["taskId"] for k in store.pending_kill_requests()}
+    assert on_agent2[0]["id"] in killed and not killed & {t["id"] for t in tasks
+                                                          if t not in on_agent2}
+    assert store.get_app(APP_ID)["instances"] == 1
