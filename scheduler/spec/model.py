@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CONSTRAINT_OPERATORS = ("UNIQUE", "CLUSTER", "GROUP_BY", "LIKE", "UNLIKE", "MAX_PER", "IS")
-HEALTH_CHECK_PROTOCOLS = ("HTTP", "TCP", "COMMAND")
+HEALTH_CHECK_PROTOCOLS = ("HTTP", "TCP", "COMMAND", "MESOS_HTTP", "MESOS_TCP")
 PORT_PROTOCOLS = ("tcp", "udp", "udp,tcp")
 KILL_SELECTIONS = ("YOUNGEST_FIRST", "OLDEST_FIRST")
 EXECUTORS = ("", "//cmd")
@@ -109,9 +109,9 @@ class HealthCheck:
     def to_json(self) -> dict[str, Any]:
         """Marathon form: `path` for HTTP, `portIndex` for HTTP/TCP, `command` for COMMAND."""
         out: dict[str, Any] = {"protocol": self.protocol}
-        if self.protocol == "HTTP":
+        if self.protocol in ("HTTP", "MESOS_HTTP"):
             out["path"] = self.path
-        if self.protocol in ("HTTP", "TCP"):
+        if self.protocol != "COMMAND":
             out["portIndex"] = self.port_index
         if self.protocol == "COMMAND":
             out["command"] = {"value": self.command}

@@ -232,8 +232,8 @@ BAD = [
      "positive integer"),
     ("constraint empty field", app(constraints=[["", "UNIQUE"]]), "/constraints/0",
      "non-empty string"),
-    ("hc protocol", dict(WEB, healthChecks=[{"protocol": "MESOS_HTTP"}]),
-     "/healthChecks/0/protocol", "use one of HTTP, TCP, COMMAND"),
+    ("hc protocol", dict(WEB, healthChecks=[{"protocol": "MESOS_HTTPS"}]),
+     "/healthChecks/0/protocol", "use one of HTTP, TCP, COMMAND, MESOS_HTTP, MESOS_TCP"),
     ("hc https", dict(WEB, healthChecks=[{"protocol": "HTTPS"}]), "/healthChecks/0/protocol",
      "unsupported protocol"),
     ("hc port index", dict(WEB, healthChecks=[{"portIndex": 1}]), "/healthChecks/0/portIndex",
@@ -668,3 +668,17 @@ def test_fields_with_effect_parse_to_the_spec():
     assert fetched.fetch[0].to_mesos() == {"value": "http://h/x.zip", "extract": False,
                                            "executable": True, "cache": True,
                                            "output_file": "bin/x"}
+
+
+def test_mesos_health_check_protocols_and_marathon_fields_of_checks():
+    spec = parse_app(app(healthChecks=[
+        {"protocol": "MESOS_HTTP", "path": "/h", "portIndex": 0, "ipProtocol": "IPv4",
+         "port": None, "delaySeconds": 15},
+        {"protocol": "MESOS_TCP", "portIndex": 0}]))
+    assert [h.protocol for h in spec.health_checks] == ["MESOS_HTTP", "MESOS_TCP"]
+    assert spec.health_checks[0].to_json()["path"] == "/h"
+    assert parse_app(spec.to_json()) == spec
+    errs = errors_of(app(healthChecks=[{"protocol": "HTTPS"}, {"ipProtocol": "IPv6"},
+                                       {"port": 8080}]))
+    assert any("TLS" in m for m in errs["/healthChecks/0/protocol"])
+    assert errs["/healthChecks/1/ipProtocol"] and errs["/healthChecks/2/port"]
