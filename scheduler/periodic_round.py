@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-from scheduler import backoff, reconcile, taskstate
+from scheduler import backoff, readiness, reconcile, taskstate
 from scheduler.deployments import advance
 from scheduler.spec import AppSpec, format_time
 
@@ -38,6 +38,8 @@ class PeriodicRound:
         period; otherwise only the cheap generation poll."""
         if not self.subscribed:
             return
+        if readiness.prober_of(self).round(self.store):  # a task became ready (or not)
+            self.dirty = True
         now = self.clock()
         generation = self.store.desired_generation()
         mono = time.monotonic()

@@ -140,3 +140,40 @@ def test_a_user_missing_on_the_agent_fails_the_task(cluster: tuple[str, StateSto
     assert "Failed to get user information for 'no-such-user-here'" in event["message"]
     requests.delete(base + "/v2/apps/fields/no-user", timeout=10)
 
+
+
+def test_readiness_check_holds_the_deployment_until_ready(cluster, tmp_path) -> None:
+    """The task is healthy at once (`/` answers) but ready only when `/ready` answers 200: the
+    deployment stays running, its current action showing the not-ready results, until the test
+    creates that file; then it succeeds."""
+    base, store = cluster
+    served = tmp_path / "served"
+    served.mkdir()
+    r = requests.post(base + "/v2/apps", timeout=10, json={
+        "id": "/fields/ready", "cpus": 0.1, "mem": 32,
+        "cmd": f"exec python3 -m http.server $PORT0 --bind 127.0.0.1 --directory {served}",
+        "portDefinitions": [{"port": 0, "name": "http"}], "healthChecks": [CHECK],
+        "readinessChecks": [{"name": "ready", "portName": "http", "path": "/ready",
+                             "intervalSeconds": 2, "timeoutSeconds": 1,
+                             "preserveLastResponse": True}]})
+    assert r.status_code == 201, r.text
+    dep_id = r.headers["Marathon-Deployment-Id"]
+    (task,) = healthy_tasks(base, "/fields/ready", 1)
+
+    def not_ready_results():
+        dep = store.get_deployment(dep_id)
+        results = [res for a in dep.get("currentActions") or ()
+                   for res in a.get("readinessCheckResults") or ()]
+        return results if results and dep["status"] == "running" else None
+    results = wait_until(not_ready_results, 30, message="a not-ready readiness result")
+    assert results[0]["ready"] is False and results[0]["lastResponse"]["status"] == 404
+    assert results[0]["taskId"] == task["id"] and results[0]["name"] == "ready"
+    listed = requests.get(base + "/v2/deployments", timeout=10).json()
+    assert any(d["id"] == dep_id for d in listed)  # still running though healthy
+    shown = requests.get(base + "/v2/apps/fields/ready", params={"embed": "app.readiness"},
+                         timeout=10).json()["app"]
+    assert shown["readinessCheckResults"] and shown["readinessCheckResults"][0]["ready"] is False
+
+    (served / "ready").write_text("ok")
+    wait_until(lambda: store.get_deployment(dep_id)["status"] == "succeeded", 30,
+               message="the deployment to succeed once the task is ready")
