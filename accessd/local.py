@@ -229,6 +229,10 @@ class LocalRun:
     def deploy(self) -> None:
         for app in app_definitions(self.store_url, self.models_dir):
             app_id = app["id"]
+            # The filled-in definition, for `accessd deploy .accessd/apps/NAME.json` (README).
+            saved = self.data_dir / "apps" / f"{app_id.rsplit('/', 1)[-1]}.json"
+            saved.parent.mkdir(exist_ok=True)
+            saved.write_text(json.dumps(app, indent=2) + "\n", encoding="utf-8")
             existing = self._get(f"/v2/apps{app_id}")
             if existing.status_code == 200:
                 progress(f"{app_id} is already defined; keeping it")
@@ -296,12 +300,21 @@ class LocalRun:
                 endpoints[app["id"].rsplit("/", 1)[-1]] = sorted(addrs)[0]
         ts = endpoints.get("timeseries", "HOST:PORT")
         pred = endpoints.get("prediction", "HOST:PORT")
+        # Each line after "try" must work as printed in a fresh shell (tests/test_docs_commands.py
+        # runs them). `accessd` lives in the virtualenv: activating it is what users of Python
+        # tools expect, and the other lines then read as they would on an installed system.
+        activate = Path(sys.prefix) / "bin" / "activate"
+        in_venv = sys.prefix != sys.base_prefix and activate.is_file()
         lines += [
-            "try:",
+            "try, in another shell" + (" (the first line puts accessd on the PATH):"
+                                       if in_venv else ":"),
+            *([f"  source {activate}"] if in_venv else []),
             f"  curl 'http://{ts}/timeseries/{SYMBOL}?from=2026-01-02T14:30:00Z"
             "&to=2026-01-02T15:00:00Z'",
             f"  curl http://{pred}/predict/{SYMBOL}",
             f"  accessd scale /jpm/timeseries 5 --api {self.api_url} --wait",
+            f"  accessd client compare --symbol {SYMBOL} --timeseries http://{ts} "
+            f"--predict http://{pred} --out {SYMBOL.lower()}-compare.png",
         ]
         return "\n".join(lines)
 

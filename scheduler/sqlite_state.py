@@ -26,7 +26,6 @@ Invariants:
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sqlite3
@@ -41,17 +40,17 @@ from typing import Any
 from scheduler.spec import iso_now, task_id_to_app_id
 from scheduler.sqlite_versions import SQLiteAppVersions
 from scheduler.state import (
-    AppExists,
-    AppNotFound,
-    DeploymentConflict,
+    FINAL_DEPLOYMENT_STATUSES,
+    Delete,
     Doc,
+    Plan,
+    Put,
     StateError,
     StateStore,
+    T,
 )
 
 __all__ = ["SQLiteStateStore", "open_state", "FINAL_DEPLOYMENT_STATUSES"]
-
-FINAL_DEPLOYMENT_STATUSES = frozenset({"succeeded", "failed", "cancelled", "superseded"})
 BUSY_TIMEOUT_SECONDS = 30.0
 
 _SCHEMA = """
@@ -220,14 +219,6 @@ class SQLiteStateStore(SQLiteAppVersions, StateStore):
         row = self._conn().execute("SELECT value FROM meta WHERE key='framework_id'").fetchone()
         return row[0] if row else None
 
-    def set_framework_id(self, framework_id: str | None) -> None:
-        with self._write() as c:
-            if framework_id is None:
-                c.execute("DELETE FROM meta WHERE key='framework_id'")
-            else:
-                c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('framework_id', ?)",
-                          (framework_id,))
-
     # -- apps and deployments --------------------------------------------------------------------
     def get_app(self, app_id: str) -> Doc | None:
         row = self._conn().execute("SELECT doc FROM apps WHERE id=?", (app_id,)).fetchone()
@@ -236,6 +227,18 @@ class SQLiteStateStore(SQLiteAppVersions, StateStore):
     def list_apps(self) -> list[Doc]:
         rows = self._conn().execute("SELECT doc FROM apps ORDER BY id").fetchall()
         return [_loads(r[0]) for r in rows]
+
+    # -- transactions ----------------------------------------------------------------------------
+    def transact(self, plan: Plan[T]) -> T:
+        """`plan` reads inside the write transaction (BEGIN IMMEDIATE holds the write lock), so
+        its snapshot is current at the commit by construction: plans never need a retry."""
+        with self._write() as c:
+            txn, result = plan(_Reader(c))
+            for op in txn.ops:
+                _APPLY[type(op), op.kind](c, op)
+            if txn.bump_generation:
+                self._bump(c)
+        return result
 
     @staticmethod
     def _blocking(conn: sqlite3.Connection, app_ids: set[str]) -> list[Doc]:
@@ -252,52 +255,6 @@ class SQLiteStateStore(SQLiteAppVersions, StateStore):
             (_dumps(sorted(app_ids)),)).fetchall()
         return [_loads(text) for (text,) in rows]
 
-    def _supersede_or_raise(self, conn: sqlite3.Connection, app_ids: set[str], force: bool,
-                            by: Doc | None) -> None:
-        blocking = self._blocking(conn, app_ids)
-        if not blocking:
-            return
-        if not force:
-            raise DeploymentConflict([d["id"] for d in blocking])
-        now = iso_now()
-        for dep in blocking:
-            dep["status"] = "superseded"
-            dep["finishedAt"] = now
-            if by is not None and by.get("id"):
-                dep["message"] = f"superseded by deployment {by['id']}"
-            conn.execute("UPDATE deployments SET status=?, doc=? WHERE id=?",
-                         (dep["status"], _dumps(dep), dep["id"]))
-
-    @staticmethod
-    def _insert_deployment(conn: sqlite3.Connection, deployment: Doc) -> None:
-        if not deployment.get("id"):
-            raise StateError("a deployment needs an 'id'")
-        try:
-            conn.execute("INSERT INTO deployments (id, status, doc) VALUES (?, ?, ?)",
-                         (deployment["id"], deployment.get("status", "running"),
-                          _dumps(deployment)))
-        except sqlite3.IntegrityError as exc:
-            raise StateError(f"deployment {deployment['id']} already exists") from exc
-
-    def apply_app_change(self, app_id: str, app: Doc | None, deployment: Doc | None, *,
-                         force: bool = False, must_exist: bool | None = None) -> None:
-        with self._write() as c:
-            exists = c.execute("SELECT 1 FROM apps WHERE id=?", (app_id,)).fetchone() is not None
-            if must_exist is True and not exists:
-                raise AppNotFound(app_id)
-            if must_exist is False and exists:
-                raise AppExists(app_id)
-            self._supersede_or_raise(c, {app_id}, force, deployment)
-            if app is None:
-                c.execute("DELETE FROM apps WHERE id=?", (app_id,))
-                c.execute("DELETE FROM delay_resets WHERE app_id=?", (app_id,))
-            else:
-                c.execute("INSERT OR REPLACE INTO apps (id, doc) VALUES (?, ?)",
-                          (app_id, _dumps(app)))
-            if deployment is not None:
-                self._insert_deployment(c, deployment)
-            self._bump(c)
-
     def get_deployment(self, deployment_id: str) -> Doc | None:
         row = self._conn().execute("SELECT doc FROM deployments WHERE id=?",
                                    (deployment_id,)).fetchone()
@@ -311,111 +268,10 @@ class SQLiteStateStore(SQLiteAppVersions, StateStore):
             rows = self._conn().execute("SELECT doc FROM deployments ORDER BY seq").fetchall()
         return [_loads(r[0]) for r in rows]
 
-    def update_deployment(self, deployment: Doc) -> bool:
-        """Replace a deployment document; True if stored. A deployment already final in the
-        store keeps its stored document and this returns False (the API cancelled or
-        superseded it meanwhile: its progress events are stale). Raises StateError for an
-        unknown id."""
-        with self._write() as c:
-            row = c.execute("SELECT status FROM deployments WHERE id=?",
-                            (deployment.get("id"),)).fetchone()
-            if row is None:
-                raise StateError(f"deployment {deployment.get('id')} does not exist")
-            if row[0] in FINAL_DEPLOYMENT_STATUSES:
-                return False
-            c.execute("UPDATE deployments SET status=?, doc=? WHERE id=?",
-                      (deployment.get("status", "running"), _dumps(deployment),
-                       deployment["id"]))
-            return True
-
-    def cancel_deployment(self, deployment_id: str) -> Doc:
-        with self._write() as c:
-            row = c.execute("SELECT status, doc FROM deployments WHERE id=?",
-                            (deployment_id,)).fetchone()
-            if row is None:
-                raise StateError(f"deployment {deployment_id} does not exist")
-            if row[0] != "running":
-                raise StateError(f"deployment {deployment_id} is not active (status {row[0]})")
-            dep = _loads(row[1])
-            dep["status"] = "cancelled"
-            dep["finishedAt"] = iso_now()
-            c.execute("UPDATE deployments SET status=?, doc=? WHERE id=?",
-                      ("cancelled", _dumps(dep), deployment_id))
-            self._bump(c)
-            return dep
-
     # -- kill requests ---------------------------------------------------------------------------
-    def request_kills(self, task_ids: list[str], *, scale: bool,
-                      deployment: Doc | None = None, force: bool = False) -> None:
-        """Record kill requests (a task already requested keeps its first request's time and
-        place). With `scale`, each owning app's `instances` drops by the number of its live
-        tasks (those in the store) among `task_ids` (not below 0) and its `version`/`versionInfo.lastScalingAt` become the deployment's version
-        (or now); `deployment`, if given, is stored with `target.instances` set to the app's new
-        count when it targets one of those apps. A scale on an app locked by a running
-        deployment raises DeploymentConflict unless `force` (additive to the interface)."""
-        now = iso_now()
-        with self._write() as c:
-            per_app: dict[str, int] = {}
-            for tid in dict.fromkeys(task_ids):
-                row = c.execute("SELECT app_id FROM tasks WHERE id=?", (tid,)).fetchone()
-                if row is not None:  # only live tasks the scheduler knows count for a scale
-                    per_app[row[0]] = per_app.get(row[0], 0) + 1
-                old = c.execute("SELECT doc FROM kill_requests WHERE task_id=?",
-                                (tid,)).fetchone()
-                if old is None:
-                    c.execute("INSERT INTO kill_requests (task_id, doc) VALUES (?, ?)",
-                              (tid, _dumps({"taskId": tid, "scale": bool(scale),
-                                            "requestedAt": now})))
-                elif scale:  # keep the first request's time and place, mark it a scale
-                    req = _loads(old[0])
-                    req["scale"] = True
-                    c.execute("UPDATE kill_requests SET doc=? WHERE task_id=?",
-                              (_dumps(req), tid))
-            if scale:
-                # the deployment's own apps are locked too, even if none of the tasks is live
-                locked = set(per_app) | set((deployment or {}).get("affectedApps") or ())
-                self._supersede_or_raise(c, locked, force, deployment)
-                stamp = (deployment or {}).get("version") or now
-                for app_id, n in per_app.items():
-                    row = c.execute("SELECT doc FROM apps WHERE id=?", (app_id,)).fetchone()
-                    if row is None:
-                        continue
-                    app = _loads(row[0])
-                    app["instances"] = max(0, int(app.get("instances", 0)) - n)
-                    app["version"] = stamp
-                    info = dict(app.get("versionInfo") or {})
-                    info["lastScalingAt"] = stamp
-                    info.setdefault("lastConfigChangeAt", stamp)
-                    app["versionInfo"] = info
-                    c.execute("UPDATE apps SET doc=? WHERE id=?", (_dumps(app), app_id))
-                    if deployment is not None and (deployment.get("target") or {}).get(
-                            "app") == app_id:
-                        deployment = copy.deepcopy(deployment)
-                        deployment["target"]["instances"] = app["instances"]
-            if scale and deployment is not None:
-                self._insert_deployment(c, deployment)
-            self._bump(c)
-
     def pending_kill_requests(self) -> list[Doc]:
         rows = self._conn().execute("SELECT doc FROM kill_requests ORDER BY seq").fetchall()
         return [_loads(r[0]) for r in rows]
-
-    def complete_kill_request(self, task_id: str) -> None:
-        with self._write() as c:
-            c.execute("DELETE FROM kill_requests WHERE task_id=?", (task_id,))
-
-    # -- delay resets ----------------------------------------------------------------------------
-    def request_delay_reset(self, app_id: str) -> Doc:
-        with self._write() as c:
-            if c.execute("SELECT 1 FROM apps WHERE id=?", (app_id,)).fetchone() is None:
-                raise AppNotFound(app_id)
-            # a new row, not an update: `seq` (AUTOINCREMENT, never reused) tells the requests apart
-            c.execute("DELETE FROM delay_resets WHERE app_id=?", (app_id,))
-            doc = {"appId": app_id, "requestedAt": iso_now()}
-            cur = c.execute("INSERT INTO delay_resets (app_id, doc) VALUES (?, ?)",
-                            (app_id, _dumps(doc)))
-            self._bump(c)
-        return dict(doc, seq=int(cur.lastrowid))
 
     def pending_delay_resets(self) -> list[Doc]:
         rows = self._conn().execute("SELECT seq, doc FROM delay_resets ORDER BY seq").fetchall()
@@ -426,15 +282,6 @@ class SQLiteStateStore(SQLiteAppVersions, StateStore):
         return int(row[0]) if row else 0
 
     # -- observed state --------------------------------------------------------------------------
-    def upsert_task(self, task: Doc) -> None:
-        task_id = task.get("id")
-        if not task_id:
-            raise StateError("a task needs an 'id'")
-        app_id = task.get("appId") or task_id_to_app_id(task_id)
-        with self._write() as c:
-            c.execute("INSERT OR REPLACE INTO tasks (id, app_id, doc) VALUES (?, ?, ?)",
-                      (task_id, app_id, _dumps(task)))
-
     def get_task(self, task_id: str) -> Doc | None:
         row = self._conn().execute("SELECT doc FROM tasks WHERE id=?", (task_id,)).fetchone()
         return _loads(row[0]) if row else None
@@ -450,19 +297,6 @@ class SQLiteStateStore(SQLiteAppVersions, StateStore):
         tasks.sort(key=lambda t: (t.get("stagedAt") or "", t.get("id") or ""))
         return tasks
 
-    def delete_task(self, task_id: str) -> None:
-        with self._write() as c:
-            c.execute("DELETE FROM tasks WHERE id=?", (task_id,))
-
-    def put_app_status(self, app_id: str, status: Doc, *, delay_reset: Doc | None = None) -> None:
-        with self._write() as c:
-            c.execute("INSERT OR REPLACE INTO app_status (app_id, doc) VALUES (?, ?)",
-                      (app_id, _dumps(status)))
-            if delay_reset is not None:
-                # only the request the status includes; a newer one stays pending
-                c.execute("DELETE FROM delay_resets WHERE app_id=? AND seq=?",
-                          (app_id, int(delay_reset["seq"])))
-
     def get_app_status(self, app_id: str) -> Doc | None:
         row = self._conn().execute("SELECT doc FROM app_status WHERE app_id=?",
                                    (app_id,)).fetchone()
@@ -471,11 +305,6 @@ class SQLiteStateStore(SQLiteAppVersions, StateStore):
     def list_app_status(self) -> dict[str, Doc]:
         rows = self._conn().execute("SELECT app_id, doc FROM app_status ORDER BY app_id")
         return {r[0]: _loads(r[1]) for r in rows.fetchall()}
-
-    def delete_app_status(self, app_id: str) -> None:
-        """Forget an app's runtime status (additive: the scheduler calls it after a delete)."""
-        with self._write() as c:
-            c.execute("DELETE FROM app_status WHERE app_id=?", (app_id,))
 
     # -- events ----------------------------------------------------------------------------------
     def append_event(self, event_type: str, payload: Doc) -> int:
@@ -504,6 +333,87 @@ class SQLiteStateStore(SQLiteAppVersions, StateStore):
             cur = c.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
                             (max(0, int(keep)),))
             return cur.rowcount
+
+
+class _Reader:
+    """The snapshot of a transaction: reads on its own connection, inside BEGIN IMMEDIATE."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.c = conn
+
+    def _doc(self, sql: str, *args: Any) -> Doc | None:
+        row = self.c.execute(sql, args).fetchone()
+        return _loads(row[0]) if row else None
+
+    def app(self, app_id: str) -> Doc | None:
+        return self._doc("SELECT doc FROM apps WHERE id=?", app_id)
+
+    def deployment(self, deployment_id: str) -> Doc | None:
+        return self._doc("SELECT doc FROM deployments WHERE id=?", deployment_id)
+
+    def running_deployments(self, app_ids: set[str]) -> list[Doc]:
+        return SQLiteStateStore._blocking(self.c, app_ids)
+
+    def task(self, task_id: str) -> Doc | None:
+        return self._doc("SELECT doc FROM tasks WHERE id=?", task_id)
+
+    def kill_request(self, task_id: str) -> Doc | None:
+        return self._doc("SELECT doc FROM kill_requests WHERE task_id=?", task_id)
+
+    def delay_reset(self, app_id: str) -> Doc | None:
+        row = self.c.execute("SELECT seq, doc FROM delay_resets WHERE app_id=?",
+                             (app_id,)).fetchone()
+        return dict(_loads(row[1]), seq=int(row[0])) if row else None
+
+    def generation(self) -> int:
+        row = self.c.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        return int(row[0]) if row else 0
+
+
+# How each operation lands in its table. Puts of deployments and kill requests are upserts
+# that keep the row's `seq` (its place in creation order; the deployment_apps triggers follow).
+_PUT_SQL = {
+    "apps": ("INSERT OR REPLACE INTO apps (id, doc) VALUES (?, ?)",
+             lambda op: (op.key, _dumps(op.doc))),
+    "deployments": ("INSERT INTO deployments (id, status, doc) VALUES (?, ?, ?) ON CONFLICT(id) "
+                    "DO UPDATE SET status=excluded.status, doc=excluded.doc",
+                    lambda op: (op.key, op.doc.get("status", "running"), _dumps(op.doc))),
+    "kill_requests": ("INSERT INTO kill_requests (task_id, doc) VALUES (?, ?) "
+                      "ON CONFLICT(task_id) DO UPDATE SET doc=excluded.doc",
+                      lambda op: (op.key, _dumps(op.doc))),
+    "delay_resets": ("INSERT OR REPLACE INTO delay_resets (seq, app_id, doc) VALUES (?, ?, ?)",
+                     lambda op: (int(op.doc["seq"]), op.key, _dumps(op.doc))),
+    "tasks": ("INSERT OR REPLACE INTO tasks (id, app_id, doc) VALUES (?, ?, ?)",
+              lambda op: (op.key, op.doc.get("appId") or task_id_to_app_id(op.key),
+                          _dumps(op.doc))),
+    "app_status": ("INSERT OR REPLACE INTO app_status (app_id, doc) VALUES (?, ?)",
+                   lambda op: (op.key, _dumps(op.doc))),
+    "meta": ("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+             lambda op: (op.key, op.doc["value"])),
+}
+_DELETE_SQL = {
+    "apps": "DELETE FROM apps WHERE id=?",
+    "deployments": "DELETE FROM deployments WHERE id=?",
+    "kill_requests": "DELETE FROM kill_requests WHERE task_id=?",
+    "delay_resets": "DELETE FROM delay_resets WHERE app_id=?",
+    "tasks": "DELETE FROM tasks WHERE id=?",
+    "app_status": "DELETE FROM app_status WHERE app_id=?",
+    "meta": "DELETE FROM meta WHERE key=?",
+}
+
+
+def _put(sql: str, args: Any) -> Any:
+    return lambda c, op: c.execute(sql, args(op))
+
+
+def _delete(sql: str) -> Any:
+    return lambda c, op: c.execute(sql, (op.key,))
+
+
+_APPLY: dict[tuple[type, str], Any] = {
+    **{(Put, kind): _put(sql, args) for kind, (sql, args) in _PUT_SQL.items()},
+    **{(Delete, kind): _delete(sql) for kind, sql in _DELETE_SQL.items()},
+}
 
 
 def open_state(path_or_url: str) -> StateStore:

@@ -27,9 +27,16 @@ ZooKeeper backend can implement the same interface later.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
+
+from scheduler.spec import iso_now
 
 Doc = dict[str, Any]
+
+
+FINAL_DEPLOYMENT_STATUSES = frozenset({"succeeded", "failed", "cancelled", "superseded"})
 
 
 class StateError(Exception):
@@ -59,15 +66,96 @@ class AppExists(StateError):
         self.app_id = app_id
 
 
+class StoreUnavailable(StateError):
+    """The store cannot take writes now (e.g. ZooKeeper has no quorum); nothing was written."""
+
+
+class NotLeader(StateError):
+    """A fenced write by a scheduler that is no longer the leader; nothing was written."""
+
+
+# -- transactions: what a backend applies ----------------------------------------------------
+# Kinds of documents: each is a keyed collection. `meta` holds `framework_id` ({"value": id}).
+Kind = Literal["apps", "deployments", "kill_requests", "delay_resets", "tasks", "app_status",
+               "meta"]
+KINDS: tuple[Kind, ...] = ("apps", "deployments", "kill_requests", "delay_resets", "tasks",
+                           "app_status", "meta")
+
+
+@dataclass(frozen=True)
+class Put:
+    """Store `doc` under (`kind`, `key`), replacing what is there. A put of an existing
+    deployment or kill request keeps its place in creation order."""
+    kind: Kind
+    key: str
+    doc: Doc
+
+
+@dataclass(frozen=True)
+class Delete:
+    """Remove (`kind`, `key`) if it exists."""
+    kind: Kind
+    key: str
+
+
+Op = Put | Delete
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """Operations a backend applies all or none, against the snapshot they were computed from
+    (a backend rejects, or recomputes, a transaction whose snapshot changed meanwhile)."""
+    ops: tuple[Op, ...] = ()
+    bump_generation: bool = False
+
+
+class Reader(Protocol):
+    """The snapshot a transaction is computed from (the reads of `StateStore.transact`)."""
+
+    def app(self, app_id: str) -> Doc | None: ...
+
+    def deployment(self, deployment_id: str) -> Doc | None: ...
+
+    def running_deployments(self, app_ids: set[str]) -> list[Doc]:
+        """Running deployments whose `affectedApps` include one of `app_ids`, oldest first."""
+        ...
+
+    def task(self, task_id: str) -> Doc | None: ...
+
+    def kill_request(self, task_id: str) -> Doc | None: ...
+
+    def delay_reset(self, app_id: str) -> Doc | None:
+        """The app's pending delay-reset request, with its `seq`."""
+        ...
+
+    def generation(self) -> int: ...
+
+
+T = TypeVar("T")
+Plan = Callable[[Reader], tuple[Transaction, T]]
+
+
 class StateStore(ABC):
-    """Interface of every state-store backend. Documents are Marathon-shaped JSON dicts."""
+    """Interface of every state-store backend. Documents are Marathon-shaped JSON dicts.
+
+    A backend implements the reads, the event log and `transact`; the changes (which document
+    becomes what) are computed once, here and in `scheduler.changes`, from a snapshot."""
+
+    @abstractmethod
+    def transact(self, plan: Plan[T]) -> T:
+        """Run `plan` (pure) on a consistent snapshot and apply the Transaction it returns,
+        atomically and only if that snapshot is still current at the commit (a backend may run
+        `plan` again on a newer snapshot); returns the plan's result. Exceptions `plan` raises
+        (a rejected change) propagate and nothing is written."""
 
     # -- framework ---------------------------------------------------------------------------
     @abstractmethod
     def get_framework_id(self) -> str | None: ...
 
-    @abstractmethod
-    def set_framework_id(self, framework_id: str | None) -> None: ...
+    def set_framework_id(self, framework_id: str | None) -> None:
+        op: Op = (Delete("meta", "framework_id") if framework_id is None
+                  else Put("meta", "framework_id", {"value": framework_id}))
+        self.transact(lambda r: (Transaction((op,)), None))
 
     # -- desired state: apps and deployments (written by the API) -----------------------------
     @abstractmethod
@@ -77,16 +165,21 @@ class StateStore(ABC):
     def list_apps(self) -> list[Doc]:
         """All apps, sorted by id."""
 
-    @abstractmethod
-    def apply_app_change(self, app_id: str, app: Doc | None, deployment: Doc, *,
+    def apply_app_change(self, app_id: str, app: Doc | None, deployment: Doc | None, *,
                          force: bool = False, must_exist: bool | None = None) -> None:
         """Atomically store `app` (None deletes it) together with its `deployment`.
 
         Raises DeploymentConflict if an active deployment affects `app_id` and not `force`; with
         `force` those deployments are marked `superseded`. `must_exist=True` raises AppNotFound for
         a missing app, `must_exist=False` raises AppExists for an existing one. Bumps the desired
-        generation; appending the matching event is the caller's job.
+        generation; appending the matching event is the caller's job. (The rules are
+        `scheduler.changes.app_change`'s; the backend only applies its transaction.)
         """
+        from scheduler import changes
+
+        now = iso_now()
+        self.transact(lambda r: changes.app_change(r, app_id, app, deployment, force=force,
+                                                   must_exist=must_exist, now=now))
 
     @abstractmethod
     def get_deployment(self, deployment_id: str) -> Doc | None: ...
@@ -95,41 +188,55 @@ class StateStore(ABC):
     def list_deployments(self, active_only: bool = True) -> list[Doc]:
         """Deployments in creation order; active ones have status `running`."""
 
-    @abstractmethod
-    def update_deployment(self, deployment: Doc) -> bool | None:
+    def update_deployment(self, deployment: Doc) -> bool:
         """Replace a deployment document (the scheduler records progress and completion).
 
         A deployment already final in the store (cancelled or superseded by the API meanwhile)
-        stays as it is; backends return False then (True when stored), so the caller can drop
-        the events that went with the stale update."""
+        stays as it is and this returns False (True when stored), so the caller can drop the
+        events that went with the stale update. Raises StateError for an unknown id."""
+        from scheduler import changes
 
-    @abstractmethod
+        return self.transact(lambda r: changes.deployment_update(r, deployment))
+
     def cancel_deployment(self, deployment_id: str) -> Doc:
         """Mark an active deployment `cancelled` (raises StateError if unknown or not active)."""
+        from scheduler import changes
+
+        now = iso_now()
+        return self.transact(lambda r: changes.cancel_deployment(r, deployment_id, now=now))
 
     # -- kill requests (written by the API, consumed by the scheduler) -------------------------
-    @abstractmethod
     def request_kills(self, task_ids: list[str], *, scale: bool,
                       deployment: Doc | None = None, force: bool = False) -> None:
         """Ask the scheduler to kill tasks. With `scale`, the owning apps' `instances` drop by the
         number of their live tasks killed, and `deployment` records that change; like
         `apply_app_change`, a scale of an app locked by a running deployment raises
-        DeploymentConflict unless `force` (then that deployment is `superseded`)."""
+        DeploymentConflict unless `force` (then that deployment is `superseded`). The rules
+        are `scheduler.changes.kill_requests`'s."""
+        from scheduler import changes
+
+        now = iso_now()
+        self.transact(lambda r: changes.kill_requests(r, list(task_ids), scale=scale,
+                                                      deployment=deployment, force=force,
+                                                      now=now))
 
     @abstractmethod
     def pending_kill_requests(self) -> list[Doc]:
         """`[{"taskId": ..., "scale": bool, "requestedAt": ...}]`, oldest first."""
 
-    @abstractmethod
-    def complete_kill_request(self, task_id: str) -> None: ...
+    def complete_kill_request(self, task_id: str) -> None:
+        self.transact(lambda r: (Transaction((Delete("kill_requests", task_id),)), None))
 
     # -- delay resets (written by the API, consumed by the scheduler; additive) ------------------
-    @abstractmethod
     def request_delay_reset(self, app_id: str) -> Doc:
         """Ask the scheduler to reset an app's launch backoff (`DELETE /v2/queue/{id}/delay`);
         returns the request `{"appId", "requestedAt", "seq"}`. Raises AppNotFound for an unknown
         app. A request still pending for the app is replaced (one per app; `seq` grows with every
         request). Bumps the desired generation. Deleting the app drops its pending request."""
+        from scheduler import changes
+
+        now = iso_now()
+        return self.transact(lambda r: changes.delay_reset_request(r, app_id, now=now))
 
     @abstractmethod
     def pending_delay_resets(self) -> list[Doc]:
@@ -141,9 +248,12 @@ class StateStore(ABC):
         """A counter that grows with every change of desired state."""
 
     # -- observed state (written by the scheduler) ---------------------------------------------
-    @abstractmethod
     def upsert_task(self, task: Doc) -> None:
         """Store a task document keyed by `task["id"]` (Marathon task shape plus `state`)."""
+        task_id = task.get("id")
+        if not task_id:
+            raise StateError("a task needs an 'id'")
+        self.transact(lambda r: (Transaction((Put("tasks", task_id, task),)), None))
 
     @abstractmethod
     def get_task(self, task_id: str) -> Doc | None: ...
@@ -151,10 +261,9 @@ class StateStore(ABC):
     @abstractmethod
     def list_tasks(self, app_id: str | None = None) -> list[Doc]: ...
 
-    @abstractmethod
-    def delete_task(self, task_id: str) -> None: ...
+    def delete_task(self, task_id: str) -> None:
+        self.transact(lambda r: (Transaction((Delete("tasks", task_id),)), None))
 
-    @abstractmethod
     def put_app_status(self, app_id: str, status: Doc, *, delay_reset: Doc | None = None) -> None:
         """Runtime status of an app: backoff delay, waiting reason, lastTaskFailure, queue.
         Written by the scheduler only (the module docstring says why).
@@ -163,6 +272,13 @@ class StateStore(ABC):
         includes; it is consumed in the same transaction as the write. A newer request for the
         app made meanwhile (another `seq`) is not consumed: it stays pending for the next write.
         """
+        from scheduler import changes
+
+        self.transact(lambda r: changes.app_status_write(r, app_id, status, delay_reset))
+
+    def delete_app_status(self, app_id: str) -> None:
+        """Forget an app's runtime status (the scheduler calls it after a delete)."""
+        self.transact(lambda r: (Transaction((Delete("app_status", app_id),)), None))
 
     @abstractmethod
     def get_app_status(self, app_id: str) -> Doc | None: ...

@@ -1,7 +1,10 @@
 """Compare the prediction service with actual quotes, as a library and as a command.
 
-    accessd client compare --symbol JPM --timeseries URL --predict URL [--from T] [--to T]
-                           [--batch 1000] --out plot.png
+    accessd client compare --symbol JPM --timeseries URL|APP --predict URL|APP [--from T]
+                           [--to T] [--batch 1000] [--api URL] --out plot.png
+
+A service is named by its base URL or by its app id (`/jpm/timeseries`), which is looked up
+through the control API (`--api`, env `ACCESSD_API`): the address of one of its healthy tasks.
 
 The time series is read from the time-series service *as it streams*: `iter_json_array` parses
 the JSON array incrementally from `requests`' `iter_content` chunks, so each quote is handled as
@@ -10,7 +13,9 @@ soon as its bytes arrive and memory does not hold the response body. For each qu
 (`POST /predict` in its batch form, `batch` inputs per request) and the answer is set against the
 actual close. The first `window + 1` quotes of the range only fill the window.
 
-Reports MAE, RMSE and MAPE of the predictions and of the naive last-close baseline, and writes a
+Reports MAE, RMSE and MAPE of the predictions and of the naive last-close baseline, how they
+compare (ratios; the paired difference of absolute errors with its standard error), the same for
+the held-out part alone when the model names its first held-out quote, and writes a
 PNG (matplotlib, Agg backend): actual vs predicted above, the error below, the lines broken at
 gaps in time (nights, weekends: more than 3x the median spacing between quotes).
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import codecs
 import json
+import os
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -32,7 +38,7 @@ import numpy as np
 import requests
 
 from services.common import parse_time
-from services.model import errors
+from services.model import errors, versus, versus_line
 from services.store import iso_ms
 
 CHUNK_BYTES = 64 * 1024
@@ -203,6 +209,9 @@ class Comparison:
     naive: np.ndarray              # the preceding close (the naive baseline)
     quotes_read: int = 0
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The part of the range from the model's first held-out quote on, if the model names it.
+    held_out_from: int | None = None
+    held_out: dict = field(default_factory=dict)
 
 
 def compare(timeseries_url: str, predict_url: str, symbol: str, start: int | None = None,
@@ -215,7 +224,9 @@ def compare(timeseries_url: str, predict_url: str, symbol: str, start: int | Non
     if batch < 1:
         raise ValueError("batch must be >= 1")
     http = session or requests.Session()
-    need = int(model_info(predict_url, symbol, http)["inputsNeeded"])
+    info = model_info(predict_url, symbol, http)
+    need = int(info["inputsNeeded"])
+    held_out_from = (info.get("data") or {}).get("testFromMs")
     window: deque[float] = deque(maxlen=need)
     ts: list[int] = []
     actual: list[float] = []
@@ -253,7 +264,16 @@ def compare(timeseries_url: str, predict_url: str, symbol: str, start: int | Non
     result = Comparison(symbol, versions, np.array(ts, dtype=np.int64), np.array(actual),
                         np.array(predicted), np.array(naive), quotes_read=read)
     result.metrics = {"model": errors(result.actual, result.predicted),
-                      "naive": errors(result.actual, result.naive)}
+                      "naive": errors(result.actual, result.naive),
+                      "versus": versus(result.actual, result.predicted, result.naive)}
+    if isinstance(held_out_from, int):
+        # The quotes the model's training never saw: the honest figures.
+        tail = result.ts >= held_out_from
+        if tail.any():
+            result.held_out_from = held_out_from
+            a, p, nv = result.actual[tail], result.predicted[tail], result.naive[tail]
+            result.held_out = {"count": int(tail.sum()), "model": errors(a, p),
+                               "naive": errors(a, nv), "versus": versus(a, p, nv)}
     return result
 
 
@@ -295,9 +315,18 @@ def plot(result: Comparison, out: Path) -> Path:
     try:
         top.plot(when, actual, label="actual close", linewidth=0.8)
         top.plot(when, predicted, label="predicted", linewidth=0.8, alpha=0.8)
-        m = result.metrics["model"]
-        top.set_title(f"{result.symbol}, model {', '.join(result.versions)}: "
-                      f"MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  MAPE {m['mape']:.3f}%")
+        m, nv = result.metrics["model"], result.metrics["naive"]
+        title = (f"{result.symbol}, model {', '.join(result.versions)}: "
+                 f"MAE {m['mae']:.4f} (naive {nv['mae']:.4f})")
+        if result.held_out_from is not None:
+            hm, hn = result.held_out["model"], result.held_out["naive"]
+            title += f"; held out: MAE {hm['mae']:.4f} (naive {hn['mae']:.4f})"
+            start = datetime.fromtimestamp(result.held_out_from / 1000, UTC)
+            for ax in (top, bottom):
+                ax.axvline(start, color="grey", linestyle="--", linewidth=0.8)
+            top.annotate("held out →", (start, 1), xycoords=("data", "axes fraction"),
+                         xytext=(4, -14), textcoords="offset points", color="grey")
+        top.set_title(title)
         top.set_ylabel("price")
         top.legend(loc="upper left")
         bottom.plot(when, error, linewidth=0.6, color="tab:red")
@@ -313,19 +342,61 @@ def plot(result: Comparison, out: Path) -> Path:
     return out
 
 
+# -- service addresses -----------------------------------------------------------------------------
+DEFAULT_API = "http://127.0.0.1:8080"
+
+
+def service_url(target: str, api: str, token: str | None = None,
+                session: requests.Session | None = None, timeout: float = 10.0) -> str:
+    """`target` as a base URL: a URL is kept; an app id (`/jpm/timeseries`) becomes the address
+    of one of its healthy tasks (first port), asked of the control API at `api` — the ports
+    Mesos gives change from run to run, the app id does not. `ValueError` if it has none."""
+    if not target.startswith("/"):
+        return target
+    http = session or requests.Session()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"{api.rstrip('/')}/v2/apps{target}"
+    resp = http.get(url, params={"embed": "app.tasks"}, headers=headers, timeout=timeout)
+    _raise_for(resp)
+    app = resp.json().get("app") or {}
+    checked = bool(app.get("healthChecks"))
+    for task in sorted(app.get("tasks") or [], key=lambda t: t.get("id", "")):
+        healthy = all(r.get("alive") for r in task.get("healthCheckResults") or [])
+        if task.get("state", "TASK_RUNNING") != "TASK_RUNNING" or not task.get("ports") or (
+                checked and not (task.get("healthCheckResults") and healthy)):
+            continue
+        ip = (task.get("ipAddresses") or [{}])[0].get("ipAddress") or task.get("host")
+        return f"http://{ip}:{task['ports'][0]}"
+    raise ValueError(f"app {target} has no healthy task with a port (asked {api})")
+
+
 # -- command line ----------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="accessd client", description="Use the access services.")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compare", help="predictions vs actual closes, with a plot")
     c.add_argument("--symbol", required=True)
-    c.add_argument("--timeseries", required=True, help="time-series service base URL")
-    c.add_argument("--predict", required=True, help="prediction service base URL")
+    c.add_argument("--timeseries", required=True,
+                   help="time-series service: base URL, or app id (/jpm/timeseries) looked up "
+                        "through the control API")
+    c.add_argument("--predict", required=True,
+                   help="prediction service: base URL, or app id (/jpm/prediction)")
+    c.add_argument("--api", default=os.environ.get("ACCESSD_API") or DEFAULT_API,
+                   help="control API for app ids (env ACCESSD_API; default %(default)s)")
+    c.add_argument("--token", default=os.environ.get("ACCESSD_API_TOKEN"),
+                   help="control API token (env ACCESSD_API_TOKEN)")
     c.add_argument("--from", dest="start", help="first quote (ISO 8601 or epoch ms)")
     c.add_argument("--to", dest="end", help="last quote (ISO 8601 or epoch ms)")
     c.add_argument("--batch", type=int, default=1000, help="inputs per POST /predict")
     c.add_argument("--out", type=Path, required=True, help="PNG file to write")
     return p
+
+
+def _print_metrics(metrics: dict) -> None:
+    for name in ("model", "naive"):
+        m = metrics[name]
+        print(f"    {name:<6} MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  MAPE {m['mape']:.4f}%")
+    print(f"    {versus_line(metrics['versus'])}")
 
 
 def main(argv: list[str]) -> int:
@@ -341,7 +412,9 @@ def main(argv: list[str]) -> int:
         print(f"accessd client: {exc}", file=sys.stderr)
         return 2
     try:
-        result = compare(args.timeseries, args.predict, args.symbol, start, end, batch=args.batch)
+        timeseries = service_url(args.timeseries, args.api, args.token)
+        predict = service_url(args.predict, args.api, args.token)
+        result = compare(timeseries, predict, args.symbol, start, end, batch=args.batch)
     except (ServiceError, StreamError, ValueError, requests.RequestException) as exc:
         print(f"accessd client: {exc}", file=sys.stderr)
         return 1
@@ -349,9 +422,12 @@ def main(argv: list[str]) -> int:
     print(f"{args.symbol}: {len(result.actual)} predictions from {result.quotes_read} quotes "
           f"({iso_ms(int(result.ts[0]))} .. {iso_ms(int(result.ts[-1]))}), model "
           f"{', '.join(result.versions)}")
-    for name in ("model", "naive"):
-        m = result.metrics[name]
-        print(f"  {name:<6} MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  MAPE {m['mape']:.4f}%")
+    print("  all predictions (the model was trained on the part before its held-out quotes):")
+    _print_metrics(result.metrics)
+    if result.held_out_from is not None:
+        print(f"  held out: {result.held_out['count']} predictions from "
+              f"{iso_ms(result.held_out_from)} on, quotes the model's training never saw:")
+        _print_metrics(result.held_out)
     print(f"wrote {args.out}")
     return 0
 

@@ -2,77 +2,88 @@
 
     accessd data synth --symbol JPM [--start 2026-01-02] [--days 30] [--interval 1m] [--seed 1]
                        [--start-price 100] --store URL
-    accessd data load FILE.csv [--skip-bad] [--max-errors 20] --store URL
+    accessd data load FILE.csv [--columns FIELD=HEADER[+HEADER],...] [--symbol S] [--tz ZONE]
+                      [--time-format FMT] [--skip-bad] [--max-errors 20] --store URL
 
 `--store` defaults to `$ACCESSD_STORE`. Progress goes to stderr, the summary to stdout.
 Exit status: 0 done, 1 bad input (nothing written), 2 usage, 3 store unavailable.
 
 synth: bars every `interval` over US regular trading hours (09:30-16:00 America/New_York, so 390
-one-minute bars a day; weekends skipped, exchange holidays not modelled), prices a geometric random
-walk (annual drift 5 %, volatility 25 %, plus an overnight gap) with high/low from intra-bar
-sub-steps, prices in cents, volumes U-shaped over the day. The same seed gives the same quotes,
-and a longer run starts with the quotes of a shorter one (days are drawn in order), with the same
-numpy. Quotes stream into the store: memory stays flat for millions of bars.
+one-minute bars a day; weekends skipped, exchange holidays not modelled). The model of the data:
+- an efficient price: a geometric random walk (annual drift 5 %, volatility 25 %, plus an
+  overnight gap), in SUB_STEPS (4) steps per bar, with a volatility that changes over the day
+  in a U (`--vol-u`, default 1: twice the midday volatility at the open and the close, scaled
+  so the day's variance is that of the annual volatility);
+- trades: one after each step, at the bid or the ask (a fair coin) around the efficient price,
+  `--spread-bps` (default 10) apart, in cents. A bar's open, high, low and close are its first,
+  highest, lowest and last trade. Because the close is at the bid or the ask at random, the next
+  close tends to move back: 1-minute returns have the negative lag-1 autocorrelation that
+  market-microstructure studies report (Roll's bid-ask bounce; about -0.23 with the defaults),
+  which a model on past returns can use and the naive "next close = last close" cannot;
+- volumes: U-shaped over the day, with log-normal noise.
+`--random-walk` makes the pure random walk instead: flat volatility, prices on the efficient path
+itself (each bar opens at the previous close), nothing a model can predict; these are the quotes
+of the generator before the bid-ask model, seed for seed.
+The same seed gives the same quotes, and a longer run starts with the quotes of a shorter one
+(days are drawn in order), with the same numpy. Quotes stream into the store: memory stays flat
+for millions of bars. Library use: `synth_days(SynthParams(...))` yields each day's quotes,
+`synth(store, params, progress)` writes them and returns how many.
 
-load: header `symbol,timestamp,open,high,low,close,volume` (any column order); timestamps ISO 8601
-(no offset: UTC) or epoch milliseconds. The file is validated row by row first, and every bad row
-is reported as `FILE:LINE: reason`; if any is bad nothing is written unless `--skip-bad`, which
-writes the good rows. Writes are upserts by (symbol, timestamp), so loading a file twice gives the
-same store as loading it once (and a load interrupted by a store outage can simply be rerun).
+load: a CSV file with a header row, by default `symbol,timestamp,open,high,low,close,volume` (any
+order, any case, other columns ignored); a vendor's export through `--columns` (which header
+holds each field: `timestamp=Date+Time,close=Last`, several headers joined with a space),
+`--symbol` (for files without a symbol column), `--tz` (the zone of timestamps without an offset,
+default UTC; exports usually give exchange time, `America/New_York`) and `--time-format` (a
+strptime format, for timestamps that are not ISO 8601 or epoch milliseconds). The file is
+validated row by row first, and every bad row is reported as `FILE:LINE: reason`; if any is bad
+nothing is written unless `--skip-bad`, which writes the good rows. Writes are upserts by (symbol,
+timestamp), so loading a file twice gives the same store as loading it once (and a load
+interrupted by a store outage can simply be rerun). The loader lives in `services.quotes_csv`.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import re
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from pathlib import Path
-from typing import TextIO
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from services.common import parse_time
-from services.store import Quote, QuoteStore, StoreUnavailable, check_quote, iso_ms, open_store
+from services.quotes_csv import (  # noqa: F401  (re-exported: the loader's home before)
+    CSV_COLUMNS,
+    CsvLayout,
+    LoadReport,
+    Progress,
+    RowError,
+    load,
+    parse_columns,
+    parse_row,
+    parse_tz,
+    read_csv,
+    validate_csv,
+)
+from services.store import Quote, QuoteStore, StoreUnavailable, iso_ms, open_store
 
 MARKET_TZ = ZoneInfo("America/New_York")
 SESSION_OPEN = dtime(9, 30)
 SESSION_MINUTES = 390
 TRADING_DAYS_PER_YEAR = 252
 SUB_STEPS = 4                 # random-walk steps per bar: gives a high/low apart from open/close
-CSV_COLUMNS = ("symbol", "timestamp", "open", "high", "low", "close", "volume")
+DEFAULT_SPREAD_BPS = 10.0
+DEFAULT_VOL_U = 1.0
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
 
 _INTERVAL_RE = re.compile(r"(\d+)(s|m|h|d)")
 _UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000}
-
-
-# -- progress --------------------------------------------------------------------------------------
-class Progress:
-    """Progress lines on stderr, at most one per `every` seconds, plus a final one."""
-
-    def __init__(self, label: str, stream: TextIO | None = None, every: float = 1.0) -> None:
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.every = every
-        self.started = time.monotonic()
-        self._last = 0.0
-
-    def update(self, message: str, *, final: bool = False) -> None:
-        now = time.monotonic()
-        if final or now - self._last >= self.every:
-            self._last = now
-            print(f"{self.label}: {message} ({now - self.started:.1f}s)", file=self.stream,
-                  flush=True)
 
 
 # -- synth -----------------------------------------------------------------------------------------
@@ -112,6 +123,9 @@ def session_bar_starts(day: date, interval_ms: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SynthParams:
+    """What `synth_days` makes (see the module docstring for the model). Fields may be added,
+    always with a default, so `SynthParams(symbol, start, days, ...)` keeps working."""
+
     symbol: str
     start: date
     days: int
@@ -121,6 +135,16 @@ class SynthParams:
     annual_drift: float = 0.05
     annual_vol: float = 0.25
     base_volume: float = 20_000.0
+    spread_bps: float = DEFAULT_SPREAD_BPS   # bid-ask spread, basis points of the price
+    vol_u: float = DEFAULT_VOL_U             # volatility at the open/close vs midday, minus 1
+    random_walk: bool = False                # the pure random walk: no spread, flat volatility
+
+
+def intraday_shape(n: int, depth: float) -> np.ndarray:
+    """`1 + depth * (2x - 1)^2` at the middle `x` of each of `n` equal parts of a session:
+    1 at midday, `1 + depth` at the open and the close (the U of intraday activity)."""
+    position = (np.arange(n) + 0.5) / n
+    return 1.0 + depth * (2 * position - 1) ** 2
 
 
 def synth_days(p: SynthParams) -> Iterator[list[Quote]]:
@@ -128,34 +152,47 @@ def synth_days(p: SynthParams) -> Iterator[list[Quote]]:
     rng = np.random.default_rng(p.seed)
     bar_years = p.interval_ms / 60_000 / (SESSION_MINUTES * TRADING_DAYS_PER_YEAR)
     step_sigma = p.annual_vol * math.sqrt(bar_years / SUB_STEPS)
-    # Ito correction so that the expected price grows at annual_drift.
-    step_mu = (p.annual_drift - p.annual_vol**2 / 2) * bar_years / SUB_STEPS
     gap_sigma = p.annual_vol * math.sqrt(1 / TRADING_DAYS_PER_YEAR) * 0.5
-    close = p.start_price
+    half_spread = 0.0 if p.random_walk else p.spread_bps / 20_000
+    efficient = p.start_price      # the efficient price at the last close
     first_day = True
     for day in trading_days(p.start, p.days):
         starts = session_bar_starts(day, p.interval_ms)
         n = len(starts)
-        # Draw order is fixed per day (gap, steps, volume noise) so runs are reproducible and
-        # prefix-stable.
+        # Volatility per bar: U-shaped over the day, scaled so that the day's variance is that
+        # of a flat `annual_vol` (the pure random walk keeps it flat).
+        vol = np.ones(n) if p.random_walk else intraday_shape(n, p.vol_u)
+        vol = vol / math.sqrt(float(np.mean(vol**2)))
+        # Draw order is fixed per day (gap, steps, volume noise, then trade sides) so runs are
+        # reproducible and prefix-stable; the pure random walk draws no sides, which keeps its
+        # quotes those of the generator before the bid-ask model.
         gap = rng.standard_normal()
-        steps = rng.standard_normal((n, SUB_STEPS)) * step_sigma + step_mu
+        sigma = step_sigma * vol[:, None]
+        # Ito correction so that the expected price grows at annual_drift.
+        mu = p.annual_drift * bar_years / SUB_STEPS - sigma**2 / 2
+        steps = rng.standard_normal((n, SUB_STEPS)) * sigma + mu
         noise = rng.standard_normal(n)
-        open_ = close if first_day else close * math.exp(gap * gap_sigma)
+        open_ = efficient if first_day else efficient * math.exp(gap * gap_sigma)
         first_day = False
         log_path = math.log(open_) + np.concatenate(([0.0], np.cumsum(steps.ravel())))
-        # Row b holds bar b's open and its SUB_STEPS sub-step prices; consecutive bars share an
-        # endpoint, so each bar opens at the previous bar's close.
-        idx = np.arange(n)[:, None] * SUB_STEPS + np.arange(SUB_STEPS + 1)[None, :]
-        prices = np.maximum(np.round(np.exp(log_path[idx]), 2), 0.01)
-        position = (np.arange(n) + 0.5) / n
-        shape = 1.0 + 1.5 * (2 * position - 1) ** 2       # busier at the open and the close
-        volumes = np.maximum(p.base_volume * p.interval_ms / 60_000 * shape
+        if p.random_walk:
+            # Row b holds bar b's open and its SUB_STEPS sub-step prices; consecutive bars share
+            # an endpoint, so each bar opens at the previous bar's close.
+            idx = np.arange(n)[:, None] * SUB_STEPS + np.arange(SUB_STEPS + 1)[None, :]
+            prices = np.maximum(np.round(np.exp(log_path[idx]), 2), 0.01)
+        else:
+            # Row b holds bar b's SUB_STEPS trades, one after each sub-step of the efficient
+            # price, each at the bid or the ask (a fair coin): efficient * (1 -/+ half spread).
+            idx = np.arange(n)[:, None] * SUB_STEPS + np.arange(1, SUB_STEPS + 1)[None, :]
+            side = rng.integers(0, 2, (n, SUB_STEPS)) * 2 - 1
+            prices = np.maximum(np.round(np.exp(log_path[idx]) * (1 + side * half_spread), 2),
+                                0.01)
+        volumes = np.maximum(p.base_volume * p.interval_ms / 60_000 * intraday_shape(n, 1.5)
                              * np.exp(0.3 * noise), 1).astype(np.int64)
         highs, lows = prices.max(axis=1), prices.min(axis=1)
         yield [Quote(p.symbol, int(starts[b]), float(prices[b, 0]), float(highs[b]),
                      float(lows[b]), float(prices[b, -1]), int(volumes[b])) for b in range(n)]
-        close = float(np.exp(log_path[-1]))
+        efficient = float(np.exp(log_path[-1]))
 
 
 def synth(store: QuoteStore, params: SynthParams, progress: Progress | None = None) -> int:
@@ -173,141 +210,24 @@ def synth(store: QuoteStore, params: SynthParams, progress: Progress | None = No
     return store.write(quotes())
 
 
-# -- load ------------------------------------------------------------------------------------------
-class RowError(ValueError):
-    """A CSV row that cannot be a quote; `line` is its (first) line number in the file."""
-
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"line {line}: {reason}")
-        self.line = line
-        self.reason = reason
-
-
-def _number(name: str, text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise ValueError(f"{name} {text!r} is not a number") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} {text!r} is not finite")
-    return v
-
-
-def parse_row(row: Sequence[str], positions: dict[str, int], line: int) -> Quote:
-    """The quote in `row` (columns located by `positions`), or `RowError` saying what is wrong."""
-    if len(row) != len(positions):
-        raise RowError(line, f"expected {len(positions)} columns, got {len(row)}")
-    cell = {name: row[i].strip() for name, i in positions.items()}
-    try:
-        ts = parse_time(cell["timestamp"])
-        o, h, lo, c = (_number(n, cell[n]) for n in ("open", "high", "low", "close"))
-        if min(o, h, lo, c) <= 0:
-            raise ValueError("prices must be > 0")
-        if not (lo <= min(o, c) and max(o, c) <= h):
-            raise ValueError(f"inconsistent bar: need low <= open, close <= high "
-                             f"(open {o}, high {h}, low {lo}, close {c})")
-        vol = _number("volume", cell["volume"])
-        if vol < 0 or not vol.is_integer():
-            raise ValueError(f"volume {cell['volume']!r} is not a whole number >= 0")
-        return check_quote(Quote(cell["symbol"], ts, o, h, lo, c, int(vol)))
-    except ValueError as exc:
-        raise RowError(line, str(exc)) from None
-
-
-def read_csv(path: Path) -> Iterator[Quote | RowError]:
-    """Each data row of `path` as a Quote or the RowError describing it; a bad header (or an
-    unreadable file) raises RowError itself, as nothing can be read without it."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise RowError(1, "empty file: expected the header " + ",".join(CSV_COLUMNS)) from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise RowError(1, f"unreadable header: {exc}") from None
-        names = [h.strip().lower() for h in header]
-        if sorted(names) != sorted(CSV_COLUMNS):
-            raise RowError(1, f"header must name the columns {','.join(CSV_COLUMNS)} "
-                              f"(any order), got {','.join(names)}")
-        positions = {name: names.index(name) for name in CSV_COLUMNS}
-        while True:
-            start_line = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except (csv.Error, UnicodeDecodeError) as exc:
-                yield RowError(start_line, f"unreadable row: {exc}")
-                continue
-            if not row or all(not c.strip() for c in row):
-                continue  # blank lines are not data
-            try:
-                yield parse_row(row, positions, start_line)
-            except RowError as err:
-                yield err
-
-
-@dataclass
-class LoadReport:
-    good: int = 0
-    bad: int = 0
-    written: int = 0
-    symbols: set[str] | None = None
-
-
-def validate_csv(path: Path, max_errors: int, err: TextIO) -> LoadReport:
-    """First pass: count good and bad rows, printing the first `max_errors` bad ones."""
-    report = LoadReport(symbols=set())
-    size = max(os.path.getsize(path), 1)
-    progress = Progress(f"checking {path.name}", err)
-    for item in read_csv(path):
-        if isinstance(item, RowError):
-            report.bad += 1
-            if report.bad <= max_errors:
-                print(f"{path}:{item.line}: {item.reason}", file=err)
-        else:
-            report.good += 1
-            report.symbols.add(item.symbol)  # type: ignore[union-attr]
-            if report.good % 10_000 == 0:
-                progress.update(f"{report.good} rows ok, {report.bad} bad")
-    if report.bad > max_errors:
-        print(f"{path}: ... and {report.bad - max_errors} more bad rows", file=err)
-    progress.update(f"{report.good} rows ok, {report.bad} bad, {size} bytes", final=True)
-    return report
-
-
-def load(store: QuoteStore, path: Path, *, skip_bad: bool = False, max_errors: int = 20,
-         err: TextIO | None = None) -> LoadReport:
-    """Validate `path` and, if it is clean (or `skip_bad`), upsert its good rows into `store`.
-
-    Raises `RowError` for a bad header; otherwise returns the report (`written == 0` when bad
-    rows stopped the load).
-    """
-    err = err or sys.stderr
-    report = validate_csv(path, max_errors, err)
-    if report.bad and not skip_bad:
-        return report
-    progress = Progress(f"loading {path.name}", err)
-
-    def good() -> Iterator[Quote]:
-        n = 0
-        for item in read_csv(path):
-            if isinstance(item, Quote):
-                n += 1
-                if n % 10_000 == 0:
-                    progress.update(f"{n}/{report.good} rows")
-                yield item
-        progress.update(f"{n}/{report.good} rows", final=True)
-
-    report.written = store.write(good())
-    return report
-
-
 # -- command line ----------------------------------------------------------------------------------
+def _synth_doc() -> str:
+    """The synth paragraph of the module docstring: `--help` shows the model of the data."""
+    doc = __doc__ or ""
+    return doc[doc.index("synth: bars"):doc.index("\nload: ")].strip()
+
+
+def _load_doc() -> str:
+    doc = __doc__ or ""
+    return doc[doc.index("load: a CSV"):].strip()
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="accessd data", description="Make or load quote data.")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("synth", help="write a deterministic synthetic series")
+    s = sub.add_parser("synth", help="write a deterministic synthetic series",
+                       description="Write deterministic synthetic quotes to a store.\n\n"
+                       + _synth_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--symbol", required=True)
     s.add_argument("--start", default="2026-01-02", type=date.fromisoformat,
                    help="first day (YYYY-MM-DD); weekends are skipped")
@@ -315,10 +235,28 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--interval", default="1m", help="bar length: 30s, 1m, 5m, 1h, 1d ...")
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--start-price", type=float, default=100.0)
+    s.add_argument("--spread-bps", type=float, default=DEFAULT_SPREAD_BPS,
+                   help="bid-ask spread in basis points of the price (default %(default)g)")
+    s.add_argument("--vol-u", type=float, default=DEFAULT_VOL_U,
+                   help="volatility at the open and the close over midday's, minus 1 "
+                        "(default %(default)g; 0: flat)")
+    s.add_argument("--random-walk", action="store_true",
+                   help="the pure random walk: no bid-ask bounce, flat volatility")
     s.add_argument("--store", default=os.environ.get("ACCESSD_STORE"),
                    help="store URL (default $ACCESSD_STORE)")
-    ld = sub.add_parser("load", help="load a CSV file")
+    ld = sub.add_parser("load", help="load a CSV file (any vendor's export)",
+                        description="Load quotes from a CSV file.\n\n" + _load_doc(),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ld.add_argument("file", type=Path)
+    ld.add_argument("--columns", action="append", default=[], metavar="FIELD=HEADER,...",
+                    help="which column holds each field, e.g. timestamp=Date+Time,close=Last "
+                         "(repeatable; default: the field's own name)")
+    ld.add_argument("--symbol", dest="fixed_symbol", metavar="SYMBOL",
+                    help="the symbol of every row (for files without a symbol column)")
+    ld.add_argument("--tz", default="UTC",
+                    help="time zone of timestamps without an offset (default UTC)")
+    ld.add_argument("--time-format", metavar="FMT",
+                    help="strptime format of the timestamps (default: ISO 8601 or epoch ms)")
     ld.add_argument("--skip-bad", action="store_true", help="write the good rows of a bad file")
     ld.add_argument("--max-errors", type=int, default=20, help="bad rows to print")
     ld.add_argument("--store", default=os.environ.get("ACCESSD_STORE"),
@@ -340,8 +278,14 @@ def main(argv: list[str]) -> int:
         if args.command == "synth":
             if args.days < 1:
                 raise ValueError("--days must be >= 1")
+            if args.spread_bps < 0 or args.vol_u < 0:
+                raise ValueError("--spread-bps and --vol-u must be >= 0")
             params = SynthParams(args.symbol, args.start, args.days, parse_interval(args.interval),
-                                 args.seed, args.start_price)
+                                 args.seed, args.start_price, spread_bps=args.spread_bps,
+                                 vol_u=args.vol_u, random_walk=args.random_walk)
+        else:
+            layout = CsvLayout(parse_columns(args.columns), args.fixed_symbol,
+                               parse_tz(args.tz), args.time_format)
     except ValueError as exc:
         print(f"accessd data: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -358,15 +302,17 @@ def main(argv: list[str]) -> int:
             if args.command == "synth":
                 n = synth(store, params, Progress(f"synth {args.symbol}"))
                 last = store.last(args.symbol)
+                kind = ("pure random walk" if params.random_walk else
+                        f"bid-ask spread {params.spread_bps:g} bp, volatility U {params.vol_u:g}")
                 print(f"wrote {n} quotes of {args.symbol} ({params.days} days, "
-                      f"{args.interval} bars, seed {args.seed}) to {args.store}; "
+                      f"{args.interval} bars, seed {args.seed}, {kind}) to {args.store}; "
                       f"last {iso_ms(last.ts) if last else '-'}")
                 return EXIT_OK
             if not args.file.is_file():
                 print(f"accessd data: {args.file}: no such file", file=sys.stderr)
                 return EXIT_BAD_INPUT
             report = load(store, args.file, skip_bad=args.skip_bad,
-                          max_errors=args.max_errors)
+                          max_errors=args.max_errors, layout=layout)
     except RowError as exc:
         print(f"{args.file}:{exc.line}: {exc.reason}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -7,12 +7,17 @@ Model: ridge regression of the next log return on the last `window` log returns 
 standardised, intercept unpenalised, the penalty chosen on a time-ordered validation slice of
 the training data). The prediction for the next close is `last_close * exp(predicted_return)`,
 so it needs `window + 1` closes. Working in returns keeps the model independent of the price
-level; on a random walk it can do no better than the naive "next close = last close" baseline,
-and the metrics say so honestly.
+level. What it can learn is linear structure in returns, such as the bid-ask bounce of trade
+prices (a close at the ask tends to be followed by one nearer the bid: a negative lag-1
+autocorrelation; `accessd data synth` makes quotes with it). On a pure random walk it can do no
+better than the naive "next close = last close" baseline, and the metrics say so honestly.
 
 Evaluation: the series is split in time order (the last `test_fraction` is held out and never
 seen while fitting); MAE, RMSE and MAPE of the predicted close against the actual close are
-reported for the model and for the naive baseline.
+reported for the model and for the naive baseline, with the paired difference of their
+absolute errors and its standard error (`versus`), so "better" and "within noise" are read off.
+The model's data names the first held-out quote (`testFrom`), and `accessd client compare`
+reports that part on its own.
 
 Artefacts, under `DIR/<SYMBOL>/`:
 - `v<N>/model.json` (everything `Model.from_json` needs) and `v<N>/metrics.json`; a version
@@ -50,6 +55,7 @@ FORMAT = 1
 KIND = "ridge-log-returns"
 ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)     # penalty per sample, searched on validation
 MIN_TRAIN_SAMPLES = 50
+NEGLIGIBLE = 0.005    # an MAE ratio within this of 1 is "equal to naive", whatever the noise
 _SYMBOL_DIR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _VERSION_RE = re.compile(r"v(\d+)")
 
@@ -166,13 +172,40 @@ def errors(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
             "mape": float(np.mean(np.abs(err) / np.abs(actual)) * 100)}
 
 
+def split(n_closes: int, window: int, test_fraction: float) -> tuple[int, int]:
+    """(training samples, held-out samples) of `n_closes` closes: sample `i` predicts close
+    `i + window + 1` from closes `i .. i + window`; the first ones train, the last
+    `test_fraction` are held out. The last training sample reads up to close
+    `n_train + window`, so no held-out close (from `n_train + window + 1` on) reaches training."""
+    n = max(n_closes - window - 1, 0)
+    n_test = int(n * test_fraction)
+    return n - n_test, n_test
+
+
+def versus(actual: np.ndarray, predicted: np.ndarray, baseline: np.ndarray) -> dict[str, float]:
+    """How `predicted` compares with `baseline` on the same `actual` values: the ratios of
+    their MAE and RMSE, and the mean paired difference of absolute errors with its standard
+    error (`maeDiff`, `maeDiffSe`): a difference within about two standard errors is noise."""
+    actual = np.asarray(actual, dtype=float)
+    a = np.abs(np.asarray(predicted, dtype=float) - actual)
+    b = np.abs(np.asarray(baseline, dtype=float) - actual)
+    d = a - b
+    se = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.inf
+    rmse_a, rmse_b = math.sqrt(float(np.mean(a**2))), math.sqrt(float(np.mean(b**2)))
+    return {"maeRatio": float(a.mean() / b.mean()) if b.mean() > 0 else math.nan,
+            "rmseRatio": rmse_a / rmse_b if rmse_b > 0 else math.nan,
+            "maeDiff": float(d.mean()), "maeDiffSe": se}
+
+
 def train(symbol: str, closes: np.ndarray, window: int = 10, test_fraction: float = 0.2,
           version: str = "v0", data: dict | None = None,
-          now: datetime | None = None) -> tuple[Model, dict]:
+          now: datetime | None = None, ts: np.ndarray | None = None) -> tuple[Model, dict]:
     """Fit on the first `1 - test_fraction` of `closes` (time order), evaluate on the rest.
 
     Returns the model (fitted on the training part only, so the test metrics are honest) and its
-    metrics document. `ModelError` when there is too little data.
+    metrics document. With `ts` (epoch ms of each close) the model's data names the first
+    held-out quote (`testFromMs`, `testFrom`), so a client can score the held-out part alone.
+    `ModelError` when there is too little data.
     """
     if window < 1:
         raise ModelError("window must be >= 1")
@@ -181,10 +214,10 @@ def train(symbol: str, closes: np.ndarray, window: int = 10, test_fraction: floa
     closes = np.asarray(closes, dtype=float)
     if closes.size and (not np.all(np.isfinite(closes)) or np.any(closes <= 0)):
         raise ModelError("closes must be finite numbers > 0")
+    if ts is not None and len(ts) != len(closes):
+        raise ModelError(f"{len(ts)} timestamps for {len(closes)} closes")
     rows, targets = windows(closes, window) if len(closes) > window + 1 else (None, None)
-    n = 0 if rows is None else len(rows)
-    n_test = int(n * test_fraction)
-    n_train = n - n_test
+    n_train, n_test = split(len(closes), window, test_fraction)
     if n_train < MIN_TRAIN_SAMPLES or n_test < 1:
         raise ModelError(f"too little data: {len(closes)} closes give {n_train} training and "
                          f"{n_test} test samples for window {window} (need >= "
@@ -204,16 +237,37 @@ def train(symbol: str, closes: np.ndarray, window: int = 10, test_fraction: floa
                 best_alpha, best_mse = alpha, mse
     coef, b, mean, std = fit_ridge(x_train, y_train, best_alpha)
     trained_at = (now or datetime.now(UTC)).isoformat(timespec="seconds")
+    held_out: dict = {}
+    if ts is not None:
+        first = int(np.asarray(ts)[n_train + window + 1])
+        held_out = {"testFromMs": first, "testFrom": iso_ms(first)}
     model = Model(symbol=symbol, version=version, window=window, alpha=best_alpha,
                   coef=tuple(map(float, coef)), intercept=b, feature_mean=tuple(map(float, mean)),
                   feature_std=tuple(map(float, std)), trained_at=trained_at,
                   data={**(data or {}), "closes": int(len(closes)), "trainSamples": n_train,
-                        "testSamples": n_test})
+                        "testSamples": n_test, **held_out})
     test_rows, actual = rows[n_train:], targets[n_train:]
-    metrics = {"symbol": symbol, "version": version, "testSamples": n_test,
+    metrics = {"symbol": symbol, "version": version, "testSamples": n_test, **held_out,
                "model": errors(actual, model.predict_many(test_rows)),
                "naive": errors(actual, test_rows[:, -1])}
+    metrics["versusNaive"] = versus(actual, model.predict_many(test_rows), test_rows[:, -1])
     return model, metrics
+
+
+def versus_line(v: dict[str, float]) -> str:
+    """One line for a `versus` result, with a verdict a reader need not work out."""
+    diff, se = v["maeDiff"], v["maeDiffSe"]
+    # Better or worse only when the difference is both beyond noise and big enough to matter:
+    # a ridge that shrinks to ~0 on a random walk tracks naive so closely that a 0.01 %
+    # difference is "significant" yet means nothing.
+    if diff < -2 * se and v["maeRatio"] < 1 - NEGLIGIBLE:
+        verdict = "better than naive"
+    elif diff > 2 * se and v["maeRatio"] > 1 + NEGLIGIBLE:
+        verdict = "worse than naive"
+    else:
+        verdict = f"equal to naive (within noise or {NEGLIGIBLE:.1%})"
+    return (f"model/naive  MAE {v['maeRatio']:.3f}  RMSE {v['rmseRatio']:.3f}; "
+            f"MAE difference {diff:+.5f} (standard error {se:.5f}): {verdict}")
 
 
 # -- artefacts -------------------------------------------------------------------------------------
@@ -388,13 +442,13 @@ def main(argv: list[str]) -> int:
         store = open_store(args.store)
         with store:
             print(f"reading {args.symbol} closes from {args.store} ...", file=sys.stderr)
-            first_ts = last_ts = None
+            stamps: list[int] = []
             closes: list[float] = []
             for q in store.read_range(args.symbol, start, end):
-                if first_ts is None:
-                    first_ts = q.ts
-                last_ts = q.ts
+                stamps.append(q.ts)
                 closes.append(q.close)
+            first_ts = stamps[0] if stamps else None
+            last_ts = stamps[-1] if stamps else None
     except StoreUnavailable as exc:
         print(f"accessd model: store unavailable: {exc}", file=sys.stderr)
         return EXIT_STORE
@@ -405,7 +459,7 @@ def main(argv: list[str]) -> int:
             "to": iso_ms(last_ts) if last_ts is not None else None}
     try:
         model, metrics = train(args.symbol, np.array(closes), args.window, args.test_fraction,
-                               data=data)
+                               data=data, ts=np.array(stamps, dtype=np.int64))
     except ModelError as exc:
         print(f"accessd model: {args.symbol}: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -414,8 +468,11 @@ def main(argv: list[str]) -> int:
     print(f"{args.symbol} {version}: ridge on the last {model.window} log returns "
           f"(alpha {model.alpha:g}), {model.data['trainSamples']} training / "
           f"{metrics['testSamples']} test samples, quotes {data['from']} .. {data['to']}")
+    print(f"  held out: the last {metrics['testSamples']} closes, from {metrics['testFrom']}, "
+          "never seen in training")
     print(f"  model  MAE {m['mae']:.4f}  RMSE {m['rmse']:.4f}  MAPE {m['mape']:.4f}%")
     print(f"  naive  MAE {nv['mae']:.4f}  RMSE {nv['rmse']:.4f}  MAPE {nv['mape']:.4f}%")
+    print("  " + versus_line(metrics["versusNaive"]))
     print(f"published {symbol_dir(args.models_dir, args.symbol) / version} (current -> {version})")
     return EXIT_OK
 

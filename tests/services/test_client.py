@@ -82,8 +82,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service
     url = f"sqlite://{tmp / 'quotes.db'}"
     seed(url, days=3)
     with open_store(url) as store:
-        closes = np.array([q.close for q in store.read_range(SYMBOL)])
-    model, metrics = train(SYMBOL, closes, window=10)
+        quotes = list(store.read_range(SYMBOL))
+    closes = np.array([q.close for q in quotes])
+    model, metrics = train(SYMBOL, closes, window=10, ts=np.array([q.ts for q in quotes]))
     publish(tmp / "models", model, metrics)
     ts = Service("timeseries", url)
     pr = Service("prediction", url, tmp / "models")
@@ -131,6 +132,10 @@ def test_compare_command(services, tmp_path: Path, capsys: pytest.CaptureFixture
     text = capsys.readouterr().out
     assert "379 predictions from 390 quotes" in text
     assert "model  MAE" in text and "naive  MAE" in text
+    # 3 days, 1,170 closes: the last 231 of the 1,159 samples are held out (from close 939 on,
+    # in the third day), and reported on their own.
+    assert "held out: 231 predictions from 2026-01-06T" in text
+    assert text.count("model/naive  MAE") == 2
     assert out.read_bytes()[:4] == b"\x89PNG"
     assert client.main(["compare", "--symbol", "NOPE", "--timeseries", ts.url, "--predict",
                         pr.url, "--out", str(out)]) == 1

@@ -6,6 +6,7 @@ import subprocess
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from services import data
@@ -36,14 +37,64 @@ def test_synth_bars_follow_market_hours_weekdays_and_dst():
     assert all(b.ts - a.ts == 60_000 for a, b in zip(qs[:389], qs[1:390], strict=True))
 
 
-def test_synth_bars_are_consistent():
-    qs = quotes_of(SynthParams("JPM", date(2026, 1, 2), 5, interval_ms=5 * 60_000))
+@pytest.mark.parametrize("random_walk", [False, True])
+def test_synth_bars_are_consistent(random_walk: bool):
+    qs = quotes_of(SynthParams("JPM", date(2026, 1, 2), 5, interval_ms=5 * 60_000,
+                               random_walk=random_walk))
     assert len(qs) == 5 * 78
     for q in qs:
         assert q.low <= min(q.open, q.close) <= max(q.open, q.close) <= q.high
         assert q.volume > 0 and round(q.close, 2) == q.close
-    # Within a day each bar opens at the previous close.
-    assert all(b.open == a.close for a, b in zip(qs[:77], qs[1:78], strict=True))
+    # The pure random walk's bars open at the previous close; trades at the bid or the ask
+    # open anywhere in the spread around it.
+    same_open = [b.open == a.close for a, b in zip(qs[:77], qs[1:78], strict=True)]
+    assert all(same_open) if random_walk else not all(same_open)
+
+
+def intraday_returns(params: SynthParams) -> tuple[np.ndarray, np.ndarray]:
+    """1-minute log returns within sessions (no overnight gap) and each one's minute of the day."""
+    qs = quotes_of(params)
+    ts = np.array([q.ts for q in qs])
+    close = np.log([q.close for q in qs])
+    within = np.diff(ts) == params.interval_ms
+    minute = (np.arange(len(qs)) % 390)[1:]
+    return np.diff(close)[within], minute[within]
+
+
+def lag1(r: np.ndarray) -> float:
+    return float(np.corrcoef(r[:-1], r[1:])[0, 1])
+
+
+def test_bid_ask_bounce_gives_negative_lag1_autocorrelation():
+    # 20 days of 1-minute bars: ~7,800 returns, so the estimate's noise is ~0.011.
+    bounce, _ = intraday_returns(SynthParams("JPM", date(2026, 1, 2), 20))
+    walk, _ = intraday_returns(SynthParams("JPM", date(2026, 1, 2), 20, random_walk=True))
+    assert -0.3 < lag1(bounce) < -0.15
+    assert abs(lag1(walk)) < 0.04
+    # A wider spread, a stronger bounce.
+    wide, _ = intraday_returns(SynthParams("JPM", date(2026, 1, 2), 20, spread_bps=20))
+    assert lag1(wide) < lag1(bounce) - 0.1
+
+
+def test_volatility_is_u_shaped_over_the_day():
+    r, minute = intraday_returns(SynthParams("JPM", date(2026, 1, 2), 20, spread_bps=0))
+    first, middle, last = (float(np.std(r[(minute >= a) & (minute < b)]))
+                           for a, b in ((1, 60), (165, 225), (330, 390)))
+    assert first > 1.5 * middle and last > 1.5 * middle
+    flat_r, flat_minute = intraday_returns(SynthParams("JPM", date(2026, 1, 2), 20,
+                                                       random_walk=True))
+    flat_first, flat_middle = (float(np.std(flat_r[(flat_minute >= a) & (flat_minute < b)]))
+                               for a, b in ((1, 60), (165, 225)))
+    assert 0.8 < flat_first / flat_middle < 1.25
+
+
+def test_synth_help_documents_the_model_and_the_random_walk_flag():
+    done = subprocess.run([PYTHON, "-m", "accessd.cli", "data", "synth", "--help"],
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0
+    for text in ("bid or the ask", "lag-1 autocorrelation", "U", "--random-walk",
+                 "--spread-bps", "--vol-u"):
+        assert text in done.stdout
 
 
 @pytest.mark.parametrize("text,ms", [("1m", 60_000), ("30s", 30_000), ("1h", 3_600_000),
@@ -164,3 +215,92 @@ def test_store_unavailable_and_usage_errors(tmp_path: Path, capsys: pytest.Captu
     missing = f"sqlite://{tmp_path / 'gone' / 'q.db'}"
     assert data.main(["load", str(path), "--store", missing]) == 3
     assert "store unavailable" in capsys.readouterr().err
+
+
+# -- a vendor's export: column mapping, time zones, formats ----------------------------------------
+VENDOR = """Date,Time,Open,High,Low,Last,Volume,VWAP
+2026-03-06,09:30,100,101,99.5,100.5,1000,100.2
+2026-03-06,15:59,100.5,101.2,100.1,101,1500,100.8
+2026-03-09,09:30,101,101.5,100.5,101.2,700,101.1
+"""
+
+
+def test_vendor_layout_with_mapping_symbol_and_time_zone(tmp_path: Path, sqlite_store: QuoteStore,
+                                                         sqlite_url: str,
+                                                         capsys: pytest.CaptureFixture):
+    path = write(tmp_path, VENDOR)
+    assert data.main(["load", str(path), "--symbol", "ACME", "--columns",
+                      "timestamp=Date+Time,close=Last", "--tz", "America/New_York",
+                      "--store", sqlite_url]) == 0
+    got = list(sqlite_store.read_range("ACME"))
+    # New York time: EST (-05:00) before the DST change of Sunday 2026-03-08, EDT after.
+    assert [iso_ms(q.ts) for q in got] == ["2026-03-06T14:30:00.000Z", "2026-03-06T20:59:00.000Z",
+                                          "2026-03-09T13:30:00.000Z"]
+    assert [q.close for q in got] == [100.5, 101.0, 101.2]
+    assert "loaded 3 quotes (ACME)" in capsys.readouterr().out
+
+
+def test_vendor_layout_time_format_and_offsets_win_over_tz(tmp_path: Path,
+                                                           sqlite_store: QuoteStore,
+                                                           sqlite_url: str):
+    path = write(tmp_path, "Ticker,When,O,H,L,C,V\n"
+                           "ACME,03/06/2026 09:30,100,101,99,100,1\n")
+    assert data.main(["load", str(path), "--columns", "symbol=Ticker,timestamp=When",
+                      "--columns", "open=O,high=H,low=L,close=C,volume=V",
+                      "--time-format", "%m/%d/%Y %H:%M", "--tz", "America/Chicago",
+                      "--store", sqlite_url]) == 0
+    assert iso_ms(sqlite_store.last("ACME").ts) == "2026-03-06T15:30:00.000Z"
+    path = write(tmp_path, "symbol,timestamp,open,high,low,close,volume\n"
+                           "ZED,2026-03-06T09:30:00-05:00,100,101,99,100,1\n"
+                           "ZED,2026-03-06T10:30:00,100,101,99,100,1\n", "z.csv")
+    assert data.main(["load", str(path), "--tz", "Europe/London", "--store", sqlite_url]) == 0
+    assert [iso_ms(q.ts) for q in sqlite_store.read_range("ZED")] == [
+        "2026-03-06T10:30:00.000Z", "2026-03-06T14:30:00.000Z"]
+
+
+def test_vendor_layout_errors_say_what_to_do(tmp_path: Path, sqlite_store: QuoteStore,
+                                             sqlite_url: str, capsys: pytest.CaptureFixture):
+    path = write(tmp_path, VENDOR)
+    assert data.main(["load", str(path), "--symbol", "ACME", "--store", sqlite_url]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:1:" in err and "no column timestamp, close" in err and "--columns" in err
+    assert data.main(["load", str(path), "--columns", "when=Date", "--store", sqlite_url]) == 2
+    assert "the fields are symbol, timestamp" in capsys.readouterr().err
+    assert data.main(["load", str(path), "--tz", "Mars/Olympus", "--store", sqlite_url]) == 2
+    assert "unknown time zone" in capsys.readouterr().err
+    # A bad time in a mapped file: reported by line, nothing written.
+    write(tmp_path, VENDOR.replace("2026-03-06,15:59", "2026-03-06,3:59 pm"))
+    assert data.main(["load", str(path), "--symbol", "ACME", "--columns",
+                      "timestamp=Date+Time,close=Last", "--tz", "America/New_York",
+                      "--store", sqlite_url]) == 1
+    assert f"{path}:3:" in capsys.readouterr().err
+    assert rows(sqlite_store) == []
+
+
+def test_the_shipped_vendor_sample_loads_as_the_readme_shows(tmp_path: Path,
+                                                             sqlite_store: QuoteStore,
+                                                             sqlite_url: str):
+    sample = REPO / "examples" / "data" / "acme-1min.csv"
+    assert data.main(["load", str(sample), "--symbol", "ACME", "--columns",
+                      "timestamp=Date+Time,close=Last", "--tz", "America/New_York",
+                      "--store", sqlite_url]) == 0
+    got = list(sqlite_store.read_range("ACME"))
+    assert len(got) == 390
+    assert (iso_ms(got[0].ts), iso_ms(got[-1].ts)) == ("2026-03-02T14:30:00.000Z",
+                                                       "2026-03-02T20:59:00.000Z")
+
+
+def test_local_times_skipped_or_repeated_at_a_dst_change_are_bad_rows(
+        tmp_path: Path, sqlite_store: QuoteStore, sqlite_url: str, capsys: pytest.CaptureFixture):
+    # New York: 2026-03-08 02:30 does not exist, 2026-11-01 01:30 happens twice.
+    path = write(tmp_path, "Date,Open,High,Low,Close,Volume\n"
+                           "2026-03-08 02:30,1,1,1,1,1\n"
+                           "2026-11-01 01:30,1,1,1,1,1\n"
+                           "2026-11-01 01:30-05:00,1,1,1,1,1\n")
+    assert data.main(["load", str(path), "--symbol", "X", "--columns", "timestamp=Date",
+                      "--tz", "America/New_York", "--store", sqlite_url]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:2:" in err and "does not exist in America/New_York" in err
+    assert f"{path}:3:" in err and "happens twice" in err
+    assert f"{path}:4:" not in err
+    assert rows(sqlite_store) == []

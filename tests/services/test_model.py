@@ -144,3 +144,64 @@ def test_train_command(tmp_path: Path, capsys: pytest.CaptureFixture):
     assert m.main([*args, "--from", "garbage"]) == 2
     assert m.main(["train", "--symbol", SYMBOL, "--store", f"sqlite://{tmp_path}/no/q.db",
                    "--models-dir", str(models)]) == 3
+
+
+# -- on the sample quotes (`accessd data synth`) ------------------------------------------------
+def sample(days: int = 20, seed: int = 1, **kw) -> tuple[np.ndarray, np.ndarray]:
+    from datetime import date
+
+    from services.data import SynthParams, synth_days
+
+    qs = [q for day in synth_days(SynthParams("JPM", date(2026, 1, 2), days, seed=seed, **kw))
+          for q in day]
+    return np.array([q.close for q in qs]), np.array([q.ts for q in qs], dtype=np.int64)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_beats_naive_on_the_sample_quotes_by_a_margin_beyond_noise(seed: int):
+    closes, ts = sample(seed=seed)
+    model, metrics = train("JPM", closes, ts=ts)
+    v = metrics["versusNaive"]
+    assert v["maeRatio"] < 0.985 and v["rmseRatio"] < 0.99
+    assert v["maeDiff"] < -3 * v["maeDiffSe"]
+    assert "better than naive" in m.versus_line(v)
+    # The structure is the bid-ask bounce: the last return carries it, with a negative sign.
+    assert model.coef[-1] < 0 and model.coef[-1] == max(model.coef, key=abs)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_on_the_pure_random_walk_the_model_equals_naive_within_noise(seed: int):
+    closes, ts = sample(seed=seed, random_walk=True)
+    _, metrics = train("JPM", closes, ts=ts)
+    v = metrics["versusNaive"]
+    assert abs(v["maeRatio"] - 1) < m.NEGLIGIBLE and abs(v["rmseRatio"] - 1) < m.NEGLIGIBLE
+    assert "equal to naive" in m.versus_line(v)
+
+
+def test_training_never_sees_the_held_out_slice():
+    closes, ts = sample()
+    model, metrics = train("JPM", closes, ts=ts)
+    n_train, n_test = m.split(len(closes), model.window, 0.2)
+    first_held_out = n_train + model.window + 1
+    assert metrics["testSamples"] == n_test == len(closes) - first_held_out
+    assert model.data["testFromMs"] == ts[first_held_out] == metrics["testFromMs"]
+    # The training matrix (closes i .. i+window, target close i+window+1, for i < n_train)
+    # ends right before the first held-out close.
+    rows, targets = m.windows(closes, model.window)
+    assert np.array_equal(rows[n_train - 1],
+                          closes[first_held_out - 2 - model.window:first_held_out - 1])
+    assert targets[n_train - 1] == closes[first_held_out - 1]
+    # Replace every held-out close by noise: the fitted model is the same to the bit, so the
+    # held-out error cannot come from the held-out data; and its bounce is gone from the tail,
+    # where the model now does worse.
+    garbled = closes.copy()
+    rng = np.random.default_rng(9)
+    garbled[first_held_out:] = closes[first_held_out:] * np.exp(rng.normal(0, 0.01, n_test))
+    model2, metrics2 = train("JPM", garbled, ts=ts)
+    assert (model2.coef, model2.intercept, model2.alpha) == (model.coef, model.intercept,
+                                                             model.alpha)
+    assert metrics2["model"] != metrics["model"]
+    # And changing one close just before the held-out slice does change the fit.
+    nudged = closes.copy()
+    nudged[first_held_out - 1] *= 1.01
+    assert train("JPM", nudged, ts=ts)[0].coef != model.coef
