@@ -177,6 +177,12 @@ class PeriodicRound:
             elif app_id not in plan.delayed and self.waiting.get(app_id):
                 # all placed (or nothing to launch): whatever was waiting is no longer
                 self.waiting.pop(app_id, None)
+            if app_id in plan.held:  # dependency order: say what the start waits for
+                reason = f"dependencies {plan.held[app_id]}"
+                before = (old or {}).get("waiting") or {}
+                waiting = {"reason": reason, "count": spec.instances,
+                           "since": before.get("since") if before.get("reason") == reason
+                           else format_time(now)}
             status = dict(status, waiting=waiting)
             if old is None or _without_time(old) != _without_time(status):
                 # No one else writes app statuses (state.py): a delay reset asked for since

@@ -177,3 +177,31 @@ def test_readiness_check_holds_the_deployment_until_ready(cluster, tmp_path) -> 
     (served / "ready").write_text("ok")
     wait_until(lambda: store.get_deployment(dep_id)["status"] == "succeeded", 30,
                message="the deployment to succeed once the task is ready")
+
+
+def test_dependencies_start_an_app_after_the_apps_it_depends_on(cluster, tmp_path) -> None:
+    base, store = cluster
+    served = tmp_path / "db"
+    served.mkdir()
+    web = {"id": "/fields/web", "cmd": "sleep 600", "cpus": 0.1, "mem": 16,
+           "portDefinitions": [], "dependencies": ["db"]}  # relative: /fields/db
+    db = {"id": "/fields/db", "cpus": 0.1, "mem": 32,
+          "cmd": f"exec python3 -m http.server $PORT0 --bind 127.0.0.1 --directory {served}",
+          "healthChecks": [dict(CHECK, path="/up")]}
+    assert requests.post(base + "/v2/apps", json=web, timeout=10).status_code == 201
+    assert requests.post(base + "/v2/apps", json=db, timeout=10).status_code == 201
+
+    def db_running_web_waiting():
+        status = store.get_app_status("/fields/web") or {}
+        db_tasks = store.list_tasks("/fields/db")
+        waiting = (status.get("waiting") or {}).get("reason")
+        return (waiting if db_tasks and db_tasks[0].get("state") == "TASK_RUNNING"
+                and waiting else None)
+    reason = wait_until(db_running_web_waiting, 30, message="/fields/web waiting for /fields/db")
+    assert reason == "dependencies /fields/db"
+    assert store.list_tasks("/fields/web") == []  # the db runs, but is not healthy: no start
+    (served / "up").write_text("ok")
+    wait_until(lambda: [t for t in store.list_tasks("/fields/web")
+                        if t.get("state") == "TASK_RUNNING"], 30,
+               message="/fields/web to start once /fields/db is healthy")
+    assert store.list_tasks("/fields/db")[0]["healthy"] is True
