@@ -30,6 +30,7 @@ from api.body import DEFAULT_MAX_BODY
 from api.cache import ChangeToken, SQLiteChangeToken, ViewCache
 from api.deployments import Deployment, Deployments
 from api.events import Events
+from api.groups import Groups
 from api.info import Index, Info, Leader, Ping, Static, version
 from api.metrics import Metrics, MetricsMiddleware, MetricsResource
 from api.openapi import OpenApi
@@ -126,6 +127,8 @@ def create_app(config: ApiConfig, store: StateStore,
         ("/v2/apps/{appId*}/versions/{version}", AppVersion(ctx)),
         ("/v2/apps/{appId*}/versions", AppVersions(ctx)),
         ("/v2/apps/{appId*}", AppResource(ctx)),
+        ("/v2/groups", Groups(ctx)),
+        ("/v2/groups/{group*}", Groups(ctx)),
         ("/v2/tasks", Tasks(ctx)),
         ("/v2/tasks/delete", TasksDelete(ctx)),
         ("/v2/deployments", Deployments(ctx)),
