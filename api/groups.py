@@ -166,6 +166,10 @@ class Groups:
         gid = parent if raw in (None, "") else group_id(
             raw if str(raw).startswith("/") else f"{parent.rstrip('/')}/{raw}")
         new_apps = _validated_apps(body, gid)
+        if not new_apps:
+            raise ApiError(422, "Object is not valid", [{"path": "/apps", "errors": [
+                "a group needs at least one app here: groups are the apps under an id, not "
+                "stored on their own"]}])
         store = self.ctx.store
         existing = [a["id"] for a in new_apps if store.get_app(a["id"]) is not None]
         if existing:
