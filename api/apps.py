@@ -14,7 +14,7 @@ from typing import Any
 import falcon
 
 from api import changes, shapes, views
-from api.body import read_object
+from api.body import read_json, read_object
 from api.cache import ViewCache
 from api.errors import ApiError, bad_request, not_found
 from scheduler.spec import SpecError, merge_patch, normalize_app_id
@@ -129,6 +129,52 @@ class AppsCollection:
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         resp.media = views.app_view(change.app, [], None, [change.deployment],
                                     set(views.LIST_EMBEDS), time.time(), extras=extras(req))
+
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Create or update several apps (`[{app}, ...]`): each as `PUT /v2/apps/{id}` does
+        (merged onto the stored definition, `?partialUpdate=false` replaces; missing apps are
+        created). Every definition is validated before any is stored; each app is its own
+        deployment here, the answer names the first."""
+        self._batch(req, resp, create=True)
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Change several existing apps (`[{app}, ...]`, each merged as PATCH does)."""
+        self._batch(req, resp, create=False)
+
+    def _batch(self, req: falcon.Request, resp: falcon.Response, *, create: bool) -> None:
+        docs = read_json(req, self.ctx.max_body)
+        if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+            raise bad_request("Expected a JSON array of app definitions")
+        store = self.ctx.store
+        partial = req.get_param_as_bool("partialUpdate", default=True) or not create
+        todo: list[tuple[str, Doc | None, Doc]] = []
+        details: list[Doc] = []
+        for i, doc in enumerate(docs):
+            try:
+                app_id = normalize_app_id(doc.get("id"))
+                old = store.get_app(app_id)
+                if old is None and not create:
+                    raise not_found(f"App '{app_id}' does not exist")
+                base = changes.definition(old) if old is not None and partial else None
+                new = changes.validated(merge_patch(base, doc) if base is not None
+                                        else {**doc, "id": app_id})
+                todo.append((app_id, old, new))
+            except SpecError as exc:
+                details += [{"path": f"/{i}{d['path'].rstrip('/')}", "errors": d["errors"]}
+                            for d in exc.details]
+        if details:
+            raise ApiError(422, "Object is not valid", details)
+        if len({t[0] for t in todo}) != len(todo):
+            raise ApiError(422, "Object is not valid", [{"path": "/", "errors": [
+                "an app id is given more than once"]}])
+        results = [changes.apply(store, req, app_id, old, new, force=force_param(req))
+                   for app_id, old, new in todo]
+        if results:
+            resp.set_header("Marathon-Deployment-Id", results[0].deployment["id"])
+            resp.media = changes.deployment_result(results[0])
+        else:
+            resp.media = {"deploymentId": None, "version": None}
 
 
 class AppResource:

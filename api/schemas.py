@@ -187,6 +187,8 @@ def _list(key: str, item: Schema) -> Schema:
 RESPONSES: dict[tuple[str, str], dict[str, Schema | None]] = {
     ("AppsCollection", "get"): {"200": _list("apps", ref("App"))},
     ("AppsCollection", "post"): {"201": ref("App")},
+    ("AppsCollection", "put"): {"200": ref("DeploymentResult")},
+    ("AppsCollection", "patch"): {"200": ref("DeploymentResult")},
     ("AppResource", "get"): {"200": _obj({"app": ref("App")}, ("app",))},
     ("AppResource", "put"): {"200": ref("DeploymentResult"), "201": ref("DeploymentResult")},
     ("AppResource", "patch"): {"200": ref("DeploymentResult")},
@@ -217,6 +219,8 @@ RESPONSES: dict[tuple[str, str], dict[str, Schema | None]] = {
 
 REQUESTS: dict[tuple[str, str], Schema] = {
     ("AppsCollection", "post"): ref("AppDefinition"),
+    ("AppsCollection", "put"): {"type": "array", "items": ref("AppDefinition")},
+    ("AppsCollection", "patch"): {"type": "array", "items": ref("AppDefinition")},
     ("AppResource", "put"): ref("AppDefinition"),
     ("AppResource", "patch"): ref("AppDefinition"),
     ("Groups", "post"): ref("GroupUpdate"),

@@ -136,3 +136,24 @@ def test_versions_list_show_and_rollback_survive_a_restart(state_path, store):
         assert store.list_app_versions("/versions/app") == []
     finally:
         proc.stop()
+
+
+def test_put_and_patch_several_apps(api, store):
+    r = requests.put(api + "/v2/apps", timeout=10, params={"force": "true"}, json=[
+        {"id": "/batch/a", "cmd": "sleep 60", "cpus": 0.1, "mem": 16},
+        {"id": "/batch/b", "cmd": "sleep 60", "cpus": 0.1, "mem": 16, "env": {"K": "v"}}])
+    assert r.status_code == 200, r.text
+    assert r.headers["Marathon-Deployment-Id"] == r.json()["deploymentId"]
+    assert store.get_app("/batch/a") and store.get_app("/batch/b")["env"] == {"K": "v"}
+    r = requests.patch(api + "/v2/apps", timeout=10, params={"force": "true"}, json=[
+        {"id": "/batch/b", "instances": 3}])
+    assert r.status_code == 200, r.text
+    b = store.get_app("/batch/b")
+    assert b["instances"] == 3 and b["env"] == {"K": "v"}  # merged
+    before = snapshot(store)
+    r = requests.put(api + "/v2/apps", timeout=10, json=[
+        {"id": "/batch/a", "cpus": 0.2}, {"id": "/batch/c", "cpus": -1}])
+    assert r.status_code == 422 and {d["path"] for d in r.json()["details"]} >= {"/1/cpus"}
+    assert snapshot(store) == before  # one bad definition: nothing stored
+    assert requests.patch(api + "/v2/apps", json=[{"id": "/batch/none", "instances": 1}],
+                          timeout=10).status_code == 404
