@@ -44,6 +44,19 @@ def parse_args(argv: list[str]) -> Options:
                    help="MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD in seconds (Mesos: 5)")
     p.add_argument("--executor-registration-timeout", type=float, default=60.0,
                    help="seconds an executor has to SUBSCRIBE (Mesos: 60)")
+    p.add_argument("--executor-reregistration-timeout", type=float, default=2.0,
+                   help="seconds a restarted agent waits for its executors to re-subscribe "
+                        "before killing them (Mesos: 2)")
+    p.add_argument("--executor-subscription-backoff-max", type=float, default=2.0,
+                   help="MESOS_SUBSCRIPTION_BACKOFF_MAX given to executors of checkpointing "
+                        "frameworks, in seconds (Mesos: 2secs)")
+    p.add_argument("--recovery-timeout", type=float, default=900.0,
+                   help="MESOS_RECOVERY_TIMEOUT given to executors of checkpointing frameworks, "
+                        "in seconds (Mesos: 15mins)")
+    p.add_argument("--agent-ping-timeout", type=float, default=15.0,
+                   help="seconds the master waits for an agent's answer to a ping (Mesos: 15)")
+    p.add_argument("--max-agent-ping-timeouts", type=int, default=5,
+                   help="missed pings after which an agent is unreachable (Mesos: 5)")
     p.add_argument("--zk", default=None,
                    help="zk://host:port/path: announce the master in ZooKeeper as Mesos does "
                         "(schedulers can then use --master zk://host:port/path)")
@@ -51,6 +64,8 @@ def parse_args(argv: list[str]) -> Options:
     a = p.parse_args(argv)
     if a.agents < 1:
         p.error("--agents must be at least 1")
+    if a.max_agent_ping_timeouts < 1 or a.agent_ping_timeout <= 0:
+        p.error("--agent-ping-timeout must be positive and --max-agent-ping-timeouts at least 1")
     try:
         parse_spec(a.resources)
         for spec in a.attributes:
@@ -67,7 +82,11 @@ def parse_args(argv: list[str]) -> Options:
                    offer_timeout=a.offer_timeout, heartbeat_interval=a.heartbeat_interval,
                    status_update_retry=a.status_update_retry,
                    executor_shutdown_grace=a.executor_shutdown_grace,
-                   executor_registration_timeout=a.executor_registration_timeout, zk=a.zk)
+                   executor_registration_timeout=a.executor_registration_timeout,
+                   executor_reregistration_timeout=a.executor_reregistration_timeout,
+                   executor_subscription_backoff_max=a.executor_subscription_backoff_max,
+                   recovery_timeout=a.recovery_timeout, agent_ping_timeout=a.agent_ping_timeout,
+                   max_agent_ping_timeouts=a.max_agent_ping_timeouts, zk=a.zk)
 
 
 def main(argv: list[str]) -> int:

@@ -22,11 +22,12 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localmesos.agent_recovery import AgentRecovery
 from localmesos.command_tasks import CommandTasks, exit_message, wait_status
 from localmesos.executor_api import EXECUTOR_CALLS, ExecutorApi
 from localmesos.executors import ExecutorLifecycle
 from localmesos.httpserver import HttpServer, Request, Response, Stream
-from localmesos.model import VERSION, Executor, Task, grace_seconds
+from localmesos.model import VERSION, Executor, Task, grace_seconds, mesos_duration
 from localmesos.procs import kill_group, kill_tree
 from localmesos.resources import Resources
 from localmesos.status_updates import Key, StatusUpdates
@@ -42,7 +43,7 @@ DEFAULT_KILL_GRACE = 3.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi):
+class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRecovery):
     def __init__(self, cluster: Cluster, index: int, total: Resources,
                  attributes: list[tuple[str, str]], work_dir: Path) -> None:
         self.cluster = cluster
@@ -54,6 +55,8 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi):
         self.id = ""
         self.registered_time = 0.0
         self.running = False
+        self.down = False  # the agent process is gone but its executors run (checkpointed)
+        self.marked_gone = False
         self.generation = 0
         self.tasks: dict[Key, Task] = {}
         self.executors: dict[Key, Executor] = {}
@@ -77,6 +80,7 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi):
         self.id = agent_id
         self.registered_time = now
         self.running = True
+        self.marked_gone = False
         self.generation += 1
         self.removed_frameworks = set()
 
@@ -84,6 +88,9 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi):
         """Machine loss: SIGKILL every process, forget all state; returns the tasks it had."""
         self.generation += 1
         self.running = False
+        if self.down:  # its process had stopped: the machine's next agent listens again
+            self.down = False
+            self.server.reopen()
         tasks = list(self.tasks.values())
         for task in tasks:
             if task.kill_timer is not None:
@@ -188,6 +195,14 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi):
             "MESOS_FRAMEWORK_ID": fid, "MESOS_HTTP_COMMAND_EXECUTOR": "0",
             "MESOS_SLAVE_ID": self.id, "MESOS_SLAVE_PID": f"slave(1)@127.0.0.1:{self.port}",
         }
+        if info.get("checkpoint"):
+            # As a real agent does for checkpointing frameworks (executor_env_checkpointed.json):
+            # how long an executor may wait between re-subscription attempts, and how long it
+            # should wait for a restarted agent before giving up.
+            opts = self.cluster.opts
+            env["MESOS_SUBSCRIPTION_BACKOFF_MAX"] = mesos_duration(
+                opts.executor_subscription_backoff_max)
+            env["MESOS_RECOVERY_TIMEOUT"] = mesos_duration(opts.recovery_timeout)
         for var in ((command.get("environment") or {}).get("variables")) or []:
             if isinstance(var, dict) and isinstance(var.get("name"), str) \
                     and var.get("type", "VALUE") == "VALUE":

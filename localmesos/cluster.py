@@ -25,6 +25,7 @@ from typing import Any
 from localmesos.agent import Agent
 from localmesos.httpserver import HttpServer, Request, Response
 from localmesos.master import Master
+from localmesos.model import mesos_duration
 from localmesos.portblocks import PortBlocks
 from localmesos.procs import Spawner, live_groups
 from localmesos.resources import parse_spec
@@ -48,6 +49,15 @@ class Options:
     status_update_retry: float = 10.0
     executor_shutdown_grace: float = 5.0
     executor_registration_timeout: float = 60.0
+    # Agent recovery (Mesos agent flags): a restarted agent waits this long for its executors
+    # to re-subscribe, then kills them; executors of checkpointing frameworks get the last two
+    # as MESOS_SUBSCRIPTION_BACKOFF_MAX and MESOS_RECOVERY_TIMEOUT.
+    executor_reregistration_timeout: float = 2.0
+    executor_subscription_backoff_max: float = 2.0
+    recovery_timeout: float = 900.0
+    # Master flags: an agent that does not answer this many pings in a row is unreachable.
+    agent_ping_timeout: float = 15.0
+    max_agent_ping_timeouts: int = 5
     shutdown_grace: float = 3.0
     zk: str | None = None  # zk://host:port/path: announce the master there, as Mesos does
 
@@ -114,6 +124,8 @@ class Cluster:
                 "localmesos_agents": str(o.agents), "localmesos_resources": o.resources,
                 "localmesos_heartbeat_interval": f"{o.heartbeat_interval:g}secs",
                 "localmesos_status_update_retry": f"{o.status_update_retry:g}secs",
+                "agent_ping_timeout": mesos_duration(o.agent_ping_timeout),
+                "max_agent_ping_timeouts": str(o.max_agent_ping_timeouts),
                 "zk": o.zk or "", "quorum": "1" if o.zk else ""}
 
     # ---- fault controls (test-only surface) ---------------------------------------------
@@ -129,35 +141,80 @@ class Cluster:
         with self.lock:
             if parts == ["agents"] and req.method == "GET":
                 return Response.json(200, {"agents": [self._agent_doc(a) for a in self.agents]})
+            if parts == ["master", "requests"] and req.method == "GET":
+                return Response.json(200, {"scheduler_api": self.master.leadership.snapshot()})
             if req.method != "POST":
                 return Response.json(405, {"message": "use POST for fault controls"})
+            if parts == ["master", "redirect"]:
+                seconds = _seconds(req.query.get("seconds", "10"))
+                if seconds is None:
+                    return Response.json(400, {"message": "seconds must be 0..3600"})
+                to = req.query.get("to") or f"127.0.0.1:{self.port}"
+                self.master.leadership.redirect_for(to, seconds)
+                return Response.json(200, {"redirect_to": to, "seconds": seconds})
             if parts == ["master", "restart"]:
-                self.master.restart()
+                seconds = _seconds(req.query.get("recovery_seconds", "0"))
+                if seconds is None:
+                    return Response.json(400, {"message": "recovery_seconds must be 0..3600"})
+                forget = _seconds(req.query.get("forget_agents_seconds", "0"))
+                if forget is None:
+                    return Response.json(400, {"message": "forget_agents_seconds must be 0..3600"})
+                self.master.restart(reset=_flag(req.query, "reset"), forget_agents_seconds=forget)
+                self.master.leadership.recover_for(seconds)
                 if self.announcer is not None:
                     self.announcer.replace(self.master.master_info())
                 return Response.json(200, {"master_id": self.master.id})
             if parts == ["master", "silence"]:
                 return Response.json(200, {"silenced": self.master.silence_streams()})
-            if len(parts) == 3 and parts[0] == "agents" and parts[2] in ("stop", "start"):
+            if len(parts) == 3 and parts[0] == "agents" \
+                    and parts[2] in ("stop", "start", "restart"):
                 agent = self.find_agent(parts[1])
                 if agent is None:
                     return Response.json(404, {"message": f"no agent {parts[1]!r}"})
-                if parts[2] == "stop":
-                    if not agent.running:
-                        return Response.json(409, {"message": f"{agent.hostname} is not running"})
-                    tasks = agent.stop("stopped by /_localmesos (machine loss)")
-                    self.master.agent_lost(agent, tasks, "agent stopped")
-                else:
-                    if agent.running:
-                        return Response.json(409, {"message": f"{agent.hostname} is running"})
-                    agent.start(self.master.new_agent_id(), time.time())
-                    self.master.add_agent(agent)
-                return Response.json(200, self._agent_doc(agent))
+                return self._agent_control(agent, parts[2], req.query)
         return Response.json(404, {"message": "unknown control; see localmesos/README.md"})
 
+    def _agent_control(self, agent: Agent, action: str, query: dict[str, str]) -> Response:
+        keep = _flag(query, "keep_executors")
+        down = _seconds(query.get("down_seconds", "0"))
+        if down is None:
+            return Response.json(400, {"message": "down_seconds must be 0..3600"})
+        if action in ("stop", "restart"):
+            if not agent.running or agent.down:
+                return Response.json(409, {"message": f"{agent.hostname} is not running"})
+            if keep:  # the agent process dies, its executors live on (checkpointed)
+                agent.go_down()
+                self.master.agent_disconnected(agent)
+            else:  # machine loss
+                tasks = agent.stop("stopped by /_localmesos (machine loss)")
+                self.master.agent_lost(agent, tasks, "agent stopped")
+        if action == "restart":
+            self.timers.call_later(down, self._agent_back, agent, keep)
+        elif action == "start":
+            if agent.running and not agent.down:
+                return Response.json(409, {"message": f"{agent.hostname} is running"})
+            self._agent_back(agent, agent.down)
+        return Response.json(200, self._agent_doc(agent))
+
+    def _agent_back(self, agent: Agent, recovered: bool) -> None:
+        if recovered:  # same agent id, executors waited for
+            if not agent.down:
+                return
+            agent.recover()
+            self.master.agent_reregistered(agent)
+        else:  # a new, empty agent
+            if agent.running:
+                return
+            agent.start(self.master.new_agent_id(), time.time())
+            self.master.add_agent(agent)
+
     def _agent_doc(self, a: Agent) -> dict[str, Any]:
-        return {"id": a.id, "hostname": a.hostname, "port": a.port, "running": a.running,
-                "pids": a.pids()}
+        return {"id": a.id, "hostname": a.hostname, "port": a.port,
+                "running": a.running and not a.down, "pids": a.pids(),
+                "pending_updates": sum(len(q) for q in a.pending.values()),
+                "executors": [{"id": e.id, "framework_id": e.framework_id, "pid": e.pid,
+                               "subscribed": e.subscribed}
+                              for e in a.executors.values() if not e.exited]}
 
     # ---- ending ------------------------------------------------------------------------------
 
@@ -188,6 +245,18 @@ class Cluster:
         self.timers.stop()
         self.spawner.stop()
         log.info("localmesos stopped; %d process groups ended", len(pids))
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= 3600 else None
+
+
+def _flag(query: dict[str, str], name: str) -> bool:
+    return query.get(name, "false").lower() in ("1", "true", "yes")
 
 
 def dump(obj: Any) -> str:

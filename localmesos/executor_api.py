@@ -18,6 +18,8 @@ EXECUTOR_CALLS = frozenset({"SUBSCRIBE", "UPDATE", "MESSAGE", "UPDATE_OPERATION_
 
 log = logging.getLogger("localmesos.agent")
 
+RESENDABLE = TERMINAL | {"TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"}
+
 
 class ExecutorApi:
     def executor_api(self, req: Request) -> Response | Stream:
@@ -59,13 +61,15 @@ class ExecutorApi:
         if kind == "MESSAGE" and not isinstance(call.get("message"), dict):
             return Response.text(400, prefix + "Expecting 'message' to be present")
         with self.cluster.lock:
+            if self.down:
+                return Response.text(503, "Agent is not running")
             if not self.running or fid not in self.framework_infos:
                 return Response.text(400, "Framework cannot be found")
             ex = self.executors.get((fid, eid))
             if ex is None or ex.exited:
                 return Response.text(400, "Executor cannot be found")
             if kind == "SUBSCRIBE":
-                return self._executor_subscribe(ex)
+                return self._executor_subscribe(ex, call)
             if not ex.subscribed:
                 return Response.text(403, "Executor is not subscribed")
             if kind == "UPDATE":
@@ -74,7 +78,9 @@ class ExecutorApi:
                 self.master.executor_message(fid, self.id, eid, call["message"].get("data", ""))
             return Response(202)
 
-    def _executor_subscribe(self, ex: Executor) -> Stream:
+    def _executor_subscribe(self, ex: Executor, call: dict[str, Any]) -> Stream:
+        again = ex.subscribed or ex.stream is not None or ex.recovering
+        ex.recovering = False
         if ex.stream is not None:
             ex.stream.close()
         stream = Stream(on_close=lambda s: self._executor_stream_closed(ex, s))
@@ -89,11 +95,19 @@ class ExecutorApi:
             if not task.terminal and not ex.shutting_down:
                 ex.send({"type": "LAUNCH", "launch": {"task": task.info}})
         ex.queued = []
+        # Updates the executor sent that were never ACKNOWLEDGED (the agent died, or the ACK was
+        # lost with the old stream): new ones are taken as if sent now, resends only answered.
+        for update in (call.get("subscribe") or {}).get("unacknowledged_updates") or []:
+            status = update.get("status") if isinstance(update, dict) else None
+            if isinstance(status, dict) and valid_uuid_b64(status.get("uuid")) \
+                    and value(status, "task_id") is not None and status.get("state") in RESENDABLE:
+                self._executor_update(ex, status)
         if ex.shutting_down:
             ex.send({"type": "SHUTDOWN"})
             ex.timers.append(self.cluster.timers.call_later(
                 self.cluster.opts.executor_shutdown_grace, self._force_kill, ex))
-        log.info("executor %s of %s subscribed on %s", ex.id, ex.framework_id, self.hostname)
+        log.info("executor %s of %s %s on %s", ex.id, ex.framework_id,
+                 "re-subscribed" if again else "subscribed", self.hostname)
         return stream
 
     def _executor_stream_closed(self, ex: Executor, stream: Stream) -> None:
@@ -106,7 +120,7 @@ class ExecutorApi:
         task = ex.tasks.get(tid)
         ack = {"type": "ACKNOWLEDGED", "acknowledged": {"task_id": {"value": tid},
                                                         "uuid": raw["uuid"]}}
-        if task is not None and not task.terminal:
+        if task is not None and not task.terminal and raw["uuid"] not in task.update_uuids:
             status = dict(raw)
             status["agent_id"] = {"value": self.id}
             status["source"] = "SOURCE_EXECUTOR"

@@ -77,6 +77,9 @@ class ExecutorLifecycle:
                 return
             log.info("executor %s of %s on %s exited: %s", ex.id, ex.framework_id,
                      self.hostname, exit_message(rc))
+            if self.down:  # nobody is watching: the restarted agent finds it gone
+                ex.exit_while_down = wait_status(rc)
+                return
             self._executor_gone(ex, wait_status(rc), "Executor terminated")
 
     def _executor_gone(self, ex: Executor, status: int, message: str) -> None:

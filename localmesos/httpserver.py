@@ -20,6 +20,7 @@ import logging
 import queue
 import select
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class Stream:
         self._q: queue.Queue[bytes | None] = queue.Queue()
         self._closed = threading.Event()
         self._silenced = False
+        self.reset = False  # end with a TCP RST instead of an orderly close
 
     @property
     def closed(self) -> bool:
@@ -82,6 +84,11 @@ class Stream:
         """From now on drop what is sent, keeping the connection open: a half-open connection,
         as after a network partition or a hung master, that only a missing heartbeat reveals."""
         self._silenced = True
+
+    def abort(self) -> None:
+        """End the connection with a TCP reset (a process killed mid-stream)."""
+        self.reset = True
+        self.close()
 
     def close(self) -> None:
         if not self._closed.is_set():
@@ -212,6 +219,13 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         finally:
             self.close_connection = True
+            if s.reset:  # close now, before socketserver's orderly shutdown could send a FIN
+                try:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+                    self.connection.close()
+                except OSError:
+                    pass
             was_open = not s.closed
             s.close()
             with self.server.track_lock:
@@ -248,6 +262,16 @@ class HttpServer:
         return self._srv.server_address[1]
 
     def start(self) -> None:
+        self._thread.start()
+
+    def reopen(self) -> None:
+        """Listen again, on the same port, after `stop()` (an agent process restarted: its
+        executors know only this port)."""
+        host, port = self._srv.server_address[:2]
+        self._srv = _Server((host, port), self._srv.app)
+        self._thread = threading.Thread(target=self._srv.serve_forever,
+                                        kwargs={"poll_interval": 0.1}, name=self.name,
+                                        daemon=True)
         self._thread.start()
 
     def close_streams(self) -> None:

@@ -24,10 +24,12 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from localmesos import recordio
+from localmesos.agent_health import AgentHealth
 from localmesos.allocator import Allocator
 from localmesos.call_validation import json_error_text, validate_call
 from localmesos.frameworks import Framework, Offer
 from localmesos.httpserver import Request, Response, Stream
+from localmesos.leadership import Leadership
 from localmesos.master_calls import SchedulerCalls
 from localmesos.master_state import MASTER_CAPABILITIES, MasterState
 from localmesos.model import (
@@ -39,6 +41,7 @@ from localmesos.model import (
     make_status,
     value,
 )
+from localmesos.operator_api import operator_call
 from localmesos.resources import format_proto
 
 if TYPE_CHECKING:
@@ -50,11 +53,12 @@ log = logging.getLogger("localmesos.master")
 MAX_COMPLETED_TASKS = 1000
 
 
-class Master(SchedulerCalls, Allocator, MasterState):
+class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
     def __init__(self, cluster: Cluster, port: int) -> None:
         self.cluster = cluster
         self.port = port
         self._reset()
+        self.leadership = Leadership()
         self._alloc_timer: Any = None
         self._agent_seq = 0
 
@@ -67,6 +71,10 @@ class Master(SchedulerCalls, Allocator, MasterState):
         self.removed: set[str] = set()
         self.offers: dict[str, Offer] = {}
         self.agents: dict[str, Agent] = {}
+        self.unreachable_agents: dict[str, Agent] = {}
+        self.unreachable_since: dict[str, float] = {}
+        self.gone_agents: set[str] = set()
+        self.ping_timers: dict[str, Any] = {}
         self._offer_seq = 0
         self._fw_seq = 0
 
@@ -94,6 +102,8 @@ class Master(SchedulerCalls, Allocator, MasterState):
     def agent_lost(self, agent: Agent, tasks: list[Task], why: str) -> None:
         """An agent is gone with its processes: rescind its offers, report its tasks lost."""
         self.agents.pop(agent.id, None)
+        self.unreachable_agents[agent.id] = agent  # as far as the master can tell
+        self.unreachable_since[agent.id] = time.time()
         for offer in [o for o in self.offers.values() if o.agent is agent]:
             self._remove_offer(offer)
             offer.framework.send({"type": "RESCIND", "rescind": {"offer_id": {"value": offer.id}}})
@@ -173,6 +183,8 @@ class Master(SchedulerCalls, Allocator, MasterState):
         path = req.path.rstrip("/") or "/"
         if path == "/api/v1/scheduler":
             return self.scheduler_api(req)
+        if path == "/api/v1":
+            return operator_call(self, req)
         if path.startswith("/_localmesos/"):
             return self.cluster.control(req)
         if req.method not in ("GET", "HEAD"):
@@ -203,6 +215,14 @@ class Master(SchedulerCalls, Allocator, MasterState):
         return Response(404)
 
     def scheduler_api(self, req: Request) -> Response | Stream:
+        answer = self._scheduler_api(req)
+        self.leadership.count(200 if isinstance(answer, Stream) else answer.status)
+        return answer
+
+    def _scheduler_api(self, req: Request) -> Response | Stream:
+        refusal = self.leadership.refusal()
+        if refusal is not None:
+            return refusal
         if req.method != "POST":
             return Response.text(405, f"Expecting one of {{ 'POST' }}, but received '{req.method}'")
         ctype = req.headers.get("Content-Type")
@@ -376,8 +396,11 @@ class Master(SchedulerCalls, Allocator, MasterState):
         log.info("silenced the event streams of %s", ", ".join(silenced) or "no framework")
         return silenced
 
-    def restart(self) -> None:
-        """Master failover: forget frameworks and offers, agents re-register with their tasks."""
+    def restart(self, reset: bool = False, forget_agents_seconds: float = 0.0) -> None:
+        """Master failover: forget frameworks and offers, agents re-register with their tasks.
+        `reset`: the old streams end with a TCP reset, as when a master process is killed.
+        `forget_agents_seconds`: a master with an in-memory registry, which forgets its agents;
+        they re-register that long after the restart (meanwhile their tasks are unknown)."""
         old = [fw for fw in self.frameworks.values()]
         for fw in old:
             for t in (fw.failover_timer, fw.heartbeat_timer):
@@ -390,20 +413,38 @@ class Master(SchedulerCalls, Allocator, MasterState):
         agents = self._agents()
         self._reset()
         for s in streams:
-            s.close()
+            if reset:
+                s.abort()
+            else:
+                s.close()
         for agent in agents:
-            self.agents[agent.id] = agent
-            for task in agent.live_tasks():
-                fw = self.frameworks.get(task.framework_id)
-                if fw is None:
-                    info = dict(agent.framework_infos.get(task.framework_id) or {})
-                    fw = Framework(task.framework_id, info, len(self.frameworks))
-                    fw.recovered = True
-                    self.frameworks[fw.id] = fw
-                    self._start_failover_timer(fw, float(info.get("failover_timeout") or 0.0))
-                fw.tasks[task.id] = task
-        log.info("master restarted as %s; %d agents and %d frameworks recovered", self.id,
-                 len(self.agents), len(self.frameworks))
+            if forget_agents_seconds > 0:
+                self.cluster.timers.call_later(forget_agents_seconds, self.readmit, agent,
+                                               self.id)
+            else:
+                self.readmit(agent, self.id)
+        log.info("master restarted as %s; %d agents and %d frameworks recovered%s", self.id,
+                 len(self.agents), len(self.frameworks),
+                 f"; the others re-register in {forget_agents_seconds:g}s"
+                 if forget_agents_seconds > 0 else "")
+        self.allocate_soon()
+
+    def readmit(self, agent: Agent, master_id: str) -> None:
+        """An agent (re-)registers with this master incarnation, with its running tasks."""
+        if master_id != self.id or not agent.running or agent.marked_gone:
+            return
+        self.agents[agent.id] = agent
+        for task in agent.live_tasks():
+            fw = self.frameworks.get(task.framework_id)
+            if fw is None:
+                info = dict(agent.framework_infos.get(task.framework_id) or {})
+                fw = Framework(task.framework_id, info, len(self.frameworks))
+                fw.recovered = True
+                self.frameworks[fw.id] = fw
+                self._start_failover_timer(fw, float(info.get("failover_timeout") or 0.0))
+            fw.tasks[task.id] = task
+        if agent.down:
+            self.agent_disconnected(agent)
         self.allocate_soon()
 
 

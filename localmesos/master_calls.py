@@ -19,6 +19,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("localmesos.master")
 
 DEFAULT_REFUSE_SECONDS = 5.0
+# agent status -> (state for a partition-aware framework, message) of a reconciled task the
+# master does not hold
+RECONCILED = {
+    "registered": ("TASK_GONE", "Task is unknown to the agent"),
+    "unreachable": ("TASK_UNREACHABLE", "Task is unreachable"),
+    "gone": ("TASK_GONE_BY_OPERATOR", "Task is gone"),
+    "unknown": ("TASK_UNKNOWN", "Task is unknown"),
+}
 
 
 class SchedulerCalls:
@@ -168,12 +176,16 @@ class SchedulerCalls:
             return
         if task.terminal:
             return
+        if task.agent.down:
+            log.info("framework %s: cannot kill task %s: its agent %s is disconnected (the "
+                     "scheduler retries)", fw.id, tid, task.agent.id)
+            return
         task.agent.kill_task(task, grace_seconds(kill.get("kill_policy")))
 
     def _call_acknowledge(self, fw: Framework, call: dict[str, Any]) -> None:
         ack = call["acknowledge"]
         agent = self.agents.get(value(ack, "agent_id") or "")
-        if agent is not None:
+        if agent is not None and not agent.down:  # a dead agent resends it when back
             agent.acknowledge(fw.id, value(ack, "task_id") or "", ack["uuid"])
 
     def _call_reconcile(self, fw: Framework, call: dict[str, Any]) -> None:
@@ -185,28 +197,25 @@ class SchedulerCalls:
             for task in list(fw.tasks.values()):
                 fw.send({"type": "UPDATE", "update": {"status": self._latest(task)}})
             return
-        unreachable = {t.id: t for t in fw.unreachable_tasks}
+        # A task the master does not hold: the answer depends on what it knows of the agent the
+        # scheduler names (without one, TASK_UNKNOWN, even for an unreachable task, as
+        # recorded in partition_aware.json); frameworks that are not partition-aware get
+        # TASK_LOST whatever the case.
         for item in wanted:
             tid = value(item, "task_id") or ""
             aid = value(item, "agent_id")
             task = fw.tasks.get(tid)
             if task is not None:
-                status = self._latest(task)
-            elif tid in unreachable:
-                status = make_status(tid, "TASK_UNREACHABLE" if aware else "TASK_LOST",
-                                     "SOURCE_MASTER", agent_id=unreachable[tid].agent_id,
-                                     message="Reconciliation: Task is unreachable",
-                                     reason="REASON_RECONCILIATION")
-            elif aid is not None and aid in self.agents:
-                status = make_status(tid, "TASK_GONE" if aware else "TASK_LOST", "SOURCE_MASTER",
-                                     agent_id=aid,
-                                     message="Reconciliation: Task is unknown to the agent",
-                                     reason="REASON_RECONCILIATION")
-            else:
-                status = make_status(tid, "TASK_UNKNOWN" if aware else "TASK_LOST",
-                                     "SOURCE_MASTER", agent_id=aid,
-                                     message="Reconciliation: Task is unknown",
-                                     reason="REASON_RECONCILIATION")
+                fw.send({"type": "UPDATE", "update": {"status": self._latest(task)}})
+                continue
+            known = self.agent_status(aid) if aid is not None else "unknown"
+            state, message = RECONCILED[known]
+            status = make_status(tid, state if aware else "TASK_LOST", "SOURCE_MASTER",
+                                 agent_id=aid, message=f"Reconciliation: {message}",
+                                 reason="REASON_RECONCILIATION")
+            if known == "unreachable":
+                status["unreachable_time"] = {"nanoseconds": int(
+                    self.unreachable_since.get(aid, 0.0) * 1e9)}
             fw.send({"type": "UPDATE", "update": {"status": status}})
 
     def _latest(self, task: Task) -> dict[str, Any]:

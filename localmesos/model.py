@@ -28,6 +28,19 @@ BUILD_DATE = "2026-11-23 23:10:04"
 BUILD_TIME = 1795475404.0
 
 
+_DURATION_UNITS = [(7 * 86400.0, "weeks"), (86400.0, "days"), (3600.0, "hrs"), (60.0, "mins"),
+                   (1.0, "secs"), (1e-3, "ms"), (1e-6, "us")]
+
+
+def mesos_duration(seconds: float) -> str:
+    """A duration as Mesos writes it (stout's Duration): the largest unit it reaches, e.g.
+    `2secs`, `15mins`, `1.5mins`, `500ms`."""
+    for unit, suffix in _DURATION_UNITS:
+        if seconds >= unit:
+            return f"{seconds / unit:g}{suffix}"
+    return f"{seconds * 1e9:g}ns"
+
+
 def value(obj: Any, key: str) -> str | None:
     """`obj[key]["value"]` for the `{"value": ..}` id wrappers, None when missing or malformed."""
     if not isinstance(obj, dict):
@@ -94,6 +107,8 @@ class Executor:
         self.shutting_down = False
         self.exited = False
         self.timers: list[Any] = []
+        self.exit_while_down: int | None = None  # wait status of an exit the agent missed
+        self.recovering = False  # a restarted agent waits for this executor to re-subscribe
 
     def send(self, event: dict[str, Any]) -> None:
         from localmesos import recordio
@@ -123,6 +138,7 @@ class Task:
         self.env: dict[str, str] = {}
         self.health: Any = None  # health.HealthChecker of a command task with a health_check
         self.unhealthy = False  # killed for failing its health check
+        self.update_uuids: set[str] = set()  # every update the agent holds, to drop resends
 
     @property
     def terminal(self) -> bool:
@@ -146,6 +162,8 @@ class Task:
         """Apply a status update to the task's state and history."""
         self.state = status["state"]
         self.latest = status
+        if isinstance(status.get("uuid"), str):
+            self.update_uuids.add(status["uuid"])
         entry: dict[str, Any] = {"state": status["state"], "timestamp": status["timestamp"],
                                  "container_status": self.container_status(with_pid=False)}
         for k in ("healthy", "labels"):

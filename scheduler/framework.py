@@ -74,6 +74,7 @@ class Worker(OfferRound, PeriodicRound):
         self.last_reconcile = time.monotonic()
         self.last_prune = float("-inf")        # prune once soon after start, then every period
         self.asked_about: set[str] = set()    # STAGING tasks reconciled individually
+        self.last_unreachable_reconcile = float("-inf")
         self.dirty = True                      # an event arrived since the last full round
         self.seen_generation = -1
         self.last_round = 0.0
@@ -185,8 +186,14 @@ class Worker(OfferRound, PeriodicRound):
         log.info("reconciling %d known tasks explicitly, then implicitly", len(tasks))
 
     def reconcile_tasks(self, tasks: list[Doc]) -> None:
+        # With the agent id the master can tell an unreachable agent (TASK_UNREACHABLE), a
+        # gone one (TASK_GONE_BY_OPERATOR), a registered one that lost the task (TASK_GONE)
+        # and an unknown one (TASK_UNKNOWN) apart.
         if tasks:
-            self.driver.reconcileTasks([{"task_id": {"value": t["id"]}} for t in tasks])
+            self.driver.reconcileTasks([
+                {"task_id": {"value": t["id"]},
+                 **({"agent_id": {"value": t["agentId"]}} if t.get("agentId") else {})}
+                for t in tasks])
 
     def on_error(self, message: str) -> None:
         log.error("master error: %s", message)

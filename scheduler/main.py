@@ -56,6 +56,8 @@ def framework_info(args: argparse.Namespace, framework_id: str | None) -> dict[s
     info: dict[str, Any] = {
         "user": getpass.getuser(), "name": args.name, "hostname": socket.gethostname(),
         "failover_timeout": args.failover_timeout, "checkpoint": True, "role": args.role,
+        # TASK_UNREACHABLE/UNKNOWN/GONE/GONE_BY_OPERATOR instead of TASK_LOST (scheduler.unreachable)
+        "capabilities": [{"type": "PARTITION_AWARE"}],
     }
     if args.principal:
         info["principal"] = args.principal
@@ -65,11 +67,11 @@ def framework_info(args: argparse.Namespace, framework_id: str | None) -> dict[s
 
 
 def watched_driver_class(watch: SilenceWatch) -> type:
-    """pymesos's driver, telling `watch` about every subscription attempt, event, SUBSCRIBED
-    and disconnection."""
-    from pymesos import MesosSchedulerDriver
+    """pymesos's driver (with bounded reconnects: `scheduler.driver`), telling `watch` about
+    every subscription attempt, event, SUBSCRIBED and disconnection."""
+    from scheduler.driver import ReconnectingDriver
 
-    class WatchedDriver(MesosSchedulerDriver):
+    class WatchedDriver(ReconnectingDriver):
         def gen_request(self):  # a new connection is about to SUBSCRIBE
             watch.expect()
             return super().gen_request()

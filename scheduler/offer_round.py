@@ -77,11 +77,12 @@ class OfferRound:
                             if need.count > placed.get(app_id, 0)}
 
     def decline_all(self, offers: list[Doc]) -> None:
-        try:
-            self.driver.declineOffer([{"value": o["id"]["value"]} for o in offers],
-                                     filters={"refuse_seconds": self.refuse_seconds})
-        except Exception:
-            log.exception("could not decline %d offers", len(offers))
+        # Through the worker's guard: offers that crossed a master failover are declined while
+        # pymesos is between connections, which is expected and says so in one line (the new
+        # master does not know them anyway).
+        self._guard(f"declining {len(offers)} offers", lambda: self.driver.declineOffer(
+            [{"value": o["id"]["value"]} for o in offers],
+            filters={"refuse_seconds": self.refuse_seconds}))
 
     def _task_doc(self, task_id: str, launch: Any, need: reconcile.LaunchNeed,
                   offers: dict[str, Doc], now: float) -> Doc:

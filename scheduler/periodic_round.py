@@ -21,6 +21,7 @@ RECONCILE_EVERY_SECONDS = 60.0   # periodic explicit + implicit reconciliation
 EVENTS_KEPT = 100_000            # the event log is a tail for /v2/events, not an archive
 PRUNE_EVERY_SECONDS = 600.0
 STAGING_RECONCILE_SECONDS = 30.0  # reconcile a task stuck in STAGING this long
+UNREACHABLE_RECONCILE_SECONDS = 5.0  # ask about unreachable/unknown tasks this often
 NO_OFFERS_AFTER_SECONDS = 5.0    # demand without any offer this long: waiting "no offers"
 
 
@@ -70,6 +71,7 @@ class PeriodicRound:
         if time.monotonic() - self.last_reconcile > RECONCILE_EVERY_SECONDS:
             self.reconcile_all()
         else:
+            self._reconcile_unreachable()
             stuck = [t for t in self.store.list_tasks() if t.get("state") == taskstate.STAGING
                      and now - _epoch(t.get("stagedAt")) > STAGING_RECONCILE_SECONDS
                      and t["id"] not in self.asked_about]
@@ -77,9 +79,30 @@ class PeriodicRound:
                 self.reconcile_tasks(stuck)
                 self.asked_about.update(t["id"] for t in stuck)  # once, not every tick
 
+    def _reconcile_unreachable(self) -> None:
+        """Ask the master about unreachable and unknown tasks every few seconds: an agent the
+        master forgot (TASK_UNKNOWN) re-registers without any update of its own, so only
+        reconciliation tells that its tasks are back."""
+        if time.monotonic() - self.last_unreachable_reconcile < UNREACHABLE_RECONCILE_SECONDS:
+            return
+        self.last_unreachable_reconcile = time.monotonic()
+        away = [t for t in self.store.list_tasks() if taskstate.is_unreachable(t.get("state", ""))]
+        if away:
+            self.reconcile_tasks(away)
+
     def _kill(self, kill: reconcile.Kill, now: float) -> None:
         doc = self.store.get_task(kill.task_id)
         if doc is None:
+            return
+        if kill.expunge:
+            # Unreachable past its app's expungeAfterSeconds: forgotten. If it ever comes back
+            # it reports as an unknown task, and unknown tasks are killed (on_status).
+            self.store.delete_task(kill.task_id)
+            self.asked_about.discard(kill.task_id)
+            log.info("expunging task %s app=%s: %s since %s", kill.task_id, kill.app_id,
+                     doc.get("state"), doc.get("unreachableSince"))
+            self._record_terminal(doc, doc.get("state") or taskstate.UNREACHABLE,
+                                  {"message": doc.get("message") or kill.reason}, now)
             return
         doc["killRequested"] = True
         self.store.upsert_task(doc)

@@ -22,7 +22,11 @@ Invariants:
 - unhealthy tasks of `//cmd` apps are left to Mesos, which kills them after
   `maxConsecutiveFailures` (it reports every failed probe as `healthy: false`);
 - kill order within an app: operator kill requests, unhealthy tasks (counted as failures),
-  old-version tasks, then surplus by `killSelection` (YOUNGEST_FIRST kills the latest staged).
+  old-version tasks, then surplus by `killSelection` (YOUNGEST_FIRST kills the latest staged);
+- an unreachable task (TASK_UNREACHABLE / TASK_UNKNOWN) counts as an instance until its app's
+  `unreachableStrategy.inactiveAfterSeconds` has passed, then a replacement is launched; after
+  `expungeAfterSeconds` it is expunged (a `Kill` with `expunge`: forget it, kill it if it comes
+  back). One that comes back RUNNING before counts again: the surplus goes by `killSelection`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,14 @@ from typing import Any
 from scheduler import backoff
 from scheduler.deployments import rolling_restart_budget
 from scheduler.spec import AppSpec, SpecError, parse_app
+from scheduler.unreachable import DEFAULT as DEFAULT_UNREACHABLE
+from scheduler.unreachable import (
+    EXPUNGE,
+    INACTIVE,
+    UnreachableStrategy,
+    unreachable_strategy,
+    verdict,
+)
 
 Doc = dict[str, Any]
 
@@ -46,6 +58,7 @@ KILL_UNHEALTHY = "unhealthy"
 KILL_APP_DELETED = "app deleted"
 KILL_SCALE_DOWN = "scale down"
 KILL_REPLACED = "replaced by a new version"
+KILL_EXPUNGED = "unreachable past expungeAfterSeconds"
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,7 @@ class Kill:
     agent_id: str | None
     reason: str
     failure: bool = False  # counts against the app's backoff (unhealthy kills)
+    expunge: bool = False  # forget the task document (unreachable too long), then kill
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,8 @@ def _order_for_kill(tasks: Iterable[Doc], kill_selection: str) -> list[Doc]:
 
 
 def _plan_app(spec: AppSpec, version: str, tasks: list[Doc], requested: set[str],
-              status: Doc | None, now: float, kills: list[Kill]) -> tuple[int, float]:
+              status: Doc | None, now: float, kills: list[Kill],
+              strategy: UnreachableStrategy = DEFAULT_UNREACHABLE) -> tuple[int, float]:
     """Append this app's kills; return `(launch_count, delay_left)`."""
     checks = bool(spec.health_checks)
     # Under Mesos's command executor the check is Mesos's own: every counted failure is reported
@@ -128,7 +143,10 @@ def _plan_app(spec: AppSpec, version: str, tasks: list[Doc], requested: set[str]
               and not mesos_kills_unhealthy):
             kill(task, f"{KILL_UNHEALTHY}: {task.get('message') or 'health check failed'}",
                  failure=True)
-        else:
+        elif (seen := verdict(task, strategy, now)) == EXPUNGE:
+            kills.append(Kill(task["id"], spec.id, task.get("agentId") or task.get("slaveId"),
+                              KILL_EXPUNGED, failure=True, expunge=True))
+        elif seen != INACTIVE:  # inactive: still expected back, but a replacement launches
             live.append(task)
 
     current = [t for t in live if t.get("version") == version]
@@ -190,7 +208,7 @@ def plan(apps: list[Doc], tasks: list[Doc], statuses: dict[str, Doc],
             continue
         version = config_version(doc)
         count, delay = _plan_app(spec, version, by_app.get(app_id, []), requested,
-                                 statuses.get(app_id), now, kills)
+                                 statuses.get(app_id), now, kills, unreachable_strategy(doc))
         if delay > 0:
             delayed[app_id] = delay
         if count > 0 and spec.dependencies:

@@ -5,11 +5,12 @@ terminal, because the store keeps live tasks only) and the Marathon events to ap
 
 Invariants:
 - every Mesos task state is classified exactly once: *active* (the task may still run or hold
-  resources: STAGING, STARTING, RUNNING, KILLING) or *terminal* (everything else). UNREACHABLE
-  is terminal for us: like Marathon's default unreachable strategy (inactive after 0 s) the task
-  is replaced at once; if its agent comes back the scheduler kills it as an unknown task.
-  UNKNOWN (the master never heard of the task, e.g. an answer to explicit reconciliation) is
-  terminal too;
+  resources: STAGING, STARTING, RUNNING, KILLING), *unreachable* (UNREACHABLE: its agent cannot
+  be reached; UNKNOWN: the master does not know it; either way it may still run, as Mesos
+  defines them for PARTITION_AWARE frameworks) or *terminal* (everything else, GONE and
+  GONE_BY_OPERATOR included: the task is known not to run). An unreachable task keeps its
+  document, with `unreachableSince`; the app's unreachable strategy decides when it is
+  replaced and when forgotten (`scheduler.unreachable`, applied by `reconcile.plan`);
 - *lost-like* states (LOST, DROPPED, UNREACHABLE, GONE, GONE_BY_OPERATOR, UNKNOWN) mean the task
   vanished with its agent or was never started, not that it exited;
 - `startedAt` is set by the first TASK_RUNNING and never changes afterwards;
@@ -42,9 +43,11 @@ GONE_BY_OPERATOR = "TASK_GONE_BY_OPERATOR"
 UNKNOWN = "TASK_UNKNOWN"
 
 ACTIVE_STATES = frozenset({STAGING, STARTING, RUNNING, KILLING})
+UNREACHABLE_STATES = frozenset({UNREACHABLE, UNKNOWN})
 LOST_LIKE_STATES = frozenset({LOST, DROPPED, UNREACHABLE, GONE, GONE_BY_OPERATOR, UNKNOWN})
-TERMINAL_STATES = frozenset({FINISHED, FAILED, KILLED, ERROR}) | LOST_LIKE_STATES
-ALL_STATES = ACTIVE_STATES | TERMINAL_STATES
+TERMINAL_STATES = frozenset({FINISHED, FAILED, KILLED, ERROR}) | (LOST_LIKE_STATES
+                                                                  - UNREACHABLE_STATES)
+ALL_STATES = ACTIVE_STATES | UNREACHABLE_STATES | TERMINAL_STATES
 
 
 def normalise_state(state: str) -> str:
@@ -61,6 +64,10 @@ def is_terminal(state: str) -> bool:
     return normalise_state(state) in TERMINAL_STATES
 
 
+def is_unreachable(state: str) -> bool:
+    return normalise_state(state) in UNREACHABLE_STATES
+
+
 def is_lost_like(state: str) -> bool:
     return normalise_state(state) in LOST_LIKE_STATES
 
@@ -73,7 +80,7 @@ def is_failure(task_doc: Doc, state: str) -> bool:
     is not a failure (unhealthy kills are counted when they are decided, see `framework`).
     """
     state = normalise_state(state)
-    if state not in TERMINAL_STATES:
+    if state not in TERMINAL_STATES | UNREACHABLE_STATES:  # unreachable: counted when expunged
         return False
     if task_doc.get("killRequested") and state in (KILLED, FINISHED, FAILED):
         return False
@@ -158,6 +165,11 @@ def apply_status(task_doc: Doc, status: Doc, now: float) -> tuple[Doc | None, li
 
     if state in TERMINAL_STATES:
         return None, events
+    if state in UNREACHABLE_STATES:
+        doc["unreachableSince"] = doc.get("unreachableSince") or when
+        doc["healthy"] = None
+        return doc, events
+    doc.pop("unreachableSince", None)  # back (REASON_AGENT_REREGISTERED, or reconciled)
 
     if state != RUNNING:
         doc["healthy"] = None if state in (STAGING, STARTING) else doc.get("healthy")

@@ -154,10 +154,11 @@ class RecordingFramework(Scheduler):
         return self.wait_for(task_id, lambda s: s["state"] == state, timeout, state)
 
 
-def start_framework(master: str, timeout: float = 30.0) -> tuple[RecordingFramework, MesosSchedulerDriver]:
+def start_framework(master: str, timeout: float = 30.0, checkpoint: bool = False
+                    ) -> tuple[RecordingFramework, MesosSchedulerDriver]:
     framework = RecordingFramework()
     info = {"user": "", "name": "executor-tests", "hostname": "127.0.0.1",
-            "failover_timeout": 0, "checkpoint": False}
+            "failover_timeout": 0, "checkpoint": checkpoint}
     driver = MesosSchedulerDriver(framework, info, master, use_addict=False)
     framework.driver = driver
     driver.start()

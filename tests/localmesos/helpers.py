@@ -340,3 +340,9 @@ class RawClient:
                 pass
             self._sock.close()
             self._sock = None
+
+
+def reconcile(driver: MesosSchedulerDriver, items: list[dict[str, Any]]) -> None:
+    """RECONCILE with `agent_id`s kept (pymesos's `reconcileTasks` sends only task ids)."""
+    driver._send({"type": "RECONCILE", "framework_id": {"value": driver.framework_id},
+                  "reconcile": {"tasks": items}})

@@ -38,12 +38,12 @@ def status(state, **extra):
     (ts.ERROR, False, True, False),
     (ts.LOST, False, True, True),
     (ts.DROPPED, False, True, True),
-    (ts.UNREACHABLE, False, True, True),
+    (ts.UNREACHABLE, False, False, True),  # may still run: the unreachable strategy decides
     (ts.GONE, False, True, True),
     (ts.GONE_BY_OPERATOR, False, True, True),
-    (ts.UNKNOWN, False, True, True),
+    (ts.UNKNOWN, False, False, True),
     ("RUNNING", True, False, False),          # short names are accepted
-    ("TASK_SOMETHING_NEW", False, True, True),  # unknown names: the task is not known to run
+    ("TASK_SOMETHING_NEW", False, False, True),  # unknown names: TASK_UNKNOWN
 ])
 def test_classification(state, active, terminal, lost):
     assert ts.is_active(state) is active
@@ -53,8 +53,10 @@ def test_classification(state, active, terminal, lost):
 
 def test_every_state_is_classified_exactly_once():
     assert ts.ACTIVE_STATES.isdisjoint(ts.TERMINAL_STATES)
+    assert ts.UNREACHABLE_STATES.isdisjoint(ts.TERMINAL_STATES | ts.ACTIVE_STATES)
     assert len(ts.ALL_STATES) == 14
-    assert ts.LOST_LIKE_STATES <= ts.TERMINAL_STATES
+    assert ts.LOST_LIKE_STATES <= ts.TERMINAL_STATES | ts.UNREACHABLE_STATES
+    assert {ts.GONE, ts.GONE_BY_OPERATOR} <= ts.TERMINAL_STATES  # known not to run
 
 
 @pytest.mark.parametrize("state,kill_requested,failure", [
@@ -67,6 +69,7 @@ def test_every_state_is_classified_exactly_once():
     (ts.FINISHED, True, False),
     (ts.LOST, True, True),        # vanished before the kill landed
     (ts.RUNNING, False, False),
+    (ts.UNREACHABLE, False, True),  # counted when it is expunged
 ])
 def test_is_failure(state, kill_requested, failure):
     assert ts.is_failure(task(killRequested=kill_requested), state) is failure
@@ -142,3 +145,19 @@ def test_agent_id_filled_from_status_when_missing():
     doc, _ = ts.apply_status(task(agentId=None, slaveId=None),
                              status(ts.RUNNING, agent_id={"value": "A9"}), NOW)
     assert doc["agentId"] == doc["slaveId"] == "A9"
+
+
+@pytest.mark.parametrize("state", [ts.UNREACHABLE, ts.UNKNOWN])
+def test_unreachable_task_keeps_its_document_until_it_is_back(state):
+    running, _ = ts.apply_status(task(), status(ts.RUNNING, healthy=True), NOW)
+    gone, events = ts.apply_status(running, status(state, reason="REASON_AGENT_REMOVED"), NOW + 5)
+    assert gone["state"] == state and gone["healthy"] is None
+    assert gone["unreachableSince"] == ts.format_time(NOW + 5)
+    assert [e[1]["taskStatus"] for e in events] == [state]
+    still, _ = ts.apply_status(gone, status(ts.UNREACHABLE), NOW + 9)
+    assert still["unreachableSince"] == gone["unreachableSince"]  # since it first went away
+    back, events = ts.apply_status(still, status(ts.RUNNING, reason="REASON_AGENT_REREGISTERED"),
+                                   NOW + 12)
+    assert back["state"] == ts.RUNNING and "unreachableSince" not in back
+    assert back["startedAt"] == running["startedAt"]
+    assert [e[1]["taskStatus"] for e in events] == [ts.RUNNING]

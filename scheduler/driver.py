@@ -1,0 +1,93 @@
+"""pymesos's scheduler driver with bounded, jittered reconnects.
+
+pymesos reconnects to the master at once whenever a connection ends without a subscription:
+after a `307` redirect, a `503` from a master that is still recovering, or a stream the master
+closed. During a real master failover that was about 540 requests a second to the recovering
+master, each with its own warning. `ReconnectingDriver` waits before every attempt that follows
+a failed one: nothing after a subscription that worked (a failover is picked up at once), then
+an exponential delay from 0.25 s capped at `RECONNECT_MAX_SECONDS`, half of it random ("equal
+jitter": schedulers that lost the same master do not come back in step). pymesos's own sleep
+after a refused connection (2, 4, 8, 15 s) is replaced by the same policy. The wait happens in
+`on_close`, on pymesos's I/O thread before it opens the next connection (it has nothing else to
+do meanwhile), and is cut short when the driver is stopped. The first time it is built, it also installs `lograte`'s filters on
+pymesos's loggers (repeated warnings summarised, a reset connection one line).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from pymesos import MesosSchedulerDriver
+
+from scheduler import lograte
+
+log = logging.getLogger("accessd.scheduler")
+
+FIRST_RETRY_SECONDS = 0.25
+RECONNECT_MAX_SECONDS = 2.0
+
+
+def reconnect_delay(failed_attempts: int, rand: Callable[[], float] = random.random,
+                    first: float = FIRST_RETRY_SECONDS, cap: float = RECONNECT_MAX_SECONDS
+                    ) -> float:
+    """Seconds to wait before the next attempt after `failed_attempts` failed ones in a row:
+    0 after none; else half of min(cap, first * 2^(n-1)) plus a random share of the other
+    half."""
+    if failed_attempts <= 0:
+        return 0.0
+    ceiling = min(cap, first * (2.0 ** min(failed_attempts - 1, 30)))
+    return ceiling / 2.0 + rand() * ceiling / 2.0
+
+
+class ReconnectingDriver(MesosSchedulerDriver):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        lograte.install()
+        self._failed_attempts = 0
+        self._attempting = False  # a connection started and has not SUBSCRIBED yet
+
+    def gen_request(self):  # pymesos: a new connection is about to SUBSCRIBE
+        self._attempting = True
+        return super().gen_request()
+
+    def on_subscribed(self, info):
+        self._attempting = False
+        self._failed_attempts = 0
+        super().on_subscribed(info)
+
+    def on_close(self):
+        """pymesos: a connection ended (refused, redirected, 503, or a stream that ended);
+        its I/O loop opens the next one as soon as this returns."""
+        super().on_close()
+        if self._attempting:  # it never got as far as SUBSCRIBED
+            self._attempting = False
+            self._failed_attempts += 1
+        delay = reconnect_delay(self._failed_attempts)
+        if delay > 0:
+            log.debug("subscription attempt %d in %.2fs", self._failed_attempts + 1, delay)
+            self._pause(delay)
+
+    def reconcileTasks(self, tasks):  # noqa: N802 - pymesos's name
+        """pymesos sends only each `task_id`; Mesos answers by what it knows of the named
+        `agent_id` too (unreachable, gone, registered, unknown), so it is kept."""
+        if not self.connected:
+            return
+        self._send({"type": "RECONCILE", "framework_id": {"value": self.framework_id},
+                    "reconcile": {"tasks": [{k: t[k] for k in ("task_id", "agent_id") if k in t}
+                                            for t in tasks]}})
+
+    def _backoff(self, num_conn_retry):  # pymesos's sleep after a refused connection
+        return 0  # gen_request waits instead, with the policy above
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep on pymesos's I/O thread (it has nothing else to do while disconnected), but
+        no longer than the driver runs."""
+        deadline = time.monotonic() + seconds
+        while not self.aborted:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(0.05, left))

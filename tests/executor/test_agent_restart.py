@@ -1,0 +1,84 @@
+"""accessd's executor across a restart of its agent (localmesos, a checkpointing framework).
+
+The agent process stops with `stop?keep_executors=true` (its port refuses connections, the
+executor's stream ends) and comes back with `start`, as a Mesos agent restarted with its work
+dir; statuses are asserted as a real pymesos scheduler receives them.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from tests.executor.mesos_harness import start_framework
+from tests.executor.proctable import live_with_environ, pid_alive
+from tests.executor.test_on_localmesos import TOY, seen_by
+from tests.fixtures_mesos import start_localmesos
+from tests.support import PYTHON, wait_until
+
+RECORDINGS = Path(__file__).parents[1] / "data" / "mesos-1.12"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    work = tmp_path_factory.mktemp("executor-agent-restart")
+    mesos = start_localmesos(work / "mesos", agents=1, extra_args=("--status-update-retry", "1"))
+    driver = None
+    try:
+        framework, driver = start_framework(mesos.master, checkpoint=True)
+        ctl = work / "ctl"
+        ctl.mkdir()
+        yield mesos, framework, ctl
+    finally:
+        if driver is not None:
+            driver.stop()
+        mesos.stop()
+
+
+def control(mesos, action: str) -> dict:
+    return mesos._call("POST", f"/_localmesos/agents/1/{action}")
+
+
+def test_checkpointing_framework_executor_gets_the_recorded_environment(cluster):
+    mesos, framework, ctl = cluster
+    cmd = f"exec {shlex.quote(PYTHON)} {TOY}"
+    task_id, _ = framework.launch({"id": "/ck/env", "cmd": cmd, "cpus": 0.1, "mem": 32,
+                                   "portDefinitions": [{"port": 0}],
+                                   "env": {"CTL": str(ctl)}})
+    env = seen_by(ctl, task_id)["env"]
+    recorded = json.loads((RECORDINGS / "executor_env_checkpointed.json").read_text())["env"]
+    assert set(recorded) <= set(env), set(recorded) - set(env)
+    assert env["MESOS_CHECKPOINT"] == "1"
+    assert env["MESOS_SUBSCRIPTION_BACKOFF_MAX"] == recorded["MESOS_SUBSCRIPTION_BACKOFF_MAX"]
+    assert env["MESOS_RECOVERY_TIMEOUT"] == recorded["MESOS_RECOVERY_TIMEOUT"]
+    framework.kill(task_id)
+    framework.wait_state(task_id, "TASK_KILLED")
+
+
+def test_update_made_while_the_agent_is_away_is_delivered_after_its_restart(cluster):
+    mesos, framework, ctl = cluster
+    # The service ends when the test says so: exit 3 once `<ctl>/<task id>.stop` exists.
+    cmd = (f'while [ ! -e {shlex.quote(str(ctl))}/"$MESOS_TASK_ID".stop ]; do sleep 0.05; done; '
+           "exit 3")
+    task_id, _ = framework.launch({"id": "/ck/away", "cmd": cmd, "cpus": 0.1, "mem": 32,
+                                   "portDefinitions": []})
+    running = framework.wait_state(task_id, "TASK_RUNNING")
+    executor_pid = running["container_status"]["executor_pid"]
+    control(mesos, "stop?keep_executors=true")
+    (ctl / f"{task_id}.stop").touch()
+    # The service is gone and the executor lives on, waiting for its agent.
+    wait_until(lambda: not live_with_environ(f"MESOS_TASK_ID={task_id}\0"), timeout=10,
+               message="the service to exit")
+    assert pid_alive(executor_pid)
+    assert "TASK_FAILED" not in [s["state"] for s in framework.of(task_id)]
+    control(mesos, "start")
+    failed = framework.wait_state(task_id, "TASK_FAILED", timeout=15)
+    assert failed["message"] == "Command exited with status 3"
+    assert failed["source"] == "SOURCE_EXECUTOR"
+    # Acknowledged through the restarted agent, the executor's work is done: it exits.
+    wait_until(lambda: not live_with_environ(f"MESOS_EXECUTOR_ID={task_id}\0"), timeout=15,
+               message="the executor to exit")
+    assert [s["state"] for s in framework.of(task_id)].count("TASK_FAILED") == 1
