@@ -272,7 +272,7 @@ def parse_app(doc: Any) -> AppSpec:
                              choices=KILL_SELECTIONS)
     grace = g("taskKillGracePeriodSeconds")
     kill_grace = None if grace is None else number(grace, ("taskKillGracePeriodSeconds",),
-                                                   errs, 0.0, gt=0)
+                                                   errs, 0.0, ge=0)  # Marathon: minimum 0
     executor = string(g("executor"), ("executor",), errs, "", choices=EXECUTORS)
     role = parse_role(g("role"), errs)
 
