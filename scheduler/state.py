@@ -303,8 +303,8 @@ class StateStore(ABC):
         so a reader resuming from an older id simply gets what is left."""
 
     # -- app version history (plain documents; the API decides what to keep) ---------------
-    # Optional: a backend that keeps histories overrides these (SQLite does, through
-    # `scheduler.sqlite_versions`). The defaults keep none, so `GET /v2/apps/{id}/versions`
+    # Optional: a backend that keeps histories overrides these (SQLite through
+    # `scheduler.sqlite_versions`, ZooKeeper through `scheduler.zk_versions`). The defaults keep none, so `GET /v2/apps/{id}/versions`
     # lists only the current version there and a rollback can only name that one.
     def put_app_version(self, app_id: str, version: str, doc: Doc, *, keep: int) -> None:
         """Store `doc` as `app_id`'s `version`, keeping only its newest `keep` versions."""

@@ -56,6 +56,7 @@ from scheduler.zk import (
     transaction_failure,
     zk_errors,
 )
+from scheduler.zk_versions import ZooKeeperAppVersions
 
 log = logging.getLogger("accessd.zk_state")
 
@@ -115,7 +116,7 @@ class _Reader:
         return self.s._generation[0]
 
 
-class ZooKeeperStateStore(StateStore):
+class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
     """`StateStore` in ZooKeeper. `fence`, when set (by the leader election), is the path of a
     node every write checks in its `multi`: once that node is gone, writes raise NotLeader."""
 
