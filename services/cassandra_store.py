@@ -25,11 +25,17 @@ Invariants:
   loop threads do not survive fork): a store built before gunicorn forks is safe in each worker;
   a failed connection attempt is dropped whole and retried on the next call, and a node that goes
   down is reconnected by the driver (`reconnect_max` caps its backoff), so no restart is needed;
-- driver errors meaning "cannot reach / timed out / overloaded" become `StoreUnavailable`.
+- driver errors meaning "cannot reach / timed out / overloaded" become `StoreUnavailable`;
+- a write runs every batch even when some fail, then reports the failures in one
+  `StoreUnavailable` (the others were written; writing the same quotes again is safe);
+- settings the cluster can never satisfy (a `local_dc` it lacks, a consistency level its
+  replication cannot meet; ANY, which Cassandra refuses for reads) are `StoreMisconfigured`
+  (a `ValueError`) with the reason, not a stream of Unavailable / NoHostAvailable errors.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -45,6 +51,7 @@ from services.store import (
     MIN_TS_MS,
     Quote,
     QuoteStore,
+    StoreMisconfigured,
     StoreUnavailable,
     check_quote,
     check_range,
@@ -91,6 +98,10 @@ class CassandraQuoteStore(QuoteStore):
             raise ValueError(f"keyspace must match {_IDENT.pattern}, got {keyspace!r}")
         if consistency.upper() not in _CONSISTENCIES:
             raise ValueError(f"consistency must be one of {_CONSISTENCIES}, got {consistency!r}")
+        if consistency.upper() == "ANY":
+            # Cassandra refuses ANY for reads, and the store reads with the same level.
+            raise ValueError("consistency ANY is for writes only (Cassandra refuses it for "
+                             "reads, and the store reads with the same level); use ONE or more")
         if bucket not in ("day", "month"):
             raise ValueError(f"bucket must be day or month, got {bucket!r}")
         if (username is None) != (password is None):
@@ -182,6 +193,7 @@ class CassandraQuoteStore(QuoteStore):
 
     # -- connection ------------------------------------------------------------------------------
     def _new_cluster(self) -> Any:
+        _quiet_shutdown_race()
         from cassandra import ConsistencyLevel
         from cassandra.auth import PlainTextAuthProvider
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
@@ -228,14 +240,72 @@ class CassandraQuoteStore(QuoteStore):
             if self._session is None:
                 cluster = self._new_cluster()
                 try:
-                    with _mapped():
-                        self._session = cluster.connect()
+                    try:
+                        with _mapped():
+                            session = cluster.connect()
+                    except StoreUnavailable:
+                        # A local_dc the cluster lacks leaves the driver no host to open a
+                        # session on ("Unable to connect to any servers"): say why instead.
+                        self._check_datacenter(cluster)
+                        raise
+                    self._check_datacenter(cluster)
                 except BaseException:
                     cluster.shutdown()
                     raise
+                self._session = session
                 self._session.default_fetch_size = self.fetch_size
                 self._cluster = cluster
             return self._session
+
+    def _check_datacenter(self, cluster: Any) -> None:
+        """A `local_dc` the cluster does not have leaves the driver no host to query (every
+        request would fail with NoHostAvailable): refuse it once, by name."""
+        datacenters = {h.datacenter for h in cluster.metadata.all_hosts() if h.datacenter}
+        if self.local_dc is not None and self.local_dc not in datacenters:
+            raise StoreMisconfigured(
+                f"{self!r}: local_dc {self.local_dc!r} is not a datacenter of this cluster "
+                f"(it has {', '.join(sorted(datacenters)) or 'none'})")
+
+    def _local_datacenter(self) -> str | None:
+        if self.local_dc is not None:
+            return self.local_dc
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT
+
+        policy = self._cluster.profile_manager.profiles[EXEC_PROFILE_DEFAULT] \
+            .load_balancing_policy
+        return getattr(policy, "local_dc", None)
+
+    def check_configuration(self) -> None:
+        """Connect, then check the datacenter and that the keyspace's replication can ever meet
+        the consistency level (a keyspace not created yet is not checked)."""
+        session = self._get_session()
+        with _mapped():
+            row = session.execute("SELECT replication FROM system_schema.keyspaces WHERE "
+                                  "keyspace_name = %s", (self.keyspace,),
+                                  timeout=self.request_timeout).one()
+        if row is None:
+            return
+        replication = dict(row[0])
+        strategy = replication.pop("class", "").rsplit(".", 1)[-1]
+        if strategy == "NetworkTopologyStrategy":
+            per_dc = {dc: int(rf) for dc, rf in replication.items()}
+        else:
+            per_dc = None
+        total = sum(per_dc.values()) if per_dc is not None else \
+            int(replication.get("replication_factor", 1))
+        need = {"ONE": 1, "TWO": 2, "THREE": 3}.get(self.consistency, 1)
+        if total < need:
+            raise StoreMisconfigured(
+                f"{self!r}: consistency {self.consistency} needs {need} replicas, but keyspace "
+                f"{self.keyspace} has a replication factor of {total}: no write or read could "
+                "ever succeed")
+        local = self._local_datacenter()
+        if self.consistency.startswith("LOCAL_") and per_dc is not None and \
+                per_dc.get(local or "", 0) == 0:
+            raise StoreMisconfigured(
+                f"{self!r}: consistency {self.consistency} counts replicas in the local "
+                f"datacenter {local!r}, where keyspace {self.keyspace} has none "
+                f"(its replication: {per_dc}); set local_dc or the replication")
 
     def _statements(self) -> dict[str, Any]:
         """Prepared statements (prepared once per session; retried if the schema was missing)."""
@@ -351,9 +421,23 @@ class CassandraQuoteStore(QuoteStore):
 
     @staticmethod
     def _run_concurrent(execute_concurrent: Any, session: Any, items: list) -> None:
-        with _mapped():
-            execute_concurrent(session, items, concurrency=WRITE_CONCURRENCY,
-                               raise_on_first_error=True, results_generator=False)
+        """Run every statement, even after one failed, then report the failures together: the
+        caller learns how much of its write is missing, and a retry of the same quotes is safe
+        (upserts of the same cells; nothing is removed)."""
+        results = execute_concurrent(session, items, concurrency=WRITE_CONCURRENCY,
+                                     raise_on_first_error=False, results_generator=False)
+        failures = [result for ok, result in results if not ok]
+        if not failures:
+            return
+        transient = _unavailable_errors()
+        fatal = [f for f in failures if not isinstance(f, transient)]
+        if fatal:  # a bug or configuration error: raised as itself
+            raise fatal[0]
+        first = failures[0]
+        raise StoreUnavailable(
+            f"Cassandra write incomplete: {len(failures)} of {len(items)} statements failed "
+            f"(first: {type(first).__name__}: {first}); the others were written. Writing the "
+            "same quotes again is safe.") from first
 
     def read_range(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
                    *, limit: int | None = None) -> Iterator[Quote]:
@@ -361,10 +445,16 @@ class CassandraQuoteStore(QuoteStore):
         start, end, lim = check_range(start_ms, end_ms, limit)
         start = MIN_TS_MS if start is None else start
         end = MAX_TS_MS if end is None else end
-        # The bucket listing is fetched now: an unreachable store fails the call itself.
+        # The bucket listing and the first row are fetched now: an unreachable store (or the
+        # replicas of the first bucket) fails the call itself, before a caller starts answering.
         buckets = self._execute("buckets", (symbol, bucket_of(start, self.bucket),
                                             bucket_of(end, self.bucket)))
-        return self._walk(symbol, buckets, start, end, lim)
+        walk = self._walk(symbol, buckets, start, end, lim)
+        try:
+            first = next(walk)
+        except StopIteration:
+            return iter(())
+        return _chain_first(first, walk)
 
     def _walk(self, symbol: str, buckets: Any, start: int, end: int,
               limit: int | None) -> Iterator[Quote]:
@@ -416,6 +506,41 @@ class CassandraQuoteStore(QuoteStore):
             self._cluster = self._session = self._prepared = None
         if cluster is not None:
             cluster.shutdown()
+
+
+class _ShutdownRaceFilter(logging.Filter):
+    """One line instead of a traceback for the driver's shutdown race.
+
+    When a process exits (a gunicorn worker stopping) while the driver is bringing a node back
+    up (a reconnection after a node outage), the driver's `on_up` submits to its executor after
+    `Cluster.shutdown()` closed it, and logs the RuntimeError with its traceback, twice. Nothing
+    is lost (the process is going away); the traceback would only look like a crash in the log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RuntimeError) and "cannot schedule new futures after shutdown" in \
+                str(exc):
+            record.msg = f"{record.getMessage()} RuntimeError: {exc} (shutting down; ignored)"
+            record.args = None
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _quiet_shutdown_race() -> None:
+    for name in ("cassandra.cluster", "cassandra.pool"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _ShutdownRaceFilter) for f in logger.filters):
+            logger.addFilter(_ShutdownRaceFilter())
+
+
+def _chain_first(first: Quote, rest: Iterator[Quote]) -> Iterator[Quote]:
+    """`first`, then `rest`; closing it closes `rest` (a stream given up stops fetching)."""
+    try:
+        yield first
+        yield from rest
+    finally:
+        rest.close()  # type: ignore[attr-defined]
 
 
 def _replication(spec: str) -> str:

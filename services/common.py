@@ -13,8 +13,10 @@ Each service module (`timeseries`, `quotes`, `prediction`) builds its Falcon app
   is unreachable (`StoreUnavailable`), and 500 without a traceback for anything unexpected (the
   traceback goes to the server log only).
 
-Nothing here opens a connection: the store is opened by `get_app()` without connecting, and
-connects lazily in each worker after gunicorn forks.
+The store is opened by `get_app()`, which gunicorn runs in each worker after it forks; there it
+checks the store's settings against its backend (`check_configuration`: a Cassandra store
+connects, a wrong datacenter or consistency level stops the worker from booting), and connects
+again by itself whenever it has to.
 """
 
 from __future__ import annotations
@@ -319,6 +321,9 @@ class LazyStore(QuoteStore):
     def ping(self) -> None:
         self._open().ping()
 
+    def check_configuration(self) -> None:
+        self._open().check_configuration()
+
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
@@ -328,8 +333,9 @@ def app_from_env(factory: Callable[[ServiceConfig, QuoteStore], falcon.App]) -> 
     """What each service's `get_app()` does: configuration from the environment, store opened
     (no connection yet: each worker connects on first use), the app built by `factory`.
 
-    A malformed configuration or store URL fails here, loudly, at start-up; a store that is
-    merely unreachable does not (see `LazyStore`).
+    A malformed configuration or store URL fails here, loudly, at start-up, and so do settings
+    the store's backend shows to be wrong (`StoreMisconfigured`: the worker does not boot); a
+    store that is merely unreachable does not (see `LazyStore`).
     """
     from services.store import open_store
 
@@ -340,4 +346,9 @@ def app_from_env(factory: Callable[[ServiceConfig, QuoteStore], falcon.App]) -> 
     except StoreUnavailable as exc:
         log.warning("store not available at start-up, will retry on each request: %s", exc)
         store = LazyStore(config.store_url)
+    try:
+        store.check_configuration()
+    except StoreUnavailable as exc:
+        log.warning("store not reachable at start-up, its settings are checked once it is: %s",
+                    exc)
     return factory(config, store)

@@ -52,6 +52,12 @@ class StoreUnavailable(Exception):
     """
 
 
+class StoreMisconfigured(ValueError):
+    """The backend answers but the store's settings cannot work with it (e.g. a datacenter the
+    cluster does not have, a consistency level its replicas can never meet). Not transient:
+    services refuse to start with it rather than answer errors."""
+
+
 def iso_ms(ts_ms: int) -> str:
     """ISO 8601 UTC with millisecond precision and a `Z`, e.g. `2024-01-02T14:30:00.000Z`."""
     # timedelta arithmetic rather than fromtimestamp(ts/1000): exact, no float rounding.
@@ -202,6 +208,11 @@ class QuoteStore(ABC):
         `read_range`; a backend can fetch the tuples directly.
         """
         return _RowPages(self.read_range(symbol, start_ms, end_ms, limit=limit))
+
+    def check_configuration(self) -> None:
+        """Connect and check that the settings fit the backend: `StoreMisconfigured` if they
+        never can, `StoreUnavailable` if it cannot be reached now. Services call it at start-up."""
+        return None
 
     def data_version(self) -> object | None:
         """A token that changes whenever stored data may have changed, or None if the backend

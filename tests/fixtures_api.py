@@ -15,9 +15,11 @@ from tests.support import PYTHON, REPO, Proc, free_port, wait_until
 
 
 def start_api(state_path: str | Path, workers: int = 2, extra_args: Sequence[str] = (),
-              env: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[Proc, str]:
-    """Start `accessd api` on `state_path`; return the process and its base URL."""
-    port = free_port()
+              env: dict[str, str] | None = None, timeout: float = 60.0,
+              port: int | None = None) -> tuple[Proc, str]:
+    """Start `accessd api` on `state_path` (on `port`, else a free one); return the process and
+    its base URL."""
+    port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     proc = Proc([PYTHON, "-m", "accessd.cli", "api", "--bind", f"127.0.0.1:{port}",
                  "--workers", str(workers), "--state", str(state_path), *extra_args],

@@ -13,8 +13,9 @@
 `localmesos` is the pytest fixture (function scope, sandboxes under tmp_path, 3 agents, and
 unacknowledged status updates re-sent after 1 s instead of Mesos's 10 s). Options that do not
 have a parameter go through `extra_args`, e.g. `("--offer-timeout", "2")`; `python -m localmesos
---help` lists them. Every localmesos offers ports 31000-31999 on agent 1, 32000-32999 on agent 2,
-… unless `resources` says otherwise: tests that bind offered ports should pick free ones.
+--help` lists them. Agents claim port blocks going down from the configured range (31000-31999,
+then 30000-30999, …, skipping blocks other localmesos processes hold; `localmesos/portblocks.py`):
+tests that bind offered ports should pick free ones (`fixtures_scheduler.agent_port_plan`).
 """
 
 from __future__ import annotations

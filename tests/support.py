@@ -14,7 +14,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,12 @@ class Proc:
     """A child process in its own process group, its output collected line by line.
 
     `stop()` ends the whole group (SIGTERM, then SIGKILL after `grace`), so nothing it started
-    survives the test.
+    survives the test. Every line is kept (`full_output()`), also after the process ended, and
+    each `watch_processes()` block open at creation time records the instance, so a process a
+    test killed or replaced is still checked by `assert_no_traceback`.
     """
+
+    _watchers: list[list[Proc]] = []
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None,
                  cwd: str | os.PathLike | None = None) -> None:
@@ -89,6 +94,8 @@ class Proc:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        for watcher in Proc._watchers:
+            watcher.append(self)
 
     def _read(self) -> None:
         assert self.popen.stdout is not None
@@ -118,9 +125,16 @@ class Proc:
                                          + self.output())
                 self._cond.wait(min(left, 0.5))
 
-    def output(self) -> str:
+    def output(self, tail: int | None = 200) -> str:
+        """The last `tail` lines (for failure messages); `full_output()` for checks."""
         with self._cond:
-            return "\n".join(self.lines[-200:])
+            return "\n".join(self.lines if tail is None else self.lines[-tail:])
+
+    def full_output(self) -> str:
+        """Every line so far. After `stop()` it waits for the reader to drain the pipe first."""
+        if self.popen.poll() is not None:
+            self._reader.join(5)
+        return self.output(tail=None)
 
     @property
     def pid(self) -> int:
@@ -150,6 +164,31 @@ class Proc:
         # no group signal: its pid may be another process group's by now (pid_max is 32,768
         # on these machines and the suite starts many processes).
         return self.popen.returncode
+
+
+@contextmanager
+def watch_processes() -> Iterator[list[Proc]]:
+    """Yields the list of every `Proc` created inside the block (any thread), in order."""
+    seen: list[Proc] = []
+    Proc._watchers.append(seen)
+    try:
+        yield seen
+    finally:
+        Proc._watchers.remove(seen)
+
+
+def assert_no_traceback(procs: Iterable[Proc]) -> None:
+    """No process logged a traceback, anywhere in its whole output (not just the tail)."""
+    for proc in procs:
+        lines = proc.full_output().splitlines()
+        hits = [i for i, line in enumerate(lines) if "Traceback" in line]
+        if hits:
+            first = hits[0]
+            excerpt = "\n".join(lines[max(0, first - 5):first + 40])
+            raise AssertionError(
+                f"{' '.join(proc.args[:5])} (pid {proc.pid}, exit {proc.popen.returncode}) logged "
+                f"{len(hits)} traceback(s) among {len(lines)} lines; the first at line "
+                f"{first + 1}:\n{excerpt}")
 
 
 def process_group_alive(pgid: int) -> bool:

@@ -28,8 +28,8 @@ import requests
 
 from tests.fixtures_api import start_api
 from tests.fixtures_mesos import start_localmesos
-from tests.fixtures_scheduler import mesos_tasks, start_scheduler
-from tests.support import PYTHON, REPO, wait_until
+from tests.fixtures_scheduler import capacity_from_events, mesos_tasks, start_scheduler
+from tests.support import PYTHON, REPO, assert_no_traceback, wait_until
 
 SERVICE = REPO / "tests" / "fullstack_service.py"
 WEB, CMD, UNIQUE, CRASH = "/fs/web", "/fs/cmdweb", "/fs/unique", "/fs/crash"
@@ -193,9 +193,7 @@ def stack(tmp_path_factory):
         if sched is not None:
             sched.stop()
         mesos.stop()
-    assert "Traceback" not in sched.output(), sched.output()
-    assert "Traceback" not in api_proc.output(), api_proc.output()
-    assert "Traceback" not in mesos.proc.output(), mesos.proc.output()
+    assert_no_traceback([sched, api_proc, mesos.proc])
 
 
 def web_app(ctl: Path, instances: int = 2) -> dict:
@@ -501,32 +499,25 @@ def test_restart_is_rolling_and_keeps_healthy_capacity(stack):
     assert resp.status_code == 200, resp.text
     dep_id = resp.json()["deploymentId"]
     assert dep_id in stack.active_deployment_ids()
-    lowest, highest, samples = n, 0, 0
-    deadline = time.monotonic() + 60
-    while True:
-        app = stack.app(WEB)
-        samples += 1
-        lowest = min(lowest, sum(ready(t) for t in app["tasks"]))
-        highest = max(highest, len(app["tasks"]))
-        if stack.deployment(dep_id)["status"] != "running":
-            break
-        assert time.monotonic() < deadline, f"restart still running: {app}"
-        time.sleep(0.05)  # sampling period of the capacity recording, not a synchronisation
+    assert all(ready(t) for t in before["tasks"]) and len(old) == n
+    stack.wait_deployment(dep_id, timeout=60)
     TIMINGS["rolling restart (2 tasks)"] = time.monotonic() - started
-    assert stack.deployment(dep_id)["status"] == "succeeded"
     app = stack.wait_app(WEB, converged)
     assert not task_ids(app) & old, "every task replaced"
     assert all(t["version"] == app["versionInfo"]["lastConfigChangeAt"] for t in app["tasks"])
     assert app["versionInfo"]["lastConfigChangeAt"] > before["versionInfo"]["lastConfigChangeAt"]
-    assert samples >= 5
-    assert lowest >= min_ready, f"ready tasks fell to {lowest} (< {min_ready})"
-    assert highest <= max_total, f"{highest} tasks at once (> {max_total})"
 
     events = stack.events.wait_for(mark, lambda ev: len(status_events(
         ev, WEB, state="TASK_KILLED")) >= n and has_success(ev, dep_id) and ev,
         message="old tasks killed, deployment_success")
     assert_deployment_events(events, dep_id, steps=1)
     assert {e[2]["taskId"] for e in status_events(events, WEB, state="TASK_KILLED")} == old
+    # at every kill, the healthy tasks left meet minimumHealthCapacity; never over capacity
+    at_kills, highest = capacity_from_events([(e[1], e[2]) for e in events], WEB, old)
+    assert {task for task, _ in at_kills} == old, at_kills
+    lowest = min(left for _, left in at_kills)
+    assert lowest >= min_ready, f"a kill left {at_kills} healthy (< {min_ready})"
+    assert highest <= max_total, f"{highest} tasks at once (> {max_total})"
     # each old task dies only after a replacement became healthy (minimumHealthCapacity 1)
     first_kill = min(index_of(events, lambda e, t=t: e[2].get("taskId") == t
                               and e[2].get("taskStatus") == "TASK_KILLED") for t in old)
@@ -534,7 +525,7 @@ def test_restart_is_rolling_and_keeps_healthy_capacity(stack):
                    and e[2]["taskId"] in task_ids(app) and e[2]["alive"]]
     assert len(healthy_new) == n and min(healthy_new) < first_kill
     print(f"\nrolling restart: {TIMINGS['rolling restart (2 tasks)']:.2f}s, "
-          f"ready never below {lowest}, at most {highest} tasks")
+          f"healthy at each kill {[left for _, left in at_kills]}, at most {highest} tasks")
 
 
 def test_update_with_tight_upgrade_strategy_replaces_within_its_bounds(stack):
@@ -548,22 +539,14 @@ def test_update_with_tight_upgrade_strategy_replaces_within_its_bounds(stack):
         "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0}})
     assert resp.status_code == 200, resp.text
     dep_id = resp.json()["deploymentId"]
-    lowest, highest = 2, 0
-    deadline = time.monotonic() + 60
-    while stack.deployment(dep_id)["status"] == "running":
-        app = stack.app(WEB)
-        lowest = min(lowest, sum(ready(t) for t in app["tasks"]))
-        highest = max(highest, len(app["tasks"]))
-        assert time.monotonic() < deadline, f"update still running: {app}"
-        time.sleep(0.05)  # sampling period of the recording, not a synchronisation
+    stack.wait_deployment(dep_id, timeout=60)
     TIMINGS["update, strategy 0.5/0 (2 tasks)"] = time.monotonic() - started
-    assert stack.deployment(dep_id)["status"] == "succeeded"
     app = stack.wait_app(WEB, converged)
     assert not task_ids(app) & old
     assert app["upgradeStrategy"] == {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0}
-    assert lowest >= 1 and highest <= 2, (lowest, highest)
-    events = stack.events.wait_for(mark, lambda ev: has_success(ev, dep_id) and ev,
-                                   message="the update's deployment_success")
+    events = stack.events.wait_for(mark, lambda ev: len(status_events(
+        ev, WEB, state="TASK_KILLED")) >= 2 and has_success(ev, dep_id) and ev,
+        message="the old tasks killed, the update's deployment_success")
     assert_deployment_events(events, dep_id, steps=1)
     assert [e[2]["plan"]["steps"][0]["actions"][0]["action"] for e in events
             if dep_event("deployment_info", dep_id)(e)] == ["RestartApplication"]
@@ -573,8 +556,12 @@ def test_update_with_tight_upgrade_strategy_replaces_within_its_bounds(stack):
     first_stage = index_of(events, lambda e: e[1] == "status_update_event"
                            and e[2]["taskStatus"] == "TASK_STAGING")
     assert first_kill < first_stage
+    at_kills, highest = capacity_from_events([(e[1], e[2]) for e in events], WEB, old)
+    assert {task for task, _ in at_kills} == old, at_kills
+    assert all(left >= 1 for _, left in at_kills), f"healthy left at each kill: {at_kills}"
+    assert highest <= 2, f"{highest} tasks at once (> 2)"
     print(f"\nupdate with strategy 0.5/0: {TIMINGS['update, strategy 0.5/0 (2 tasks)']:.2f}s, "
-          f"ready never below {lowest}, at most {highest} tasks")
+          f"healthy at each kill {[left for _, left in at_kills]}, at most {highest} tasks")
 
 
 # -- 6: an unhealthy task is replaced, its sibling untouched ---------------------------------------

@@ -17,12 +17,16 @@ READ = "r3ad-only-token"
 APP = {"id": "/auth/app", "cmd": "sleep 1000", "cpus": 0.1, "mem": 32, "instances": 1}
 
 
-@pytest.fixture(scope="module")
-def server(state_path, store):
+def start_auth_api(state_path):
     # The write token comes from the environment (kept out of the process list), the read
     # token from the command line: both ways work.
-    proc, base = start_api(state_path, workers=2, extra_args=("--read-token", READ),
-                           env={"ACCESSD_API_TOKEN": TOKEN, "ACCESSD_API_SSE_KEEPALIVE": "1"})
+    return start_api(state_path, workers=2, extra_args=("--read-token", READ),
+                     env={"ACCESSD_API_TOKEN": TOKEN, "ACCESSD_API_SSE_KEEPALIVE": "1"})
+
+
+@pytest.fixture(scope="module")
+def server(state_path, store):
+    proc, base = start_auth_api(state_path)
     yield proc, base
     proc.stop()
 
@@ -30,6 +34,14 @@ def server(state_path, store):
 @pytest.fixture(scope="module")
 def api(server):
     return server[1]
+
+
+def auth_app(api, store) -> None:
+    """/auth/app exists (created with the write token if no test did so yet): each test that
+    needs it runs alone too."""
+    if store.get_app(APP["id"]) is None:
+        r = requests.post(api + "/v2/apps", json=APP, headers=bearer(TOKEN), timeout=10)
+        assert r.status_code == 201, r.text
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -56,14 +68,16 @@ def test_missing_or_wrong_credentials_are_401_with_challenge(api, store):
 
 
 def test_bearer_token_may_read_and_write(api, store):
-    r = requests.post(api + "/v2/apps", json=APP, headers=bearer(TOKEN), timeout=10)
+    app = dict(APP, id="/auth/bearer")  # its own app: other tests may have made /auth/app
+    r = requests.post(api + "/v2/apps", json=app, headers=bearer(TOKEN), timeout=10)
     assert r.status_code == 201, r.text
-    assert store.get_app("/auth/app") is not None
+    assert store.get_app("/auth/bearer") is not None
     r = requests.get(api + "/v2/apps", headers=bearer(TOKEN), timeout=10)
-    assert [a["id"] for a in r.json()["apps"]] == ["/auth/app"]
+    assert "/auth/bearer" in [a["id"] for a in r.json()["apps"]]
 
 
 def test_basic_with_token_as_password(api, store):
+    auth_app(api, store)
     r = requests.put(api + "/v2/apps/auth/app?force=true", json={"instances": 2},
                      auth=("anyone", TOKEN), timeout=10)
     assert r.status_code == 200, r.text
@@ -71,6 +85,7 @@ def test_basic_with_token_as_password(api, store):
 
 
 def test_read_token_may_read_but_not_write(api, store):
+    auth_app(api, store)
     assert requests.get(api + "/v2/apps/auth/app", headers=bearer(READ),
                         timeout=10).status_code == 200
     assert requests.get(api + "/v2/info", auth=("viewer", READ), timeout=10).status_code == 200
@@ -91,8 +106,10 @@ def test_read_token_may_read_but_not_write(api, store):
     assert snapshot(store) == before
 
 
-def test_event_stream_with_read_credential_and_prompt_sigterm(server, store):
-    proc, api = server
+def test_event_stream_with_read_credential_and_prompt_sigterm(api, state_path, store):
+    auth_app(api, store)
+    # A server of its own: this test stops it, and the module's others may run after it.
+    proc, api = start_auth_api(state_path)
     reader = SseReader(api + "/v2/events", headers=bearer(READ))
     try:
         assert reader.status == 200
@@ -109,3 +126,4 @@ def test_event_stream_with_read_credential_and_prompt_sigterm(server, store):
         assert code == 0, proc.output()
     finally:
         reader.close()
+        proc.stop()

@@ -300,6 +300,14 @@ def test_api_outage_is_reported_and_recovers(tmp_path, browser):
         expect(page.locator("#conn")).to_have_text("API unreachable")
         # The last good data stays on screen.
         expect(row(page, "/outage/svc")).to_have_count(1)
+        # The API comes back (same address) with a change made meanwhile: the page notices by
+        # itself, clears the notice and shows the new data.
+        put_app(store, "/outage/later", 1)
+        proc, _ = start_api(str(state_path), workers=1, port=int(api.rsplit(":", 1)[1]))
+        expect(page.locator("#conn")).to_have_text("live", timeout=LIVE)
+        expect(page.locator("#notice")).to_be_hidden()
+        expect(row(page, "/outage/later")).to_have_count(1)
+        expect(row(page, "/outage/svc")).to_have_count(1)
     finally:
         page.close()
         proc.stop()

@@ -10,7 +10,7 @@ import pytest
 
 from tests.fixtures_mesos import start_localmesos
 from tests.localmesos.helpers import RawClient, key_paths, recorded
-from tests.support import wait_until
+from tests.support import assert_no_traceback, wait_until
 
 
 @pytest.fixture
@@ -255,4 +255,4 @@ def test_client_resetting_its_connection_is_no_error(lm) -> None:
         assert resp.status == 200
     lm.stop()
     lm.proc.wait_for_line(lambda line: "localmesos stopped" in line, timeout=10)
-    assert "Traceback" not in lm.proc.output(), lm.proc.output()
+    assert_no_traceback([lm.proc])

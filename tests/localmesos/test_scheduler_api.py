@@ -13,7 +13,7 @@ from tests.localmesos.helpers import (
     ports,
     recorded,
 )
-from tests.support import wait_until
+from tests.support import assert_no_traceback, wait_until
 
 
 def test_offers_carry_each_agents_resources_and_attributes(lm, sched: Recorder) -> None:
@@ -270,4 +270,4 @@ def test_many_tasks_at_once_never_overcommit(lm, sched: Recorder, tmp_path) -> N
                for t in launched)
     state = lm.state()
     assert all(s["used_resources"]["cpus"] == 0 for s in state["slaves"])
-    assert "Traceback" not in lm.proc.output()
+    assert_no_traceback([lm.proc])

@@ -50,6 +50,7 @@ def cluster_running(mesos, sched):
 def test_unique_hostname_runs_three_of_six_and_says_why(cluster):
     mesos, store, sched = cluster
     started = time.monotonic()
+    mark = store.latest_event_id()
     deploy_app(store, sleeper("/it/unique", 6, constraints=[["hostname", "UNIQUE"]]))
     tasks = wait_until(lambda: len(r := running(store, "/it/unique")) == 3 and r, timeout=30,
                        message="3 running tasks of /it/unique")
@@ -64,26 +65,37 @@ def test_unique_hostname_runs_three_of_six_and_says_why(cluster):
     # the cluster agrees with the store
     ours = {t["id"] for t in store_tasks(store, "/it/unique", None)}
     assert set(cluster_running(mesos, sched)) >= ours
-    # and nothing beyond 3 was ever launched (the store holds live tasks only)
     assert len(ours) == 3
+    # and nothing beyond 3 was ever launched: every launch since the deploy is in the event log
+    # (the store's task list holds live tasks only, so it cannot tell)
+    launched = {e["taskId"] for _, e in store.events_since(mark, limit=100_000)
+                if e.get("eventType") == "status_update_event" and e.get("appId") == "/it/unique"
+                and e.get("taskStatus") == "TASK_STAGING"}
+    assert launched == ours, launched ^ ours
+    delete_app(store, "/it/unique", force=True)
+    wait_until(lambda: not store_tasks(store, "/it/unique", None), timeout=20,
+               message="the app's tasks gone")
 
 
 def test_scale_down_kills_the_youngest(cluster):
+    # An app of its own, 3 of 6 placed (hostname UNIQUE on 3 agents), whatever ran before.
     mesos, store, sched = cluster
-    tasks = running(store, "/it/unique")
+    deploy_app(store, sleeper("/it/shrink", 6, constraints=[["hostname", "UNIQUE"]]))
+    tasks = wait_until(lambda: len(r := running(store, "/it/shrink")) == 3 and r, timeout=30,
+                       message="3 running tasks of /it/shrink")
     youngest = max(tasks, key=lambda t: (t["stagedAt"], t["id"]))
     started = time.monotonic()
-    scale_app(store, "/it/unique", 2, force=True)
-    left = wait_until(lambda: len(r := store_tasks(store, "/it/unique", None)) == 2 and r,
+    scale_app(store, "/it/shrink", 2, force=True)
+    left = wait_until(lambda: len(r := store_tasks(store, "/it/shrink", None)) == 2 and r,
                       timeout=20, message="2 tasks left")
     print(f"scale 6 -> 2 took effect in {time.monotonic() - started:.2f}s")
     assert youngest["id"] not in {t["id"] for t in left}
     wait_until(lambda: youngest["id"] not in cluster_running(mesos, sched), timeout=20,
                message="the youngest task gone from the cluster")
-    wait_until(lambda: (store.get_app_status("/it/unique") or {}).get("waiting") is None,
+    wait_until(lambda: (store.get_app_status("/it/shrink") or {}).get("waiting") is None,
                timeout=10, message="no waiting reason once nothing waits")
-    delete_app(store, "/it/unique", force=True)
-    wait_until(lambda: not store_tasks(store, "/it/unique", None), timeout=20,
+    delete_app(store, "/it/shrink", force=True)
+    wait_until(lambda: not store_tasks(store, "/it/shrink", None), timeout=20,
                message="deleted app's tasks gone")
 
 
@@ -116,6 +128,13 @@ def test_stopped_agent_tasks_are_replaced_within_constraints(cluster):
     assert len(set(hosts)) == 2 and victim["host"] not in hosts
     failure = store.get_app_status("/it/moving")["lastTaskFailure"]
     assert failure["taskId"] == victim["id"]
+    # leave the cluster as it was for the other tests: the app gone, three agents again
+    delete_app(store, "/it/moving", force=True)
+    wait_until(lambda: not store_tasks(store, "/it/moving", None), timeout=20,
+               message="moving tasks gone")
+    mesos.start_agent(victim["agentId"])
+    wait_until(lambda: sum(1 for a in mesos.agents() if a["running"]) == 3, timeout=20,
+               message="three running agents again")
 
 
 def test_operator_kill_requests(cluster):

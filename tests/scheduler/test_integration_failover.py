@@ -17,10 +17,11 @@ from tests.fixtures_scheduler import (
     delete_app,
     deploy_app,
     mesos_tasks,
+    scheduler_procs,
     start_scheduler,
     store_tasks,
 )
-from tests.support import wait_until
+from tests.support import assert_no_traceback, wait_until, watch_processes
 
 
 @pytest.fixture(scope="module")
@@ -29,23 +30,60 @@ def cluster(tmp_path_factory):
     mesos = start_localmesos(work / "mesos", agents=3, resources=agent_resources())
     store = open_state(str(work / "state.db"))
     box = {"sched": None}
-    outputs = []
-    try:
-        box["sched"] = start_scheduler(mesos.master, work / "state.db",
-                                       ["--refuse-seconds", "1"])
-        yield mesos, store, box, work
-    finally:
-        if box["sched"] is not None:
-            box["sched"].stop()
-            outputs.append(box["sched"].output())
-        store.close()
-        mesos.stop()
-    # the last scheduler lived through a master failover and reconciliation: no exception
-    assert all("Traceback" not in out for out in outputs), outputs
+    with watch_processes() as started:
+        try:
+            box["sched"] = start_scheduler(mesos.master, work / "state.db",
+                                           ["--refuse-seconds", "1"])
+            yield mesos, store, box, work
+        finally:
+            if box["sched"] is not None:
+                box["sched"].stop()
+            store.close()
+            mesos.stop()
+    # every scheduler of the module (killed, stopped, replaced) lived through failovers and
+    # reconciliation: none logged an exception, anywhere in its output
+    assert_no_traceback(scheduler_procs(started))
+
+
+STEADY = {"id": "/it/steady", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "executor": "//cmd",
+          "instances": 3}
+
+
+# Each test brings the module's cluster to the state it needs (scheduler up or down, the steady
+# app running), so none depends on which tests ran before it.
+def scheduler_up(cluster):
+    mesos, _, box, work = cluster
+    if box["sched"] is None or box["sched"].popen.poll() is not None:
+        box["sched"] = start_scheduler(mesos.master, work / "state.db", ["--refuse-seconds", "1"])
+    return box["sched"]
+
+
+def scheduler_down(cluster) -> None:
+    _, _, box, _ = cluster
+    sched = box["sched"]
+    if sched is not None and sched.popen.poll() is None:
+        sched.signal(signal.SIGTERM)
+        assert sched.popen.wait(15) == 0
+    box["sched"] = None
+
+
+def steady_tasks(cluster) -> set[str]:
+    """/it/steady deployed, its 3 tasks running in the store and the cluster; their ids."""
+    mesos, store, box, _ = cluster
+    sched = scheduler_up(cluster)
+    if store.get_app(STEADY["id"]) is None:
+        deploy_app(store, STEADY)
+
+    def three():
+        ids = {t["id"] for t in store_tasks(store, STEADY["id"])}
+        return len(ids) == 3 and ids <= set(mesos_tasks(mesos.state(), sched.framework_id,
+                                                         ("TASK_RUNNING",))) and ids
+    return wait_until(three, timeout=30, message="3 running tasks of /it/steady")
 
 
 def test_crashing_command_is_delayed_with_growing_delays(cluster):
     mesos, store, box, _ = cluster
+    scheduler_up(cluster)
     deploy_app(store, {"id": "/it/crash", "cmd": "exit 3", "cpus": 0.1, "mem": 16,
                        "executor": "//cmd", "instances": 1, "backoffSeconds": 0.5,
                        "backoffFactor": 2, "maxLaunchDelaySeconds": 4})
@@ -74,13 +112,9 @@ def test_crashing_command_is_delayed_with_growing_delays(cluster):
 
 def test_sigkilled_scheduler_comes_back_with_same_framework_and_tasks(cluster):
     mesos, store, box, work = cluster
-    deploy_app(store, {"id": "/it/steady", "cmd": "sleep 600", "cpus": 0.1, "mem": 16,
-                       "executor": "//cmd", "instances": 3})
-    wait_until(lambda: len(store_tasks(store, "/it/steady")) == 3, timeout=30,
-               message="3 running tasks")
+    before = steady_tasks(cluster)
     old = box["sched"]
     framework_id = old.framework_id
-    before = {t["id"] for t in store_tasks(store, "/it/steady")}
     assert set(mesos_tasks(mesos.state(), framework_id)) >= before
 
     old.signal(signal.SIGKILL)
@@ -113,10 +147,9 @@ def test_sigkilled_scheduler_comes_back_with_same_framework_and_tasks(cluster):
 
 def test_sigterm_stops_with_failover_and_tasks_survive(cluster):
     mesos, store, box, _ = cluster
+    before = steady_tasks(cluster)
     sched = box["sched"]
     framework_id = sched.framework_id
-    before = {t["id"] for t in store_tasks(store, "/it/steady")}
-    assert before
     sched.signal(signal.SIGTERM)
     assert sched.popen.wait(15) == 0
     box["sched"] = None
@@ -128,7 +161,8 @@ def test_restart_reconciles_what_store_and_master_disagree_on(cluster):
     # ways: a STAGING document for a task the master never heard of (as if we died between
     # storing it and ACCEPT), and a running task the store forgot.
     mesos, store, box, work = cluster
-    assert box["sched"] is None
+    steady_tasks(cluster)
+    scheduler_down(cluster)
     tasks = store_tasks(store, "/it/steady")
     forgotten = tasks[0]
     store.delete_task(forgotten["id"])
@@ -160,10 +194,9 @@ def test_restart_reconciles_what_store_and_master_disagree_on(cluster):
 
 def test_master_failover_keeps_framework_and_tasks(cluster):
     mesos, store, box, work = cluster
+    before = steady_tasks(cluster)
     sched = box["sched"]
     framework_id = sched.framework_id
-    before = {t["id"] for t in store_tasks(store, "/it/steady")}
-    assert len(before) == 3
     registrations = sum("registered framework_id=" in line for line in sched.lines)
     started = time.monotonic()
     mesos.restart_master()
@@ -182,10 +215,10 @@ def test_master_failover_keeps_framework_and_tasks(cluster):
 
 def test_tasks_lost_while_the_scheduler_was_down_are_replaced(cluster):
     mesos, store, box, work = cluster
+    steady_tasks(cluster)
     sched = box["sched"]
     framework_id = sched.framework_id
     before = store_tasks(store, "/it/steady")
-    assert len(before) == 3
     sched.signal(signal.SIGKILL)
     sched.popen.wait(10)
     box["sched"] = None
@@ -211,3 +244,4 @@ def test_tasks_lost_while_the_scheduler_was_down_are_replaced(cluster):
         lambda: (f := store.get_app_status("/it/steady")["lastTaskFailure"])
         and f["taskId"] in victims and f, timeout=10, message="the loss recorded")
     assert failure["state"] == "TASK_UNREACHABLE"
+    mesos.start_agent(agent)  # the machine comes back for whichever test runs next

@@ -16,7 +16,7 @@ from tests.fixtures_scheduler import (
     store_tasks,
 )
 from tests.fixtures_zk import start_zookeeper
-from tests.support import wait_until
+from tests.support import assert_no_traceback, wait_until
 
 APP = {"id": "/it/zk", "cmd": "sleep 600", "cpus": 0.1, "mem": 32, "instances": 2}
 
@@ -88,4 +88,4 @@ def test_scheduler_finds_the_master_through_zookeeper_and_follows_it(tmp_path) -
             if cluster is not None:
                 cluster.stop()
         zk.stop()
-    assert "Traceback" not in sched.output(), sched.output()
+    assert_no_traceback([sched])

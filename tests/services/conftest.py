@@ -1,7 +1,7 @@
 """Quote-store fixtures shared by the services tests.
 
 - `sqlite_store`: a fresh `SQLiteQuoteStore` in a temp file (its URL: `sqlite_url`);
-- `cql_server`: a running CQL native-protocol test server on 127.0.0.1 (`tests.services.cql_server`),
+- `cql_server`: a running CQL native-protocol test server on 127.0.0.1 (`tests.services.cql`),
   with the quote-store tables; `cassandra_url` names it for `open_store`;
 - `cassandra_store`: a `CassandraQuoteStore` on that server with its schema created.
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from services.store import QuoteStore, open_store
-from tests.services.cql_server import CqlTestServer
+from tests.services.cql import CqlTestServer
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def cassandra_url_for(server: CqlTestServer, keyspace: str = "quotes", **options
     """A store URL for `server`; short timeouts and reconnection so faults resolve quickly."""
     opts: dict[str, object] = {"consistency": "LOCAL_QUORUM", "connect_timeout": 2,
                                "request_timeout": 2, "reconnect_max": 0.5,
-                               "protocol_version": 4}
+                               "protocol_version": 5}
     opts.update(options)
     query = "&".join(f"{k}={v}" for k, v in opts.items() if v is not None)
     return f"cassandra://{server.host}:{server.port}/{keyspace}?{query}"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from services.cassandra_store import CassandraQuoteStore, bucket_of
 from services.store import Quote, QuoteStore, StoreUnavailable, open_store
 from tests.services.conftest import cassandra_url_for
-from tests.services.cql_server import CqlTestServer
+from tests.services.cql import CqlTestServer
 from tests.support import wait_until
 
 DAY = 86_400_000
@@ -44,22 +44,29 @@ def test_create_schema_makes_bucketed_tables(cql_server: CqlTestServer,
         "high": "double", "low": "double", "open": "double", "volume": "bigint"}
     index = tables[("quotes", "symbol_buckets")]
     assert index.partition_key == ["symbol"] and index.clustering == ["bucket"]
-    assert "SimpleStrategy" in cql_server.engine.keyspaces["quotes"]
+    assert cql_server.engine.keyspaces["quotes"]["class"].endswith("SimpleStrategy")
     ddl = [r.query for r in cql_server.user_requests("QUERY") if r.query.startswith("CREATE")]
     assert len(ddl) == 3 and all("IF NOT EXISTS" in d for d in ddl)
     cassandra_store.create_schema()  # idempotent
     assert cql_server.user_requests("PREPARE"), "statements are prepared"
 
 
-def test_driver_negotiates_down_to_v4(cql_server: CqlTestServer) -> None:
-    store = open_store(cassandra_url_for(cql_server, protocol_version=None))
-    try:
-        store.ping()
-    finally:
-        store.close()
-    # driver 3.30 starts at DSE_V2 (0x42), then DSE_V1 (0x41), v5, and settles on v4
-    assert cql_server.protocol_attempts[:4] == [0x42, 0x41, 5, 4]
-    assert set(cql_server.protocol_attempts[4:]) == {4}
+@pytest.mark.parametrize("versions, settled", [((4, 5), 5), ((4,), 4)])
+def test_driver_negotiates_the_newest_common_version(versions: tuple[int, ...],
+                                                     settled: int) -> None:
+    with CqlTestServer(protocol_versions=versions) as server:
+        store = open_store(cassandra_url_for(server, protocol_version=None))
+        try:
+            store.create_schema()
+            store.write([q("A", T0), q("A", T0 + 1)])
+            assert [x.ts for x in store.read_range("A")] == [T0, T0 + 1]
+        finally:
+            store.close()
+        # driver 3.30 starts at DSE_V2 (0x42), then DSE_V1 (0x41), v5, then v4
+        tried = [0x42, 0x41, 5, 4]
+        assert server.protocol_attempts[:tried.index(settled) + 1] == tried[:tried.index(settled) + 1]
+        assert set(server.protocol_attempts[tried.index(settled) + 1:]) == {settled}
+        assert {r.version for r in server.user_requests()} == {settled}
 
 
 def test_server_rejects_statements_it_does_not_know(cql_server: CqlTestServer,
@@ -399,24 +406,44 @@ def test_open_store_makes_no_connection() -> None:
 
 # -- both backends agree -------------------------------------------------------------------------
 _example = iter(range(10**9))
+# Times drawn often from a few values, so one write holds same-key duplicates (one batch, one
+# write timestamp on Cassandra: the store must resolve them itself, as SQLite's order does).
+_times = st.one_of(st.integers(0, 5 * DAY), st.sampled_from([0, 1, HOUR, DAY, DAY + 1]))
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    writes=st.lists(st.tuples(st.integers(0, 5 * DAY), st.integers(0, 1000)), max_size=40),
+    writes=st.lists(st.lists(st.tuples(_times, st.integers(0, 1000)), max_size=40), min_size=1,
+                    max_size=3),
     start=st.none() | st.integers(-DAY, 6 * DAY),
     span=st.none() | st.integers(0, 3 * DAY),
     limit=st.none() | st.integers(0, 8),
 )
 def test_cassandra_and_sqlite_agree(cassandra_store: QuoteStore, sqlite_store: QuoteStore,
-                                    writes: list[tuple[int, int]], start: int | None,
+                                    writes: list[list[tuple[int, int]]], start: int | None,
                                     span: int | None, limit: int | None) -> None:
     symbol = f"S{next(_example)}"  # one server and store for all examples: a fresh symbol each
-    quotes = [q(symbol, T0 + t, float(v), v) for t, v in writes]
-    assert cassandra_store.write(quotes) == sqlite_store.write(quotes) == len(quotes)
+    for one_write in writes:  # several writes: later ones overwrite earlier ones on both
+        quotes = [q(symbol, T0 + t, float(v), v) for t, v in one_write]
+        assert cassandra_store.write(quotes) == sqlite_store.write(quotes) == len(quotes)
     lo = None if start is None else T0 + start
     hi = None if lo is None or span is None else lo + span
     assert list(cassandra_store.read_range(symbol, lo, hi, limit=limit)) == \
         list(sqlite_store.read_range(symbol, lo, hi, limit=limit))
+    assert list(cassandra_store.read_range_rows(symbol, lo, hi, limit=limit)) == \
+        list(sqlite_store.read_range_rows(symbol, lo, hi, limit=limit))
     assert cassandra_store.last(symbol) == sqlite_store.last(symbol)
     assert cassandra_store.has_symbol(symbol) == sqlite_store.has_symbol(symbol)
+
+
+def test_same_key_duplicates_in_one_write_resolve_like_sqlite(
+        cql_server: CqlTestServer, cassandra_store: QuoteStore, sqlite_store: QuoteStore) -> None:
+    # The later duplicate has the smaller values: a batch holding both (one write timestamp)
+    # would keep the greater ones, as Cassandra breaks the tie by value, not by order.
+    quotes = [q("D", T0, 200.0, 20), q("D", T0 + 1, 5.0), q("D", T0, 100.0, 10)]
+    assert cassandra_store.write(quotes) == sqlite_store.write(quotes) == 3
+    assert cassandra_store.last("D") == sqlite_store.last("D")
+    assert list(cassandra_store.read_range("D")) == list(sqlite_store.read_range("D")) == \
+        [q("D", T0, 100.0, 10), q("D", T0 + 1, 5.0)]
+    (batch,) = cql_server.user_requests("BATCH")
+    assert len(batch.batch) == 2, "the duplicate never reached the batch"

@@ -8,6 +8,9 @@ import multiprocessing
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import threading
 import tracemalloc
 from pathlib import Path
@@ -26,6 +29,7 @@ from services.store import (
     iso_ms,
     open_store,
 )
+from tests.support import REPO
 
 DAY = 86_400_000
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
@@ -240,15 +244,49 @@ def test_garbage_file_is_unavailable(sqlite_store: SQLiteQuoteStore) -> None:
         sqlite_store.ping()
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_unreadable_file_is_unavailable(sqlite_store: SQLiteQuoteStore) -> None:
-    os.chmod(sqlite_store.path, 0)
+_PING_AS_NOBODY = """
+import os, sys
+from services.store import StoreUnavailable, open_store
+import services.sqlite_store  # everything imported first: the interpreter's own files may be
+                              # out of an ordinary user's reach on this machine
+if os.geteuid() == 0:  # root reads files whatever their mode: become an ordinary user
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+try:
+    store = open_store(sys.argv[1])
+    store.ping()
+    print("reachable", os.geteuid())
+except StoreUnavailable as exc:
+    print("unavailable", os.geteuid(), exc)
+"""
+
+
+def _ping_in_child(url: str) -> str:
+    """`ping()` on the store at `url` in a child process that is not root."""
+    done = subprocess.run([sys.executable, "-c", _PING_AS_NOBODY, url], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_unreadable_file_is_unavailable() -> None:
+    # Runs its check in a child without root's privileges, so it runs as root too (CI).
+    work = Path(tempfile.mkdtemp(prefix="accessd-modes-"))
     try:
-        with pytest.raises(StoreUnavailable):
-            sqlite_store.ping()
+        work.chmod(0o777)  # the unprivileged child may create SQLite's -wal/-shm files here
+        path = work / "quotes.db"
+        with open_store(f"sqlite://{path}") as store:
+            store.write([q("X", T0)])
+        path.chmod(0)
+        out = _ping_in_child(f"sqlite://{path}")
+        assert out.startswith("unavailable ") and not out.startswith("unavailable 0 "), out
+        path.chmod(0o666)
+        out = _ping_in_child(f"sqlite://{path}")
+        assert out.startswith("reachable ") and not out.startswith("reachable 0"), out
     finally:
-        os.chmod(sqlite_store.path, 0o644)
-    sqlite_store.ping()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_lock_held_past_timeout_is_unavailable(tmp_path: Path) -> None:
