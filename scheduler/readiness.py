@@ -9,23 +9,25 @@ stops checking it). The result is kept on the task document as Marathon's
 `preserveLastResponse`), which deployments copy into `currentActions`.
 
 Plan/submit shape: `ReadinessProber.round` runs in the scheduler's worker (the only writer of task
-documents): it stores the results of finished probes and submits the probes now due to a small
-thread pool, so a slow endpoint never holds the worker.
+documents): it stores the results of finished probes and starts the probes now due in daemon
+threads (at most MAX_INFLIGHT at once), so a slow endpoint never holds the worker.
 """
 
 from __future__ import annotations
 
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any
 
 Doc = dict[str, Any]
 
 SCAN_SECONDS = 0.5      # how often due probes are looked for
 MAX_BODY = 64 * 1024    # what a preserved response keeps of the body
+MAX_INFLIGHT = 16       # probes running at once
 RESULTS = "readinessCheckResults"
 
 
@@ -70,9 +72,24 @@ def probe(check: Doc, task_id: str, url: str) -> Doc:
     return result
 
 
+def _in_thread(fn: Any, *args: Any) -> Future:
+    """`fn(*args)` in a daemon thread (a probe in flight never holds up the scheduler's exit,
+    which a ThreadPoolExecutor's workers would, for up to `timeoutSeconds`)."""
+    fut: Future = Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:  # probe() does not raise; keep the future honest anyway
+            fut.set_exception(exc)
+
+    threading.Thread(target=run, name="readiness-probe", daemon=True).start()
+    return fut
+
+
 class ReadinessProber:
-    def __init__(self, max_workers: int = 4) -> None:
-        self.pool = ThreadPoolExecutor(max_workers, thread_name_prefix="readiness")
+    def __init__(self, max_inflight: int = MAX_INFLIGHT) -> None:
+        self.max_inflight = max_inflight
         self.inflight: dict[str, Future] = {}
         self.next_probe: dict[str, float] = {}
         self.last_scan = 0.0
@@ -87,7 +104,10 @@ class ReadinessProber:
                 continue
             del self.inflight[task_id]
             doc = store.get_task(task_id)
-            result = fut.result()
+            try:
+                result = fut.result()
+            except Exception:
+                continue  # probed again at its next interval
             if doc is not None and doc.get(RESULTS) != [result]:
                 doc[RESULTS] = [result]
                 store.upsert_task(doc)
@@ -106,6 +126,8 @@ class ReadinessProber:
             check = checks[0]
             for task in store.list_tasks(app["id"]):
                 live.add(task["id"])
+                if len(self.inflight) >= self.max_inflight:
+                    return  # the rest at the next scan
                 if (task.get("state") != "TASK_RUNNING" or task.get("killRequested")
                         or is_ready(task) or task["id"] in self.inflight
                         or self.next_probe.get(task["id"], 0.0) > now):
@@ -114,7 +136,7 @@ class ReadinessProber:
                 if url is None:
                     continue
                 self.next_probe[task["id"]] = now + float(check.get("intervalSeconds", 30))
-                self.inflight[task["id"]] = self.pool.submit(probe, check, task["id"], url)
+                self.inflight[task["id"]] = _in_thread(probe, check, task["id"], url)
         for task_id in [t for t in self.next_probe if t not in live]:
             del self.next_probe[task_id]
 
