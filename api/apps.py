@@ -253,6 +253,21 @@ class AppResource:
         resp.media = changes.deployment_result(change)
 
 
+class AppsInGroup:
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
+        """The apps under a group, as Marathon's `GET /v2/apps/{group}/*`: `{"*": [...]}`, each
+        app as `GET /v2/apps/{appId}` shows it; 404 when no app is under the group."""
+        prefix = "/" + app_id.strip("/")
+        apps = [a for a in self.ctx.store.list_apps() if a["id"].startswith(prefix + "/")]
+        if not apps:
+            raise not_found(f"Group '{prefix}' does not exist")
+        resp.media = {"*": render_apps(self.ctx.store, apps, embeds(req, views.SINGLE_EMBEDS),
+                                       extras(req))}
+
+
 class AppVersions:
     def __init__(self, ctx: Ctx) -> None:
         self.ctx = ctx

@@ -199,6 +199,8 @@ RESPONSES: dict[tuple[str, str], dict[str, Schema | None]] = {
                                                ref("DeploymentResult")]}},
     ("AppTask", "delete"): {"200": {"anyOf": [_obj({"task": ref("Task")}, ("task",)),
                                               ref("DeploymentResult")]}},
+    ("AppsInGroup", "get"): {"200": _obj({"*": {"type": "array", "items": ref("App")}},
+                                         ("*",))},
     ("AppVersions", "get"): {"200": _obj({"versions": STR_LIST}, ("versions",))},
     ("AppVersion", "get"): {"200": ref("AppVersion")},
     ("Groups", "get"): {"200": ref("Group")},

@@ -163,3 +163,15 @@ def test_queries_id_cmd_label_and_task_kills_by_host(api, store, app_with_tasks)
     assert on_agent2[0]["id"] in killed and not killed & {t["id"] for t in tasks
                                                           if t not in on_agent2}
     assert store.get_app(APP_ID)["instances"] == 1
+
+
+def test_apps_of_a_group_with_the_star_path(api, app_with_tasks):
+    r = requests.get(api + "/v2/apps/shapes/*", timeout=10)
+    assert r.status_code == 200, r.text
+    apps = r.json()["*"]
+    assert "/shapes/web" in {a["id"] for a in apps}
+    for app in apps:
+        mf.check_app(app)
+    web = next(a for a in apps if a["id"] == "/shapes/web")
+    assert len(web["tasks"]) >= 1  # as GET /v2/apps/{id} shows an app
+    assert requests.get(api + "/v2/apps/nothing/here/*", timeout=10).status_code == 404
