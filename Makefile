@@ -29,6 +29,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/api.py
 	$(PY) bench/services.py
 	$(PY) bench/startup.py
+	$(PY) bench/failover.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scheduler": ("scheduler.main", "run the Mesos scheduler (framework) against a master"),
     "api": ("api.main", "run the control API under gunicorn"),
     "executor": ("executor.__main__", "run accessd's Mesos executor (started by an agent)"),
+    "leader": ("accessd.leader", "show the elected scheduler, or make it abdicate (HA)"),
 }
 
 # Operator commands: thin HTTP clients of the control API, all in one module.

@@ -190,14 +190,21 @@ class LocalRun:
         mesos.wait_for_line("ready master=", timeout=60)
         master = f"127.0.0.1:{opts.master_port}"
 
-        progress("starting the scheduler")
-        self._spawn("scheduler", accessd_cmd(
-            "scheduler", "--master", master, "--state", str(self.data_dir / "state.db")))
+        state = str(self.data_dir / "state.db")
+        if opts.ha:  # three ZooKeeper servers, two schedulers, the API on the zk:// store
+            from accessd.local_ha import start_ensemble
+
+            state = start_ensemble(self)
+        for n in range(2 if opts.ha else 1):
+            name = f"scheduler-{n + 1}" if opts.ha else "scheduler"
+            progress(f"starting {name.replace('-', ' ')}")
+            self._spawn(name, accessd_cmd("scheduler", "--master", master, "--state", state,
+                                          *(["--advertise", name] if opts.ha else [])))
 
         progress(f"starting the control API on {self.api_url}")
         self._spawn("api", accessd_cmd(
             "api", "--bind", f"127.0.0.1:{opts.api_port}", "--workers", "2",
-            "--state", str(self.data_dir / "state.db")))
+            "--state", state))
         self._wait(lambda: self._get("/ping").status_code == 200, 60, "the control API")
 
         self.prepare_data()
@@ -316,6 +323,9 @@ class LocalRun:
             f"  accessd client compare --symbol {SYMBOL} --timeseries http://{ts} "
             f"--predict http://{pred} --out {SYMBOL.lower()}-compare.png",
         ]
+        if self.opts.ha:
+            lines += [f"  accessd leader --api {self.api_url}            # who leads",
+                      f"  accessd leader abdicate --api {self.api_url}   # fail over"]
         return "\n".join(lines)
 
     def stop(self) -> None:
@@ -345,6 +355,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--data-dir", default="./.accessd")
     p.add_argument("--days", type=int, default=20, help="days of sample quotes to create")
     p.add_argument("--timeout", type=float, default=180, help="seconds to wait for all healthy")
+    p.add_argument("--ha", action="store_true",
+                   help="a 3-server ZooKeeper ensemble, two schedulers (one leads), the API on "
+                        "the ZooKeeper store (try `accessd leader abdicate`)")
     return p.parse_args(argv)
 
 

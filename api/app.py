@@ -32,13 +32,15 @@ from api.cache import ChangeToken, SQLiteChangeToken, ViewCache
 from api.deployments import Deployment, Deployments
 from api.events import Events
 from api.groups import Groups
-from api.info import Index, Info, Leader, Ping, Static, version
+from api.info import Index, Info, Ping, Static, version
+from api.leadership import LeaderResource, Leadership, LeadershipMiddleware
 from api.metrics import Metrics, MetricsMiddleware, MetricsResource
 from api.openapi import OpenApi
 from api.queue import Queue, QueueDelay
 from api.routing import OrderedRouter
 from api.tasks import AppTask, AppTasks, Tasks, TasksDelete
 from scheduler.state import StateStore
+from scheduler.zk import is_zk_url
 
 log = logging.getLogger("accessd.api")
 
@@ -113,7 +115,9 @@ def create_app(config: ApiConfig, store: StateStore,
     auth = AuthMiddleware(config.token, config.read_token)
     router = OrderedRouter()
     # Auth before metrics' timing? No: metrics first, so refused requests are counted too.
-    app = falcon.App(router=router, middleware=[MetricsMiddleware(metrics), auth])
+    leadership = Leadership(store, config.leader, is_zk_url(config.state_path))
+    app = falcon.App(router=router, middleware=[MetricsMiddleware(metrics), auth,
+                                                LeadershipMiddleware(leadership)])
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.keep_blank_qs_values = True
     errors.install(app)
@@ -139,8 +143,8 @@ def create_app(config: ApiConfig, store: StateStore,
         ("/v2/queue/{appId*}/delay", QueueDelay(ctx)),
         ("/v2/events", Events(store, config.sse_keepalive, config.sse_poll,
                               config.max_streams)),
-        ("/v2/info", Info(store, config.leader, auth.enabled, config.max_body)),
-        ("/v2/leader", Leader(config.leader)),
+        ("/v2/info", Info(store, leadership, auth.enabled, config.max_body)),
+        ("/v2/leader", LeaderResource(leadership)),
         ("/v2/openapi.json", OpenApi(router, version())),
         ("/ping", Ping()),
         ("/metrics", MetricsResource(metrics, store)),
@@ -154,10 +158,12 @@ def create_app(config: ApiConfig, store: StateStore,
 
 def get_app() -> falcon.App:
     """The app for gunicorn, configured from the environment; the store opens lazily."""
-    from scheduler.sqlite_state import open_state
+    from scheduler.stores import open_state
 
     logging.basicConfig(level=os.environ.get("ACCESSD_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     config = ApiConfig.from_env()
     store: Any = LazyStore(lambda: open_state(config.state_path))
+    if is_zk_url(config.state_path):  # the ZooKeeper cache's own token (None when stale)
+        return create_app(config, store, lambda: store.change_token())
     return create_app(config, store, SQLiteChangeToken(lambda: store.path))

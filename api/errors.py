@@ -16,7 +16,14 @@ from typing import Any
 import falcon
 
 from scheduler.spec import SpecError
-from scheduler.state import AppExists, AppNotFound, DeploymentConflict, StateError
+from scheduler.state import (
+    AppExists,
+    AppNotFound,
+    DeploymentConflict,
+    NotLeader,
+    StateError,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("accessd.api")
 
@@ -91,6 +98,14 @@ def _store_unavailable(req: falcon.Request, resp: falcon.Response, ex: sqlite3.E
     raise ApiError(503, f"State store unavailable: {ex}", headers={"Retry-After": "5"})
 
 
+def _no_quorum(req: falcon.Request, resp: falcon.Response, ex: StateError,
+               params: dict) -> None:
+    # ZooKeeper unreachable or without quorum: the write did not happen (one multi, all or
+    # nothing); reads still answer from the cache.
+    log.warning("state store unavailable on %s %s: %s", req.method, req.path, ex)
+    raise ApiError(503, f"State store unavailable: {ex}", headers={"Retry-After": "5"})
+
+
 def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params: dict) -> None:
     # Falcon picks handlers by the exception's MRO, so HTTPError keeps its own handler and only
     # genuinely unexpected exceptions land here.
@@ -103,6 +118,8 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(sqlite3.Error, _store_unavailable)
     app.add_error_handler(StateError, _state_error)
+    app.add_error_handler(StoreUnavailable, _no_quorum)
+    app.add_error_handler(NotLeader, _no_quorum)
     app.add_error_handler(SpecError, _spec_error)
     app.add_error_handler(DeploymentConflict, _conflict)
     app.add_error_handler(AppExists, _app_exists)

@@ -1,7 +1,8 @@
 """Server information (`/v2/info`, `/v2/leader`, `/ping`) and the status page's files.
 
-There is one API "leader": every gunicorn process serving the same store is equivalent (the
-API holds no state of its own), so `leader` is the address this server was told it is bound to.
+Every API node serving the same store is equivalent (the API holds no state of its own). The
+leader is the elected scheduler with a ZooKeeper store (`api.leadership`), else the address this
+server was told it is bound to; `elected` says whether that leader is this node.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import falcon
 
 from api import shapes
+from api.leadership import Leadership
 from scheduler.state import StateStore
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -28,22 +30,24 @@ def version() -> str:
 
 
 class Info:
-    def __init__(self, store: StateStore, leader: str, auth_enabled: bool,
+    def __init__(self, store: StateStore, leadership: Leadership, auth_enabled: bool,
                  max_body: int) -> None:
         self.store = store
-        self.leader = leader
+        self.leadership = leadership
+        self.leader = leadership.fixed
         self.auth_enabled = auth_enabled
         self.max_body = max_body
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Name, version, framework id, leader and configuration."""
         host, _, port = self.leader.rpartition(":")
+        leader = self.leadership.leader()
         resp.media = {
             "name": "accessd",
             "version": version(),
             "buildref": "unknown",
-            "elected": True,
-            "leader": self.leader,
+            "elected": leader is not None and leader == self.leader,
+            "leader": leader,
             "frameworkId": self.store.get_framework_id(),
             "http_config": {"http_port": int(port) if port.isdigit() else None,
                             "https_port": None, "address": host or None},
@@ -57,17 +61,14 @@ class Info:
             "authentication": {"enabled": self.auth_enabled,
                                "schemes": ["Bearer", "Basic"] if self.auth_enabled else []},
         }
+        if self.leadership.zookeeper:
+            url = self.store.url
+            resp.media["zookeeper_config"] = {
+                "zk": str(url), "zk_session_timeout": int(url.session_timeout * 1000),
+                "zk_timeout": int(url.session_timeout * 1000)}
         # Marathon's fields only, unless `?embed=accessd` (api.shapes)
-        resp.media = shapes.info(resp.media, shapes.wants_extras(req.get_param_as_list("embed") or []))
-
-
-class Leader:
-    def __init__(self, leader: str) -> None:
-        self.leader = leader
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """The current leader's address."""
-        resp.media = {"leader": self.leader}
+        resp.media = shapes.info(resp.media,
+                                 shapes.wants_extras(req.get_param_as_list("embed") or []))
 
 
 class Ping:

@@ -50,7 +50,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=16,
                    help="threads per worker (each event-stream client holds one)")
-    p.add_argument("--state", required=True, help="the state store's SQLite file")
+    p.add_argument("--state", required=True,
+                   help="the state store: a SQLite file or zk://h1:2181,h2:2181/accessd")
     p.add_argument("--token", default=os.environ.get("ACCESSD_API_TOKEN"),
                    help="credential that may change state (env ACCESSD_API_TOKEN)")
     p.add_argument("--read-token", default=os.environ.get("ACCESSD_API_READ_TOKEN"),

@@ -216,7 +216,7 @@ RESPONSES: dict[tuple[str, str], dict[str, Schema | None]] = {
     ("Queue", "get"): {"200": _list("queue", ref("QueueItem"))},
     ("QueueDelay", "delete"): {"204": None},
     ("Info", "get"): {"200": ref("Info")},
-    ("Leader", "get"): {"200": _obj({"leader": STR}, ("leader",))},
+    ("LeaderResource", "get"): {"200": _obj({"leader": STR}, ("leader",))},
 }
 
 REQUESTS: dict[tuple[str, str], Schema] = {

@@ -39,7 +39,7 @@ from scheduler.callbacks import AccessdScheduler, _value
 from scheduler.offer_round import OfferRound
 from scheduler.periodic_round import PeriodicRound, spec_or_none
 from scheduler.spec import format_time
-from scheduler.state import StateStore
+from scheduler.state import NotLeader, StateStore, StoreUnavailable
 
 __all__ = ["AccessdScheduler", "Worker", "TICK_SECONDS"]
 
@@ -124,6 +124,10 @@ class Worker(OfferRound, PeriodicRound):
                           " ".join(text.split()))
             else:
                 log.exception("error while handling %s", what)
+        except (NotLeader, StoreUnavailable) as exc:
+            # ZooKeeper store: deposed (the election loop stops us) or no quorum (nothing was
+            # written, so nothing was launched or killed; the next round retries).
+            log.warning("state store refused a write while handling %s: %s", what, exc)
         except Exception:  # one bad event must not stop the scheduler; the next round retries
             log.exception("error while handling %s", what)
 

@@ -19,9 +19,14 @@ Invariants every backend keeps:
 - `append_event` ids grow strictly; `events_since` returns events in id order (the API's
   `/v2/events` tails this log, which works across processes).
 
-`SQLiteStateStore` (in `scheduler.sqlite_state`) is the default backend, and
-`scheduler.sqlite_state.open_state(path_or_url)` opens one from a path or `sqlite:///path`; a
-ZooKeeper backend can implement the same interface later.
+A backend is storage only: it implements the reads, the event log and `transact(plan)`, which
+runs a pure plan (`scheduler.changes`) on a consistent snapshot (`Reader`) and applies the
+`Transaction` (puts and deletes) it returns, all or none. The change methods below are defined
+once, here, over `transact`; no backend recomputes instances, versions or statuses.
+
+`scheduler.stores.open_state(url)` opens a backend: `SQLiteStateStore` (`scheduler.sqlite_state`,
+a path or `sqlite:///path`, the default) or `ZooKeeperStateStore` (`scheduler.zk_state`,
+`zk://h1:2181,h2:2181/accessd`). `tests/scheduler/test_state_contract.py` runs one suite on both.
 """
 
 from __future__ import annotations

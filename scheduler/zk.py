@@ -22,6 +22,8 @@ log = logging.getLogger("accessd.zk")
 
 DEFAULT_SESSION_TIMEOUT = 10.0
 CALL_TIMEOUT = 10.0  # seconds a single request may take before the store calls ZooKeeper gone
+WRITE_WAIT_SECONDS = 4.0  # a write waits this long for a connection (a ZooKeeper server's loss
+                          # or a leader election in the ensemble) before StoreUnavailable
 
 
 class WriteConflict(StateError):

@@ -17,15 +17,19 @@ Invariants:
   `NotLeader`, a lost connection is `StoreUnavailable`.
 - Reads come from a local cache of every document, fed by a watch on `changes/` (each record
   names the keys to re-read). A read first asks ZooKeeper (sync + one `exists`) whether records
-  appeared since the cache last caught up, and catches up if so: one or two round trips per
-  read, never one per document, and a read sees every write committed before it began.
+  appeared since the cache last caught up, and catches up if so: two round trips per read,
+  never one per document, and a read sees every write committed before it began (the API).
+  With `session_reads` (the scheduler) a read waits only for this store's own writes, the
+  watch brings the others' within moments, and `desired_generation()` is always current: the
+  scheduler's view of the API's writes starts from that poll.
 - The cache's generation comes from the change records, in order (or, on a full reload, is read
   before the documents): the cache never holds a generation newer than its documents, so a
   plan that passed the generation check saw every desired-state change.
 - Without a connection (no quorum), reads answer from the cache and `stale` is true; writes
   raise StoreUnavailable at once.
-- Change records and events are bounded: the newest `CHANGES_KEPT` records stay; the events are
-  pruned by the scheduler (`prune_events`). A cache further behind than that reloads all.
+- Change records and events are bounded: the newest `CHANGES_KEPT` records and `EVENTS_KEPT`
+  events stay (pruned by the writers as they go; the scheduler's own `prune_events` may keep
+  fewer). A cache further behind than the kept records reloads everything.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import logging
 import threading
 from typing import Any
 from urllib.parse import quote, unquote
+
+import orjson
 
 from scheduler.state import (
     KINDS,
@@ -49,6 +55,7 @@ from scheduler.state import (
 )
 from scheduler.zk import (
     CALL_TIMEOUT,
+    WRITE_WAIT_SECONDS,
     WriteConflict,
     ZkUrl,
     new_client,
@@ -56,6 +63,7 @@ from scheduler.zk import (
     transaction_failure,
     zk_errors,
 )
+from scheduler.zk_events import ZkEventLog, seq_of
 from scheduler.zk_versions import ZooKeeperAppVersions
 
 log = logging.getLogger("accessd.zk_state")
@@ -64,16 +72,26 @@ CHANGES_KEPT = 2000
 MAX_ATTEMPTS = 20
 GENERATION = "generation"
 
-# A cached document: (doc, data version, creation zxid)
-Entry = tuple[Doc, int, int]
+# A cached document: (its JSON bytes, data version, creation zxid, tag). Documents are kept as
+# the bytes ZooKeeper returned and decoded on each read (orjson: a fresh dict the caller may
+# change, for about what copying a decoded one would cost). The tag is what filters need without
+# decoding: a task's appId, a deployment's (status, affectedApps).
+Entry = tuple[bytes, int, int, Any]
+
+
+def _tag(kind: str, doc: Doc) -> Any:
+    if kind == "tasks":
+        return doc.get("appId")
+    if kind == "deployments":
+        return (doc.get("status", "running"), frozenset(doc.get("affectedApps") or ()))
+    return None
 
 
 def _dumps(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":")).encode()
+    return orjson.dumps(doc)
 
 
-def _seq(name: str) -> int:
-    return int(name[2:])
+_loads = orjson.loads
 
 
 class _Reader:
@@ -87,7 +105,7 @@ class _Reader:
     def _get(self, kind: str, key: str) -> Doc | None:
         entry = self.s._cache[kind].get(key)
         self.read[(kind, key)] = entry[1] if entry else None
-        return json.loads(json.dumps(entry[0])) if entry else None
+        return _loads(entry[0]) if entry else None
 
     def app(self, app_id: str) -> Doc | None:
         return self._get("apps", app_id)
@@ -98,8 +116,7 @@ class _Reader:
     def running_deployments(self, app_ids: set[str]) -> list[Doc]:
         self.generation_read = True  # a new deployment always comes with a generation bump
         found = sorted((e[2], key) for key, e in self.s._cache["deployments"].items()
-                       if e[0].get("status", "running") == "running"
-                       and app_ids & set(e[0].get("affectedApps") or ()))
+                       if e[3][0] == "running" and app_ids & e[3][1])
         return [d for d in (self._get("deployments", key) for _, key in found) if d]
 
     def task(self, task_id: str) -> Doc | None:
@@ -116,16 +133,19 @@ class _Reader:
         return self.s._generation[0]
 
 
-class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
+class ZooKeeperStateStore(ZooKeeperAppVersions, ZkEventLog, StateStore):
     """`StateStore` in ZooKeeper. `fence`, when set (by the leader election), is the path of a
     node every write checks in its `multi`: once that node is gone, writes raise NotLeader."""
 
-    def __init__(self, url: str | ZkUrl, *, client: Any = None) -> None:
+    def __init__(self, url: str | ZkUrl, *, client: Any = None,
+                 session_reads: bool = False) -> None:
         self.url = parse_zk_url(url) if isinstance(url, str) else url
         self.root = self.url.root
         self.client = client if client is not None else new_client(self.url)
         self._own_client = client is None
         self.fence: str | None = None
+        self.session_reads = session_reads
+        self._own_seq = -1                       # this store's newest change record
         self._lock = threading.RLock()          # the cache
         self._catch_up_lock = threading.Lock()  # one catch-up at a time
         self._cache: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
@@ -133,6 +153,7 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
         self._applied: int | None = None         # newest change record in the cache
         self._cversion: int | None = None        # changes/ child version the cache matches
         self._events: dict[int, Doc] = {}        # immutable: cached once read
+        self._scope = threading.local()          # begin_request/end_request
         self._closed = False
         self.stale = False
         with zk_errors("creating the store's nodes"):
@@ -144,6 +165,10 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
                 from kazoo.exceptions import NodeExistsError
                 if not isinstance(exc, NodeExistsError):
                     raise
+        self._connection = threading.Event()
+        self.client.add_listener(self._on_state)
+        if self._connected():
+            self._connection.set()
         self._fresh()
         from kazoo.recipe.watchers import ChildrenWatch
         ChildrenWatch(self.client, self._path("changes"), self._on_changes)
@@ -163,18 +188,39 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
             log.debug("catch-up from the watch failed: %s", exc)
         return None
 
+    def _on_state(self, state: Any) -> None:
+        from kazoo.protocol.states import KazooState
+
+        if state == KazooState.CONNECTED:
+            self._connection.set()
+        else:
+            self._connection.clear()
+
     def _connected(self) -> bool:
         from kazoo.protocol.states import KazooState
 
         return self.client.state == KazooState.CONNECTED
 
-    def _fresh(self) -> None:
+    def _fresh(self, force: bool = False) -> None:
         """Make the cache current (a read sees every write committed before it began), or mark
-        it stale when ZooKeeper cannot be asked."""
+        it stale when ZooKeeper cannot be asked. With `session_reads` (and not `force`), only
+        this store's own writes must be in the cache (the watch brings the others' soon)."""
         if self._closed:
             raise StateError("state store is closed")
         if not self._connected():
             self._mark_stale()
+            return
+        if (not force and getattr(self._scope, "fresh", False)
+                and self._applied is not None and self._applied >= self._own_seq):
+            return  # checked once already in this request, and our own writes are in
+        if self.session_reads and not force:
+            if self._applied is None or self._applied < self._own_seq:
+                try:
+                    self._catch_up()
+                except StoreUnavailable:
+                    self._mark_stale()
+                    return
+            self.stale = False
             return
         try:
             with zk_errors("checking for changes"):
@@ -195,7 +241,7 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
     def _catch_up(self) -> None:
         with self._catch_up_lock, zk_errors("reading changes"):
             children, stat = self.client.get_children(self._path("changes"), include_data=True)
-            seqs = sorted(_seq(c) for c in children)
+            seqs = sorted(seq_of(c) for c in children)
             if self._applied is None or (self._applied not in seqs and seqs
                                          and seqs[-1] > self._applied):
                 self._reload(seqs[-1] if seqs else -1, stat.cversion)
@@ -239,7 +285,7 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
             except NoNodeError:
                 out[k] = None
                 continue
-            out[k] = (json.loads(data), stat.version, stat.czxid)
+            out[k] = (data, stat.version, stat.czxid, _tag(k[0], _loads(data)))
         return out
 
     def _reload(self, applied: int, cversion: int) -> None:
@@ -267,7 +313,22 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
         self._fresh()
         with self._lock:
             entry = self._cache[kind].get(key)
-        return json.loads(json.dumps(entry[0])) if entry else None
+        return _loads(entry[0]) if entry else None
+
+    def begin_request(self) -> None:
+        """One freshness check for the rest of this thread's request (the API calls this as a
+        request starts, `end_request` as it ends): its reads all see every write committed
+        before the request began, with two round trips per request instead of per read."""
+        self._scope.fresh = False
+        self._fresh()
+        self._scope.fresh = not self.stale
+
+    def end_request(self) -> None:
+        self._scope.fresh = False
+
+    def refresh(self) -> None:
+        """Bring the cache up to every write committed so far (a new leader's first step)."""
+        self._fresh(force=True)
 
     def change_token(self) -> int | None:
         """Changes whenever any write lands (for the API's view cache); None when stale."""
@@ -278,7 +339,7 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
     def transact(self, plan: Plan[T]) -> T:
         fresh = False
         for _attempt in range(MAX_ATTEMPTS):
-            if not self._connected():
+            if not self._connected() and not self._connection.wait(WRITE_WAIT_SECONDS):
                 raise StoreUnavailable("ZooKeeper is unreachable or has no quorum; nothing was "
                                        "written (reads still answer, from the cache)")
             with self._lock:
@@ -291,7 +352,7 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
                         raise  # rejected on a current snapshot: the caller's answer
                     txn = None
             if txn is None:
-                self._fresh()
+                self._fresh(force=True)
                 fresh = not self.stale
                 if not fresh:
                     raise StoreUnavailable("ZooKeeper is unreachable or has no quorum; nothing "
@@ -299,7 +360,7 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
                 continue
             if (reader.read or reader.generation_read) and not fresh:
                 # a plan that read something runs on a cache verified current
-                self._fresh()
+                self._fresh(force=True)
                 if self.stale:
                     continue
                 fresh = True
@@ -309,7 +370,7 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
             if not fresh and any(isinstance(op, Delete) and (op.kind, op.key) not in reader.read
                                  and op.key not in self._cache[op.kind] for op in txn.ops):
                 # a blind delete of what the cache does not hold yet: look again, freshly
-                self._fresh()
+                self._fresh(force=True)
                 fresh = not self.stale
                 continue
             try:
@@ -317,7 +378,7 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
                 return result
             except WriteConflict as exc:
                 log.debug("transaction conflict, retrying: %s", exc)
-                self._fresh()
+                self._fresh(force=True)
         raise StoreUnavailable(f"a transaction kept conflicting after {MAX_ATTEMPTS} attempts; "
                                "nothing was written")
 
@@ -359,14 +420,15 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
         failure = transaction_failure(results, fence_index)
         if failure is not None:
             raise failure
-        seq = _seq(results[-1].rsplit("/", 1)[1])
+        seq = seq_of(results[-1].rsplit("/", 1)[1])
+        self._own_seq = max(self._own_seq, seq)
         if seq % 100 == 0:
             self._prune_changes()
 
     def _prune_changes(self) -> None:
         try:
             with zk_errors("pruning change records"):
-                children = sorted(self.client.get_children(self._path("changes")), key=_seq)
+                children = sorted(self.client.get_children(self._path("changes")), key=seq_of)
                 for name in children[:-CHANGES_KEPT]:
                     self.client.delete_async(f"{self._path('changes')}/{name}")
         except StateError as exc:
@@ -381,34 +443,32 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
         return self._doc("apps", app_id)
 
     def list_apps(self) -> list[Doc]:
-        return [_copy(e[0]) for _, e in sorted(self._docs("apps"))]
+        return [_loads(e[0]) for _, e in sorted(self._docs("apps"))]
 
     def get_deployment(self, deployment_id: str) -> Doc | None:
         return self._doc("deployments", deployment_id)
 
     def list_deployments(self, active_only: bool = True) -> list[Doc]:
         entries = sorted(self._docs("deployments"), key=lambda ke: (ke[1][2], ke[0]))
-        return [_copy(e[0]) for _, e in entries
-                if not active_only or e[0].get("status", "running") == "running"]
+        return [_loads(e[0]) for _, e in entries if not active_only or e[3][0] == "running"]
 
     def pending_kill_requests(self) -> list[Doc]:
         entries = sorted(self._docs("kill_requests"), key=lambda ke: (ke[1][2], ke[0]))
-        return [_copy(e[0]) for _, e in entries]
+        return [_loads(e[0]) for _, e in entries]
 
     def pending_delay_resets(self) -> list[Doc]:
-        return sorted((_copy(e[0]) for _, e in self._docs("delay_resets")),
+        return sorted((_loads(e[0]) for _, e in self._docs("delay_resets")),
                       key=lambda d: int(d["seq"]))
 
     def desired_generation(self) -> int:
-        self._fresh()
+        self._fresh(force=True)  # how the scheduler notices API writes: always current
         return self._generation[0]
 
     def get_task(self, task_id: str) -> Doc | None:
         return self._doc("tasks", task_id)
 
     def list_tasks(self, app_id: str | None = None) -> list[Doc]:
-        tasks = [_copy(e[0]) for _, e in self._docs("tasks")
-                 if app_id is None or e[0].get("appId") == app_id]
+        tasks = [_loads(e[0]) for _, e in self._docs("tasks") if app_id is None or e[3] == app_id]
         tasks.sort(key=lambda t: (t.get("stagedAt") or "", t.get("id") or ""))
         return tasks
 
@@ -416,88 +476,10 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, StateStore):
         return self._doc("app_status", app_id)
 
     def list_app_status(self) -> dict[str, Doc]:
-        return {key: _copy(e[0]) for key, e in sorted(self._docs("app_status"))}
-
-    # -- events --------------------------------------------------------------------------------
-    def append_event(self, event_type: str, payload: Doc) -> int:
-        from scheduler.spec import iso_now
-
-        doc = dict(payload)
-        doc["eventType"] = event_type
-        doc.setdefault("timestamp", iso_now())
-        if not self._connected():
-            raise StoreUnavailable("ZooKeeper is unreachable or has no quorum; event not stored")
-        t = self.client.transaction()
-        fence_index = None
-        if self.fence is not None:
-            fence_index = 0
-            t.check(self.fence, -1)
-        t.create(f"{self._path('events')}/e-", _dumps(doc), sequence=True)
-        with zk_errors("appending an event"):
-            results = t.commit_async().get(timeout=CALL_TIMEOUT)
-        failure = transaction_failure(results, fence_index)
-        if failure is not None:
-            raise failure
-        return _seq(results[-1].rsplit("/", 1)[1]) + 1
-
-    def _event_ids(self) -> list[int]:
-        """Event ids: the node's sequence number + 1 (ids start at 1; 0 means "before all")."""
-        with zk_errors("listing events"):
-            return sorted(_seq(n) + 1 for n in self.client.get_children(self._path("events")))
-
-    def _event_path(self, event_id: int) -> str:
-        return f"{self._path('events')}/e-{event_id - 1:010d}"
-
-    def events_since(self, after_id: int, limit: int = 1000) -> list[tuple[int, Doc]]:
-        if not self._connected():
-            self._mark_stale()
-            ids = sorted(i for i in self._events if i > after_id)[:max(0, int(limit))]
-            return [(i, _copy(self._events[i])) for i in ids]
-        ids = [i for i in self._event_ids() if i > after_id][:max(0, int(limit))]
-        from kazoo.exceptions import NoNodeError
-
-        missing = [(i, self.client.get_async(self._event_path(i)))
-                   for i in ids if i not in self._events]
-        with zk_errors("reading events"):
-            for i, result in missing:
-                try:
-                    self._events[i] = json.loads(result.get(timeout=CALL_TIMEOUT)[0])
-                except NoNodeError:
-                    pass  # pruned meanwhile
-        if len(self._events) > 4 * 1000:
-            for i in sorted(self._events)[:-2000]:
-                del self._events[i]
-        return [(i, _copy(self._events[i])) for i in ids if i in self._events]
-
-    def latest_event_id(self) -> int:
-        ids = self._event_ids()
-        if ids:
-            return ids[-1]
-        with zk_errors("reading the event log"):
-            stat = self.client.exists(self._path("events"))
-        return stat.cversion if stat else 0  # no id handed out so far is above it
-
-    def prune_events(self, keep: int) -> int:
-        ids = self._event_ids()
-        doomed = ids[:max(0, len(ids) - max(0, int(keep)))]
-        with zk_errors("pruning events"):
-            results = [self.client.delete_async(self._event_path(i))
-                       for i in doomed]
-            for result in results:
-                try:
-                    result.get(timeout=CALL_TIMEOUT)
-                except Exception as exc:
-                    from kazoo.exceptions import NoNodeError
-                    if not isinstance(exc, NoNodeError):
-                        raise
-        return len(doomed)
+        return {key: _loads(e[0]) for key, e in sorted(self._docs("app_status"))}
 
     def close(self) -> None:
         self._closed = True
         if self._own_client:
             self.client.stop()
             self.client.close()
-
-
-def _copy(doc: Doc) -> Doc:
-    return json.loads(json.dumps(doc))

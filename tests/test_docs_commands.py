@@ -41,6 +41,16 @@ NOT_RUN = {
         "needs a real Mesos master (mesos-master:5050) and /var/lib",
     'accessd api --bind 0.0.0.0:8080 --workers 4 --state /var/lib/accessd/state.db '
     '--token "$TOKEN"': "binds every interface on port 8080 of a production host",
+    "accessd scheduler --master mesos-master:5050 --state zk://zk1:2181,zk2:2181,zk3:2181/accessd"
+    " --advertise node1:8080": "needs a real Mesos master and a ZooKeeper ensemble",
+    'accessd api --bind 0.0.0.0:8080 --state zk://zk1:2181,zk2:2181,zk3:2181/accessd '
+    '--token "$TOKEN"': "needs a ZooKeeper ensemble; binds every interface of a production host",
+    "accessd leader --api http://node2:8080": "talks to a production host (node2)",
+    "accessd leader abdicate --api http://node2:8080": "talks to a production host (node2)",
+    "accessd local --ha --data-dir ./.accessd-ha": "a second system besides the one under test "
+    "(tests/scheduler/test_integration_ha.py covers HA)",
+    "accessd leader abdicate": "needs `accessd local --ha` (the system under test has no "
+    "election: 409)",
 }
 SHELL_SETUP = ("source ", ". ", "export ", "cd ")
 

@@ -30,15 +30,23 @@ class StoreModel(RuleBasedStateMachine):
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="state-model-")
         self.path = Path(self.dir) / "s.db"
-        self.store = SQLiteStateStore(self.path)
+        self.store = self.open_store()
         self.apps: dict[str, dict] = {}
         self.deps: dict[str, dict] = {}  # insertion order = creation order
         self.kills: dict[str, dict] = {}
+        self.kill_batch: dict[str, int] = {}  # task id -> the request that created it
         self.resets: dict[str, dict] = {}  # app id -> pending delay reset (the newest request)
         self.requests: list[dict] = []     # every reset request made (the scheduler may hold any)
         self.tasks: dict[str, dict] = {}
         self.generation = self.store.desired_generation()
         self.n = 0
+
+    def open_store(self):
+        return SQLiteStateStore(self.path)
+
+    def expected_kills(self) -> list[tuple[str, bool]]:
+        """Oldest first; within one request, in the order of its task ids."""
+        return [(k["taskId"], k["scale"]) for k in self.kills.values()]
 
     def teardown(self) -> None:
         self.store.close()
@@ -158,6 +166,7 @@ class StoreModel(RuleBasedStateMachine):
                 self.kills[t]["scale"] = self.kills[t]["scale"] or scale
             else:
                 self.kills[t] = {"taskId": t, "scale": scale}
+                self.kill_batch[t] = self.n
         if scale:
             for app_id, n in per_app.items():
                 if app_id in self.apps:
@@ -206,8 +215,15 @@ class StoreModel(RuleBasedStateMachine):
     @rule()
     def reopen(self):
         self.store.close()
-        self.store = SQLiteStateStore(self.path)
+        self.store = self.open_store()
         self._expect_generation(False)
+
+    def check_backend(self) -> None:
+        # The conflict check's index lists exactly the running deployments' apps.
+        with closing(sqlite3.connect(self.path)) as conn:
+            rows = set(conn.execute("SELECT app_id, deployment_id FROM deployment_apps"))
+        assert rows == {(app_id, d) for d, doc in self.deps.items() if doc["status"] == "running"
+                        for app_id in doc["affectedApps"]}
 
     @invariant()
     def store_equals_model(self):
@@ -227,13 +243,8 @@ class StoreModel(RuleBasedStateMachine):
         assert [d["id"] for d in self.store.list_deployments()] == [
             d for d, doc in self.deps.items() if doc["status"] == "running"]
         kills = self.store.pending_kill_requests()
-        assert [(k["taskId"], k["scale"]) for k in kills] == [
-            (k["taskId"], k["scale"]) for k in self.kills.values()]
-        # The conflict check's index lists exactly the running deployments' apps.
-        with closing(sqlite3.connect(self.path)) as conn:
-            rows = set(conn.execute("SELECT app_id, deployment_id FROM deployment_apps"))
-        assert rows == {(app_id, d) for d, doc in self.deps.items() if doc["status"] == "running"
-                        for app_id in doc["affectedApps"]}
+        assert [(k["taskId"], k["scale"]) for k in kills] == self.expected_kills()
+        self.check_backend()
         assert {t["id"]: t for t in self.store.list_tasks()} == self.tasks
         assert self.store.pending_delay_resets() == list(self.resets.values())
         # at most one running deployment per app: the lock the store enforces
