@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-all lint bench clean
+.PHONY: install run test test-all lint bench clean conformance
 
 $(VENV)/.installed: setup.py tools/install.sh
 	bash tools/install.sh
@@ -21,6 +21,12 @@ test-all: $(VENV)/.installed
 	bash tools/test-deps.sh
 	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
+# The same scenarios on a real Mesos 1.12 (../shared/mesos/ tarball; absent: one line, exit 0)
+# and on localmesos, with a side-by-side table (conformance/README.md).
+conformance: $(VENV)/.installed
+	bash tools/test-deps.sh
+	bash tools/conformance.sh
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
@@ -30,6 +36,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/services.py
 	$(PY) bench/startup.py
 	$(PY) bench/failover.py
+	$(PY) bench/jobs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

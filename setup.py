@@ -41,6 +41,10 @@ setup(
             # carries its own generator.
             "schemathesis>=4.30",
             "jsonschema>=4.20",
+            # examples/notebooks/client.ipynb is executed by a real kernel in the tests
+            "nbclient>=0.10",
+            "nbformat>=5.9",
+            "ipykernel>=6.29",
         ],
     },
     entry_points={"console_scripts": ["accessd=accessd.cli:main"]},

@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "api": ("api.main", "run the control API under gunicorn"),
     "executor": ("executor.__main__", "run accessd's Mesos executor (started by an agent)"),
     "leader": ("accessd.leader", "show the elected scheduler, or make it abdicate (HA)"),
+    "pipeline": ("services.pipeline", "the pipeline's batch steps run as jobs: ingest | retrain"),
+    "jobs": ("api.jobs_cli", "Chronos-style jobs: list | add FILE | run | history | kill | delete"),
 }
 
 # Operator commands: thin HTTP clients of the control API, all in one module.

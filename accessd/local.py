@@ -210,6 +210,18 @@ class LocalRun:
         self.prepare_data()
         self.deploy()
         self.wait_healthy(opts.timeout)
+        if opts.jobs_every > 0 and opts.ha:
+            progress("pipeline jobs: not added (jobs need the SQLite state store; --ha runs "
+                     "on ZooKeeper)")
+        elif opts.jobs_every > 0:  # the pipeline loop: ingest -> retrain -> new model versions
+            from accessd.local_jobs import add_pipeline_jobs
+
+            try:
+                for line in add_pipeline_jobs(self.http, self.api_url, self.store_url,
+                                              self.models_dir, opts.jobs_every):
+                    progress(line)
+            except RuntimeError as exc:
+                raise StepFailed(str(exc)) from None
 
     def _spawn(self, name: str, args: list[str]) -> Component:
         comp = Component(name, args, self.logs / f"{name}.log")
@@ -358,6 +370,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ha", action="store_true",
                    help="a 3-server ZooKeeper ensemble, two schedulers (one leads), the API on "
                         "the ZooKeeper store (try `accessd leader abdicate`)")
+    p.add_argument("--jobs-every", type=int, default=30, metavar="SECONDS",
+                   help="add the pipeline jobs (ingest this often, then retrain); 0: add none "
+                        "(jobs already in the state file keep running)")
     return p.parse_args(argv)
 
 

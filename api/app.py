@@ -33,6 +33,7 @@ from api.deployments import Deployment, Deployments
 from api.events import Events
 from api.groups import Groups
 from api.info import Index, Info, Ping, Static, version
+from api.jobs import routes as job_routes
 from api.leadership import LeaderResource, Leadership, LeadershipMiddleware
 from api.metrics import Metrics, MetricsMiddleware, MetricsResource
 from api.openapi import OpenApi
@@ -151,6 +152,7 @@ def create_app(config: ApiConfig, store: StateStore,
         ("/", Index()),
         ("/static/{name}", Static()),
     ]
+    routes += job_routes(ctx)  # Chronos's /v1/scheduler API (api.jobs)
     for template, resource in routes:
         app.add_route(template, resource)
     return app

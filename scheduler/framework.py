@@ -36,6 +36,7 @@ from typing import Any
 
 from scheduler import backoff, reconcile, taskstate
 from scheduler.callbacks import AccessdScheduler, _value
+from scheduler.jobs.runner import JobRunner
 from scheduler.offer_round import OfferRound
 from scheduler.periodic_round import PeriodicRound, spec_or_none
 from scheduler.spec import format_time
@@ -79,6 +80,7 @@ class Worker(OfferRound, PeriodicRound):
         self.seen_generation = -1
         self.last_round = 0.0
         self.wake_at = float("inf")            # clock time the next backoff delay runs out
+        self.jobs = JobRunner(store, driver)   # Chronos-style jobs (scheduler.jobs)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.run, name="accessd-worker", daemon=True)
 
@@ -183,7 +185,7 @@ class Worker(OfferRound, PeriodicRound):
         self.reconcile_all()
 
     def reconcile_all(self) -> None:
-        tasks = self.store.list_tasks()
+        tasks = self.store.list_tasks() + self.jobs.active_runs()
         self.reconcile_tasks(tasks)
         self.driver.reconcileTasks([])  # implicit: the master tells us about tasks we forgot
         self.last_reconcile = time.monotonic()
@@ -210,6 +212,9 @@ class Worker(OfferRound, PeriodicRound):
     # -- status updates -------------------------------------------------------------------------
     def on_status(self, status: Doc) -> None:
         now = self.clock()
+        if self.jobs.on_status(status, now):  # a job run's update: stored, now acknowledged
+            self.driver.acknowledgeStatusUpdate(status)
+            return
         task_id = taskstate.status_task_id(status)
         state = taskstate.normalise_state(str(status.get("state", "")))
         doc = self.store.get_task(task_id)

@@ -29,11 +29,16 @@ class OfferRound:
         plan = self.make_plan(now)
         needs = {need.app.id: need for need in plan.launches}
         requests = [LaunchRequest(app=need.app, count=need.count) for need in plan.launches]
+        requests += self.jobs.launch_requests()
         result = place(offers, requests, self.store.list_tasks(), role=self.role)
         by_id = {o["id"]["value"]: o for o in offers}
         infos: dict[str, list[Doc]] = {}
         docs: dict[str, Doc] = {}
         for launch in result.launches:
+            if launch.app_id not in needs:  # a job run (scheduler.jobs), stored as staging
+                infos.setdefault(launch.offer_id, []).append(
+                    self.jobs.prepare_launch(launch, now))
+                continue
             need = needs[launch.app_id]
             task_id = new_task_id(launch.app_id)
             info = build_task_info(launch, need.app, task_id=task_id,
@@ -44,6 +49,7 @@ class OfferRound:
             infos.setdefault(launch.offer_id, []).append(info)
             log.info("launching task %s app=%s agent=%s ports=%s", task_id, launch.app_id,
                      launch.hostname, list(launch.ports))
+        self.jobs.store_launches()  # placed job runs, stored before any ACCEPT
         for offer_id, task_infos in infos.items():
             try:
                 self.driver.acceptOffers(
@@ -54,19 +60,22 @@ class OfferRound:
                 log.exception("ACCEPT of offer %s failed; forgetting its tasks", offer_id)
                 for info in task_infos:
                     self.store.delete_task(info["task_id"]["value"])
+                    self.jobs.launch_failed(info["task_id"]["value"])
                 continue
             # Marathon announces a launched task as TASK_STAGING (Mesos itself sends no update
             # for that state); the worker handles no update before this returns, so it comes
             # first in the log.
             for info in task_infos:
-                doc = docs[info["task_id"]["value"]]
+                doc = docs.get(info["task_id"]["value"])
+                if doc is None:  # a job run
+                    continue
                 self.store.append_event("status_update_event", taskstate.status_update_event(
                     doc, taskstate.STAGING, None))
         declines = [oid for oid in by_id if oid not in infos]
         if declines:
             self.driver.declineOffer([{"value": oid} for oid in declines],
                                      filters={"refuse_seconds": self.refuse_seconds})
-        self._note_waiting(result.unplaced, now)
+        self._note_waiting({k: v for k, v in result.unplaced.items() if k in needs}, now)
         # What still waits after this round is known demand: only growth beyond it is news
         # worth a REVIVE (which would also clear the decline filters just set).
         placed: dict[str, int] = {}

@@ -42,6 +42,8 @@ class PeriodicRound:
         if readiness.prober_of(self).round(self.store):  # a task became ready (or not)
             self.dirty = True
         now = self.clock()
+        if self.jobs.tick(now):  # new job runs wait for offers: plan (and REVIVE) this tick
+            self.dirty = True
         generation = self.store.desired_generation()
         mono = time.monotonic()
         if not (self.dirty or generation != self.seen_generation or now >= self.wake_at
@@ -140,6 +142,7 @@ class PeriodicRound:
 
     def _offers(self, plan: reconcile.Plan, now: float) -> None:
         demand = {need.app.id: need.count for need in plan.launches}
+        demand.update(self.jobs.demand())
         for app_id in demand:
             self.demand_since.setdefault(app_id, now)
         for app_id in list(self.demand_since):

@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from scheduler.jobs.sqlite_jobs import SQLiteJobDocuments
 from scheduler.spec import iso_now, task_id_to_app_id
 from scheduler.sqlite_versions import SQLiteAppVersions
 from scheduler.state import (
@@ -121,7 +122,7 @@ def _loads(text: str) -> Any:
     return json.loads(text)
 
 
-class SQLiteStateStore(SQLiteAppVersions, StateStore):
+class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
     """`StateStore` on one SQLite file (created with its parent directories if missing)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -137,6 +138,7 @@ class SQLiteStateStore(SQLiteAppVersions, StateStore):
                 if stmt.strip():
                     c.execute(stmt)
             self._migrate(c)
+            self.create_job_tables(c)  # scheduler.jobs: job definitions, status, runs
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:

@@ -373,7 +373,8 @@
   function render() {
     state.drawnAt = Date.now();
     var appId = route();
-    $("list-view").hidden = !!appId;
+    var jobs = location.hash === "#/jobs";  // the Jobs view (static/jobs.js)
+    $("list-view").hidden = !!appId || jobs;
     $("detail-view").hidden = !appId;
     if (appId) renderDetail(appId); else renderList();
   }

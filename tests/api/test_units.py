@@ -215,3 +215,31 @@ def test_event_streams_per_worker_are_bounded(tmp_path):
             s.close()
     finally:
         store.close()
+
+
+class _StoreWithoutJobs:
+    """A real SQLite store seen through a backend that keeps no job documents."""
+
+    def __init__(self, store):
+        self._store = store
+
+    def __getattr__(self, name):
+        if name in ("list_jobs", "write_jobs", "jobs_revision", "list_job_runs"):
+            raise AttributeError(name)
+        return getattr(self._store, name)
+
+
+def test_jobs_on_a_store_without_job_documents_are_a_clear_501(tmp_path):
+    store = SQLiteStateStore(tmp_path / "state.db")
+    try:
+        client = falcon.testing.TestClient(
+            create_app(ApiConfig(state_path=str(tmp_path / "state.db")), _StoreWithoutJobs(store)))
+        assert client.simulate_get("/v2/apps").status_code == 200
+        for method, path in (("GET", "/v1/scheduler/jobs"), ("PUT", "/v1/scheduler/job/x"),
+                             ("POST", "/v1/scheduler/iso8601")):
+            r = client.simulate_request(method, path, json={"name": "x"})
+            assert r.status_code == 501, (method, path, r.status_code, r.text)
+            assert "SQLite state store" in r.json["message"] and "Traceback" not in r.text
+        assert client.simulate_post("/v1/scheduler/jobs").status_code == 405
+    finally:
+        store.close()

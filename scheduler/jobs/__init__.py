@@ -1,0 +1,1 @@
+"""Chronos-style scheduled jobs: schedules, definitions, planning, the runner."""

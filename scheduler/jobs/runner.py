@@ -1,0 +1,185 @@
+"""The jobs' part of the scheduler's worker round (the shell around `scheduler.jobs.plan`).
+
+The framework's `Worker` owns the thread, the driver and the offers; it calls, from its one
+worker thread:
+- `tick(now)` every tick: reads jobs, statuses, active runs and requests, plans
+  (`plan.plan_round`), applies each decision in one store transaction, then sends kills;
+  returns True when new runs wait for offers (the worker then REVIVEs);
+- `demand()`: the queued runs as placement demand keys (for REVIVE/SUPPRESS);
+- `launch_requests()` / `prepare_launch(launch, now)` / `store_launches()`: queued runs join
+  the apps' placement; the placed runs are stored as `staging` (task id, agent), in one
+  transaction, before the worker sends any ACCEPT;
+- `on_status(status, now)`: True if the update was a job run's (stored before the worker
+  acknowledges it); a failure with retries left stores the next attempt in the same write;
+- `active_runs()`: runs to reconcile on (re)subscription.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from scheduler.jobs import plan as jobplan
+from scheduler.jobs.plan import load_jobs
+from scheduler.jobs.spec import JobSpec
+from scheduler.jobs.sqlite_jobs import JobsChanged
+from scheduler.jobs.tasks import run_app, task_info
+
+log = logging.getLogger("accessd.scheduler.jobs")
+
+Doc = dict[str, Any]
+KILL_RETRY_SECONDS = 10.0
+PRUNE_EVERY_SECONDS = 60.0
+STAGING_RECONCILE_SECONDS = 30.0  # ask the master about a run stuck in staging this long
+
+
+class JobRunner:
+    def __init__(self, store: Any, driver: Any) -> None:
+        self.store = store
+        self.driver = driver
+        self.jobs: dict[str, jobplan.Job] = {}
+        self.parsed: dict[str, tuple[Doc, jobplan.Job]] = {}
+        self.staged: list[Doc] = []
+        self.asked_about: set[str] = set()
+        # A store without job documents (another backend) leaves jobs off, apps unaffected.
+        self.enabled = all(hasattr(store, m) for m in ("list_jobs", "record_jobs",
+                                                       "list_job_runs"))
+        if not self.enabled:
+            log.warning("the state store keeps no job documents: jobs are off")
+        self.queued: list[Doc] = []
+        self.kill_sent: dict[str, float] = {}
+        self.last_prune = 0.0
+
+    # -- the round -------------------------------------------------------------------------------
+    def tick(self, now: float) -> bool:
+        """The jobs' round; True when new runs wait for offers. An error is logged and the
+        round retried next tick: it must not cost the apps their round."""
+        if not self.enabled:
+            return False
+        try:
+            return self._tick(now)
+        except Exception:
+            log.exception("jobs round failed; retrying next tick")
+            return False
+
+    def _tick(self, now: float) -> bool:
+        self.jobs = load_jobs(self.store.list_jobs(), self.parsed)
+        active = self.store.list_job_runs(active=True)
+        result = jobplan.plan_round(self.jobs, self.store.list_job_status(), active,
+                                    self.store.pending_job_actions(), now)
+        for note in result.log:
+            log.info("%s", note)
+        if result.records:  # one transaction, stored before anything is launched or killed
+            try:
+                self.store.record_jobs(
+                    statuses=[s for r in result.records for s in r.statuses],
+                    runs=[run for r in result.records for run in r.runs],
+                    done_requests=[q for r in result.records for q in r.done_requests],
+                    expect_statuses=dict(e for r in result.records for e in r.expect))
+            except JobsChanged:
+                log.warning("the job statuses changed under this round (another scheduler?); "
+                            "planning again next tick")
+                return False
+        for task_id in result.kills:
+            self._kill(task_id)
+        if result.records:
+            active = self.store.list_job_runs(active=True)
+        self._retry_kills(active)
+        stuck = [r for r in active if r["state"] == "staging" and r["id"] not in self.asked_about
+                 and now - (jobplan.epoch(r.get("stagedAt")) or now) > STAGING_RECONCILE_SECONDS]
+        if stuck:  # once each: the answer (or its absence) is handled like any update
+            self.asked_about.update(r["id"] for r in stuck)
+            self.driver.reconcileTasks([{"task_id": {"value": r["id"]}} for r in stuck])
+        before = {r["id"] for r in self.queued}
+        self.queued = sorted((r for r in active if r["state"] == "queued"),
+                             key=lambda r: (r["scheduledAt"], r["id"]))
+        if time.monotonic() - self.last_prune > PRUNE_EVERY_SECONDS:
+            self.last_prune = time.monotonic()
+            for name in self.jobs:
+                self.store.prune_job_runs(name, jobplan.HISTORY_KEPT)
+        return any(r["id"] not in before for r in self.queued)
+
+    def _kill(self, task_id: str) -> None:
+        log.info("killing job task %s", task_id)
+        self.kill_sent[task_id] = time.monotonic()
+        self.driver.killTask({"value": task_id})
+
+    def _retry_kills(self, active: list[Doc]) -> None:
+        mono = time.monotonic()
+        for run in active:
+            if run.get("killRequested") and run["state"] != "queued":
+                sent = self.kill_sent.get(run["id"])
+                if sent is None or mono - sent > KILL_RETRY_SECONDS:
+                    self._kill(run["id"])
+
+    # -- offers ----------------------------------------------------------------------------------
+    def demand(self) -> dict[str, int]:
+        if not self.enabled:
+            return {}
+        return {"job:" + r["id"]: 1 for r in self.queued if r["job"] in self.jobs}
+
+    def launch_requests(self) -> list[Any]:
+        from scheduler.placement import LaunchRequest
+
+        if not self.enabled:
+            return []
+        return [LaunchRequest(app=run_app(r, self.jobs[r["job"]].spec), count=1)
+                for r in self.queued if r["job"] in self.jobs]
+
+    def is_run(self, app_id: str) -> bool:
+        return any(r["id"] == app_id for r in self.queued)
+
+    def prepare_launch(self, launch: Any, now: float) -> Doc:
+        """The run's TaskInfo; the run, now staging on its agent, is stored by
+        `store_launches()`, which the caller calls before sending any ACCEPT."""
+        run = next(r for r in self.queued if r["id"] == launch.app_id)
+        spec: JobSpec = self.jobs[run["job"]].spec
+        staged = dict(run, state="staging", stagedAt=jobplan.iso(now), agentId=launch.agent_id,
+                      host=launch.hostname)
+        self.staged.append(staged)
+        self.queued = [r for r in self.queued if r["id"] != run["id"]]
+        late = now - (jobplan.epoch(run["scheduledAt"]) or now)
+        log.info("launching job %s run %s on %s (%.3fs after its time)", run["job"], run["id"],
+                 launch.hostname, late)
+        return task_info(launch, staged, spec)
+
+    def store_launches(self) -> None:
+        """Store the runs `prepare_launch` placed, in one transaction (before the ACCEPTs)."""
+        if self.staged:
+            staged, self.staged = self.staged, []
+            self.store.record_jobs(runs=staged)
+
+    def launch_failed(self, task_id: str) -> None:
+        """The ACCEPT did not go out: the run waits for the next offer."""
+        run = self.store.get_job_run(task_id)
+        if run is not None and run.get("state") == "staging":
+            self.store.record_jobs(runs=[dict(run, state="queued", stagedAt=None)])
+
+    # -- status updates --------------------------------------------------------------------------
+    def on_status(self, status: Doc, now: float) -> bool:
+        task_id = ((status.get("task_id") or {}).get("value")) or ""
+        if not self.enabled or not task_id.startswith("ct:"):
+            return False
+        run = self.store.get_job_run(task_id)
+        if run is None:
+            return False  # not ours (any more): the worker treats it as an unknown task
+        job = self.jobs.get(run["job"])
+        if job is None:  # not loaded yet (an update before the first round) or deleted
+            doc = self.store.get_job(run["job"])
+            job = load_jobs([doc]).get(run["job"]) if doc else None
+        outcome = jobplan.apply_task_status(run, self.store.get_job_status(run["job"]),
+                                            job.spec if job else None, status, now)
+        runs = [outcome.run] + ([outcome.retry] if outcome.retry else [])
+        self.store.record_jobs(statuses=[outcome.status] if outcome.status else [], runs=runs)
+        if outcome.note:
+            log.info("job %s: %s", run["job"], outcome.note)
+        if not outcome.run.get("active"):
+            self.kill_sent.pop(task_id, None)
+        return True
+
+    def active_runs(self) -> list[Doc]:
+        if not self.enabled:
+            return []
+        return [r for r in self.store.list_job_runs(active=True)
+                if r["state"] in ("staging", "running")]

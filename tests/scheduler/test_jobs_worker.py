@@ -1,0 +1,163 @@
+"""The jobs hook in the worker, against a real SQLite store and a driver that records calls
+and what the store held at each: a run is stored before its ACCEPT, a job's update before its
+ACKNOWLEDGE, a failing jobs round does not cost the apps theirs, a store without job documents
+leaves jobs off."""
+
+from __future__ import annotations
+
+import queue
+
+from scheduler.framework import Worker
+from scheduler.jobs.plan import iso
+from scheduler.jobs.spec import parse_job
+from tests.scheduler.builders import make_offer
+from tests.scheduler.test_framework import NOW, RecordingDriver, env, put_app, status  # noqa: F401
+
+
+class JobDriver(RecordingDriver):
+    def acceptOffers(self, offer_ids, operations, filters=None):
+        launched = [i["task_id"]["value"] for op in operations for i in op["launch"]["task_infos"]]
+        stored = {tid: (self.store.get_job_run(tid) or {}).get("state") for tid in launched}
+        self.calls.append(("accept", launched, stored))
+
+    def acknowledgeStatusUpdate(self, status):
+        run = self.store.get_job_run(status["task_id"]["value"])
+        self.calls.append(("ack", status["task_id"]["value"], run and run["state"]))
+
+
+def add_job(store, **kw):
+    doc = {"name": "j", "command": "true", "schedule": f"R/{iso(NOW - 1)}/PT1H", "mem": 16,
+           "disk": 0, **kw}
+    store.write_jobs([dict(parse_job(doc, now=NOW).to_json(), version=iso(NOW - 10))])
+
+
+def subscribed(store, driver):
+    worker = Worker(store, driver, queue.Queue(), clock=lambda: NOW)
+    worker.handle("subscribed", ("F1", {"hostname": "m", "port": 5050}))
+    driver.calls.clear()
+    return worker
+
+
+def test_a_due_run_is_stored_before_its_accept_and_its_updates_before_their_acks(env):  # noqa: F811
+    store, _, _ = env
+    driver = JobDriver(store)
+    worker = subscribed(store, driver)
+    add_job(store)
+    worker.tick()
+    (run,) = store.list_job_runs("j")
+    assert run["state"] == "queued" and ("revive",) in driver.calls
+    worker.handle("offers", ([make_offer()],))
+    accept = [c for c in driver.calls if c[0] == "accept"]
+    assert accept == [("accept", [run["id"]], {run["id"]: "staging"})]
+    worker.handle("status", (status(run["id"], "TASK_RUNNING"),))
+    worker.handle("status", (status(run["id"], "TASK_FINISHED"),))
+    assert [c for c in driver.calls if c[0] == "ack"] == [
+        ("ack", run["id"], "running"), ("ack", run["id"], "succeeded")]
+    assert store.get_job_status("j")["successCount"] == 1
+    # on a new subscription the active runs are reconciled with the tasks
+    add_job(store, name="k")
+    worker.tick()
+    worker.handle("offers", ([make_offer()],))
+    driver.calls.clear()
+    worker.handle("subscribed", ("F1", {"hostname": "m", "port": 5050}))
+    (k,) = store.list_job_runs("k")
+    assert ("reconcile", [k["id"]]) in driver.calls
+
+
+def test_a_failing_jobs_round_does_not_cost_the_apps_their_round(env, monkeypatch):  # noqa: F811
+    store, _, _ = env
+    driver = JobDriver(store)
+    worker = subscribed(store, driver)
+    put_app(store, instances=1)
+
+    def broken(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(worker.jobs, "_tick", broken)
+    worker.tick()
+    assert ("revive",) in driver.calls  # the app's launch still asked for offers
+
+
+def test_a_store_without_job_documents_leaves_jobs_off(tmp_path):
+    from scheduler.sqlite_state import open_state
+
+    real = open_state(str(tmp_path / "s.db"))
+
+    class AppsOnly:  # the StateStore interface alone, as another backend would have it
+        def __getattr__(self, name):
+            if "job" in name:
+                raise AttributeError(name)
+            return getattr(real, name)
+
+    store = AppsOnly()
+    driver = JobDriver(real)
+    worker = subscribed(store, driver)
+    assert not worker.jobs.enabled
+    put_app(real, instances=1)
+    worker.tick()
+    worker.handle("offers", ([make_offer()],))
+    assert [c[0] for c in driver.calls].count("accept") == 1
+    real.close()
+
+
+class Crash(BaseException):
+    """The scheduler process dying (kill -9) at this point: nothing after it runs."""
+
+
+def test_a_crash_between_recording_and_accept_launches_the_slot_once_after_restart(env):  # noqa: F811
+    store, _, _ = env
+    add_job(store)
+    first = JobDriver(store)
+    worker = subscribed(store, first)
+    worker.tick()
+
+    def dies(*a, **k):
+        raise Crash()
+
+    first.acceptOffers = dies
+    try:
+        worker.handle("offers", ([make_offer()],))
+    except Crash:
+        pass
+    (run,) = store.list_job_runs("j")
+    assert run["state"] == "staging"         # stored, but the ACCEPT never left
+
+    second = JobDriver(store)                 # the restarted scheduler, same store
+    restarted = subscribed_keeping(store, second)
+    assert ("reconcile", [run["id"]]) in second.calls
+    restarted.handle("status", (status(run["id"], "TASK_LOST", reason="REASON_RECONCILIATION",
+                                       message="Reconciliation: Task is unknown"),))
+    assert store.get_job_run(run["id"])["state"] == "queued"
+    restarted.tick()
+    assert len(store.list_job_runs("j")) == 1  # the slot is not recorded a second time
+    restarted.handle("offers", ([make_offer()],))
+    accepts = [c for c in second.calls if c[0] == "accept"]
+    assert accepts == [("accept", [run["id"]], {run["id"]: "staging"})]
+    restarted.tick()
+    restarted.handle("offers", ([make_offer()],))
+    assert [c for c in second.calls if c[0] == "accept"] == accepts  # once
+
+
+def subscribed_keeping(store, driver):
+    """A new worker subscribing; the driver's calls kept (the reconciliation is checked)."""
+    worker = Worker(store, driver, queue.Queue(), clock=lambda: NOW)
+    worker.handle("subscribed", ("F1", {"hostname": "m", "port": 5050}))
+    return worker
+
+
+def test_two_schedulers_planning_from_one_snapshot_record_a_slot_once(env, monkeypatch):  # noqa: F811
+    """A leader change can leave two schedulers planning at once on one store: the status
+    each round was computed from must still be the stored one, or that round records nothing."""
+    from scheduler.jobs.runner import JobRunner
+
+    store, _, _ = env
+    add_job(store)
+    snapshot = store.list_job_status()           # both plan from this (nothing yet)
+    a, b = JobRunner(store, JobDriver(store)), JobRunner(store, JobDriver(store))
+    assert a.tick(NOW) is True                   # A records the slot
+    monkeypatch.setattr(store, "list_job_status", lambda: snapshot)
+    assert b.tick(NOW) is False                  # B's write finds A's status: refused
+    monkeypatch.undo()
+    assert len(store.list_job_runs("j")) == 1
+    b.tick(NOW + 0.25)                           # B plans again from the store: no new slot
+    assert len(store.list_job_runs("j")) == 1
