@@ -49,7 +49,9 @@ def _operation(route_template: str, fields: list[tuple[str, bool]], method: str,
         schema: dict[str, Any] = ({"type": "boolean"} if name in ("force", "scale")
                                   else {"type": "string"})
         params.append({"name": name, "in": "query", "required": False, "schema": schema})
-    key = (type(responder.__self__).__name__, method.lower())
+    owner = getattr(responder, "__self__", None)  # a bound on_<method>, or a plain function
+    key = (type(owner).__name__ if owner is not None
+           else getattr(responder, "__qualname__", "op").split(".")[0], method.lower())
     success = schemas.RESPONSES.get(key) or {_SUCCESS[method]: {}}
     responses: dict[str, Any] = {}
     for code, schema in success.items():
