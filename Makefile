@@ -31,12 +31,15 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
 bench: $(VENV)/.installed
+	bash tools/test-deps.sh
+	bash tools/bench-deps.sh
 	$(PY) bench/placement.py
 	$(PY) bench/api.py
 	$(PY) bench/services.py
 	$(PY) bench/startup.py
 	$(PY) bench/failover.py
 	$(PY) bench/jobs.py
+	$(PY) bench/scale.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -15,12 +15,17 @@ Load (`bench/loadgen.py`, shared with `bench/api.py`) comes from `wrk` when inst
 numbers are then a floor). Each target runs `--duration` seconds. The load generator shares the
 machine's CPUs with the servers; compare ratios, not absolute numbers, across machines. The
 last line is
-`RESULT range_rps=<n> baseline_rps=<n> ratio=<x> p99_ms=<n> stream_1m_peak_mb=<n>`.
+`RESULT range_rps=<n> baseline_rps=<n> ratio=<x> p99_ms=<n> stream_1m_peak_mb=<n>
+random_range_rps=<n> random_range_ratio=<x> random_p99_ms=<n>`: the `random_range` target asks
+for a different one-day range on every request (a random day and start second; see
+`random_range_path`), which the services' answer cache cannot serve, beside the fixed range
+(which it can) and the fixed-body baseline.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import shutil
 import sys
 import tempfile
@@ -53,6 +58,30 @@ def status_kb(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
+
+
+# One-day ranges nobody asked for before: a random second of a random day whose next day
+# also trades (Mon 5 - Wed 7 Jan 2026 of the synthetic JPM quotes), and the 24 hours from it
+# (`to` is inclusive): always one session's 390 bars, different on (nearly) every request.
+RANDOM_DAYS_MS = [1_767_571_200_000 + k * 86_400_000 for k in range(3)]  # 2026-01-05..07 UTC
+DAY_MS = 86_400_000
+
+
+def random_range_path(rng: random.Random) -> str:
+    start = rng.choice(RANDOM_DAYS_MS) + rng.randrange(86_400) * 1000
+    return f"/timeseries/JPM?from={start}&to={start + DAY_MS - 1}"
+
+
+RANDOM_RANGE_LUA = """
+math.randomseed(os.time())
+local days = {DAYS}
+request = function()
+  local start = days[math.random(1, #days)] + math.random(0, 86399) * 1000
+  return wrk.format("GET", string.format("/timeseries/JPM?from=%d&to=%d", start,
+                                         start + DAY_MS - 1))
+end
+""".replace("{DAYS}", "{" + ", ".join(str(d) for d in RANDOM_DAYS_MS) + "}").replace(
+    "DAY_MS", str(DAY_MS))
 
 
 def fmt(r: dict[str, float]) -> str:
@@ -91,17 +120,32 @@ def main() -> int:
                               work / "baseline.log", threads=THREADS)
         servers.append(base)
 
-        targets = [("range", ts.url + range_path), ("range_baseline", base.url + "/range"),
-                   ("last", quotes.url + "/quotes/JPM/last"), ("last_baseline", base.url + "/last")]
+        for _ in range(5):  # the random ranges are one-day ranges too: 390 points each
+            sample = requests.get(ts.url + random_range_path(random.Random()), timeout=30)
+            assert sample.content.count(b'"symbol"') == 390, sample.url
+        random_script = work / "random_range.lua"
+        random_script.write_text(RANDOM_RANGE_LUA)
+        rng = random.Random(15)
+
+        def random_request(session: requests.Session, i: int) -> requests.Response:
+            return session.get(ts.url + random_range_path(rng), timeout=10)
+
+        targets = [("range", ts.url + range_path, {}),
+                   ("random_range", ts.url + "/timeseries/JPM",
+                    {"script": random_script, "make_request": random_request}),
+                   ("range_baseline", base.url + "/range", {}),
+                   ("last", quotes.url + "/quotes/JPM/last", {}),
+                   ("last_baseline", base.url + "/last", {})]
         # Warm-up, not measured: the first load on a fresh gunicorn tends to put every wrk
         # connection on one worker (seen: 8 of 8 on one, 0 on the other, ~4x fewer requests/s
         # than later runs), which would penalise whichever target happens to run first.
-        for _name, target in targets:
-            load(target, WARMUP_S, args.connections)
+        for _name, target, kw in targets:
+            load(target, WARMUP_S, args.connections, **kw)
         results = {}
-        for name, target in targets:
-            results[name] = load(target, args.duration, args.connections)
+        for name, target, kw in targets:
+            results[name] = load(target, args.duration, args.connections, **kw)
             print(f"{name:<15} {fmt(results[name])}", file=sys.stderr)
+        random_ratio = results["random_range"]["rps"] / results["range_baseline"]["rps"]
         ratio = results["range"]["rps"] / results["range_baseline"]["rps"]
         last_ratio = results["last"]["rps"] / results["last_baseline"]["rps"]
         print(f"range body {len(range_body)} bytes: ratio to baseline {ratio:.2f}; "
@@ -130,7 +174,10 @@ def main() -> int:
             raise RuntimeError(f"streamed {n} points, expected >= {args.stream_points}")
         print(f"RESULT range_rps={results['range']['rps']:.0f} "
               f"baseline_rps={results['range_baseline']['rps']:.0f} ratio={ratio:.2f} "
-              f"p99_ms={results['range']['p99_ms']:.2f} stream_1m_peak_mb={peak_mb:.1f}")
+              f"p99_ms={results['range']['p99_ms']:.2f} stream_1m_peak_mb={peak_mb:.1f} "
+              f"random_range_rps={results['random_range']['rps']:.0f} "
+              f"random_range_ratio={random_ratio:.2f} "
+              f"random_p99_ms={results['random_range']['p99_ms']:.2f}")
         return 0
     finally:
         for s in servers:

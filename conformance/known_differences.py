@@ -9,16 +9,6 @@ passes (then remove the entry). An unlisted failure fails the lane.
 
 from __future__ import annotations
 
-MASTER_404 = (
-    "issue 18 (2): a restarting Mesos master answers POST /api/v1/scheduler with 404 'Not Found.' "
-    "for ~40 ms after it starts listening (then 503 'Master has not finished recovery', then "
-    "200/307); pymesos raises on the 404 ('Thread abort: Failed with HTTP 404') and the scheduler "
-    "exits. Reconnects without a 1 s pause (i18's driver) hit that window (3 of 6 runs); "
-    "localmesos's recovering master answers only 503")
-STORM = (
-    "issue 18 (2): before i18's driver, the killed master's restart gave ~20-40 redirects a "
-    "second to itself and pymesos's reset traceback; now the scheduler exits on the 404 "
-    "(see the failover scenario), so no failover is observed here")
 PARTITION = (
     "issue 14: the app spec refuses unreachableStrategy (422) until i14's spec lands; with it "
     "(i14 + i18 previewed together) this passes on both clusters")
@@ -28,11 +18,6 @@ KNOWN: dict[tuple[str, str], str] = {
         "the Mesos tarball has no libexec/mesos/mesos-tcp-connect, through which the command "
         "executor runs TCP checks: every check fails 'TCP connection failed' (a gap of the "
         "build, not of accessd; localmesos passes as a full Mesos would)"),
-    ("test_master_failover_through_zookeeper", "mesos"): MASTER_404,
-    ("test_master_failover_without_request_storm", "mesos"): STORM,
-    ("test_scheduler_logs_hold_no_traceback", "mesos"): (
-        "issue 18 (2): pymesos's traceback at the master's kill: 'Thread abort' RuntimeError "
-        "on the restarting master's 404 (before i18: 'Failed to recv' ConnectionResetError)"),
     ("test_agent_restart_keeps_executors", "mesos"): (
         "issue 18 (1), fixed by i18 (the executor re-subscribes within "
         "MESOS_SUBSCRIPTION_BACKOFF_MAX): passed alone twice and in 4 of 6 full runs with i18; "

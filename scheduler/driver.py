@@ -9,7 +9,15 @@ an exponential delay from 0.25 s capped at `RECONNECT_MAX_SECONDS`, half of it r
 jitter": schedulers that lost the same master do not come back in step). pymesos's own sleep
 after a refused connection (2, 4, 8, 15 s) is replaced by the same policy. The wait happens in
 `on_close`, on pymesos's I/O thread before it opens the next connection (it has nothing else to
-do meanwhile), and is cut short when the driver is stopped. The first time it is built, it also installs `lograte`'s filters on
+do meanwhile), and is cut short when the driver is stopped.
+
+A real master that has just started answers `404 Not Found` for a moment before its routes
+exist (then 503 while it recovers). pymesos raises on any answer but 200/307/503, which ends
+its I/O thread and, through `interrupt_main`, the scheduler: 3 of 6 real failovers in the
+conformance lane. pymesos builds each connection from its module's `Connection` with no hook,
+so `install_tolerant_connection` puts in a subclass that takes a 404 *before the subscription
+is answered* as "not ready yet" (the connection ends and the paced retry above follows); any
+other failure, and a 404 on a subscribed stream, still raise as before. The first time it is built, it also installs `lograte`'s filters on
 pymesos's loggers (repeated warnings summarised, a reset connection one line).
 """
 
@@ -20,6 +28,7 @@ import random
 import time
 from collections.abc import Callable
 
+import pymesos.process
 from pymesos import MesosSchedulerDriver
 
 from scheduler import lograte
@@ -42,10 +51,35 @@ def reconnect_delay(failed_attempts: int, rand: Callable[[], float] = random.ran
     return ceiling / 2.0 + rand() * ceiling / 2.0
 
 
+class _StartingMasterTolerantConnection(pymesos.process.Connection):
+    def read(self):
+        try:
+            return super().read()
+        except (RuntimeError, TypeError):
+            # pymesos raises RuntimeError("Failed with HTTP 404: …"), or a TypeError of its own
+            # when the body is not complete in the first read (`bytes += str`).
+            if self.stream_id is None and self._answered_404():
+                log.warning("master %s:%s answered 404 (starting, its API not up yet); "
+                            "retrying", *self.addr)
+                return False  # pymesos closes this connection; on_close paces the next one
+            raise
+
+    def _answered_404(self) -> bool:
+        parser = self._parser
+        return (parser is not None and parser.is_headers_complete()
+                and parser.get_status_code() == 404)
+
+
+def install_tolerant_connection() -> None:
+    """Make pymesos's I/O loop build `_StartingMasterTolerantConnection`s (idempotent)."""
+    pymesos.process.Connection = _StartingMasterTolerantConnection
+
+
 class ReconnectingDriver(MesosSchedulerDriver):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         lograte.install()
+        install_tolerant_connection()
         self._failed_attempts = 0
         self._attempting = False  # a connection started and has not SUBSCRIBED yet
 

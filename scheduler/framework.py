@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from scheduler import backoff, reconcile, taskstate
+from scheduler import backoff, reconcile, status_batch, taskstate
 from scheduler.callbacks import AccessdScheduler, _value
 from scheduler.jobs.runner import JobRunner
 from scheduler.offer_round import OfferRound
@@ -95,12 +95,31 @@ class Worker(OfferRound, PeriodicRound):
 
     def run(self) -> None:
         next_tick = 0.0
+        held: tuple[str, tuple] | None = None  # an event taken while gathering a batch
         while not self.stop_event.is_set():
-            try:
-                kind, payload = self.work.get(timeout=max(0.0, next_tick - time.monotonic()))
-            except queue.Empty:
-                kind, payload = None, ()
-            if kind is not None:
+            if held is not None:
+                (kind, payload), held = held, None
+            else:
+                try:
+                    kind, payload = self.work.get(
+                        timeout=max(0.0, next_tick - time.monotonic()))
+                except queue.Empty:
+                    kind, payload = None, ()
+            if kind == "status":
+                # Every status update already queued goes into one store transaction; the
+                # first other event waits for the next turn, so the order is kept.
+                batch = [dict(payload[0])]
+                while len(batch) < status_batch.MAX_BATCH:
+                    try:
+                        item = self.work.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item[0] != "status":
+                        held = item
+                        break
+                    batch.append(dict(item[1][0]))
+                self._guard("status updates", lambda b=batch: self.on_status_batch(b))
+            elif kind is not None:
                 self._guard(kind, lambda k=kind, p=payload: self.handle(k, p))
             if time.monotonic() >= next_tick:
                 self._guard("tick", self.tick)
@@ -211,32 +230,37 @@ class Worker(OfferRound, PeriodicRound):
 
     # -- status updates -------------------------------------------------------------------------
     def on_status(self, status: Doc) -> None:
+        self.on_status_batch([status])
+
+    def on_status_batch(self, statuses: list[Doc]) -> None:
+        """Store a batch of updates in one transaction (`status_batch.plan_batch`), then act:
+        kill unknown active tasks, and acknowledge every update — only now that it is stored.
+        If the transaction fails, nothing is acknowledged and the agents re-send."""
         now = self.clock()
-        if self.jobs.on_status(status, now):  # a job run's update: stored, now acknowledged
-            self.driver.acknowledgeStatusUpdate(status)
-            return
-        task_id = taskstate.status_task_id(status)
-        state = taskstate.normalise_state(str(status.get("state", "")))
-        doc = self.store.get_task(task_id)
-        if doc is None:
-            if taskstate.is_active(state):
-                log.warning("status %s for unknown task %s: killing it", state, task_id)
-                self.driver.killTask({"value": task_id})
-        else:
-            new_doc, events = taskstate.apply_status(doc, status, now)
-            if new_doc is None:
-                self.store.delete_task(task_id)
-                self.kill_sent.pop(task_id, None)
-                self.asked_about.discard(task_id)
-                self._record_terminal(doc, state, status, now)
+        self.dirty = True
+        tasks = []
+        for status in statuses:
+            if self.jobs.on_status(status, now):  # a job run's update: stored, acknowledged
+                self.driver.acknowledgeStatusUpdate(status)
             else:
-                self.store.upsert_task(new_doc)
-            for event_type, payload in events:
-                self.store.append_event(event_type, payload)
-            if doc.get("state") != state or events:
-                log.info("task %s %s%s", task_id, state,
-                         f" ({status['message']})" if status.get("message") else "")
-        self.driver.acknowledgeStatusUpdate(status)  # only now that it is stored
+                tasks.append(status)
+        if not tasks:
+            return
+        outcome = self.store.transact(lambda r: status_batch.plan_batch(
+            r, tasks, now, self.store.get_app_status, spec_or_none))
+        for task_id in outcome.ended:
+            self.kill_sent.pop(task_id, None)
+            self.asked_about.discard(task_id)
+        for line in outcome.log_lines:
+            log.info("%s", line)
+        for app_id, seconds, failures in outcome.delayed:
+            log.info("app %s delayed %.2fs after %d consecutive failures", app_id, seconds,
+                     failures)
+        for task_id in outcome.kill_unknown:
+            log.warning("status for unknown task %s: killing it", task_id)
+            self.driver.killTask({"value": task_id})
+        for status in outcome.acknowledge:
+            self.driver.acknowledgeStatusUpdate(status)
 
     def _record_terminal(self, doc: Doc, state: str, status: Doc, now: float) -> None:
         self.store.complete_kill_request(doc["id"])

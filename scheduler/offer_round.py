@@ -8,7 +8,9 @@ import logging
 from typing import Any
 
 from scheduler import reconcile, taskstate
-from scheduler.spec import format_time
+from scheduler.spec import format_time, iso_now
+from scheduler.state import Put, Transaction
+from scheduler.status_batch import event_doc
 
 log = logging.getLogger("accessd.scheduler")
 
@@ -26,11 +28,12 @@ class OfferRound:
             self.decline_all(offers)
             return
         now = self.clock()
-        plan = self.make_plan(now)
+        tasks = self.store.list_tasks()  # one snapshot for the plan and the placement
+        plan = self.make_plan(now, tasks)
         needs = {need.app.id: need for need in plan.launches}
         requests = [LaunchRequest(app=need.app, count=need.count) for need in plan.launches]
         requests += self.jobs.launch_requests()
-        result = place(offers, requests, self.store.list_tasks(), role=self.role)
+        result = place(offers, requests, tasks, role=self.role)
         by_id = {o["id"]["value"]: o for o in offers}
         infos: dict[str, list[Doc]] = {}
         docs: dict[str, Doc] = {}
@@ -45,10 +48,12 @@ class OfferRound:
                                    config_version=need.config_version,
                                    executor_python=self.executor_python)
             docs[task_id] = self._task_doc(task_id, launch, need, by_id, now)
-            self.store.upsert_task(docs[task_id])
             infos.setdefault(launch.offer_id, []).append(info)
             log.info("launching task %s app=%s agent=%s ports=%s", task_id, launch.app_id,
                      launch.hostname, list(launch.ports))
+        if docs:  # every task document in one transaction, before any ACCEPT
+            self.store.transact(lambda r: (Transaction(tuple(
+                Put("tasks", task_id, doc) for task_id, doc in docs.items())), None))
         self.jobs.store_launches()  # placed job runs, stored before any ACCEPT
         for offer_id, task_infos in infos.items():
             try:
@@ -65,12 +70,12 @@ class OfferRound:
             # Marathon announces a launched task as TASK_STAGING (Mesos itself sends no update
             # for that state); the worker handles no update before this returns, so it comes
             # first in the log.
-            for info in task_infos:
-                doc = docs.get(info["task_id"]["value"])
-                if doc is None:  # a job run
-                    continue
-                self.store.append_event("status_update_event", taskstate.status_update_event(
-                    doc, taskstate.STAGING, None))
+            when = iso_now()
+            staged = tuple(event_doc("status_update_event", taskstate.status_update_event(
+                docs[info["task_id"]["value"]], taskstate.STAGING, None), when)
+                for info in task_infos if info["task_id"]["value"] in docs)  # not job runs
+            if staged:
+                self.store.transact(lambda r, e=staged: (Transaction(events=e), None))
         declines = [oid for oid in by_id if oid not in infos]
         if declines:
             self.driver.declineOffer([{"value": oid} for oid in declines],

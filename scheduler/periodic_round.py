@@ -28,8 +28,9 @@ NO_OFFERS_AFTER_SECONDS = 5.0    # demand without any offer this long: waiting "
 class PeriodicRound:
     """Mixin of `framework.Worker`: the round its loop runs every tick."""
 
-    def make_plan(self, now: float) -> reconcile.Plan:
-        return reconcile.plan(self.store.list_apps(), self.store.list_tasks(),
+    def make_plan(self, now: float, tasks: list[Doc] | None = None) -> reconcile.Plan:
+        tasks = self.store.list_tasks() if tasks is None else tasks
+        return reconcile.plan(self.store.list_apps(), tasks,
                               self.store.list_app_status(), self.store.list_deployments(True),
                               self.store.pending_kill_requests(), now)
 
@@ -53,17 +54,25 @@ class PeriodicRound:
         self.seen_generation = generation
         self.last_round = mono
         self._apply_delay_resets(now)  # before planning: a reset app may launch this round
-        plan = self.make_plan(now)
+        # One snapshot of the tasks for the round (decoding every task document is the cost
+        # of a round with hundreds of tasks); listed again only after this round's kills.
+        tasks = self.store.list_tasks()
+        plan = self.make_plan(now, tasks)
         # wake up when the first delay runs out, so the app launches without waiting a period
         self.wake_at = min((now + left for left in plan.delayed.values()), default=float("inf"))
         for kill in plan.kills:
             self._kill(kill, now)
         for task_id in plan.done_kill_requests:
             self.store.complete_kill_request(task_id)
-        self._retry_kills()
+        if plan.kills:
+            tasks = self.store.list_tasks()
+        self._retry_kills(tasks)
         self._offers(plan, now)
-        self._advance_deployments(now)
-        self._write_statuses(plan, now)
+        by_app: dict[str, list[Doc]] = {}
+        for task in tasks:
+            by_app.setdefault(task.get("appId") or "", []).append(task)
+        self._advance_deployments(now, by_app)
+        self._write_statuses(plan, now, by_app)
         if time.monotonic() - self.last_prune > PRUNE_EVERY_SECONDS:
             self.last_prune = time.monotonic()
             pruned = self.store.prune_events(EVENTS_KEPT)
@@ -74,7 +83,7 @@ class PeriodicRound:
             self.reconcile_all()
         else:
             self._reconcile_unreachable()
-            stuck = [t for t in self.store.list_tasks() if t.get("state") == taskstate.STAGING
+            stuck = [t for t in tasks if t.get("state") == taskstate.STAGING
                      and now - _epoch(t.get("stagedAt")) > STAGING_RECONCILE_SECONDS
                      and t["id"] not in self.asked_about]
             if stuck:
@@ -130,9 +139,9 @@ class PeriodicRound:
         self.store.put_app_status(kill.app_id, backoff.record_failure(status, spec, failure, now),
                                   delay_reset=reset)
 
-    def _retry_kills(self) -> None:
+    def _retry_kills(self, tasks: list[Doc]) -> None:
         mono = time.monotonic()
-        for doc in self.store.list_tasks():
+        for doc in tasks:
             if not doc.get("killRequested"):
                 continue
             sent = self.kill_sent.get(doc["id"])
@@ -160,11 +169,11 @@ class PeriodicRound:
             self.suppressed = True
         self.last_demand = demand
 
-    def _advance_deployments(self, now: float) -> None:
+    def _advance_deployments(self, now: float, tasks: dict[str, list[Doc]]) -> None:
         for dep in self.store.list_deployments(True):
             app_id = (dep.get("target") or {}).get("app") or (dep.get("affectedApps") or [""])[0]
-            new_doc, events = advance(dep, self.store.get_app(app_id),
-                                      self.store.list_tasks(app_id), now=format_time(now))
+            new_doc, events = advance(dep, self.store.get_app(app_id), tasks.get(app_id, []),
+                                      now=format_time(now))
             if new_doc != dep:
                 if self.store.update_deployment(new_doc) is False:
                     # Final in the store already (the API cancelled or superseded it since we
@@ -181,7 +190,8 @@ class PeriodicRound:
             if deleted and just_done:
                 self.store.append_event("app_terminated_event", {"appId": app_id})
 
-    def _write_statuses(self, plan: reconcile.Plan, now: float) -> None:
+    def _write_statuses(self, plan: reconcile.Plan, now: float,
+                        tasks: dict[str, list[Doc]]) -> None:
         statuses = self.store.list_app_status()
         apps = {doc["id"]: doc for doc in self.store.list_apps()}
         for app_id, app_doc in apps.items():
@@ -190,7 +200,7 @@ class PeriodicRound:
                 continue
             old = statuses.get(app_id)
             status = old or backoff.empty_status(app_id, now)
-            status = backoff.settle(status, self.store.list_tasks(app_id),
+            status = backoff.settle(status, tasks.get(app_id, []),
                                     reconcile.config_version(app_doc), bool(spec.health_checks),
                                     now)
             waiting = None

@@ -238,6 +238,9 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
             txn, result = plan(_Reader(c))
             for op in txn.ops:
                 _APPLY[type(op), op.kind](c, op)
+            if txn.events:
+                c.executemany("INSERT INTO events (doc) VALUES (?)",
+                              [(_dumps(doc),) for doc in txn.events])
             if txn.bump_generation:
                 self._bump(c)
         return result

@@ -112,6 +112,10 @@ class Transaction:
     (a backend rejects, or recomputes, a transaction whose snapshot changed meanwhile)."""
     ops: tuple[Op, ...] = ()
     bump_generation: bool = False
+    # Events appended in the same transaction, each a complete stored event (payload with
+    # `eventType` and `timestamp`), in order: a batch of status updates stores its events with
+    # the documents they describe.
+    events: tuple[Doc, ...] = ()
 
 
 class Reader(Protocol):

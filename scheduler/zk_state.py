@@ -365,7 +365,7 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, ZkEventLog, StateStore):
                     continue
                 fresh = True
                 continue
-            if not txn.ops and not txn.bump_generation:
+            if not txn.ops and not txn.bump_generation and not txn.events:
                 return result
             if not fresh and any(isinstance(op, Delete) and (op.kind, op.key) not in reader.read
                                  and op.key not in self._cache[op.kind] for op in txn.ops):
@@ -408,6 +408,8 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, ZkEventLog, StateStore):
         for k, version in reader.read.items():
             if k not in written and version is not None:
                 t.check(self._path(*k), version)
+        for event in txn.events:
+            t.create(f"{self._path('events')}/e-", _dumps(event), sequence=True)
         record: Doc = {"keys": [list(k) for k in written]}
         if txn.bump_generation:
             t.set_data(self._path(GENERATION), str(generation[0] + 1).encode(), generation[1])
