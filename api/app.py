@@ -17,12 +17,21 @@ from typing import Any
 import falcon
 
 from api import errors
-from api.apps import AppResource, AppRestart, AppsCollection, Ctx
+from api.apps import (
+    AppResource,
+    AppRestart,
+    AppsCollection,
+    AppsInGroup,
+    AppVersion,
+    AppVersions,
+    Ctx,
+)
 from api.auth import AuthMiddleware
 from api.body import DEFAULT_MAX_BODY
 from api.cache import ChangeToken, SQLiteChangeToken, ViewCache
 from api.deployments import Deployment, Deployments
 from api.events import Events
+from api.groups import Groups
 from api.info import Index, Info, Ping, Static, version
 from api.jobs import routes as job_routes
 from api.leadership import LeaderResource, Leadership, LeadershipMiddleware
@@ -129,7 +138,12 @@ def create_app(config: ApiConfig, store: StateStore,
          AppTaskLogs(ctx, MesosFiles(config.mesos_master) if config.mesos_master else None)),
         ("/v2/apps/{appId*}/tasks/{taskId}", AppTask(ctx)),
         ("/v2/apps/{appId*}/tasks", AppTasks(ctx)),
+        ("/v2/apps/{appId*}/versions/{version}", AppVersion(ctx)),
+        ("/v2/apps/{appId*}/versions", AppVersions(ctx)),
+        ("/v2/apps/{appId*}/*", AppsInGroup(ctx)),
         ("/v2/apps/{appId*}", AppResource(ctx)),
+        ("/v2/groups", Groups(ctx)),
+        ("/v2/groups/{group*}", Groups(ctx)),
         ("/v2/tasks", Tasks(ctx)),
         ("/v2/tasks/delete", TasksDelete(ctx)),
         ("/v2/deployments", Deployments(ctx)),

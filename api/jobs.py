@@ -280,11 +280,11 @@ def _guarded(ctx: Ctx, resource: object) -> object:
     for name in RESPONDERS:
         responder = getattr(resource, name, None)
         if responder is not None:
+            @functools.wraps(responder)  # keeps the docstring /v2/openapi.json shows
             def checked(req, resp, _responder=responder, **params):
                 _require_job_store(ctx.store)
                 _responder(req, resp, **params)
-            # The responder's name and docstring stay visible (the OpenAPI document reads them).
-            setattr(guarded, name, functools.update_wrapper(checked, responder))
+            setattr(guarded, name, checked)
     return guarded
 
 

@@ -1,11 +1,13 @@
 /*
  * accessd status page.
  *
- * One poll of GET /v2/apps?embed=apps.tasks every POLL_MS feeds both views (the applications
- * list and an app's detail at #/apps/<id>), so what the page shows is always one consistent
- * snapshot. events.js follows /v2/events and asks for a poll on each event (slowing the timer
- * to a safety net meanwhile); when the stream drops, POLL_MS (2 s) polling takes over again.
- * actions.js adds the action buttons and task logs through the `window.accessdPage` hooks.
+ * One poll of GET /v2/apps?embed=apps.tasks&embed=apps.lastTaskFailure&embed=accessd every
+ * POLL_MS (`accessd`: the status label, task health verdicts; see api/shapes.py) feeds both
+ * views (the applications list and an app's detail at #/apps/<id>), so what the page shows is
+ * always one consistent snapshot. events.js follows /v2/events and asks for a poll on each
+ * event (slowing the timer to a safety net meanwhile); when the stream drops, POLL_MS (2 s)
+ * polling takes over again. actions.js adds the action buttons and task logs through the
+ * `window.accessdPage` hooks.
  *
  * Auth: reads work without a token unless the API has a read credential; then the API answers
  * 401 and the page says so and offers a token field (kept in sessionStorage for this tab only).
@@ -399,10 +401,10 @@
   function poll() {
     if (state.inflight) return;
     state.inflight = true;
-    var apps = apiGet("/v2/apps?embed=apps.tasks");
+    var apps = apiGet("/v2/apps?embed=apps.tasks&embed=apps.lastTaskFailure&embed=accessd");
     // The queue (delays, waiting reasons) is extra detail: its failure must not hide the apps.
-    var queue = apiGet("/v2/queue").catch(function () { return null; });
-    var deployments = apiGet("/v2/deployments").catch(function () { return null; });
+    var queue = apiGet("/v2/queue?embed=accessd").catch(function () { return null; });
+    var deployments = apiGet("/v2/deployments?embed=accessd").catch(function () { return null; });
     Promise.all([apps, queue, deployments]).then(function (res) {
       var signature = JSON.stringify(res);
       var list = (res[0] && res[0].apps) || [];
