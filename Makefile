@@ -40,6 +40,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/failover.py
 	$(PY) bench/jobs.py
 	$(PY) bench/scale.py
+	$(PY) bench/logs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -35,6 +35,12 @@ setup(
             # its wheel ships its driver, and no browser is downloaded (we point it at
             # /usr/bin/chromium). A well-kept library instead of our own CDP client.
             "playwright>=1.40",
+            # The bounded fuzz test over /v2/openapi.json (tests/api/test_openapi_fuzz.py):
+            # requests generated from the document's schemas, answers checked against them.
+            # hypothesis-jsonschema 0.23 no longer runs on current Hypothesis; schemathesis
+            # carries its own generator.
+            "schemathesis>=4.30",
+            "jsonschema>=4.20",
             # examples/notebooks/client.ipynb is executed by a real kernel in the tests
             "nbclient>=0.10",
             "nbformat>=5.9",

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "client": ("services.client", "compare predictions with actual quotes, plot them"),
     "scheduler": ("scheduler.main", "run the Mesos scheduler (framework) against a master"),
     "api": ("api.main", "run the control API under gunicorn"),
+    "logs": ("api.logs_cli", "print or follow a task's stdout/stderr (an app: its newest task)"),
     "executor": ("executor.__main__", "run accessd's Mesos executor (started by an agent)"),
     "leader": ("accessd.leader", "show the elected scheduler, or make it abdicate (HA)"),
     "pipeline": ("services.pipeline", "the pipeline's batch steps run as jobs: ingest | retrain"),

@@ -204,7 +204,7 @@ class LocalRun:
         progress(f"starting the control API on {self.api_url}")
         self._spawn("api", accessd_cmd(
             "api", "--bind", f"127.0.0.1:{opts.api_port}", "--workers", "2",
-            "--state", state))
+            "--state", state, "--master", master))
         self._wait(lambda: self._get("/ping").status_code == 200, 60, "the control API")
 
         self.prepare_data()
@@ -304,7 +304,8 @@ class LocalRun:
 
     # -- summary and shutdown ------------------------------------------------------------------
     def summary(self) -> str:
-        lines = [f"ready api={self.api_url}", f"status page: {self.api_url}/"]
+        lines = [f"ready api={self.api_url}", f"status page: {self.api_url}/",
+                 f"pipeline at a glance: {self.api_url}/#/pipeline"]
         endpoints: dict[str, str] = {}
         for app in self.apps:
             addrs = []
@@ -329,6 +330,7 @@ class LocalRun:
             "&to=2026-01-02T15:00:00Z'",
             f"  curl http://{pred}/predict/{SYMBOL}",
             f"  accessd scale /jpm/timeseries 5 --api {self.api_url} --wait",
+            f"  accessd logs /jpm/prediction --tail 5 --api {self.api_url}",
             f"  accessd client compare --symbol {SYMBOL} --timeseries http://{ts} "
             f"--predict http://{pred} --out {SYMBOL.lower()}-compare.png",
         ]

@@ -17,17 +17,29 @@ from typing import Any
 import falcon
 
 from api import errors
-from api.apps import AppResource, AppRestart, AppsCollection, Ctx
+from api.apps import (
+    AppResource,
+    AppRestart,
+    AppsCollection,
+    AppsInGroup,
+    AppVersion,
+    AppVersions,
+    Ctx,
+)
 from api.auth import AuthMiddleware
 from api.body import DEFAULT_MAX_BODY
 from api.cache import ChangeToken, SQLiteChangeToken, ViewCache
 from api.deployments import Deployment, Deployments
 from api.events import Events
+from api.groups import Groups
 from api.info import Index, Info, Ping, Static, version
 from api.jobs import routes as job_routes
 from api.leadership import LeaderResource, Leadership, LeadershipMiddleware
+from api.logs import AppTaskLogs
+from api.logs_mesos import MesosFiles
 from api.metrics import Metrics, MetricsMiddleware, MetricsResource
 from api.openapi import OpenApi
+from api.permissions import Permissions
 from api.queue import Queue, QueueDelay
 from api.routing import OrderedRouter
 from api.tasks import AppTask, AppTasks, Tasks, TasksDelete
@@ -48,12 +60,14 @@ class ApiConfig:
     sse_poll: float = 0.2
     view_cache_seconds: float = 1.0
     max_streams: int = 8
+    mesos_master: str | None = None  # HOST:PORT of the Mesos master, for task logs
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
         """`ACCESSD_API_STATE` (required), `ACCESSD_API_TOKEN`, `ACCESSD_API_READ_TOKEN`,
         `ACCESSD_API_MAX_BODY`, `ACCESSD_API_BIND`, `ACCESSD_API_SSE_KEEPALIVE`,
-        `ACCESSD_API_SSE_POLL`, `ACCESSD_API_VIEW_CACHE_SECONDS` (0 disables the cache of
+        `ACCESSD_API_SSE_POLL`, `ACCESSD_API_MESOS_MASTER` (task logs),
+        `ACCESSD_API_VIEW_CACHE_SECONDS` (0 disables the cache of
         rendered `GET /v2/apps` answers), `ACCESSD_API_MAX_STREAMS` (event streams per
         worker). A missing or malformed value is a ValueError naming it."""
         env = os.environ if env is None else env
@@ -76,7 +90,8 @@ class ApiConfig:
                    read_token=env.get("ACCESSD_API_READ_TOKEN") or None, max_body=max_body,
                    leader=env.get("ACCESSD_API_BIND", "127.0.0.1:8080"),
                    sse_keepalive=keepalive, sse_poll=poll, view_cache_seconds=cache_seconds,
-                   max_streams=max_streams)
+                   max_streams=max_streams,
+                   mesos_master=env.get("ACCESSD_API_MESOS_MASTER") or None)
 
 
 class LazyStore:
@@ -119,9 +134,16 @@ def create_app(config: ApiConfig, store: StateStore,
     routes: list[tuple[str, object]] = [
         ("/v2/apps", AppsCollection(ctx)),
         ("/v2/apps/{appId*}/restart", AppRestart(ctx)),
+        ("/v2/apps/{appId*}/tasks/{taskId}/logs",
+         AppTaskLogs(ctx, MesosFiles(config.mesos_master) if config.mesos_master else None)),
         ("/v2/apps/{appId*}/tasks/{taskId}", AppTask(ctx)),
         ("/v2/apps/{appId*}/tasks", AppTasks(ctx)),
+        ("/v2/apps/{appId*}/versions/{version}", AppVersion(ctx)),
+        ("/v2/apps/{appId*}/versions", AppVersions(ctx)),
+        ("/v2/apps/{appId*}/*", AppsInGroup(ctx)),
         ("/v2/apps/{appId*}", AppResource(ctx)),
+        ("/v2/groups", Groups(ctx)),
+        ("/v2/groups/{group*}", Groups(ctx)),
         ("/v2/tasks", Tasks(ctx)),
         ("/v2/tasks/delete", TasksDelete(ctx)),
         ("/v2/deployments", Deployments(ctx)),
@@ -132,6 +154,7 @@ def create_app(config: ApiConfig, store: StateStore,
                               config.max_streams)),
         ("/v2/info", Info(store, leadership, auth.enabled, config.max_body)),
         ("/v2/leader", LeaderResource(leadership)),
+        ("/v2/permissions", Permissions(auth)),
         ("/v2/openapi.json", OpenApi(router, version())),
         ("/ping", Ping()),
         ("/metrics", MetricsResource(metrics, store)),

@@ -13,8 +13,8 @@ from typing import Any
 
 import falcon
 
-from api import changes, views
-from api.body import read_object
+from api import changes, shapes, views
+from api.body import read_json, read_object
 from api.cache import ViewCache
 from api.errors import ApiError, bad_request, not_found
 from scheduler.spec import SpecError, merge_patch, normalize_app_id
@@ -44,8 +44,14 @@ def force_param(req: falcon.Request) -> bool:
     return req.get_param_as_bool("force", default=False) or False
 
 
-def embeds(req: falcon.Request, prefix: str) -> set[str]:
-    return views.parse_embeds(req.get_param_as_list("embed") or [], prefix)
+def embeds(req: falcon.Request, always: frozenset[str] = frozenset()) -> set[str]:
+    """The request's Marathon embeds plus those Marathon adds anyway (`always`)."""
+    return views.parse_embeds(req.get_param_as_list("embed") or []) | always
+
+
+def extras(req: falcon.Request) -> bool:
+    """Whether the request asked for accessd's own fields (`embed=accessd`, see api.shapes)."""
+    return shapes.wants_extras(req.get_param_as_list("embed") or [])
 
 
 def get_app_or_404(store: StateStore, app_id: str) -> Doc:
@@ -55,7 +61,8 @@ def get_app_or_404(store: StateStore, app_id: str) -> Doc:
     return app
 
 
-def render_apps(store: StateStore, apps: list[Doc], embed: set[str]) -> list[Doc]:
+def render_apps(store: StateStore, apps: list[Doc], embed: set[str],
+                with_extras: bool = False) -> list[Doc]:
     """Views of `apps` (four store reads in all)."""
     if not apps:
         return []
@@ -69,7 +76,8 @@ def render_apps(store: StateStore, apps: list[Doc], embed: set[str]) -> list[Doc
     deps = views.deployments_by_app(store.list_deployments(active_only=True))
     now = time.time()
     return [views.app_view(a, tasks.get(a["id"], []), statuses.get(a["id"]),
-                           deps.get(a["id"], []), embed, now) for a in apps]
+                           deps.get(a["id"], []), embed, now, extras=with_extras)
+            for a in apps]
 
 
 class AppsCollection:
@@ -78,7 +86,8 @@ class AppsCollection:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """List apps (`?id=` substring, `?cmd=` substring, `?label=` selector,
-        `?embed=apps.tasks|apps.deployments|apps.lastTaskFailure|apps.counts`)."""
+        `?embed=apps.tasks|apps.counts|apps.deployments|apps.readiness|apps.lastTaskFailure|
+        apps.failures|apps.taskStats`, and `accessd` for accessd's own fields)."""
         # Token first, then the data (see api.cache): a cached body is never staler than it.
         key = req.query_string
         token = self.ctx.cache.token()
@@ -93,7 +102,7 @@ class AppsCollection:
             apps = [a for a in apps if id_part.lower() in a["id"].lower()]
         cmd_part = req.get_param("cmd")
         if cmd_part:
-            apps = [a for a in apps if cmd_part in (a.get("cmd") or "")]
+            apps = [a for a in apps if cmd_part.lower() in (a.get("cmd") or "").lower()]
         selector = req.get_param("label")
         if selector:
             try:
@@ -101,7 +110,8 @@ class AppsCollection:
             except ValueError as exc:
                 raise bad_request(f"Invalid label selector: {exc}", "/label") from None
             apps = [a for a in apps if views.labels_match(a.get("labels") or {}, terms)]
-        body = json.dumps({"apps": render_apps(self.ctx.store, apps, embeds(req, "apps"))},
+        body = json.dumps({"apps": render_apps(self.ctx.store, apps,
+                                               embeds(req, views.LIST_EMBEDS), extras(req))},
                           ensure_ascii=False).encode()
         self.ctx.cache.put(key, token, body)
         resp.content_type = falcon.MEDIA_JSON
@@ -117,8 +127,54 @@ class AppsCollection:
         resp.status = falcon.HTTP_201
         resp.location = "/v2/apps" + change.app["id"]
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
-        resp.media = views.app_view(change.app, [], None, [change.deployment], set(),
-                                    time.time())
+        resp.media = views.app_view(change.app, [], None, [change.deployment],
+                                    set(views.LIST_EMBEDS), time.time(), extras=extras(req))
+
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Create or update several apps (`[{app}, ...]`): each as `PUT /v2/apps/{id}` does
+        (merged onto the stored definition, `?partialUpdate=false` replaces; missing apps are
+        created). Every definition is validated before any is stored; each app is its own
+        deployment here, the answer names the first."""
+        self._batch(req, resp, create=True)
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Change several existing apps (`[{app}, ...]`, each merged as PATCH does)."""
+        self._batch(req, resp, create=False)
+
+    def _batch(self, req: falcon.Request, resp: falcon.Response, *, create: bool) -> None:
+        docs = read_json(req, self.ctx.max_body)
+        if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
+            raise bad_request("Expected a JSON array of app definitions")
+        store = self.ctx.store
+        partial = req.get_param_as_bool("partialUpdate", default=True) or not create
+        todo: list[tuple[str, Doc | None, Doc]] = []
+        details: list[Doc] = []
+        for i, doc in enumerate(docs):
+            try:
+                app_id = normalize_app_id(doc.get("id"))
+                old = store.get_app(app_id)
+                if old is None and not create:
+                    raise not_found(f"App '{app_id}' does not exist")
+                base = changes.definition(old) if old is not None and partial else None
+                new = changes.validated(merge_patch(base, doc) if base is not None
+                                        else {**doc, "id": app_id})
+                todo.append((app_id, old, new))
+            except SpecError as exc:
+                details += [{"path": f"/{i}{d['path'].rstrip('/')}", "errors": d["errors"]}
+                            for d in exc.details]
+        if details:
+            raise ApiError(422, "Object is not valid", details)
+        if len({t[0] for t in todo}) != len(todo):
+            raise ApiError(422, "Object is not valid", [{"path": "/", "errors": [
+                "an app id is given more than once"]}])
+        results = [changes.apply(store, req, app_id, old, new, force=force_param(req))
+                   for app_id, old, new in todo]
+        if results:
+            resp.set_header("Marathon-Deployment-Id", results[0].deployment["id"])
+            resp.media = changes.deployment_result(results[0])
+        else:
+            resp.media = {"deploymentId": None, "version": None}
 
 
 class AppResource:
@@ -126,15 +182,18 @@ class AppResource:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
-        """One app: `{"app": ...}` (`?embed=app.tasks|app.deployments|app.lastTaskFailure|
-        app.counts`)."""
+        """One app: `{"app": ...}` with its tasks, counters, deployments and last task failure
+        (`?embed=app.readiness|app.taskStats`, and `accessd` for accessd's own fields)."""
         app = get_app_or_404(self.ctx.store, path_app_id(app_id))
-        resp.media = {"app": render_apps(self.ctx.store, [app], embeds(req, "app"))[0]}
+        resp.media = {"app": render_apps(self.ctx.store, [app], embeds(req, views.SINGLE_EMBEDS),
+                                         extras(req))[0]}
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
-        """Create or replace an app; a body with only `instances` scales it (`?force=true`
-        overrides a running deployment; `?partialUpdate=true` merges the body onto the stored
-        definition, as PATCH does)."""
+        """Update an app as Marathon does: the body's fields are merged onto the stored
+        definition (each top-level field given replaces the stored one; `?partialUpdate=false`
+        replaces the whole definition instead); a missing app is created (201). A body with only
+        `instances` is a scale; one with only `version` rolls back to that stored version (see
+        `GET /v2/apps/{appId}/versions`). `?force=true` overrides a running deployment."""
         app_id = path_app_id(app_id)
         doc = read_object(req, self.ctx.max_body)
         if doc.get("id") is not None:
@@ -148,16 +207,23 @@ class AppResource:
                     "errors": [f"the body's id {body_id} differs from the URL's {app_id}"]}])
         store = self.ctx.store
         old = store.get_app(app_id)
-        partial = req.get_param_as_bool("partialUpdate", default=False)
-        if partial and old is not None:
-            new_json = changes.validated(merge_patch(changes.definition(old), doc))
-        elif set(doc) - {"id"} == {"instances"}:
-            # Marathon's scale: only `instances`, merged onto the stored definition.
+        partial = req.get_param_as_bool("partialUpdate", default=True)
+        if set(doc) - {"id"} == {"version"}:
+            # Marathon's rollback: the definition stored as that version becomes current
             if old is None:
                 raise not_found(f"App '{app_id}' does not exist")
-            merged = changes.definition(old)
-            merged["instances"] = doc["instances"]
-            new_json = changes.validated(merged)
+            past = store.get_app_version(app_id, str(doc["version"]))
+            if past is None and doc["version"] == old.get("version"):
+                past = old
+            if past is None:
+                raise not_found(f"App '{app_id}' does not exist in version {doc['version']}")
+            doc = changes.definition(past)
+            partial = False
+        if old is None and set(doc) - {"id"} == {"instances"}:
+            # a scale of an app that is not there: say so (a definition needs a command)
+            raise not_found(f"App '{app_id}' does not exist")
+        if old is not None and partial:
+            new_json = changes.validated(merge_patch(changes.definition(old), doc))
         else:
             new_json = changes.validated({**doc, "id": app_id})
         change = changes.apply(store, req, app_id, old, new_json, force=force_param(req))
@@ -185,6 +251,51 @@ class AppResource:
         change = changes.apply(self.ctx.store, req, app_id, old, None, force=force_param(req))
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         resp.media = changes.deployment_result(change)
+
+
+class AppsInGroup:
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
+        """The apps under a group, as Marathon's `GET /v2/apps/{group}/*`: `{"*": [...]}`, each
+        app as `GET /v2/apps/{appId}` shows it; 404 when no app is under the group."""
+        prefix = "/" + app_id.strip("/")
+        apps = [a for a in self.ctx.store.list_apps() if a["id"].startswith(prefix + "/")]
+        if not apps:
+            raise not_found(f"Group '{prefix}' does not exist")
+        resp.media = {"*": render_apps(self.ctx.store, apps, embeds(req, views.SINGLE_EMBEDS),
+                                       extras(req))}
+
+
+class AppVersions:
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
+        """The app's stored versions, newest first: `{"versions": [...]}` (the newest 50)."""
+        app = get_app_or_404(self.ctx.store, path_app_id(app_id))
+        versions = self.ctx.store.list_app_versions(app["id"])
+        if app.get("version") and app["version"] not in versions:  # stored before histories
+            versions.insert(0, app["version"])
+        resp.media = {"versions": versions}
+
+
+class AppVersion:
+    def __init__(self, ctx: Ctx) -> None:
+        self.ctx = ctx
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, app_id: str,
+               version: str) -> None:
+        """The app's definition as it was at `version`; roll back to it with
+        `PUT /v2/apps/{appId}` and the body `{"version": "<version>"}`."""
+        app = get_app_or_404(self.ctx.store, path_app_id(app_id))
+        doc = self.ctx.store.get_app_version(app["id"], version)
+        if doc is None and version == app.get("version"):
+            doc = app
+        if doc is None:
+            raise not_found(f"App '{app['id']}' does not exist in version {version}")
+        resp.media = shapes.only(doc, shapes.APP_DEFINITION_FIELDS)
 
 
 class AppRestart:

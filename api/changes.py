@@ -25,6 +25,7 @@ from scheduler.spec import READ_ONLY_FIELDS, is_scale_only, iso_now, parse_app, 
 from scheduler.state import StateStore
 
 Doc = dict[str, Any]
+MAX_APP_VERSIONS = 50  # Marathon's --zk_max_versions default
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
     deployment["original"] = copy.deepcopy(old)
     store.apply_app_change(app_id, new_doc, deployment, force=force,
                            must_exist=old is not None)
+    record_version(store, app_id, new_doc)
     _events(store, req, new_doc if new_doc is not None else old, deployment)
     return Change(deployment, new_doc, deployment.get("version") or now)
 
@@ -105,8 +107,19 @@ def scale_by_kills(store: StateStore, req: falcon.Request, app: Doc, task_ids: l
                                  kind="scale")
     deployment["original"] = copy.deepcopy(app)
     store.request_kills(task_ids, scale=True, deployment=deployment, force=force)
+    record_version(store, app["id"], new_doc)
     _events(store, req, new_doc, deployment)
     return Change(deployment, new_doc, deployment.get("version") or now)
+
+
+def record_version(store: StateStore, app_id: str, app_doc: Doc | None) -> None:
+    """Keep the stored definition in the app's version history (`GET /v2/apps/{id}/versions`),
+    bounded to the newest MAX_APP_VERSIONS; a deleted app's history goes with it. Written after
+    the change's own transaction: if this fails the change stands, with a gap in its history."""
+    if app_doc is None:
+        store.delete_app_versions(app_id)
+    else:
+        store.put_app_version(app_id, app_doc["version"], app_doc, keep=MAX_APP_VERSIONS)
 
 
 def deployment_result(change: Change) -> Doc:

@@ -129,7 +129,7 @@ class ApiClient:
         return parsed
 
     def get(self, path: str, **kw: Any) -> Any:
-        return self.request("GET", path, **kw)
+        return self.request("GET", path, params=with_extras(kw.pop("params", None)), **kw)
 
     def stream(self, path: str, params: dict[str, Any] | None = None,
                last_event_id: str | None = None) -> requests.Response:
@@ -140,7 +140,7 @@ class ApiClient:
             headers["Last-Event-ID"] = last_event_id
         try:
             # No read timeout: the stream is idle between events by design.
-            resp = self.session.get(url, params=params, stream=True, headers=headers,
+            resp = self.session.get(url, params=with_extras(params), stream=True, headers=headers,
                                     timeout=(self.timeout, None))
         except requests.ConnectionError as exc:
             raise connection_error(self.base_url, exc) from None
@@ -152,6 +152,16 @@ class ApiClient:
             resp.close()
             raise ApiError(resp.status_code, resp.reason or "", body, "GET", path)
         return resp
+
+
+def with_extras(params: dict[str, Any] | None) -> dict[str, Any]:
+    """`params` plus `embed=accessd`: the CLI shows accessd's own fields (status label, task
+    health verdict, deployment progress), which answers carry only when asked for."""
+    out = dict(params or {})
+    embed = out.get("embed")
+    values = [] if embed is None else [embed] if isinstance(embed, str) else list(embed)
+    out["embed"] = [*values, "accessd"]
+    return out
 
 
 def parse_body(resp: requests.Response) -> Any:
@@ -491,7 +501,8 @@ def finish_write(client: ApiClient, opts: argparse.Namespace, app_id: str, actio
 
 
 def cmd_apps(client: ApiClient, opts: argparse.Namespace) -> int:
-    answer = client.get("/v2/apps", params={"embed": "apps.tasks"} if opts.json else None)
+    answer = client.get("/v2/apps", params={"embed": ["apps.tasks", "apps.lastTaskFailure"]}
+                        if opts.json else None)
     if opts.json:
         print_json(answer)
         return EXIT_OK
@@ -521,7 +532,10 @@ def cmd_deploy(client: ApiClient, opts: argparse.Namespace) -> int:
     app_id = normalize_id(doc["id"])
     exists = client.get(app_path(app_id), ok_404=True) is not None
     if exists:
-        answer = client.request("PUT", app_path(app_id), body=doc, params=force_params(opts))
+        # The file is the whole definition: replace (a field left out of the file goes back to
+        # its default), not Marathon's default merge.
+        params = {**(force_params(opts) or {}), "partialUpdate": "false"}
+        answer = client.request("PUT", app_path(app_id), body=doc, params=params)
         verb = "updated"
     else:
         answer = client.request("POST", "/v2/apps", body=doc, params=force_params(opts))

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import falcon
 
-from api import changes
-from api.apps import Ctx
+from api import changes, shapes
+from api.apps import Ctx, extras
 from api.errors import ApiError, not_found
 from scheduler.state import StateError
 
@@ -31,8 +31,9 @@ class Deployments:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Running deployments, oldest first."""
-        resp.media = self.ctx.store.list_deployments(active_only=True)
+        """Running deployments, oldest first (`?embed=accessd`: with status, progress, target)."""
+        resp.media = [shapes.deployment(d, extras(req))
+                      for d in self.ctx.store.list_deployments(active_only=True)]
 
 
 class Deployment:
@@ -44,7 +45,7 @@ class Deployment:
         dep = self.ctx.store.get_deployment(deployment_id)
         if dep is None:
             raise not_found(f"DeploymentPlan {deployment_id} does not exist")
-        resp.media = dep
+        resp.media = shapes.deployment(dep, extras(req))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, deployment_id: str) -> None:
         """Roll a running deployment back (default) or just cancel it (`?force=true`)."""

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 
 import falcon
 
+from api import shapes
 from api.errors import ApiError, bad_request
 from scheduler.state import StateStore
 
@@ -32,13 +33,15 @@ STOPPING = threading.Event()
 BATCH = 500
 
 
-def format_event(event_id: int, event: dict) -> bytes:
+def format_event(event_id: int, event: dict, extras: bool = False) -> bytes:
+    """One SSE record; the payload keeps Marathon's fields only unless `extras` (api.shapes)."""
+    event = shapes.event(event, extras)
     data = json.dumps(event, separators=(",", ":"))
     return f"id: {event_id}\nevent: {event.get('eventType', 'message')}\ndata: {data}\n\n".encode()
 
 
 def stream(store: StateStore, after: int, types: frozenset[str], keepalive: float,
-           poll: float) -> Iterator[bytes]:
+           poll: float, extras: bool = False) -> Iterator[bytes]:
     # A first comment sends the headers and proves the stream is open before any event.
     yield b": accessd event stream\n\n"
     last_write = time.monotonic()
@@ -48,7 +51,7 @@ def stream(store: StateStore, after: int, types: frozenset[str], keepalive: floa
             after = event_id
             if types and event.get("eventType") not in types:
                 continue
-            yield format_event(event_id, event)
+            yield format_event(event_id, event, extras)
             last_write = time.monotonic()
         if len(batch) == BATCH:
             continue  # catching up: no pause
@@ -109,7 +112,8 @@ class Events:
                                 f"{self.max_streams}); retry later",
                            headers={"Retry-After": "5"})
         try:
-            body = stream(self.store, after, frozenset(types), self.keepalive, self.poll)
+            body = stream(self.store, after, frozenset(types), self.keepalive, self.poll,
+                          shapes.wants_extras(req.get_param_as_list("embed") or []))
         except BaseException:
             self._slots.release()
             raise

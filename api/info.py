@@ -14,6 +14,7 @@ from pathlib import Path
 
 import falcon
 
+from api import shapes
 from api.leadership import Leadership
 from scheduler.state import StateStore
 
@@ -65,6 +66,9 @@ class Info:
             resp.media["zookeeper_config"] = {
                 "zk": str(url), "zk_session_timeout": int(url.session_timeout * 1000),
                 "zk_timeout": int(url.session_timeout * 1000)}
+        # Marathon's fields only, unless `?embed=accessd` (api.shapes)
+        resp.media = shapes.info(resp.media,
+                                 shapes.wants_extras(req.get_param_as_list("embed") or []))
 
 
 class Ping:

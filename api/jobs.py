@@ -25,6 +25,7 @@ accessd extras, only when asked for: `GET /v1/scheduler/jobs?status=true` adds t
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -279,6 +280,7 @@ def _guarded(ctx: Ctx, resource: object) -> object:
     for name in RESPONDERS:
         responder = getattr(resource, name, None)
         if responder is not None:
+            @functools.wraps(responder)  # keeps the docstring /v2/openapi.json shows
             def checked(req, resp, _responder=responder, **params):
                 _require_job_store(ctx.store)
                 _responder(req, resp, **params)

@@ -1,7 +1,7 @@
 """`accessd api`: run the control API under gunicorn.
 
     accessd api --bind 127.0.0.1:8080 --workers N --state PATH [--token T] [--read-token T]
-                [--max-body BYTES] [--threads N]
+                [--max-body BYTES] [--threads N] [--master HOST:PORT]
 
 gthread workers: the event stream (`/v2/events`) holds a thread per client while the worker's
 main thread keeps heart-beating. The configuration reaches the workers as environment variables
@@ -58,6 +58,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="read-only credential (env ACCESSD_API_READ_TOKEN)")
     p.add_argument("--max-body", type=int, default=DEFAULT_MAX_BODY,
                    help="largest request body in bytes (default %(default)s)")
+    p.add_argument("--master", default=os.environ.get("ACCESSD_API_MESOS_MASTER"),
+                   help="the Mesos master HOST:PORT or zk://HOSTS/PATH, to read task logs "
+                        "from the agents' sandboxes (env ACCESSD_API_MESOS_MASTER)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     return p.parse_args(argv)
 
@@ -88,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         "ACCESSD_API_MAX_BODY": str(args.max_body),
         "ACCESSD_API_BIND": args.bind,
     })
+    if args.master:
+        os.environ["ACCESSD_API_MESOS_MASTER"] = args.master
     # Event streams may take at most half of a worker's threads: the rest answer requests.
     os.environ.setdefault("ACCESSD_API_MAX_STREAMS", str(max(1, args.threads // 2)))
     for name, value in (("ACCESSD_API_TOKEN", args.token),

@@ -1,10 +1,12 @@
 """`GET /v2/openapi.json`: an OpenAPI 3.0 document generated from the live route table.
 
-Nothing is listed by hand: every route of the router and every method its resource implements
+Paths are not listed by hand: every route of the router and every method its resource implements
 becomes an operation; the summary and description are the responder's docstring, the query
 parameters are the `?name=` mentions in that docstring, path parameters come from the template
 (a `{appId*}` field spans several segments: app ids are paths). So a route cannot exist without
-appearing here, and the test compares the document with the router.
+appearing here, and the test compares the document with the router. Request and response bodies
+are the JSON schemas of `api.schemas` (derived from the app schema and Marathon's field lists),
+by operation.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 import falcon
 
+from api import schemas
 from api.routing import OrderedRouter
 
 _QUERY_RE = re.compile(r"\?([a-z_]+)=")
@@ -33,6 +36,7 @@ _ERRORS = {
 
 def _operation(route_template: str, fields: list[tuple[str, bool]], method: str,
                responder: Any) -> dict[str, Any]:
+    responder = inspect.unwrap(responder)  # a wrapped responder (api.jobs' store guard)
     doc = inspect.getdoc(responder) or ""
     summary = doc.split("\n\n", 1)[0].replace("\n", " ").strip()
     params: list[dict[str, Any]] = []
@@ -46,24 +50,28 @@ def _operation(route_template: str, fields: list[tuple[str, bool]], method: str,
         schema: dict[str, Any] = ({"type": "boolean"} if name in ("force", "scale")
                                   else {"type": "string"})
         params.append({"name": name, "in": "query", "required": False, "schema": schema})
+    owner = getattr(responder, "__self__", None)  # a bound on_<method>, or a plain function
+    key = (type(owner).__name__ if owner is not None
+           else getattr(responder, "__qualname__", "op").split(".")[0], method.lower())
+    success = schemas.RESPONSES.get(key) or {_SUCCESS[method]: {}}
+    responses: dict[str, Any] = {}
+    for code, schema in success.items():
+        responses[code] = ({"description": "Success"} if schema is None else
+                           {"description": "Success",
+                            "content": {"application/json": {"schema": schema}}})
+    for code, text in _ERRORS.items():
+        responses[code] = {"description": text, "content": {"application/json": {
+            "schema": {"$ref": "#/components/schemas/Error"}}}}
     op: dict[str, Any] = {
-        "operationId": f"{type(responder.__self__).__name__}.{method.lower()}",
+        "operationId": f"{key[0]}.{method.lower()}",
         "summary": summary,
         "description": doc,
         "parameters": params,
-        "responses": {
-            _SUCCESS[method]: {"description": "Success",
-                               "content": {"application/json": {"schema": {"type": "object"}}}},
-            **{code: {"description": text, "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/Error"}}}}
-               for code, text in _ERRORS.items()},
-        },
+        "responses": responses,
     }
-    if method in ("POST", "PUT", "PATCH"):
+    if key in schemas.REQUESTS:
         op["requestBody"] = {"required": True, "content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/AppDefinition"}
-            if "/v2/apps" in route_template and not route_template.endswith("restart")
-            else {"type": "object"}}}}
+            "schema": schemas.REQUESTS[key]}}}
     return op
 
 
@@ -76,26 +84,13 @@ def build(router: OrderedRouter, version: str) -> dict[str, Any]:
             item[method.lower()] = _operation(route.template, route.fields, method,
                                               route.method_map[method])
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "accessd control API",
                  "description": "Marathon REST v2 compatible where the two overlap.",
                  "version": version},
         "paths": paths,
         "components": {
-            "schemas": {
-                "Error": {"type": "object", "required": ["message"], "properties": {
-                    "message": {"type": "string"},
-                    "details": {"type": "array", "items": {"type": "object", "properties": {
-                        "path": {"type": "string"},
-                        "errors": {"type": "array", "items": {"type": "string"}}}}}}},
-                "AppDefinition": {"type": "object", "required": ["id"],
-                                  "description": "A Marathon app definition "
-                                                 "(scheduler.spec is the schema)",
-                                  "properties": {"id": {"type": "string"},
-                                                 "cmd": {"type": "string"},
-                                                 "instances": {"type": "integer",
-                                                               "minimum": 0}}},
-            },
+            "schemas": schemas.components(),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
                                 "basic": {"type": "http", "scheme": "basic"}},
         },

@@ -15,8 +15,8 @@ import time
 
 import falcon
 
-from api import views
-from api.apps import Ctx, get_app_or_404, path_app_id
+from api import shapes, views
+from api.apps import Ctx, extras, get_app_or_404, path_app_id
 
 
 class Queue:
@@ -37,10 +37,11 @@ class Queue:
                 if not status:
                     continue
                 app_tasks = tasks.get(app["id"], [])
-                view = views.app_view(app, app_tasks, status, deps.get(app["id"], []), set(), now)
+                view = views.app_view(app, app_tasks, status, deps.get(app["id"], []), set(), now,
+                                      extras=True)
                 item = views.queue_item(view, status, app_tasks, now)
                 if item is not None:
-                    queue.append(item)
+                    queue.append(shapes.queue_item(item, extras(req)))
         resp.media = {"queue": queue}
 
 

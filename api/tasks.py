@@ -11,7 +11,7 @@ from __future__ import annotations
 import falcon
 
 from api import changes, views
-from api.apps import Ctx, force_param, get_app_or_404, path_app_id
+from api.apps import Ctx, extras, force_param, get_app_or_404, path_app_id
 from api.body import read_object
 from api.errors import ApiError, bad_request, not_found
 
@@ -41,9 +41,9 @@ def _kill(ctx: Ctx, req: falcon.Request, resp: falcon.Response, tasks: list[Doc]
         return
     store.request_kills([t["id"] for t in tasks], scale=False)
     if single:
-        resp.media = {"task": views.task_view(tasks[0])}
+        resp.media = {"task": views.task_view(tasks[0], extras(req))}
     else:
-        resp.media = {"tasks": [views.task_view(t) for t in tasks]}
+        resp.media = {"tasks": [views.task_view(t, extras(req)) for t in tasks]}
 
 
 class AppTasks:
@@ -53,7 +53,8 @@ class AppTasks:
     def on_get(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
         """The app's live tasks: `{"tasks": [...]}`."""
         app = get_app_or_404(self.ctx.store, path_app_id(app_id))
-        resp.media = {"tasks": [views.task_view(t) for t in self.ctx.store.list_tasks(app["id"])]}
+        resp.media = {"tasks": [views.task_view(t, extras(req))
+                                for t in self.ctx.store.list_tasks(app["id"])]}
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
         """Kill the app's tasks (`?host=` only those on that agent; `?scale=true` lowers
@@ -105,7 +106,7 @@ class Tasks:
         tasks = self.ctx.store.list_tasks()
         if wanted:
             tasks = [t for t in tasks if t.get("state") in wanted]
-        resp.media = {"tasks": [views.task_view(t) for t in tasks]}
+        resp.media = {"tasks": [views.task_view(t, extras(req)) for t in tasks]}
 
 
 class TasksDelete:

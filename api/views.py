@@ -16,25 +16,43 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from api import shapes
 from scheduler.spec import parse_time
 
 Doc = dict[str, Any]
 
 APP_EMBEDS = ("tasks", "deployments", "lastTaskFailure", "counts", "readiness", "taskStats")
+# What Marathon embeds whatever the request asks: a list (`GET /v2/apps`) and one app.
+LIST_EMBEDS = frozenset({"counts", "deployments"})
+SINGLE_EMBEDS = frozenset({"counts", "tasks", "lastTaskFailure", "deployments"})
 STAGED_STATES = frozenset({"TASK_STAGING", "TASK_STARTING"})
 RUNNING_STATES = frozenset({"TASK_RUNNING"})
 
 
-def parse_embeds(values: Iterable[str], prefix: str) -> set[str]:
-    """`["apps.tasks", "apps.counts"]` with prefix `apps` → `{"tasks", "counts"}`.
+_EMBED_PREFIXES = ("group.apps.", "apps.", "app.")
 
-    Unknown embeds are ignored, as Marathon does, so newer clients keep working."""
+
+def parse_embeds(values: Iterable[str], prefix: str | None = None) -> set[str]:
+    """Marathon's app embeds: `["apps.tasks", "apps.counts"]` → `{"tasks", "counts"}`.
+
+    As Marathon does, any of its prefixes (`apps.`, `app.`, `group.apps.`) or none is accepted
+    whatever the endpoint, `tasks` implies `deployments`, and `failures` (deprecated) means
+    tasks, lastTaskFailure and deployments. Unknown values are ignored, so newer clients keep
+    working. `prefix` is accepted for compatibility and ignored."""
     out: set[str] = set()
     for raw in values:
         for value in raw.split(","):
             name = value.strip()
-            if name.startswith(prefix + "."):
-                out.add(name[len(prefix) + 1:])
+            for p in _EMBED_PREFIXES:
+                if name.startswith(p):
+                    name = name[len(p):]
+                    break
+            if name == "tasks":
+                out |= {"tasks", "deployments"}
+            elif name == "failures":
+                out |= {"tasks", "lastTaskFailure", "deployments"}
+            elif name in APP_EMBEDS:
+                out.add(name)
     return out
 
 
@@ -101,9 +119,9 @@ def status_label(app: Doc, status: Doc | None, active_deployments: list[Doc], no
     return "Running"
 
 
-def task_view(task: Doc) -> Doc:
-    """A task as Marathon shows it (the stored document is already Marathon-shaped; the fields a
-    client relies on are guaranteed present)."""
+def task_view(task: Doc, extras: bool = False) -> Doc:
+    """A task as Marathon shows it (the fields a client relies on guaranteed present); accessd's
+    own fields (agent attributes, resources, health verdict, message, …) only with `extras`."""
     out = dict(task)
     out.setdefault("host", None)
     out.setdefault("ports", [])
@@ -112,21 +130,69 @@ def task_view(task: Doc) -> Doc:
     out.setdefault("healthCheckResults", [])
     out.setdefault("stagedAt", None)
     out.setdefault("startedAt", None)
-    return out
+    return shapes.task(out, extras)
+
+
+def _lifetime(tasks: list[Doc], now: float) -> Doc | None:
+    ages = sorted(now - parse_time(t["startedAt"]) for t in tasks if t.get("startedAt"))
+    if not ages:
+        return None
+    mid = len(ages) // 2
+    median = ages[mid] if len(ages) % 2 else (ages[mid - 1] + ages[mid]) / 2
+    return {"averageSeconds": round(sum(ages) / len(ages), 3), "medianSeconds": round(median, 3)}
+
+
+def _stats(tasks: list[Doc], now: float) -> Doc:
+    c = counts(tasks)
+    out: Doc = {"counts": {"staged": c["tasksStaged"], "running": c["tasksRunning"],
+                           "healthy": c["tasksHealthy"], "unhealthy": c["tasksUnhealthy"]}}
+    life = _lifetime(tasks, now)
+    if life is not None:
+        out["lifeTime"] = life
+    return {"stats": out}
+
+
+def task_stats(app: Doc, tasks: list[Doc], now: float) -> Doc:
+    """Marathon's `TaskStatsByVersion`: counters and lifetimes of all tasks, of those on the
+    current config, of older ones, and of those started after the last scaling; a group with
+    no task is left out, as Marathon does."""
+    info = app.get("versionInfo") or {}
+    config = info.get("lastConfigChangeAt") or app.get("version")
+    scaled = info.get("lastScalingAt")
+    groups = {
+        "totalSummary": tasks,
+        "withLatestConfig": [t for t in tasks if t.get("version") == config],
+        "withOutdatedConfig": [t for t in tasks if t.get("version") != config],
+        "startedAfterLastScaling": [t for t in tasks if scaled and t.get("stagedAt")
+                                    and parse_time(t["stagedAt"]) >= parse_time(scaled)],
+    }
+    return {name: _stats(group, now) for name, group in groups.items() if group}
 
 
 def app_view(app: Doc, tasks: list[Doc], status: Doc | None, deployments: list[Doc],
-             embeds: set[str], now: float) -> Doc:
-    """The app as `GET /v2/apps` shows it: definition, version, counters, deployments,
-    lastTaskFailure and our `status` label; `tasks` only when embedded."""
+             embeds: set[str], now: float, *, extras: bool = False) -> Doc:
+    """The app as Marathon's `AppInfo`: the definition plus what `embeds` names (see
+    `parse_embeds`; callers add `LIST_EMBEDS` or `SINGLE_EMBEDS` as Marathon does). accessd's
+    `status` label only with `extras`."""
     out = dict(app)
-    out.update(counts(tasks))
-    out["deployments"] = [{"id": d["id"]} for d in deployments]
-    out["lastTaskFailure"] = (status or {}).get("lastTaskFailure")
-    out["status"] = status_label(app, status, deployments, now)
+    if "counts" in embeds:
+        out.update(counts(tasks))
+    if "deployments" in embeds:
+        out["deployments"] = [{"id": d["id"]} for d in deployments]
+    if "readiness" in embeds:
+        out["readinessCheckResults"] = [r for d in deployments
+                                        for a in d.get("currentActions") or ()
+                                        if a.get("app") == app.get("id")
+                                        for r in a.get("readinessCheckResults") or ()]
+    if "lastTaskFailure" in embeds and (status or {}).get("lastTaskFailure"):
+        out["lastTaskFailure"] = status["lastTaskFailure"]  # type: ignore[index]
+    if "taskStats" in embeds:
+        out["tasksStats"] = task_stats(app, tasks, now)
     if "tasks" in embeds:
-        out["tasks"] = [task_view(t) for t in tasks]
-    return out
+        out["tasks"] = [task_view(t, extras) for t in tasks]
+    if extras:
+        out["status"] = status_label(app, status, deployments, now)
+    return shapes.app(out, extras)
 
 
 def queue_item(app_view_doc: Doc, status: Doc, tasks: list[Doc], now: float) -> Doc | None:
@@ -159,45 +225,75 @@ def queue_item(app_view_doc: Doc, status: Doc, tasks: list[Doc], now: float) -> 
 
 
 # -- label selectors (?label=) -------------------------------------------------------------------
-_SELECTOR_RE = re.compile(
-    r"""\s*(?P<key>[^\s!=,()]+)\s*
-        (?:(?P<op>==|!=|\s+in\s+|\s+notin\s+)\s*
-           (?P<value>\([^)]*\)|[^,()]*))?\s*(?:,|$)""", re.X)
+# Marathon's grammar (LabelSelectorParsers): selectors separated by commas, each `key`,
+# `key==v`, `key!=v`, `key in (a, b)` or `key notin (a, b)`; a term is made of A-Za-z0-9 `.-_`,
+# any other character escaped with a backslash; whitespace between tokens is ignored. Every
+# selector requires the label to exist (so `tier!=x` does not match an app without `tier`).
+_TERM_RE = re.compile(r"\s*((?:\\.|[-A-Za-z0-9_.])+)")
+_OP_RE = re.compile(r"\s*(==|!=)")
+_SET_OP_RE = re.compile(r"\s*(notin|in)\s*\(")
+_PUNCT_RE = re.compile(r"\s*([,)])")
+_ESCAPE_RE = re.compile(r"\\(.)")
+
+Selector = tuple[str, str | None, frozenset[str]]
 
 
-def parse_label_selector(text: str) -> list[tuple[str, str | None, frozenset[str]]]:
-    """Marathon's label selector: comma-separated `key`, `key==v`, `key!=v`, `key in (a,b)`,
-    `key notin (a,b)`, all of which must hold. ValueError names what cannot be parsed."""
-    terms: list[tuple[str, str | None, frozenset[str]]] = []
+def parse_label_selector(text: str) -> list[Selector]:
+    """`[(key, op, values)]` (op None for existence, `==`, `!=`, `in`, `notin`). ValueError
+    names what cannot be parsed. An empty selector selects everything, as in Marathon."""
     pos = 0
-    text = text.strip()
-    while pos < len(text):
-        m = _SELECTOR_RE.match(text, pos)
-        if not m or m.end() == pos:
-            raise ValueError(f"cannot parse label selector at {text[pos:]!r}")
-        op = (m.group("op") or "").strip() or None
-        value = (m.group("value") or "").strip()
-        if value.startswith("("):
-            values = frozenset(v.strip() for v in value[1:-1].split(",") if v.strip())
-        else:
-            values = frozenset([value]) if op else frozenset()
-        terms.append((m.group("key"), op, values))
+    terms: list[Selector] = []
+
+    def term() -> str:
+        nonlocal pos
+        m = _TERM_RE.match(text, pos)
+        if not m:
+            raise ValueError(f"expected a label or value at {text[pos:]!r}")
         pos = m.end()
-    if not terms:
-        raise ValueError("empty label selector")
-    return terms
+        return _ESCAPE_RE.sub(r"\1", m.group(1))
+
+    if not text.strip():
+        return terms
+    while True:
+        key = term()
+        if m := _SET_OP_RE.match(text, pos):
+            pos = m.end()
+            values: list[str] = []
+            while True:
+                if p := _PUNCT_RE.match(text, pos):
+                    if p.group(1) == ")" and not values:
+                        pos = p.end()
+                        break
+                values.append(term())
+                p = _PUNCT_RE.match(text, pos)
+                if not p:
+                    raise ValueError(f"expected ',' or ')' at {text[pos:]!r}")
+                pos = p.end()
+                if p.group(1) == ")":
+                    break
+            terms.append((key, m.group(1), frozenset(values)))
+        elif m := _OP_RE.match(text, pos):
+            pos = m.end()
+            terms.append((key, m.group(1), frozenset([term()])))
+        else:
+            terms.append((key, None, frozenset()))
+        rest = _PUNCT_RE.match(text, pos)
+        if rest is None:
+            if text[pos:].strip():
+                raise ValueError(f"cannot parse label selector at {text[pos:]!r}")
+            return terms
+        if rest.group(1) != ",":
+            raise ValueError(f"unexpected ')' at {text[pos:]!r}")
+        pos = rest.end()
 
 
-def labels_match(labels: Mapping[str, str], terms: list[tuple[str, str | None,
-                                                              frozenset[str]]]) -> bool:
+def labels_match(labels: Mapping[str, str], terms: list[Selector]) -> bool:
     for key, op, values in terms:
-        value = labels.get(key)
-        if op is None:
-            ok = key in labels
-        elif op in ("==", "in"):
-            ok = value is not None and value in values
-        else:  # != and notin: an absent label satisfies them (Kubernetes/Marathon semantics)
-            ok = value is None or value not in values
-        if not ok:
+        if key not in labels:
+            return False
+        value = labels[key]
+        if op in ("==", "in") and value not in values:
+            return False
+        if op in ("!=", "notin") and value in values:
             return False
     return True

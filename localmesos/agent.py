@@ -26,6 +26,7 @@ from localmesos.agent_recovery import AgentRecovery
 from localmesos.command_tasks import CommandTasks, exit_message, wait_status
 from localmesos.executor_api import EXECUTOR_CALLS, ExecutorApi
 from localmesos.executors import ExecutorLifecycle
+from localmesos.files_api import SandboxFiles
 from localmesos.httpserver import HttpServer, Request, Response, Stream
 from localmesos.model import VERSION, Executor, Task, grace_seconds, mesos_duration
 from localmesos.procs import kill_group, kill_tree
@@ -65,6 +66,7 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRe
         self.pending: dict[Key, collections.deque[dict[str, Any]]] = {}
         self.retry: dict[Key, tuple[Any, float]] = {}
         self.server = HttpServer("127.0.0.1", 0, self.handle, name=f"agent{index}-http")
+        self.files = SandboxFiles()
 
     @property
     def port(self) -> int:
@@ -180,6 +182,7 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRe
         d = (self.work_dir / "slaves" / self.id / "frameworks" / fid / "executors" / eid / "runs"
              / container_id)
         d.mkdir(parents=True, exist_ok=True)
+        self.files.attach_sandbox(str(self.work_dir), self.id, fid, eid, str(d))
         return str(d)
 
     def _env(self, fid: str, eid: str, directory: str, command: dict[str, Any]) -> dict[str, str]:
@@ -315,6 +318,8 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRe
         path = req.path.rstrip("/") or "/"
         if path == "/api/v1/executor":
             return self.executor_api(req)
+        if path.startswith("/files/"):
+            return self.files.handle(req)
         if req.method not in ("GET", "HEAD"):
             return Response(404)
         with self.cluster.lock:

@@ -9,6 +9,7 @@ import signal
 import threading
 from typing import Any
 
+from localmesos import fetcher
 from localmesos.health import HealthChecker
 from localmesos.model import Task
 from localmesos.procs import kill_group, kill_tree
@@ -39,9 +40,8 @@ class CommandTasks:
         env = self._env(fid, task.id, directory, command)
         env["MESOS_ALLOCATION_ROLE"] = role
         task.env = env
-        fut = self.cluster.spawner.spawn(self._argv(command), env, directory,
-                                         os.path.join(directory, "stdout"),
-                                         os.path.join(directory, "stderr"))
+        fut = fetcher.spawn(self.cluster.spawner, command, self._argv(command), env, directory,
+                            os.path.join(directory, "stdout"), os.path.join(directory, "stderr"))
         gen = self.generation
         fut.add_done_callback(lambda f: self._command_started(task, gen, f))
 
@@ -51,9 +51,14 @@ class CommandTasks:
                 popen = fut.result()
             except Exception as exc:
                 if gen == self.generation and not task.terminal:
-                    self._update(task, "TASK_FAILED", "SOURCE_EXECUTOR",
-                                 message=f"Failed to launch command: {exc}",
-                                 reason="REASON_COMMAND_EXECUTOR_FAILED")
+                    if isinstance(exc, fetcher.LaunchError):  # fetch or user: as a Mesos agent
+                        self._update(task, "TASK_FAILED", "SOURCE_AGENT",
+                                     message=f"Failed to launch container: {exc}",
+                                     reason="REASON_CONTAINER_LAUNCH_FAILED")
+                    else:
+                        self._update(task, "TASK_FAILED", "SOURCE_EXECUTOR",
+                                     message=f"Failed to launch command: {exc}",
+                                     reason="REASON_COMMAND_EXECUTOR_FAILED")
                 return
             if gen != self.generation:  # the agent was stopped meanwhile
                 kill_tree(popen.pid, signal.SIGKILL)

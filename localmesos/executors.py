@@ -10,6 +10,7 @@ import signal
 import threading
 from typing import Any
 
+from localmesos import fetcher
 from localmesos.command_tasks import exit_message, wait_status
 from localmesos.model import Executor, Task
 from localmesos.procs import kill_group, kill_tree
@@ -30,9 +31,9 @@ class ExecutorLifecycle:
             self.executors[(fid, eid)] = ex
             command = exinfo["command"]
             env = self._env(fid, eid, ex.directory, command)
-            fut = self.cluster.spawner.spawn(self._argv(command), env, ex.directory,
-                                             os.path.join(ex.directory, "stdout"),
-                                             os.path.join(ex.directory, "stderr"))
+            fut = fetcher.spawn(self.cluster.spawner, command, self._argv(command), env,
+                                ex.directory, os.path.join(ex.directory, "stdout"),
+                                os.path.join(ex.directory, "stderr"))
             gen = self.generation
             fut.add_done_callback(lambda f: self._executor_started(ex, gen, f))
             ex.timers.append(self.cluster.timers.call_later(

@@ -9,8 +9,9 @@ Invariants:
 - `target` is fixed when the deployment is planned: `{"app", "instances", "configVersion"}`,
   where `configVersion` is the new app's `versionInfo.lastConfigChangeAt` (None for a delete).
 - a task is *current* when its `version` equals `target.configVersion`; it is *ready* when it is
-  current, `TASK_RUNNING`, not being killed, and healthy (`healthy is True` if the app has
-  health checks, `healthy` not False if it has none).
+  current, `TASK_RUNNING`, not being killed, healthy (`healthy is True` if the app has
+  health checks, `healthy` not False if it has none) and, if the app has readiness checks,
+  ready (Marathon's readiness: `scheduler.readiness` probes and records the result).
 - a create/scale/update/restart succeeds when exactly `target.instances` tasks remain and all
   are ready (no old-version and no surplus tasks left); a delete succeeds when no task remains.
 - a running deployment whose app disappeared (or, for a non-delete, whose app's configuration
@@ -138,9 +139,21 @@ def _has_health_checks(app: Doc | AppSpec | None) -> bool:
     return bool(app.get("healthChecks"))
 
 
-def task_is_ready(task: Doc, has_health_checks: bool) -> bool:
-    """Running, not being killed, and healthy (checked apps need `healthy is True`)."""
+def _has_readiness_checks(app: Doc | AppSpec | None) -> bool:
+    if app is None:
+        return False
+    if isinstance(app, AppSpec):
+        return bool(app.readiness_checks)
+    return bool(app.get("readinessChecks"))
+
+
+def task_is_ready(task: Doc, has_health_checks: bool, has_readiness_checks: bool = False) -> bool:
+    """Running, not being killed, healthy (checked apps need `healthy is True`) and, for apps
+    with readiness checks, ready (`scheduler.readiness`: a result with `ready: true`)."""
     if task.get("state") != "TASK_RUNNING" or task.get("killRequested"):
+        return False
+    if has_readiness_checks and not any(r.get("ready") is True
+                                        for r in task.get("readinessCheckResults") or ()):
         return False
     healthy = task.get("healthy")
     return healthy is True if has_health_checks else healthy is not False
@@ -150,9 +163,10 @@ def _progress(deployment: Doc, app: Doc | None, tasks: list[Doc]) -> Doc:
     target = deployment.get("target") or {}
     version = target.get("configVersion")
     checks = _has_health_checks(app)
+    readiness = _has_readiness_checks(app)
     current = [t for t in tasks if version is not None and t.get("version") == version]
     return {
-        "healthy": sum(task_is_ready(t, checks) for t in current),
+        "healthy": sum(task_is_ready(t, checks, readiness) for t in current),
         "running": sum(t.get("state") == "TASK_RUNNING" for t in current),
         "old": len(tasks) - len(current),
     }
@@ -186,6 +200,12 @@ def advance(deployment: Doc, app: Doc | None, tasks: list[Doc], *,
     tasks = [t for t in tasks if t.get("appId", app_id) == app_id]
     deleting = target.get("configVersion") is None
     doc["progress"] = _progress(doc, app, tasks)
+    if _has_readiness_checks(app):  # Marathon shows the new tasks' results in the action
+        results = [r for t in tasks if t.get("version") == target.get("configVersion")
+                   for r in t.get("readinessCheckResults") or ()]
+        for action in doc.get("currentActions") or ():
+            if action.get("app") == app_id:
+                action["readinessCheckResults"] = results
 
     if not deleting:
         if app is None:
@@ -264,6 +284,7 @@ def rolling_restart_budget(app: AppSpec | Doc, tasks: list[Doc], *,
     spec, current_version = _budget_inputs(app, version)
     n = spec.instances
     checks = bool(spec.health_checks)
+    readiness = bool(spec.readiness_checks)
     mine = [t for t in tasks if t.get("appId", spec.id) == spec.id]
     current = [t for t in mine if t.get("version") == current_version]
     old = [t for t in mine if t.get("version") != current_version]
@@ -275,11 +296,11 @@ def rolling_restart_budget(app: AppSpec | Doc, tasks: list[Doc], *,
     max_total = n + math.floor(n * strategy.maximum_over_capacity + _EPS)
     current_live = [t for t in current if not t.get("killRequested")]
     may_start = max(0, min(n - len(current_live), max_total - len(mine)))
-    ready = sum(task_is_ready(t, checks) for t in mine)
-    old_not_ready = sum(not task_is_ready(t, checks) for t in old_live)
+    ready = sum(task_is_ready(t, checks, readiness) for t in mine)
+    old_not_ready = sum(not task_is_ready(t, checks, readiness) for t in old_live)
     may_kill = min(len(old_live), old_not_ready + max(0, ready - min_ready))
     killing = any(t.get("killRequested") for t in mine)
     if (may_start == 0 and may_kill == 0 and old_live and not killing
-            and all(task_is_ready(t, checks) for t in current_live)):
+            and all(task_is_ready(t, checks, readiness) for t in current_live)):
         may_kill = 1  # no room either way: make room one task at a time, as Marathon does
     return may_start, may_kill

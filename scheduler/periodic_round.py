@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-from scheduler import backoff, reconcile, taskstate
+from scheduler import backoff, readiness, reconcile, taskstate
 from scheduler.deployments import advance
 from scheduler.spec import AppSpec, format_time
 
@@ -40,6 +40,8 @@ class PeriodicRound:
         period; otherwise only the cheap generation poll."""
         if not self.subscribed:
             return
+        if readiness.prober_of(self).round(self.store):  # a task became ready (or not)
+            self.dirty = True
         now = self.clock()
         if self.jobs.tick(now):  # new job runs wait for offers: plan (and REVIVE) this tick
             self.dirty = True
@@ -211,6 +213,12 @@ class PeriodicRound:
             elif app_id not in plan.delayed and self.waiting.get(app_id):
                 # all placed (or nothing to launch): whatever was waiting is no longer
                 self.waiting.pop(app_id, None)
+            if app_id in plan.held:  # dependency order: say what the start waits for
+                reason = f"dependencies {plan.held[app_id]}"
+                before = (old or {}).get("waiting") or {}
+                waiting = {"reason": reason, "count": spec.instances,
+                           "since": before.get("since") if before.get("reason") == reason
+                           else format_time(now)}
             status = dict(status, waiting=waiting)
             if old is None or _without_time(old) != _without_time(status):
                 # No one else writes app statuses (state.py): a delay reset asked for since

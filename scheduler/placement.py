@@ -176,8 +176,7 @@ def place(offers: Sequence[Mapping[str, Any] | OfferView], requests: Sequence[La
             unplaced[app_id] = Unplaced(count, NO_OFFERS)
             continue
         remaining, app_reason = _place_app(app, count, by_app[app_id], views, shuffle, launched,
-                                           evaluations, launches,
-                                           frozenset({"*", app.role or role}), sign)
+                                           evaluations, launches, app_roles(app, role), sign)
         if remaining:
             unplaced[app_id] = Unplaced(remaining, most_telling(app_reason.values()))
         for i, r in app_reason.items():
@@ -188,6 +187,15 @@ def place(offers: Sequence[Mapping[str, Any] | OfferView], requests: Sequence[La
                  for i, v in enumerate(views)}
     declines = [v.id for i, v in enumerate(views) if not launched[i]]
     return PlacementResult(launches, declines, unplaced, decisions)
+
+
+def app_roles(app: AppSpec, framework_role: str) -> frozenset[str]:
+    """The roles whose resources a task of `app` may take: `*` and its own role (the
+    framework's by default), narrowed to `acceptedResourceRoles` when the app sets it."""
+    roles = frozenset({"*", app.role or framework_role})
+    if app.accepted_resource_roles is not None:
+        roles &= frozenset(app.accepted_resource_roles)
+    return roles
 
 
 def _place_app(app: AppSpec, count: int, tasks: list[Mapping[str, Any]],

@@ -17,6 +17,8 @@ Invariants:
   killed included) because of a launch we plan; when both bounds leave no room (1.0 / 0.0) one
   old task is killed at a time, as Marathon does (`deployments.rolling_restart_budget`);
 - no launch is planned for an app whose backoff delay for its current version has not run out;
+- an app with `dependencies` starts (its first task of a version) only once every app it
+  depends on runs its instances, all current and healthy (Marathon's dependency order; `held`);
 - unhealthy tasks of `//cmd` apps are left to Mesos, which kills them after
   `maxConsecutiveFailures` (it reports every failed probe as `healthy: false`);
 - kill order within an app: operator kill requests, unhealthy tasks (counted as failures),
@@ -86,6 +88,7 @@ class Plan:
     delayed: dict[str, float] = field(default_factory=dict)  # app id -> seconds left
     invalid: dict[str, str] = field(default_factory=dict)   # app id -> why it was skipped
     offers: str = SUPPRESS
+    held: dict[str, str] = field(default_factory=dict)  # app id -> the dependencies it waits for
 
     @property
     def demand(self) -> int:
@@ -192,6 +195,8 @@ def plan(apps: list[Doc], tasks: list[Doc], statuses: dict[str, Doc],
     launches: list[LaunchNeed] = []
     delayed: dict[str, float] = {}
     invalid: dict[str, str] = {}
+    held: dict[str, str] = {}
+    settled = _settled_apps(apps, by_app)
     desired_ids = set()
     for doc in sorted(apps, key=lambda d: d.get("id", "")):
         app_id = doc.get("id", "")
@@ -206,6 +211,12 @@ def plan(apps: list[Doc], tasks: list[Doc], statuses: dict[str, Doc],
                                  statuses.get(app_id), now, kills, unreachable_strategy(doc))
         if delay > 0:
             delayed[app_id] = delay
+        if count > 0 and spec.dependencies:
+            waiting = _unsettled_dependencies(spec, version, by_app.get(app_id, []), apps,
+                                              settled)
+            if waiting:
+                held[app_id] = ", ".join(waiting)
+                count = 0
         if count > 0:
             launches.append(LaunchNeed(spec, count, version))
 
@@ -220,4 +231,34 @@ def plan(apps: list[Doc], tasks: list[Doc], statuses: dict[str, Doc],
     done = tuple(r["taskId"] for r in kill_requests if r["taskId"] not in known)
     return Plan(launches=tuple(launches), kills=tuple(kills), done_kill_requests=done,
                 delayed=delayed, invalid=invalid,
-                offers=REVIVE if launches else SUPPRESS)
+                offers=REVIVE if launches else SUPPRESS, held=held)
+
+
+def _settled_apps(apps: list[Doc], by_app: dict[str, list[Doc]]) -> set[str]:
+    """Apps whose current version runs its `instances` ready tasks and nothing else."""
+    out: set[str] = set()
+    for doc in apps:
+        version = config_version(doc)
+        tasks = [t for t in by_app.get(doc.get("id", ""), []) if not t.get("killRequested")]
+        checks = bool(doc.get("healthChecks"))
+        ready = [t for t in tasks if t.get("version") == version and is_healthy(t, checks)]
+        if len(ready) >= int(doc.get("instances") or 0) and len(tasks) == len(ready):
+            out.add(doc.get("id", ""))
+    return out
+
+
+def _unsettled_dependencies(spec: AppSpec, version: str, tasks: list[Doc], apps: list[Doc],
+                            settled: set[str]) -> list[str]:
+    """Marathon's dependency order: an app (re)starts only once the apps it depends on (an app
+    id, or a group: every app under it) are deployed. Only a start waits: an app that already
+    runs tasks of its current version is never held (a later failure of a dependency does not
+    stop its replacements, as in Marathon)."""
+    if any(t.get("version") == version for t in tasks):
+        return []
+    waiting = []
+    for dep in spec.dependencies:
+        members = [d.get("id", "") for d in apps
+                   if d.get("id") == dep or str(d.get("id", "")).startswith(dep + "/")]
+        if any(m not in settled for m in members):
+            waiting.append(dep)
+    return waiting

@@ -295,6 +295,8 @@ def demand_of(app: AppSpec) -> Demand:
     scal = {"cpus": float(app.cpus), "mem": float(app.mem)}
     if app.disk:
         scal["disk"] = float(app.disk)
+    if app.gpus:
+        scal["gpus"] = float(app.gpus)
     if app.require_ports:
         ports = tuple(int(p.port) for p in app.port_definitions)
     else:

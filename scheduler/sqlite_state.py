@@ -44,6 +44,7 @@ from scheduler.jobs.sqlite_jobs import (
     SQLiteJobReader,
 )
 from scheduler.spec import iso_now, task_id_to_app_id
+from scheduler.sqlite_versions import SQLiteAppVersions
 from scheduler.state import (
     FINAL_DEPLOYMENT_STATUSES,
     Delete,
@@ -126,7 +127,7 @@ def _loads(text: str) -> Any:
     return json.loads(text)
 
 
-class SQLiteStateStore(SQLiteJobDocuments, StateStore):
+class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
     """`StateStore` on one SQLite file (created with its parent directories if missing)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:

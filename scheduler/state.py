@@ -313,5 +313,24 @@ class StateStore(ABC):
         """Delete all but the newest `keep` events; returns how many went. Ids are never reused,
         so a reader resuming from an older id simply gets what is left."""
 
+    # -- app version history (plain documents; the API decides what to keep) ---------------
+    # Optional: a backend that keeps histories overrides these (SQLite through
+    # `scheduler.sqlite_versions`, ZooKeeper through `scheduler.zk_versions`). The defaults keep none, so `GET /v2/apps/{id}/versions`
+    # lists only the current version there and a rollback can only name that one.
+    def put_app_version(self, app_id: str, version: str, doc: Doc, *, keep: int) -> None:
+        """Store `doc` as `app_id`'s `version`, keeping only its newest `keep` versions."""
+        return None  # kept nowhere (see above)
+
+    def list_app_versions(self, app_id: str) -> list[str]:
+        """The app's stored versions, newest first."""
+        return []
+
+    def get_app_version(self, app_id: str, version: str) -> Doc | None:
+        return None
+
+    def delete_app_versions(self, app_id: str) -> None:
+        """Forget the app's history (the app was deleted)."""
+        return None
+
     @abstractmethod
     def close(self) -> None: ...

@@ -13,6 +13,9 @@ Invariants:
   contract); the executor is given no resources of its own (Mesos accepts that and only warns),
   so placement needs nothing beyond the app's cpus/mem/disk;
 - `app.executor == "//cmd"` runs the Mesos command executor with the environment in `command`;
+- the app's `fetch` (and `uris`) are the URIs of the CommandInfo that starts the process (the
+  task's under `//cmd`, the executor's otherwise: the task runs in the executor's sandbox), and
+  its `user` that CommandInfo's `user`, so the agent's fetcher and launcher do what Mesos does;
 - `health_check` is the app's first health check in Mesos form (Mesos allows one per task);
   `delay_seconds` is 0 as Marathon sets it (the grace period already ignores early failures, and a
   delay would hold back the first success); all checks go, Marathon form, into `data.healthChecks`.
@@ -117,6 +120,16 @@ def mesos_health_check(check: HealthCheck, ports: list[int],
     return out
 
 
+def _fetch_and_user(command: dict[str, Any], app: AppSpec) -> None:
+    """The app's `fetch` as CommandInfo URIs (the agent's fetcher downloads them into the
+    sandbox before the command starts) and its `user` as CommandInfo.user (the agent runs the
+    command as that user, or fails the task if it cannot)."""
+    if app.fetch:
+        command["uris"] = [f.to_mesos() for f in app.fetch]
+    if app.user is not None:
+        command["user"] = app.user
+
+
 def build_task_info(launch: Launch, app: AppSpec, *, task_id: str, config_version: str,
                     executor_python: str) -> dict[str, Any]:
     """The Mesos v1 TaskInfo JSON dict for `launch` (a scheduler.placement.Launch) of `app`."""
@@ -147,6 +160,7 @@ def build_task_info(launch: Launch, app: AppSpec, *, task_id: str, config_versio
         else:
             command = {"shell": True, "value": app.cmd or ""}
         command["environment"] = _variables(env)
+        _fetch_and_user(command, app)
         info["command"] = command
         return info
 
@@ -167,11 +181,14 @@ def build_task_info(launch: Launch, app: AppSpec, *, task_id: str, config_versio
         "portNames": [pd.name for pd in app.port_definitions][:len(ports)],
         "version": config_version,
     })
+    executor_command: dict[str, Any] = {"value": f"{executor_python} -m executor",
+                                        "shell": True}
+    _fetch_and_user(executor_command, app)
     info["executor"] = {
         "executor_id": {"value": task_id},
         "name": f"accessd executor for {app.id}",
         "source": app.id,
-        "command": {"value": f"{executor_python} -m executor", "shell": True},
+        "command": executor_command,
         "resources": [],
     }
     raw = json.dumps(data, sort_keys=True).encode("utf-8")

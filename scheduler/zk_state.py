@@ -66,6 +66,7 @@ from scheduler.zk import (
     zk_errors,
 )
 from scheduler.zk_events import ZkEventLog, seq_of
+from scheduler.zk_versions import ZooKeeperAppVersions
 
 log = logging.getLogger("accessd.zk_state")
 
@@ -134,7 +135,7 @@ class _Reader(ZkJobReader):
         return self.s._generation[0]
 
 
-class ZooKeeperStateStore(ZkJobDocuments, ZkEventLog, StateStore):
+class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZkEventLog, StateStore):
     """`StateStore` in ZooKeeper. `fence`, when set (by the leader election), is the path of a
     node every write checks in its `multi`: once that node is gone, writes raise NotLeader."""
 

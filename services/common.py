@@ -265,7 +265,9 @@ def make_app(service: str, config: ServiceConfig, store: QuoteStore,
              health_checks: Mapping[str, Callable[[], str]] | None = None) -> falcon.App:
     """A Falcon app with `routes` plus the shared health, metrics and error handling."""
     metrics = Metrics(service)
-    app = falcon.App(middleware=[MetricsMiddleware(metrics)])
+    # CORS (Falcon's own): the status page, served by the control API on another origin, reads
+    # these read-only answers for its pipeline panel.
+    app = falcon.App(middleware=[MetricsMiddleware(metrics)], cors_enable=True)
     # "/quotes/JPM/last/" answers like "/quotes/JPM/last" rather than 404.
     app.req_options.strip_url_path_trailing_slash = True
     # Bad query strings (e.g. "?limit=") are reported by the resources, not silently dropped.

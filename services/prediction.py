@@ -5,6 +5,8 @@
                                   or a batch: {"symbol": "JPM", "inputs": [{"closes": [...],
                                   "ts": T?}, ...]} (at most MAX_BATCH inputs)
     GET  /models/{symbol}         the current model's version, window and training data
+    GET  /models, /models/{symbol}/metrics, /predictions/{symbol}/recent
+                                  for the status page's pipeline panel (services.prediction_recent)
 
 Answers carry the prediction, the model version (`modelVersion`) and the input's timestamp
 (`inputTs`, ISO 8601: the last quote used, or the `ts` given with explicit closes, else null).
@@ -29,6 +31,7 @@ import numpy as np
 
 from services.common import ServiceConfig, app_from_env, make_app, parse_time, unknown_symbol
 from services.model import Model, ModelError, ModelRegistry
+from services.prediction_recent import ModelMetrics, ModelsList, RecentPredictions
 from services.store import MIN_TS_MS, Quote, QuoteStore, iso_ms
 
 MAX_BATCH = 10_000
@@ -198,6 +201,9 @@ def create_app(config: ServiceConfig, store: QuoteStore,
         ("/predict/{symbol}", PredictSymbolResource(store, registry)),
         ("/predict", PredictResource(registry)),
         ("/models/{symbol}", ModelResource(registry)),
+        ("/models", ModelsList(registry)),
+        ("/models/{symbol}/metrics", ModelMetrics(registry)),
+        ("/predictions/{symbol}/recent", RecentPredictions(store, registry)),
     ], health_checks={"models": models_check})
 
 

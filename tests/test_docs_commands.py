@@ -40,7 +40,8 @@ NOT_RUN = {
     "accessd scheduler --master mesos-master:5050 --state /var/lib/accessd/state.db":
         "needs a real Mesos master (mesos-master:5050) and /var/lib",
     'accessd api --bind 0.0.0.0:8080 --workers 4 --state /var/lib/accessd/state.db '
-    '--token "$TOKEN"': "binds every interface on port 8080 of a production host",
+    '--token "$TOKEN" --master mesos-master:5050':
+        "binds every interface on port 8080 of a production host",
     "accessd scheduler --master mesos-master:5050 --state zk://zk1:2181,zk2:2181,zk3:2181/accessd"
     " --advertise node1:8080": "needs a real Mesos master and a ZooKeeper ensemble",
     'accessd api --bind 0.0.0.0:8080 --state zk://zk1:2181,zk2:2181,zk3:2181/accessd '

@@ -131,6 +131,9 @@ class Stack:
         elif body is not None:
             kw["data"] = body
             kw.setdefault("headers", {"Content-Type": "application/json"})
+        # accessd's own fields too (status label, task health, deployment status): the test
+        # asserts them; tests/api/test_marathon_shapes.py covers the answers without them.
+        kw.setdefault("params", {"embed": "accessd"})
         return self.http.request(method, self.base + path, timeout=10, **kw)
 
     def app(self, app_id: str) -> dict:

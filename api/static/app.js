@@ -1,10 +1,13 @@
 /*
  * accessd status page.
  *
- * One poll of GET /v2/apps?embed=apps.tasks every POLL_MS feeds both views (the applications
- * list and an app's detail at #/apps/<id>), so what the page shows is always one consistent
- * snapshot. Polling rather than following /v2/events keeps the page from holding an API worker
- * open per browser tab; 2 s is live enough for people watching a deployment.
+ * One poll of GET /v2/apps?embed=apps.tasks&embed=apps.lastTaskFailure&embed=accessd every
+ * POLL_MS (`accessd`: the status label, task health verdicts; see api/shapes.py) feeds both
+ * views (the applications list and an app's detail at #/apps/<id>), so what the page shows is
+ * always one consistent snapshot. events.js follows /v2/events and asks for a poll on each
+ * event (slowing the timer to a safety net meanwhile); when the stream drops, POLL_MS (2 s)
+ * polling takes over again. actions.js adds the action buttons and task logs through the
+ * `window.accessdPage` hooks.
  *
  * Auth: reads work without a token unless the API has a read credential; then the API answers
  * 401 and the page says so and offers a token field (kept in sessionStorage for this tab only).
@@ -375,6 +378,10 @@
     $("list-view").hidden = !!appId || jobs;
     $("detail-view").hidden = !appId;
     if (appId) renderDetail(appId); else renderList();
+    // Other page modules (actions.js) decorate what was drawn.
+    (window.accessdPage.onRender || []).forEach(function (hook) {
+      hook(appId, state.apps, state.deployments);
+    });
   }
 
   function notice(text, askToken) {
@@ -394,10 +401,10 @@
   function poll() {
     if (state.inflight) return;
     state.inflight = true;
-    var apps = apiGet("/v2/apps?embed=apps.tasks");
+    var apps = apiGet("/v2/apps?embed=apps.tasks&embed=apps.lastTaskFailure&embed=accessd");
     // The queue (delays, waiting reasons) is extra detail: its failure must not hide the apps.
-    var queue = apiGet("/v2/queue").catch(function () { return null; });
-    var deployments = apiGet("/v2/deployments").catch(function () { return null; });
+    var queue = apiGet("/v2/queue?embed=accessd").catch(function () { return null; });
+    var deployments = apiGet("/v2/deployments?embed=accessd").catch(function () { return null; });
     Promise.all([apps, queue, deployments]).then(function (res) {
       var signature = JSON.stringify(res);
       var list = (res[0] && res[0].apps) || [];
@@ -416,8 +423,8 @@
       state.lastOk = new Date();
       notice(null, false);
       setConn("ok", "live");
-      $("updated").textContent = "updated " + state.lastOk.toLocaleTimeString() +
-        " · refreshes every " + POLL_MS / 1000 + " s";
+      $("updated").textContent = "updated " + state.lastOk.toLocaleTimeString() + " · " +
+        (window.accessdPage.liveText || "refreshes every " + POLL_MS / 1000 + " s");
       if (signature !== state.drawn || Date.now() - state.drawnAt > REDRAW_MS) {
         state.drawn = signature;
         render();
@@ -454,6 +461,20 @@
       state.inflight = false;
     });
   }
+
+  // The surface other page modules use: same token, same requests, a poll on demand.
+  window.accessdPage = window.accessdPage || {};
+  window.accessdPage.onRender = window.accessdPage.onRender || [];
+  window.accessdPage.token = token;
+  window.accessdPage.poll = function () { state.drawn = null; poll(); };
+  window.accessdPage.el = el;
+  // events.js switches between following /v2/events (a slow safety poll) and plain polling.
+  window.accessdPage.setPollInterval = function (ms) {
+    if (ms === POLL_MS && state.timer) return;
+    POLL_MS = ms;
+    if (state.timer) clearInterval(state.timer);
+    state.timer = setInterval(poll, POLL_MS);
+  };
 
   function start() {
     $("token-form").addEventListener("submit", function (ev) {

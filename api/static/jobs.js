@@ -91,7 +91,10 @@
     $("jobs-view").hidden = !shown();
     var links = document.querySelectorAll("header nav a");
     Array.prototype.forEach.call(links, function (a) {
-      a.className = (a.getAttribute("href") === "#/jobs") === shown() ? "active" : "";
+      // The one rule of every view module (pipeline.js too): a view's own link, else Applications.
+      var href = a.getAttribute("href"), h = location.hash;
+      var own = ["#/jobs", "#/pipeline"].indexOf(h) >= 0;
+      a.className = (href === h || (href === "#/" && !own)) ? "active" : "";
     });
     if (shown()) { drawn = null; poll(); }
   }

@@ -11,7 +11,7 @@ Invariants:
 - Times are ISO 8601 UTC with milliseconds and `Z`.
 
 The schema is split by stage: `model` (dataclasses, `to_json`), `fields` (typed readers that
-collect errors), `ids`, `times`, `healthchecks`, `parse` (`parse_app`), `documents` (PATCH merge,
+collect errors), `ids`, `times`, `healthchecks`, `marathon_fields` (the rest of Marathon's fields), `parse` (`parse_app`), `documents` (PATCH merge,
 version stamping). Import from `scheduler.spec`; the submodules are its implementation.
 """
 
@@ -28,18 +28,21 @@ from scheduler.spec.model import (
     READ_ONLY_FIELDS,
     AppSpec,
     Constraint,
+    FetchUri,
     FrozenMap,
     HealthCheck,
     PortDefinition,
+    ReadinessCheck,
     SpecError,
+    UnreachableStrategy,
     UpgradeStrategy,
 )
 from scheduler.spec.parse import UNSUPPORTED_FIELDS, parse_app
 from scheduler.spec.times import format_time, iso_now, parse_time
 
 __all__ = [
-    "AppSpec", "Constraint", "FrozenMap", "HealthCheck", "PortDefinition", "SpecError",
-    "UpgradeStrategy", "CONSTRAINT_OPERATORS", "HEALTH_CHECK_PROTOCOLS", "READ_ONLY_FIELDS",
+    "AppSpec", "Constraint", "FetchUri", "FrozenMap", "HealthCheck", "PortDefinition",
+    "ReadinessCheck", "SpecError", "UnreachableStrategy", "UpgradeStrategy", "CONSTRAINT_OPERATORS", "HEALTH_CHECK_PROTOCOLS", "READ_ONLY_FIELDS",
     "UNSUPPORTED_FIELDS",
     "app_id_to_task_prefix", "format_time", "iso_now", "is_scale_only", "merge_patch",
     "new_task_id", "normalize_app_id", "parse_app", "parse_time", "stamp_app",

@@ -13,8 +13,10 @@ from scheduler.spec.times import format_time, parse_time
 
 
 def merge_patch(base_doc: dict[str, Any], patch_doc: Any) -> dict[str, Any]:
-    """Marathon PATCH: each top-level field of the patch replaces the base's (objects such as
-    `env` or `upgradeStrategy` are replaced whole, not merged). The id cannot change.
+    """Marathon's PATCH and default PUT: each top-level field of the patch replaces the base's
+    (objects such as `env` or `upgradeStrategy` are replaced whole, not merged); setting `cmd`
+    drops the stored `args` and the other way round (likewise `ports`/`portDefinitions`,
+    `uris`/`fetch`). The id cannot change.
 
     Returns a new dict; validate the result with `parse_app`."""
     if not isinstance(patch_doc, dict):
@@ -35,12 +37,16 @@ def merge_patch(base_doc: dict[str, Any], patch_doc: Any) -> dict[str, Any]:
         if k == "id" and v is None:
             continue
         merged[k] = copy.deepcopy(v)
-        # `ports` and `portDefinitions` are two spellings of one field: the patch's wins.
-        if k == "ports" and v is not None:
-            merged.pop("portDefinitions", None)
-        if k == "portDefinitions" and v is not None:
-            merged.pop("ports", None)
+        # Fields that exclude each other (two spellings of one field, or Marathon's "exactly
+        # one of"): the patch's replaces the stored other one.
+        other = _EXCLUSIVE.get(k)
+        if other is not None and v is not None and other not in patch_doc:
+            merged.pop(other, None)
     return merged
+
+
+_EXCLUSIVE = {"ports": "portDefinitions", "portDefinitions": "ports", "cmd": "args",
+              "args": "cmd", "uris": "fetch", "fetch": "uris"}
 
 
 def _config_part(app_json: dict[str, Any]) -> dict[str, Any]:

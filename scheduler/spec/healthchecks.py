@@ -19,8 +19,11 @@ from scheduler.spec.model import HEALTH_CHECK_PROTOCOLS, HealthCheck, PortDefini
 
 HEALTH_CHECK_FIELDS = frozenset({
     "protocol", "path", "portIndex", "command", "gracePeriodSeconds", "intervalSeconds",
-    "timeoutSeconds", "maxConsecutiveFailures", "delaySeconds", "ignoreHttp1xx",
+    "timeoutSeconds", "maxConsecutiveFailures", "delaySeconds", "ignoreHttp1xx", "ipProtocol",
+    "port",
 })
+HTTP_PROTOCOLS = ("HTTP", "MESOS_HTTP")
+PORT_PROTOCOLS = ("HTTP", "TCP", "MESOS_HTTP", "MESOS_TCP")
 
 
 def parse_health_checks(v: Any, ports: tuple[PortDefinition, ...], errs: Errors
@@ -42,13 +45,20 @@ def parse_health_checks(v: Any, ports: tuple[PortDefinition, ...], errs: Errors
         if protocol is None:
             protocol = "HTTP"
         if protocol not in HEALTH_CHECK_PROTOCOLS:
+            why = (" (the health checks here do not speak TLS)" if "HTTPS" in str(protocol)
+                   else "")
             errs.add(ptr(*path, "protocol"),
-                     f"unsupported protocol {protocol!r}; use one of "
+                     f"unsupported protocol {protocol!r}{why}; use one of "
                      f"{', '.join(HEALTH_CHECK_PROTOCOLS)}")
             continue
+        if hc.get("ipProtocol") not in (None, "IPv4"):
+            errs.add(ptr(*path, "ipProtocol"), "only IPv4 is supported: tasks are reached at "
+                                               "127.0.0.1 from their executor")
+        if hc.get("port") is not None:
+            errs.add(ptr(*path, "port"), "is not supported: name the port with portIndex")
         hc_path = "/"
         if hc.get("path") is not None:
-            if protocol != "HTTP":
+            if protocol not in HTTP_PROTOCOLS:
                 errs.add(ptr(*path, "path"), "is only valid for HTTP health checks")
             else:
                 p = string(hc["path"], (*path, "path"), errs, "/")
@@ -60,7 +70,7 @@ def parse_health_checks(v: Any, ports: tuple[PortDefinition, ...], errs: Errors
                     errs.add(ptr(*path, "path"), "must not contain spaces or control characters")
                 hc_path = p or "/"
         port_index = 0
-        if protocol in ("HTTP", "TCP"):
+        if protocol in PORT_PROTOCOLS:
             port_index = integer(hc.get("portIndex"), (*path, "portIndex"), errs, 0, ge=0)
             if not ports:
                 errs.add(ptr(*path, "portIndex"),

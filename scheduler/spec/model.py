@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CONSTRAINT_OPERATORS = ("UNIQUE", "CLUSTER", "GROUP_BY", "LIKE", "UNLIKE", "MAX_PER", "IS")
-HEALTH_CHECK_PROTOCOLS = ("HTTP", "TCP", "COMMAND")
+HEALTH_CHECK_PROTOCOLS = ("HTTP", "TCP", "COMMAND", "MESOS_HTTP", "MESOS_TCP")
 PORT_PROTOCOLS = ("tcp", "udp", "udp,tcp")
 KILL_SELECTIONS = ("YOUNGEST_FIRST", "OLDEST_FIRST")
 EXECUTORS = ("", "//cmd")
@@ -17,7 +17,11 @@ EXECUTORS = ("", "//cmd")
 READ_ONLY_FIELDS = frozenset({
     "version", "versionInfo", "tasksStaged", "tasksRunning", "tasksHealthy", "tasksUnhealthy",
     "deployments", "tasks", "lastTaskFailure", "readinessCheckResults", "taskStats",
+    "tasksStats",
 })
+# Marathon's defaults for what a field left out means.
+DEFAULT_PORT_DEFINITION_NAME = "default"  # Marathon: one port (0) named "default"
+READINESS_PROTOCOLS = ("HTTP", "HTTPS")
 
 
 
@@ -105,9 +109,9 @@ class HealthCheck:
     def to_json(self) -> dict[str, Any]:
         """Marathon form: `path` for HTTP, `portIndex` for HTTP/TCP, `command` for COMMAND."""
         out: dict[str, Any] = {"protocol": self.protocol}
-        if self.protocol == "HTTP":
+        if self.protocol in ("HTTP", "MESOS_HTTP"):
             out["path"] = self.path
-        if self.protocol in ("HTTP", "TCP"):
+        if self.protocol != "COMMAND":
             out["portIndex"] = self.port_index
         if self.protocol == "COMMAND":
             out["command"] = {"value": self.command}
@@ -128,6 +132,68 @@ class UpgradeStrategy:
     def to_json(self) -> dict[str, Any]:
         return {"minimumHealthCapacity": num(self.minimum_health_capacity),
                 "maximumOverCapacity": num(self.maximum_over_capacity)}
+
+
+@dataclass(frozen=True)
+class FetchUri:
+    """A Mesos fetcher artifact (Marathon `fetch` item; `uris` entries become these)."""
+
+    uri: str
+    extract: bool = True
+    executable: bool = False
+    cache: bool = False
+    dest_path: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"uri": self.uri, "extract": self.extract,
+                               "executable": self.executable, "cache": self.cache}
+        if self.dest_path is not None:
+            out["destPath"] = self.dest_path
+        return out
+
+    def to_mesos(self) -> dict[str, Any]:
+        """Mesos `CommandInfo.URI` (v1 JSON)."""
+        out: dict[str, Any] = {"value": self.uri, "extract": self.extract,
+                               "executable": self.executable, "cache": self.cache}
+        if self.dest_path is not None:
+            out["output_file"] = self.dest_path
+        return out
+
+
+@dataclass(frozen=True)
+class ReadinessCheck:
+    name: str = "readinessCheck"
+    protocol: str = "HTTP"
+    path: str = "/"
+    port_name: str = "http-api"
+    interval_seconds: int = 30
+    timeout_seconds: int = 10
+    http_status_codes_for_ready: tuple[int, ...] = (200,)
+    preserve_last_response: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "protocol": self.protocol, "path": self.path,
+                "portName": self.port_name, "intervalSeconds": self.interval_seconds,
+                "timeoutSeconds": self.timeout_seconds,
+                "httpStatusCodesForReady": list(self.http_status_codes_for_ready),
+                "preserveLastResponse": self.preserve_last_response}
+
+
+@dataclass(frozen=True)
+class UnreachableStrategy:
+    """Marathon's `unreachableStrategy`: after `inactive_after_seconds` unreachable a task is
+    replaced, after `expunge_after_seconds` it is forgotten (killed if it comes back).
+    `enabled=False` is Marathon's `"disabled"`: never replaced."""
+
+    inactive_after_seconds: int = 0
+    expunge_after_seconds: int = 0
+    enabled: bool = True
+
+    def to_json(self) -> dict[str, Any] | str:
+        if not self.enabled:
+            return "disabled"
+        return {"inactiveAfterSeconds": self.inactive_after_seconds,
+                "expungeAfterSeconds": self.expunge_after_seconds}
 
 
 @dataclass(frozen=True)
@@ -153,6 +219,13 @@ class AppSpec:
     task_kill_grace_period_seconds: float | None = None
     executor: str = ""
     role: str | None = None
+    gpus: int = 0
+    user: str | None = None
+    fetch: tuple[FetchUri, ...] = ()
+    accepted_resource_roles: tuple[str, ...] | None = None
+    dependencies: tuple[str, ...] = ()
+    readiness_checks: tuple[ReadinessCheck, ...] = ()
+    unreachable_strategy: UnreachableStrategy = field(default_factory=UnreachableStrategy)
 
     def to_json(self) -> dict[str, Any]:
         """Marathon JSON, every default filled in; `cmd`/`args` only the one that is set."""
@@ -181,7 +254,17 @@ class AppSpec:
                                            else num(self.task_kill_grace_period_seconds)),
             "executor": self.executor,
             "role": self.role,
+            "gpus": self.gpus,
+            "fetch": [f.to_json() for f in self.fetch],
+            "dependencies": list(self.dependencies),
+            "readinessChecks": [r.to_json() for r in self.readiness_checks],
+            "unreachableStrategy": self.unreachable_strategy.to_json(),
+            "networks": [{"mode": "host"}],
         })
+        if self.user is not None:
+            out["user"] = self.user
+        if self.accepted_resource_roles is not None:
+            out["acceptedResourceRoles"] = list(self.accepted_resource_roles)
         return out
 
 

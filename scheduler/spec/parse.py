@@ -20,8 +20,22 @@ from scheduler.spec.fields import (
 )
 from scheduler.spec.healthchecks import parse_health_checks
 from scheduler.spec.ids import normalize_id
+from scheduler.spec.marathon_fields import (
+    MARATHON_FIELDS,
+    check_container,
+    check_networks,
+    check_refused_unless_empty,
+    parse_accepted_roles,
+    parse_dependencies,
+    parse_fetch,
+    parse_gpus,
+    parse_readiness_checks,
+    parse_unreachable_strategy,
+    parse_user,
+)
 from scheduler.spec.model import (
     CONSTRAINT_OPERATORS,
+    DEFAULT_PORT_DEFINITION_NAME,
     EXECUTORS,
     KILL_SELECTIONS,
     PORT_PROTOCOLS,
@@ -35,29 +49,36 @@ from scheduler.spec.model import (
 
 _PORT_NAME_RE = re.compile(r"[a-z0-9-]+")  # Marathon's port name pattern (fullmatch)
 
-# Marathon app fields accessd does not implement: named as such rather than as typos.
-UNSUPPORTED_FIELDS = frozenset({
-    "container", "acceptedResourceRoles", "uris", "fetch", "dependencies", "user", "storeUrls",
-    "gpus", "networks", "ipAddress", "residency", "secrets", "unreachableStrategy",
-    "readinessChecks", "resourceLimits", "tty", "networkBandwidth",
-})
+# Fields named as "not supported" rather than as typos. Every Marathon 1.x field is accepted
+# now (scheduler.spec.marathon_fields: values that cannot work here are refused with why).
+UNSUPPORTED_FIELDS: frozenset[str] = frozenset()
 
 TOP_FIELDS = frozenset({
     "id", "cmd", "args", "cpus", "mem", "disk", "instances", "portDefinitions", "ports",
     "requirePorts", "env", "labels", "constraints", "healthChecks", "backoffSeconds",
     "backoffFactor", "maxLaunchDelaySeconds", "upgradeStrategy", "killSelection",
     "taskKillGracePeriodSeconds", "executor", "role",
-})
+}) | MARATHON_FIELDS
 PORT_FIELDS = frozenset({"port", "protocol", "name", "labels"})
 UPGRADE_FIELDS = frozenset({"minimumHealthCapacity", "maximumOverCapacity"})
 
 
 def parse_port_definitions(doc: dict, errs: Errors) -> tuple[PortDefinition, ...]:
+    """`portDefinitions` (or the deprecated `ports`); absent or null means Marathon's default,
+    one port definition (port 0, named "default"); `[]` means no ports. Marathon 1.4 exports
+    carry both fields: accepted when they name the same ports (portDefinitions wins)."""
     has_defs = doc.get("portDefinitions") is not None
     has_ports = doc.get("ports") is not None
     if has_defs and has_ports:
-        errs.add(ptr("ports"), "specify either 'ports' or 'portDefinitions', not both")
-        return ()
+        defs, ports = doc["portDefinitions"], doc["ports"]
+        if not (isinstance(defs, list) and isinstance(ports, list)
+                and [d.get("port") if isinstance(d, dict) else d for d in defs] == ports):
+            errs.add(ptr("ports"), "specify either 'ports' or 'portDefinitions', not both "
+                                   "(or both naming the same ports)")
+            return ()
+        has_ports = False
+    if not has_defs and not has_ports:
+        return (PortDefinition(port=0, name=DEFAULT_PORT_DEFINITION_NAME),)
     out: list[PortDefinition] = []
     if has_ports:
         ports = doc["ports"]
@@ -71,8 +92,6 @@ def parse_port_definitions(doc: dict, errs: Errors) -> tuple[PortDefinition, ...
             elif n >= 0:
                 out.append(PortDefinition(port=n))
         return tuple(out)
-    if not has_defs:
-        return ()
     defs = doc["portDefinitions"]
     if not isinstance(defs, list):
         errs.add(ptr("portDefinitions"), f"must be an array, got {type_name(defs)}")
@@ -213,6 +232,8 @@ def parse_app(doc: Any) -> AppSpec:
     cmd = string(g("cmd"), ("cmd",), errs, None, nonempty=True)
     args: tuple[str, ...] | None = None
     raw_args = g("args")
+    if raw_args == [] and g("cmd") is not None:
+        raw_args = None  # Marathon exports `"args": []` beside `cmd`: no args
     if raw_args is not None:
         if (not isinstance(raw_args, list) or not raw_args
                 or not all(isinstance(a, str) for a in raw_args)):
@@ -234,7 +255,10 @@ def parse_app(doc: Any) -> AppSpec:
     check_ports(ports, require_ports, "ports" if g("ports") is not None else "portDefinitions",
                  errs)
 
-    env = str_map(g("env"), ("env",), errs)
+    raw_env = g("env")
+    if isinstance(raw_env, dict):  # secret references are refused by check_refused_unless_empty
+        raw_env = {k: v for k, v in raw_env.items() if not (isinstance(v, dict) and "secret" in v)}
+    env = str_map(raw_env, ("env",), errs)
     labels = str_map(g("labels"), ("labels",), errs)
     constraints = parse_constraints(g("constraints", MISSING), errs)
     health_checks = parse_health_checks(g("healthChecks", MISSING), ports, errs)
@@ -248,9 +272,20 @@ def parse_app(doc: Any) -> AppSpec:
                              choices=KILL_SELECTIONS)
     grace = g("taskKillGracePeriodSeconds")
     kill_grace = None if grace is None else number(grace, ("taskKillGracePeriodSeconds",),
-                                                   errs, 0.0, gt=0)
+                                                   errs, 0.0, ge=0)  # Marathon: minimum 0
     executor = string(g("executor"), ("executor",), errs, "", choices=EXECUTORS)
     role = parse_role(g("role"), errs)
+
+    gpus = parse_gpus(g("gpus"), errs)
+    user = parse_user(g("user"), errs)
+    fetch = parse_fetch(doc, errs)
+    accepted_roles = parse_accepted_roles(g("acceptedResourceRoles"), errs)
+    dependencies = parse_dependencies(g("dependencies"), app_id, errs)
+    readiness = parse_readiness_checks(g("readinessChecks"), ports, errs)
+    unreachable = parse_unreachable_strategy(g("unreachableStrategy", MISSING), errs)
+    check_container(g("container"), errs)
+    check_networks(g("networks"), errs)
+    check_refused_unless_empty(doc, errs)
 
     if errs or app_id is None:
         raise SpecError("Object is not valid", errs.details())
@@ -261,4 +296,6 @@ def parse_app(doc: Any) -> AppSpec:
         backoff_factor=factor, max_launch_delay_seconds=max_delay, upgrade_strategy=upgrade,
         kill_selection=kill_selection or "YOUNGEST_FIRST",
         task_kill_grace_period_seconds=kill_grace, executor=executor or "", role=role,
+        gpus=gpus, user=user, fetch=fetch, accepted_resource_roles=accepted_roles,
+        dependencies=dependencies, readiness_checks=readiness, unreachable_strategy=unreachable,
     )

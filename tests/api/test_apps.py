@@ -21,6 +21,7 @@ from tests.support import REPO, wait_until
 
 APP_ID = "/jpm/timeseries"
 URL_ID = "/v2/apps/jpm/timeseries"
+EXTRAS = {"embed": "accessd"}  # accessd's own fields (status label, waiting reason, ...)
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +51,10 @@ def test_create_returns_201_with_location_deployment_and_events(api, store, even
     assert r.headers["Location"].endswith(URL_ID)
     app = r.json()
     assert app["id"] == APP_ID and app["instances"] == 1 and app["cpus"] == 0.5
-    assert app["deployments"] == [{"id": dep_id}] and app["status"] == "Deploying"
-    assert app["tasksRunning"] == 0 and app["lastTaskFailure"] is None
+    assert app["deployments"] == [{"id": dep_id}] and app["tasksRunning"] == 0
+    assert "status" not in app and "lastTaskFailure" not in app  # Marathon's fields only
+    assert requests.get(api + URL_ID, params={"embed": "accessd"},
+                        timeout=10).json()["app"]["status"] == "Deploying"
     stored = store.get_app(APP_ID)
     assert stored["version"] == stored["versionInfo"]["lastConfigChangeAt"]
     dep = store.get_deployment(dep_id)
@@ -115,7 +118,7 @@ def test_conflicting_change_is_409_until_forced(api, store):
 
 def test_scale_down_and_status_labels(api, store):
     finish_deployments(store)
-    assert requests.get(api + URL_ID, timeout=10).json()["app"]["status"] == "Running"
+    assert requests.get(api + URL_ID, params=EXTRAS, timeout=10).json()["app"]["status"] == "Running"
     r = requests.put(api + URL_ID, json={"instances": 1}, timeout=10)
     assert r.status_code == 200, r.text
     assert store.get_app(APP_ID)["instances"] == 1
@@ -123,7 +126,7 @@ def test_scale_down_and_status_labels(api, store):
     r = requests.put(api + URL_ID, json={"instances": 0}, timeout=10)
     assert r.status_code == 200
     finish_deployments(store)
-    assert requests.get(api + URL_ID, timeout=10).json()["app"]["status"] == "Suspended"
+    assert requests.get(api + URL_ID, params=EXTRAS, timeout=10).json()["app"]["status"] == "Suspended"
     assert requests.put(api + URL_ID, json={"instances": 3}, timeout=10).status_code == 200
     finish_deployments(store)
 
@@ -146,14 +149,30 @@ def test_patch_changes_config_version(api, store):
     after = store.get_app(APP_ID)
     assert after["versionInfo"]["lastConfigChangeAt"] == app["versionInfo"]["lastConfigChangeAt"]
     finish_deployments(store)
-    # ?partialUpdate=true merges a partial body (Marathon's PUT default; ours is replace).
-    r = requests.put(api + URL_ID, params={"partialUpdate": "true"},
-                     json={"instances": 3, "labels": {"x": "y"}}, timeout=10)
+    # PUT merges a partial body (Marathon's default, partialUpdate=true) ...
+    r = requests.put(api + URL_ID, json={"instances": 3, "labels": {"x": "y"}}, timeout=10)
     assert r.status_code == 200, r.text
     merged = store.get_app(APP_ID)
     assert merged["labels"] == {"x": "y"} and merged["cpus"] == 0.25 and merged["instances"] == 3
-    r = requests.put(api + URL_ID, json={"cpus": 0.5}, timeout=10)  # a replace needs a cmd
+    assert merged["env"] == {"A": "1"} and merged["cmd"] == app["cmd"]
+    finish_deployments(store)
+    # ... and ?partialUpdate=false replaces the whole definition (which then needs a cmd)
+    before = snapshot(store)
+    r = requests.put(api + URL_ID, params={"partialUpdate": "false"}, json={"cpus": 0.5},
+                     timeout=10)
     assert r.status_code == 422 and "cmd" in r.text
+    assert snapshot(store) == before
+    r = requests.put(api + URL_ID, params={"partialUpdate": "false"}, timeout=10,
+                     json={"cmd": "sleep 100", "cpus": 0.5})
+    assert r.status_code == 200, r.text
+    replaced = store.get_app(APP_ID)
+    assert replaced["cmd"] == "sleep 100" and replaced["env"] == {} and replaced["instances"] == 1
+    assert replaced["labels"] == {}
+    finish_deployments(store)
+    # back to the full definition for the tests that follow
+    r = requests.put(api + URL_ID, params={"partialUpdate": "false"},
+                     json=dict(full, instances=3), timeout=10)
+    assert r.status_code == 200, r.text
     finish_deployments(store)
 
 
@@ -286,9 +305,11 @@ def test_queue_and_delay_reset(api, store):
                             "state": "TASK_FAILED", "taskId": "jpm_timeseries.x",
                             "timestamp": iso_now(), "version": "v", "slaveId": "s"},
         "consecutiveFailures": 3, "updatedAt": iso_now()})
-    app = requests.get(api + URL_ID, timeout=10).json()["app"]
+    app = requests.get(api + URL_ID, params=EXTRAS, timeout=10).json()["app"]
     assert app["status"] == "Delayed" and app["lastTaskFailure"]["message"] == "exit 1"
-    queue = requests.get(api + "/v2/queue", timeout=10).json()["queue"]
+    assert "lastUnusedOfferReason" not in requests.get(api + "/v2/queue",
+                                                       timeout=10).json()["queue"][0]
+    queue = requests.get(api + "/v2/queue", params=EXTRAS, timeout=10).json()["queue"]
     assert len(queue) == 1
     item = queue[0]
     assert item["app"]["id"] == APP_ID and item["count"] == 2
@@ -309,13 +330,13 @@ def test_queue_and_delay_reset(api, store):
     store.put_app_status(APP_ID, backoff.apply_delay_reset(before, request, now),
                          delay_reset=request)
     assert store.pending_delay_resets() == []
-    item = requests.get(api + "/v2/queue", timeout=10).json()["queue"][0]
+    item = requests.get(api + "/v2/queue", params=EXTRAS, timeout=10).json()["queue"][0]
     assert item["delay"] == {"timeLeftSeconds": 0, "overdue": True}  # the delay is gone
     assert item["consecutiveFailures"] == 0 and item["count"] == 2  # still waiting for offers
     status = store.get_app_status(APP_ID)
     assert status["delay"] is None and status["delayResetAt"] == request["requestedAt"]
     assert status["lastTaskFailure"]["message"] == "exit 1"
-    assert requests.get(api + URL_ID, timeout=10).json()["app"]["status"] == "Waiting"
+    assert requests.get(api + URL_ID, params=EXTRAS, timeout=10).json()["app"]["status"] == "Waiting"
     generation = store.desired_generation()
     assert requests.delete(api + "/v2/queue/jpm/nope/delay", timeout=10).status_code == 404
     assert store.pending_delay_resets() == [] and store.desired_generation() == generation

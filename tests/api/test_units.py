@@ -112,20 +112,31 @@ def test_counts_and_queue_item():
 
 
 def test_label_selectors():
-    labels = {"team": "jpm", "tier": "web"}
+    """Marathon's LabelSelectorParsers: every selector needs the label to exist (`nope!=x` and
+    `nope notin (x)` select nothing), backslash escapes, whitespace between tokens, an empty
+    query selects everything."""
+    labels = {"team": "jpm", "tier": "web", "!!!": "&&&", "a b": "c,d"}
     cases = {"team": True, "nope": False, "team==jpm": True, "team==x": False,
-             "team!=x": True, "nope!=x": True, "tier in (web, db)": True,
-             "tier notin (web)": False, "team==jpm,tier==web": True, "team==jpm,tier==db": False}
+             "team!=x": True, "nope!=x": False, "nope notin (x)": False,
+             "tier in (web, db)": True, "tier notin (web)": False, "tier notin ()": True,
+             "team==jpm,tier==web": True, "team==jpm,tier==db": False,
+             " team == jpm , tier in ( db , web ) ": True,
+             r"\!\!\! in (\-\-\-, \&\&\&)": True, r"a\ b==c\,d": True, "": True}
     for text, expected in cases.items():
         assert views.labels_match(labels, views.parse_label_selector(text)) is expected, text
-    for bad in ("", "a in (b", "==x"):
+    for bad in ("a in (b", "==x", "a==b c", "a!b", "a,", "a==(b)"):
         with pytest.raises(ValueError):
             views.parse_label_selector(bad)
 
 
 def test_embeds():
-    assert views.parse_embeds(["apps.tasks,apps.counts", "app.x", "apps.lastTaskFailure"],
-                              "apps") == {"tasks", "counts", "lastTaskFailure"}
+    """Marathon's resolution: any of its prefixes or none, `tasks` brings `deployments`,
+    `failures` is tasks + lastTaskFailure + deployments, unknown values are ignored."""
+    assert views.parse_embeds(["apps.tasks,apps.counts", "app.x", "apps.lastTaskFailure"]) == {
+        "tasks", "deployments", "counts", "lastTaskFailure"}
+    assert views.parse_embeds(["app.failures"]) == {"tasks", "lastTaskFailure", "deployments"}
+    assert views.parse_embeds(["group.apps.taskStats", "readiness", "accessd"]) == {
+        "taskStats", "readiness"}
 
 
 def test_router_multi_segment_fields_and_order():

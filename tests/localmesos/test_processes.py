@@ -117,8 +117,13 @@ def test_ready_line_and_options(tmp_path: Path) -> None:
             state = json.loads(resp.read())
         slaves = sorted(state["slaves"], key=lambda s: s["hostname"])
         assert [s["hostname"] for s in slaves] == [f"agent{k}.localmesos" for k in range(1, 5)]
-        assert [s["resources"]["ports"] for s in slaves] == [
-            "[20000-20499]", "[19000-19499]", "[18000-18499]", "[17000-17499]"]
+        # each agent claims a block of the asked width, downwards from the asked range; blocks
+        # other clusters on the machine hold are skipped (localmesos/portblocks.py)
+        blocks = [tuple(map(int, s["resources"]["ports"].strip("[]").split("-"))) for s in slaves]
+        assert all(low % 1000 == 0 and high == low + 499 and high <= 20499
+                   for low, high in blocks), blocks
+        assert blocks[0][0] <= 20000 and blocks == sorted(blocks, reverse=True), blocks
+        assert len(set(blocks)) == 4, blocks
         assert [s["attributes"] for s in slaves] == [
             {"rack": "a", "zone": "z1"}, {"rack": "b"}, {"rack": "a", "zone": "z1"}, {"rack": "b"}]
         assert slaves[0]["resources"]["cpus"] == 2.0 and slaves[0]["resources"]["mem"] == 1024.0

@@ -58,8 +58,11 @@ def make_offer(cpus: float = 4.0, mem: float = 4096.0, disk: float = 10000.0,
 
 
 def app_doc(app_id: str = "/app", **fields: Any) -> dict[str, Any]:
-    """A Marathon app JSON with a cmd; `fields` override or add Marathon fields."""
+    """A Marathon app JSON with a cmd and no ports (`portDefinitions: []`, where Marathon's
+    default would be one); `fields` override or add Marathon fields."""
     doc: dict[str, Any] = {"id": app_id, "cmd": "sleep 1000", "cpus": 0.1, "mem": 32.0}
+    if "ports" not in fields:
+        doc["portDefinitions"] = []
     doc.update(fields)
     return doc
 

@@ -153,6 +153,22 @@ def test_no_health_checks_means_running_is_enough():
     assert d["status"] == "running"
 
 
+def test_readiness_checks_hold_a_deployment_until_the_task_is_ready():
+    app = stored(instances=1, portDefinitions=[{"port": 0, "name": "http"}],
+                 readinessChecks=[{"portName": "http", "path": "/ready",
+                                   "intervalSeconds": 2, "timeoutSeconds": 1}])
+    not_ready = {"name": "readinessCheck", "taskId": "t", "ready": False}
+    d = plan_deployment(None, app, now=NOW)
+    d, _ = advance(d, app, [task(1)], now=NOW)  # healthy, never probed
+    assert d["status"] == "running" and d["progress"]["healthy"] == 0
+    d, _ = advance(d, app, [task(1, readinessCheckResults=[not_ready])], now=NOW)
+    assert d["status"] == "running"
+    assert d["currentActions"][0]["readinessCheckResults"] == [not_ready]
+    ready = dict(not_ready, ready=True)
+    d, ev = advance(d, app, [task(1, readinessCheckResults=[ready])], now=NOW)
+    assert d["status"] == "succeeded" and ev[-1][0] == "deployment_success"
+
+
 SCALE_CASES = [
     # (instances, tasks, done?)
     ("up, not yet", 3, [task(1), task(2)], False),

@@ -185,3 +185,24 @@ def test_plan_is_deterministic():
     apps = [app("/a", 3), app("/b", 1, killSelection="OLDEST_FIRST")]
     tasks = [task(i, "/b") for i in range(1, 4)] + [task(9, "/c")]
     assert plan(apps, tasks) == plan(apps, list(reversed(tasks)))
+
+
+def test_dependencies_order_the_start_of_an_app():
+    """Marathon's dependency order: /web (depending on /db and on the group /cache) starts once
+    every app it depends on runs its instances, current and healthy; once started it is never
+    held again; a dependency that does not exist holds nothing."""
+    db = app("/db", instances=1, healthChecks=HC)
+    cache = app("/cache/redis", instances=1)
+    web = app("/web", instances=2, dependencies=["/db", "/cache", "/ghost"])
+    apps = [db, cache, web]
+    p = plan(apps, [])
+    assert p.need_for("/web") == 0 and p.held == {"/web": "/db, /cache"}
+    assert p.need_for("/db") == 1 and p.need_for("/cache/redis") == 1
+    up = [task(1, "/db", healthy=None), task(2, "/cache/redis")]
+    assert plan(apps, up).held == {"/web": "/db"}  # /db not healthy yet
+    up = [task(1, "/db", healthy=True), task(2, "/cache/redis")]
+    p = plan(apps, up)
+    assert p.need_for("/web") == 2 and not p.held
+    # started: a dependency failing later does not hold the dependent's replacements
+    started = [task(1, "/db", healthy=False), task(3, "/web")]
+    assert plan(apps, started).need_for("/web") == 1

@@ -207,7 +207,7 @@ BAD = [
      "/portDefinitions/0/labels/a", "must be a string"),
     ("requirePorts type", app(requirePorts="yes"), "/requirePorts", "boolean"),
     ("env number", app(env={"A": 1}), "/env/A", "must be a string, got number"),
-    ("env secret", app(env={"S": {"secret": "x"}}), "/env/S", "got object"),
+    ("env secret", app(env={"S": {"secret": "x"}}), "/env/S", "no secret store"),
     ("env key escaped", app(env={"a/b": 2}), "/env/a~1b", "must be a string"),
     ("env not object", app(env=["A=1"]), "/env", "object of strings"),
     ("labels bool", app(labels={"a": True}), "/labels/a", "got boolean"),
@@ -232,14 +232,14 @@ BAD = [
      "positive integer"),
     ("constraint empty field", app(constraints=[["", "UNIQUE"]]), "/constraints/0",
      "non-empty string"),
-    ("hc protocol", dict(WEB, healthChecks=[{"protocol": "MESOS_HTTP"}]),
-     "/healthChecks/0/protocol", "use one of HTTP, TCP, COMMAND"),
+    ("hc protocol", dict(WEB, healthChecks=[{"protocol": "MESOS_HTTPS"}]),
+     "/healthChecks/0/protocol", "use one of HTTP, TCP, COMMAND, MESOS_HTTP, MESOS_TCP"),
     ("hc https", dict(WEB, healthChecks=[{"protocol": "HTTPS"}]), "/healthChecks/0/protocol",
      "unsupported protocol"),
     ("hc port index", dict(WEB, healthChecks=[{"portIndex": 1}]), "/healthChecks/0/portIndex",
      "does not index"),
-    ("hc no ports", app(healthChecks=[{"protocol": "TCP"}]), "/healthChecks/0/portIndex",
-     "defines no ports"),
+    ("hc no ports", app(portDefinitions=[], healthChecks=[{"protocol": "TCP"}]),
+     "/healthChecks/0/portIndex", "defines no ports"),
     ("hc command missing", app(healthChecks=[{"protocol": "COMMAND"}]),
      "/healthChecks/0/command", "need"),
     ("hc command on http", dict(WEB, healthChecks=[{"command": {"value": "x"}}]),
@@ -273,14 +273,49 @@ BAD = [
     ("upgrade typo", app(upgradeStrategy={"minimumHealthCapcity": 1}),
      "/upgradeStrategy/minimumHealthCapcity", "did you mean 'minimumHealthCapacity'?"),
     ("kill selection", app(killSelection="RANDOM"), "/killSelection", "must be one of"),
-    ("kill grace zero", app(taskKillGracePeriodSeconds=0), "/taskKillGracePeriodSeconds", "> 0"),
+    ("kill grace negative", app(taskKillGracePeriodSeconds=-1), "/taskKillGracePeriodSeconds",
+     ">= 0"),
     ("executor", app(executor="/usr/bin/exec"), "/executor", "must be one of"),
     ("role spaces", app(role="a b"), "/role", "not a valid Mesos role"),
     ("role type", app(role=1), "/role", "must be a string"),
     ("typo", app(instaces=2), "/instaces", "did you mean 'instances'?"),
     ("unknown field", app(zookeeper={"type": "DOCKER"}), "/zookeeper", "unknown field"),
-    ("unsupported field", app(container={"type": "DOCKER"}), "/container",
-     "'container' is not supported by accessd"),
+    ("docker container", app(container={"type": "DOCKER"}), "/container/type",
+     "no container runtime"),
+    ("mesos container with image", app(container={"type": "MESOS", "docker": {"image": "x"}}),
+     "/container/docker", "no container runtime"),
+    ("persistent volume", app(container={"type": "MESOS", "volumes": [
+        {"containerPath": "data", "mode": "RW", "persistent": {"size": 10}}]}),
+     "/container/volumes", "persistent volumes"),
+    ("container network", app(networks=[{"mode": "container", "name": "dcos"}]),
+     "/networks/0", "IP-per-task"),
+    ("ip per task", app(ipAddress={"networkName": "dcos"}), "/ipAddress", "IP-per-task"),
+    ("secrets", app(secrets={"s": {"source": "/db"}}), "/secrets", "no secret store"),
+    ("store urls", app(storeUrls=["http://x"]), "/storeUrls", "artifact store"),
+    ("tty", app(tty=True), "/tty", "not supported"),
+    ("uris and fetch", app(uris=["http://a/b"], fetch=[{"uri": "http://a/c"}]), "/uris",
+     "conjunction with fetch"),
+    ("fetch without uri", app(fetch=[{"extract": True}]), "/fetch/0/uri", "required"),
+    ("fetch dest escapes", app(fetch=[{"uri": "http://a/b", "destPath": "../x"}]),
+     "/fetch/0/destPath", "inside the sandbox"),
+    ("gpus negative", app(gpus=-1), "/gpus", ">= 0"),
+    ("user empty", app(user=""), "/user", "must not be empty"),
+    ("unreachable order", app(unreachableStrategy={"inactiveAfterSeconds": 10,
+                                                   "expungeAfterSeconds": 5}),
+     "/unreachableStrategy/inactiveAfterSeconds", "less or equal to expungeAfterSeconds"),
+    ("unreachable bad", app(unreachableStrategy="sometimes"), "/unreachableStrategy",
+     "disabled"),
+    ("readiness port name", app(readinessChecks=[{"portName": "http"}]),
+     "/readinessChecks/0/portName", "No port definition reference"),
+    ("readiness two", app(portDefinitions=[{"port": 0, "name": "http"}],
+                          readinessChecks=[{"portName": "http"}, {"portName": "http"}]),
+     "/readinessChecks", "at most one"),
+    ("readiness timeout", app(portDefinitions=[{"port": 0, "name": "http"}],
+                              readinessChecks=[{"portName": "http", "intervalSeconds": 5,
+                                                "timeoutSeconds": 5}]),
+     "/readinessChecks/0/timeoutSeconds", "< intervalSeconds"),
+    ("dependency self", app(dependencies=["/a"]), "/dependencies/0", "itself"),
+    ("dependency bad id", app(dependencies=["Bad_Id"]), "/dependencies/0", "not a valid"),
     ("not an object", [BASE], "/", "must be a JSON object"),
     ("string doc", "x", "/", "got string"),
     ("null doc", None, "/", "got null"),
@@ -579,3 +614,72 @@ def test_mutated_valid_documents_fail_cleanly(mutations):
             assert d["errors"] and all(isinstance(m, str) and m for m in d["errors"])
     else:
         assert parse_app(spec.to_json()) == spec
+
+
+# -- the whole Marathon 1.x app definition ---------------------------------------------------
+MARATHON = REPO / "tests" / "data" / "marathon"
+
+
+@pytest.mark.parametrize("name", ["app-export-1.10.json", "app-export-1.4.json"])
+def test_marathon_exports_parse_unchanged(name):
+    """A `GET /v2/apps/{id}` answer of Marathon, every field with its empty, null or default
+    value and the read-only fields, is a valid definition as it is."""
+    doc = json.loads((MARATHON / name).read_text())["app"]
+    spec = parse_app(copy.deepcopy(doc))
+    assert spec.cmd == doc["cmd"] and spec.args is None and spec.user is None
+    assert [p.port for p in spec.port_definitions] == [p["port"] for p in doc["portDefinitions"]]
+    assert parse_app(spec.to_json()) == spec
+
+
+def test_default_port_definition_and_explicit_none():
+    """Marathon's normalisation: no portDefinitions (or null) is one port 0 named "default",
+    so $PORT0 and portIndex 0 health checks work; `[]` is no ports."""
+    spec = parse_app(app(healthChecks=[{"protocol": "HTTP", "path": "/"}]))
+    assert [(p.port, p.name) for p in spec.port_definitions] == [(0, "default")]
+    assert parse_app(app(portDefinitions=None)).port_definitions == spec.port_definitions
+    assert parse_app(app(portDefinitions=[])).port_definitions == ()
+    assert parse_app(app(ports=[])).port_definitions == ()
+    assert parse_app(parse_app(app(portDefinitions=[])).to_json()).port_definitions == ()
+
+
+def test_fields_with_effect_parse_to_the_spec():
+    spec = parse_app({
+        "id": "/g/web", "args": ["python3", "-m", "http.server"], "gpus": 1, "user": "nobody",
+        "uris": ["http://127.0.0.1:1/data.tar.gz", "http://127.0.0.1:1/run.sh?x=1"],
+        "acceptedResourceRoles": ["*", "ml"], "dependencies": ["db", "/other/cache"],
+        "portDefinitions": [{"port": 0, "name": "http"}],
+        "readinessChecks": [{"portName": "http", "path": "/ready", "intervalSeconds": 2,
+                             "timeoutSeconds": 1}],
+        "unreachableStrategy": "disabled", "container": {"type": "MESOS", "volumes": []},
+        "networks": [{"mode": "host"}], "secrets": {}, "residency": None, "tty": False})
+    assert spec.args == ("python3", "-m", "http.server") and spec.gpus == 1
+    assert spec.user == "nobody" and spec.accepted_resource_roles == ("*", "ml")
+    assert [(f.uri.rsplit("/", 1)[1], f.extract) for f in spec.fetch] == [
+        ("data.tar.gz", True), ("run.sh?x=1", False)]
+    assert spec.dependencies == ("/g/db", "/other/cache")
+    assert spec.readiness_checks[0].path == "/ready"
+    assert spec.unreachable_strategy.enabled is False
+    out = spec.to_json()
+    assert out["unreachableStrategy"] == "disabled" and "uris" not in out
+    assert out["fetch"][0] == {"uri": "http://127.0.0.1:1/data.tar.gz", "extract": True,
+                               "executable": False, "cache": False}
+    assert parse_app(out) == spec
+    fetched = parse_app(app(fetch=[{"uri": "http://h/x.zip", "extract": False,
+                                    "executable": True, "cache": True, "destPath": "bin/x"}]))
+    assert fetched.fetch[0].to_mesos() == {"value": "http://h/x.zip", "extract": False,
+                                           "executable": True, "cache": True,
+                                           "output_file": "bin/x"}
+
+
+def test_mesos_health_check_protocols_and_marathon_fields_of_checks():
+    spec = parse_app(app(healthChecks=[
+        {"protocol": "MESOS_HTTP", "path": "/h", "portIndex": 0, "ipProtocol": "IPv4",
+         "port": None, "delaySeconds": 15},
+        {"protocol": "MESOS_TCP", "portIndex": 0}]))
+    assert [h.protocol for h in spec.health_checks] == ["MESOS_HTTP", "MESOS_TCP"]
+    assert spec.health_checks[0].to_json()["path"] == "/h"
+    assert parse_app(spec.to_json()) == spec
+    errs = errors_of(app(healthChecks=[{"protocol": "HTTPS"}, {"ipProtocol": "IPv6"},
+                                       {"port": 8080}]))
+    assert any("TLS" in m for m in errs["/healthChecks/0/protocol"])
+    assert errs["/healthChecks/1/ipProtocol"] and errs["/healthChecks/2/port"]

@@ -166,3 +166,47 @@ def test_recorded_offer_to_recorded_launch_shape():
     assert ours == theirs
     assert info["agent_id"] == recorded["agent_id"]
     assert info["command"]["shell"] is True and launch.ports == [31000]
+
+
+def test_fetch_and_user_go_into_the_command_info_that_starts_the_process():
+    fields = {"fetch": [{"uri": "http://127.0.0.1:9/app.tgz"},
+                        {"uri": "http://127.0.0.1:9/run.sh", "extract": False,
+                         "executable": True, "destPath": "bin/run.sh"}],
+              "user": "nobody"}
+    uris = [{"value": "http://127.0.0.1:9/app.tgz", "extract": True, "executable": False,
+             "cache": False},
+            {"value": "http://127.0.0.1:9/run.sh", "extract": False, "executable": True,
+             "cache": False, "output_file": "bin/run.sh"}]
+    _, cmd_info = build(make_app("/f", executor="//cmd", **fields))
+    assert cmd_info["command"]["uris"] == uris and cmd_info["command"]["user"] == "nobody"
+    _, exec_info = build(make_app("/f", **fields))
+    # accessd's executor: the task runs in the executor's sandbox, so the executor's command
+    # carries them (the agent fetches before it starts the executor)
+    assert exec_info["executor"]["command"]["uris"] == uris
+    assert exec_info["executor"]["command"]["user"] == "nobody"
+    _, plain = build(make_app("/f", executor="//cmd"))
+    assert "uris" not in plain["command"] and "user" not in plain["command"]
+
+
+def test_gpus_are_a_scalar_demand_like_cpus():
+    app = make_app("/gpu", gpus=1)
+    without = make_offer(hostname="a1", offer_id="o1")
+    assert place([without], [LaunchRequest(app, 1)], []).unplaced["/gpu"].reason == \
+        "insufficient gpus"
+    with_gpu = make_offer(hostname="a2", offer_id="o2", extra_resources=[
+        {"name": "gpus", "type": "SCALAR", "scalar": {"value": 2.0}, "role": "*",
+         "allocation_info": {"role": "*"}}])
+    (launch,) = place([with_gpu], [LaunchRequest(app, 1)], []).launches
+    assert [r["scalar"]["value"] for r in launch.resources if r["name"] == "gpus"] == [1.0]
+
+
+def test_accepted_resource_roles_limit_the_offers_an_app_takes():
+    reserved = make_offer(hostname="a1", offer_id="o1", role="ml")
+    public = make_offer(hostname="a2", offer_id="o2")
+    only_ml = make_app("/ml", role="ml", acceptedResourceRoles=["ml"])
+    (launch,) = place([public, reserved], [LaunchRequest(only_ml, 1)], [], role="ml").launches
+    assert launch.hostname == "a1"
+    only_star = make_app("/star", role="ml", acceptedResourceRoles=["*"])
+    (launch,) = place([reserved, public], [LaunchRequest(only_star, 1)], [], role="ml").launches
+    assert launch.hostname == "a2"
+    assert place([reserved], [LaunchRequest(only_star, 1)], [], role="ml").unplaced

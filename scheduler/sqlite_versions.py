@@ -1,0 +1,61 @@
+"""App version history in the SQLite store: plain document storage, one row per (app, version).
+
+A mixin of `SQLiteStateStore` (it uses the store's connections and write transactions). The
+table is created on first use, so files made by earlier versions get it without a migration.
+What a version *is* and how many to keep are the caller's business (the API stores every
+definition it accepts and keeps the newest `keep`); this only stores, lists and prunes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+Doc = dict[str, Any]
+
+_TABLE = """CREATE TABLE IF NOT EXISTS app_versions (
+    app_id TEXT NOT NULL, version TEXT NOT NULL, doc TEXT NOT NULL,
+    PRIMARY KEY (app_id, version)) WITHOUT ROWID"""
+
+
+class SQLiteAppVersions:
+    _versions_table_ready = False
+
+    def _versions_table(self, conn: sqlite3.Connection | None = None) -> None:
+        """Create the table once per store object (inside `conn`'s transaction if given)."""
+        if self._versions_table_ready:
+            return
+        if conn is not None:
+            conn.execute(_TABLE)
+        else:
+            with self._write() as c:  # type: ignore[attr-defined]
+                c.execute(_TABLE)
+        self._versions_table_ready = True
+
+    def put_app_version(self, app_id: str, version: str, doc: Doc, *, keep: int) -> None:
+        with self._write() as c:  # type: ignore[attr-defined]
+            self._versions_table(c)
+            c.execute("INSERT OR REPLACE INTO app_versions (app_id, version, doc) "
+                      "VALUES (?, ?, ?)", (app_id, version, json.dumps(doc)))
+            c.execute("DELETE FROM app_versions WHERE app_id = ? AND version NOT IN ("
+                      "SELECT version FROM app_versions WHERE app_id = ? "
+                      "ORDER BY version DESC LIMIT ?)", (app_id, app_id, max(1, int(keep))))
+
+    def list_app_versions(self, app_id: str) -> list[str]:
+        self._versions_table()
+        rows = self._conn().execute(  # type: ignore[attr-defined]
+            "SELECT version FROM app_versions WHERE app_id = ? ORDER BY version DESC",
+            (app_id,)).fetchall()
+        return [r[0] for r in rows]
+
+    def get_app_version(self, app_id: str, version: str) -> Doc | None:
+        self._versions_table()
+        row = self._conn().execute(  # type: ignore[attr-defined]
+            "SELECT doc FROM app_versions WHERE app_id = ? AND version = ?",
+            (app_id, version)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def delete_app_versions(self, app_id: str) -> None:
+        with self._write() as c:  # type: ignore[attr-defined]
+            self._versions_table(c)
+            c.execute("DELETE FROM app_versions WHERE app_id = ?", (app_id,))

@@ -1,0 +1,98 @@
+"""`/v2/groups` through a real gunicorn on a real store: create a group with nested groups and
+dependencies, read the tree (Marathon's GroupInfo), update it (changed, added and removed apps;
+scaleBy), refuse an invalid group without storing anything, delete it."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from tests.api.conftest import finish_deployments, snapshot
+from tests.fixtures_api import start_api
+
+GROUP_FIELDS = {"id", "apps", "groups", "pods", "dependencies", "version", "enforceRole"}
+
+
+@pytest.fixture(scope="module")
+def api(state_path, store):
+    proc, base = start_api(state_path, workers=1)
+    yield base
+    proc.stop()
+
+
+def group_doc() -> dict:
+    return {
+        "id": "/shop",
+        "apps": [{"id": "web", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 2,
+                  "dependencies": ["data/db"]}],
+        "groups": [{"id": "data", "dependencies": ["/shared/cache"],
+                    "apps": [{"id": "db", "cmd": "sleep 600", "cpus": 0.1, "mem": 16}]}],
+    }
+
+
+def check_group(group: dict) -> None:
+    assert not set(group) - GROUP_FIELDS, set(group)
+    for sub in group.get("groups") or ():
+        check_group(sub)
+
+
+def test_create_read_update_delete_a_group(api, store):
+    r = requests.post(api + "/v2/groups", json=group_doc(), timeout=10)
+    assert r.status_code == 201, r.text
+    assert r.headers["Marathon-Deployment-Id"] == r.json()["deploymentId"]
+    assert store.get_app("/shop/web")["dependencies"] == ["/shop/data/db"]
+    # the group's dependencies go to each of its apps
+    assert store.get_app("/shop/data/db")["dependencies"] == ["/shared/cache"]
+    finish_deployments(store)
+
+    root = requests.get(api + "/v2/groups", timeout=10).json()
+    check_group(root)
+    assert root["id"] == "/" and root["apps"] == [] and root["pods"] == []
+    [shop] = root["groups"]
+    assert shop["id"] == "/shop" and [a["id"] for a in shop["apps"]] == ["/shop/web"]
+    assert [g["id"] for g in shop["groups"]] == ["/shop/data"]
+    assert [a["id"] for a in shop["groups"][0]["apps"]] == ["/shop/data/db"]
+    data = requests.get(api + "/v2/groups/shop/data", timeout=10).json()
+    assert data["id"] == "/shop/data" and data["apps"][0]["cmd"] == "sleep 600"
+    counted = requests.get(api + "/v2/groups/shop", params={"embed": "group.apps.counts"},
+                           timeout=10).json()
+    assert counted["apps"][0]["tasksRunning"] == 0
+    only_groups = requests.get(api + "/v2/groups/shop", params={"embed": "group.groups"},
+                               timeout=10).json()
+    assert only_groups["apps"] == [] and only_groups["groups"][0]["id"] == "/shop/data"
+    assert requests.get(api + "/v2/groups/nope", timeout=10).status_code == 404
+    assert requests.post(api + "/v2/groups", json=group_doc(), timeout=10).status_code == 409
+
+    # update: web changed, db left out (removed), cache added
+    update = {"id": "/shop", "apps": [
+        {"id": "web", "cmd": "sleep 700", "cpus": 0.1, "mem": 16, "instances": 2},
+        {"id": "cache", "cmd": "sleep 600", "cpus": 0.1, "mem": 16}]}
+    r = requests.put(api + "/v2/groups/shop", json=update, params={"force": "true"},
+                     timeout=10)
+    assert r.status_code == 200, r.text
+    assert store.get_app("/shop/web")["cmd"] == "sleep 700"
+    assert store.get_app("/shop/cache") is not None and store.get_app("/shop/data/db") is None
+    finish_deployments(store)
+    r = requests.put(api + "/v2/groups/shop", json={"scaleBy": 2}, params={"force": "true"},
+                     timeout=10)
+    assert r.status_code == 200, r.text
+    assert store.get_app("/shop/web")["instances"] == 4
+    assert store.get_app("/shop/cache")["instances"] == 2
+    finish_deployments(store)
+
+    r = requests.delete(api + "/v2/groups/shop", params={"force": "true"}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert [a for a in store.list_apps() if a["id"].startswith("/shop/")] == []
+    assert requests.delete(api + "/v2/groups/shop", timeout=10).status_code == 404
+
+
+def test_an_invalid_group_changes_nothing(api, store):
+    bad = group_doc()
+    bad["groups"][0]["apps"][0]["cpus"] = -1
+    bad["pods"] = [{"id": "p"}]
+    before = snapshot(store)
+    r = requests.post(api + "/v2/groups", json=bad, timeout=10)
+    assert r.status_code == 422, r.text
+    paths = {d["path"] for d in r.json()["details"]}
+    assert "/apps[/shop/data/db]/cpus" in paths and "/pods" in paths
+    assert snapshot(store) == before

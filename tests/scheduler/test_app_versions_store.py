@@ -1,0 +1,49 @@
+"""App version histories in both state-store backends (SQLite, and ZooKeeper on a real server):
+stored, listed newest first, bounded, read back by another store object on the same data,
+deleted with the app."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from scheduler.stores import open_state
+
+
+@pytest.fixture(scope="module")
+def zookeeper(tmp_path_factory):
+    from tests.fixtures_zk import start_zookeeper
+    zk = start_zookeeper(tmp_path_factory.mktemp("zk"))
+    yield zk
+    zk.stop()
+
+
+@pytest.fixture(params=["sqlite", "zookeeper"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return str(tmp_path / "state.db")
+    zk = request.getfixturevalue("zookeeper")
+    return zk.url(f"/v{uuid.uuid4().hex[:12]}") + "?session_timeout=4"
+
+
+def test_versions_are_kept_bounded_shared_and_deleted(url):
+    first, second = open_state(url), open_state(url)
+    try:
+        assert first.list_app_versions("/g/a") == [] and first.get_app_version("/g/a", "x") is None
+        versions = [f"2026-12-03T10:00:{s:02d}.000Z" for s in range(6)]
+        for n, v in enumerate(versions):
+            first.put_app_version("/g/a", v, {"id": "/g/a", "version": v, "n": n}, keep=4)
+        first.put_app_version("/g/b", versions[0], {"id": "/g/b"}, keep=4)
+        assert second.list_app_versions("/g/a") == versions[:1:-1]  # newest 4, newest first
+        assert second.get_app_version("/g/a", versions[5])["n"] == 5
+        assert second.get_app_version("/g/a", versions[0]) is None  # pruned
+        first.put_app_version("/g/a", versions[5], {"id": "/g/a", "n": 50}, keep=4)
+        assert second.get_app_version("/g/a", versions[5])["n"] == 50  # replaced, not added
+        second.delete_app_versions("/g/a")
+        second.delete_app_versions("/g/none")
+        assert first.list_app_versions("/g/a") == []
+        assert first.list_app_versions("/g/b") == [versions[0]]
+    finally:
+        first.close()
+        second.close()
