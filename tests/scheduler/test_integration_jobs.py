@@ -21,10 +21,11 @@ def cluster(tmp_path):
     box = {}
     with scheduler_cluster(tmp_path) as (mesos, store, sched):
         box["sched"] = sched
-        yield mesos, store, box, tmp_path
-        sched = box["sched"]
-    if box["sched"] is not sched:  # a test replaced the scheduler: stop the new one too
-        box["sched"].stop()
+        try:
+            yield mesos, store, box, tmp_path
+        finally:
+            if box["sched"] is not sched:  # a test replaced the scheduler: stop the new one
+                box["sched"].stop()
 
 
 def add_job(store, doc, kind=None):
