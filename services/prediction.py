@@ -151,6 +151,16 @@ MODEL = {
                      "testFrom": ISO_TIME}}}}
 
 
+def _finite(prediction: float, where: str) -> float:
+    # Closes far outside any price range (1e308 next to 1e-300) overflow the model's returns;
+    # NaN and Infinity are not JSON, so such an input is refused rather than answered.
+    if not math.isfinite(prediction):
+        raise falcon.HTTPBadRequest(title="Invalid body",
+                                    description=f"{where} give no finite prediction (values "
+                                                "too far apart for the model)")
+    return prediction
+
+
 class PredictSymbolResource:
     """`GET /predict/{symbol}`: predict from the latest quotes."""
 
@@ -203,7 +213,7 @@ class PredictResource:
         model = _model_or_404(self.registry, symbol)
         if "closes" in body:
             closes = _closes(body["closes"], "closes", model)
-            resp.media = {"symbol": symbol, "prediction": model.predict(closes),
+            resp.media = {"symbol": symbol, "prediction": _finite(model.predict(closes), "closes"),
                           "modelVersion": model.version, "inputTs": _ts(body.get("ts"), "ts"),
                           "lastClose": closes[-1]}
             return
@@ -219,6 +229,8 @@ class PredictResource:
             rows.append(_closes(item.get("closes"), f"inputs[{i}].closes", model))
             stamps.append(_ts(item.get("ts"), f"inputs[{i}].ts"))
         predictions = model.predict_many(np.array(rows))
+        for i, p in enumerate(predictions):
+            _finite(float(p), f"inputs[{i}].closes")
         resp.media = {"symbol": symbol, "modelVersion": model.version,
                       "predictions": [{"prediction": float(p), "inputTs": ts}
                                       for p, ts in zip(predictions, stamps, strict=True)]}
