@@ -9,10 +9,6 @@ passes (then remove the entry). An unlisted failure fails the lane.
 
 from __future__ import annotations
 
-PARTITION = (
-    "issue 14: the app spec refuses unreachableStrategy (422) until i14's spec lands; with it "
-    "(i14 + i18 previewed together) this passes on both clusters")
-
 KNOWN: dict[tuple[str, str], str] = {
     ("test_deploy_with_health_check[cmd-TCP]", "mesos"): (
         "the Mesos tarball has no libexec/mesos/mesos-tcp-connect, through which the command "
@@ -23,8 +19,6 @@ KNOWN: dict[tuple[str, str], str] = {
         "MESOS_SUBSCRIPTION_BACKOFF_MAX): passed alone twice and in 4 of 6 full runs with i18; "
         "in the other 2 one /conf/steady-exec task was not ready in the API within 60 s, cause "
         "not found yet (logs now kept in .cache/conformance-logs/). Remove once CI runs pass"),
-    ("test_agent_partition_with_unreachable_strategy", "mesos"): PARTITION,
-    ("test_agent_partition_with_unreachable_strategy", "localmesos"): PARTITION,
 }
 
 
