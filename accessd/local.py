@@ -210,10 +210,7 @@ class LocalRun:
         self.prepare_data()
         self.deploy()
         self.wait_healthy(opts.timeout)
-        if opts.jobs_every > 0 and opts.ha:
-            progress("pipeline jobs: not added (jobs need the SQLite state store; --ha runs "
-                     "on ZooKeeper)")
-        elif opts.jobs_every > 0:  # the pipeline loop: ingest -> retrain -> new model versions
+        if opts.jobs_every > 0:  # the pipeline loop: ingest -> retrain -> new model versions
             from accessd.local_jobs import add_pipeline_jobs
 
             try:

@@ -36,8 +36,8 @@ from api.body import read_object
 from api.errors import ApiError, bad_request
 from scheduler.jobs import plan as jobplan
 from scheduler.jobs import stats
+from scheduler.jobs.documents import JobsChanged
 from scheduler.jobs.spec import JobError, JobSpec, check_graph, job_json, parse_job
-from scheduler.jobs.sqlite_jobs import JobsChanged
 
 Doc = dict[str, Any]
 WRITE_ATTEMPTS = 5
@@ -270,8 +270,8 @@ def _require_job_store(store: Any) -> None:
     """A clear 501, not a 500, on a store that keeps no job documents. Checked per request, not
     when the app is built: touching the store then would open it outside the error handling."""
     if not all(hasattr(store, m) for m in JOB_STORE_METHODS):
-        raise ApiError(501, "Scheduled jobs need the SQLite state store; this API runs on a "
-                            "store that keeps no job documents (the ZooKeeper store)")
+        raise ApiError(501, "Scheduled jobs need a store with job documents (the SQLite state "
+                            "store or the ZooKeeper store); this API runs on one without")
 
 
 def _guarded(ctx: Ctx, resource: object) -> object:
@@ -289,7 +289,8 @@ def _guarded(ctx: Ctx, resource: object) -> object:
 
 
 def routes(ctx: Ctx) -> list[tuple[str, object]]:
-    """The route table entries (specific before general, see api.routing)."""
+    """The route table entries (specific before general, see api.routing). Both backends keep
+    job documents; the 501 check is for a store that does not."""
     return [(path, _guarded(ctx, resource)) for path, resource in _routes(ctx)]
 
 

@@ -238,12 +238,11 @@ class Worker(OfferRound, PeriodicRound):
         If the transaction fails, nothing is acknowledged and the agents re-send."""
         now = self.clock()
         self.dirty = True
-        tasks = []
-        for status in statuses:
-            if self.jobs.on_status(status, now):  # a job run's update: stored, acknowledged
-                self.driver.acknowledgeStatusUpdate(status)
-            else:
-                tasks.append(status)
+        jobs = self.jobs.on_status_batch(statuses, now)  # job runs' updates: one write
+        for status in jobs:  # stored: acknowledged
+            self.driver.acknowledgeStatusUpdate(status)
+        stored = {id(s) for s in jobs}
+        tasks = [s for s in statuses if id(s) not in stored]
         if not tasks:
             return
         outcome = self.store.transact(lambda r: status_batch.plan_batch(

@@ -37,7 +37,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from scheduler.jobs.sqlite_jobs import SQLiteJobDocuments
+from scheduler.jobs.sqlite_jobs import (
+    JOB_DELETE_SQL,
+    JOB_PUT_SQL,
+    SQLiteJobDocuments,
+    SQLiteJobReader,
+)
 from scheduler.spec import iso_now, task_id_to_app_id
 from scheduler.sqlite_versions import SQLiteAppVersions
 from scheduler.state import (
@@ -340,7 +345,7 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
             return cur.rowcount
 
 
-class _Reader:
+class _Reader(SQLiteJobReader):
     """The snapshot of a transaction: reads on its own connection, inside BEGIN IMMEDIATE."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -418,6 +423,8 @@ def _delete(sql: str) -> Any:
 _APPLY: dict[tuple[type, str], Any] = {
     **{(Put, kind): _put(sql, args) for kind, (sql, args) in _PUT_SQL.items()},
     **{(Delete, kind): _delete(sql) for kind, sql in _DELETE_SQL.items()},
+    **{(Put, kind): _put(sql, args) for kind, (sql, args) in JOB_PUT_SQL.items()},
+    **{(Delete, kind): _put(sql, args) for kind, (sql, args) in JOB_DELETE_SQL.items()},
 }
 
 

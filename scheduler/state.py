@@ -80,11 +80,13 @@ class NotLeader(StateError):
 
 
 # -- transactions: what a backend applies ----------------------------------------------------
-# Kinds of documents: each is a keyed collection. `meta` holds `framework_id` ({"value": id}).
+# Kinds of documents: each is a keyed collection. `meta` holds `framework_id` ({"value": id})
+# and the jobs' counters; the `job*` kinds are `scheduler.jobs.documents`'.
 Kind = Literal["apps", "deployments", "kill_requests", "delay_resets", "tasks", "app_status",
-               "meta"]
+               "meta", "jobs", "job_status", "job_runs", "job_requests"]
 KINDS: tuple[Kind, ...] = ("apps", "deployments", "kill_requests", "delay_resets", "tasks",
-                           "app_status", "meta")
+                           "app_status", "meta", "jobs", "job_status", "job_runs",
+                           "job_requests")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ Layout under the root (keys are URL-quoted, so `/g/c` is one node `%2Fg%2Fc`):
     generation             the desired generation (an integer, as text)
     meta/framework_id      {"value": id}
     apps/ deployments/ kill_requests/ delay_resets/ tasks/ app_status/   one JSON doc a node
+    jobs/ job_status/ job_runs/ job_requests/    the jobs' documents (`scheduler.jobs.zk_jobs`)
     changes/c-<seq>        one per transaction: the keys it wrote (and the generation it made)
     events/e-<seq>         the event log; the id is the sequence number
 
@@ -42,6 +43,7 @@ from urllib.parse import quote, unquote
 
 import orjson
 
+from scheduler.jobs.zk_jobs import ZkJobDocuments, ZkJobReader, job_tag
 from scheduler.state import (
     KINDS,
     Delete,
@@ -84,7 +86,7 @@ def _tag(kind: str, doc: Doc) -> Any:
         return doc.get("appId")
     if kind == "deployments":
         return (doc.get("status", "running"), frozenset(doc.get("affectedApps") or ()))
-    return None
+    return job_tag(kind, doc)
 
 
 def _dumps(doc: Any) -> bytes:
@@ -94,7 +96,7 @@ def _dumps(doc: Any) -> bytes:
 _loads = orjson.loads
 
 
-class _Reader:
+class _Reader(ZkJobReader):
     """A plan's snapshot: the cache, recording what was read (and at which version)."""
 
     def __init__(self, store: ZooKeeperStateStore) -> None:
@@ -133,7 +135,7 @@ class _Reader:
         return self.s._generation[0]
 
 
-class ZooKeeperStateStore(ZooKeeperAppVersions, ZkEventLog, StateStore):
+class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZkEventLog, StateStore):
     """`StateStore` in ZooKeeper. `fence`, when set (by the leader election), is the path of a
     node every write checks in its `multi`: once that node is gone, writes raise NotLeader."""
 
@@ -358,7 +360,7 @@ class ZooKeeperStateStore(ZooKeeperAppVersions, ZkEventLog, StateStore):
                     raise StoreUnavailable("ZooKeeper is unreachable or has no quorum; nothing "
                                            "was written")
                 continue
-            if (reader.read or reader.generation_read) and not fresh:
+            if (reader.read or reader.generation_read or reader.listed) and not fresh:
                 # a plan that read something runs on a cache verified current
                 self._fresh(force=True)
                 if self.stale:

@@ -1,7 +1,7 @@
 """`accessd local --ha` end to end: three ZooKeeper servers, two schedulers, the API on the
-ZooKeeper store; `accessd leader` names the leader, `accessd leader abdicate` hands over to the
-other scheduler (same framework, services untouched, a scale still works), and the stop leaves
-no process behind."""
+ZooKeeper store, with the pipeline jobs; `accessd leader` names the leader, `accessd leader
+abdicate` hands over to the other scheduler (same framework, services untouched, a scale still
+works, the jobs go on with each slot once), and the stop leaves no process behind."""
 
 from __future__ import annotations
 
@@ -20,13 +20,22 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=60)
 
 
+def jobs(api: str) -> list[dict]:
+    return requests.get(api + "/v1/scheduler/jobs", timeout=10).json()
+
+
+def successes(api: str, name: str) -> int:
+    return next(j["successCount"] for j in jobs(api) if j["name"] == name)
+
+
 def test_local_ha_fails_over_on_abdication(tmp_path):
     missing = zookeeper_missing()
     if missing:
         pytest.skip(missing)
     data_dir = tmp_path / "accessd-ha"
     proc = Proc([PYTHON, "-m", "accessd.cli", "local", "--ha", "--api-port", str(free_port()),
-                 "--master-port", str(free_port()), "--data-dir", str(data_dir), "--days", "5"],
+                 "--master-port", str(free_port()), "--data-dir", str(data_dir), "--days", "5",
+                 "--jobs-every", "5"],
                 cwd=REPO, env={"ACCESSD_DATA_DIR_MARK": str(data_dir)})
     try:
         api = proc.wait_for_line(lambda line: line.startswith("ready api="),
@@ -37,6 +46,9 @@ def test_local_ha_fails_over_on_abdication(tmp_path):
         info = requests.get(api + "/v2/info", timeout=10).json()
         framework_id = info["frameworkId"]
         before = {t["id"] for t in requests.get(api + "/v2/tasks", timeout=10).json()["tasks"]}
+        assert {"ingest-jpm", "retrain-jpm"} <= {j["name"] for j in jobs(api)}
+        ingested = wait_until(lambda: successes(api, "ingest-jpm") or None, timeout=60,
+                              message="the ingest job ran under the first leader")
         abdicated = cli("leader", "abdicate", "--api", api)
         assert abdicated.returncode == 0 and abdicated.stdout.strip() == "Leadership abdicted"
         other = {"scheduler-1": "scheduler-2", "scheduler-2": "scheduler-1"}[first.stdout.strip()]
@@ -49,6 +61,12 @@ def test_local_ha_fails_over_on_abdication(tmp_path):
         assert scaled.returncode == 0, scaled.stdout + scaled.stderr
         after = {t["id"] for t in requests.get(api + "/v2/tasks", timeout=10).json()["tasks"]}
         assert before < after and len(after) == len(before) + 1  # kept all, added one
+        wait_until(lambda: successes(api, "ingest-jpm") > ingested, timeout=60,
+                   message="the ingest job ran under the new leader")
+        runs = requests.get(api + "/v1/scheduler/job/stat/ingest-jpm?runs=true",
+                            timeout=10).json()["runs"]
+        slots = [r["scheduledAt"] for r in runs if r["state"] != "skipped"]
+        assert len(slots) == len(set(slots)), f"a slot ran twice: {slots}"
     finally:
         proc.signal(2)  # Ctrl-C
         proc.popen.wait(60)

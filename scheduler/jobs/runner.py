@@ -9,8 +9,9 @@ worker thread:
 - `launch_requests()` / `prepare_launch(launch, now)` / `store_launches()`: queued runs join
   the apps' placement; the placed runs are stored as `staging` (task id, agent), in one
   transaction, before the worker sends any ACCEPT;
-- `on_status(status, now)`: True if the update was a job run's (stored before the worker
-  acknowledges it); a failure with retries left stores the next attempt in the same write;
+- `on_status_batch(statuses, now)`: the job runs' updates among them, stored in one
+  transaction before the worker acknowledges them; a failure with retries left stores the
+  next attempt in the same write;
 - `active_runs()`: runs to reconcile on (re)subscription.
 """
 
@@ -21,10 +22,11 @@ import time
 from typing import Any
 
 from scheduler.jobs import plan as jobplan
+from scheduler.jobs.documents import JobsChanged
 from scheduler.jobs.plan import load_jobs
 from scheduler.jobs.spec import JobSpec
-from scheduler.jobs.sqlite_jobs import JobsChanged
 from scheduler.jobs.tasks import run_app, task_info
+from scheduler.state import NotLeader, StoreUnavailable
 
 log = logging.getLogger("accessd.scheduler.jobs")
 
@@ -42,7 +44,7 @@ class JobRunner:
         self.parsed: dict[str, tuple[Doc, jobplan.Job]] = {}
         self.staged: list[Doc] = []
         self.asked_about: set[str] = set()
-        # A store without job documents (another backend) leaves jobs off, apps unaffected.
+        # A store without job documents (neither SQLite nor ZooKeeper) leaves jobs off.
         self.enabled = all(hasattr(store, m) for m in ("list_jobs", "record_jobs",
                                                        "list_job_runs"))
         if not self.enabled:
@@ -59,6 +61,11 @@ class JobRunner:
             return False
         try:
             return self._tick(now)
+        except (NotLeader, StoreUnavailable) as exc:
+            # ZooKeeper: deposed (the election loop stops us) or no quorum; nothing was
+            # recorded, so nothing is launched or killed
+            log.warning("jobs round: the state store refused a write: %s", exc)
+            return False
         except Exception:
             log.exception("jobs round failed; retrying next tick")
             return False
@@ -139,9 +146,6 @@ class JobRunner:
                       host=launch.hostname)
         self.staged.append(staged)
         self.queued = [r for r in self.queued if r["id"] != run["id"]]
-        late = now - (jobplan.epoch(run["scheduledAt"]) or now)
-        log.info("launching job %s run %s on %s (%.3fs after its time)", run["job"], run["id"],
-                 launch.hostname, late)
         return task_info(launch, staged, spec)
 
     def store_launches(self) -> None:
@@ -149,6 +153,11 @@ class JobRunner:
         if self.staged:
             staged, self.staged = self.staged, []
             self.store.record_jobs(runs=staged)
+            for run in staged:  # logged once stored (a deposed leader's write is refused)
+                late = (jobplan.epoch(run["stagedAt"]) or 0) - (
+                    jobplan.epoch(run["scheduledAt"]) or 0)
+                log.info("launching job %s run %s on %s (%.3fs after its time)", run["job"],
+                         run["id"], run["host"], late)
 
     def launch_failed(self, task_id: str) -> None:
         """The ACCEPT did not go out: the run waits for the next offer."""
@@ -158,25 +167,55 @@ class JobRunner:
 
     # -- status updates --------------------------------------------------------------------------
     def on_status(self, status: Doc, now: float) -> bool:
-        task_id = ((status.get("task_id") or {}).get("value")) or ""
-        if not self.enabled or not task_id.startswith("ct:"):
-            return False
-        run = self.store.get_job_run(task_id)
-        if run is None:
-            return False  # not ours (any more): the worker treats it as an unknown task
-        job = self.jobs.get(run["job"])
+        """True if the update was a job run's (stored now; the caller acknowledges it)."""
+        return bool(self.on_status_batch([status], now))
+
+    def on_status_batch(self, statuses: list[Doc], now: float) -> list[Doc]:
+        """The job runs' updates among `statuses`, in order, each applied to the run and job
+        status the one before it left, stored in one transaction; returns them, for the
+        caller to acknowledge now that they are stored (the others are not job runs')."""
+        if not self.enabled:
+            return []
+        runs: dict[str, Doc] = {}                 # the runs as this batch leaves them
+        job_status: dict[str, Doc | None] = {}
+        changed: dict[str, Doc] = {}
+        handled, notes = [], []
+        for status in statuses:
+            task_id = ((status.get("task_id") or {}).get("value")) or ""
+            if not task_id.startswith("ct:"):
+                continue
+            run = runs.get(task_id) or self.store.get_job_run(task_id)
+            if run is None:
+                continue  # not ours (any more): the worker treats it as an unknown task
+            name = run["job"]
+            if name not in job_status:
+                job_status[name] = self.store.get_job_status(name)
+            outcome = jobplan.apply_task_status(run, job_status[name], self._spec(name),
+                                                status, now)
+            runs[task_id] = outcome.run
+            if outcome.retry:
+                runs[outcome.retry["id"]] = outcome.retry
+            if outcome.status:
+                job_status[name] = changed[name] = outcome.status
+            if outcome.note:
+                notes.append(f"job {name}: {outcome.note}")
+            handled.append(status)
+        if not handled:
+            return []
+        self.store.record_jobs(statuses=list(changed.values()), runs=list(runs.values()))
+        for note in notes:
+            log.info("%s", note)
+        for task_id, run in runs.items():
+            if not run.get("active"):
+                self.kill_sent.pop(task_id, None)
+        return handled
+
+    def _spec(self, name: str) -> JobSpec | None:
+        job = self.jobs.get(name)
         if job is None:  # not loaded yet (an update before the first round) or deleted
-            doc = self.store.get_job(run["job"])
-            job = load_jobs([doc]).get(run["job"]) if doc else None
-        outcome = jobplan.apply_task_status(run, self.store.get_job_status(run["job"]),
-                                            job.spec if job else None, status, now)
-        runs = [outcome.run] + ([outcome.retry] if outcome.retry else [])
-        self.store.record_jobs(statuses=[outcome.status] if outcome.status else [], runs=runs)
-        if outcome.note:
-            log.info("job %s: %s", run["job"], outcome.note)
-        if not outcome.run.get("active"):
-            self.kill_sent.pop(task_id, None)
-        return True
+            doc = self.store.get_job(name)
+            job = load_jobs([doc]).get(name) if doc else None
+        return job.spec if job else None
 
     def active_runs(self) -> list[Doc]:
         if not self.enabled:

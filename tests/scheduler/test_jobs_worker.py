@@ -161,3 +161,29 @@ def test_two_schedulers_planning_from_one_snapshot_record_a_slot_once(env, monke
     assert len(store.list_job_runs("j")) == 1
     b.tick(NOW + 0.25)                           # B plans again from the store: no new slot
     assert len(store.list_job_runs("j")) == 1
+
+
+def test_a_batch_of_job_updates_is_one_write_before_its_acks(env, monkeypatch):  # noqa: F811
+    """Updates that arrive together (RUNNING then FINISHED of one run, a failure with a retry
+    of another) are applied in order and stored in one transaction, then acknowledged."""
+    store, _, _ = env
+    driver = JobDriver(store)
+    worker = subscribed(store, driver)
+    add_job(store)
+    add_job(store, name="k", command="false", retries=1)
+    worker.tick()
+    worker.handle("offers", ([make_offer()],))
+    j, k = store.list_job_runs("j")[0], store.list_job_runs("k")[0]
+    writes = []
+    real = store.record_jobs
+    monkeypatch.setattr(store, "record_jobs", lambda **kw: (writes.append(kw), real(**kw)))
+    driver.calls.clear()
+    worker.on_status_batch([status(j["id"], "TASK_RUNNING"), status(k["id"], "TASK_RUNNING"),
+                            status(j["id"], "TASK_FINISHED"), status(k["id"], "TASK_FAILED")])
+    assert len(writes) == 1
+    assert [c for c in driver.calls if c[0] == "ack"] == [
+        ("ack", j["id"], "succeeded"), ("ack", k["id"], "failed"),
+        ("ack", j["id"], "succeeded"), ("ack", k["id"], "failed")]
+    assert store.get_job_status("j")["successCount"] == 1
+    (retry, failed) = store.list_job_runs("k")
+    assert failed["id"] == k["id"] and retry["attempt"] == 1 and retry["state"] == "queued"
