@@ -41,6 +41,8 @@ setup(
             # carries its own generator.
             "schemathesis>=4.30",
             "jsonschema>=4.20",
+            # Validates each access service's /openapi.json (tests/services/test_openapi.py)
+            "openapi-spec-validator>=0.7",
             # examples/notebooks/client.ipynb is executed by a real kernel in the tests
             "nbclient>=0.10",
             "nbformat>=5.9",

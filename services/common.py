@@ -42,6 +42,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from services.openapi import OpenApiResource, health_schema, op, openapi_document
 from services.store import MAX_TS_MS, MIN_TS_MS, QuoteStore, StoreUnavailable
 
 log = logging.getLogger("accessd.services")
@@ -213,6 +214,9 @@ class MetricsMiddleware:
 
 
 class MetricsResource:
+    OPENAPI = {"get": op("Prometheus text of the worker process that answers",
+                         {"type": "string"}, media="text/plain")}
+
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
@@ -234,6 +238,10 @@ class HealthResource:
         self.store = store
         self.retry_after = retry_after
         self.checks = dict(checks or {})
+        ok, down = health_schema(self.checks)
+        self.OPENAPI = {"get": op("The store (and the service's other needs) answer", ok,
+                                  extra={503: ("Not ready; Retry-After says when to ask again",
+                                               down)})}
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         body: dict[str, str] = {"status": "ok", "store": "reachable"}
@@ -263,7 +271,8 @@ class HealthResource:
 def make_app(service: str, config: ServiceConfig, store: QuoteStore,
              routes: Iterable[tuple[str, object]],
              health_checks: Mapping[str, Callable[[], str]] | None = None) -> falcon.App:
-    """A Falcon app with `routes` plus the shared health, metrics and error handling."""
+    """A Falcon app with `routes` plus the shared health, metrics, OpenAPI document and error
+    handling. Every resource documents its responders (`services.openapi`)."""
     metrics = Metrics(service)
     # CORS (Falcon's own): the status page, served by the control API on another origin, reads
     # these read-only answers for its pipeline panel.
@@ -274,10 +283,14 @@ def make_app(service: str, config: ServiceConfig, store: QuoteStore,
     app.req_options.keep_blank_qs_values = True
     app.add_error_handler(Exception, _unexpected_handler)
     app.add_error_handler(StoreUnavailable, _store_unavailable_handler(config.retry_after, metrics))
-    for template, resource in routes:
+    openapi = OpenApiResource()
+    table = [*routes,
+             ("/health", HealthResource(store, config.retry_after, health_checks)),
+             ("/metrics", MetricsResource(metrics)),
+             ("/openapi.json", openapi)]
+    openapi.document = openapi_document(service, table)
+    for template, resource in table:
         app.add_route(template, resource)
-    app.add_route("/health", HealthResource(store, config.retry_after, health_checks))
-    app.add_route("/metrics", MetricsResource(metrics))
     return app
 
 

@@ -31,7 +31,8 @@ import numpy as np
 
 from services.common import ServiceConfig, app_from_env, make_app, parse_time, unknown_symbol
 from services.model import Model, ModelError, ModelRegistry
-from services.prediction_recent import ModelMetrics, ModelsList, RecentPredictions
+from services.openapi import EPOCH_MS, ISO_TIME, SYMBOL, TIME_PARAM, op
+from services.prediction_recent import VERSION, ModelMetrics, ModelsList, RecentPredictions
 from services.store import MIN_TS_MS, Quote, QuoteStore, iso_ms
 
 MAX_BATCH = 10_000
@@ -103,8 +104,68 @@ def _ts(value: object, where: str) -> str | None:
         raise falcon.HTTPBadRequest(title="Invalid body", description=f"{where}: {exc}") from None
 
 
+_NUMBER = {"type": "number"}
+_CLOSES = {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 1,
+           "description": "at least the model's inputsNeeded closes, oldest first; the last "
+                          "ones are used"}
+_INPUT_TS = {"anyOf": [{"type": "integer"}, TIME_PARAM, {"type": "null"}],
+             "description": "the time of the last close (epoch ms or ISO 8601), echoed as inputTs"}
+_NULLABLE_TIME = {"anyOf": [ISO_TIME, {"type": "null"}]}
+PREDICTION_FROM_STORE = {
+    "type": "object", "additionalProperties": False,
+    "required": ["symbol", "prediction", "modelVersion", "inputTs", "inputEpochMs", "lastClose"],
+    "properties": {"symbol": SYMBOL, "prediction": _NUMBER, "modelVersion": VERSION,
+                   "inputTs": ISO_TIME, "inputEpochMs": EPOCH_MS, "lastClose": _NUMBER}}
+PREDICT_ONE = {"type": "object", "additionalProperties": False, "required": ["symbol", "closes"],
+               "properties": {"symbol": SYMBOL, "closes": _CLOSES, "ts": _INPUT_TS}}
+PREDICT_BATCH = {
+    "type": "object", "additionalProperties": False, "required": ["symbol", "inputs"],
+    "properties": {"symbol": SYMBOL, "inputs": {
+        "type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": {
+            "type": "object", "additionalProperties": False, "required": ["closes"],
+            "properties": {"closes": _CLOSES, "ts": _INPUT_TS}}}}}
+PREDICTION_ONE = {
+    "type": "object", "additionalProperties": False,
+    "required": ["symbol", "prediction", "modelVersion", "inputTs", "lastClose"],
+    "properties": {"symbol": SYMBOL, "prediction": _NUMBER, "modelVersion": VERSION,
+                   "inputTs": _NULLABLE_TIME, "lastClose": _NUMBER}}
+PREDICTION_BATCH = {
+    "type": "object", "additionalProperties": False,
+    "required": ["symbol", "modelVersion", "predictions"],
+    "properties": {"symbol": SYMBOL, "modelVersion": VERSION, "predictions": {
+        "type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["prediction", "inputTs"],
+            "properties": {"prediction": _NUMBER, "inputTs": _NULLABLE_TIME}}}}}
+MODEL = {
+    "type": "object", "additionalProperties": False,
+    "required": ["symbol", "version", "window", "inputsNeeded", "trainedAt", "data"],
+    "properties": {
+        "symbol": SYMBOL, "version": VERSION, "window": {"type": "integer", "minimum": 1},
+        "inputsNeeded": {"type": "integer", "minimum": 2},
+        "trainedAt": {"type": "string", "description": "ISO 8601, seconds, or empty"},
+        "data": {"type": "object", "description": "what the model was trained on",
+                 "properties": {
+                     "from": _NULLABLE_TIME, "to": _NULLABLE_TIME,
+                     "closes": {"type": "integer"}, "trainSamples": {"type": "integer"},
+                     "testSamples": {"type": "integer"}, "testFromMs": EPOCH_MS,
+                     "testFrom": ISO_TIME}}}}
+
+
+def _finite(prediction: float, where: str) -> float:
+    # Closes far outside any price range (1e308 next to 1e-300) overflow the model's returns;
+    # NaN and Infinity are not JSON, so such an input is refused rather than answered.
+    if not math.isfinite(prediction):
+        raise falcon.HTTPBadRequest(title="Invalid body",
+                                    description=f"{where} give no finite prediction (values "
+                                                "too far apart for the model)")
+    return prediction
+
+
 class PredictSymbolResource:
     """`GET /predict/{symbol}`: predict from the latest quotes."""
+
+    OPENAPI = {"get": op("The next close of a symbol from its latest quotes and current model",
+                         PREDICTION_FROM_STORE, errors=(404, 409, 503))}
 
     def __init__(self, store: QuoteStore, registry: ModelRegistry) -> None:
         self.store = store
@@ -129,6 +190,10 @@ class PredictSymbolResource:
 class PredictResource:
     """`POST /predict`: predict from explicit closes, one input or a batch."""
 
+    OPENAPI = {"post": op(f"Predict from explicit closes: one input, or a batch of up to "
+                          f"{MAX_BATCH}", {"oneOf": [PREDICTION_ONE, PREDICTION_BATCH]},
+                          body={"oneOf": [PREDICT_ONE, PREDICT_BATCH]}, errors=(400, 404))}
+
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
@@ -148,7 +213,7 @@ class PredictResource:
         model = _model_or_404(self.registry, symbol)
         if "closes" in body:
             closes = _closes(body["closes"], "closes", model)
-            resp.media = {"symbol": symbol, "prediction": model.predict(closes),
+            resp.media = {"symbol": symbol, "prediction": _finite(model.predict(closes), "closes"),
                           "modelVersion": model.version, "inputTs": _ts(body.get("ts"), "ts"),
                           "lastClose": closes[-1]}
             return
@@ -164,6 +229,8 @@ class PredictResource:
             rows.append(_closes(item.get("closes"), f"inputs[{i}].closes", model))
             stamps.append(_ts(item.get("ts"), f"inputs[{i}].ts"))
         predictions = model.predict_many(np.array(rows))
+        for i, p in enumerate(predictions):
+            _finite(float(p), f"inputs[{i}].closes")
         resp.media = {"symbol": symbol, "modelVersion": model.version,
                       "predictions": [{"prediction": float(p), "inputTs": ts}
                                       for p, ts in zip(predictions, stamps, strict=True)]}
@@ -171,6 +238,9 @@ class PredictResource:
 
 class ModelResource:
     """`GET /models/{symbol}`: what a client needs to build inputs (window, version)."""
+
+    OPENAPI = {"get": op("The symbol's current model: version, window, inputs needed, training "
+                         "data", MODEL, errors=(404,))}
 
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry

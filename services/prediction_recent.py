@@ -22,13 +22,47 @@ import falcon
 import numpy as np
 
 from services.model import ModelRegistry, symbol_dir
+from services.openapi import EPOCH_MS, ISO_TIME, SYMBOL, op, query
 from services.store import QuoteStore, iso_ms
 
 MAX_RECENT = 500
 _VERSION_RE = re.compile(r"^v\d+$")
 
+VERSION = {"type": "string", "pattern": _VERSION_RE.pattern}
+_NUMBER = {"type": "number"}
+_ERRORS = {"type": "object", "required": ["mae", "rmse", "mape"], "additionalProperties": False,
+           "properties": {"mae": _NUMBER, "rmse": _NUMBER, "mape": _NUMBER}}
+# Ratios are NaN and the standard error infinite on degenerate data (one held-out sample):
+# JSON has no such numbers, so ModelMetrics answers null for them.
+_MAYBE = {"type": ["number", "null"]}
+METRICS = {
+    "type": "object", "required": ["symbol", "version", "testSamples", "model", "naive"],
+    "properties": {
+        "symbol": SYMBOL, "version": VERSION, "testSamples": {"type": "integer", "minimum": 0},
+        "testFromMs": EPOCH_MS, "testFrom": ISO_TIME, "model": _ERRORS, "naive": _ERRORS,
+        "versusNaive": {"type": "object", "additionalProperties": False,
+                        "required": ["maeRatio", "rmseRatio", "maeDiff", "maeDiffSe"],
+                        "properties": {"maeRatio": _MAYBE, "rmseRatio": _MAYBE,
+                                       "maeDiff": _MAYBE, "maeDiffSe": _MAYBE}}},
+    "description": "the held-out evaluation written by `accessd model train` (metrics.json)"}
+MODELS = {"type": "object", "required": ["models"], "additionalProperties": False,
+          "properties": {"models": {"type": "array", "items": {
+              "type": "object", "required": ["symbol", "version"], "additionalProperties": False,
+              "properties": {"symbol": {"type": "string"}, "version": VERSION}}}}}
+RECENT = {
+    "type": "object", "additionalProperties": False,
+    "required": ["symbol", "modelVersion", "lastQuoteTs", "points"],
+    "properties": {"symbol": SYMBOL, "modelVersion": VERSION, "lastQuoteTs": ISO_TIME,
+                   "points": {"type": "array", "items": {
+                       "type": "object", "additionalProperties": False,
+                       "required": ["ts", "actual", "predicted", "naive"],
+                       "properties": {"ts": ISO_TIME, "actual": _NUMBER, "predicted": _NUMBER,
+                                      "naive": _NUMBER}}}}}
+
 
 class ModelsList:
+    OPENAPI = {"get": op("Every published model: symbol and current version", MODELS)}
+
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
@@ -46,6 +80,9 @@ class ModelsList:
 
 
 class ModelMetrics:
+    OPENAPI = {"get": op("The current model's held-out metrics, against naive", METRICS,
+                         errors=(404,))}
+
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
@@ -55,7 +92,9 @@ class ModelMetrics:
         model = _model_or_404(self.registry, symbol)
         path = symbol_dir(self.registry.models_dir, symbol) / model.version / "metrics.json"
         try:
-            resp.media = json.loads(path.read_text(encoding="utf-8"))
+            # NaN/Infinity (written by json.dump on degenerate data) are not JSON: null here.
+            resp.media = json.loads(path.read_text(encoding="utf-8"),
+                                    parse_constant=lambda _: None)
         except FileNotFoundError:
             raise falcon.HTTPNotFound(title="No metrics",
                                       description=f"model {model.version} of {symbol} has no "
@@ -63,6 +102,12 @@ class ModelMetrics:
 
 
 class RecentPredictions:
+    OPENAPI = {"get": op("The current model's predictions of the last n closes, next to the "
+                         "actual and naive closes", RECENT, errors=(400, 404, 409, 503),
+                         params=[query("n", {"type": "integer", "minimum": 1,
+                                             "maximum": MAX_RECENT, "default": 60},
+                                       "how many of the last closes")])}
+
     def __init__(self, store: QuoteStore, registry: ModelRegistry) -> None:
         self.store = store
         self.registry = registry

@@ -14,6 +14,7 @@ from __future__ import annotations
 import falcon
 
 from services.common import ServiceConfig, app_from_env, make_app, unknown_symbol
+from services.openapi import FIELDS_PARAM, QUOTE, op, query
 from services.store import QuoteStore
 from services.timeseries import check_known_params, parse_fields
 
@@ -22,6 +23,9 @@ KNOWN_PARAMS = frozenset({"fields"})
 
 class LastQuoteResource:
     """`GET /quotes/{symbol}/last`. Holds only the store."""
+
+    OPENAPI = {"get": op("The symbol's most recent quote", QUOTE, errors=(400, 404, 503),
+                         params=[query("fields", FIELDS_PARAM, "only these price/volume fields")])}
 
     def __init__(self, store: QuoteStore) -> None:
         self.store = store

@@ -36,6 +36,7 @@ from services.common import (
     parse_time,
     unknown_symbol,
 )
+from services.openapi import FIELDS_PARAM, QUOTE, TIME_PARAM, op, query
 from services.store import QUOTE_FIELDS, QuoteStore, StoreUnavailable, iso_ms
 
 log = logging.getLogger("accessd.services.timeseries")
@@ -255,6 +256,17 @@ class AnswerCache:
 class TimeSeriesResource:
     """`GET /timeseries/{symbol}` (see the module docstring). Holds the store and the cache of
     small answers (`AnswerCache`; only used when the store has a `data_version`)."""
+
+    OPENAPI = {"get": op(
+        "A symbol's quotes over a time range, ascending, streamed as one JSON array "
+        "([] for a known symbol with nothing in the range)",
+        {"type": "array", "items": QUOTE}, errors=(400, 404, 503), params=[
+            query("from", TIME_PARAM, "first instant, inclusive"),
+            query("to", TIME_PARAM, "last instant, inclusive (not before from)"),
+            query("fields", FIELDS_PARAM, "only these price/volume fields"),
+            query("limit", {"type": "integer", "minimum": 0},
+                  "at most this many quotes, the earliest first"),
+        ])}
 
     def __init__(self, store: QuoteStore, cache: AnswerCache | None = None) -> None:
         self.store = store

@@ -6,6 +6,7 @@ from __future__ import annotations
 import falcon.testing
 
 from services.common import LATENCY_BUCKETS, ServiceConfig, make_app
+from services.openapi import QUOTE, op
 from services.store import QuoteStore, StoreUnavailable
 from tests.support import metric_samples
 
@@ -34,6 +35,9 @@ class DownStore(QuoteStore):
 
 
 class Last:
+    # make_app refuses a responder without its OpenAPI entry (services.openapi)
+    OPENAPI = {"get": op("The last quote", QUOTE, errors=(404, 503))}
+
     def __init__(self, store: QuoteStore) -> None:
         self.store = store
 
