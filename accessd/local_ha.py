@@ -24,7 +24,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serving(port: int) -> bool:
+def srvr_mode(port: int) -> str | None:
+    """A ZooKeeper server's `Mode` from its `srvr` four-letter answer (`leader`, `follower`,
+    `standalone`) when it is in a quorum and serving, else None."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
             s.sendall(b"srvr")
@@ -32,8 +34,15 @@ def _serving(port: int) -> bool:
             while chunk := s.recv(4096):
                 text += chunk
     except OSError:
-        return False
-    return b"Mode:" in text
+        return None
+    for line in text.decode(errors="replace").splitlines():
+        if line.startswith("Mode:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def _serving(port: int) -> bool:
+    return srvr_mode(port) is not None
 
 
 def start_ensemble(run: Any, servers: int = 3) -> str:

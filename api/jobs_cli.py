@@ -1,7 +1,7 @@
 """`accessd jobs list | add FILE | run NAME | history NAME | kill NAME | delete NAME`: a thin
 client of the Chronos API (`/v1/scheduler`) on the control API.
 
-Shares `api.cli`'s client, options (`--api`, `--token`, `--json`), error reporting and exit
+Shares `api.client`'s client, options (`--api`, `--token`, `--json`), error reporting and exit
 codes (0 ok, 1 failure, 2 usage). `add FILE` takes one job or a list of jobs (a Chronos
 export) and posts each to `/iso8601` or `/dependency`, parents before their children.
 """
@@ -10,23 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 from urllib.parse import quote
 
-from api.cli import (
-    DEFAULT_API,
-    EXIT_FAILURE,
-    EXIT_OK,
-    EXIT_USAGE,
-    ApiClient,
-    CliError,
-    Parser,
-    UsageError,
-    print_json,
-    table,
-)
+from api.cli import Parser, UsageError
+from api.cli_format import print_json, table
+from api.client import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ApiClient, CliError, client_options
 
 V1 = "/v1/scheduler"
 
@@ -142,12 +132,7 @@ def cmd_history(client: ApiClient, opts: argparse.Namespace) -> int:
 
 
 def build_parser() -> Parser:
-    common = Parser(add_help=False)
-    common.add_argument("--api", default=os.environ.get("ACCESSD_API") or DEFAULT_API,
-                        help="control API base URL (env ACCESSD_API; default %(default)s)")
-    common.add_argument("--token", default=os.environ.get("ACCESSD_API_TOKEN"),
-                        help="API token (env ACCESSD_API_TOKEN)")
-    common.add_argument("--json", action="store_true", help="print the API's raw JSON")
+    common = client_options()
     parser = Parser(prog="accessd jobs", description="Chronos-style jobs on accessd.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     sub.add_parser("list", help="list jobs", parents=[common]).set_defaults(func=cmd_list)

@@ -26,7 +26,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from api.cli import DEFAULT_API, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ApiClient, CliError
+from api.client import DEFAULT_API, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, ApiClient, CliError
 
 POLL_SECONDS = 0.2
 LIVENESS_SECONDS = 1.0  # how often a follow asks whether the task still runs

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from accessd.local_ha import srvr_mode
 from tests.support import Proc, free_port
 
 ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
@@ -75,20 +76,7 @@ def start_zookeeper(work_dir: Path, timeout: float = 60.0) -> ZooKeeper:
     return ZooKeeper(proc, port)
 
 
-def _srvr_mode(port: int) -> str | None:
-    """`leader`/`follower` when the server is in a quorum and serving, else None."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-            s.sendall(b"srvr")
-            text = b""
-            while chunk := s.recv(4096):
-                text += chunk
-    except OSError:
-        return None
-    for line in text.decode(errors="replace").splitlines():
-        if line.startswith("Mode:"):
-            return line.split(":", 1)[1].strip()
-    return None
+_srvr_mode = srvr_mode  # `leader`/`follower` when in a quorum and serving, else None
 
 
 class Ensemble:

@@ -36,6 +36,21 @@ class Errors:
 MISSING = object()
 
 
+def object_items(v: Any, field: str, errs: Errors) -> list[tuple[tuple[Any, ...], dict]] | None:
+    """The objects of the array field `field` with their paths; None (and an error) when `v` is
+    not an array, and an error for each item that is not an object."""
+    if not isinstance(v, list):
+        errs.add(ptr(field), f"must be an array, got {type_name(v)}")
+        return None
+    items = []
+    for i, item in enumerate(v):
+        if isinstance(item, dict):
+            items.append(((field, i), item))
+        else:
+            errs.add(ptr(field, i), f"must be an object, got {type_name(item)}")
+    return items
+
+
 def type_name(v: Any) -> str:
     if v is None:
         return "null"

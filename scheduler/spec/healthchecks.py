@@ -10,10 +10,10 @@ from scheduler.spec.fields import (
     boolean,
     check_unknown,
     integer,
+    object_items,
     ptr,
     seconds,
     string,
-    type_name,
 )
 from scheduler.spec.model import HEALTH_CHECK_PROTOCOLS, HealthCheck, PortDefinition, num
 
@@ -30,15 +30,11 @@ def parse_health_checks(v: Any, ports: tuple[PortDefinition, ...], errs: Errors
                    ) -> tuple[HealthCheck, ...]:
     if v is MISSING or v is None:
         return ()
-    if not isinstance(v, list):
-        errs.add(ptr("healthChecks"), f"must be an array, got {type_name(v)}")
+    items = object_items(v, "healthChecks", errs)
+    if items is None:
         return ()
     out: list[HealthCheck] = []
-    for i, hc in enumerate(v):
-        path = ("healthChecks", i)
-        if not isinstance(hc, dict):
-            errs.add(ptr(*path), f"must be an object, got {type_name(hc)}")
-            continue
+    for path, hc in items:
         before = len(errs.details())
         check_unknown(hc, HEALTH_CHECK_FIELDS, path, errs)
         protocol = hc.get("protocol", "HTTP")

@@ -21,6 +21,7 @@ from scheduler.spec.fields import (
     boolean,
     check_unknown,
     integer,
+    object_items,
     ptr,
     string,
     type_name,
@@ -94,15 +95,11 @@ def parse_fetch(doc: dict, errs: Errors) -> tuple[FetchUri, ...]:
         return tuple(FetchUri(uri=u, extract=is_archive(u)) for u in uris)
     if _empty(raw):
         return ()
-    if not isinstance(raw, list):
-        errs.add(ptr("fetch"), f"must be an array, got {type_name(raw)}")
+    items = object_items(raw, "fetch", errs)
+    if items is None:
         return ()
     out: list[FetchUri] = []
-    for i, item in enumerate(raw):
-        path = ("fetch", i)
-        if not isinstance(item, dict):
-            errs.add(ptr(*path), f"must be an object, got {type_name(item)}")
-            continue
+    for path, item in items:
         check_unknown(item, _ARTIFACT_FIELDS, path, errs)
         uri = string(item.get("uri"), (*path, "uri"), errs, None, nonempty=True)
         if uri is None:
@@ -153,19 +150,15 @@ def parse_readiness_checks(v: Any, ports: tuple[PortDefinition, ...],
                            errs: Errors) -> tuple[ReadinessCheck, ...]:
     if _empty(v):
         return ()
-    if not isinstance(v, list):
-        errs.add(ptr("readinessChecks"), f"must be an array, got {type_name(v)}")
-        return ()
-    if len(v) > 1:
+    if isinstance(v, list) and len(v) > 1:
         errs.add(ptr("readinessChecks"), "at most one readiness check is allowed")
+        return ()
+    items = object_items(v, "readinessChecks", errs)
+    if items is None:
         return ()
     names = {p.name for p in ports if p.name}
     out: list[ReadinessCheck] = []
-    for i, rc in enumerate(v):
-        path = ("readinessChecks", i)
-        if not isinstance(rc, dict):
-            errs.add(ptr(*path), f"must be an object, got {type_name(rc)}")
-            continue
+    for path, rc in items:
         before = len(errs.details())
         check_unknown(rc, _READINESS_FIELDS, path, errs)
         port_name = string(rc.get("portName"), (*path, "portName"), errs, "http-api")

@@ -13,6 +13,7 @@ from scheduler.spec.fields import (
     check_unknown,
     integer,
     number,
+    object_items,
     ptr,
     str_map,
     string,
@@ -93,15 +94,11 @@ def parse_port_definitions(doc: dict, errs: Errors) -> tuple[PortDefinition, ...
                 out.append(PortDefinition(port=n))
         return tuple(out)
     defs = doc["portDefinitions"]
-    if not isinstance(defs, list):
-        errs.add(ptr("portDefinitions"), f"must be an array, got {type_name(defs)}")
+    items = object_items(defs, "portDefinitions", errs)
+    if items is None:
         return ()
     names: set[str] = set()
-    for i, d in enumerate(defs):
-        path = ("portDefinitions", i)
-        if not isinstance(d, dict):
-            errs.add(ptr(*path), f"must be an object, got {type_name(d)}")
-            continue
+    for path, d in items:
         check_unknown(d, PORT_FIELDS, path, errs)
         if d.get("port") is None:
             errs.add(ptr(*path, "port"), "is required (0 means any free port)")
