@@ -40,7 +40,8 @@ def test_local_ha_fails_over_on_abdication(tmp_path):
     try:
         api = proc.wait_for_line(lambda line: line.startswith("ready api="),
                                  timeout=240).split("=", 1)[1]
-        assert "accessd leader abdicate" in proc.output()
+        # the summary's lines follow the ready line: wait for the one this test needs
+        proc.wait_for_line(lambda line: "accessd leader abdicate" in line, timeout=10)
         first = cli("leader", "--api", api)
         assert first.returncode == 0 and first.stdout.strip() in ("scheduler-1", "scheduler-2")
         info = requests.get(api + "/v2/info", timeout=10).json()
