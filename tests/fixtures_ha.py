@@ -11,6 +11,8 @@ on the same store.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +122,18 @@ class HaCluster:
         if self.zk is not None:
             self.zk.stop()
         return outputs
+
+
+@contextlib.contextmanager
+def running_ha_cluster(work: Path) -> Iterator[HaCluster]:
+    """Two schedulers and an API on a 3-server ensemble; afterwards no process of it may have
+    logged a traceback (each shown with its surroundings)."""
+    cluster = HaCluster(work)
+    try:
+        cluster.start(schedulers=2, apis=1)
+        yield cluster
+    finally:
+        outputs = cluster.stop()
+    tracebacks = [out[max(0, out.index("Traceback") - 2000):out.index("Traceback") + 3000]
+                  for out in outputs if "Traceback" in out]
+    assert not tracebacks, "\n=====\n".join(tracebacks)

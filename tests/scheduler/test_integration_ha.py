@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from tests.fixtures_ha import HaCluster
+from tests.fixtures_ha import HaCluster, running_ha_cluster
 from tests.support import wait_until
 
 APP = "/ha/web"
@@ -21,15 +21,8 @@ APP = "/ha/web"
 
 @pytest.fixture(scope="module")
 def ha(tmp_path_factory):
-    cluster = HaCluster(tmp_path_factory.mktemp("ha"))
-    try:
-        cluster.start(schedulers=2, apis=1)
+    with running_ha_cluster(tmp_path_factory.mktemp("ha")) as cluster:
         yield cluster
-    finally:
-        outputs = cluster.stop()
-    tracebacks = [out[max(0, out.index("Traceback") - 2000):out.index("Traceback") + 3000]
-                  for out in outputs if "Traceback" in out]
-    assert not tracebacks, "\n=====\n".join(tracebacks)
 
 
 def scale(ha: HaCluster, instances: int) -> requests.Response:

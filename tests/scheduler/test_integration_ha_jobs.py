@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from scheduler.jobs.plan import epoch, iso
-from tests.fixtures_ha import HaCluster
+from tests.fixtures_ha import HaCluster, running_ha_cluster
 from tests.support import wait_until
 
 JOB = "every3"
@@ -20,15 +20,8 @@ JOB = "every3"
 
 @pytest.fixture(scope="module")
 def ha(tmp_path_factory):
-    cluster = HaCluster(tmp_path_factory.mktemp("ha-jobs"))
-    try:
-        cluster.start(schedulers=2, apis=1)
+    with running_ha_cluster(tmp_path_factory.mktemp("ha-jobs")) as cluster:
         yield cluster
-    finally:
-        outputs = cluster.stop()
-    tracebacks = [out[max(0, out.index("Traceback") - 2000):out.index("Traceback") + 3000]
-                  for out in outputs if "Traceback" in out]
-    assert not tracebacks, "\n=====\n".join(tracebacks)
 
 
 def runs(ha: HaCluster, state: str | None = None) -> list[dict]:
