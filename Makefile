@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-all lint bench clean conformance
+.PHONY: install run test test-all lint bench clean conformance fuzz
 
 $(VENV)/.installed: setup.py tools/install.sh
 	bash tools/install.sh
@@ -19,7 +19,12 @@ test: $(VENV)/.installed
 
 test-all: $(VENV)/.installed
 	bash tools/test-deps.sh
-	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "" --fuzz-scale 1 $(PYTEST_ARGS)
+
+# The schemathesis fuzz tests at their full case counts (make test runs a quarter of them).
+fuzz: $(VENV)/.installed
+	bash tools/test-deps.sh
+	$(PY) -m pytest --fuzz-scale 1 tests/api/test_openapi_fuzz.py tests/services/test_openapi.py $(PYTEST_ARGS)
 
 # The same scenarios on a real Mesos 1.12 (../shared/mesos/ tarball; absent: one line, exit 0)
 # and on localmesos, with a side-by-side table (conformance/README.md).
