@@ -198,8 +198,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
     ("timeseries", "/timeseries/{symbol}", "GET", 100),
     ("quotes", "/quotes/{symbol}/last", "GET", 50),
     ("prediction", "/predict", "POST", 100)])
-def test_fuzz(data, fuzz_cases, module, path, method, cases):
-    cases = fuzz_cases(cases)
+def test_fuzz(data, module, path, method, cases):
     db, models = data
     svc = Service(module, f"sqlite://{db}", models)
     try:
