@@ -60,8 +60,8 @@ def test_app_without_port_definitions_gets_one_port(api, store):
 
 
 REFUSED = [
-    ({"container": {"type": "DOCKER", "docker": {"image": "nginx"}}}, "/container/type",
-     "no container runtime"),
+    ({"container": {"type": "DOCKER", "docker": {"image": "nginx", "forcePullImage": True}}},
+     "/container/docker/forcePullImage", "no Docker registry"),
     ({"container": {"type": "MESOS", "volumes": [{"containerPath": "data", "mode": "RW",
                                                   "persistent": {"size": 100}}]}},
      "/container/volumes", "persistent volumes"),
