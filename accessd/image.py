@@ -178,27 +178,44 @@ def _base_rootfs(cache: Path, tag: str) -> Path:
                          "(tools/docker-deps.sh installs it)")
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         rootfs = Path(tmp) / "rootfs"
-        _say(f"debootstrap --variant=minbase {SUITE} (a few minutes) …")
-        _run(["debootstrap", "--variant=minbase", f"--include={','.join(DEBIAN_PACKAGES)}",
-              SUITE, str(rootfs), MIRROR])
-        wheels = rootfs / "tmp" / "wheels"
-        _say("fetching wheels with this machine's pip …")
-        _run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
-              "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
-              "--platform", "manylinux_2_28_x86_64", "-d", str(wheels), *_requirements()])
-        _say("installing them into /opt/accessd (offline, in a chroot) …")
-        _run(["chroot", str(rootfs), "/usr/bin/python3", "-m", "venv", "/opt/accessd"])
-        _run(["chroot", str(rootfs), "/opt/accessd/bin/pip", "install", "-q", "--no-index",
-              "--find-links", "/tmp/wheels", *_requirements()])
-        shutil.rmtree(wheels)
-        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
-            for entry in (rootfs / junk).glob("*"):
-                if entry.is_file():
-                    entry.unlink()
-        partial = tarball.with_suffix(".partial")
-        _run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."])
-        partial.rename(tarball)
+        try:
+            _debootstrap_with_wheels(rootfs, tarball)
+        finally:  # debootstrap mounts /proc and /sys in the target: never delete through them
+            _unmount_under(rootfs)
     return tarball
+
+
+def _unmount_under(rootfs: Path) -> None:
+    prefix = str(rootfs) + "/"
+    with open("/proc/mounts") as fh:
+        points = [line.split()[1] for line in fh if line.split()[1].startswith(prefix)]
+    for point in sorted(points, key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
+
+
+def _debootstrap_with_wheels(rootfs: Path, tarball: Path) -> None:
+    """debootstrap, then the wheels into /opt/accessd, then the tarball."""
+    _say(f"debootstrap --variant=minbase {SUITE} (a few minutes) …")
+    _run(["debootstrap", "--variant=minbase", f"--include={','.join(DEBIAN_PACKAGES)}",
+          SUITE, str(rootfs), MIRROR])
+    wheels = rootfs / "tmp" / "wheels"
+    _say("fetching wheels with this machine's pip …")
+    _run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+          "--python-version", "3.11", "--platform", "manylinux2014_x86_64",
+          "--platform", "manylinux_2_28_x86_64", "-d", str(wheels), *_requirements()])
+    _say("installing them into /opt/accessd (offline, in a chroot) …")
+    _run(["chroot", str(rootfs), "/usr/bin/python3", "-m", "venv", "/opt/accessd"])
+    _run(["chroot", str(rootfs), "/opt/accessd/bin/pip", "install", "-q", "--no-index",
+          "--find-links", "/tmp/wheels", *_requirements()])
+    shutil.rmtree(wheels)
+    for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+        for entry in (rootfs / junk).glob("*"):
+            if entry.is_file():
+                entry.unlink()
+    partial = tarball.with_suffix(".partial")
+    _run(["tar", "-C", str(rootfs), "--numeric-owner", "--exclude=./proc/*",
+          "--exclude=./sys/*", "-cf", str(partial), "."])
+    partial.rename(tarball)
 
 
 def build_python(cache: Path) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localmesos import docker_containerizer
 from localmesos.agent import Agent
 from localmesos.httpserver import HttpServer, Request, Response
 from localmesos.master import Master
@@ -234,6 +235,7 @@ class Cluster:
         while time.monotonic() < deadline and live_groups(pids):
             time.sleep(0.05)
         self.spawner.kill_everything(signal.SIGKILL)
+        docker_containerizer.remove_all(str(self.work_dir))
         log.debug("shutdown: process groups ended; stopping HTTP servers")
         stoppers = [threading.Thread(target=srv.stop, daemon=True)
                     for srv in [self.server] + [a.server for a in self.agents]]
