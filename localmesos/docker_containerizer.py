@@ -165,10 +165,11 @@ def ensure_image(image: str) -> None:
     try:
         pull = _docker("pull", ref, timeout=PULL_TIMEOUT)
     except subprocess.TimeoutExpired:
-        raise LaunchError(f"Failed to run 'docker -H {DOCKER_SOCKET} pull {ref}': "
+        raise LaunchError(f"Failed to run '{docker_bin()} -H {DOCKER_SOCKET} pull {ref}': "
                           f"no answer within {PULL_TIMEOUT:g} seconds") from None
-    if pull.returncode != 0:
-        raise LaunchError(f"Failed to run 'docker -H {DOCKER_SOCKET} pull {ref}': exited with "
+    if pull.returncode != 0:  # worded as the real agent's (conformance/test_docker.py)
+        raise LaunchError(f"Failed to run '{docker_bin()} -H {DOCKER_SOCKET} pull {ref}': "
+                          f"exited with "
                           f"status {pull.returncode}; stderr='{pull.stderr.strip()}'")
 
 
