@@ -93,7 +93,7 @@ def test_docker_python_service_healthy(accessd: Accessd, docker_images) -> None:
     os.chmod(data, 0o777)
     app = docker_app(
         accessd, app_id, docker_images["python"],
-        "exec gunicorn --bind 127.0.0.1:$PORT0 --workers 1 'services.quotes:get_app()'",
+        "exec gunicorn --bind $HOST:$PORT0 --workers 1 'services.quotes:get_app()'",
         cpus=0.25, mem=192, portDefinitions=[{"port": 0, "name": "http"}],
         env={"ACCESSD_STORE": f"sqlite://{data}/quotes.db"},
         healthChecks=[{"protocol": "HTTP", "path": "/health", "portIndex": 0,

@@ -234,8 +234,8 @@ class Cluster:
         deadline = time.monotonic() + self.opts.shutdown_grace
         while time.monotonic() < deadline and live_groups(pids):
             time.sleep(0.05)
+        docker_containerizer.remove_all(self.spawner, str(self.work_dir))  # before their clients die
         self.spawner.kill_everything(signal.SIGKILL)
-        docker_containerizer.remove_all(str(self.work_dir))
         log.debug("shutdown: process groups ended; stopping HTTP servers")
         stoppers = [threading.Thread(target=srv.stop, daemon=True)
                     for srv in [self.server] + [a.server for a in self.agents]]

@@ -82,7 +82,7 @@ class CommandTasks:
     def _wait_command(self, task: Task, gen: int, popen: Any) -> None:
         rc = popen.wait()
         if task.docker_name is not None:  # the client ended: so does its container
-            remove_container(task.docker_name)
+            remove_container(self.cluster.spawner, task.docker_name)
         with self.cluster.lock:
             if task.kill_timer is not None:
                 task.kill_timer.cancel()

@@ -18,13 +18,15 @@ kill grace, exit status) applies unchanged.
 - Networking: HOST is `--net host`; NONE `--net none`; USER the named network. BRIDGE: the
   dockerd that tools/docker-deps.sh starts has no docker0 (`--bridge=none`), so BRIDGE tasks join
   the user-defined bridge network `$LOCALMESOS_DOCKER_BRIDGE` (default `accessd-bridge`, made
-  by that script) and each port mapping is published on 127.0.0.1 only.
+  by that script) and each port mapping is published on the agent's loopback address only
+  (127.0.1.k, `localmesos/addresses.py`: where its tasks are reached and health-checked).
 - RUNNING is sent once Docker reports the container running (as the docker executor waits for
   `docker inspect`); a `docker run` that fails before that (status 125) fails the launch with
   Docker's message.
 - No container outlives its task: when the client ends (exit, kill, SIGKILL after the grace,
-  agent stop) the container is removed (`docker rm -f`), and cluster shutdown removes every
-  container labelled with its work dir.
+  agent stop) the container is removed (`docker rm -f`); cluster shutdown removes every
+  container labelled with its work dir once the tasks' SIGTERM grace is over, and so does the
+  guardian (procs.py) when localmesos ends any other way, even by SIGKILL.
 """
 
 from __future__ import annotations
@@ -81,9 +83,10 @@ def _scalar(resources: list[dict[str, Any]], name: str) -> float:
 
 
 def run_argv(ti: dict[str, Any], name: str, sandbox: str, env: dict[str, str],
-             work_dir: str) -> list[str]:
+             work_dir: str, publish_ip: str = "127.0.0.1") -> list[str]:
     """The `docker run` command line for a DOCKER TaskInfo (pure; LaunchError if it cannot
-    run here). Environment values are not in it: `-e NAME` takes them from the client's env."""
+    run here). Environment values are not in it: `-e NAME` takes them from the client's env.
+    BRIDGE ports are published on `publish_ip` only: the agent's own loopback address."""
     container = ti["container"]
     docker = container.get("docker") or {}
     image = docker.get("image")
@@ -124,7 +127,8 @@ def run_argv(ti: dict[str, Any], name: str, sandbox: str, env: dict[str, str],
         for m in mappings:
             proto = str(m.get("protocol") or "tcp").lower()
             for p in proto.split(","):
-                argv += ["-p", f"127.0.0.1:{int(m['host_port'])}:{int(m['container_port'])}/{p}"]
+                argv += ["-p", f"{publish_ip}:{int(m['host_port'])}:"
+                                f"{int(m['container_port'])}/{p}"]
     elif network == "NONE":
         argv += ["--net", "none"]
     elif network == "USER":
@@ -152,18 +156,19 @@ def run_argv(ti: dict[str, Any], name: str, sandbox: str, env: dict[str, str],
     return argv
 
 
-def _docker(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
-    return subprocess.run([docker_bin(), "-H", DOCKER_SOCKET, *args], capture_output=True,
-                          text=True, timeout=timeout)
+def _docker(spawner: Any, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    """The docker CLI, run through the spawner (procs.Spawner.run_helper): a plain child of
+    localmesos would be killed by its reaper as an orphan."""
+    return spawner.run_helper([docker_bin(), "-H", DOCKER_SOCKET, *args], timeout)
 
 
-def ensure_image(image: str) -> None:
+def ensure_image(spawner: Any, image: str) -> None:
     """The image on this agent, or LaunchError with the failed pull, worded as Mesos does."""
-    if _docker("image", "inspect", image).returncode == 0:
+    if _docker(spawner, "image", "inspect", image).returncode == 0:
         return
     ref = image if ":" in image.rsplit("/", 1)[-1] else f"{image}:latest"
     try:
-        pull = _docker("pull", ref, timeout=PULL_TIMEOUT)
+        pull = _docker(spawner, "pull", ref, timeout=PULL_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise LaunchError(f"Failed to run '{docker_bin()} -H {DOCKER_SOCKET} pull {ref}': "
                           f"no answer within {PULL_TIMEOUT:g} seconds") from None
@@ -173,33 +178,34 @@ def ensure_image(image: str) -> None:
                           f"status {pull.returncode}; stderr='{pull.stderr.strip()}'")
 
 
-def remove_container(name: str) -> None:
+def remove_container(spawner: Any, name: str) -> None:
     try:
-        _docker("rm", "-f", "-v", name)
+        _docker(spawner, "rm", "-f", "-v", name)
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("could not remove container %s: %s", name, exc)
 
 
-def remove_all(work_dir: str) -> int:
+def remove_all(spawner: Any, work_dir: str) -> int:
     """Every container of this cluster (its label), whatever state; returns how many."""
     if work_dir not in DOCKER_WORK_DIRS:
         return 0  # never launched one: no need for Docker at all
     try:
-        ids = _docker("ps", "-aq", "--filter", f"label={LABEL_WORK_DIR}={work_dir}").stdout.split()
+        ids = _docker(spawner, "ps", "-aq", "--filter",
+                      f"label={LABEL_WORK_DIR}={work_dir}").stdout.split()
         if ids:
-            _docker("rm", "-f", "-v", *ids, timeout=60)
+            _docker(spawner, "rm", "-f", "-v", *ids, timeout=60)
         return len(ids)
     except (OSError, subprocess.SubprocessError) as exc:
         log.warning("could not remove the cluster's containers: %s", exc)
         return 0
 
 
-def _wait_running(name: str, popen: Any, stderr_path: str) -> None:
+def _wait_running(spawner: Any, name: str, popen: Any, stderr_path: str) -> None:
     """Until Docker reports the container running, or LaunchError if `docker run` failed."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         rc = popen.poll()
-        state = _docker("inspect", "-f", "{{.State.Status}}", name)
+        state = _docker(spawner, "inspect", "-f", "{{.State.Status}}", name)
         if state.returncode == 0 and state.stdout.strip() in ("running", "exited", "dead"):
             return  # started (a quick command may already have ended: its exit tells)
         if rc is not None:
@@ -232,21 +238,24 @@ class DockerTasks:
         name = container_name(task)
         result: Future = Future()
         try:
-            argv = run_argv(task.info, name, directory, env, str(agent.work_dir))
+            argv = run_argv(task.info, name, directory, env, str(agent.work_dir), agent.ip)
         except LaunchError as exc:
             result.set_exception(exc)
         else:
             task.docker_name = name
             client_env = {**env, "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                           "MESOS_SANDBOX": directory}
-            DOCKER_WORK_DIRS.add(str(agent.work_dir))
+            if str(agent.work_dir) not in DOCKER_WORK_DIRS:  # the guardian's cue (procs.py)
+                DOCKER_WORK_DIRS.add(str(agent.work_dir))
+                (agent.work_dir / ".docker-containers").write_text(docker_bin() + "\n")
+            spawner = agent.cluster.spawner
             stdout = os.path.join(directory, "stdout")
             stderr = os.path.join(directory, "stderr")
 
             def prepare() -> None:
                 try:
-                    ensure_image(task.info["container"]["docker"]["image"])
-                    popen = agent.cluster.spawner.spawn(argv, client_env, directory, stdout,
+                    ensure_image(spawner, task.info["container"]["docker"]["image"])
+                    popen = spawner.spawn(argv, client_env, directory, stdout,
                                                         stderr).result()
                 except LaunchError as exc:
                     result.set_exception(exc)
@@ -255,12 +264,12 @@ class DockerTasks:
                     result.set_exception(LaunchError(f"Failed to launch: {exc}"))
                     return
                 try:
-                    _wait_running(name, popen, stderr)
+                    _wait_running(spawner, name, popen, stderr)
                 except LaunchError as exc:
                     popen.kill()
                     popen.wait()
-                    remove_container(name)
-                    agent.cluster.spawner.ended(popen.pid, directory)
+                    remove_container(spawner, name)
+                    spawner.ended(popen.pid, directory)
                     result.set_exception(exc)
                     return
                 result.set_result(popen)

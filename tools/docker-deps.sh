@@ -4,7 +4,7 @@
 # when missing, and starts dockerd when none answers. The dockerd it starts runs with
 # --bridge=none --iptables=false: no docker0, no NAT rules on this machine; containers use host
 # networking, and BRIDGE apps use the user-defined bridge network `accessd-bridge` (created here,
-# bridge device accessd0) whose published ports localmesos binds to 127.0.0.1 only.
+# bridge device accessd0) whose published ports localmesos binds to the agent's loopback address (127.0.1.k) only.
 #
 # Never fails: when Docker cannot be had, it says why on stdout and in $ACCESSD_DOCKER_STATUS
 # (.cache/docker-status), which the tests' `docker` fixture reads to skip with that reason.

@@ -7,7 +7,9 @@ Python image (built once per machine, then cached) on a bridge network."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,9 +73,15 @@ def test_a_busybox_command_runs_in_its_container_and_finishes(cluster, busybox_i
                       '$MARATHON_APP_DOCKER_IMAGE"; ls /mnt/mesos/sandbox/stdout',
                       portDefinitions=[])
     deploy_app(store, app)
-    task = wait_until(lambda: next((t for t in framework_tasks(mesos, sched, "/docker/hello")
-                                    if t["state"] == "TASK_FINISHED"), None), 60,
-                      message="a TASK_FINISHED busybox task")
+    try:
+        task = wait_until(lambda: next((t for t in framework_tasks(mesos, sched, "/docker/hello")
+                                        if t["state"] == "TASK_FINISHED"), None), 60,
+                          message="a TASK_FINISHED busybox task")
+    except AssertionError as exc:
+        seen = [(t["id"], [s["state"] for s in t["statuses"]])
+                for t in framework_tasks(mesos, sched, "/docker/hello")]
+        raise AssertionError(f"{exc}; tasks {seen}; status "
+                             f"{store.get_app_status('/docker/hello')}") from None
     states = [s["state"] for s in task["statuses"]]
     assert states[-3:] == ["TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"], states
     out = sandbox_file(mesos, task, "stdout")
@@ -147,20 +155,38 @@ def test_scale_to_three_with_unique_hostnames(cluster, busybox_image):
 
 def test_agent_stop_and_cluster_stop_leave_no_container(tmp_path, busybox_image,
                                                         no_leftover_containers):
-    with scheduler_cluster(tmp_path) as (mesos, store, sched):
+    def start(work, app_id: str) -> tuple[Any, Any, str, list[dict]]:
+        ctx = scheduler_cluster(work)
+        mesos, store, _ = ctx.__enter__()
         work_dir = str(Path(mesos.work_dir).resolve())
         no_leftover_containers.append(work_dir)
-        deploy_app(store, busybox_app("/docker/stay", busybox_image, "exec sleep 600",
-                                      instances=3, constraints=[["hostname", "UNIQUE"]]))
+        deploy_app(store, busybox_app(app_id, busybox_image, "exec sleep 600", instances=3,
+                                      constraints=[["hostname", "UNIQUE"]]))
         tasks = wait_until(lambda: (lambda ts: ts if len(ts) == 3 else None)(
-            [t for t in store.list_tasks("/docker/stay") if t["state"] == "TASK_RUNNING"]), 60)
+            [t for t in store.list_tasks(app_id) if t["state"] == "TASK_RUNNING"]), 60)
         wait_until(lambda: len(app_containers(work_dir)) == 3, 30)
+        return ctx, mesos, work_dir, tasks
+
+    ctx, mesos, work_dir, tasks = start(tmp_path / "stop", "/docker/stay")
+    try:
         victim = tasks[0]
         mesos.stop_agent(victim["host"])  # machine loss: its processes SIGKILLed
         wait_until(lambda: not app_containers(work_dir, victim["id"]), 30,
                    message="the lost agent's container removed")
-        assert len(app_containers(work_dir)) >= 2
-    assert app_containers(work_dir) == []  # localmesos stopped: `docker ps -a` is clean
+        assert len(app_containers(work_dir)) == 2
+    finally:
+        ctx.__exit__(None, None, None)
+    left = [(c["Names"], c["State"]) for c in app_containers(work_dir)]
+    assert left == []  # localmesos stopped: `docker ps -a` is clean
+
+    ctx, mesos, work_dir, _ = start(tmp_path / "kill9", "/docker/stay9")
+    try:
+        mesos.proc.signal(signal.SIGKILL)  # no shutdown at all: the guardian removes them
+        wait_until(lambda: not app_containers(work_dir), 30,
+                   message="containers removed after localmesos was SIGKILLed")
+    finally:
+        with contextlib.suppress(AssertionError):  # the scheduler lost its master
+            ctx.__exit__(None, None, None)
 
 
 def test_a_python_service_image_passes_its_http_health_check_on_a_bridge(
@@ -187,10 +213,12 @@ def test_a_python_service_image_passes_its_http_health_check_on_a_bridge(
                                     if t.get("healthy") is True), None), 90,
                       message="a healthy quotes container")
     (port,) = task["ports"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+    host = task["host"]  # the agent's loopback address (127.0.1.k)
+    assert host.startswith("127."), host
+    with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=5) as resp:
         assert resp.status == 200 and b'"ok"' in resp.read()
     (c,) = app_containers(work_dir, task["id"])
-    assert f"127.0.0.1:{port}->8080/tcp" in c["Ports"], c  # published on loopback only
+    assert c["Ports"] == f"{host}:{port}->8080/tcp", c  # published on that address only
     env = docker("inspect", "-f", "{{json .Config.Env}}", c["ID"]).stdout
     assert f'"PORT0={port}"' in env and f'"PORT_8080={port}"' in env, env
     delete_app(store, "/docker/quotes", force=True)
