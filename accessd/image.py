@@ -152,6 +152,14 @@ def python_base_tag() -> str:
     return f"accessd/python-base:{_digest(parts)}"
 
 
+def python_base_ready(cache: Path = DEFAULT_CACHE) -> bool:
+    """Whether the Python image can be built in seconds (its base exists, as an image or as
+    the cached tarball), rather than minutes (debootstrap)."""
+    base = python_base_tag()
+    return (image_exists(base)
+            or (cache / f"python-base-{base.rsplit(':', 1)[1]}.tar").exists())
+
+
 def _project_files() -> list[Path]:
     files = [ROOT / f for f in PROJECT_FILES if (ROOT / f).exists()]
     for pkg in PROJECT_PACKAGES:
