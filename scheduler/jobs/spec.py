@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from scheduler.constraint_regex import check_pattern
 from scheduler.jobs.schedule import ScheduleError, parse_duration, parse_schedule, with_start
 from scheduler.jobs.schedule import zone as tz_zone
 
@@ -297,10 +298,10 @@ def parse_job(doc: Any, *, kind: str | None = None, now: float | None = None) ->
                                           f"{', '.join(CONSTRAINT_OPERATORS)})")
             continue
         if op in ("LIKE", "UNLIKE"):
-            try:
-                re.compile(value)
-            except re.error as exc:
-                errs.add(f"/constraints/{i}", f"{value!r} is not a regular expression: {exc}")
+            why = check_pattern(value)
+            if why is not None:
+                errs.add(f"/constraints/{i}", f"{value!r} is not a usable regular expression: "
+                                              f"{why}")
                 continue
         constraints.append((fld, op, value))
 

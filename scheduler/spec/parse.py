@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from scheduler.constraint_regex import check_pattern
 from scheduler.spec.fields import (
     MISSING,
     Errors,
@@ -173,10 +174,9 @@ def parse_constraints(v: Any, errs: Errors) -> tuple[Constraint, ...]:
             errs.add(path, f"{op} requires a value")
             ok = False
         elif op in ("LIKE", "UNLIKE"):
-            try:
-                re.compile(value)  # type: ignore[arg-type]
-            except re.error as exc:
-                errs.add(path, f"{op} value {value!r} is not a valid regular expression: {exc}")
+            why = check_pattern(value)  # type: ignore[arg-type]
+            if why is not None:
+                errs.add(path, f"{op} value {value!r} is not a usable regular expression: {why}")
                 ok = False
         elif op in ("MAX_PER", "GROUP_BY") and value is not None:
             if not (value.isascii() and value.isdigit() and int(value) > 0):
