@@ -20,7 +20,7 @@ import requests
 from tests.fixtures_api import start_api
 from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import REGISTERED
-from tests.support import PYTHON, REPO, Proc, assert_no_traceback, wait_until
+from tests.support import PYTHON, REPO, Proc, assert_no_traceback
 
 TOKEN = "api-token-Planted-a91c0f"
 READ_TOKEN = "read-token-Planted-3d7e55"
