@@ -47,6 +47,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "a command line is visible to every user)")
     p.add_argument("--secret-file", default=None,
                    help="file holding the secret (its first line)")
+    p.add_argument("--secrets-dir", default=os.environ.get("ACCESSD_SECRETS_DIR"),
+                   help="where the values of apps' secrets are read at launch: a secret "
+                        "whose source is /db/pw is the file DIR/db/pw (env ACCESSD_SECRETS_DIR)")
     p.add_argument("--refuse-seconds", type=float, default=5.0,
                    help="how long declined offers stay away")
     p.add_argument("--executor-python", default=sys.executable,
@@ -65,6 +68,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if (args.principal is None) != (args.secret is None):
         p.error("--principal and a secret (--secret, --secret-file or "
                 "ACCESSD_FRAMEWORK_SECRET) go together")
+    if args.secrets_dir is not None and not os.path.isdir(args.secrets_dir):
+        p.error(f"--secrets-dir {args.secrets_dir} is not a directory")
     if args.missed_heartbeats <= 0:
         p.error("--missed-heartbeats must be positive")
     if args.advertise is None:
@@ -176,9 +181,11 @@ def lead(args: argparse.Namespace, store: Any, done: threading.Event,
     gone) is set; returns the exit code (0, or 1 after a fatal error)."""
     import pymesos.process
 
+    from scheduler import secret_values
     from scheduler.driver import on_subscription_refused
     from scheduler.framework import AccessdScheduler, Worker
 
+    secret_values.configure(args.secrets_dir)
     framework_id = store.get_framework_id()
     log.info("starting: master=%s state=%s framework_id=%s", args.master, args.state,
              framework_id or "(new)")

@@ -22,6 +22,7 @@ class OfferRound:
 
     def on_offers(self, offers: list[Doc]) -> None:
         from scheduler.placement import LaunchRequest, place
+        from scheduler.secret_values import SecretUnavailable
         from scheduler.tasks import build_task_info, new_task_id
 
         if not self.subscribed:  # the framework id is not stored yet: launch nothing
@@ -44,9 +45,13 @@ class OfferRound:
                 continue
             need = needs[launch.app_id]
             task_id = new_task_id(launch.app_id)
-            info = build_task_info(launch, need.app, task_id=task_id,
-                                   config_version=need.config_version,
-                                   executor_python=self.executor_python)
+            try:
+                info = build_task_info(launch, need.app, task_id=task_id,
+                                       config_version=need.config_version,
+                                       executor_python=self.executor_python)
+            except SecretUnavailable as exc:  # its offer is declined below if nothing else uses it
+                log.warning("not launching a task of %s: %s", launch.app_id, exc)
+                continue
             docs[task_id] = self._task_doc(task_id, launch, need, by_id, now)
             infos.setdefault(launch.offer_id, []).append(info)
             log.info("launching task %s app=%s agent=%s ports=%s", task_id, launch.app_id,

@@ -1,14 +1,18 @@
 """Nothing secret in any log of a real stack: localmesos with framework authentication,
-`accessd scheduler` (debug logging, its secret from the environment), `accessd api` (access
-log on, tokens from the environment), an app whose `env` holds a planted value, run by
-accessd's executor until it is healthy, CLI commands, and refused requests that carry wrong
-credentials. Afterwards every process's output and every log file the run left (sandboxes
+`accessd scheduler` (debug logging, its secret from the environment, a secrets directory),
+`accessd api` (access log on, tokens from the environment), an app whose `env` holds a planted
+value and a Marathon secret reference, run by accessd's executor, CLI commands, and refused
+requests that carry wrong credentials.
+
+The secret reaches the task (it writes the value's hash) and no API answer: a read-only caller,
+like a full one, sees the reference `{"secret": "db"}` and the source, never the value. Afterwards every process's output and every log file the run left (sandboxes
 included: the executor's stdout/stderr) is searched for each planted value, raw and in the
 forms it travels in (base64 of HTTP basic, the executor's base64 TaskInfo data)."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -20,13 +24,14 @@ import requests
 from tests.fixtures_api import start_api
 from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import REGISTERED
-from tests.support import PYTHON, REPO, Proc, assert_no_traceback
+from tests.support import PYTHON, REPO, Proc, assert_no_traceback, wait_until
 
 TOKEN = "api-token-Planted-a91c0f"
 READ_TOKEN = "read-token-Planted-3d7e55"
 WRONG_TOKEN = "wrong-token-Planted-66b2"
 FW_SECRET = "fw-secret-Planted-b03e1d"
-ENV_VALUE = "db-password-Planted-e4f7a2"
+ENV_VALUE = "plain-env-Planted-e4f7a2"
+SECRET_VALUE = "db-password-Planted-0c5d19"
 APP_ID = "/sec/web"
 
 
@@ -35,7 +40,8 @@ def forms(value: str) -> list[str]:
     return [value, b64[:-4] if b64.endswith("=") else b64]
 
 
-PLANTED = {v: forms(v) for v in (TOKEN, READ_TOKEN, WRONG_TOKEN, FW_SECRET, ENV_VALUE)}
+PLANTED = {v: forms(v) for v in (TOKEN, READ_TOKEN, WRONG_TOKEN, FW_SECRET, ENV_VALUE,
+                                  SECRET_VALUE)}
 PLANTED[FW_SECRET].append(base64.b64encode(f"accessd:{FW_SECRET}".encode()).decode())
 
 
@@ -59,8 +65,12 @@ def test_no_planted_secret_in_any_log(tmp_path):
     cli_outputs: list[str] = []
     try:
         state = tmp_path / "state.db"
+        secrets = tmp_path / "secrets"
+        (secrets / "db").mkdir(parents=True)
+        (secrets / "db" / "password").write_text(SECRET_VALUE + "\n")
         sched = Proc([PYTHON, "-m", "accessd.cli", "scheduler", "--master", lm.master,
-                      "--state", str(state), "--log-level", "DEBUG"],
+                      "--state", str(state), "--log-level", "DEBUG",
+                      "--secrets-dir", str(secrets)],
                      env={"ACCESSD_FRAMEWORK_PRINCIPAL": "accessd",
                           "ACCESSD_FRAMEWORK_SECRET": FW_SECRET}, cwd=REPO)
         procs.append(sched)
@@ -70,9 +80,12 @@ def test_no_planted_secret_in_any_log(tmp_path):
                                    "ACCESSD_API_READ_TOKEN": READ_TOKEN})
         procs.append(api)
         app = tmp_path / "app.json"
+        seen = tmp_path / "seen-hash"
         app.write_text(json.dumps({
-            "id": APP_ID, "cmd": "sleep 300", "cpus": 0.1, "mem": 32, "instances": 1,
-            "portDefinitions": [], "env": {"DB_PASSWORD": ENV_VALUE}}))
+            "id": APP_ID, "cpus": 0.1, "mem": 32, "instances": 1, "portDefinitions": [],
+            "cmd": 'printf %s "$DB_PASSWORD" | sha256sum > "$SEEN"; sleep 300',
+            "env": {"PLAIN": ENV_VALUE, "SEEN": str(seen), "DB_PASSWORD": {"secret": "db"}},
+            "secrets": {"db": {"source": "/db/password"}}}))
         env = {**os.environ, "ACCESSD_API": base, "ACCESSD_API_TOKEN": TOKEN}
         for args in (["deploy", str(app), "--wait"], ["apps", "list"], ["tasks", APP_ID]):
             r = subprocess.run([PYTHON, "-m", "accessd.cli", *args], cwd=REPO, env=env,
@@ -83,6 +96,21 @@ def test_no_planted_secret_in_any_log(tmp_path):
         tasks = requests.get(f"{base}/v2/apps{APP_ID}/tasks", timeout=10,
                              headers={"Authorization": f"Bearer {READ_TOKEN}"}).json()["tasks"]
         assert [t["state"] for t in tasks] == ["TASK_RUNNING"]
+        want = hashlib.sha256(SECRET_VALUE.encode()).hexdigest()
+        wait_until(lambda: seen.exists() and seen.read_text().split()[:1] == [want],
+                   timeout=20, message="the task to see the secret's value")
+        # What an API caller sees: the reference, never the value (read-only or full token).
+        for token in (READ_TOKEN, TOKEN):
+            headers = {"Authorization": f"Bearer {token}"}
+            app_doc = requests.get(f"{base}/v2/apps{APP_ID}", headers=headers,
+                                   timeout=10).json()["app"]
+            assert app_doc["env"]["DB_PASSWORD"] == {"secret": "db"}
+            assert app_doc["secrets"] == {"db": {"source": "/db/password"}}
+            for path in ("/v2/apps?embed=apps.tasks", f"/v2/apps{APP_ID}/versions",
+                         "/v2/groups?embed=group.apps", "/v2/tasks", "/v2/deployments",
+                         "/v2/queue"):
+                answer = requests.get(base + path, headers=headers, timeout=10)
+                assert answer.status_code == 200 and SECRET_VALUE not in answer.text, path
         # Refused credentials, and a read-only token trying to write: logged without them.
         for token in (WRONG_TOKEN, READ_TOKEN):
             r = requests.put(f"{base}/v2/apps{APP_ID}", json={"instances": 2}, timeout=10,
