@@ -8,8 +8,8 @@ import socket
 import pytest
 
 from api.tasks_text import endpoints_text
-from scheduler.sqlite_state import SQLiteStateStore
 from scheduler.spec import iso_now, parse_app, stamp_app
+from scheduler.sqlite_state import SQLiteStateStore
 from tests.api.conftest import make_task
 from tests.fixtures_api import start_api
 
