@@ -111,6 +111,15 @@ def test_no_planted_secret_in_any_log(tmp_path):
                          "/v2/queue"):
                 answer = requests.get(base + path, headers=headers, timeout=10)
                 assert answer.status_code == 200 and SECRET_VALUE not in answer.text, path
+        # A secret the scheduler cannot read: the task is not launched, and the log says why.
+        r = requests.post(f"{base}/v2/apps", timeout=10, headers={
+            "Authorization": f"Bearer {TOKEN}"}, json={
+            "id": "/sec/missing", "cmd": "sleep 300", "cpus": 0.1, "mem": 16,
+            "portDefinitions": [], "env": {"X": {"secret": "gone"}},
+            "secrets": {"gone": {"source": "/no/such"}}})
+        assert r.status_code == 201, r.text
+        sched.wait_for_line(lambda line: "not launching a task of /sec/missing: secret 'gone' "
+                                         "(source /no/such): No such file" in line, timeout=30)
         # Refused credentials, and a read-only token trying to write: logged without them.
         for token in (WRONG_TOKEN, READ_TOKEN):
             r = requests.put(f"{base}/v2/apps{APP_ID}", json={"instances": 2}, timeout=10,
