@@ -19,6 +19,7 @@ import json
 
 import pytest
 
+from tests.data import recording
 from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import start_scheduler
 from tests.support import PYTHON, REPO, Proc, assert_no_traceback
@@ -141,3 +142,44 @@ def test_scheduler_with_a_wrong_secret_exits_saying_why(secured, tmp_path):
     assert "refused the framework's credentials (401 Unauthorized)" in out, out
     assert SECRET not in out
     assert_no_traceback([proc])
+
+
+def test_every_recorded_answer_of_a_real_master_is_replayed(tmp_path):
+    """The same requests as `tests/data/mesos-1.12/framework_auth.json`, recorded from a real
+    Mesos 1.12 master, get the same status, headers and body from localmesos."""
+    rec = recording("framework_auth.json")
+    creds = tmp_path / "credentials.json"
+    creds.write_text(json.dumps({"credentials": rec["credentials"]}))
+    lm = start_localmesos(tmp_path, agents=1, extra_args=("--credentials", str(creds)))
+    try:
+        secrets = {c["principal"]: c["secret"] for c in rec["credentials"]}
+        auth = {"no Authorization": None, "wrong secret": basic("accessd", "bad"),
+                "unknown principal": basic("nobody", secrets["accessd"]),
+                "Bearer scheme": "Bearer " + secrets["accessd"], "not base64": "Basic not-base64!",
+                "secret with a colon": basic("accessd", secrets["accessd"] + ":x"),
+                "another principal than FrameworkInfo's": basic("other", secrets["other"])}
+        answers = {a["case"]: a for a in rec["answers"]}
+        for case, authorization in auth.items():
+            r = post(lm.port, subscribe_call("accessd"), authorization)
+            want = answers[case]
+            got = {"status": r.status, "body": r.read().decode(),
+                   "headers": {k: r.getheader(k) for k in want["headers"]}}
+            assert got == {k: want[k] for k in ("status", "body", "headers")}, case
+        stream = post(lm.port, subscribe_call(None), basic("accessd", secrets["accessd"]))
+        assert stream.status == answers["subscribe without principal, right credentials"]["status"]
+        fid = first_record(stream)["subscribed"]["framework_id"]["value"]
+        sid = {"Mesos-Stream-Id": stream.getheader("Mesos-Stream-Id")}
+        revive = {"type": "REVIVE", "framework_id": {"value": fid}}
+        for case, principal in (("call by another principal", "other"),
+                                ("call by the framework's principal", "accessd")):
+            r = post(lm.port, revive, basic(principal, secrets[principal]), sid)
+            want = answers[case]
+            assert (r.status, r.read().decode()) == (want["status"], want["body"]), case
+            assert r.getheader("Content-Type") == want["headers"].get("Content-Type"), case
+        fw = next(f for f in lm.state()["frameworks"] if f["id"] == fid)
+        assert fw["principal"] == answers["state: principal set from the authenticated one"][
+            "principal"]
+        stream.close()
+    finally:
+        lm.stop()
+    assert_no_traceback([lm.proc])
