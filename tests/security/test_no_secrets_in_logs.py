@@ -120,6 +120,17 @@ def test_no_planted_secret_in_any_log(tmp_path):
         assert r.status_code == 201, r.text
         sched.wait_for_line(lambda line: "not launching a task of /sec/missing: secret 'gone' "
                                          "(source /no/such): No such file" in line, timeout=30)
+
+        def queue_reason() -> str | None:
+            queue = requests.get(f"{base}/v2/queue?embed=accessd", timeout=10,
+                                 headers={"Authorization": f"Bearer {READ_TOKEN}"}).json()
+            return next((q["lastUnusedOfferReason"] for q in queue["queue"]
+                         if q["app"]["id"] == "/sec/missing"), None)
+
+        reason = wait_until(lambda: (queue_reason() or "").startswith("secret unavailable")
+                            and queue_reason(), timeout=30, message="the waiting reason")
+        assert reason == ("secret unavailable: secret 'gone' (source /no/such): "
+                          "No such file or directory")
         # Refused credentials, and a read-only token trying to write: logged without them.
         for token in (WRONG_TOKEN, READ_TOKEN):
             r = requests.put(f"{base}/v2/apps{APP_ID}", json={"instances": 2}, timeout=10,
