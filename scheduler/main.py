@@ -65,6 +65,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                 args.secret = f.readline().rstrip("\r\n")
         except OSError as exc:
             p.error(f"cannot read --secret-file: {exc.strerror or exc}")
+    if args.secret_file is None and "--secret" in argv:
+        log.warning("--secret on the command line is visible to every user of this machine "
+                    "(ps): prefer ACCESSD_FRAMEWORK_SECRET or --secret-file")
     if (args.principal is None) != (args.secret is None):
         p.error("--principal and a secret (--secret, --secret-file or "
                 "ACCESSD_FRAMEWORK_SECRET) go together")

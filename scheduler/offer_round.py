@@ -51,9 +51,12 @@ class OfferRound:
                                        config_version=need.config_version,
                                        executor_python=self.executor_python)
             except SecretUnavailable as exc:  # its offer is declined below if nothing else uses it
-                log.warning("not launching a task of %s: %s", launch.app_id, exc)
+                reason = f"secret unavailable: {exc}"
+                if (self.waiting.get(launch.app_id) or {}).get("reason") != reason \
+                        and launch.app_id not in no_secret:  # once, not every offer round
+                    log.warning("not launching a task of %s: %s", launch.app_id, exc)
                 count = no_secret[launch.app_id].count if launch.app_id in no_secret else 0
-                no_secret[launch.app_id] = Unplaced(count + 1, f"secret unavailable: {exc}")
+                no_secret[launch.app_id] = Unplaced(count + 1, reason)
                 continue
             docs[task_id] = self._task_doc(task_id, launch, need, by_id, now)
             infos.setdefault(launch.offer_id, []).append(info)
