@@ -183,3 +183,25 @@ def test_every_recorded_answer_of_a_real_master_is_replayed(tmp_path):
     finally:
         lm.stop()
     assert_no_traceback([lm.proc])
+
+
+def test_credentials_file_forms(tmp_path):
+    from localmesos.framework_auth import CredentialsError, load_credentials
+
+    text = tmp_path / "creds.txt"
+    text.write_text("accessd s1\n\nother   s2\n")
+    assert load_credentials(str(text)) == {"accessd": "s1", "other": "s2"}
+    assert load_credentials(f"file://{text}") == {"accessd": "s1", "other": "s2"}
+    for bad in ("accessd\n", '{"credentials": [{"secret": "x"}]}', '{"creds": []}', ""):
+        text.write_text(bad)
+        with pytest.raises(CredentialsError):
+            load_credentials(str(text))
+    with pytest.raises(CredentialsError, match="cannot read"):
+        load_credentials(str(tmp_path / "missing"))
+    # localmesos refuses to start on a bad file, in one line (argparse), not a traceback
+    lm = Proc([PYTHON, "-m", "localmesos", "--port", "0", "--credentials",
+               str(tmp_path / "missing")], cwd=REPO)
+    assert lm.popen.wait(30) == 2
+    lm.stop()
+    assert "cannot read credentials file" in lm.full_output()
+    assert_no_traceback([lm])
