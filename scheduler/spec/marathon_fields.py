@@ -1,9 +1,9 @@
 """The rest of Marathon 1.x's app definition: fields with an effect here (`gpus`, `user`,
 `fetch`/`uris`, `acceptedResourceRoles`, `dependencies`, `readinessChecks`,
-`unreachableStrategy`; `container` and `networks` are `scheduler.spec.container`'s) and those
-whose empty, null or default values are accepted while any other value is refused with the
-reason it cannot work on this cluster (`ipAddress`, `secrets`, `storeUrls`, `tty`,
-`resourceLimits`, `executorResources`, `check`).
+`unreachableStrategy`; `container` and `networks` are `scheduler.spec.container`'s, `secrets`
+`scheduler.spec.secrets`'s) and those whose empty, null or default values are accepted while
+any other value is refused with the reason it cannot work on this cluster (`ipAddress`,
+`storeUrls`, `tty`, `resourceLimits`, `executorResources`, `check`).
 
 Each rule follows Marathon's RAML and `AppValidation` (e.g. at most one readiness check whose
 `portName` names a port definition; `inactiveAfterSeconds <= expungeAfterSeconds`; `uris` and
@@ -220,7 +220,6 @@ def check_refused_unless_empty(doc: dict, errs: Errors) -> None:
     reasons = {
         "ipAddress": "IP-per-task networking needs a CNI network on the agents, which this "
                      "cluster does not have",
-        "secrets": "there is no secret store on this cluster; pass configuration in env",
         "storeUrls": "there is no artifact store on this cluster; use fetch",
         "resourceLimits": "resource limits above the request need the Mesos containerizer's "
                           "cgroups isolators, which this cluster lacks",
@@ -237,9 +236,3 @@ def check_refused_unless_empty(doc: dict, errs: Errors) -> None:
     if residency is not None and not isinstance(residency, dict):
         errs.add(ptr("residency"), f"must be an object, got {type_name(residency)}")
     # `residency` is deprecated and has no effect in Marathon: accepted, ignored.
-    env = doc.get("env")
-    if isinstance(env, dict):
-        for k, val in env.items():
-            if isinstance(val, dict) and "secret" in val:
-                errs.add(ptr("env", k), "secret references are not supported here: there is "
-                                        "no secret store on this cluster")
