@@ -22,8 +22,10 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localmesos.addresses import agent_address
 from localmesos.agent_recovery import AgentRecovery
 from localmesos.command_tasks import CommandTasks, exit_message, wait_status
+from localmesos.docker_containerizer import DockerTasks, is_docker
 from localmesos.executor_api import EXECUTOR_CALLS, ExecutorApi
 from localmesos.executors import ExecutorLifecycle
 from localmesos.files_api import SandboxFiles
@@ -44,12 +46,13 @@ DEFAULT_KILL_GRACE = 3.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRecovery):
+class Agent(CommandTasks, DockerTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRecovery):
     def __init__(self, cluster: Cluster, index: int, total: Resources,
                  attributes: list[tuple[str, str]], work_dir: Path) -> None:
         self.cluster = cluster
         self.index = index
-        self.hostname = f"agent{index}.localmesos"
+        self.ip = agent_address(index)  # its hostname too: a client reaches tasks there
+        self.hostname = self.ip
         self.total = total
         self.attributes = attributes
         self.work_dir = work_dir
@@ -65,12 +68,16 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRe
         self.removed_frameworks: set[str] = set()
         self.pending: dict[Key, collections.deque[dict[str, Any]]] = {}
         self.retry: dict[Key, tuple[Any, float]] = {}
-        self.server = HttpServer("127.0.0.1", 0, self.handle, name=f"agent{index}-http")
+        self.server = HttpServer(self.ip, 0, self.handle, name=f"agent{index}-http")
         self.files = SandboxFiles()
 
     @property
     def port(self) -> int:
         return self.server.port
+
+    @property
+    def pid(self) -> str:
+        return f"slave(1)@{self.ip}:{self.port}"
 
     @property
     def master(self) -> Any:
@@ -189,14 +196,14 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRe
         info = self.framework_infos.get(fid) or {}
         env = {
             "PATH": os.environ.get("PATH") or DEFAULT_PATH,
-            "LIBPROCESS_IP": "127.0.0.1", "LIBPROCESS_PORT": "0",
-            "MESOS_AGENT_ENDPOINT": f"127.0.0.1:{self.port}",
+            "LIBPROCESS_IP": self.ip, "LIBPROCESS_PORT": "0",
+            "MESOS_AGENT_ENDPOINT": f"{self.ip}:{self.port}",
             "MESOS_CHECKPOINT": "1" if info.get("checkpoint") else "0",
             "MESOS_DIRECTORY": directory, "MESOS_SANDBOX": directory,
             "MESOS_EXECUTOR_ID": eid,
             "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD": f"{self.cluster.opts.executor_shutdown_grace:g}secs",
             "MESOS_FRAMEWORK_ID": fid, "MESOS_HTTP_COMMAND_EXECUTOR": "0",
-            "MESOS_SLAVE_ID": self.id, "MESOS_SLAVE_PID": f"slave(1)@127.0.0.1:{self.port}",
+            "MESOS_SLAVE_ID": self.id, "MESOS_SLAVE_PID": self.pid,
         }
         if info.get("checkpoint"):
             # As a real agent does for checkpointing frameworks (executor_env_checkpointed.json):
@@ -230,6 +237,8 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRe
         try:
             if "executor" in ti:
                 self._launch_on_executor(fid, ti, task, role)
+            elif is_docker(ti):
+                self._launch_docker(fid, task, role)
             else:
                 self._launch_command(fid, task, role)
         except OSError as exc:  # e.g. the sandbox cannot be created
@@ -333,7 +342,7 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRe
 
     def state(self) -> dict[str, Any]:
         return {"id": self.id, "hostname": self.hostname, "port": self.port,
-                "pid": f"slave(1)@127.0.0.1:{self.port}", "version": VERSION,
+                "pid": self.pid, "version": VERSION,
                 "resources": self.total.to_state(), "attributes": self.attributes_state(),
                 "master_hostname": "localhost",
                 "frameworks": [{"id": fid, "executors": [

@@ -138,6 +138,7 @@ class Task:
         self.env: dict[str, str] = {}
         self.health: Any = None  # health.HealthChecker of a command task with a health_check
         self.unhealthy = False  # killed for failing its health check
+        self.docker_name: str | None = None  # its Docker container (docker_containerizer)
         self.update_uuids: set[str] = set()  # every update the agent holds, to drop resends
 
     @property
@@ -151,7 +152,7 @@ class Task:
     def container_status(self, with_pid: bool = True) -> dict[str, Any]:
         cs: dict[str, Any] = {
             "container_id": {"value": self.executor.container_id if self.executor else self.container_id},
-            "network_infos": [{"ip_addresses": [{"ip_address": "127.0.0.1", "protocol": "IPv4"}]}],
+            "network_infos": [{"ip_addresses": [{"ip_address": self.agent.ip, "protocol": "IPv4"}]}],
         }
         pid = self.executor.pid if self.executor else self.pid
         if with_pid and pid is not None:
