@@ -209,6 +209,16 @@ class QuoteStore(ABC):
         """
         return _RowPages(self.read_range(symbol, start_ms, end_ms, limit=limit))
 
+    def read_range_encoded(self, symbol: str, start_ms: int | None = None,
+                           end_ms: int | None = None, *, limit: int | None = None,
+                           ) -> Iterator[bytes] | None:
+        """The range as non-empty fragments of the time-series service's JSON array with all
+        fields (comma-joined quote objects, no brackets), from stored pre-encoded day buckets
+        (`services.day_buckets`); joined by commas and bracketed they are byte for byte the
+        array the service encodes from `read_range_rows`. Same contract as `read_range`.
+        None (the default) when the backend has no such buckets: the caller encodes rows."""
+        return None
+
     def check_configuration(self) -> None:
         """Connect and check that the settings fit the backend: `StoreMisconfigured` if they
         never can, `StoreUnavailable` if it cannot be reached now. Services call it at start-up."""
