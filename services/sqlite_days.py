@@ -111,6 +111,33 @@ def refresh(conn: sqlite3.Connection, days: MarketDays, keys: set[tuple[str, str
             conn.execute(_DROP, (symbol, day))
 
 
+TOO_MANY: list[bytes] = []     # read_few's "stream it instead" (compared by identity)
+_READ_FEW = ("SELECT ts, offsets, body, (SELECT value FROM quote_days_meta WHERE "
+             "name = 'market_tz') FROM quote_days WHERE symbol = ? AND day >= ? AND day <= ? "
+             "ORDER BY day LIMIT ?")
+
+
+def read_few(conn: sqlite3.Connection, days: MarketDays, symbol: str, first_day: str,
+             last_day: str, slicer: DaySlicer) -> list[bytes] | None:
+    """The range's fragments when its buckets are at most `DAYS_PER_FETCH`, all kept encoded:
+    one statement (one snapshot) on a shared connection, released at once. None if the file's
+    buckets are not for `days`' zone; `TOO_MANY` if the range must be streamed (`read`)."""
+    try:
+        batch = conn.execute(_READ_FEW, (symbol, first_day, last_day,
+                                         DAYS_PER_FETCH + 1)).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table: quote_days" in str(exc):   # a file from before buckets
+            return None
+        raise
+    if not batch:
+        return None if zone_of(conn) != days.tz else []
+    if batch[0][3] != days.tz:
+        return None
+    if len(batch) > DAYS_PER_FETCH or any(b[2] is None for b in batch):
+        return TOO_MANY
+    return [f for f in slicer.fragments(EncodedDay.from_blobs(*b[:3]) for b in batch)]
+
+
 def read(conn: sqlite3.Connection, days: MarketDays, symbol: str, first_day: str,
          last_day: str, slicer: DaySlicer) -> Iterator[bytes]:
     """The range's non-empty fragments from the buckets of `first_day..last_day` (one snapshot:

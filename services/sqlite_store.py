@@ -273,6 +273,13 @@ class SQLiteQuoteStore(QuoteStore):
         check_symbol(symbol)
         start, end, lim = check_range(start_ms, end_ms, limit)
         start, end, first_day, last_day = day_range(self.days, start, end)
+        # A few days (a one-day range touches one or two): read whole on this thread's
+        # connection, one statement, so no connection is opened for the stream.
+        with self._use() as conn:
+            few = sqlite_days.read_few(conn, self.days, symbol, first_day, last_day,
+                                       DaySlicer(start, end, lim))
+        if few is not sqlite_days.TOO_MANY:
+            return None if few is None else iter(few)
         self._file_identity()
         with _errors(self.path):
             conn = self._connect("rw")
