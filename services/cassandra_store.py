@@ -428,8 +428,9 @@ class CassandraQuoteStore(QuoteStore):
                     batches.append((batch, ()))
             self._run_concurrent(execute_concurrent, session, batches)
             # Then the touched days' encoded buckets, from the rows as stored.
-            day_of = self.days.day_of
-            cassandra_days.refresh(self, {(q.symbol, day_of(q.ts)) for q in chunk})
+            cassandra_days.refresh(self, {(symbol, day) for (symbol, _), by_ts in
+                                          partitions.items()
+                                          for day in self.days.days_of(by_ts)})
             written += len(chunk)
 
     @staticmethod

@@ -22,6 +22,7 @@ path's answer byte for byte.
 
 from __future__ import annotations
 
+import re
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
@@ -60,6 +61,18 @@ class MarketDays:
             raise ValueError(f"unknown market time zone {tz!r}") from exc
         self.tz = tz
         self._starts: dict[date, int] = {}
+
+    def days_of(self, timestamps: Iterable[int]) -> set[str]:
+        """The keys of the days holding `timestamps` (fast for runs within one day)."""
+        keys: set[str] = set()
+        lo = hi = 0
+        for ts in timestamps:
+            if not lo <= ts < hi:
+                d = self.date_of(ts)
+                keys.add(day_key(d))
+                lo = self.start(d)
+                hi = MAX_TS_MS + 1 if d == date.max else self.start(d + timedelta(days=1))
+        return keys
 
     def day_of(self, ts_ms: int) -> str:
         """The key of the local day holding instant `ts_ms` (epoch ms UTC)."""
@@ -160,19 +173,19 @@ def encode_day(symbol: str, rows: Sequence[tuple]) -> EncodedDay:
     service's bytes."""
     from services.timeseries import page_encoder  # the one encoder of a quote's JSON
 
-    encode = page_encoder(symbol, None)
-    ts = array("q")
-    offsets = array("Q")
-    parts: list[bytes] = []
-    pos = 0
-    for row in rows:
-        obj = encode((row,))[1:-1]
-        ts.append(row[0])
-        offsets.append(pos)
-        parts.append(obj)
-        pos += len(obj) + 1
-    offsets.append(pos)
-    return EncodedDay(ts, offsets, b",".join(parts))
+    if not rows:
+        return EncodedDay(array("q"), array("Q", [0]), b"")
+    body = page_encoder(symbol, None)(rows)[1:-1]
+    # Where each object starts: `{"symbol":` with real quotes occurs nowhere else (inside the
+    # symbol's JSON string every quote is escaped; after it always comes `,"ts"`).
+    offsets = array("Q", (m.start() for m in _OBJECT_START.finditer(body)))
+    if len(offsets) != len(rows):
+        raise AssertionError("encoded day: object starts do not match the rows")
+    offsets.append(len(body) + 1)
+    return EncodedDay(array("q", (r[0] for r in rows)), offsets, body)
+
+
+_OBJECT_START = re.compile(rb'\{"symbol":')
 
 
 class DaySlicer:

@@ -239,8 +239,7 @@ class SQLiteQuoteStore(QuoteStore):
                 try:
                     conn.executemany(_UPSERT, batch)
                     # The days' encoded buckets in the same transaction: never out of step.
-                    day_of = self.days.day_of
-                    sqlite_days.refresh(conn, self.days, {(r[0], day_of(r[1])) for r in batch})
+                    sqlite_days.refresh(conn, self.days, _day_keys(self.days, batch))
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -486,6 +485,14 @@ class _Stream(Iterator[Quote]):
         """Release the connection; the stream then ends. Idempotent."""
         self._page = iter(())
         self._pages.close()
+
+
+def _day_keys(days: MarketDays, rows: list[tuple]) -> set[tuple[str, str]]:
+    """(symbol, day) of each of `rows` (`_row` tuples)."""
+    by_symbol: dict[str, list[int]] = {}
+    for r in rows:
+        by_symbol.setdefault(r[0], []).append(r[1])
+    return {(sym, day) for sym, stamps in by_symbol.items() for day in days.days_of(stamps)}
 
 
 def _row(q: Quote) -> tuple:
