@@ -2,9 +2,9 @@
 
 A change is: validate (the schema), stamp the versions, plan the deployment
 (`scheduler.deployments.plan_deployment`), store app and deployment in one transaction
-(`StateStore.apply_app_change`: a rejected change leaves nothing behind), then append the events
-(`api_post_event`, `deployment_info`). The events come after the commit: a change is never
-announced before it is real (if appending fails the change stands without its event).
+and its events (`api_post_event`, `deployment_info`) in one transaction
+(`StateStore.apply_app_change`: a rejected change leaves nothing behind, and a change is never
+announced before it is real nor real without its events); then the app's version history.
 
 Each deployment we create also carries `original`: the app document it replaces (null for a
 create). That is what `DELETE /v2/deployments/{id}` (without force) restores to roll back, as
@@ -55,16 +55,22 @@ def kind_of(old: Doc | None, new: Doc | None, *, restart: bool = False) -> str:
     return "scale" if is_scale_only(old, new) else "update"
 
 
-def _events(store: StateStore, req: falcon.Request, app_doc: Doc | None, deployment: Doc) -> None:
-    store.append_event("api_post_event", {
-        "clientIp": req.remote_addr, "uri": req.path, "appDefinition": app_doc,
-    })
+def _event_docs(req: falcon.Request, app_doc: Doc | None, deployment: Doc,
+                now: str) -> tuple[Doc, Doc]:
+    """The change's two events, as stored (`eventType`, `timestamp`)."""
     steps = deployment.get("steps") or []
     current = int(deployment.get("currentStep") or 1)
-    store.append_event("deployment_info", {
-        "plan": deployment,
-        "currentStep": steps[current - 1] if 0 < current <= len(steps) else None,
-    })
+    return ({"clientIp": req.remote_addr, "uri": req.path, "appDefinition": app_doc,
+             "eventType": "api_post_event", "timestamp": now},
+            {"plan": deployment,
+             "currentStep": steps[current - 1] if 0 < current <= len(steps) else None,
+             "eventType": "deployment_info", "timestamp": now})
+
+
+def _events(store: StateStore, req: falcon.Request, app_doc: Doc | None, deployment: Doc) -> None:
+    for doc in _event_docs(req, app_doc, deployment, iso_now()):
+        event_type = doc.pop("eventType")
+        store.append_event(event_type, doc)
 
 
 def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
@@ -88,10 +94,10 @@ def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
     deployment = plan_deployment(old, new_doc, now=now, deployment_id=str(uuid.uuid4()),
                                  kind=kind)
     deployment["original"] = copy.deepcopy(old)
-    store.apply_app_change(app_id, new_doc, deployment, force=force,
-                           must_exist=old is not None)
+    store.apply_app_change(app_id, new_doc, deployment, force=force, must_exist=old is not None,
+                           events=_event_docs(req, new_doc if new_doc is not None else old,
+                                              deployment, now))
     record_version(store, app_id, new_doc)
-    _events(store, req, new_doc if new_doc is not None else old, deployment)
     return Change(deployment, new_doc, deployment.get("version") or now)
 
 

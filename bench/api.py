@@ -24,7 +24,8 @@ Load (`bench/loadgen.py`, shared with `bench/services.py`) comes from `wrk` when
 are then a floor). All traffic goes to 127.0.0.1 and each load target runs `--duration`
 seconds. The load generator shares the CPUs with the servers: compare ratios, not absolute
 numbers, across machines. The last line is
-`RESULT apps_rps=<n> baseline_rps=<n> ratio=<x> embed_10k_tasks_ms=<n>`.
+`RESULT apps_rps=<n> baseline_rps=<n> ratio=<x> embed_10k_tasks_ms=<n> scale_rps=<n>
+scale_ratio=<x>`: `scale_*` are the scale PUTs of 2. against their fixed-body baseline.
 """
 
 from __future__ import annotations
@@ -202,7 +203,8 @@ def main() -> int:
               f"scale_baseline_rps={results['scale_baseline']:.0f} "
               f"scale_ratio={scale_ratio:.2f}", file=sys.stderr)
         print(f"RESULT apps_rps={results['apps']:.0f} baseline_rps="
-              f"{results['apps_baseline']:.0f} ratio={ratio:.2f} embed_10k_tasks_ms={embed_ms:.0f}")
+              f"{results['apps_baseline']:.0f} ratio={ratio:.2f} embed_10k_tasks_ms={embed_ms:.0f} "
+              f"scale_rps={results['scale']:.0f} scale_ratio={scale_ratio:.2f}")
         return 0
     finally:
         for s in servers:

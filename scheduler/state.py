@@ -177,20 +177,27 @@ class StateStore(ABC):
         """All apps, sorted by id."""
 
     def apply_app_change(self, app_id: str, app: Doc | None, deployment: Doc | None, *,
-                         force: bool = False, must_exist: bool | None = None) -> None:
+                         force: bool = False, must_exist: bool | None = None,
+                         events: tuple[Doc, ...] = ()) -> None:
         """Atomically store `app` (None deletes it) together with its `deployment`.
 
         Raises DeploymentConflict if an active deployment affects `app_id` and not `force`; with
         `force` those deployments are marked `superseded`. `must_exist=True` raises AppNotFound for
         a missing app, `must_exist=False` raises AppExists for an existing one. Bumps the desired
-        generation; appending the matching event is the caller's job. (The rules are
+        generation. `events` (complete stored events, see `Transaction.events`) are appended in
+        the same transaction: the change and its announcement commit together. (The rules are
         `scheduler.changes.app_change`'s; the backend only applies its transaction.)
         """
         from scheduler import changes
 
         now = iso_now()
-        self.transact(lambda r: changes.app_change(r, app_id, app, deployment, force=force,
-                                                   must_exist=must_exist, now=now))
+
+        def plan(r: Reader) -> tuple[Transaction, None]:
+            txn, _ = changes.app_change(r, app_id, app, deployment, force=force,
+                                        must_exist=must_exist, now=now)
+            return Transaction(txn.ops, txn.bump_generation, txn.events + tuple(events)), None
+
+        self.transact(plan)
 
     @abstractmethod
     def get_deployment(self, deployment_id: str) -> Doc | None: ...

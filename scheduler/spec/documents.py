@@ -65,7 +65,14 @@ def is_scale_only(old_doc: dict[str, Any] | None, new_doc: dict[str, Any]) -> bo
     it does not restart tasks."""
     if old_doc is None:
         return False
+    # Equal as they stand (the usual scale: both normalised documents): no parse needed.
+    if _raw_part(old_doc) == _raw_part(new_doc):
+        return True
     return _config_part(old_doc) == _config_part(new_doc)
+
+
+def _raw_part(app_json: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in app_json.items() if k not in READ_ONLY_FIELDS and k != "instances"}
 
 
 def stamp_app(app_json: dict[str, Any], previous_doc: dict[str, Any] | None, now_iso: str, *,
