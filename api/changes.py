@@ -2,9 +2,9 @@
 
 A change is: validate (the schema), stamp the versions, plan the deployment
 (`scheduler.deployments.plan_deployment`), store app and deployment in one transaction
-and its events (`api_post_event`, `deployment_info`) in one transaction
-(`StateStore.apply_app_change`: a rejected change leaves nothing behind, and a change is never
-announced before it is real nor real without its events); then the app's version history.
+and its events (`api_post_event`, `deployment_info`) and the app's version history in one
+transaction where the backend can (`StateStore.apply_app_change`: a rejected change leaves
+nothing behind, and a change is never announced before it is real nor real without its events).
 
 Each deployment we create also carries `original`: the app document it replaces (null for a
 create). That is what `DELETE /v2/deployments/{id}` (without force) restores to roll back, as
@@ -96,8 +96,10 @@ def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
     deployment["original"] = copy.deepcopy(old)
     store.apply_app_change(app_id, new_doc, deployment, force=force, must_exist=old is not None,
                            events=_event_docs(req, new_doc if new_doc is not None else old,
-                                              deployment, now))
-    record_version(store, app_id, new_doc)
+                                              deployment, now),
+                           history_keep=MAX_APP_VERSIONS)
+    if new_doc is None:
+        record_version(store, app_id, None)    # a deleted app's history goes with it
     return Change(deployment, new_doc, deployment.get("version") or now)
 
 

@@ -247,14 +247,26 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
         """`plan` reads inside the write transaction (BEGIN IMMEDIATE holds the write lock), so
         its snapshot is current at the commit by construction: plans never need a retry."""
         with self._write() as c:
-            txn, result = plan(_Reader(c))
-            for op in txn.ops:
-                _APPLY[type(op), op.kind](c, op)
-            if txn.events:
-                c.executemany("INSERT INTO events (doc) VALUES (?)",
-                              [(_dumps(doc),) for doc in txn.events])
-            if txn.bump_generation:
-                self._bump(c)
+            return self._apply_plan(c, plan)
+
+    def transact_with_version(self, plan: Plan[T], version: tuple[str, Doc, int] | None) -> T:
+        """The plan's transaction and the version history's row, one transaction."""
+        with self._write() as c:
+            result = self._apply_plan(c, plan)
+            if version is not None:
+                app_id, app, keep = version
+                self._put_version(c, app_id, app["version"], app, keep)
+        return result
+
+    def _apply_plan(self, c: sqlite3.Connection, plan: Plan[T]) -> T:
+        txn, result = plan(_Reader(c))
+        for op in txn.ops:
+            _APPLY[type(op), op.kind](c, op)
+        if txn.events:
+            c.executemany("INSERT INTO events (doc) VALUES (?)",
+                          [(_dumps(doc),) for doc in txn.events])
+        if txn.bump_generation:
+            self._bump(c)
         return result
 
     @staticmethod

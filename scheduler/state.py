@@ -178,14 +178,16 @@ class StateStore(ABC):
 
     def apply_app_change(self, app_id: str, app: Doc | None, deployment: Doc | None, *,
                          force: bool = False, must_exist: bool | None = None,
-                         events: tuple[Doc, ...] = ()) -> None:
+                         events: tuple[Doc, ...] = (), history_keep: int = 0) -> None:
         """Atomically store `app` (None deletes it) together with its `deployment`.
 
         Raises DeploymentConflict if an active deployment affects `app_id` and not `force`; with
         `force` those deployments are marked `superseded`. `must_exist=True` raises AppNotFound for
         a missing app, `must_exist=False` raises AppExists for an existing one. Bumps the desired
         generation. `events` (complete stored events, see `Transaction.events`) are appended in
-        the same transaction: the change and its announcement commit together. (The rules are
+        the same transaction: the change and its announcement commit together. With
+        `history_keep`, `app` also goes into its version history (`put_app_version`), in the
+        same transaction where the backend can. (The rules are
         `scheduler.changes.app_change`'s; the backend only applies its transaction.)
         """
         from scheduler import changes
@@ -197,7 +199,18 @@ class StateStore(ABC):
                                         must_exist=must_exist, now=now)
             return Transaction(txn.ops, txn.bump_generation, txn.events + tuple(events)), None
 
-        self.transact(plan)
+        version = (app_id, app, history_keep) if app is not None and history_keep else None
+        self.transact_with_version(plan, version)
+
+    def transact_with_version(self, plan: Plan[T], version: tuple[str, Doc, int] | None) -> T:
+        """`transact(plan)`, then, if `version` = (app id, app document, keep) is given,
+        `put_app_version`. A backend that keeps histories in the same database does both in
+        one transaction (SQLite); the default runs them one after the other."""
+        result = self.transact(plan)
+        if version is not None:
+            app_id, app, keep = version
+            self.put_app_version(app_id, app["version"], app, keep=keep)
+        return result
 
     @abstractmethod
     def get_deployment(self, deployment_id: str) -> Doc | None: ...

@@ -48,6 +48,10 @@ def test_a_scale_and_its_events_are_one_transaction(client_and_store) -> None:
     r = client.simulate_put("/v2/apps/w/app", params={"force": "true"}, json={"instances": 5})
     assert r.status_code >= 500
     assert store.get_app("/w/app")["instances"] == 3
+    # ...nor its version (one transaction with the change on SQLite).
+    assert len(store.list_app_versions("/w/app")) == 2
+    assert store.get_app_version("/w/app", store.list_app_versions("/w/app")[0]) == \
+        store.get_app("/w/app")
     assert {d["id"] for d in store.list_deployments(active_only=False)} == {
         e["plan"]["id"] for _, e in store.events_since(0) if e["eventType"] == "deployment_info"}
     conn.execute("DROP TRIGGER no_events")
