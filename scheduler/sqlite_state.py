@@ -37,6 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from scheduler.jobs.sqlite_jobs import (
     JOB_DELETE_SQL,
     JOB_PUT_SQL,
@@ -125,7 +127,8 @@ def _dumps(doc: Any) -> str:
 
 
 def _loads(text: str) -> Any:
-    return json.loads(text)
+    # orjson: decoding is most of the cost of listing 10,000 tasks (3-4x faster than json).
+    return orjson.loads(text)
 
 
 class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
@@ -249,14 +252,14 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
         with self._write() as c:
             return self._apply_plan(c, plan)
 
-    def transact_with_version(self, plan: Plan[T], version: tuple[str, Doc, int] | None) -> T:
+    def transact_with_version(self, plan: Plan[Doc | None], app_id: str,
+                              keep: int) -> Doc | None:
         """The plan's transaction and the version history's row, one transaction."""
         with self._write() as c:
-            result = self._apply_plan(c, plan)
-            if version is not None:
-                app_id, app, keep = version
-                self._put_version(c, app_id, app["version"], app, keep)
-        return result
+            stored = self._apply_plan(c, plan)
+            if keep and stored is not None:
+                self._put_version(c, app_id, stored["version"], stored, keep)
+        return stored
 
     def _apply_plan(self, c: sqlite3.Connection, plan: Plan[T]) -> T:
         txn, result = plan(_Reader(c))
@@ -376,6 +379,9 @@ class _Reader(SQLiteJobReader):
 
     def app(self, app_id: str) -> Doc | None:
         return self._doc("SELECT doc FROM apps WHERE id=?", app_id)
+
+    def apps(self) -> list[Doc]:
+        return [_loads(row[0]) for row in self.c.execute("SELECT doc FROM apps ORDER BY id")]
 
     def deployment(self, deployment_id: str) -> Doc | None:
         return self._doc("SELECT doc FROM deployments WHERE id=?", deployment_id)
