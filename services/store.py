@@ -10,6 +10,9 @@ Backends:
     cassandra://h1:9042,h2:9042/keyspace?consistency=LOCAL_QUORUM&username=u&password=p
         &bucket=day&connect_timeout=5&request_timeout=5&replication=1&fetch_size=5000
 
+Both take `market_tz=America/New_York` (the default): the zone whose days the pre-encoded range
+buckets are (`services.day_buckets`).
+
 Invariants every backend keeps:
 - a quote is identified by `(symbol, ts)`; `write` is an idempotent upsert (last write wins);
 - `read_range` yields quotes of one symbol in ascending `ts`, both bounds inclusive, at most
