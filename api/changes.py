@@ -23,7 +23,14 @@ import falcon
 from scheduler import service_ports
 from scheduler.deployments import plan_deployment
 from scheduler.service_ports import DEFAULT_RANGE, PortRange
-from scheduler.spec import READ_ONLY_FIELDS, is_scale_only, iso_now, parse_app, stamp_app
+from scheduler.spec import (
+    READ_ONLY_FIELDS,
+    is_scale_only,
+    iso_now,
+    json_copy,
+    parse_app,
+    stamp_app,
+)
 from scheduler.state import StateStore
 
 Doc = dict[str, Any]
@@ -39,7 +46,7 @@ class Change:
 
 def definition(app_doc: Doc) -> Doc:
     """The definition part of a stored app (what a client may send back)."""
-    return {k: copy.deepcopy(v) for k, v in app_doc.items() if k not in READ_ONLY_FIELDS}
+    return {k: json_copy(v) for k, v in app_doc.items() if k not in READ_ONLY_FIELDS}
 
 
 def validated(doc: Doc) -> Doc:
@@ -100,7 +107,7 @@ def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
         new_doc = stamp_app(new_json, old, now, scale_only=(kind == "scale"))
     deployment = plan_deployment(old, new_doc, now=now, deployment_id=str(uuid.uuid4()),
                                  kind=kind)
-    deployment["original"] = copy.deepcopy(old)
+    deployment["original"] = json_copy(old)
     new_doc = store.apply_app_change(
         app_id, new_doc, deployment, force=force, must_exist=old is not None,
         port_range=port_range, history_keep=MAX_APP_VERSIONS,
