@@ -49,6 +49,7 @@ from scheduler.spec import iso_now, parse_app, stamp_app  # noqa: E402
 from scheduler.sqlite_state import SQLiteStateStore  # noqa: E402
 
 THREADS = 16   # the API's gunicorn settings: 2 gthread workers of 16 threads
+WARMUP_S = 2   # seconds of unmeasured load on each target first (see main)
 
 SCALE_LUA = '''
 local i = 0
@@ -140,19 +141,25 @@ def main() -> int:
                                                      "suffix": "?force=true", "apps": 100})
         (work / "baseline_put.lua").write_text(BASELINE_PUT_LUA)
         d, c = args.duration, args.connections
+        scale_put = lambda s, i: s.put(  # noqa: E731
+            f"{api.url}/v2/apps/bench/app{i % 100}?force=true",
+            json={"instances": i % 3 + 1}, timeout=10)
+        baseline_put = lambda s, i: s.put(  # noqa: E731
+            base.url + "/scale", json={"instances": 2}, timeout=10)
+        targets = [("apps", api.url + "/v2/apps", None, None),
+                   ("apps_nocache", nocache.url + "/v2/apps", None, None),
+                   ("apps_baseline", base.url + "/apps", None, None),
+                   ("scale", api.url + "/", work / "scale.lua", scale_put),
+                   ("scale_baseline", base.url + "/scale", work / "baseline_put.lua",
+                    baseline_put)]
+        # Warm-up, not measured (as bench/services.py): the first load on a fresh gunicorn
+        # tends to put every wrk connection on one worker, which changes what a target meets
+        # (for scale PUTs: whether the two workers' writers contend at all) from run to run.
+        for _name, url, script, make in targets:
+            load(url, WARMUP_S, c, script=script, make_request=make)
         results: dict[str, float] = {
-            "apps": load(api.url + "/v2/apps", d, c)["rps"],
-            "apps_nocache": load(nocache.url + "/v2/apps", d, c)["rps"],
-            "apps_baseline": load(base.url + "/apps", d, c)["rps"],
-            "scale": load(api.url + "/", d, c, script=work / "scale.lua",
-                          make_request=lambda s, i: s.put(
-                              f"{api.url}/v2/apps/bench/app{i % 100}?force=true",
-                              json={"instances": i % 3 + 1}, timeout=10))["rps"],
-            "scale_baseline": load(base.url + "/scale", d, c, script=work / "baseline_put.lua",
-                                   make_request=lambda s, i: s.put(
-                                       base.url + "/scale", json={"instances": 2},
-                                       timeout=10))["rps"],
-        }
+            name: load(url, d, c, script=script, make_request=make)["rps"]
+            for name, url, script, make in targets}
         ratio = results["apps"] / results["apps_baseline"]
         nocache_ratio = results["apps_nocache"] / results["apps_baseline"]
         scale_ratio = results["scale"] / results["scale_baseline"]

@@ -47,7 +47,6 @@ from scheduler.jobs.sqlite_jobs import (
 )
 from scheduler.spec import iso_now, task_id_to_app_id
 from scheduler.sqlite_versions import SQLiteAppVersions
-from scheduler.sqlite_writers import WriterQueue
 from scheduler.state import (
     FINAL_DEPLOYMENT_STATUSES,
     Delete,
@@ -141,7 +140,6 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
         self._all: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
-        self._writers = WriterQueue(self.path, BUSY_TIMEOUT_SECONDS)
         self._enable_wal()
         with self._write() as c:
             for stmt in _SCHEMA.strip().split(";"):
@@ -200,16 +198,13 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
-        # Writers queue (scheduler.sqlite_writers) rather than meet SQLite's sleeping busy
-        # handler at the write lock.
-        with self._writers.turn():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
 
     @staticmethod
@@ -228,7 +223,6 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
                 conn.close()
             except sqlite3.Error:
                 pass
-        self._writers.close()
         self._local = threading.local()
 
     # -- framework -------------------------------------------------------------------------------
