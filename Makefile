@@ -3,6 +3,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
+.PHONY: run-containers
+# The access services as Docker containers of the Python image (README "Docker containers").
+run-containers: $(VENV)/.installed
+	bash tools/docker-deps.sh
+	$(VENV)/bin/accessd local --containers
+
 .PHONY: install run test test-all lint bench clean conformance
 
 $(VENV)/.installed: setup.py tools/install.sh
@@ -40,7 +46,10 @@ bench: $(VENV)/.installed
 	$(PY) bench/failover.py
 	$(PY) bench/jobs.py
 	$(PY) bench/scale.py
+	$(PY) bench/regex_constraint.py
 	$(PY) bench/logs.py
+	bash tools/docker-deps.sh
+	$(PY) bench/docker.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localmesos import docker_containerizer
 from localmesos.agent import Agent
 from localmesos.httpserver import HttpServer, Request, Response
 from localmesos.master import Master
@@ -60,6 +61,9 @@ class Options:
     max_agent_ping_timeouts: int = 5
     shutdown_grace: float = 3.0
     zk: str | None = None  # zk://host:port/path: announce the master there, as Mesos does
+    # principal -> secret (`--credentials`): the scheduler API then requires HTTP basic auth
+    # (localmesos.framework_auth); None: open, as a master without --authenticate_http_frameworks
+    credentials: dict[str, str] | None = None
 
 
 def parse_attributes(text: str) -> list[tuple[str, str]]:
@@ -233,6 +237,7 @@ class Cluster:
         deadline = time.monotonic() + self.opts.shutdown_grace
         while time.monotonic() < deadline and live_groups(pids):
             time.sleep(0.05)
+        docker_containerizer.remove_all(self.spawner, str(self.work_dir))  # before their clients die
         self.spawner.kill_everything(signal.SIGKILL)
         log.debug("shutdown: process groups ended; stopping HTTP servers")
         stoppers = [threading.Thread(target=srv.stop, daemon=True)

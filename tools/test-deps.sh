@@ -6,6 +6,8 @@ set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1 || need+=(zookeeper)
+# openssl: the TLS tests make a throw-away certificate with it (tests/security/test_tls.py)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "test-deps: installing ${need[*]}"
@@ -15,3 +17,6 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "test-deps: missing ${need[*]} (tests that need them are skipped)"
   fi
 fi
+# Docker (container apps on localmesos): docker.io, dockerd started when none runs, the bridge
+# network; never fails: the container tests skip with the reason it writes.
+bash "$(dirname "$0")/docker-deps.sh"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from scheduler.constraint_regex import check_pattern
+from scheduler.spec.container import HOST, ContainerSpec, parse_container
 from scheduler.spec.fields import (
     MISSING,
     Errors,
@@ -23,8 +25,6 @@ from scheduler.spec.healthchecks import parse_health_checks
 from scheduler.spec.ids import normalize_id
 from scheduler.spec.marathon_fields import (
     MARATHON_FIELDS,
-    check_container,
-    check_networks,
     check_refused_unless_empty,
     parse_accepted_roles,
     parse_dependencies,
@@ -47,6 +47,7 @@ from scheduler.spec.model import (
     SpecError,
     UpgradeStrategy,
 )
+from scheduler.spec.secrets import parse_secrets, split_env
 
 _PORT_NAME_RE = re.compile(r"[a-z0-9-]+")  # Marathon's port name pattern (fullmatch)
 
@@ -122,6 +123,28 @@ def parse_port_definitions(doc: dict, errs: Errors) -> tuple[PortDefinition, ...
     return tuple(out)
 
 
+def _docker_doc(doc: dict) -> bool:
+    """A Docker app may leave out cmd and args: the image's own command runs."""
+    c = doc.get("container")
+    return isinstance(c, dict) and (c.get("type") == "DOCKER"
+                                    or (c.get("type") is None and isinstance(c.get("docker"), dict)))
+
+
+def bridge_port_definitions(doc: dict, container: ContainerSpec,
+                            errs: Errors) -> tuple[PortDefinition, ...]:
+    """A container network's ports are its port mappings' host ports (hostPort 0: any port of
+    the offer); `portDefinitions` are for host networking only (Marathon's rule)."""
+    if container.network == HOST:
+        return ()
+    for key in ("portDefinitions", "ports"):
+        given = doc.get(key)
+        if given not in (None, []):
+            errs.add(ptr(key), "not allowed with a container network: declare the ports in "
+                               "container.portMappings")
+    return tuple(PortDefinition(port=m.host_port, protocol=m.protocol, name=m.name)
+                 for m in container.port_mappings if m.host_port is not None)
+
+
 def check_ports(defs: tuple[PortDefinition, ...], require_ports: bool, key: str,
                  errs: Errors) -> None:
     seen: set[int] = set()
@@ -173,10 +196,9 @@ def parse_constraints(v: Any, errs: Errors) -> tuple[Constraint, ...]:
             errs.add(path, f"{op} requires a value")
             ok = False
         elif op in ("LIKE", "UNLIKE"):
-            try:
-                re.compile(value)  # type: ignore[arg-type]
-            except re.error as exc:
-                errs.add(path, f"{op} value {value!r} is not a valid regular expression: {exc}")
+            why = check_pattern(value)  # type: ignore[arg-type]
+            if why is not None:
+                errs.add(path, f"{op} value {value!r} is not a usable regular expression: {why}")
                 ok = False
         elif op in ("MAX_PER", "GROUP_BY") and value is not None:
             if not (value.isascii() and value.isdigit() and int(value) > 0):
@@ -239,7 +261,7 @@ def parse_app(doc: Any) -> AppSpec:
             args = tuple(raw_args)
     if g("cmd") is not None and raw_args is not None:
         errs.add("/", "specify exactly one of 'cmd' or 'args', not both")
-    elif g("cmd") is None and raw_args is None:
+    elif g("cmd") is None and raw_args is None and not _docker_doc(doc):
         errs.add("/", "an app needs a command: specify 'cmd' (a shell command) or 'args'")
 
     cpus = number(g("cpus"), ("cpus",), errs, 1.0, gt=0)
@@ -248,13 +270,15 @@ def parse_app(doc: Any) -> AppSpec:
     instances = integer(g("instances"), ("instances",), errs, 1, ge=0)
 
     ports = parse_port_definitions(doc, errs)
+    container = parse_container(doc, errs)
+    if container is not None and container.network != "HOST":
+        ports = bridge_port_definitions(doc, container, errs)
     require_ports = boolean(g("requirePorts"), ("requirePorts",), errs, False)
     check_ports(ports, require_ports, "ports" if g("ports") is not None else "portDefinitions",
                  errs)
 
-    raw_env = g("env")
-    if isinstance(raw_env, dict):  # secret references are refused by check_refused_unless_empty
-        raw_env = {k: v for k, v in raw_env.items() if not (isinstance(v, dict) and "secret" in v)}
+    secrets = parse_secrets(g("secrets", MISSING), errs)
+    raw_env, env_secrets = split_env(g("env"), secrets, errs)
     env = str_map(raw_env, ("env",), errs)
     labels = str_map(g("labels"), ("labels",), errs)
     constraints = parse_constraints(g("constraints", MISSING), errs)
@@ -280,8 +304,6 @@ def parse_app(doc: Any) -> AppSpec:
     dependencies = parse_dependencies(g("dependencies"), app_id, errs)
     readiness = parse_readiness_checks(g("readinessChecks"), ports, errs)
     unreachable = parse_unreachable_strategy(g("unreachableStrategy", MISSING), errs)
-    check_container(g("container"), errs)
-    check_networks(g("networks"), errs)
     check_refused_unless_empty(doc, errs)
 
     if errs or app_id is None:
@@ -295,4 +317,6 @@ def parse_app(doc: Any) -> AppSpec:
         task_kill_grace_period_seconds=kill_grace, executor=executor or "", role=role,
         gpus=gpus, user=user, fetch=fetch, accepted_resource_roles=accepted_roles,
         dependencies=dependencies, readiness_checks=readiness, unreachable_strategy=unreachable,
+        container=container,
+        secrets=secrets, env_secrets=env_secrets,
     )
