@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-all lint bench clean conformance
+.PHONY: install run test test-all lint bench clean conformance chaos
 
 $(VENV)/.installed: setup.py tools/install.sh
 	bash tools/install.sh
@@ -41,6 +41,11 @@ bench: $(VENV)/.installed
 	$(PY) bench/jobs.py
 	$(PY) bench/scale.py
 	$(PY) bench/logs.py
+
+# The fault suite (bench/chaos.py): ~100 faults into the real stack, ~6-10 min; not in `test`.
+chaos: $(VENV)/.installed
+	bash tools/test-deps.sh
+	$(PY) bench/chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
