@@ -135,8 +135,8 @@ def test_executor_dead_while_its_agent_was_away_is_failed_and_replaced(cluster):
     wait_until(lambda: len(r := ready(store, "/restart/dead")) == 1 and r[0]["id"] != task["id"]
                and r, timeout=60, message="a healthy replacement")
     (ended,) = lost_events(store, {task["id"]})
-    # As a Mesos agent that finds, on recovery, an executor gone: its tasks fail, the agent
-    # the source, REASON_EXECUTOR_TERMINATED (the reason reaches the scheduler's log line).
+    # As a Mesos agent that finds, on recovery, an executor gone: its tasks fail, "Executor
+    # terminated" (source and reason: tests/executor/test_agent_restart.py).
     assert (ended["taskStatus"], ended["message"]) == ("TASK_FAILED", "Executor terminated")
     assert f"task {task['id']} TASK_FAILED (Executor terminated)" in sched.output()
 
