@@ -301,7 +301,10 @@ class Chaos:
         except TimeoutError:
             self.notes.append(f"{kind}: not settled after {SETTLE_SECONDS:.0f}s")
         settle = time.monotonic() - started
+        seen = len(self.notes)
         self.check(kind, away)
+        for note in self.notes[seen:]:
+            print("  note:", note, flush=True)
         print(f"  {sum(self.faults.values()):3d} {kind:<17} settled in {settle:5.1f}s "
               f"lost={self.totals['lost']} dup={self.totals['duplicates']} "
               f"orphans={self.totals['orphans']} partial={self.totals['partial_writes']} "
@@ -406,7 +409,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stack up and apps running in {time.monotonic() - began:.1f}s", flush=True)
         for kind in plan:
             chaos.step(kind)
+        seen = len(chaos.notes)
         max_cpu = chaos.storm(args.storm, work / "sick")
+        for note in chaos.notes[seen:]:
+            print("  note:", note, flush=True)
     finally:
         chaos.sampler.stop_event.set()
         chaos.store.close()
@@ -414,8 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         leftovers = stack.sandbox_processes()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    for note in chaos.notes:
-        print("  note:", note)
+    print(f"{len(chaos.notes)} notes (printed as they came)")
     for line in chaos.api.unexpected_5xx:
         print("  5xx:", line)
     t = chaos.totals

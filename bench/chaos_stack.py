@@ -101,7 +101,7 @@ class Stack:
         lm = self._start("localmesos", "-m", "localmesos", "--port", str(self.master_port),
                          "--agents", "3", "--work-dir", str(self.mesos_dir),
                          "--resources", AGENT_RESOURCES, "--status-update-retry", "2",
-                         "--log-level", "WARNING")
+                         "--log-level", "INFO")
         wait_for("localmesos", lambda: self._answers(self.mesos + "/health") or
                  lm.poll() is not None, 60, 0.2)
         if lm.poll() is not None:
