@@ -125,6 +125,7 @@ class Chaos:
         self.store = open_state(str(stack.state_path))
         self.totals: Counter[str] = Counter()
         self.sanity: Counter[str] = Counter()  # proof that the checks looked at something
+        self.started: set[str] = set()  # task ids seen STARTING or RUNNING
         self.faults: Counter[str] = Counter()
         self.notes: list[str] = []
         self.after = self.store.latest_event_id()
@@ -319,10 +320,15 @@ class Chaos:
         self.sanity["tasks ended by machine loss (expected)"] += sum(
             1 for e in statuses if e.get("host") in away
             and e.get("taskStatus") not in checks.NOT_ENDED | checks.ENDED_BY_US)
-        for event in checks.unexpected_ends(events, away):
+        ran, never_ran = checks.unexpected_ends(events, away, self.started)
+        for event in ran:
             self.totals["lost"] += 1
             self.notes.append(f"{kind}: {event['taskId']} {event['taskStatus']} "
                               f"({event.get('message')})")
+        for event in never_ran:
+            self.sanity["launches lost before starting (replaced)"] += 1
+            self.notes.append(f"{kind}: launch of {event['taskId']} never started: "
+                              f"{event['taskStatus']} ({event.get('message')})")
         lost, dup, notes = checks.count_after_settling(self.stack, self.store)
         self.totals["lost"] += lost
         self.totals["duplicates"] += dup

@@ -1,9 +1,11 @@
 """The invariants `bench/chaos.py` checks after each fault, and its HTTP client that counts 5xx.
 
 Definitions (all counted per fault, summed over the run):
-- lost: a task that ended other than by the scheduler's own kill (TASK_LOST, TASK_FAILED,
-  TASK_GONE, TASK_UNREACHABLE, TASK_ERROR, TASK_DROPPED, TASK_UNKNOWN...) and was not on the
-  agent the fault took away (machine loss ends those tasks by design); plus, after the cluster
+- lost: a task that had started (STARTING/RUNNING) and ended other than by the scheduler's
+  own kill (TASK_LOST, TASK_FAILED, TASK_GONE, TASK_UNREACHABLE, TASK_ERROR, TASK_DROPPED,
+  TASK_UNKNOWN...) and was not on the agent the fault took away (machine loss ends those tasks
+  by design); launches that never started and were reported gone (an ACCEPT that crossed a
+  master restart) are counted apart (printed with the sanity counts); plus, after the cluster
   had `CONVERGE_SECONDS` to settle, every instance an app is short of, and every task the
   store holds that Mesos does not know.
 - duplicates: after settling, live tasks beyond an app's `instances`, and tasks Mesos runs
@@ -135,19 +137,26 @@ def count_after_settling(stack: Stack, store: Any) -> tuple[int, int, list[str]]
     return lost, duplicates, notes
 
 
-def unexpected_ends(events: list[tuple[int, dict]], away_hosts: set[str]) -> list[dict]:
-    """Status updates that ended a task other than by a kill, outside the hosts taken away."""
-    out = []
+def unexpected_ends(events: list[tuple[int, dict]], away_hosts: set[str],
+                    started: set[str]) -> tuple[list[dict], list[dict]]:
+    """Status updates that ended a task other than by a kill, outside the hosts taken away:
+    (tasks that had started, launches that never did). `started` (task ids seen STARTING or
+    RUNNING) is kept up to date across calls. A launch whose ACCEPT crossed a master restart
+    never reaches an agent: reconciliation reports it gone and it is replaced; Mesos launches
+    are at most once, so those are counted apart, not as lost tasks."""
+    ran, never_ran = [], []
     for _, event in events:
         if event.get("eventType") != "status_update_event":
             continue
         state = event.get("taskStatus")
+        if state in ("TASK_STARTING", "TASK_RUNNING"):
+            started.add(event.get("taskId"))
         if state in NOT_ENDED or state in ENDED_BY_US:
             continue
         if event.get("host") in away_hosts:
             continue
-        out.append(event)
-    return out
+        (ran if event.get("taskId") in started else never_ran).append(event)
+    return ran, never_ran
 
 
 def orphans(stack: Stack, grace: float = 10.0) -> tuple[set[int], int]:
