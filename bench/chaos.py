@@ -424,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         chaos.store.close()
         stack.stop()
         leftovers = stack.sandbox_processes()
+        tracebacks = {name: stack.log_tail(name, 10**9).count("Traceback")
+                      for name in ("scheduler", "api", "localmesos")}
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print(f"{len(chaos.notes)} notes (printed as they came)")
@@ -432,6 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     t = chaos.totals
     t["orphans"] += len(leftovers)
     busy = [p for ph, p in chaos.sampler.windows if not ph.startswith("storm")]
+    print("tracebacks in the logs: " + ", ".join(f"{k} {n}" for k, n in tracebacks.items()))
     print(f"faults by kind: {dict(chaos.faults)}; documented 503s: {chaos.api.documented_503}; "
           f"connection errors (killed workers, restarts): {chaos.api.connection_errors}")
     print("sanity: " + "; ".join(f"{k}: {n}" for k, n in sorted(chaos.sanity.items())))
