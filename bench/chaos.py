@@ -290,6 +290,7 @@ class Chaos:
 
     # -- the loop --------------------------------------------------------------------------------
     def step(self, kind: str) -> None:
+        seen = len(self.notes)
         self.sampler.phase = kind
         self.deployment()
         away = getattr(self, kind)()
@@ -302,7 +303,6 @@ class Chaos:
         except TimeoutError:
             self.notes.append(f"{kind}: not settled after {SETTLE_SECONDS:.0f}s")
         settle = time.monotonic() - started
-        seen = len(self.notes)
         self.check(kind, away)
         for note in self.notes[seen:]:
             print("  note:", note, flush=True)
@@ -428,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
                       for name in ("scheduler", "api", "localmesos")}
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"{len(chaos.notes)} notes (printed as they came)")
+    print(f"{len(chaos.notes)} notes:")
+    for note in chaos.notes:
+        print("  note:", note)
     for line in chaos.api.unexpected_5xx:
         print("  5xx:", line)
     t = chaos.totals
