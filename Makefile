@@ -40,6 +40,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/failover.py
 	$(PY) bench/jobs.py
 	$(PY) bench/scale.py
+	$(PY) bench/regex_constraint.py
 	$(PY) bench/logs.py
 
 # The fault suite (bench/chaos.py): ~100 faults into the real stack, ~6-10 min; not in `test`.
