@@ -113,7 +113,7 @@ def test_a_second_restart_gets_its_own_reregistration_window(tmp_path):
         running = {"task_id": {"value": "slow"}, "state": "TASK_RUNNING",
                    "source": "SOURCE_EXECUTOR", "timestamp": time.time(),
                    "uuid": base64.b64encode(uuid.uuid4().bytes).decode()}
-        executor_subscribe(agent["port"], rec.framework_id, eid, [running])
+        executor_subscribe(agent, rec.framework_id, eid, [running])
         rec.wait_state("slow", "TASK_RUNNING")
 
         def restart(down: float) -> float:
