@@ -61,7 +61,7 @@ WEB, CMD, STORM = "/chaos/web", "/chaos/cmd", "/chaos/storm"
 def web_app(instances: int, docroot: Path) -> dict:
     root = shlex.quote(str(docroot))
     cmd = (f"mkdir -p {root}/$MESOS_TASK_ID && touch {root}/$MESOS_TASK_ID/health && "
-           f"exec {shlex.quote(sys.executable)} -m http.server $PORT0 --bind 127.0.0.1 "
+           f"exec {shlex.quote(sys.executable)} -m http.server $PORT0 --bind $HOST "
            f"--directory {root}/$MESOS_TASK_ID")
     return {"id": WEB, "cmd": cmd, "cpus": 0.05, "mem": 32, "instances": instances,
             "portDefinitions": [{"port": 0, "name": "http"}], "backoffSeconds": 0.5,
@@ -126,6 +126,7 @@ class Chaos:
         self.totals: Counter[str] = Counter()
         self.sanity: Counter[str] = Counter()  # proof that the checks looked at something
         self.started: set[str] = set()  # task ids seen STARTING or RUNNING
+        self.gaps: set[tuple[str, str]] = set()  # (app, version) missing from its history
         self.faults: Counter[str] = Counter()
         self.notes: list[str] = []
         self.after = self.store.latest_event_id()
@@ -339,6 +340,12 @@ class Chaos:
         if extra:
             self.notes.append(f"{kind}: orphan processes {sorted(extra)}")
         problems = checks.half_applied(self.store)
+        for app_id in checks.history_gaps(self.store):
+            version = self.store.get_app(app_id)["version"]
+            if (app_id, version) not in self.gaps:
+                self.gaps.add((app_id, version))
+                self.sanity["version-history gaps (known, not fixed)"] += 1
+                self.notes.append(f"{kind}: {app_id} version {version} not in its history")
         for app_id, allowed in self.expect.items():
             app = self.store.get_app(app_id)
             if app is not None and app["instances"] not in allowed:
@@ -420,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         for note in chaos.notes[seen:]:
             print("  note:", note, flush=True)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the stop
         chaos.sampler.stop_event.set()
         chaos.store.close()
         stack.stop()
