@@ -100,8 +100,8 @@ def jobs_record(r: JobReader, statuses: list[Doc], runs: list[Doc], done_request
     return Transaction(tuple(ops)), None
 
 
-def runs_prune(r: JobReader, job: str, keep: int) -> tuple[Transaction, int]:
-    gone = r.job_runs(job, active=False)[max(0, int(keep)):]
+def runs_prune(r: JobReader, jobs: list[str], keep: int) -> tuple[Transaction, int]:
+    gone = [run for job in jobs for run in r.job_runs(job, active=False)[max(0, int(keep)):]]
     return Transaction(tuple(Delete("job_runs", run["id"]) for run in gone)), len(gone)
 
 
@@ -134,6 +134,8 @@ class JobDocuments:
         expect = dict(expect_statuses or {})
         self.transact(lambda r: jobs_record(r, statuses, runs, done, expect))
 
-    def prune_job_runs(self, job: str, keep: int) -> int:
-        """Delete all but the newest `keep` inactive runs of `job`; returns how many went."""
-        return self.transact(lambda r: runs_prune(r, job, keep))
+    def prune_job_runs(self, job: str | Iterable[str], keep: int) -> int:
+        """Delete all but the newest `keep` inactive runs of `job` (a name, or several: one
+        transaction for them all); returns how many went."""
+        jobs = [job] if isinstance(job, str) else list(job)
+        return self.transact(lambda r: runs_prune(r, jobs, keep))
