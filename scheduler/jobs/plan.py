@@ -111,6 +111,7 @@ class Record:
     statuses: tuple[Doc, ...] = ()
     runs: tuple[Doc, ...] = ()
     done_requests: tuple[int, ...] = ()
+    deleted_runs: tuple[str, ...] = ()   # run ids to delete (a deleted job's queued runs)
     # the status documents this was computed from (name -> document | None): the write must
     # find exactly these, or another scheduler got there first
     expect: tuple[tuple[str, Doc | None], ...] = ()
@@ -267,8 +268,12 @@ def plan_round(jobs: Mapping[str, Job], statuses: Mapping[str, Doc],
     for name, runs in sorted(by_job.items()):
         if name in jobs:
             continue
-        # the job was deleted: its runs end too
-        records.append(Record(runs=tuple(_kill_run(r, now) for r in runs)))
+        # the job was deleted: its runs end too, and leave no history (a queued one goes
+        # now; a launched one is killed and goes with its last update)
+        records.append(Record(runs=tuple(_kill_run(r, now) for r in runs
+                                         if r["state"] != "queued"),
+                              deleted_runs=tuple(r["id"] for r in runs
+                                                 if r["state"] == "queued")))
         kills += [r["id"] for r in runs if r["state"] != "queued"]
         notes.append(f"job {name} deleted: killing {len(runs)} active run(s)")
     return RoundPlan(tuple(records), tuple(dict.fromkeys(kills)), tuple(notes))

@@ -85,7 +85,8 @@ class JobRunner:
                     statuses=[s for r in result.records for s in r.statuses],
                     runs=[run for r in result.records for run in r.runs],
                     done_requests=[q for r in result.records for q in r.done_requests],
-                    expect_statuses=dict(e for r in result.records for e in r.expect))
+                    expect_statuses=dict(e for r in result.records for e in r.expect),
+                    delete_runs=[i for r in result.records for i in r.deleted_runs])
             except JobsChanged:
                 log.warning("the job statuses changed under this round (another scheduler?); "
                             "planning again next tick")
@@ -184,11 +185,21 @@ class JobRunner:
     def on_status_batch(self, statuses: list[Doc], now: float) -> list[Doc]:
         """The job runs' updates among `statuses`, in order, each applied to the run and job
         status the one before it left, stored in one transaction; returns them, for the
-        caller to acknowledge now that they are stored (the others are not job runs')."""
+        caller to acknowledge now that they are stored (the others are not job runs').
+        A write refused because a job changed meanwhile (deleted) is computed again once."""
         if not self.enabled:
             return []
+        try:
+            return self._status_batch(statuses, now)
+        except JobsChanged:
+            log.info("a job changed under a batch of its runs' updates; applying it again")
+            return self._status_batch(statuses, now)
+
+    def _status_batch(self, statuses: list[Doc], now: float) -> list[Doc]:
         runs: dict[str, Doc] = {}                 # the runs as this batch leaves them
         job_status: dict[str, Doc | None] = {}
+        read: dict[str, Doc | None] = {}          # the statuses as stored (the write's check)
+        gone: set[str] = set()                    # ended runs of deleted jobs: deleted
         changed: dict[str, Doc] = {}
         handled, notes = [], []
         for status in statuses:
@@ -200,10 +211,13 @@ class JobRunner:
                 continue  # not ours (any more): the worker treats it as an unknown task
             name = run["job"]
             if name not in job_status:
-                job_status[name] = self.store.get_job_status(name)
-            outcome = jobplan.apply_task_status(run, job_status[name], self._spec(name),
-                                                status, now)
+                job_status[name] = read[name] = self.store.get_job_status(name)
+            deleted = job_status[name] is None and self.store.get_job(name) is None
+            spec = None if deleted else self._spec(name)
+            outcome = jobplan.apply_task_status(run, job_status[name], spec, status, now)
             runs[task_id] = outcome.run
+            if deleted and not outcome.run.get("active"):
+                gone.add(task_id)  # its job was deleted: no history is kept of it
             if outcome.retry:
                 runs[outcome.retry["id"]] = outcome.retry
             if outcome.status:
@@ -213,7 +227,10 @@ class JobRunner:
             handled.append(status)
         if not handled:
             return []
-        self.store.record_jobs(statuses=list(changed.values()), runs=list(runs.values()))
+        self.store.record_jobs(
+            statuses=list(changed.values()),
+            runs=[r for i, r in runs.items() if i not in gone], delete_runs=sorted(gone),
+            expect_statuses={name: read[name] for name in changed})
         for note in notes:
             log.info("%s", note)
         for task_id, run in runs.items():
