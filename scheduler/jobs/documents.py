@@ -90,9 +90,11 @@ def jobs_write(r: JobReader, put: list[Doc], delete: list[str],
     return Transaction(tuple(ops)), revision + 1
 
 
-def job_request(r: JobReader, name: str, action: str, requested_at: str) -> tuple[Transaction, Doc]:
+def job_request(r: JobReader, name: str, action: str, requested_at: str,
+                extra: Mapping[str, Any] | None = None) -> tuple[Transaction, Doc]:
     seq = r.job_request_seq() + 1
-    doc = {"job": name, "action": action, "requestedAt": requested_at, "seq": seq}
+    doc = {**(extra or {}), "job": name, "action": action, "requestedAt": requested_at,
+           "seq": seq}
     return Transaction((Put("job_requests", request_key(seq), doc),
                         Put("meta", "job_request_seq", {"value": str(seq)}))), doc
 
@@ -131,9 +133,12 @@ class JobDocuments:
         put, delete = list(put), list(delete)
         return self.transact(lambda r: jobs_write(r, put, delete, expect_revision))
 
-    def request_job_action(self, name: str, action: str, requested_at: str) -> Doc:
-        """Queue `{"job", "action", "requestedAt"}`; returns it with its `seq`."""
-        return self.transact(lambda r: job_request(r, name, action, requested_at))
+    def request_job_action(self, name: str, action: str, requested_at: str,
+                           **extra: Any) -> Doc:
+        """Queue `{"job", "action", "requestedAt", **extra}` (actions: `run` with optional
+        `arguments`, `kill`, `success`, `progress` with `taskId` and `count`); returns it
+        with its `seq`."""
+        return self.transact(lambda r: job_request(r, name, action, requested_at, extra))
 
     def record_jobs(self, *, statuses: Iterable[Doc] = (), runs: Iterable[Doc] = (),
                     done_requests: Iterable[int] = (),

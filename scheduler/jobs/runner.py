@@ -75,8 +75,11 @@ class JobRunner:
     def _tick(self, now: float) -> bool:
         self.jobs = load_jobs(self.store.list_jobs(), self.parsed)
         active = self.store.list_job_runs(active=True)
+        requests = self.store.pending_job_actions()
+        recent = {q["job"]: self.store.list_job_runs(q["job"], limit=jobplan.HISTORY_KEPT)
+                  for q in requests if q.get("action") == "progress"}
         result = jobplan.plan_round(self.jobs, self.store.list_job_status(), active,
-                                    self.store.pending_job_actions(), now)
+                                    requests, now, recent)
         for note in result.log:
             log.info("%s", note)
         if result.records:  # one transaction, stored before anything is launched or killed

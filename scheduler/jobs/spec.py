@@ -39,14 +39,14 @@ READ_ONLY_FIELDS = frozenset({"successCount", "errorCount", "lastSuccess", "last
 # Chronos fields accessd accepts only at their "off" value (they would need features it lacks)
 _OFF_VALUES: dict[str, tuple[Any, ...]] = {
     "async": (False, None), "container": (None, {}), "executor": ("", None),
-    "executorFlags": ("", None), "taskInfoData": ("", None), "dataProcessingJobType": (False, None),
+    "executorFlags": ("", None), "taskInfoData": ("", None),
     "dataJob": (False, None), "highPriority": (False, None), "runAsUser": ("", None),
     "fetch": ([], None),
 }
 _FIELDS = frozenset({"name", "command", "schedule", "scheduleTimeZone", "parents", "epsilon",
                      "retries", "owner", "ownerName", "description", "disabled", "concurrent",
                      "cpus", "mem", "disk", "environmentVariables", "constraints", "uris",
-                     "shell", "arguments"})
+                     "shell", "arguments", "dataProcessingJobType"})
 
 
 class JobError(ValueError):
@@ -98,6 +98,7 @@ class JobSpec:
     uris: tuple[str, ...] = ()
     shell: bool = True
     arguments: tuple[str, ...] = ()
+    data_processing_job_type: bool = False  # takes task progress (POST …/task/{id}/progress)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -126,7 +127,8 @@ class JobSpec:
             "ownerName": self.owner_name, "description": self.description,
             "disabled": self.disabled, "concurrent": self.concurrent, "async": False,
             "executor": "", "executorFlags": "", "shell": self.shell,
-            "arguments": list(self.arguments), "cpus": self.cpus, "mem": self.mem,
+            "arguments": list(self.arguments), "dataProcessingJobType":
+            self.data_processing_job_type, "cpus": self.cpus, "mem": self.mem,
             "disk": self.disk,
             "environmentVariables": [{"name": k, "value": v}
                                      for k, v in self.environment_variables],
@@ -311,7 +313,8 @@ def parse_job(doc: Any, *, kind: str | None = None, now: float | None = None) ->
         description=_string(doc, "description", errs),
         disabled=_bool(doc, "disabled", False, errs),
         concurrent=_bool(doc, "concurrent", False, errs),
-        shell=_bool(doc, "shell", True, errs))
+        shell=_bool(doc, "shell", True, errs),
+        data_processing_job_type=_bool(doc, "dataProcessingJobType", False, errs))
     if errs:
         raise JobError("Invalid job definition", errs.details())
     return JobSpec(name=name, command=command, schedule=schedule,
