@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from scheduler.jobs.fetch import FetchItem, parse_fetch
 from scheduler.jobs.schedule import ScheduleError, parse_duration, parse_schedule, with_start
 from scheduler.jobs.schedule import zone as tz_zone
 
@@ -41,12 +42,21 @@ _OFF_VALUES: dict[str, tuple[Any, ...]] = {
     "async": (False, None), "container": (None, {}), "executor": ("", None),
     "executorFlags": ("", None), "taskInfoData": ("", None),
     "dataJob": (False, None), "highPriority": (False, None), "runAsUser": ("", None),
-    "fetch": ([], None),
+}
+# why, for the fields a user is likely to try
+_WHY_OFF = {
+    "async": ": an async job ends by a callback from Chronos's asynchronous executor, which "
+             "accessd does not have; runs here end when their command exits (an outside "
+             "process can still report with PUT /v1/scheduler/job/success/{name})",
+    "container": ": job runs use the Mesos command executor without a container image "
+                 "(Docker images are not run for jobs); fetch what the command needs with "
+                 "'fetch' or 'uris'",
+    "executor": ": job runs use the Mesos command executor",
 }
 _FIELDS = frozenset({"name", "command", "schedule", "scheduleTimeZone", "parents", "epsilon",
                      "retries", "owner", "ownerName", "description", "disabled", "concurrent",
                      "cpus", "mem", "disk", "environmentVariables", "constraints", "uris",
-                     "shell", "arguments", "dataProcessingJobType"})
+                     "shell", "arguments", "dataProcessingJobType", "fetch"})
 
 
 class JobError(ValueError):
@@ -96,6 +106,7 @@ class JobSpec:
     environment_variables: tuple[tuple[str, str], ...] = ()
     constraints: tuple[tuple[str, str, str], ...] = ()
     uris: tuple[str, ...] = ()
+    fetch: tuple[FetchItem, ...] = ()       # `uris` and `fetch` both end up here
     shell: bool = True
     arguments: tuple[str, ...] = ()
     data_processing_job_type: bool = False  # takes task progress (POST …/task/{id}/progress)
@@ -133,8 +144,7 @@ class JobSpec:
             "environmentVariables": [{"name": k, "value": v}
                                      for k, v in self.environment_variables],
             "constraints": [list(c) for c in self.constraints],
-            "uris": list(self.uris), "fetch": [{"uri": u, "cache": False, "extract": True,
-                                                "executable": False} for u in self.uris],
+            "uris": [f.uri for f in self.fetch], "fetch": [f.to_json() for f in self.fetch],
         })
         return out
 
@@ -204,7 +214,7 @@ def parse_job(doc: Any, *, kind: str | None = None, now: float | None = None) ->
         if key in _OFF_VALUES:
             if doc[key] not in _OFF_VALUES[key]:
                 errs.add(f"/{key}", f"'{key}' is not supported by accessd (only "
-                                    f"{_OFF_VALUES[key][0]!r})")
+                                    f"{_OFF_VALUES[key][0]!r})" + _WHY_OFF.get(key, ""))
             continue
         errs.add(f"/{key}", f"unknown field '{key}'{_hint(key)}")
 
@@ -307,6 +317,7 @@ def parse_job(doc: Any, *, kind: str | None = None, now: float | None = None) ->
         constraints.append((fld, op, value))
 
     uris = _string_list(doc, "uris", errs)
+    fetch = parse_fetch(doc.get("fetch"), uris, errs.add)
     arguments = _string_list(doc, "arguments", errs)
     spec_kwargs = dict(
         owner=_string(doc, "owner", errs), owner_name=_string(doc, "ownerName", errs),
@@ -321,7 +332,8 @@ def parse_job(doc: Any, *, kind: str | None = None, now: float | None = None) ->
                    schedule_time_zone=time_zone if schedule is not None else "",
                    parents=parents, epsilon=epsilon, retries=retries, cpus=cpus, mem=mem,
                    disk=disk, environment_variables=tuple(env), constraints=tuple(constraints),
-                   uris=uris, arguments=arguments, **spec_kwargs)
+                   uris=tuple(f.uri for f in fetch), fetch=fetch, arguments=arguments,
+                   **spec_kwargs)
 
 
 def find_cycle(parents_of: Mapping[str, Iterable[str]]) -> list[str] | None:

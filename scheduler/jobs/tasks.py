@@ -55,8 +55,8 @@ def task_info(launch: Launch, run: dict[str, Any], spec: JobSpec) -> dict[str, A
                    "arguments": [spec.command, *spec.arguments, *shlex.split(extra)]}
     command["environment"] = {"variables": [{"name": k, "value": v}
                                             for k, v in sorted(env.items())]}
-    if spec.uris:
-        command["uris"] = [{"value": u, "extract": True} for u in spec.uris]
+    if spec.fetch:
+        command["uris"] = [f.to_mesos() for f in spec.fetch]
     return {
         "name": f"ChronosTask:{spec.name}",
         "task_id": {"value": run["id"]},

@@ -194,3 +194,16 @@ def test_run_with_arguments_and_mark_success_through_the_scheduler(cluster):
                message="the dependent ran after its parent was marked successful")
     assert runs(store, "upstream") == []  # marked, never run
     assert store.get_job_status("upstream")["successCount"] == 1
+
+
+def test_a_jobs_fetch_lands_in_its_sandbox_before_the_command(cluster):
+    mesos, store, box, work = cluster
+    script = work / "hello.sh"
+    script.write_text("#!/bin/sh\necho fetched-and-ran\n")
+    add_job(store, {"name": "fetcher", "command": "./hello", "mem": 16, "disk": 0,
+                    "schedule": f"R1/{iso(time.time() + 1)}/PT1H",
+                    "fetch": [{"uri": f"file://{script}", "executable": True, "extract": False,
+                               "outputFile": "hello"}]})
+    (run,) = wait_until(lambda: runs(store, "fetcher", "succeeded") or None, timeout=30,
+                        message="the job ran its fetched script")
+    assert "fetched-and-ran" in sandbox_stdout(work / "mesos", run["id"])
