@@ -42,6 +42,7 @@ class JobRunner:
         self.store = store
         self.driver = driver
         self.jobs: dict[str, jobplan.Job] = {}
+        self.jobs_revision: int | None = None  # the revision `jobs` was loaded at
         self.parsed: dict[str, tuple[Doc, jobplan.Job]] = {}
         self.staged: list[Doc] = []
         self.asked_about: set[str] = set()
@@ -73,7 +74,10 @@ class JobRunner:
             return False
 
     def _tick(self, now: float) -> bool:
-        self.jobs = load_jobs(self.store.list_jobs(), self.parsed)
+        revision = self.store.jobs_revision()
+        if revision != self.jobs_revision:  # every definition write moves the revision
+            self.jobs = load_jobs(self.store.list_jobs(), self.parsed)
+            self.jobs_revision = revision
         active = self.store.list_job_runs(active=True)
         requests = self.store.pending_job_actions()
         recent = {q["job"]: self.store.list_job_runs(q["job"], limit=jobplan.HISTORY_KEPT)

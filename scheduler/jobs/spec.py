@@ -18,6 +18,7 @@ Defaults are Chronos's: `retries` 2, `cpus` 0.1, `mem` 128, `disk` 256, `epsilon
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -123,7 +124,7 @@ class JobSpec:
     def parsed_schedule(self):  # -> Schedule (kept lazy: a dependent job has none)
         if self.schedule is None:
             raise ValueError(f"job {self.name} has no schedule")
-        return parse_schedule(self.schedule, self.schedule_time_zone or None)
+        return _schedule(self.schedule, self.schedule_time_zone or None)
 
     def to_json(self) -> Doc:
         """Chronos's job JSON with every default filled in (no runtime counters)."""
@@ -147,6 +148,12 @@ class JobSpec:
             "uris": [f.uri for f in self.fetch], "fetch": [f.to_json() for f in self.fetch],
         })
         return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _schedule(text: str, time_zone: str | None):
+    """A stored job's schedule, parsed once (a frozen value; the planner asks every round)."""
+    return parse_schedule(text, time_zone)
 
 
 def _hint(name: str) -> str:
