@@ -6,17 +6,19 @@ the number of apps; writes go through `api.changes`, one transaction each.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import falcon
+import orjson
 
 from api import changes, shapes, views
 from api.body import read_json, read_object
 from api.cache import ViewCache
 from api.errors import ApiError, bad_request, not_found
+from api.pathcheck import check_url_id
+from scheduler.service_ports import DEFAULT_RANGE, PortRange
 from scheduler.spec import SpecError, merge_patch, normalize_app_id
 from scheduler.state import StateStore
 
@@ -30,10 +32,13 @@ class Ctx:
     store: StateStore
     max_body: int
     cache: ViewCache = field(default_factory=lambda: ViewCache(None, 0))
+    port_range: PortRange = DEFAULT_RANGE  # service ports (--local-port-min/--local-port-max)
 
 
 def path_app_id(raw: str) -> str:
-    """The normalised app id from a URL, or 404 if it cannot name an app."""
+    """The normalised app id from a URL, 400 for traversal or control characters, or 404 if
+    it cannot name an app."""
+    check_url_id(raw)
     try:
         return normalize_app_id("/" + raw.strip("/"))
     except SpecError:
@@ -110,9 +115,9 @@ class AppsCollection:
             except ValueError as exc:
                 raise bad_request(f"Invalid label selector: {exc}", "/label") from None
             apps = [a for a in apps if views.labels_match(a.get("labels") or {}, terms)]
-        body = json.dumps({"apps": render_apps(self.ctx.store, apps,
-                                               embeds(req, views.LIST_EMBEDS), extras(req))},
-                          ensure_ascii=False).encode()
+        # orjson: encoding 10,000 embedded tasks is a third of this answer's time with json.
+        body = orjson.dumps({"apps": render_apps(self.ctx.store, apps,
+                                                 embeds(req, views.LIST_EMBEDS), extras(req))})
         self.ctx.cache.put(key, token, body)
         resp.content_type = falcon.MEDIA_JSON
         resp.data = body
@@ -122,7 +127,8 @@ class AppsCollection:
         doc = read_object(req, self.ctx.max_body)
         new_json = changes.validated(doc)
         change = changes.apply(self.ctx.store, req, new_json["id"], None, new_json,
-                               force=force_param(req))
+                               force=force_param(req),
+                               port_range=self.ctx.port_range)
         assert change.app is not None
         resp.status = falcon.HTTP_201
         resp.location = "/v2/apps" + change.app["id"]
@@ -168,7 +174,8 @@ class AppsCollection:
         if len({t[0] for t in todo}) != len(todo):
             raise ApiError(422, "Object is not valid", [{"path": "/", "errors": [
                 "an app id is given more than once"]}])
-        results = [changes.apply(store, req, app_id, old, new, force=force_param(req))
+        results = [changes.apply(store, req, app_id, old, new, force=force_param(req),
+                               port_range=self.ctx.port_range)
                    for app_id, old, new in todo]
         if results:
             resp.set_header("Marathon-Deployment-Id", results[0].deployment["id"])
@@ -226,7 +233,8 @@ class AppResource:
             new_json = changes.validated(merge_patch(changes.definition(old), doc))
         else:
             new_json = changes.validated({**doc, "id": app_id})
-        change = changes.apply(store, req, app_id, old, new_json, force=force_param(req))
+        change = changes.apply(store, req, app_id, old, new_json, force=force_param(req),
+                               port_range=self.ctx.port_range)
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         if old is None:
             resp.status = falcon.HTTP_201
@@ -240,7 +248,8 @@ class AppResource:
         old = get_app_or_404(self.ctx.store, app_id)
         new_json = changes.validated(merge_patch(changes.definition(old), doc))
         change = changes.apply(self.ctx.store, req, app_id, old, new_json,
-                               force=force_param(req))
+                               force=force_param(req),
+                               port_range=self.ctx.port_range)
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         resp.media = changes.deployment_result(change)
 
@@ -248,7 +257,8 @@ class AppResource:
         """Delete an app (its tasks are killed by the scheduler's StopApplication)."""
         app_id = path_app_id(app_id)
         old = get_app_or_404(self.ctx.store, app_id)
-        change = changes.apply(self.ctx.store, req, app_id, old, None, force=force_param(req))
+        change = changes.apply(self.ctx.store, req, app_id, old, None, force=force_param(req),
+                               port_range=self.ctx.port_range)
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         resp.media = changes.deployment_result(change)
 
@@ -307,6 +317,7 @@ class AppRestart:
         app_id = path_app_id(app_id)
         old = get_app_or_404(self.ctx.store, app_id)
         change = changes.apply(self.ctx.store, req, app_id, old, changes.definition(old),
-                               force=force_param(req), restart=True)
+                               force=force_param(req), restart=True,
+                               port_range=self.ctx.port_range)
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         resp.media = changes.deployment_result(change)

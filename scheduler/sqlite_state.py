@@ -37,6 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from scheduler.jobs.sqlite_jobs import (
     JOB_DELETE_SQL,
     JOB_PUT_SQL,
@@ -124,7 +126,8 @@ def _dumps(doc: Any) -> str:
 
 
 def _loads(text: str) -> Any:
-    return json.loads(text)
+    # orjson: decoding is most of the cost of listing 10,000 tasks (3-4x faster than json).
+    return orjson.loads(text)
 
 
 class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
@@ -357,6 +360,9 @@ class _Reader(SQLiteJobReader):
 
     def app(self, app_id: str) -> Doc | None:
         return self._doc("SELECT doc FROM apps WHERE id=?", app_id)
+
+    def apps(self) -> list[Doc]:
+        return [_loads(row[0]) for row in self.c.execute("SELECT doc FROM apps ORDER BY id")]
 
     def deployment(self, deployment_id: str) -> Doc | None:
         return self._doc("SELECT doc FROM deployments WHERE id=?", deployment_id)
