@@ -185,6 +185,10 @@ def test_run_with_arguments_and_mark_success_through_the_scheduler(cluster):
     add_job(store, {"name": "downstream", "command": "echo downstream", "parents": ["upstream"],
                     "mem": 16, "disk": 0}, kind="dependency")
     store.request_job_action("echoer", "run", iso(time.time()), arguments="hello-arg")
+    # a parent's success counts for a child defined before it: times are in ms, so mark it
+    # once the clock has left the millisecond the child was defined in
+    defined = store.get_job("downstream")["version"]
+    wait_until(lambda: iso(time.time()) > defined, timeout=5, message="the next millisecond")
     store.request_job_action("upstream", "success", iso(time.time()))
     (run,) = wait_until(lambda: runs(store, "echoer", "succeeded") or None, timeout=30,
                         message="the manual run succeeded")
