@@ -31,6 +31,7 @@ log = logging.getLogger("accessd.scheduler")
 
 THREADS = 2
 TIMEOUT_SECONDS = 10.0
+JOIN_SECONDS = 1.0  # daemon threads: one still in a call when this passes ends with it
 
 
 def ack_body(framework_id: str, status: dict[str, Any]) -> dict[str, Any]:
@@ -87,9 +88,9 @@ class CallSender:
             threads, self.threads = self.threads, []
         for _ in threads:
             self.queue.put(None)
-        for t in threads:
+        for t in threads:  # briefly: one blocked on a silent master must not hold a stop up
             if t is not threading.current_thread():
-                t.join(TIMEOUT_SECONDS)
+                t.join(JOIN_SECONDS)
 
     def _run(self) -> None:
         conn: http.client.HTTPConnection | None = None
