@@ -3,6 +3,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
+.PHONY: run-containers
+# The access services as Docker containers of the Python image (README "Docker containers").
+run-containers: $(VENV)/.installed
+	bash tools/docker-deps.sh
+	$(VENV)/bin/accessd local --containers
+
 .PHONY: install run test test-all lint bench clean conformance chaos
 
 $(VENV)/.installed: setup.py tools/install.sh
@@ -42,6 +48,8 @@ bench: $(VENV)/.installed
 	$(PY) bench/scale.py
 	$(PY) bench/regex_constraint.py
 	$(PY) bench/logs.py
+	bash tools/docker-deps.sh
+	$(PY) bench/docker.py
 
 # The fault suite (bench/chaos.py): ~100 faults into the real stack, ~6-10 min; not in `test`.
 chaos: $(VENV)/.installed
