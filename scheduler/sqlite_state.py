@@ -55,10 +55,12 @@ from scheduler.state import (
     Put,
     StateError,
     StateStore,
+    StoreUnavailable,
     T,
 )
 
 __all__ = ["SQLiteStateStore", "open_state", "FINAL_DEPLOYMENT_STATUSES"]
+_NO_SPACE_ERRORS = ("SQLITE_FULL", "SQLITE_IOERR")
 BUSY_TIMEOUT_SECONDS = 30.0
 
 _SCHEMA = """
@@ -128,6 +130,17 @@ def _dumps(doc: Any) -> str:
 def _loads(text: str) -> Any:
     # orjson: decoding is most of the cost of listing 10,000 tasks (3-4x faster than json).
     return orjson.loads(text)
+
+
+def out_of_space_error(path: str | os.PathLike, exc: sqlite3.OperationalError
+                       ) -> StoreUnavailable | None:
+    """The typed error for a write that found the store's disk full (or failing), else None:
+    callers treat it as ZooKeeper's lost quorum — nothing was written, retry later."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if not name.startswith(_NO_SPACE_ERRORS) and "disk is full" not in str(exc):
+        return None
+    return StoreUnavailable(f"no space to write {path} ({exc}); nothing was changed, "
+                            "retry once space is freed")
 
 
 class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
@@ -200,11 +213,19 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:  # a failed COMMIT may leave it open: nothing half-applied
+                conn.execute("ROLLBACK")
+            out_of_space = out_of_space_error(self.path, exc)
+            if out_of_space is None:
+                raise
+            raise out_of_space from exc
 
 
     @staticmethod
