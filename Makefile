@@ -9,7 +9,7 @@ run-containers: $(VENV)/.installed
 	bash tools/docker-deps.sh
 	$(VENV)/bin/accessd local --containers
 
-.PHONY: install run test test-all lint bench clean conformance fuzz test-reverse
+.PHONY: install run test test-all lint bench clean conformance chaos fuzz test-reverse
 
 $(VENV)/.installed: setup.py tools/install.sh
 	bash tools/install.sh
@@ -64,6 +64,11 @@ bench: $(VENV)/.installed
 	$(PY) bench/logs.py
 	bash tools/docker-deps.sh
 	$(PY) bench/docker.py
+
+# The fault suite (bench/chaos.py): ~100 faults into the real stack, ~6-10 min; not in `test`.
+chaos: $(VENV)/.installed
+	bash tools/test-deps.sh
+	$(PY) bench/chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
