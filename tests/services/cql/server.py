@@ -230,6 +230,22 @@ class CqlTestServer(Coordinator):
         with self.engine.lock:
             return self.replicas.deliver_hints(self.nodes, self.engine.tables)
 
+    def put_row(self, keyspace: str, table: str, row: dict[str, Any], timestamp: int = 0) -> None:
+        """Write `row` straight into every node's copy (a write the driver never made)."""
+        with self.engine.lock:
+            t = self.engine.tables[(keyspace, table)]
+            t.upsert(row, timestamp)
+            for node in self.nodes:
+                self.replicas.copy(node.index, t).upsert(row, timestamp)
+
+    def truncate(self, keyspace: str, table: str) -> None:
+        """Empty a table on every node (and in the engine's record of all writes)."""
+        with self.engine.lock:
+            self.engine.tables[(keyspace, table)].data.clear()
+            for tables in self.replicas.copies.values():
+                if (keyspace, table) in tables:
+                    tables[(keyspace, table)].data.clear()
+
     def replica_rows(self, node: int, keyspace: str, table: str) -> list[dict[str, Any]]:
         """The rows node `node` holds of a table (its own copy), for assertions."""
         with self.engine.lock:
