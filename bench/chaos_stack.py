@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,11 @@ from typing import Any
 import requests
 
 from tests.fixtures_disk import mount_tmpfs, unmount
+from tests.support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT_RESOURCES = "cpus:64;mem:65536;disk:100000;ports:[31000-31999]"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
