@@ -6,8 +6,10 @@ it happens. Every backend lists all its slots; free ones are `disabled` (mainten
 placeholder address until the runtime API gives them a task. A member draining when the
 configuration is written starts disabled: the new worker sends it nothing, the old worker
 finishes what it has. Failed connections are retried on another server (`retries`,
-`option redispatch`, and in HTTP mode `retry-on`), which covers a task that stopped listening a
-moment before the balancer heard of it.
+`option redispatch`, `retry-on conn-failure`), which covers a task that stopped listening a
+moment before the balancer heard of it. Requests already sent are never retried (a POST may not
+be idempotent): a task's in-flight requests are protected by the drain before its kill
+(`scheduler.drain`), not by retries.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def render(applied: Applied, settings: Settings) -> str:
                   f"backend {svc.name}",
                   f"    mode {svc.mode}",
                   f"    balance {svc.balance}",
-                  *(["    retry-on conn-failure empty-response response-timeout"]
+                  *(["    retry-on conn-failure"]
                     if svc.mode == "http" else [])]
         for i, slot in enumerate(slots):
             off = " disabled" if slot.state != "ready" or slot.state == MAINT else ""

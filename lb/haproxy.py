@@ -95,6 +95,7 @@ class HAProxy:
                  str(self.config_path)], stdout=out, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True)
             out.close()
+            (self.work_dir / "haproxy.pid").write_text(f"{self.popen.pid}\n")
             deadline = time.monotonic() + timeout
             while True:
                 try:

@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from scheduler.balancer_store import SQLiteBalancers
 from scheduler.jobs.sqlite_jobs import (
     JOB_DELETE_SQL,
     JOB_PUT_SQL,
@@ -127,7 +128,7 @@ def _loads(text: str) -> Any:
     return json.loads(text)
 
 
-class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
+class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, StateStore):
     """`StateStore` on one SQLite file (created with its parent directories if missing)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
