@@ -41,6 +41,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/jobs.py
 	$(PY) bench/scale.py
 	$(PY) bench/logs.py
+	$(PY) bench/lb.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
