@@ -54,6 +54,7 @@ def main() -> int:
             pass
 
     ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer.request_queue_size = 128  # the default 5 drops SYNs under a burst
     server = ThreadingHTTPServer((bind_address(), port), Handler)
     print(f"echo service {task_id} on {bind_address()}:{port}", flush=True)
     server.serve_forever()
