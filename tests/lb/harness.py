@@ -24,7 +24,7 @@ import requests
 
 from tests.fixtures_api import start_api
 from tests.fixtures_scheduler import scheduler_cluster
-from tests.support import PYTHON, REPO, Proc, free_port, wait_until
+from tests.support import PYTHON, REPO, Proc, assert_no_traceback, free_port, wait_until
 
 SERVICE = REPO / "tests" / "lb" / "echo_service.py"
 
@@ -108,6 +108,9 @@ def lb_cluster(work: Path, drain_timeout: float = 5.0) -> Iterator[Cluster]:
             if lb is not None:
                 lb.stop()
             api.stop()
+        if lb is not None:
+            assert_no_traceback([lb])
+            assert "stopping" in lb.full_output()  # SIGTERM: unregistered, HAProxy stopped
 
 
 def echo_app(app_id: str, service_port: int, instances: int, ctl: Path, **extra: Any) -> dict:

@@ -89,6 +89,25 @@ def test_haproxy_killed_serves_again_within_2s(cluster):
     assert "accessd_lb_haproxy_restarts_total 1" in metrics
 
 
+def test_a_reload_drops_no_request(cluster):
+    """A new service is a new frontend: a reload (master-worker, listeners handed over), while
+    another service is under load."""
+    port, other = free_port(), free_port()
+    cluster.post("/v2/apps", echo_app("/lb/busy", port, 1, cluster.ctl))
+    cluster.wait_serving("/lb/busy", 1)
+    reloads = cluster.lb_state()["counters"]["reloads"]
+    load = Load(f"http://127.0.0.1:{port}/work?ms=5", threads=4).start()
+    try:
+        cluster.post("/v2/apps", echo_app("/lb/newcomer", other, 1, cluster.ctl))
+        cluster.wait_serving("/lb/newcomer", 1)
+        wait_until(lambda: load.result.ok > 50, timeout=10, message="load after the reload")
+    finally:
+        result = load.stop()
+    assert cluster.lb_state()["counters"]["reloads"] > reloads
+    assert requests.get(f"http://127.0.0.1:{other}/", timeout=5).status_code == 200
+    assert result.failed == 0, result.why
+
+
 def test_scale_and_rolling_restart_under_load_fail_no_request(cluster):
     """Scale 1 → 4 → 2 and restart 2 instances while 4 clients send requests taking 20 ms:
     leaving tasks are drained before their kill, new ones join once healthy."""
