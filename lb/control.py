@@ -35,6 +35,12 @@ class ControlApi:
         resp.raise_for_status()
         return resp.json().get("apps", [])
 
+    def scale(self, app_id: str, instances: int) -> int:
+        """`PUT /v2/apps/{id}` with `instances` (an ordinary scale deployment): the status."""
+        resp = self.http.put(f"{self.url}/v2/apps{app_id}", json={"instances": instances},
+                             timeout=self.timeout)
+        return resp.status_code
+
     def register(self, name: str, drained: list[str], ttl: float) -> None:
         resp = self.http.put(f"{self.url}/v2/balancers/{name}",
                              json={"drained": drained, "ttlSeconds": ttl}, timeout=self.timeout)

@@ -29,6 +29,7 @@ from lb.config import Settings
 from lb.control import ControlApi
 from lb.haproxy import HAProxy, HAProxyError, Supervisor
 from lb.metrics import Metrics, serve
+from lb.scaler import Autoscaler
 from lb.sync import Balancer
 
 log = logging.getLogger("accessd.lb")
@@ -54,6 +55,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--lease", type=float, default=10.0,
                    help="seconds the scheduler keeps waiting for this balancer's drains "
                         "after its last renewal")
+    p.add_argument("--autoscale", action="store_true",
+                   help="scale apps labelled ACCESSD_AUTOSCALE_TARGET_RPS from their request "
+                        "rate (lb.autoscale); one balancer of several should")
+    p.add_argument("--autoscale-every", type=float, default=5.0,
+                   help="seconds between autoscale rounds (the rate is over twice that)")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -77,7 +83,11 @@ def main(argv: list[str]) -> int:
                         stats_port=opts.stats_port or None)
     balancer = Balancer(ControlApi(opts.api, opts.token), proxy, settings, groups=groups,
                         http_port=opts.http_port, name=name, resync_seconds=opts.resync,
-                        lease_seconds=opts.lease, metrics=metrics)
+                        lease_seconds=opts.lease, metrics=metrics,
+                        autoscaler=Autoscaler(ControlApi(opts.api, opts.token), metrics,
+                                              every=opts.autoscale_every,
+                                              window=2 * opts.autoscale_every)
+                        if opts.autoscale else None)
 
     def restarted() -> None:
         metrics.add("haproxy_restarts")

@@ -20,6 +20,7 @@ COUNTERS = {
     "haproxy_restarts": "HAProxy restarts after it died",
     "drains_acknowledged": "leaving tasks reported drained to the control API",
     "events": "control API events received",
+    "autoscale_changes": "scale requests made by the autoscaler (accessd lb --autoscale)",
 }
 
 

@@ -23,6 +23,7 @@ from lb.control import ControlApi
 from lb.haproxy import HAProxy, HAProxyError
 from lb.metrics import Metrics
 from lb.model import desired
+from lb.scaler import Autoscaler
 from lb.slots import Applied, draining, step
 
 log = logging.getLogger("accessd.lb")
@@ -32,7 +33,8 @@ class Balancer:
     def __init__(self, api: ControlApi, proxy: HAProxy, settings: Settings, *,
                  groups: frozenset[str], http_port: int | None, name: str,
                  resync_seconds: float = 30.0, lease_seconds: float = 10.0,
-                 drain_poll: float = 0.05, metrics: Metrics | None = None) -> None:
+                 drain_poll: float = 0.05, metrics: Metrics | None = None,
+                 autoscaler: Autoscaler | None = None) -> None:
         self.api = api
         self.proxy = proxy
         self.settings = settings
@@ -44,6 +46,8 @@ class Balancer:
         self.drain_poll = drain_poll
         self.metrics = metrics or Metrics()
         self.applied: Applied | None = None
+        self.apps: list[dict] = []
+        self.autoscaler = autoscaler
         self.wake = threading.Event()
         self.stop_event = threading.Event()
         self.last_sync = float("-inf")
@@ -53,7 +57,8 @@ class Balancer:
 
     # -- one sync ---------------------------------------------------------------------------------
     def sync(self) -> None:
-        model = desired(self.api.apps(), self.groups)
+        self.apps = self.api.apps()
+        model = desired(self.apps, self.groups)
         if model.problems != self.problems:
             for problem in model.problems:
                 log.warning("ignored: %s", problem)
@@ -130,6 +135,11 @@ class Balancer:
                 self.report(drained)
             except (requests.RequestException, HAProxyError, OSError, ValueError) as exc:
                 log.warning("drain report failed: %s", exc)
+            if self.autoscaler and self.autoscaler.due() and self.proxy.alive():
+                try:
+                    self.autoscaler.tick(self.apps, self.applied, self.proxy.stats())
+                except (HAProxyError, OSError, ValueError) as exc:
+                    log.warning("autoscale round failed: %s", exc)
             busy = bool(self.applied and draining(self.applied))
             self.wake.wait(self.drain_poll if busy else 1.0)
 

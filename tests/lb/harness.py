@@ -86,7 +86,8 @@ def start_lb(api: str, work: Path,
     proc = Proc([PYTHON, "-m", "accessd.cli", "lb", "--api", api, "--work-dir", str(work),
                  "--metrics-port", str(metrics_port), "--stats-port", str(stats_port),
                  "--http-port", str(http_port), "--name", f"test-lb-{metrics_port}",
-                 "--lease", "5", *(extra or [])], cwd=REPO)
+                 "--lease", "5", "--autoscale", "--autoscale-every", "1", *(extra or [])],
+                cwd=REPO)
     try:
         proc.wait_for_line(lambda line: line.startswith("ready lb="), timeout=60)
     except BaseException:

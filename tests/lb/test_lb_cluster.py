@@ -132,3 +132,29 @@ def test_scale_and_rolling_restart_under_load_fail_no_request(cluster):
     assert result.ok > 100
     log = cluster.sched.output(tail=None)
     assert "drained by test-lb-" in log  # the kills waited for the balancer, not the deadline
+
+
+def test_autoscale_follows_the_request_rate(cluster):
+    """Opt-in labels: 20 req/s per instance, 1 to 2 instances, 1 s cooldown. A few hundred
+    req/s take the app to 2 instances, through an ordinary scale deployment; no load, back to
+    1 (drained like any scale-down)."""
+    port = free_port()
+    app = echo_app("/lb/auto", port, 1, cluster.ctl)
+    app["labels"].update({"ACCESSD_AUTOSCALE_TARGET_RPS": "20",
+                          "ACCESSD_AUTOSCALE_MAX_INSTANCES": "2",
+                          "ACCESSD_AUTOSCALE_COOLDOWN_SECONDS": "1"})
+    cluster.post("/v2/apps", app)
+    cluster.wait_serving("/lb/auto", 1)
+    load = Load(f"http://127.0.0.1:{port}/", threads=2).start()
+    try:
+        wait_until(lambda: cluster.get("/v2/apps/lb/auto")["app"]["instances"] == 2,
+                   timeout=20, message="scaled up to 2")
+        cluster.wait_serving("/lb/auto", 2)
+    finally:
+        result = load.stop()
+    assert result.failed == 0, result.why
+    wait_until(lambda: cluster.get("/v2/apps/lb/auto")["app"]["instances"] == 1, timeout=20,
+               message="scaled back to 1")
+    log = cluster.lb.output(tail=None)
+    assert "autoscale /lb/auto: 1 -> 2 instances" in log
+    assert "autoscale /lb/auto: 2 -> 1 instances (" in log
