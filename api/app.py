@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import falcon
+import orjson
 
 from api import errors
 from api.apps import (
@@ -128,6 +129,10 @@ def create_app(config: ApiConfig, store: StateStore,
                                                 LeadershipMiddleware(leadership)])
     app.req_options.strip_url_path_trailing_slash = True
     app.req_options.keep_blank_qs_values = True
+    # Answers with thousands of tasks spend a third of their time encoding; orjson is ~10x faster
+    # than json (bodies are read by api.body, so only responses go through this handler).
+    app.resp_options.media_handlers[falcon.MEDIA_JSON] = falcon.media.JSONHandler(
+        dumps=orjson.dumps, loads=orjson.loads)
     errors.install(app)
     ctx = Ctx(store=store, max_body=config.max_body,
               cache=ViewCache(change_token, config.view_cache_seconds))

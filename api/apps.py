@@ -6,12 +6,12 @@ the number of apps; writes go through `api.changes`, one transaction each.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import falcon
+import orjson
 
 from api import changes, shapes, views
 from api.body import read_json, read_object
@@ -110,9 +110,9 @@ class AppsCollection:
             except ValueError as exc:
                 raise bad_request(f"Invalid label selector: {exc}", "/label") from None
             apps = [a for a in apps if views.labels_match(a.get("labels") or {}, terms)]
-        body = json.dumps({"apps": render_apps(self.ctx.store, apps,
-                                               embeds(req, views.LIST_EMBEDS), extras(req))},
-                          ensure_ascii=False).encode()
+        # orjson: encoding 10,000 embedded tasks is a third of this answer's time with json.
+        body = orjson.dumps({"apps": render_apps(self.ctx.store, apps,
+                                                 embeds(req, views.LIST_EMBEDS), extras(req))})
         self.ctx.cache.put(key, token, body)
         resp.content_type = falcon.MEDIA_JSON
         resp.data = body

@@ -122,15 +122,17 @@ def status_label(app: Doc, status: Doc | None, active_deployments: list[Doc], no
 def task_view(task: Doc, extras: bool = False) -> Doc:
     """A task as Marathon shows it (the fields a client relies on guaranteed present); accessd's
     own fields (agent attributes, resources, health verdict, message, …) only with `extras`."""
-    out = dict(task)
-    out.setdefault("host", None)
-    out.setdefault("ports", [])
-    out.setdefault("servicePorts", [])
-    out.setdefault("ipAddresses", [])
-    out.setdefault("healthCheckResults", [])
-    out.setdefault("stagedAt", None)
-    out.setdefault("startedAt", None)
-    return shapes.task(out, extras)
+    out = shapes.task(task, extras)  # a new dict: the defaults below never touch `task`
+    for key, default in _TASK_DEFAULTS:
+        if key not in out:
+            out[key] = [] if default is list else default
+    return out
+
+
+# Fields a client relies on, filled in when a stored task lacks them (`list`: a new empty list).
+_TASK_DEFAULTS = (("host", None), ("ports", list), ("servicePorts", list),
+                  ("ipAddresses", list), ("healthCheckResults", list), ("stagedAt", None),
+                  ("startedAt", None))
 
 
 def _lifetime(tasks: list[Doc], now: float) -> Doc | None:
@@ -188,11 +190,12 @@ def app_view(app: Doc, tasks: list[Doc], status: Doc | None, deployments: list[D
         out["lastTaskFailure"] = status["lastTaskFailure"]  # type: ignore[index]
     if "taskStats" in embeds:
         out["tasksStats"] = task_stats(app, tasks, now)
-    if "tasks" in embeds:
-        out["tasks"] = [task_view(t, extras) for t in tasks]
     if extras:
         out["status"] = status_label(app, status, deployments, now)
-    return shapes.app(out, extras)
+    shaped = shapes.app(out, extras)
+    if "tasks" in embeds:  # shaped here once (shapes.app would shape them a second time)
+        shaped["tasks"] = [task_view(t, extras) for t in tasks]
+    return shaped
 
 
 def queue_item(app_view_doc: Doc, status: Doc, tasks: list[Doc], now: float) -> Doc | None:

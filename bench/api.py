@@ -77,7 +77,7 @@ def app_doc(app_id: str, instances: int) -> dict:
 def task_doc(app: dict, n: int) -> dict:
     now = iso_now()
     task_id = f"{app['id'].strip('/').replace('/', '_')}.{uuid.uuid4().hex}"
-    host = f"agent{n % 3 + 1}.localmesos"
+    host = f"127.0.1.{n % 3 + 1}"
     return {"id": task_id, "appId": app["id"], "host": host, "slaveId": "s-" + host,
             "agentId": "s-" + host,
             "ipAddresses": [{"ipAddress": "127.0.0.1", "protocol": "IPv4"}],

@@ -30,7 +30,7 @@ def served_app(accessd: Accessd, app_id: str, instances: int, protocol: str = "H
     is created at start: its HTTP check fails once the test deletes that file."""
     root = shlex.quote(str(accessd.work / "www"))
     cmd = (f"mkdir -p {root}/$MESOS_TASK_ID && touch {root}/$MESOS_TASK_ID/health && "
-           f"exec {shlex.quote(PYTHON)} -m http.server $PORT0 --bind 127.0.0.1 "
+           f"exec {shlex.quote(PYTHON)} -m http.server $PORT0 --bind $HOST "
            f"--directory {root}/$MESOS_TASK_ID")
     check = {"protocol": protocol, **CHECK}
     if protocol == "HTTP":
@@ -39,8 +39,9 @@ def served_app(accessd: Accessd, app_id: str, instances: int, protocol: str = "H
         check.update(portIndex=0)
     else:  # COMMAND: the service answers on its port, asked from the task's environment
         check["command"] = {"value": f"{shlex.quote(PYTHON)} -c 'import os, urllib.request; "
-                                     "urllib.request.urlopen(\"http://127.0.0.1:%s/health\" "
-                                     "% os.environ[\"PORT0\"], timeout=1)'"}
+                                     "urllib.request.urlopen(\"http://%s:%s/health\" "
+                                     "% (os.environ[\"HOST\"], os.environ[\"PORT0\"]), "
+                                     "timeout=1)'"}
     app = {"id": app_id, "cmd": cmd, "cpus": 0.05, "mem": 32, "instances": instances,
            "portDefinitions": [{"port": 0, "name": "http"}], "backoffSeconds": 0.5,
            "taskKillGracePeriodSeconds": 2, "healthChecks": [check], **extra}

@@ -1,8 +1,11 @@
 """Health checks of one task (HTTP, TCP, COMMAND) and the healthy/unhealthy verdict they yield.
 
 Invariants (DEVELOPERS.md, "Task launched with accessd's executor"):
-- Probes target 127.0.0.1: the executor runs beside its task.
-- HTTP: `GET http://127.0.0.1:<port><path>`, a status 200–399 is a success (redirects are not
+- HTTP and TCP probes target the task's host (TaskInfo.data `host`, the agent's address; 127.0.0.1
+  when absent), where clients reach it: a service that listens only on 127.0.0.1 of a machine
+  whose address is elsewhere is not reachable, so it is not healthy (Marathon's HTTP and TCP checks
+  probe host:port from outside too).
+- HTTP: `GET http://<host>:<port><path>`, a status 200–399 is a success (redirects are not
   followed). TCP: a connection is accepted. COMMAND: `/bin/sh -c <command>` in the task's
   environment and sandbox exits 0. Each probe is bounded by `timeoutSeconds` (a timed-out
   COMMAND probe has its whole process group SIGKILLed).
@@ -48,18 +51,24 @@ class CheckSpec:
     interval_seconds: float = 60.0
     timeout_seconds: float = 20.0
     max_consecutive_failures: int = 3
+    host: str = "127.0.0.1"
 
     @property
     def target(self) -> str:
         if self.protocol == "HTTP":
-            return f"http://127.0.0.1:{self.port}{self.path}"
+            return f"http://{_netloc(self.host, self.port)}{self.path}"
         if self.protocol == "TCP":
-            return f"127.0.0.1:{self.port}"
+            return _netloc(self.host, self.port)
         return repr(self.command)
 
 
-def parse_check(doc: Mapping, ports: Sequence[int]) -> CheckSpec:
-    """A Marathon-form health check (as in TaskInfo.data) → CheckSpec; ValueError if unusable."""
+def _netloc(host: str, port: int | None) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_check(doc: Mapping, ports: Sequence[int], host: str = "") -> CheckSpec:
+    """A Marathon-form health check (as in TaskInfo.data) → CheckSpec; ValueError if unusable.
+    `host`: the task's host (probed by HTTP and TCP checks); empty means 127.0.0.1."""
     if not isinstance(doc, Mapping):
         raise ValueError(f"health check must be an object, got {type(doc).__name__}")
     raw_protocol = str(doc.get("protocol", "HTTP")).upper()
@@ -99,14 +108,15 @@ def parse_check(doc: Mapping, ports: Sequence[int]) -> CheckSpec:
         interval_seconds=number("intervalSeconds", 60, 0.01),
         timeout_seconds=number("timeoutSeconds", 20, 0.01),
         max_consecutive_failures=int(number("maxConsecutiveFailures", 3, 0)),
+        host=host or "127.0.0.1",
     )
 
 
 # --- probes: each returns (success, reason) and never raises ---------------------------------
 
-def probe_http(port: int, path: str, timeout: float) -> tuple[bool, str]:
-    url = f"http://127.0.0.1:{port}{path}"
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def probe_http(port: int, path: str, timeout: float, host: str = "127.0.0.1") -> tuple[bool, str]:
+    url = f"http://{_netloc(host, port)}{path}"
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"User-Agent": "accessd-executor"})
         resp = conn.getresponse()
@@ -122,14 +132,15 @@ def probe_http(port: int, path: str, timeout: float) -> tuple[bool, str]:
         conn.close()
 
 
-def probe_tcp(port: int, timeout: float) -> tuple[bool, str]:
+def probe_tcp(port: int, timeout: float, host: str = "127.0.0.1") -> tuple[bool, str]:
+    where = _netloc(host, port)
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
-            return True, f"TCP health check passed: 127.0.0.1:{port} accepted"
+        with socket.create_connection((host, port), timeout=timeout):
+            return True, f"TCP health check passed: {where} accepted"
     except TimeoutError:
-        return False, f"TCP health check failed: 127.0.0.1:{port} no answer within {timeout:g}s"
+        return False, f"TCP health check failed: {where} no answer within {timeout:g}s"
     except OSError as exc:
-        return False, f"TCP health check failed: {_describe(exc)} (127.0.0.1:{port})"
+        return False, f"TCP health check failed: {_describe(exc)} ({where})"
 
 
 def probe_command(command: str, env: Mapping[str, str], cwd: str, timeout: float) -> tuple[bool, str]:
@@ -176,10 +187,10 @@ def _describe(exc: BaseException) -> str:
 def run_probe(spec: CheckSpec, env: Mapping[str, str], cwd: str) -> tuple[bool, str]:
     if spec.protocol == "HTTP":
         assert spec.port is not None
-        return probe_http(spec.port, spec.path, spec.timeout_seconds)
+        return probe_http(spec.port, spec.path, spec.timeout_seconds, spec.host)
     if spec.protocol == "TCP":
         assert spec.port is not None
-        return probe_tcp(spec.port, spec.timeout_seconds)
+        return probe_tcp(spec.port, spec.timeout_seconds, spec.host)
     assert spec.command is not None
     return probe_command(spec.command, env, cwd, spec.timeout_seconds)
 

@@ -102,7 +102,7 @@ def _parse(task_info: Any) -> TaskConfig:
     if not isinstance(checks, list):
         raise TaskInfoError("invalid TaskInfo.data: healthChecks must be a list")
     try:
-        specs = tuple(parse_check(c, ports) for c in checks)
+        specs = tuple(parse_check(c, ports, str(data.get("host") or "")) for c in checks)
     except ValueError as exc:
         raise TaskInfoError(f"invalid health check: {exc}") from exc
     app_id = data.get("appId")

@@ -115,7 +115,7 @@ def main(argv: list[str]) -> int:
     print(f"ready master=127.0.0.1:{cluster.port}", flush=True)
     logging.getLogger("localmesos").info(
         "master on 127.0.0.1:%d, agents %s", cluster.port,
-        ", ".join(f"{a.hostname}=127.0.0.1:{a.port}" for a in cluster.agents))
+        ", ".join(f"agent{a.index}={a.ip}:{a.port}" for a in cluster.agents))
     done.wait()  # signal handlers run on this (main) thread and set it
     # A stop normally takes well under a second (the grace for tasks is 3 s): if it takes much
     # longer, every thread's stack goes to the log, so a hang says where it is.

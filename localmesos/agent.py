@@ -22,6 +22,7 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localmesos.addresses import agent_address
 from localmesos.agent_recovery import AgentRecovery
 from localmesos.command_tasks import CommandTasks, exit_message, wait_status
 from localmesos.executor_api import EXECUTOR_CALLS, ExecutorApi
@@ -49,7 +50,8 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRe
                  attributes: list[tuple[str, str]], work_dir: Path) -> None:
         self.cluster = cluster
         self.index = index
-        self.hostname = f"agent{index}.localmesos"
+        self.ip = agent_address(index)  # its hostname too: a client reaches tasks there
+        self.hostname = self.ip
         self.total = total
         self.attributes = attributes
         self.work_dir = work_dir
@@ -65,12 +67,16 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRe
         self.removed_frameworks: set[str] = set()
         self.pending: dict[Key, collections.deque[dict[str, Any]]] = {}
         self.retry: dict[Key, tuple[Any, float]] = {}
-        self.server = HttpServer("127.0.0.1", 0, self.handle, name=f"agent{index}-http")
+        self.server = HttpServer(self.ip, 0, self.handle, name=f"agent{index}-http")
         self.files = SandboxFiles()
 
     @property
     def port(self) -> int:
         return self.server.port
+
+    @property
+    def pid(self) -> str:
+        return f"slave(1)@{self.ip}:{self.port}"
 
     @property
     def master(self) -> Any:
@@ -189,14 +195,14 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRe
         info = self.framework_infos.get(fid) or {}
         env = {
             "PATH": os.environ.get("PATH") or DEFAULT_PATH,
-            "LIBPROCESS_IP": "127.0.0.1", "LIBPROCESS_PORT": "0",
-            "MESOS_AGENT_ENDPOINT": f"127.0.0.1:{self.port}",
+            "LIBPROCESS_IP": self.ip, "LIBPROCESS_PORT": "0",
+            "MESOS_AGENT_ENDPOINT": f"{self.ip}:{self.port}",
             "MESOS_CHECKPOINT": "1" if info.get("checkpoint") else "0",
             "MESOS_DIRECTORY": directory, "MESOS_SANDBOX": directory,
             "MESOS_EXECUTOR_ID": eid,
             "MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD": f"{self.cluster.opts.executor_shutdown_grace:g}secs",
             "MESOS_FRAMEWORK_ID": fid, "MESOS_HTTP_COMMAND_EXECUTOR": "0",
-            "MESOS_SLAVE_ID": self.id, "MESOS_SLAVE_PID": f"slave(1)@127.0.0.1:{self.port}",
+            "MESOS_SLAVE_ID": self.id, "MESOS_SLAVE_PID": self.pid,
         }
         if info.get("checkpoint"):
             # As a real agent does for checkpointing frameworks (executor_env_checkpointed.json):
@@ -333,7 +339,7 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRe
 
     def state(self) -> dict[str, Any]:
         return {"id": self.id, "hostname": self.hostname, "port": self.port,
-                "pid": f"slave(1)@127.0.0.1:{self.port}", "version": VERSION,
+                "pid": self.pid, "version": VERSION,
                 "resources": self.total.to_state(), "attributes": self.attributes_state(),
                 "master_hostname": "localhost",
                 "frameworks": [{"id": fid, "executors": [

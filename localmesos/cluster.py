@@ -4,8 +4,8 @@ Invariants:
 - One re-entrant lock guards every piece of cluster state (master, agents, tasks, offers);
   HTTP handlers, timers and process waiters all take it, and no network write happens under it
   (streams only queue bytes).
-- Agent k (1-based) is `agentk.localmesos` and gets the configured resources with its port
-  ranges moved down to a block no other agent on this machine holds (see portblocks), so no two
+- Agent k (1-based) is the machine 127.0.1.k (hostname and IP, `addresses.agent_address`) and
+  gets the configured resources with its port ranges moved down to a block no other agent on this machine holds (see portblocks), so no two
   agents, of this cluster or another one running beside it, ever offer the same port.
 - `shutdown()` leaves no process behind: SIGTERM to every task/executor group, SIGKILL after a
   short grace, then the guardian (see procs) for anything that slipped through.
@@ -132,7 +132,7 @@ class Cluster:
 
     def find_agent(self, key: str) -> Agent | None:
         for agent in self.agents:
-            if key in (agent.id, agent.hostname, str(agent.index), f"agent{agent.index}"):
+            if key in (agent.id, agent.hostname, agent.ip, str(agent.index), f"agent{agent.index}"):
                 return agent
         return None
 

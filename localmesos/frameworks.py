@@ -29,7 +29,7 @@ class Offer:
             "id": {"value": self.id}, "framework_id": {"value": self.framework.id},
             "agent_id": {"value": a.id}, "hostname": a.hostname,
             "url": {"scheme": "http", "path": "/slave(1)",
-                    "address": {"hostname": a.hostname, "ip": "127.0.0.1", "port": a.port}},
+                    "address": {"hostname": a.hostname, "ip": a.ip, "port": a.port}},
             "resources": self.resources.to_proto(self.role, with_role=True, ranges_first=True),
             "attributes": a.attributes_proto(), "allocation_info": {"role": self.role},
         }

@@ -8,6 +8,9 @@ start-up or after failures sends TASK_RUNNING with `healthy: true`; every counte
 TASK_RUNNING with `healthy: false`; `consecutive_failures` (3) in a row kill the task, whose
 final TASK_KILLED then carries `healthy: false`.
 
+HTTP and TCP checks probe the agent's address (`localmesos/addresses.py`): a real agent probes
+127.0.0.1, its machine's own loopback; here each agent is a machine whose address is 127.0.1.k.
+
 Invariants: checks run on the checker's own thread, never under the cluster lock; results are
 applied under the lock and ignored once the task is terminal or being killed; a COMMAND check
 is a child like any other (own session, sandbox env) and is killed on timeout.
@@ -122,9 +125,10 @@ class HealthChecker:
         path = str(spec.get("path") or "/")
         if str(spec.get("scheme") or "http") == "https":
             conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                "127.0.0.1", port, timeout=self.timeout, context=ssl._create_unverified_context())
+                self.agent.ip, port, timeout=self.timeout,
+                context=ssl._create_unverified_context())
         else:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=self.timeout)
+            conn = http.client.HTTPConnection(self.agent.ip, port, timeout=self.timeout)
         try:
             conn.request("GET", path)
             status = conn.getresponse().status
@@ -139,7 +143,7 @@ class HealthChecker:
     def _tcp(self, spec: dict[str, Any]) -> tuple[bool, str]:
         port = int(spec.get("port") or 0)
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=self.timeout):
+            with socket.create_connection((self.agent.ip, port), timeout=self.timeout):
                 return True, ""
         except OSError as exc:
             return False, f"TCP connect to port {port}: {exc}"

@@ -22,7 +22,7 @@ AGENT_CAPABILITIES = ["MULTI_ROLE", "HIERARCHICAL_ROLE", "RESERVATION_REFINEMENT
 class MasterState:
     def _agent_state(self, a: Agent) -> dict[str, Any]:
         return {
-            "id": a.id, "pid": f"slave(1)@127.0.0.1:{a.port}", "hostname": a.hostname,
+            "id": a.id, "pid": a.pid, "hostname": a.hostname,
             "port": a.port, "attributes": a.attributes_state(), "registered_time": a.registered_time,
             "resources": a.total.to_state(), "used_resources": a.used().to_state(),
             "offered_resources": self._offered(a).to_state(), "reserved_resources": {},

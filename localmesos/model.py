@@ -151,7 +151,7 @@ class Task:
     def container_status(self, with_pid: bool = True) -> dict[str, Any]:
         cs: dict[str, Any] = {
             "container_id": {"value": self.executor.container_id if self.executor else self.container_id},
-            "network_infos": [{"ip_addresses": [{"ip_address": "127.0.0.1", "protocol": "IPv4"}]}],
+            "network_infos": [{"ip_addresses": [{"ip_address": self.agent.ip, "protocol": "IPv4"}]}],
         }
         pid = self.executor.pid if self.executor else self.pid
         if with_pid and pid is not None:

@@ -1,8 +1,9 @@
 """Port blocks: every agent of every localmesos on this machine offers ports no other one offers.
 
-Every task listens on 127.0.0.1, so two agents offering the same port (agents of one cluster, or
-of two clusters side by side such as `make run` and `make test`) would hand one port to two
-services, and one of them would fail to bind. So each agent claims its block of ports with an
+Each agent has its own address (127.0.1.k), but agent k of one cluster and agent k of another
+running beside it (`make run` and `make test`) share it, and a service may bind 0.0.0.0 or
+127.0.0.1 (reachable on every agent's address): two agents offering the same port would hand one
+port to two services, and one of them would fail to bind. So each agent claims its block of ports with an
 exclusive `flock` on one file per 1000-port chunk; the claim lasts as long as the process (the
 kernel drops the lock however the process ends, so a crash never leaks a claim).
 

@@ -37,6 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from scheduler.balancer_store import SQLiteBalancers
 from scheduler.jobs.sqlite_jobs import (
     JOB_DELETE_SQL,
@@ -125,7 +127,8 @@ def _dumps(doc: Any) -> str:
 
 
 def _loads(text: str) -> Any:
-    return json.loads(text)
+    # orjson: decoding is most of the cost of listing 10,000 tasks (3-4x faster than json).
+    return orjson.loads(text)
 
 
 class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, StateStore):

@@ -5,8 +5,8 @@
     lm.url             # "http://127.0.0.1:P"
     lm.state()         # GET /state as a dict (Mesos's shape: "slaves", "frameworks", ...)
     lm.agents()        # [{"id", "hostname", "port", "running", "pids"}] (test control surface)
-    lm.stop_agent("agent2.localmesos")   # machine loss: processes killed, tasks TASK_LOST
-    lm.start_agent("agent2.localmesos")  # the machine comes back (a new, empty agent id)
+    lm.stop_agent("127.0.1.2")   # machine loss: processes killed, tasks TASK_LOST
+    lm.start_agent("127.0.1.2")  # the machine comes back (a new, empty agent id)
     lm.restart_master()                  # master failover: schedulers must re-subscribe
     lm.stop()          # SIGTERM; every task/executor process group ends with it
 
@@ -53,7 +53,7 @@ class LocalMesos:
         return self._call("GET", "/_localmesos/agents")["agents"]
 
     def stop_agent(self, agent: str) -> dict[str, Any]:
-        """`agent`: an agent id, hostname (`agent2.localmesos`) or index (`2`)."""
+        """`agent`: an agent id, hostname (`127.0.1.2`) or index (`2`)."""
         return self._call("POST", f"/_localmesos/agents/{agent}/stop")
 
     def start_agent(self, agent: str) -> dict[str, Any]:

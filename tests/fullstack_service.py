@@ -1,6 +1,6 @@
 """A tiny service for tests/test_fullstack.py, run as a task (accessd's executor or `//cmd`).
 
-Serves HTTP on 127.0.0.1:$PORT0 until killed:
+Serves HTTP on $HOST:$PORT0 (127.0.0.1 when unset) until killed:
 - `GET /health` answers 500 while the file `$CTL/$MESOS_TASK_ID.sick` exists, else 200;
 - any other path answers 200 with JSON `{"taskId", "appId", "port", "pid"}` (who answered).
 Standard library only; no output besides one line on start.
@@ -34,8 +34,9 @@ def main() -> int:
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    print(f"fullstack service {task_id} on 127.0.0.1:{port}", flush=True)
+    host = os.environ.get("HOST") or "127.0.0.1"  # the agent's address, where clients look
+    server = ThreadingHTTPServer((host, port), Handler)
+    print(f"fullstack service {task_id} on {host}:{port}", flush=True)
     server.serve_forever()
     return 0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import socket
 import threading
 import time
 from pathlib import Path
@@ -216,7 +217,7 @@ def cmd_app(ctl: Path) -> dict:
         "id": CMD, "executor": "//cmd", "cpus": 0.1, "mem": 32, "instances": 1,
         "env": {"CTL": str(ctl)},
         "cmd": ('mkdir -p "$CTL/$MESOS_TASK_ID" && touch "$CTL/$MESOS_TASK_ID/health" && '
-                f"exec {shlex.quote(PYTHON)} -m http.server $PORT0 --bind 127.0.0.1 "
+                f"exec {shlex.quote(PYTHON)} -m http.server $PORT0 --bind $HOST "
                 '--directory "$CTL/$MESOS_TASK_ID"'),
         "portDefinitions": [{"port": 0}], "taskKillGracePeriodSeconds": 1,
         "healthChecks": [{"protocol": "HTTP", "path": "/health", "portIndex": 0,
@@ -368,14 +369,14 @@ def test_create_deploys_healthy_tasks_that_serve(stack):
         assert app["status"] == "Running" and app["tasksUnhealthy"] == 0
         assert app["versionInfo"]["lastConfigChangeAt"]
         for task in app["tasks"]:
-            assert task["host"].endswith(".localmesos") and len(task["ports"]) == 1
+            assert task["host"].startswith("127.0.1.") and len(task["ports"]) == 1
             assert task["attributes"]["rack"] in ("r1", "r2")
-            assert task["ipAddresses"] == [{"ipAddress": "127.0.0.1", "protocol": "IPv4"}]
+            assert task["ipAddresses"] == [{"ipAddress": task["host"], "protocol": "IPv4"}]
             assert task["version"] == app["versionInfo"]["lastConfigChangeAt"]
             result = task["healthCheckResults"][0]
             assert result["alive"] is True and result["taskId"] == task["id"]
             assert result["firstSuccess"] and result["consecutiveFailures"] == 0
-            answer = requests.get(f"http://127.0.0.1:{task['ports'][0]}/", timeout=5)
+            answer = requests.get(f"http://{task['host']}:{task['ports'][0]}/", timeout=5)
             assert answer.status_code == 200
             if app_id == WEB:
                 assert answer.json()["taskId"] == task["id"]
@@ -390,6 +391,16 @@ def test_create_deploys_healthy_tasks_that_serve(stack):
         assert task_ids(app) == task_ids(stack.app(app_id))
         assert all(t["healthCheckResults"][0]["alive"] for t in app["tasks"])
     assert "tasks" not in stack.call("GET", "/v2/apps").json()["apps"][0]
+    # A client that knows only /v2/tasks reaches every task at host:ports[0] (issue 12): the
+    # host resolves, and the answer comes from that very task.
+    listed_tasks = stack.call("GET", "/v2/tasks").json()["tasks"]
+    assert {t["appId"] for t in listed_tasks} == {WEB, CMD} and len(listed_tasks) == 3
+    for task in listed_tasks:
+        socket.getaddrinfo(task["host"], task["ports"][0])
+        answer = requests.get(f"http://{task['host']}:{task['ports'][0]}/", timeout=5)
+        assert answer.status_code == 200
+        if task["appId"] == WEB:
+            assert answer.json()["taskId"] == task["id"]
 
     events = stack.events.wait_for(mark, lambda ev: has_success(ev, *created.values()) and ev,
                                    message="both deployment_success events")

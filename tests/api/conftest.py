@@ -12,7 +12,7 @@ from scheduler.spec import app_id_to_task_prefix, iso_now
 from scheduler.sqlite_state import SQLiteStateStore
 
 
-def make_task(app: dict[str, Any], host: str = "agent1.localmesos", state: str = "TASK_RUNNING",
+def make_task(app: dict[str, Any], host: str = "127.0.1.1", state: str = "TASK_RUNNING",
               healthy: bool | None = True, port: int = 31000, *, cause: str | None = None,
               task_id: str | None = None) -> dict[str, Any]:
     """A task document shaped as DEVELOPERS.md says the scheduler stores it."""
@@ -41,7 +41,7 @@ def put_task(store: SQLiteStateStore, app_id: str, *, state: str = "TASK_RUNNING
              healthy: bool | None = None, n: int = 0, cause: str | None = None,
              task_id: str | None = None) -> dict[str, Any]:
     """Store task number `n` of an app as the scheduler would (agent n % 3 + 1, port 31000 + n)."""
-    task = make_task(store.get_app(app_id), host=f"agent{n % 3 + 1}.localmesos", state=state,
+    task = make_task(store.get_app(app_id), host=f"127.0.1.{n % 3 + 1}", state=state,
                      healthy=healthy, port=31000 + n, cause=cause, task_id=task_id)
     store.upsert_task(task)
     return task

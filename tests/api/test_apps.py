@@ -193,9 +193,9 @@ def test_restart_bumps_config_version(api, store, events):
 
 def test_tasks_views_and_kills(api, store):
     app = store.get_app(APP_ID)
-    tasks = [make_task(app, host="agent1.localmesos", port=31001),
-             make_task(app, host="agent2.localmesos", port=31002, healthy=False),
-             make_task(app, host="agent2.localmesos", port=31003, state="TASK_STAGING",
+    tasks = [make_task(app, host="127.0.1.1", port=31001),
+             make_task(app, host="127.0.1.2", port=31002, healthy=False),
+             make_task(app, host="127.0.1.2", port=31003, state="TASK_STAGING",
                        healthy=None)]
     for t in tasks:
         store.upsert_task(t)
@@ -205,7 +205,7 @@ def test_tasks_views_and_kills(api, store):
     shown = {t["id"]: t for t in view["tasks"]}
     assert set(shown) == {t["id"] for t in tasks}
     t0 = shown[tasks[0]["id"]]
-    assert t0["host"] == "agent1.localmesos" and t0["ports"] == [31001]
+    assert t0["host"] == "127.0.1.1" and t0["ports"] == [31001]
     assert t0["ipAddresses"] == [{"ipAddress": "127.0.0.1", "protocol": "IPv4"}]
     assert t0["healthCheckResults"][0]["alive"] is True
     listed = requests.get(api + "/v2/apps", params={"embed": "apps.tasks"}, timeout=10).json()
@@ -252,9 +252,9 @@ def test_tasks_views_and_kills(api, store):
     r = requests.post(api + "/v2/tasks/delete", json={"ids": [tasks[2]["id"]]}, timeout=10)
     assert r.status_code == 200 and [t["id"] for t in r.json()["tasks"]] == [tasks[2]["id"]]
     assert tasks[2]["id"] in {k["taskId"] for k in store.pending_kill_requests()}
-    extra = make_task(store.get_app(APP_ID), host="agent3.localmesos", port=31004)
+    extra = make_task(store.get_app(APP_ID), host="127.0.1.3", port=31004)
     store.upsert_task(extra)
-    r = requests.delete(api + URL_ID + "/tasks", params={"host": "agent3.localmesos",
+    r = requests.delete(api + URL_ID + "/tasks", params={"host": "127.0.1.3",
                                                          "scale": "true"}, timeout=10)
     assert r.status_code == 200 and "deploymentId" in r.json()
     assert store.get_app(APP_ID)["instances"] == 1
@@ -301,7 +301,7 @@ def test_queue_and_delay_reset(api, store):
     store.put_app_status(APP_ID, {
         "appId": APP_ID, "delay": {"until": until, "seconds": 120},
         "waiting": {"reason": "constraint hostname UNIQUE", "since": iso_now(), "count": 2},
-        "lastTaskFailure": {"appId": APP_ID, "host": "agent1.localmesos", "message": "exit 1",
+        "lastTaskFailure": {"appId": APP_ID, "host": "127.0.1.1", "message": "exit 1",
                             "state": "TASK_FAILED", "taskId": "jpm_timeseries.x",
                             "timestamp": iso_now(), "version": "v", "slaveId": "s"},
         "consecutiveFailures": 3, "updatedAt": iso_now()})

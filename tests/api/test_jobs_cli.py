@@ -52,12 +52,12 @@ def test_add_list_run_history_delete(api, store, tmp_path):
     store.record_jobs(runs=[{"id": "ct:1:0:ingest:", "job": "ingest", "state": "failed",
                              "active": False, "attempt": 0, "exitCode": 2,
                              "scheduledAt": iso(t - 5), "startedAt": iso(t - 4),
-                             "finishedAt": iso(t - 3), "host": "agent1.localmesos",
+                             "finishedAt": iso(t - 3), "host": "127.0.1.1",
                              "message": "Command exited with status 2"}])
     r = jobs(api, "history", "ingest")
     assert r.returncode == 0, r.stderr
     line = r.stdout.splitlines()[1]
-    assert "failed" in line and " 2 " in line and "agent1.localmesos" in line
+    assert "failed" in line and " 2 " in line and "127.0.1.1" in line
     assert "Command exited with status 2" in line
 
     r = jobs(api, "history", "ghost")

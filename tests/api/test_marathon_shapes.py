@@ -40,7 +40,7 @@ def app_with_tasks(api, store):
     store.put_app_status(APP_ID, {
         "appId": APP_ID, "delay": None, "consecutiveFailures": 1, "updatedAt": iso_now(),
         "waiting": {"reason": "insufficient cpus", "since": iso_now(), "count": 1},
-        "lastTaskFailure": {"appId": APP_ID, "host": "agent1.localmesos", "message": "exit 1",
+        "lastTaskFailure": {"appId": APP_ID, "host": "127.0.1.1", "message": "exit 1",
                             "state": "TASK_FAILED", "taskId": "shapes_web.x",
                             "timestamp": iso_now(), "version": "v", "slaveId": "s"}})
     wait_until(lambda: events.of_type("deployment_info"), 10, message="deployment_info event")
@@ -116,7 +116,7 @@ def test_events_have_marathon_fields_only(api, store, app_with_tasks):
     events = app_with_tasks
     store.append_event("status_update_event", {
         "slaveId": "s", "taskId": "shapes_web.y", "taskStatus": "TASK_RUNNING", "message": "",
-        "appId": APP_ID, "host": "agent1.localmesos", "ipAddresses": [], "ports": [31000],
+        "appId": APP_ID, "host": "127.0.1.1", "ipAddresses": [], "ports": [31000],
         "version": "v", "accessdOnly": 1})
     wait_until(lambda: events.of_type("status_update_event"), 10, message="status update")
     for event in events.events:
@@ -153,9 +153,9 @@ def test_queries_id_cmd_label_and_task_kills_by_host(api, store, app_with_tasks)
     assert r.status_code == 400 and r.json()["message"].startswith("Invalid label selector")
 
     tasks = requests.get(api + URL + "/tasks", timeout=10).json()["tasks"]
-    on_agent2 = [t for t in tasks if t["host"] == "agent2.localmesos"]
+    on_agent2 = [t for t in tasks if t["host"] == "127.0.1.2"]
     assert len(on_agent2) == 1 and len(tasks) == 2
-    r = requests.delete(api + URL + "/tasks", params={"host": "agent2.localmesos",
+    r = requests.delete(api + URL + "/tasks", params={"host": "127.0.1.2",
                                                       "scale": "true", "force": "true"},
                         timeout=10)
     assert r.status_code == 200, r.text

@@ -64,7 +64,7 @@ def put_status(store: SQLiteStateStore, app_id: str, *, delay_seconds: float | N
         "delay": ({"until": format_time(time.time() + delay_seconds), "seconds": delay_seconds}
                   if delay_seconds else None),
         "waiting": {"reason": waiting, "since": now, "count": 1} if waiting else None,
-        "lastTaskFailure": ({"appId": app_id, "host": "agent2.localmesos", "message": failure,
+        "lastTaskFailure": ({"appId": app_id, "host": "127.0.1.2", "message": failure,
                              "state": "TASK_FAILED", "taskId": "x.1", "timestamp": now,
                              "version": now, "slaveId": "s1"} if failure else None),
         "consecutiveFailures": 1 if failure else 0, "updatedAt": now,
@@ -212,7 +212,7 @@ def test_detail_view_lists_tasks_and_health(env, page):
     good_row = page.locator(f'tr.task-row[data-task-id="{good["id"]}"]')
     cells = good_row.locator("td")
     expect(cells.nth(0)).to_have_text(good["id"])
-    expect(cells.nth(1)).to_contain_text("agent2.localmesos")
+    expect(cells.nth(1)).to_contain_text("127.0.1.2")
     expect(cells.nth(2)).to_have_text("31004")
     expect(cells.nth(3)).to_have_text("running")
     expect(cells.nth(4)).to_have_text("Healthy")

@@ -147,7 +147,7 @@ def test_http_health_healthy_then_unhealthy_then_kill(cluster):
     assert unhealthy["state"] == "TASK_RUNNING"
     port = launched["ports"][0]
     assert unhealthy["message"] == (f"HTTP health check failed: 500 Internal Server Error from "
-                                    f"http://127.0.0.1:{port}/health; 3 consecutive failures")
+                                    f"http://{launched['hostname']}:{port}/health; 3 consecutive failures")
     assert unhealthy["labels"] == {"labels": [{"key": "consecutiveFailures", "value": "3"}]}
     assert unhealthy["t"] - sick_at >= 0.4  # three failing probes, 0.4 s apart
 
@@ -177,7 +177,7 @@ def test_tcp_and_command_checks(cluster):
 
     bad = framework.wait_for(refused, lambda s: s.get("healthy") is False, 30, "unhealthy")
     assert bad["message"] == (f"TCP health check failed: connection refused "
-                              f"(127.0.0.1:{launched['ports'][1]}); 2 consecutive failures")
+                              f"({launched['hostname']}:{launched['ports'][1]}); 2 consecutive failures")
 
     seen_by(ctl, both)
     framework.wait_state(both, "TASK_RUNNING")

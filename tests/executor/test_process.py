@@ -23,7 +23,7 @@ PY = sys.executable
 
 def env_for(sandbox, **kw):
     args = dict(app_env={"APP_VAR": "x", "PORT0": "overridden-by-contract"}, ports=[31001, 31002],
-                port_names=["http", None], host="agent1.localmesos", task_id="jpm_ts.abc",
+                port_names=["http", None], host="127.0.1.1", task_id="jpm_ts.abc",
                 app_id="/jpm/ts", sandbox=str(sandbox))
     args.update(kw)
     return task_environment({"PATH": os.environ["PATH"], "BASE": "1"}, **args)
@@ -43,7 +43,7 @@ def test_environment_stdout_stderr_and_cwd(tmp_path):
                                 "MESOS_TASK_ID", "MARATHON_APP_ID", "MESOS_SANDBOX", "APP_VAR",
                                 "BASE")} == {
         "PORT0": "31001", "PORT1": "31002", "PORT": "31001", "PORTS": "31001,31002",
-        "PORT_HTTP": "31001", "HOST": "agent1.localmesos", "MESOS_TASK_ID": "jpm_ts.abc",
+        "PORT_HTTP": "31001", "HOST": "127.0.1.1", "MESOS_TASK_ID": "jpm_ts.abc",
         "MARATHON_APP_ID": "/jpm/ts", "MESOS_SANDBOX": str(tmp_path), "APP_VAR": "x", "BASE": "1"}
     assert (tmp_path / "stdout").read_text() == "to stdout\n"
     assert (tmp_path / "stderr").read_text() == "to stderr\n"

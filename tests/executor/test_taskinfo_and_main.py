@@ -24,13 +24,13 @@ def task_info(data, **extra):
 def test_full_task():
     config = parse_task(task_info(
         {"appId": "/jpm/ts", "cmd": "serve --port $PORT0", "env": {"A": "1", "N": 2},
-         "ports": [31000, 31001], "host": "agent1.localmesos",
+         "ports": [31000, 31001], "host": "127.0.1.1",
          "healthChecks": [{"protocol": "HTTP", "path": "/health", "portIndex": 1}]},
         kill_policy={"grace_period": {"nanoseconds": 1500000000}}))
     assert config.task_id == "jpm_ts.1" and config.app_id == "/jpm/ts"
     assert config.command == "serve --port $PORT0"
     assert config.env == {"A": "1", "N": "2"}
-    assert config.ports == (31000, 31001) and config.host == "agent1.localmesos"
+    assert config.ports == (31000, 31001) and config.host == "127.0.1.1"
     assert config.health_checks[0].port == 31001
     assert config.kill_grace_seconds == 1.5
 

@@ -1,7 +1,7 @@
 """A service for the executor's integration tests, run as a task by accessd's executor.
 
 It writes what a test needs to observe to `$CTL/$MESOS_TASK_ID.json` (its environment, cwd,
-pid, process group, a grandchild's pid), then serves HTTP on 127.0.0.1:$PORT0 where `/health`
+pid, process group, a grandchild's pid), then serves HTTP on $HOST:$PORT0 (127.0.0.1 when unset) where `/health`
 answers 500 while `$CTL/$MESOS_TASK_ID.sick` exists, else 200.
 Options: `--exit N` (write the file, exit N), `--ignore-term` (SIGTERM ignored, also by the
 grandchild), `--grandchild` (start a `sleep` in the background first).
@@ -54,7 +54,7 @@ def main() -> int:
         def log_message(self, *a):
             pass
 
-    ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT0"])), Handler).serve_forever()
+    ThreadingHTTPServer((os.environ.get("HOST") or "127.0.0.1", int(os.environ["PORT0"])), Handler).serve_forever()
     return 0
 
 

@@ -24,7 +24,7 @@ from tests.localmesos.helpers import (
 from tests.support import wait_until
 
 
-def executor_subscribe(port: int, fid: str, eid: str, updates: list[dict]) -> list[dict]:
+def executor_subscribe(agent: dict, fid: str, eid: str, updates: list[dict]) -> list[dict]:
     """SUBSCRIBE to an agent as executor `eid`, carrying `updates` as unacknowledged; the events
     read until every update's ACKNOWLEDGED came (the connection is then dropped)."""
     body = json.dumps({"type": "SUBSCRIBE", "framework_id": {"value": fid},
@@ -32,7 +32,7 @@ def executor_subscribe(port: int, fid: str, eid: str, updates: list[dict]) -> li
                        "subscribe": {"unacknowledged_tasks": [],
                                      "unacknowledged_updates": [{"status": s} for s in updates]}
                        }).encode()
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = socket.create_connection((agent["hostname"], agent["port"]), timeout=10)
     try:
         sock.sendall(b"POST /api/v1/executor HTTP/1.1\r\nHost: x\r\nContent-Type: "
                      b"application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
@@ -72,13 +72,13 @@ def test_updates_carried_by_an_executor_subscribe_are_taken_once(tmp_path):
         running = {"task_id": {"value": "carried"}, "state": "TASK_RUNNING",
                    "source": "SOURCE_EXECUTOR", "timestamp": time.time(),
                    "uuid": base64.b64encode(uuid.uuid4().bytes).decode()}
-        events = executor_subscribe(agent["port"], rec.framework_id, eid, [running])
+        events = executor_subscribe(agent, rec.framework_id, eid, [running])
         assert events[0]["type"] == "SUBSCRIBED"
         got = rec.wait_state("carried", "TASK_RUNNING")
         assert got["uuid"] == running["uuid"]
         # Again, as after another reconnect before the ACK arrived: acknowledged, not re-sent.
         mark = rec.mark()
-        again = executor_subscribe(agent["port"], rec.framework_id, eid, [running])
+        again = executor_subscribe(agent, rec.framework_id, eid, [running])
         assert [e["acknowledged"]["uuid"] for e in again if e["type"] == "ACKNOWLEDGED"] == [
             running["uuid"]]
         # Anything the agent forwarded for it went out on the scheduler's stream before the

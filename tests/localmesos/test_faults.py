@@ -108,7 +108,7 @@ def test_master_restart_schedulers_resubscribe_and_keep_tasks(lm, sched: Recorde
     update, which is what this test checks for TASK_RUNNING.
     """
     sched.driver.implicit_acknowledgements = False
-    offer = sched.take_offer("agent1.localmesos")
+    offer = sched.take_offer("127.0.1.1")
     sched.driver.launchTasks(offer["id"], [command_task("survivor", offer, "sleep 60")],
                              {"refuse_seconds": 5.0})
     sched.driver.acknowledgeStatusUpdate(sched.wait_state("survivor", "TASK_STARTING"))
@@ -123,7 +123,7 @@ def test_master_restart_schedulers_resubscribe_and_keep_tasks(lm, sched: Recorde
     assert fw["id"] == sched.framework_id and fw["active"]
     assert [t["id"] for t in fw["tasks"]] == ["survivor"]
     assert process_group_alive(pid)
-    agent1 = next(s for s in state["slaves"] if s["hostname"] == "agent1.localmesos")
+    agent1 = next(s for s in state["slaves"] if s["hostname"] == "127.0.1.1")
     assert agent1["used_resources"]["cpus"] == 0.1
     # The updates that came on the new stream, after SUBSCRIBED.
     resubscribed_at = next(i for i, (kind, _, _) in enumerate(sched.events)
@@ -159,22 +159,22 @@ def test_master_restart_without_the_framework_coming_back(lm) -> None:
 
 def test_agent_loss_reports_tasks_lost_and_removes_the_agent(lm, sched: Recorder) -> None:
     sched.wait_for(lambda: len(sched.offers) == 3, what="three offers")
-    running = _run_task(sched, "doomed", "agent2.localmesos",
+    running = _run_task(sched, "doomed", "127.0.1.2",
                         cmd="setsid sleep 300 & sleep 300 & wait", refuse_seconds=0.1)
     pid = running["container_status"]["executor_pid"]
     agent_id = running["agent_id"]["value"]
-    sched.wait_for(lambda: any(o["hostname"] == "agent2.localmesos" for o in sched.offers.values()),
+    sched.wait_for(lambda: any(o["hostname"] == "127.0.1.2" for o in sched.offers.values()),
                    what="agent2's leftover offered again")
-    lm.stop_agent("agent2.localmesos")
+    lm.stop_agent("127.0.1.2")
     lost = sched.wait_state("doomed", "TASK_LOST")
     assert lost["reason"] == "REASON_AGENT_REMOVED" and lost["source"] == "SOURCE_MASTER"
     assert sched.wait_for(lambda: sched.of("agent_lost")) == [agent_id]
-    sched.wait_for(lambda: not any(o["hostname"] == "agent2.localmesos"
+    sched.wait_for(lambda: not any(o["hostname"] == "127.0.1.2"
                                    for o in sched.offers.values()), what="offer rescinded")
     wait_until(lambda: not process_group_alive(pid), timeout=5, message="its processes gone")
     wait_until(lambda: processes_under(lm.work_dir) == [], timeout=5,
                message="its grandchild in another session gone too")
-    assert "agent2.localmesos" not in [s["hostname"] for s in lm.state()["slaves"]]
+    assert "127.0.1.2" not in [s["hostname"] for s in lm.state()["slaves"]]
     # The machine comes back empty, under a new id, and is offered again.
     back = lm.start_agent("agent2")
     assert back["id"] != agent_id
@@ -205,7 +205,7 @@ def test_unanswered_offers_are_rescinded_and_made_again(tmp_path) -> None:
 def test_partition_aware_frameworks_see_unreachable(lm) -> None:
     rec = Recorder()
     start_driver(lm.master, rec, capabilities=[{"type": "PARTITION_AWARE"}])
-    running = _run_task(rec, "far", "agent3.localmesos")
+    running = _run_task(rec, "far", "127.0.1.3")
     lm.stop_agent(running["agent_id"]["value"])
     st = rec.wait_state("far", "TASK_UNREACHABLE")
     assert st["reason"] == "REASON_AGENT_REMOVED"

@@ -34,8 +34,8 @@ def get(url: str) -> tuple[int, dict[str, str], bytes]:
 
 
 def agent_url(lm, agent_id: str) -> str:
-    port = next(a["port"] for a in lm.agents() if a["id"] == agent_id)
-    return f"http://127.0.0.1:{port}"
+    agent = next(a for a in lm.agents() if a["id"] == agent_id)
+    return f"http://{agent['hostname']}:{agent['port']}"
 
 
 def launch_hello(lm, sched, task_id: str = "hello") -> tuple[str, str, str]:

@@ -23,7 +23,7 @@ def test_http_check_reports_healthy(lm, sched: Recorder) -> None:
     offer = sched.take_offer()
     port = free_offer_port(offer)
     task = command_task("web", offer, f"exec {sys.executable} -m http.server {port} "
-                        "--bind 127.0.0.1", extra_resources=[ports((port, port))],
+                        f"--bind {offer['hostname']}", extra_resources=[ports((port, port))],
                         health_check=_check("HTTP", http={"port": port, "path": "/"}))
     sched.driver.launchTasks(offer["id"], [task])
     sched.wait_for(lambda: True in _health(sched, "web"), what="healthy: true")

@@ -57,7 +57,7 @@ def framework(cluster, drivers, **info) -> Recorder:
     return rec
 
 
-def run(rec: Recorder, tid: str, hostname: str = "agent1.localmesos") -> dict:
+def run(rec: Recorder, tid: str, hostname: str = "127.0.1.1") -> dict:
     offer = rec.take_offer(hostname)
     rec.driver.launchTasks(offer["id"], [command_task(tid, offer, "sleep 600")])
     return rec.wait_state(tid, "TASK_RUNNING")

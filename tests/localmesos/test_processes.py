@@ -116,7 +116,7 @@ def test_ready_line_and_options(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/state", timeout=5) as resp:
             state = json.loads(resp.read())
         slaves = sorted(state["slaves"], key=lambda s: s["hostname"])
-        assert [s["hostname"] for s in slaves] == [f"agent{k}.localmesos" for k in range(1, 5)]
+        assert [s["hostname"] for s in slaves] == [f"127.0.1.{k}" for k in range(1, 5)]
         # each agent claims a block of the asked width, downwards from the asked range; blocks
         # other clusters on the machine hold are skipped (localmesos/portblocks.py)
         blocks = [tuple(map(int, s["resources"]["ports"].strip("[]").split("-"))) for s in slaves]

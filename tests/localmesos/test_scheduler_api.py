@@ -20,7 +20,7 @@ def test_offers_carry_each_agents_resources_and_attributes(lm, sched: Recorder) 
     offers = sched.wait_for(lambda: len(sched.of("offer")) >= 3 and sched.of("offer"),
                             what="one offer per agent")
     by_host = {o["hostname"]: o for o in offers}
-    assert set(by_host) == {"agent1.localmesos", "agent2.localmesos", "agent3.localmesos"}
+    assert set(by_host) == {"127.0.1.1", "127.0.1.2", "127.0.1.3"}
     blocks = []
     for host in sorted(by_host):
         o = by_host[host]
@@ -32,17 +32,17 @@ def test_offers_carry_each_agents_resources_and_attributes(lm, sched: Recorder) 
         # clusters on this machine hold, but agents claim downwards in order
         assert low % 1000 == 0 and high == low + 999 and high < 32768
         blocks.append(low)
-        assert o["url"]["address"]["ip"] == "127.0.0.1"
+        assert o["url"]["address"]["ip"] == host  # the agent's own address (addresses.py)
         assert o["framework_id"]["value"] == sched.framework_id
     assert blocks == sorted(blocks, reverse=True) and len(set(blocks)) == 3
     racks = {h: [a["text"]["value"] for a in o["attributes"] if a["name"] == "rack"][0]
              for h, o in by_host.items()}
-    assert racks == {"agent1.localmesos": "r1", "agent2.localmesos": "r2",
-                     "agent3.localmesos": "r1"}
+    assert racks == {"127.0.1.1": "r1", "127.0.1.2": "r2",
+                     "127.0.1.3": "r1"}
     # Same fields as a real master's offer (recording), nothing missing, nothing extra.
     real = recorded("scheduler_events.json")[2]["event"]["offers"]["offers"][0]
-    assert set(by_host["agent1.localmesos"]) == set(real)
-    assert [set(r) for r in by_host["agent1.localmesos"]["resources"]] == \
+    assert set(by_host["127.0.1.1"]) == set(real)
+    assert [set(r) for r in by_host["127.0.1.1"]["resources"]] == \
         [set(r) for r in real["resources"]]
 
 
@@ -129,12 +129,12 @@ def test_failed_command_and_its_environment(lm, sched: Recorder) -> None:
 
 def test_decline_filter_withholds_that_agent_for_refuse_seconds(lm, sched: Recorder) -> None:
     sched.wait_for(lambda: len(sched.offers) == 3, what="three offers")
-    offer = sched.take_offer("agent2.localmesos")
+    offer = sched.take_offer("127.0.1.2")
     mark = sched.mark()
     t0 = time.monotonic()
     sched.driver.declineOffer(offer["id"], {"refuse_seconds": 1.5})
     again = sched.wait_for(lambda: [o for o in sched.since(mark, "offer")
-                                    if o["hostname"] == "agent2.localmesos"], timeout=10,
+                                    if o["hostname"] == "127.0.1.2"], timeout=10,
                            what="agent2 offered again")
     waited = time.monotonic() - t0
     assert 1.4 <= waited < 4.0, waited
@@ -193,7 +193,7 @@ def test_reconciliation_explicit_and_implicit(lm, sched: Recorder) -> None:
 
 
 def test_state_has_the_shape_of_mesos_state(lm, sched: Recorder) -> None:
-    offer = sched.take_offer("agent1.localmesos")
+    offer = sched.take_offer("127.0.1.1")
     sched.driver.launchTasks(offer["id"], [command_task("s1", offer, "sleep 30", cpus=0.5,
                                                         mem=64)])
     sched.wait_state("s1", "TASK_RUNNING")
@@ -208,7 +208,7 @@ def test_state_has_the_shape_of_mesos_state(lm, sched: Recorder) -> None:
     assert set(real_task) <= set(task)
     assert task["state"] == "TASK_RUNNING" and task["executor_id"] == ""
     assert [s["state"] for s in task["statuses"]] == ["TASK_STARTING", "TASK_RUNNING"]
-    agent1 = next(s for s in state["slaves"] if s["hostname"] == "agent1.localmesos")
+    agent1 = next(s for s in state["slaves"] if s["hostname"] == "127.0.1.1")
     assert agent1["used_resources"]["cpus"] == 0.5
     assert agent1["used_resources"]["mem"] == 64.0
     assert agent1["attributes"] == {"rack": "r1"}
@@ -234,15 +234,15 @@ def test_task_killing_state_for_frameworks_that_ask_for_it(lm) -> None:
 
 
 def test_two_offers_of_one_agent_combine(lm, sched: Recorder) -> None:
-    first = sched.take_offer("agent3.localmesos")
+    first = sched.take_offer("127.0.1.3")
     sched.driver.declineOffer(first["id"], {"refuse_seconds": 0})
     mark = sched.mark()
     # A launch that uses a bit of agent3, leaving the rest to come back as a second offer.
-    second = sched.take_offer("agent3.localmesos")
+    second = sched.take_offer("127.0.1.3")
     sched.driver.launchTasks(second["id"], [command_task("small", second, "sleep 30")],
                              {"refuse_seconds": 0})
     sched.wait_state("small", "TASK_RUNNING")
-    rest = sched.take_offer("agent3.localmesos")
+    rest = sched.take_offer("127.0.1.3")
     assert offer_scalar(rest, "cpus") == 3.9
     assert sched.since(mark, "offer")
 

@@ -34,7 +34,7 @@ def cluster(tmp_path_factory):
 def served_app(app_id, instances, docroot):
     root = shlex.quote(str(docroot))
     cmd = (f"mkdir -p {root}/$MESOS_TASK_ID && touch {root}/$MESOS_TASK_ID/health && "
-           f"exec {shlex.quote(PYTHON)} -m http.server $PORT0 --bind 127.0.0.1 "
+           f"exec {shlex.quote(PYTHON)} -m http.server $PORT0 --bind $HOST "
            f"--directory {root}/$MESOS_TASK_ID")
     return {"id": app_id, "cmd": cmd, "cpus": 0.1, "mem": 32, "instances": instances,
             "portDefinitions": [{"port": 0, "name": "http"}], "backoffSeconds": 0.5,

@@ -24,7 +24,7 @@ from tests.fixtures_api import start_api
 from tests.fixtures_scheduler import scheduler_cluster
 from tests.support import REPO, wait_until
 
-SERVE = "exec python3 -m http.server $PORT0 --bind 127.0.0.1"
+SERVE = "exec python3 -m http.server $PORT0 --bind $HOST"
 CHECK = {"protocol": "HTTP", "path": "/", "portIndex": 0, "gracePeriodSeconds": 30,
          "intervalSeconds": 1, "timeoutSeconds": 0.5, "maxConsecutiveFailures": 3}
 
@@ -78,7 +78,7 @@ def test_marathon_export_posts_unchanged_and_runs(stack: str) -> None:
     r = requests.post(stack + "/v2/apps", json=doc, timeout=10)
     assert r.status_code == 201, r.text
     (task,) = healthy_tasks(stack, doc["id"], 1)
-    assert requests.get(f"http://127.0.0.1:{task['ports'][0]}/", timeout=5).status_code == 200
+    assert requests.get(f"http://{task['host']}:{task['ports'][0]}/", timeout=5).status_code == 200
 
 
 def test_default_port_definition_gives_port0_and_health_check(stack: str) -> None:
@@ -97,7 +97,8 @@ def test_fetch_and_args_put_an_extracted_archive_in_the_sandbox(stack: str,
         "cpus": 0.1, "mem": 32, "fetch": [{"uri": archive_url}], "healthChecks": [CHECK]})
     assert r.status_code == 201, r.text
     (task,) = healthy_tasks(stack, "/fields/fetch", 1)
-    served = requests.get(f"http://127.0.0.1:{task['ports'][0]}/model/weights.csv", timeout=5)
+    served = requests.get(f"http://{task['host']}:{task['ports'][0]}/model/weights.csv",
+                          timeout=5)
     assert served.text == "symbol,weight\nJPM,0.42\n"
 
 
@@ -151,7 +152,7 @@ def test_readiness_check_holds_the_deployment_until_ready(cluster, tmp_path) -> 
     served.mkdir()
     r = requests.post(base + "/v2/apps", timeout=10, json={
         "id": "/fields/ready", "cpus": 0.1, "mem": 32,
-        "cmd": f"exec python3 -m http.server $PORT0 --bind 127.0.0.1 --directory {served}",
+        "cmd": f"exec python3 -m http.server $PORT0 --bind $HOST --directory {served}",
         "portDefinitions": [{"port": 0, "name": "http"}], "healthChecks": [CHECK],
         "readinessChecks": [{"name": "ready", "portName": "http", "path": "/ready",
                              "intervalSeconds": 2, "timeoutSeconds": 1,
@@ -188,7 +189,7 @@ def test_dependencies_start_an_app_after_the_apps_it_depends_on(cluster, tmp_pat
     web = {"id": "/fields/web", "cmd": "sleep 600", "cpus": 0.1, "mem": 16,
            "portDefinitions": [], "dependencies": ["db"]}  # relative: /fields/db
     db = {"id": "/fields/db", "cpus": 0.1, "mem": 32,
-          "cmd": f"exec python3 -m http.server $PORT0 --bind 127.0.0.1 --directory {served}",
+          "cmd": f"exec python3 -m http.server $PORT0 --bind $HOST --directory {served}",
           "healthChecks": [dict(CHECK, path="/up")]}
     assert requests.post(base + "/v2/apps", json=web, timeout=10).status_code == 201
     assert requests.post(base + "/v2/apps", json=db, timeout=10).status_code == 201

@@ -16,7 +16,7 @@ VERSION = "2026-11-24T06:30:00.123Z"
 
 
 def launch_for(app, **offer_kw):
-    offer = make_offer(hostname="agent1.localmesos", offer_id="o1", agent_id="S1",
+    offer = make_offer(hostname="127.0.1.1", offer_id="o1", agent_id="S1",
                        ports=[(31000, 31010)], **offer_kw)
     (launch,) = place([offer], [LaunchRequest(app, 1)], []).launches
     return launch
@@ -72,13 +72,13 @@ def test_accessd_executor_task_info():
     assert data["appId"] == "/jpm/ts" and data["cmd"] == "python -m http.server $PORT0"
     assert "args" not in data
     assert data["ports"] == [31000, 31001] == launch.ports
-    assert data["host"] == "agent1.localmesos"
+    assert data["host"] == "127.0.1.1"
     env = data["env"]
     assert env["APP_VAR"] == "x"
     assert (env["PORT0"], env["PORT1"], env["PORT"], env["PORTS"]) == \
         ("31000", "31001", "31000", "31000,31001")
     assert env["PORT_HTTP"] == "31000" and env["PORT_ADMIN_API"] == "31001"
-    assert env["HOST"] == "agent1.localmesos" and env["MESOS_TASK_ID"] == "jpm_ts.abc"
+    assert env["HOST"] == "127.0.1.1" and env["MESOS_TASK_ID"] == "jpm_ts.abc"
     assert env["MARATHON_APP_ID"] == "/jpm/ts" and env["MARATHON_APP_VERSION"] == VERSION
     assert env["MARATHON_APP_LABEL_TEAM"] == "jpm"
     assert data["healthChecks"] == [app.health_checks[0].to_json()]
@@ -112,7 +112,7 @@ def test_command_executor_task_info():
     env = {v["name"]: v["value"] for v in cmd["environment"]["variables"]}
     assert env["PORT0"] == "31000" and env["PORTS"] == "31000,31001"
     assert env["APP_VAR"] == "x" and env["MESOS_TASK_ID"] == "jpm_ts.abc"
-    assert env["MARATHON_APP_ID"] == "/jpm/ts" and env["HOST"] == "agent1.localmesos"
+    assert env["MARATHON_APP_ID"] == "/jpm/ts" and env["HOST"] == "127.0.1.1"
     hc = info["health_check"]
     assert hc["type"] == "TCP" and hc["tcp"] == {"port": 31000} and hc["grace_period_seconds"] == 3
 

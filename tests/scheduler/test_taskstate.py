@@ -12,7 +12,7 @@ NOW = 1_795_000_000.0  # 2026-11-18T...Z; any fixed epoch will do
 def task(**overrides):
     doc = {
         "id": "jpm_quotes.0123456789abcdef0123456789abcdef", "appId": "/jpm/quotes",
-        "host": "agent1.localmesos", "slaveId": "A1", "agentId": "A1",
+        "host": "127.0.1.1", "slaveId": "A1", "agentId": "A1",
         "ipAddresses": [{"ipAddress": "127.0.0.1", "protocol": "IPv4"}], "ports": [31000],
         "servicePorts": [], "stagedAt": "2026-11-24T06:00:00.000Z", "startedAt": None,
         "version": "2026-11-24T05:59:59.000Z", "state": ts.STAGING, "healthy": None,
