@@ -119,7 +119,8 @@ def main(argv: list[str]) -> int:
         pass
     log.info("stopping")
     loop.join(5)
-    supervisor.stop() if supervisor.thread.is_alive() else None
+    if supervisor.thread.is_alive():
+        supervisor.stop()
     try:
         balancer.api.unregister(name)
     except Exception as exc:  # noqa: BLE001 - the lease runs out anyway

@@ -10,6 +10,9 @@ from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
 from lb.slots import Applied
 
 COUNTERS = {
@@ -35,23 +38,10 @@ class Metrics:
             self.counts[name] += n
 
     def prometheus(self) -> str:
-        lines = []
-        with self.lock:
-            counts = dict(self.counts)
-            applied = self.applied
-        for name, help_text in COUNTERS.items():
-            lines += [f"# HELP accessd_lb_{name}_total {help_text}",
-                      f"# TYPE accessd_lb_{name}_total counter",
-                      f"accessd_lb_{name}_total {counts[name]}"]
-        lines += ["# HELP accessd_lb_servers servers per backend and state",
-                  "# TYPE accessd_lb_servers gauge"]
-        if applied:
-            for svc, slots in applied.pairs():
-                for state in ("ready", "drain"):
-                    n = sum(1 for s in slots if s.state == state)
-                    lines.append(f'accessd_lb_servers{{backend="{svc.name}",app="{svc.app_id}",'
-                                 f'state="{state}"}} {n}')
-        return "\n".join(lines) + "\n"
+        """Prometheus text, written by `prometheus_client` (as the API's `/metrics`)."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(self))
+        return generate_latest(registry).decode()
 
     def document(self) -> dict[str, Any]:
         with self.lock:
@@ -93,3 +83,24 @@ def serve(metrics: Metrics, bind: str, port: int) -> ThreadingHTTPServer:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="lb-metrics", daemon=True).start()
     return server
+
+
+class _Collector:
+    """The counters and the servers per backend and state, read at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Any:
+        with self.metrics.lock:
+            counts = dict(self.metrics.counts)
+            applied = self.metrics.applied
+        for name, help_text in COUNTERS.items():
+            yield CounterMetricFamily(f"accessd_lb_{name}", help_text, value=counts[name])
+        servers = GaugeMetricFamily("accessd_lb_servers", "servers per backend and state",
+                                    labels=["backend", "app", "state"])
+        for svc, slots in (applied.pairs() if applied else []):
+            for state in ("ready", "drain"):
+                servers.add_metric([svc.name, svc.app_id, state],
+                                   sum(1 for s in slots if s.state == state))
+        yield servers
