@@ -118,5 +118,13 @@ def draining(applied: Applied) -> dict[str, list[str]]:
     return out
 
 
-__all__ = ["Applied", "Slot", "Step", "step", "draining", "slot_count", "MAINT", "READY",
+def drained(leaving: set[str], applied: Applied | None, busy: set[str]) -> list[str]:
+    """Which leaving tasks this balancer lets go: those it does not route to at all (another
+    group's, not healthy yet, …) and those whose servers have nothing in flight (`busy`: the
+    `backend/sK` servers with a current or queued request)."""
+    routed = draining(applied) if applied else {}
+    return sorted(t for t in leaving if not busy.intersection(routed.get(t, ())))
+
+
+__all__ = ["drained", "Applied", "Slot", "Step", "step", "draining", "slot_count", "MAINT", "READY",
            "DRAIN"]

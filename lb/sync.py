@@ -24,7 +24,7 @@ from lb.haproxy import HAProxy, HAProxyError
 from lb.metrics import Metrics
 from lb.model import desired
 from lb.scaler import Autoscaler
-from lb.slots import Applied, draining, step
+from lb.slots import Applied, drained, draining, step
 
 log = logging.getLogger("accessd.lb")
 
@@ -86,16 +86,17 @@ class Balancer:
         self.metrics.add("syncs")
 
     def drained(self) -> list[str]:
-        """Leaving tasks with nothing in flight on any of their servers."""
-        leaving = draining(self.applied) if self.applied else {}
+        """Leaving tasks (any app's) this balancer no longer holds any request for."""
+        leaving = {str(t["id"]) for app in self.apps for t in app.get("tasks") or []
+                   if t.get("leaving") is not None}
         if not leaving:
             return []
         busy = set()
-        for row in self.proxy.stats():
-            server = f"{row.get('pxname')}/{row.get('svname')}"
-            if int(row.get("scur") or 0) or int(row.get("qcur") or 0):
-                busy.add(server)
-        return sorted(t for t, servers in leaving.items() if not busy.intersection(servers))
+        if self.applied and draining(self.applied):
+            for row in self.proxy.stats():
+                if int(row.get("scur") or 0) or int(row.get("qcur") or 0):
+                    busy.add(f"{row.get('pxname')}/{row.get('svname')}")
+        return drained(leaving, self.applied, busy)
 
     def report(self, drained: list[str]) -> None:
         now = time.monotonic()

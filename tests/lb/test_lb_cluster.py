@@ -131,7 +131,8 @@ def test_scale_and_rolling_restart_under_load_fail_no_request(cluster):
     assert result.failed == 0, result.why
     assert result.ok > 100
     log = cluster.sched.output(tail=None)
-    assert "drained by test-lb-" in log  # the kills waited for the balancer, not the deadline
+    assert "drained by test-lb-" in log  # the kills waited for the balancer,
+    assert "; drain deadline)" not in log  # never for the deadline
 
 
 def test_autoscale_follows_the_request_rate(cluster):

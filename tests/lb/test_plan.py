@@ -105,3 +105,17 @@ def test_config_lists_every_slot_and_routes_vhosts():
     assert "server s1 127.0.1.1:31001  # t1" in text
     assert "server s2 127.0.1.1:31002 disabled" in text  # draining: the new worker sends none
     assert text.count("server s") == MIN_SLOTS
+
+
+def test_leaving_tasks_are_let_go_when_idle_or_not_routed_here():
+    from lb.slots import drained
+
+    applied = step(None, desired([app(tasks=[
+        task("t1", 31001, killRequested=True, leaving={"reason": "scale down"}),
+        task("t2", 31002, killRequested=True, leaving={"reason": "scale down"}),
+        task("t3", 31003)])]), 9080).applied
+    # t1 still has a request in flight; t2 is idle; "other" is a task this balancer never
+    # routed to (another group's app, or not healthy yet): nothing to wait for
+    assert drained({"t1", "t2", "other"}, applied, busy={"a_10001/s1"}) == ["other", "t2"]
+    assert drained({"t1"}, applied, busy=set()) == ["t1"]
+    assert drained({"x"}, None, busy=set()) == ["x"]
