@@ -11,6 +11,7 @@ $(VENV)/.installed: setup.py tools/install.sh
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
+	bash tools/run-deps.sh
 	$(VENV)/bin/accessd local
 
 test: $(VENV)/.installed

@@ -213,7 +213,7 @@ class LocalRun:
         self.prepare_data()
         self.deploy()
         self.wait_healthy(opts.timeout)
-        self.stable = stable_urls(self.apps)
+        self.stable = stable_urls(self.apps, self.lb)
         wait_routed(self.stable, 60)
         if opts.jobs_every > 0:  # the pipeline loop: ingest -> retrain -> new model versions
             from accessd.local_jobs import add_pipeline_jobs

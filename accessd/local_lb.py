@@ -33,10 +33,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_balancer(run: Any) -> Balancer:
-    """Spawn `accessd lb` as one of `run`'s components and wait until it serves the state."""
+def start_balancer(run: Any) -> Balancer | None:
+    """Spawn `accessd lb` as one of `run`'s components and wait until it serves the state;
+    None (said once) when HAProxy is not installed: the services are then reached at their
+    tasks' addresses."""
     from accessd.local import StepFailed, accessd_cmd, progress
+    from lb.haproxy import HAProxyError, find_binary
 
+    try:
+        find_binary()
+    except HAProxyError as exc:
+        progress(f"no load balancer: {exc}")
+        return None
     stats, metrics, http = _free_port(), _free_port(), _free_port()
     progress("starting the load balancer (HAProxy)")
     comp = run._spawn("lb", accessd_cmd(
@@ -52,9 +60,11 @@ def start_balancer(run: Any) -> Balancer:
                     f"http://127.0.0.1:{metrics}/metrics", http)
 
 
-def stable_urls(apps: list[dict[str, Any]]) -> dict[str, str]:
+def stable_urls(apps: list[dict[str, Any]], balancer: Balancer | None) -> dict[str, str]:
     """App id → `http://127.0.0.1:<servicePort>` for the apps the balancer serves."""
-    out = {}
+    out: dict[str, str] = {}
+    if balancer is None:
+        return out
     for app in apps:
         if (app.get("labels") or {}).get("HAPROXY_GROUP") != GROUP:
             continue
