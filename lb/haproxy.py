@@ -52,6 +52,17 @@ def socket_command(path: str, command: str, timeout: float = 2.0) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: a soft stop (SIGUSR1) when the thread that started it goes,
+    so HAProxy never outlives `accessd lb` (not even a SIGKILLed one). Linux only."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGUSR1)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class HAProxy:
     """One master-worker HAProxy whose files live in `work_dir`."""
 
@@ -93,7 +104,7 @@ class HAProxy:
             self.popen = subprocess.Popen(
                 [self.binary, "-W", "-S", f"{self.master_socket},mode,600", "-f",
                  str(self.config_path)], stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True)
+                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
             out.close()
             (self.work_dir / "haproxy.pid").write_text(f"{self.popen.pid}\n")
             deadline = time.monotonic() + timeout
