@@ -45,6 +45,7 @@ from api.permissions import Permissions
 from api.queue import Queue, QueueDelay
 from api.routing import OrderedRouter
 from api.tasks import AppTask, AppTasks, Tasks, TasksDelete
+from scheduler.service_ports import DEFAULT_RANGE, PortRange
 from scheduler.state import StateStore
 from scheduler.zk import is_zk_url
 
@@ -63,6 +64,7 @@ class ApiConfig:
     view_cache_seconds: float = 1.0
     max_streams: int = 8
     mesos_master: str | None = None  # HOST:PORT of the Mesos master, for task logs
+    port_range: PortRange = DEFAULT_RANGE  # where port-0 service ports are assigned from
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
@@ -71,7 +73,8 @@ class ApiConfig:
         `ACCESSD_API_SSE_POLL`, `ACCESSD_API_MESOS_MASTER` (task logs),
         `ACCESSD_API_VIEW_CACHE_SECONDS` (0 disables the cache of
         rendered `GET /v2/apps` answers), `ACCESSD_API_MAX_STREAMS` (event streams per
-        worker). A missing or malformed value is a ValueError naming it."""
+        worker), `ACCESSD_API_LOCAL_PORT_MIN`/`_MAX` (service ports, default 10000-20000, max
+        exclusive). A missing or malformed value is a ValueError naming it."""
         env = os.environ if env is None else env
         state = env.get("ACCESSD_API_STATE", "").strip()
         if not state:
@@ -85,6 +88,11 @@ class ApiConfig:
         except ValueError as exc:
             raise ValueError(f"bad ACCESSD_API_MAX_BODY / _SSE_KEEPALIVE / _SSE_POLL: {exc}"
                              ) from None
+        try:
+            port_range = PortRange(int(env.get("ACCESSD_API_LOCAL_PORT_MIN", DEFAULT_RANGE.low)),
+                                   int(env.get("ACCESSD_API_LOCAL_PORT_MAX", DEFAULT_RANGE.high)))
+        except ValueError as exc:
+            raise ValueError(f"bad ACCESSD_API_LOCAL_PORT_MIN / _MAX: {exc}") from None
         if max_body < 1 or keepalive <= 0 or poll <= 0 or cache_seconds < 0 or max_streams < 1:
             raise ValueError("ACCESSD_API_MAX_BODY, _SSE_KEEPALIVE, _SSE_POLL and _MAX_STREAMS "
                              "must be > 0, _VIEW_CACHE_SECONDS >= 0")
@@ -93,7 +101,8 @@ class ApiConfig:
                    leader=env.get("ACCESSD_API_BIND", "127.0.0.1:8080"),
                    sse_keepalive=keepalive, sse_poll=poll, view_cache_seconds=cache_seconds,
                    max_streams=max_streams,
-                   mesos_master=env.get("ACCESSD_API_MESOS_MASTER") or None)
+                   mesos_master=env.get("ACCESSD_API_MESOS_MASTER") or None,
+                   port_range=port_range)
 
 
 class LazyStore:
@@ -135,7 +144,8 @@ def create_app(config: ApiConfig, store: StateStore,
         dumps=orjson.dumps, loads=orjson.loads)
     errors.install(app)
     ctx = Ctx(store=store, max_body=config.max_body,
-              cache=ViewCache(change_token, config.view_cache_seconds))
+              cache=ViewCache(change_token, config.view_cache_seconds),
+              port_range=config.port_range)
     # Order matters (see api.routing): sub-resources of an app before the app itself.
     routes: list[tuple[str, object]] = [
         ("/v2/apps", AppsCollection(ctx)),

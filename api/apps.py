@@ -17,6 +17,7 @@ from api import changes, shapes, views
 from api.body import read_json, read_object
 from api.cache import ViewCache
 from api.errors import ApiError, bad_request, not_found
+from scheduler.service_ports import DEFAULT_RANGE, PortRange
 from scheduler.spec import SpecError, merge_patch, normalize_app_id
 from scheduler.state import StateStore
 
@@ -30,6 +31,7 @@ class Ctx:
     store: StateStore
     max_body: int
     cache: ViewCache = field(default_factory=lambda: ViewCache(None, 0))
+    port_range: PortRange = DEFAULT_RANGE  # service ports (--local-port-min/--local-port-max)
 
 
 def path_app_id(raw: str) -> str:
@@ -122,7 +124,8 @@ class AppsCollection:
         doc = read_object(req, self.ctx.max_body)
         new_json = changes.validated(doc)
         change = changes.apply(self.ctx.store, req, new_json["id"], None, new_json,
-                               force=force_param(req))
+                               force=force_param(req),
+                               port_range=self.ctx.port_range)
         assert change.app is not None
         resp.status = falcon.HTTP_201
         resp.location = "/v2/apps" + change.app["id"]
@@ -168,7 +171,8 @@ class AppsCollection:
         if len({t[0] for t in todo}) != len(todo):
             raise ApiError(422, "Object is not valid", [{"path": "/", "errors": [
                 "an app id is given more than once"]}])
-        results = [changes.apply(store, req, app_id, old, new, force=force_param(req))
+        results = [changes.apply(store, req, app_id, old, new, force=force_param(req),
+                               port_range=self.ctx.port_range)
                    for app_id, old, new in todo]
         if results:
             resp.set_header("Marathon-Deployment-Id", results[0].deployment["id"])
@@ -226,7 +230,8 @@ class AppResource:
             new_json = changes.validated(merge_patch(changes.definition(old), doc))
         else:
             new_json = changes.validated({**doc, "id": app_id})
-        change = changes.apply(store, req, app_id, old, new_json, force=force_param(req))
+        change = changes.apply(store, req, app_id, old, new_json, force=force_param(req),
+                               port_range=self.ctx.port_range)
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         if old is None:
             resp.status = falcon.HTTP_201
@@ -240,7 +245,8 @@ class AppResource:
         old = get_app_or_404(self.ctx.store, app_id)
         new_json = changes.validated(merge_patch(changes.definition(old), doc))
         change = changes.apply(self.ctx.store, req, app_id, old, new_json,
-                               force=force_param(req))
+                               force=force_param(req),
+                               port_range=self.ctx.port_range)
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         resp.media = changes.deployment_result(change)
 
@@ -248,7 +254,8 @@ class AppResource:
         """Delete an app (its tasks are killed by the scheduler's StopApplication)."""
         app_id = path_app_id(app_id)
         old = get_app_or_404(self.ctx.store, app_id)
-        change = changes.apply(self.ctx.store, req, app_id, old, None, force=force_param(req))
+        change = changes.apply(self.ctx.store, req, app_id, old, None, force=force_param(req),
+                               port_range=self.ctx.port_range)
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         resp.media = changes.deployment_result(change)
 
@@ -307,6 +314,7 @@ class AppRestart:
         app_id = path_app_id(app_id)
         old = get_app_or_404(self.ctx.store, app_id)
         change = changes.apply(self.ctx.store, req, app_id, old, changes.definition(old),
-                               force=force_param(req), restart=True)
+                               force=force_param(req), restart=True,
+                               port_range=self.ctx.port_range)
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         resp.media = changes.deployment_result(change)

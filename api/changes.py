@@ -20,7 +20,9 @@ from typing import Any
 
 import falcon
 
+from scheduler import service_ports
 from scheduler.deployments import plan_deployment
+from scheduler.service_ports import DEFAULT_RANGE, PortRange
 from scheduler.spec import READ_ONLY_FIELDS, is_scale_only, iso_now, parse_app, stamp_app
 from scheduler.state import StateStore
 
@@ -69,14 +71,19 @@ def _events(store: StateStore, req: falcon.Request, app_doc: Doc | None, deploym
 
 def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
           new_json: Doc | None, *, force: bool, restart: bool = False,
-          keep_versions: bool = False) -> Change:
+          keep_versions: bool = False, port_range: PortRange = DEFAULT_RANGE) -> Change:
     """Store `new_json` (validated Marathon JSON, or None to delete) in place of `old`.
 
     `old` is what the caller read; `must_exist` makes the store check it is still so (a
     concurrent create or delete between read and write is a 409/404, not a silent overwrite).
     `keep_versions` stores `new_json`'s own versionInfo (a rollback restoring an old version).
+    Service ports sent as 0 get back the ones `old` had before the change is classified (a PUT
+    of the same definition with port 0 is no update); new ones are assigned from `port_range`
+    in the store's transaction (`scheduler.service_ports`).
     """
     now = iso_now()
+    if new_json is not None and old is not None:
+        new_json = service_ports.keep_previous(new_json, old, port_range)
     kind = kind_of(old, new_json, restart=restart)
     if new_json is None:
         new_doc = None
@@ -88,8 +95,8 @@ def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
     deployment = plan_deployment(old, new_doc, now=now, deployment_id=str(uuid.uuid4()),
                                  kind=kind)
     deployment["original"] = copy.deepcopy(old)
-    store.apply_app_change(app_id, new_doc, deployment, force=force,
-                           must_exist=old is not None)
+    new_doc = store.apply_app_change(app_id, new_doc, deployment, force=force,
+                                     must_exist=old is not None, port_range=port_range)
     record_version(store, app_id, new_doc)
     _events(store, req, new_doc if new_doc is not None else old, deployment)
     return Change(deployment, new_doc, deployment.get("version") or now)

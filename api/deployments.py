@@ -70,6 +70,6 @@ class Deployment:
             resp.status = falcon.HTTP_202
             return
         change = changes.apply(store, req, app_id, current, original, force=True,
-                               keep_versions=True)
+                               keep_versions=True, port_range=self.ctx.port_range)
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         resp.media = changes.deployment_result(change)

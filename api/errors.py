@@ -1,7 +1,7 @@
 """The API's one error shape, Marathon's: `{"message": ..., "details": [{"path", "errors"}]}`.
 
 Every failure leaves through here: `ApiError` for the answers the resources choose, the store's
-and the schema's exceptions mapped to Marathon's codes (422 invalid definition, 409 conflicting
+and the schema's exceptions mapped to Marathon's codes (422 invalid definition or a service port another app has, 409 conflicting
 deployment or duplicate id, 404 unknown app), Falcon's own errors (404 no route, 405, bad
 headers) re-shaped, and anything unexpected as a 500 whose traceback goes to the log only.
 """
@@ -15,6 +15,7 @@ from typing import Any
 
 import falcon
 
+from scheduler.service_ports import ServicePortConflict, ServicePortsExhausted
 from scheduler.spec import SpecError
 from scheduler.state import (
     AppExists,
@@ -80,6 +81,11 @@ def _app_exists(req: falcon.Request, resp: falcon.Response, ex: AppExists, param
     raise ApiError(409, str(ex))
 
 
+def _service_ports(req: falcon.Request, resp: falcon.Response,
+                   ex: ServicePortConflict | ServicePortsExhausted, params: dict) -> None:
+    raise ApiError(422, "Object is not valid", ex.details)
+
+
 def _app_not_found(req: falcon.Request, resp: falcon.Response, ex: AppNotFound,
                    params: dict) -> None:
     raise ApiError(404, str(ex))
@@ -124,4 +130,6 @@ def install(app: falcon.App) -> None:
     app.add_error_handler(DeploymentConflict, _conflict)
     app.add_error_handler(AppExists, _app_exists)
     app.add_error_handler(AppNotFound, _app_not_found)
+    app.add_error_handler(ServicePortConflict, _service_ports)
+    app.add_error_handler(ServicePortsExhausted, _service_ports)
     app.set_error_serializer(serialize_error)

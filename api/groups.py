@@ -25,7 +25,6 @@ from api.apps import Ctx, embeds, extras, force_param, render_apps
 from api.body import read_object
 from api.errors import ApiError, not_found
 from scheduler.spec import SpecError, normalize_app_id
-from scheduler.state import StateStore
 
 Doc = dict[str, Any]
 GROUP_FIELDS = frozenset({"id", "apps", "groups", "dependencies", "pods", "version",
@@ -122,9 +121,10 @@ def _validated_apps(body: Doc, gid: str) -> list[Doc]:
     return out
 
 
-def _apply_all(store: StateStore, req: falcon.Request, resp: falcon.Response,
+def _apply_all(ctx: Ctx, req: falcon.Request, resp: falcon.Response,
                changes_to_make: list[tuple[str, Doc | None, Doc | None]], status: str) -> None:
-    results = [changes.apply(store, req, app_id, old, new, force=force_param(req))
+    results = [changes.apply(ctx.store, req, app_id, old, new, force=force_param(req),
+                             port_range=ctx.port_range)
                for app_id, old, new in changes_to_make]
     if not results:
         resp.media = {"deploymentId": None, "version": None}
@@ -174,7 +174,7 @@ class Groups:
         existing = [a["id"] for a in new_apps if store.get_app(a["id"]) is not None]
         if existing:
             raise ApiError(409, f"An app with id [{existing[0]}] already exists.")
-        _apply_all(store, req, resp, [(a["id"], None, a) for a in new_apps], falcon.HTTP_201)
+        _apply_all(self.ctx, req, resp, [(a["id"], None, a) for a in new_apps], falcon.HTTP_201)
         resp.location = "/v2/groups" + gid
 
     def on_put(self, req: falcon.Request, resp: falcon.Response, group: str | None = None
@@ -198,7 +198,7 @@ class Groups:
                 new = changes.definition(old)
                 new["instances"] = int(round(old.get("instances", 0) * factor))
                 todo.append((app_id, old, changes.validated(new)))
-            _apply_all(store, req, resp, todo, falcon.HTTP_200)
+            _apply_all(self.ctx, req, resp, todo, falcon.HTTP_200)
             return
         wanted = _validated_apps(body, gid)
         todo: list[tuple[str, Doc | None, Doc | None]] = []
@@ -210,7 +210,7 @@ class Groups:
             keep = {a["id"] for a in wanted}
             todo += [(app_id, old, None) for app_id, old in sorted(current.items())
                      if app_id not in keep]
-        _apply_all(store, req, resp, todo, falcon.HTTP_200 if current else falcon.HTTP_201)
+        _apply_all(self.ctx, req, resp, todo, falcon.HTTP_200 if current else falcon.HTTP_201)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, group: str | None = None
                   ) -> None:
@@ -219,6 +219,6 @@ class Groups:
         current = [a for a in self.ctx.store.list_apps() if _under(a["id"], gid)]
         if not current and gid != "/":
             raise not_found(f"Group '{gid}' does not exist")
-        _apply_all(self.ctx.store, req, resp, [(a["id"], a, None) for a in current],
+        _apply_all(self.ctx, req, resp, [(a["id"], a, None) for a in current],
                    falcon.HTTP_200)
 

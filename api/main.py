@@ -23,6 +23,7 @@ import sys
 from typing import Any
 
 from api.body import DEFAULT_MAX_BODY
+from scheduler.service_ports import DEFAULT_RANGE, PortRange
 
 log = logging.getLogger("accessd.api")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
@@ -61,6 +62,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--master", default=os.environ.get("ACCESSD_API_MESOS_MASTER"),
                    help="the Mesos master HOST:PORT or zk://HOSTS/PATH, to read task logs "
                         "from the agents' sandboxes (env ACCESSD_API_MESOS_MASTER)")
+    p.add_argument("--local-port-min", type=int, default=DEFAULT_RANGE.low,
+                   help="lowest service port assigned to a port definition sent as 0 "
+                        "(default %(default)s), as Marathon's --local_port_min")
+    p.add_argument("--local-port-max", type=int, default=DEFAULT_RANGE.high,
+                   help="service ports are assigned below this one (default %(default)s)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     return p.parse_args(argv)
 
@@ -76,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1 or args.threads < 1 or args.max_body < 1:
         log.error("--workers, --threads and --max-body must be >= 1")
         return 2
+    try:
+        PortRange(args.local_port_min, args.local_port_max)
+    except ValueError as exc:
+        log.error("--local-port-min/--local-port-max: %s", exc)
+        return 2
     if not args.token and not args.read_token:
         if host not in LOOPBACK_HOSTS:
             log.error("refusing to bind to %s: no credentials configured (--token / "
@@ -90,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         "ACCESSD_API_STATE": args.state,
         "ACCESSD_API_MAX_BODY": str(args.max_body),
         "ACCESSD_API_BIND": args.bind,
+        "ACCESSD_API_LOCAL_PORT_MIN": str(args.local_port_min),
+        "ACCESSD_API_LOCAL_PORT_MAX": str(args.local_port_max),
     })
     if args.master:
         os.environ["ACCESSD_API_MESOS_MASTER"] = args.master

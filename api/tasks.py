@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import falcon
 
-from api import changes, views
+from api import changes, tasks_text, views
 from api.apps import Ctx, extras, force_param, get_app_or_404, path_app_id
 from api.body import read_object
 from api.errors import ApiError, bad_request, not_found
@@ -53,8 +53,11 @@ class AppTasks:
     def on_get(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
         """The app's live tasks: `{"tasks": [...]}`."""
         app = get_app_or_404(self.ctx.store, path_app_id(app_id))
-        resp.media = {"tasks": [views.task_view(t, extras(req))
-                                for t in self.ctx.store.list_tasks(app["id"])]}
+        tasks = self.ctx.store.list_tasks(app["id"])
+        if tasks_text.wants_text(req):
+            tasks_text.respond(resp, [app], tasks)
+            return
+        resp.media = {"tasks": [views.task_view(t, extras(req)) for t in tasks]}
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
         """Kill the app's tasks (`?host=` only those on that agent; `?scale=true` lowers
@@ -94,7 +97,13 @@ class Tasks:
         self.ctx = ctx
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """All live tasks (`?status=running|staging|killing|unreachable`, repeatable)."""
+        """All live tasks (`?status=running|staging|killing|unreachable`, repeatable); with
+        `Accept: text/plain` every app's running tasks in Marathon's text format (`status` is
+        ignored there, as Marathon does)."""
+        if tasks_text.wants_text(req):
+            apps = sorted(self.ctx.store.list_apps(), key=lambda a: str(a.get("id")))
+            tasks_text.respond(resp, apps, self.ctx.store.list_tasks())
+            return
         wanted: set[str] = set()
         for value in req.get_param_as_list("status") or []:
             for name in value.split(","):

@@ -13,6 +13,8 @@ the rules below exist once, whatever the backend (SQLite, ZooKeeper):
 - a kill request keeps its first request's time and place; a later scale request marks it `scale`;
 - one pending delay reset per app, with a `seq` that grows with every request; a status write
   consumes only the very request it includes;
+- a stored app's port-0 service ports are assigned in the transaction that stores it, unique
+  across apps (`scheduler.service_ports`);
 - every change of desired state (apps, deployments created, superseded or cancelled, kill
   requests, delay resets) bumps the desired generation.
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import copy
 
+from scheduler import service_ports
+from scheduler.service_ports import DEFAULT_RANGE, PortRange
 from scheduler.spec import task_id_to_app_id
 from scheduler.state import (
     FINAL_DEPLOYMENT_STATUSES,
@@ -64,9 +68,12 @@ def _new_deployment(reader: Reader, deployment: Doc) -> Put:
 
 
 def app_change(reader: Reader, app_id: str, app: Doc | None, deployment: Doc | None, *,
-               force: bool, must_exist: bool | None, now: str) -> tuple[Transaction, None]:
-    """Store `app` (None: delete it, with its pending delay reset) and its `deployment`."""
-    exists = reader.app(app_id) is not None
+               force: bool, must_exist: bool | None, now: str,
+               port_range: PortRange = DEFAULT_RANGE) -> tuple[Transaction, Doc | None]:
+    """Store `app` (None: delete it, with its pending delay reset) and its `deployment`;
+    returns the stored app, its port-0 service ports assigned (`scheduler.service_ports`)."""
+    previous = reader.app(app_id)
+    exists = previous is not None
     if must_exist is True and not exists:
         raise AppNotFound(app_id)
     if must_exist is False and exists:
@@ -75,10 +82,12 @@ def app_change(reader: Reader, app_id: str, app: Doc | None, deployment: Doc | N
     if app is None:
         ops += [Delete("apps", app_id), Delete("delay_resets", app_id)]
     else:
+        app = service_ports.assign(app, previous,
+                                   service_ports.ports_in_use(reader.apps(), app_id), port_range)
         ops.append(Put("apps", app_id, app))
     if deployment is not None:
         ops.append(_new_deployment(reader, deployment))
-    return Transaction(tuple(ops), bump_generation=True), None
+    return Transaction(tuple(ops), bump_generation=True), app
 
 
 def deployment_update(reader: Reader, deployment: Doc) -> tuple[Transaction, bool]:

@@ -107,7 +107,9 @@ class OfferRound:
             "id": task_id, "appId": app.id, "host": launch.hostname,
             "slaveId": launch.agent_id, "agentId": launch.agent_id,
             "ipAddresses": [{"ipAddress": ip, "protocol": "IPv4"}],
-            "ports": list(launch.ports), "servicePorts": [],
+            "ports": list(launch.ports),
+            # Marathon's: the app's service ports (assigned when it was stored), for balancers
+            "servicePorts": [int(pd.port) for pd in app.port_definitions],
             "stagedAt": format_time(now), "startedAt": None, "version": need.config_version,
             "state": taskstate.STAGING, "healthy": None, "healthCheckResults": [],
             "message": None, "reason": None, "attributes": dict(launch.attributes or {}),

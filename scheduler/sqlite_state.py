@@ -362,6 +362,9 @@ class _Reader(SQLiteJobReader):
     def app(self, app_id: str) -> Doc | None:
         return self._doc("SELECT doc FROM apps WHERE id=?", app_id)
 
+    def apps(self) -> list[Doc]:
+        return [_loads(row[0]) for row in self.c.execute("SELECT doc FROM apps ORDER BY id")]
+
     def deployment(self, deployment_id: str) -> Doc | None:
         return self._doc("SELECT doc FROM deployments WHERE id=?", deployment_id)
 

@@ -34,9 +34,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from scheduler.spec import iso_now
+
+if TYPE_CHECKING:
+    from scheduler.service_ports import PortRange
 
 Doc = dict[str, Any]
 
@@ -125,6 +128,10 @@ class Reader(Protocol):
 
     def app(self, app_id: str) -> Doc | None: ...
 
+    def apps(self) -> list[Doc]:
+        """Every stored app (a listing read: a concurrent change of any app conflicts)."""
+        ...
+
     def deployment(self, deployment_id: str) -> Doc | None: ...
 
     def running_deployments(self, app_ids: set[str]) -> list[Doc]:
@@ -177,8 +184,12 @@ class StateStore(ABC):
         """All apps, sorted by id."""
 
     def apply_app_change(self, app_id: str, app: Doc | None, deployment: Doc | None, *,
-                         force: bool = False, must_exist: bool | None = None) -> None:
-        """Atomically store `app` (None deletes it) together with its `deployment`.
+                         force: bool = False, must_exist: bool | None = None,
+                         port_range: PortRange | None = None) -> Doc | None:
+        """Atomically store `app` (None deletes it) together with its `deployment`; returns
+        the stored document: `app` with its port-0 service ports assigned from `port_range`
+        (default 10000-19999), unique across apps (`scheduler.service_ports`; a clash is
+        ServicePortConflict).
 
         Raises DeploymentConflict if an active deployment affects `app_id` and not `force`; with
         `force` those deployments are marked `superseded`. `must_exist=True` raises AppNotFound for
@@ -187,10 +198,12 @@ class StateStore(ABC):
         `scheduler.changes.app_change`'s; the backend only applies its transaction.)
         """
         from scheduler import changes
+        from scheduler.service_ports import DEFAULT_RANGE
 
         now = iso_now()
-        self.transact(lambda r: changes.app_change(r, app_id, app, deployment, force=force,
-                                                   must_exist=must_exist, now=now))
+        return self.transact(lambda r: changes.app_change(
+            r, app_id, app, deployment, force=force, must_exist=must_exist, now=now,
+            port_range=port_range or DEFAULT_RANGE))
 
     @abstractmethod
     def get_deployment(self, deployment_id: str) -> Doc | None: ...

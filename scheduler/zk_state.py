@@ -113,6 +113,15 @@ class _Reader(ZkJobReader):
     def app(self, app_id: str) -> Doc | None:
         return self._get("apps", app_id)
 
+    def apps(self) -> list[Doc]:
+        # The set of apps changes only with a generation bump (every app change makes one), so
+        # checking the generation at the commit fences the whole listing: of two concurrent
+        # creates that each saw the other absent, one commit fails and runs again.
+        self.generation_read = True
+        with self.s._lock:
+            entries = sorted(self.s._cache["apps"].items())
+        return [_loads(entry[0]) for _, entry in entries]
+
     def deployment(self, deployment_id: str) -> Doc | None:
         return self._get("deployments", deployment_id)
 

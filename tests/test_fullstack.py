@@ -395,7 +395,11 @@ def test_create_deploys_healthy_tasks_that_serve(stack):
     # host resolves, and the answer comes from that very task.
     listed_tasks = stack.call("GET", "/v2/tasks").json()["tasks"]
     assert {t["appId"] for t in listed_tasks} == {WEB, CMD} and len(listed_tasks) == 3
+    service_ports = {a: [d["port"] for d in stack.app(a)["portDefinitions"]] for a in (WEB, CMD)}
+    assert all(10000 <= p < 20000 for ports in service_ports.values() for p in ports)
+    assert service_ports[WEB] != service_ports[CMD]  # unique across apps
     for task in listed_tasks:
+        assert task["servicePorts"] == service_ports[task["appId"]]
         socket.getaddrinfo(task["host"], task["ports"][0])
         answer = requests.get(f"http://{task['host']}:{task['ports'][0]}/", timeout=5)
         assert answer.status_code == 200

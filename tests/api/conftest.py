@@ -21,8 +21,8 @@ def make_task(app: dict[str, Any], host: str = "127.0.1.1", state: str = "TASK_R
     return {
         "id": task_id, "appId": app["id"], "host": host, "slaveId": "agent-" + host,
         "agentId": "agent-" + host,
-        "ipAddresses": [{"ipAddress": "127.0.0.1", "protocol": "IPv4"}], "ports": [port],
-        "servicePorts": [], "stagedAt": now,
+        "ipAddresses": [{"ipAddress": host, "protocol": "IPv4"}], "ports": [port],
+        "servicePorts": [d["port"] for d in app.get("portDefinitions") or []], "stagedAt": now,
         "startedAt": now if state == "TASK_RUNNING" else None,
         "version": app["versionInfo"]["lastConfigChangeAt"], "state": state, "healthy": healthy,
         "healthCheckResults": ([{"taskId": task_id, "alive": bool(healthy),

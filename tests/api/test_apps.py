@@ -206,7 +206,8 @@ def test_tasks_views_and_kills(api, store):
     assert set(shown) == {t["id"] for t in tasks}
     t0 = shown[tasks[0]["id"]]
     assert t0["host"] == "127.0.1.1" and t0["ports"] == [31001]
-    assert t0["ipAddresses"] == [{"ipAddress": "127.0.0.1", "protocol": "IPv4"}]
+    assert t0["servicePorts"] == [10000]  # the app's assigned service port
+    assert t0["ipAddresses"] == [{"ipAddress": "127.0.1.1", "protocol": "IPv4"}]
     assert t0["healthCheckResults"][0]["alive"] is True
     listed = requests.get(api + "/v2/apps", params={"embed": "apps.tasks"}, timeout=10).json()
     assert len(listed["apps"][0]["tasks"]) == 3

@@ -52,8 +52,10 @@ def test_app_without_port_definitions_gets_one_port(api, store):
         "id": "/ports/default", "cmd": "sleep 60", "cpus": 0.1, "mem": 16,
         "healthChecks": [{"protocol": "HTTP", "path": "/", "portIndex": 0}]})
     assert r.status_code == 201, r.text
-    assert r.json()["portDefinitions"] == [{"port": 0, "protocol": "tcp", "name": "default",
-                                            "labels": {}}]
+    (default,) = r.json()["portDefinitions"]
+    # its port 0 became an assigned service port (issue 12), as Marathon's exports show
+    assert default == {"port": default["port"], "protocol": "tcp", "name": "default",
+                       "labels": {}} and 10000 <= default["port"] < 20000
     r = requests.post(api + "/v2/apps", timeout=10, json={
         "id": "/ports/none", "cmd": "sleep 60", "portDefinitions": []})
     assert r.status_code == 201 and r.json()["portDefinitions"] == []

@@ -40,7 +40,8 @@ def pipeline(tmp_path):
                "labels": {"accessd.service": "prediction service: GET /predict/{symbol}"}}
         app = stamp_app(parse_app(doc).to_json(), None, iso_now(), scale_only=False)
         store.apply_app_change(app["id"], app, None)
-        store.upsert_task(make_task(app, port=svc.port, healthy=None))
+        # the service really listens on 127.0.0.1 (not under localmesos): that is its host
+        store.upsert_task(make_task(app, host="127.0.0.1", port=svc.port, healthy=None))
         yield base, db, models
     finally:
         api_proc.stop()

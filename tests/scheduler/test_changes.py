@@ -25,7 +25,7 @@ class Snapshot:
     """A Reader over plain dicts (deployments in creation order)."""
 
     def __init__(self, apps=(), deployments=(), tasks=(), kills=(), resets=(), generation=0):
-        self.apps = {a["id"]: a for a in apps}
+        self.stored_apps = {a["id"]: a for a in apps}
         self.deployments = {d["id"]: d for d in deployments}
         self.tasks = {t["id"]: t for t in tasks}
         self.kills = {k["taskId"]: k for k in kills}
@@ -33,7 +33,10 @@ class Snapshot:
         self.gen = generation
 
     def app(self, app_id):
-        return copy.deepcopy(self.apps.get(app_id))
+        return copy.deepcopy(self.stored_apps.get(app_id))
+
+    def apps(self):
+        return [copy.deepcopy(a) for _, a in sorted(self.stored_apps.items())]
 
     def deployment(self, deployment_id):
         return copy.deepcopy(self.deployments.get(deployment_id))
@@ -114,7 +117,7 @@ def test_a_scale_by_kills_counts_live_tasks_only_and_targets_the_new_count():
     assert puts[("apps", "/a")]["versionInfo"]["lastScalingAt"] == "v"
     assert puts[("deployments", "d2")]["target"]["instances"] == 1
     assert txn.bump_generation
-    assert snap.apps["/a"]["instances"] == 3  # the snapshot is never changed
+    assert snap.stored_apps["/a"]["instances"] == 3  # the snapshot is never changed
 
 
 def test_delay_reset_seq_grows_and_a_status_write_consumes_only_its_own_request():

@@ -425,3 +425,40 @@ def test_balancer_registrations_are_plain_documents(backend):
     assert other.delete_balancer("lb-b") is False
     assert [b["name"] for b in store.list_balancers()] == ["lb-a"]
     assert store.desired_generation() == generation
+
+
+def test_concurrent_creates_never_get_the_same_service_port(backend):
+    """Two stores (two API nodes) create apps with port 0 at once: the assignment happens in
+    the transaction that stores each app, so no two apps end up with one service port; an
+    update keeps what the app had, and a port another app has is refused naming it."""
+    from scheduler.service_ports import ServicePortConflict
+
+    a, b = backend.open(), backend.open()
+
+    def with_port(app_id: str, port: int = 0) -> dict:
+        return dict(app_doc(app_id), portDefinitions=[{"port": port, "protocol": "tcp"}])
+
+    errors: list[BaseException] = []
+
+    def create(store: StateStore, prefix: str) -> None:
+        try:
+            for i in range(8):
+                store.apply_app_change(f"/{prefix}{i}", with_port(f"/{prefix}{i}"), None,
+                                       must_exist=False)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=create, args=(s, p)) for s, p in ((a, "p"), (b, "q"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    ports = [app["portDefinitions"][0]["port"] for app in a.list_apps()]
+    assert len(ports) == 16 and sorted(ports) == list(range(10000, 10016))
+    kept = b.apply_app_change("/p3", dict(with_port("/p3"), instances=2), None, must_exist=True)
+    assert kept["portDefinitions"][0]["port"] == a.get_app("/p3")["portDefinitions"][0]["port"]
+    taken = a.get_app("/q0")["portDefinitions"][0]["port"]
+    with pytest.raises(ServicePortConflict, match="/q0"):
+        a.apply_app_change("/new", with_port("/new", taken), None, must_exist=False)
+    assert a.get_app("/new") is None
