@@ -202,9 +202,12 @@ class LocalRun:
                                           *(["--advertise", name] if opts.ha else [])))
 
         progress(f"starting the control API on {self.api_url}")
+        from accessd.local_lb import service_port_min  # the balancer's ports (accessd.local_lb)
+
         self._spawn("api", accessd_cmd(
             "api", "--bind", f"127.0.0.1:{opts.api_port}", "--workers", "2",
-            "--state", state, "--master", master))
+            "--state", state, "--master", master,
+            "--local-port-min", str(service_port_min())))
         self._wait(lambda: self._get("/ping").status_code == 200, 60, "the control API")
         from accessd.local_lb import stable_urls, start_balancer, wait_routed
 

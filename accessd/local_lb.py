@@ -33,6 +33,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def service_port_min(low: int = 10000, high: int = 20000, block: int = 100) -> int:
+    """The first block of `block` service ports, from `low` up, that nothing on this machine
+    listens on (127.0.0.1): where the API assigns this run's service ports. Usually `low`; a
+    second `accessd local` beside the first (tests, another clone) gets the next free block, so
+    its HAProxy does not fail to bind, nor its URLs reach the other run's services."""
+    for base in range(low, high - block + 1, block):
+        if all(_free(port) for port in range(base, base + block)):
+            return base
+    return low
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as HAProxy binds
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def start_balancer(run: Any) -> Balancer | None:
     """Spawn `accessd lb` as one of `run`'s components and wait until it serves the state;
     None (said once) when HAProxy is not installed: the services are then reached at their
