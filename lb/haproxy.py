@@ -43,6 +43,7 @@ def socket_command(path: str, command: str, timeout: float = 2.0) -> str:
         s.settimeout(timeout)
         s.connect(path)
         s.sendall(command.encode() + b"\n")
+        s.shutdown(socket.SHUT_WR)  # the master CLI answers and closes only then
         chunks = []
         while True:
             data = s.recv(65536)
@@ -111,6 +112,7 @@ class HAProxy:
             while True:
                 try:
                     self.worker_pid()
+                    self.old_workers()  # the master's CLI answers too (a reload needs it)
                     return
                 except (OSError, HAProxyError):
                     pass
@@ -171,11 +173,22 @@ class HAProxy:
             while time.monotonic() < deadline:
                 try:
                     if self.worker_pid() != old:
+                        self.old_workers()  # and the re-executed master's CLI answers
                         return
                 except (OSError, HAProxyError):
                     pass
                 time.sleep(0.02)
             raise HAProxyError(f"no new worker within {timeout:.0f}s of the reload")
+
+    def old_workers(self) -> list[int]:
+        """Workers a reload left finishing their connections (`show proc`, master CLI)."""
+        pids, section = [], ""
+        for line in socket_command(self.master_socket, "show proc").splitlines():
+            if line.startswith("#"):
+                section = line.strip("# ").lower()
+            elif section == "old workers" and line.split() and line.split()[0].isdigit():
+                pids.append(int(line.split()[0]))
+        return pids
 
     def stats(self) -> list[dict[str, str]]:
         """`show stat` as one dict a row (pxname, svname, scur, qcur, status, stot, …)."""

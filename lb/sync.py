@@ -91,8 +91,13 @@ class Balancer:
                    if t.get("leaving") is not None}
         if not leaving:
             return []
-        busy = set()
-        if self.applied and draining(self.applied):
+        busy: set[str] = set()
+        routed = draining(self.applied) if self.applied else {}
+        if routed and self.proxy.old_workers():
+            # A reload's old worker may still carry requests to them, and its counters are
+            # not ours to read: wait until it is gone (hard-stop-after bounds it).
+            busy = {server for servers in routed.values() for server in servers}
+        elif routed:
             for row in self.proxy.stats():
                 if int(row.get("scur") or 0) or int(row.get("qcur") or 0):
                     busy.add(f"{row.get('pxname')}/{row.get('svname')}")

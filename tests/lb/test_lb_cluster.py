@@ -85,8 +85,9 @@ def test_haproxy_killed_serves_again_within_2s(cluster):
     wait_until(serving, timeout=10, interval=0.02, message="HAProxy serving again")
     assert time.monotonic() - killed < 2.0
     assert "haproxy exited" in cluster.lb.output()
-    metrics = metric_samples(requests.get(cluster.metrics, timeout=5).text)
-    assert metrics["accessd_lb_haproxy_restarts_total"] == [({}, 1.0)]
+    wait_until(lambda: metric_samples(requests.get(cluster.metrics, timeout=5).text)[
+        "accessd_lb_haproxy_restarts_total"] == [({}, 1.0)], timeout=5,
+        message="the restart counted in /metrics")
 
 
 def test_a_reload_drops_no_request(cluster):
