@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             ctl.mkdir()
             app_id, port = "/bench/echo", free_port()
             cluster.post("/v2/apps", echo_app(app_id, port, 1, ctl))
+            cluster.wait_deployments_done(180)
             cluster.wait_serving(app_id, 1)
             direct_url, lb_url = task_url(cluster, app_id), f"http://127.0.0.1:{port}/"
             print(f"load tool: {tool_name()}; {args.connections} connections, "

@@ -75,9 +75,12 @@ class Cluster:
         assert resp.status_code in (200, 201), resp.text
         return resp.json()
 
-    def wait_deployments_done(self, timeout: float = 90) -> None:
-        wait_until(lambda: self.get("/v2/deployments") == [], timeout=timeout, interval=0.1,
-                   message="no running deployment")
+    def wait_deployments_done(self, timeout: float = 90, app_id: str | None = None) -> None:
+        """No running deployment (of `app_id`, when given)."""
+        def done() -> bool:
+            return not [d for d in self.get("/v2/deployments")
+                        if app_id is None or app_id in d.get("affectedApps", [])]
+        wait_until(done, timeout=timeout, interval=0.1, message="no running deployment")
 
 
 def start_lb(api: str, work: Path,

@@ -114,17 +114,18 @@ def test_scale_and_rolling_restart_under_load_fail_no_request(cluster):
     leaving tasks are drained before their kill, new ones join once healthy."""
     port = free_port()
     cluster.post("/v2/apps", echo_app("/lb/steady", port, 1, cluster.ctl))
+    cluster.wait_deployments_done(app_id="/lb/steady")  # else the scale is a 409
     cluster.wait_serving("/lb/steady", 1)
     load = Load(f"http://127.0.0.1:{port}/work?ms=20", threads=4).start()
     try:
         cluster.put("/v2/apps/lb/steady", {"instances": 4})
-        cluster.wait_deployments_done()
+        cluster.wait_deployments_done(app_id="/lb/steady")
         before = cluster.wait_serving("/lb/steady", 4)
         cluster.put("/v2/apps/lb/steady", {"instances": 2})
-        cluster.wait_deployments_done()
+        cluster.wait_deployments_done(app_id="/lb/steady")
         cluster.wait_serving("/lb/steady", 2)
         cluster.post("/v2/apps/lb/steady/restart")
-        cluster.wait_deployments_done()
+        cluster.wait_deployments_done(app_id="/lb/steady")
         after = cluster.wait_serving("/lb/steady", 2)
     finally:
         result = load.stop()
