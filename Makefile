@@ -41,6 +41,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/failover.py
 	$(PY) bench/jobs.py
 	$(PY) bench/scale.py
+	$(PY) bench/regex_constraint.py
 	$(PY) bench/logs.py
 	$(PY) bench/lb.py
 

@@ -24,6 +24,9 @@ setup(
         # the time-series service encodes its JSON arrays with it: ~3x faster than the
         # hand-written %-format it replaced (bench/services.py range query); wheels for 3.11
         "orjson>=3.9",
+        # LIKE/UNLIKE constraint regexes run against every offer: RE2 matches in linear time,
+        # so no pattern can stall placement (scheduler/constraint_regex.py); wheels for 3.11
+        "google-re2>=1.1",
     ],
     extras_require={
         "test": [

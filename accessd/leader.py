@@ -23,12 +23,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("action", nargs="?", choices=["show", "abdicate"], default="show")
     p.add_argument("--api", default=os.environ.get("ACCESSD_API") or DEFAULT_API)
     p.add_argument("--token", default=os.environ.get("ACCESSD_API_TOKEN"))
+    p.add_argument("--cacert", default=os.environ.get("ACCESSD_CACERT") or None,
+                   help="certificate an https API must present (env ACCESSD_CACERT)")
     opts = p.parse_args(argv)
     headers = {"Authorization": f"Bearer {opts.token}"} if opts.token else {}
     method = "DELETE" if opts.action == "abdicate" else "GET"
     try:
         r = requests.request(method, opts.api.rstrip("/") + "/v2/leader", headers=headers,
-                             timeout=15)
+                             timeout=15, verify=opts.cacert or True)
     except requests.RequestException as exc:
         print(f"accessd leader: cannot reach the API at {opts.api}: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from api import changes, shapes, views
 from api.body import read_json, read_object
 from api.cache import ViewCache
 from api.errors import ApiError, bad_request, not_found
+from api.pathcheck import check_url_id
 from scheduler.service_ports import DEFAULT_RANGE, PortRange
 from scheduler.spec import SpecError, merge_patch, normalize_app_id
 from scheduler.state import StateStore
@@ -35,7 +36,9 @@ class Ctx:
 
 
 def path_app_id(raw: str) -> str:
-    """The normalised app id from a URL, or 404 if it cannot name an app."""
+    """The normalised app id from a URL, 400 for traversal or control characters, or 404 if
+    it cannot name an app."""
+    check_url_id(raw)
     try:
         return normalize_app_id("/" + raw.strip("/"))
     except SpecError:

@@ -408,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    client = ApiClient(opts.api, opts.token)
+    client = ApiClient(opts.api, opts.token, cacert=opts.cacert)
     previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         return int(opts.func(client, opts))

@@ -3,7 +3,9 @@
 `ApiClient` sends `Authorization: Bearer <token>` when given one and turns every failure into a
 `CliError` with the API's own `message` and `details` (never a traceback); a refused connection
 is one line naming the URL. `client_options()` is the parent parser of the options every command
-shares: `--api URL` (env `ACCESSD_API`), `--token` (env `ACCESSD_API_TOKEN`), `--json`.
+shares: `--api URL` (env `ACCESSD_API`), `--token` (env `ACCESSD_API_TOKEN`), `--cacert FILE`
+(env `ACCESSD_CACERT`: the CA or self-signed certificate an `https://` API is verified against;
+without it the system's trusted CAs; verification is never turned off), `--json`.
 """
 
 from __future__ import annotations
@@ -80,10 +82,12 @@ def format_details(details: Any) -> list[str]:
 class ApiClient:
     """Requests against one API base URL; every failure becomes a `CliError`."""
 
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0,
+                 cacert: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.session = requests.Session()
+        self.session.verify = cacert or True
         self.session.headers["Accept"] = "application/json"
         self.session.headers["User-Agent"] = "accessd-cli"
         if token:
@@ -96,6 +100,8 @@ class ApiClient:
         try:
             resp = self.session.request(method, url, json=body, params=params,
                                         timeout=self.timeout)
+        except requests.exceptions.SSLError as exc:
+            raise tls_error(self.base_url, exc) from None
         except requests.ConnectionError as exc:
             raise connection_error(self.base_url, exc) from None
         except requests.Timeout:
@@ -125,6 +131,8 @@ class ApiClient:
             # No read timeout: the stream is idle between events by design.
             resp = self.session.get(url, params=with_extras(params), stream=True, headers=headers,
                                     timeout=(self.timeout, None))
+        except requests.exceptions.SSLError as exc:
+            raise tls_error(self.base_url, exc) from None
         except requests.ConnectionError as exc:
             raise connection_error(self.base_url, exc) from None
         except requests.RequestException as exc:
@@ -154,6 +162,16 @@ def parse_body(resp: requests.Response) -> Any:
         return resp.json()
     except ValueError:
         return resp.text
+
+
+def tls_error(base_url: str, exc: Exception) -> CliError:
+    """A TLS failure: most often a certificate the client does not trust (self-signed, or
+    signed by a private CA); never retried, never bypassed."""
+    text = str(exc)
+    why = ("its certificate is not trusted" if "CERTIFICATE_VERIFY_FAILED" in text
+           or "certificate" in text.lower() else "the TLS handshake failed")
+    return CliError(f"cannot reach the accessd API at {base_url} securely ({why}); pass the "
+                    "CA or the server's certificate with --cacert FILE or ACCESSD_CACERT")
 
 
 def connection_error(base_url: str, exc: Exception) -> CliError:
@@ -186,5 +204,8 @@ def client_options() -> argparse.ArgumentParser:
                         help="control API base URL (env ACCESSD_API; default %(default)s)")
     common.add_argument("--token", default=os.environ.get("ACCESSD_API_TOKEN"),
                         help="API token (env ACCESSD_API_TOKEN)")
+    common.add_argument("--cacert", default=os.environ.get("ACCESSD_CACERT") or None,
+                        metavar="FILE", help="certificate (CA or self-signed) that an https "
+                                             "API must present (env ACCESSD_CACERT)")
     common.add_argument("--json", action="store_true", help="print the API's raw JSON")
     return common

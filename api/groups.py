@@ -24,6 +24,7 @@ from api import changes
 from api.apps import Ctx, embeds, extras, force_param, render_apps
 from api.body import read_object
 from api.errors import ApiError, not_found
+from api.pathcheck import check_url_id
 from scheduler.spec import SpecError, normalize_app_id
 
 Doc = dict[str, Any]
@@ -31,7 +32,8 @@ GROUP_FIELDS = frozenset({"id", "apps", "groups", "dependencies", "pods", "versi
                           "enforceRole", "scaleBy"})
 
 
-def group_id(raw: str | None) -> str:
+def group_id(raw: str | None, where: str = "the URL") -> str:
+    check_url_id(raw or "", "group id", where)
     text = "/" + (raw or "").strip("/")
     if text == "/":
         return "/"
@@ -164,7 +166,7 @@ class Groups:
         parent = group_id(group)
         raw = body.get("id")
         gid = parent if raw in (None, "") else group_id(
-            raw if str(raw).startswith("/") else f"{parent.rstrip('/')}/{raw}")
+            raw if str(raw).startswith("/") else f"{parent.rstrip('/')}/{raw}", "the body")
         new_apps = _validated_apps(body, gid)
         if not new_apps:
             raise ApiError(422, "Object is not valid", [{"path": "/apps", "errors": [

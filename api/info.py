@@ -19,7 +19,7 @@ from api.leadership import Leadership
 from scheduler.state import StateStore
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-_STATIC_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_STATIC_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # fullmatch: "$" would allow "\n"
 
 
 def version() -> str:
@@ -97,6 +97,6 @@ class Index:
 class Static:
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
         """The status page's scripts and styles (one level, no traversal)."""
-        if not _STATIC_NAME_RE.match(name):
+        if not _STATIC_NAME_RE.fullmatch(name):
             raise falcon.HTTPNotFound(title="Not found", description=f"no file {name!r}")
         _send_file(resp, STATIC_DIR / name)

@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     try:
-        return int(opts.func(ApiClient(opts.api, opts.token), opts))
+        return int(opts.func(ApiClient(opts.api, opts.token, cacert=opts.cacert), opts))
     except CliError as exc:
         print(f"accessd jobs {opts.command}: {exc.message}", file=sys.stderr)
         for line in exc.details:

@@ -172,6 +172,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="control API URL (env ACCESSD_API, default %(default)s)")
     p.add_argument("--token", default=os.environ.get("ACCESSD_API_TOKEN"),
                    help="API token (env ACCESSD_API_TOKEN)")
+    p.add_argument("--cacert", default=os.environ.get("ACCESSD_CACERT") or None, metavar="FILE",
+                   help="certificate an https API must present (env ACCESSD_CACERT)")
     return p.parse_args(argv)
 
 
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.tail is not None and opts.tail < 0:
         print("accessd logs: --tail must be >= 0", file=sys.stderr)
         return EXIT_USAGE
-    client = ApiClient(opts.api, opts.token)
+    client = ApiClient(opts.api, opts.token, cacert=opts.cacert)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         app_id, task_id = resolve(client, opts.target)

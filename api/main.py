@@ -2,12 +2,16 @@
 
     accessd api --bind 127.0.0.1:8080 --workers N --state PATH [--token T] [--read-token T]
                 [--max-body BYTES] [--threads N] [--master HOST:PORT]
+                [--certfile CERT.pem --keyfile KEY.pem]
 
 gthread workers: the event stream (`/v2/events`) holds a thread per client while the worker's
 main thread keeps heart-beating. The configuration reaches the workers as environment variables
 (read by `api.app.get_app()` in each worker after the fork), so the workers are exactly what
 `gunicorn 'api.app:get_app()'` would run. Tokens may also come from `ACCESSD_API_TOKEN` /
 `ACCESSD_API_READ_TOKEN`, which keeps them out of the process list.
+
+With `--certfile` and `--keyfile` (env `ACCESSD_API_CERTFILE` / `ACCESSD_API_KEYFILE`) gunicorn
+serves HTTPS only; the CLI verifies the certificate (`--cacert` / `ACCESSD_CACERT`).
 
 Without any credential configured everything is open to whoever can connect, so the API then
 binds to loopback only: a non-loopback `--bind` is refused.
@@ -62,6 +66,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--master", default=os.environ.get("ACCESSD_API_MESOS_MASTER"),
                    help="the Mesos master HOST:PORT or zk://HOSTS/PATH, to read task logs "
                         "from the agents' sandboxes (env ACCESSD_API_MESOS_MASTER)")
+    p.add_argument("--certfile", default=os.environ.get("ACCESSD_API_CERTFILE") or None,
+                   help="PEM certificate (chain): serve HTTPS (env ACCESSD_API_CERTFILE)")
+    p.add_argument("--keyfile", default=os.environ.get("ACCESSD_API_KEYFILE") or None,
+                   help="PEM private key of --certfile (env ACCESSD_API_KEYFILE)")
     p.add_argument("--local-port-min", type=int, default=DEFAULT_RANGE.low,
                    help="lowest service port assigned to a port definition sent as 0 "
                         "(default %(default)s), as Marathon's --local_port_min")
@@ -82,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1 or args.threads < 1 or args.max_body < 1:
         log.error("--workers, --threads and --max-body must be >= 1")
         return 2
+    if (args.certfile is None) != (args.keyfile is None):
+        log.error("--certfile and --keyfile go together")
+        return 2
+    for path in (args.certfile, args.keyfile):
+        if path is not None and not os.access(path, os.R_OK):
+            log.error("cannot read %s (TLS certificate or key)", path)
+            return 2
     try:
         PortRange(args.local_port_min, args.local_port_max)
     except ValueError as exc:
@@ -130,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
             }
             if args.access_log:
                 settings["accesslog"] = "-"
+            if args.certfile:
+                settings.update(certfile=args.certfile, keyfile=args.keyfile)
             for key, value in settings.items():
                 self.cfg.set(key, value)
 

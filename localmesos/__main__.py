@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from localmesos.cluster import DEFAULT_RESOURCES, Cluster, Options, parse_attributes
+from localmesos.framework_auth import CredentialsError, load_credentials
 from localmesos.portblocks import NoFreePortBlock
 from localmesos.resources import parse_spec
 from localmesos.zkannounce import ZkUnavailable, parse_zk_url
@@ -60,8 +61,19 @@ def parse_args(argv: list[str]) -> Options:
     p.add_argument("--zk", default=None,
                    help="zk://host:port/path: announce the master in ZooKeeper as Mesos does "
                         "(schedulers can then use --master zk://host:port/path)")
+    p.add_argument("--credentials", default=None, metavar="FILE",
+                   help="Mesos credentials file (JSON {\"credentials\": [{\"principal\", "
+                        "\"secret\"}]} or 'principal secret' lines): frameworks must then "
+                        "authenticate with HTTP basic, as a master run with "
+                        "--authenticate_http_frameworks --credentials=FILE")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (stderr)")
     a = p.parse_args(argv)
+    credentials = None
+    if a.credentials is not None:
+        try:
+            credentials = load_credentials(a.credentials)
+        except CredentialsError as exc:
+            p.error(str(exc))
     if a.agents < 1:
         p.error("--agents must be at least 1")
     if a.max_agent_ping_timeouts < 1 or a.agent_ping_timeout <= 0:
@@ -86,7 +98,8 @@ def parse_args(argv: list[str]) -> Options:
                    executor_reregistration_timeout=a.executor_reregistration_timeout,
                    executor_subscription_backoff_max=a.executor_subscription_backoff_max,
                    recovery_timeout=a.recovery_timeout, agent_ping_timeout=a.agent_ping_timeout,
-                   max_agent_ping_timeouts=a.max_agent_ping_timeouts, zk=a.zk)
+                   max_agent_ping_timeouts=a.max_agent_ping_timeouts, zk=a.zk,
+                   credentials=credentials)
 
 
 def main(argv: list[str]) -> int:

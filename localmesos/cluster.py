@@ -60,6 +60,9 @@ class Options:
     max_agent_ping_timeouts: int = 5
     shutdown_grace: float = 3.0
     zk: str | None = None  # zk://host:port/path: announce the master there, as Mesos does
+    # principal -> secret (`--credentials`): the scheduler API then requires HTTP basic auth
+    # (localmesos.framework_auth); None: open, as a master without --authenticate_http_frameworks
+    credentials: dict[str, str] | None = None
 
 
 def parse_attributes(text: str) -> list[tuple[str, str]]:

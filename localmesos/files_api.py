@@ -90,8 +90,8 @@ class SandboxFiles:
 
     def resolve(self, path: str) -> str | None:
         """The real path behind a requested one, or None if it is not under an attachment."""
-        if not path.startswith("/"):
-            return None
+        if not path.startswith("/") or "\x00" in path:
+            return None  # no file name holds a NUL (the OS would refuse it with ValueError)
         norm = posixpath.normpath(path)
         if norm.startswith("//"):
             norm = "/" + norm.lstrip("/")

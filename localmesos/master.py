@@ -23,7 +23,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from localmesos import recordio
+from localmesos import framework_auth, recordio
 from localmesos.agent_health import AgentHealth
 from localmesos.allocator import Allocator
 from localmesos.call_validation import json_error_text, validate_call
@@ -220,6 +220,12 @@ class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
         return answer
 
     def _scheduler_api(self, req: Request) -> Response | Stream:
+        principal = None  # with --credentials, libprocess authenticates before the handler
+        if self.opts.credentials is not None:
+            principal = framework_auth.authenticate(req.headers.get("Authorization"),
+                                                    self.opts.credentials)
+            if principal is None:
+                return framework_auth.unauthorized()
         refusal = self.leadership.refusal()
         if refusal is not None:
             return refusal
@@ -243,12 +249,19 @@ class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
             return Response.text(400, err)
         kind = call["type"]
         if kind == "SUBSCRIBE":
+            if principal is not None:
+                refused = framework_auth.subscribe_refusal(call, principal)
+                if refused is not None:
+                    return refused
             return self._subscribe(call)
         fid = value(call, "framework_id") or ""
         with self.cluster.lock:
             fw = self.frameworks.get(fid)
             if fw is None:
                 return Response.text(400, "Framework cannot be found")
+            if principal is not None and principal != fw.info.get("principal"):
+                return Response.text(400, framework_auth.mismatch(principal,
+                                                                  fw.info.get("principal")))
             if not fw.connected:
                 return Response.text(403, "Framework is not subscribed")
             sid = req.headers.get("Mesos-Stream-Id")

@@ -13,7 +13,8 @@ placement round). Semantics follow Marathon's Constraints:
   a value not yet seen is always fine; a seen value is fine only when at least n groups exist and
   its group is (one of) the smallest; so tasks spread evenly, over at least n groups if n is given;
 - MAX_PER n: fewer than n placed tasks have the candidate's value;
-- LIKE / UNLIKE re: the value (full match) does / does not match the regex;
+- LIKE / UNLIKE re: the value (full match) does / does not match the regex (RE2, linear time:
+  `scheduler.constraint_regex`);
 - IS v: the value equals v (numerically for SCALAR attributes, so "2" IS "2.0").
 
 A violated constraint is named `"constraint <field> <OPERATOR>"`, the reason the scheduler shows.
@@ -23,12 +24,12 @@ A violated constraint is named `"constraint <field> <OPERATOR>"`, the reason the
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
+
+from scheduler.constraint_regex import full_match
 
 OPERATORS = ("UNIQUE", "CLUSTER", "GROUP_BY", "LIKE", "UNLIKE", "MAX_PER", "IS")
 # Operators whose verdict can only turn from met to not met as more tasks are placed.
@@ -69,11 +70,6 @@ def field_value(field: str, hostname: str, attributes: Mapping[str, str]) -> str
         return hostname
     v = attributes.get(field)
     return None if v is None else str(v)
-
-
-@lru_cache(maxsize=1024)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
 
 
 def _int_value(value: str | None, default: int) -> int:
@@ -173,9 +169,9 @@ class Tally:
         if op == "MAX_PER":
             return g.counts.get(v, 0) < _int_value(r.value, 0)
         if op == "LIKE":
-            return bool(r.value) and _regex(r.value).fullmatch(v) is not None
+            return bool(r.value) and full_match(r.value, v) is True
         if op == "UNLIKE":
-            return bool(r.value) and _regex(r.value).fullmatch(v) is None
+            return bool(r.value) and full_match(r.value, v) is False
         if op == "IS":
             return r.value is not None and _same(v, r.value)
         return False  # an operator we do not know is never met

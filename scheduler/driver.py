@@ -51,6 +51,29 @@ def reconnect_delay(failed_attempts: int, rand: Callable[[], float] = random.ran
     return ceiling / 2.0 + rand() * ceiling / 2.0
 
 
+# Answers to a SUBSCRIBE that retrying cannot change: wrong or missing credentials (401), a
+# principal that is not the framework's or an invalid call (400), a forbidden one (403).
+REFUSED_STATUSES = frozenset({400, 401, 403})
+_refusal_handler: Callable[[str], None] | None = None
+
+
+def on_subscription_refused(handler: Callable[[str], None] | None) -> None:
+    """Call `handler(message)` when the master refuses a subscription for good (see
+    REFUSED_STATUSES) instead of raising in pymesos's I/O thread (a traceback, then an
+    interrupt of the main thread). The message names the status and the master's answer,
+    never the secret."""
+    global _refusal_handler
+    _refusal_handler = handler
+
+
+def _refusal_message(status: int, body: str, addr: tuple) -> str:
+    where = f"{addr[0]}:{addr[1]}"
+    if status == 401:
+        return (f"the master {where} refused the framework's credentials (401 Unauthorized): "
+                "check --principal and the secret (--secret-file / ACCESSD_FRAMEWORK_SECRET)")
+    return f"the master {where} refused the subscription ({status}): {body.strip()}"
+
+
 class _StartingMasterTolerantConnection(pymesos.process.Connection):
     def read(self):
         try:
@@ -58,16 +81,23 @@ class _StartingMasterTolerantConnection(pymesos.process.Connection):
         except (RuntimeError, TypeError):
             # pymesos raises RuntimeError("Failed with HTTP 404: …"), or a TypeError of its own
             # when the body is not complete in the first read (`bytes += str`).
-            if self.stream_id is None and self._answered_404():
+            status = self._status()
+            if self.stream_id is None and status == 404:
                 log.warning("master %s:%s answered 404 (starting, its API not up yet); "
                             "retrying", *self.addr)
                 return False  # pymesos closes this connection; on_close paces the next one
+            if self.stream_id is None and status in REFUSED_STATUSES and _refusal_handler:
+                body = self._parser.recv_body() if self._parser is not None else b""
+                text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+                _refusal_handler(_refusal_message(status, text, self.addr))
+                return False
             raise
 
-    def _answered_404(self) -> bool:
+    def _status(self) -> int | None:
         parser = self._parser
-        return (parser is not None and parser.is_headers_complete()
-                and parser.get_status_code() == 404)
+        if parser is None or not parser.is_headers_complete():
+            return None
+        return parser.get_status_code()
 
 
 def install_tolerant_connection() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import queue
 import signal
 import sys
@@ -38,8 +39,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--name", default="accessd")
     p.add_argument("--failover-timeout", type=float, default=604800.0,
                    help="seconds Mesos keeps our tasks while we are away (default: a week)")
-    p.add_argument("--principal")
-    p.add_argument("--secret")
+    p.add_argument("--principal", default=os.environ.get("ACCESSD_FRAMEWORK_PRINCIPAL"),
+                   help="framework principal, for a master that authenticates frameworks "
+                        "(env ACCESSD_FRAMEWORK_PRINCIPAL)")
+    p.add_argument("--secret", default=os.environ.get("ACCESSD_FRAMEWORK_SECRET"),
+                   help="its secret (env ACCESSD_FRAMEWORK_SECRET; prefer it or --secret-file: "
+                        "a command line is visible to every user)")
+    p.add_argument("--secret-file", default=None,
+                   help="file holding the secret (its first line)")
+    p.add_argument("--secrets-dir", default=os.environ.get("ACCESSD_SECRETS_DIR"),
+                   help="where the values of apps' secrets are read at launch: a secret "
+                        "whose source is /db/pw is the file DIR/db/pw (env ACCESSD_SECRETS_DIR)")
     p.add_argument("--refuse-seconds", type=float, default=5.0,
                    help="how long declined offers stay away")
     p.add_argument("--executor-python", default=sys.executable,
@@ -52,12 +62,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "task (accessd lb); none registered: no wait")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
+    if args.secret_file is not None:
+        try:
+            with open(args.secret_file, encoding="utf-8") as f:
+                args.secret = f.readline().rstrip("\r\n")
+        except OSError as exc:
+            p.error(f"cannot read --secret-file: {exc.strerror or exc}")
+    if args.secret_file is None and "--secret" in argv:
+        log.warning("--secret on the command line is visible to every user of this machine "
+                    "(ps): prefer ACCESSD_FRAMEWORK_SECRET or --secret-file")
     if (args.principal is None) != (args.secret is None):
-        p.error("--principal and --secret go together")
+        p.error("--principal and a secret (--secret, --secret-file or "
+                "ACCESSD_FRAMEWORK_SECRET) go together")
+    if args.secrets_dir is not None and not os.path.isdir(args.secrets_dir):
+        p.error(f"--secrets-dir {args.secrets_dir} is not a directory")
     if args.missed_heartbeats <= 0:
         p.error("--missed-heartbeats must be positive")
     if args.advertise is None:
-        import os
         import socket
 
         args.advertise = f"{socket.gethostname()}:{os.getpid()}"
@@ -166,8 +187,11 @@ def lead(args: argparse.Namespace, store: Any, done: threading.Event,
     gone) is set; returns the exit code (0, or 1 after a fatal error)."""
     import pymesos.process
 
+    from scheduler import secret_values
+    from scheduler.driver import on_subscription_refused
     from scheduler.framework import AccessdScheduler, Worker
 
+    secret_values.configure(args.secrets_dir)
     framework_id = store.get_framework_id()
     log.info("starting: master=%s state=%s framework_id=%s", args.master, args.state,
              framework_id or "(new)")
@@ -187,6 +211,12 @@ def lead(args: argparse.Namespace, store: Any, done: threading.Event,
     worker = Worker(store, driver, work, role=args.role, refuse_seconds=args.refuse_seconds,
                     executor_python=args.executor_python, on_fatal=fatal)
     worker.drain_timeout = args.drain_timeout
+
+    def refused(message: str) -> None:  # wrong credentials: retrying cannot help
+        log.error("%s; exiting", message)
+        fatal(message)
+
+    on_subscription_refused(refused)
     worker.start()
     driver.start()
     last_check = 0.0

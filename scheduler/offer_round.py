@@ -21,7 +21,8 @@ class OfferRound:
     """Mixin of `framework.Worker`: the offer callbacks' half of a round."""
 
     def on_offers(self, offers: list[Doc]) -> None:
-        from scheduler.placement import LaunchRequest, place
+        from scheduler.placement import LaunchRequest, Unplaced, place
+        from scheduler.secret_values import SecretUnavailable
         from scheduler.tasks import build_task_info, new_task_id
 
         if not self.subscribed:  # the framework id is not stored yet: launch nothing
@@ -37,6 +38,7 @@ class OfferRound:
         by_id = {o["id"]["value"]: o for o in offers}
         infos: dict[str, list[Doc]] = {}
         docs: dict[str, Doc] = {}
+        no_secret: dict[str, Unplaced] = {}  # placed, but a secret could not be read
         for launch in result.launches:
             if launch.app_id not in needs:  # a job run (scheduler.jobs), stored as staging
                 infos.setdefault(launch.offer_id, []).append(
@@ -44,9 +46,18 @@ class OfferRound:
                 continue
             need = needs[launch.app_id]
             task_id = new_task_id(launch.app_id)
-            info = build_task_info(launch, need.app, task_id=task_id,
-                                   config_version=need.config_version,
-                                   executor_python=self.executor_python)
+            try:
+                info = build_task_info(launch, need.app, task_id=task_id,
+                                       config_version=need.config_version,
+                                       executor_python=self.executor_python)
+            except SecretUnavailable as exc:  # its offer is declined below if nothing else uses it
+                reason = f"secret unavailable: {exc}"
+                if (self.waiting.get(launch.app_id) or {}).get("reason") != reason \
+                        and launch.app_id not in no_secret:  # once, not every offer round
+                    log.warning("not launching a task of %s: %s", launch.app_id, exc)
+                count = no_secret[launch.app_id].count if launch.app_id in no_secret else 0
+                no_secret[launch.app_id] = Unplaced(count + 1, reason)
+                continue
             docs[task_id] = self._task_doc(task_id, launch, need, by_id, now)
             infos.setdefault(launch.offer_id, []).append(info)
             log.info("launching task %s app=%s agent=%s ports=%s", task_id, launch.app_id,
@@ -80,12 +91,18 @@ class OfferRound:
         if declines:
             self.driver.declineOffer([{"value": oid} for oid in declines],
                                      filters={"refuse_seconds": self.refuse_seconds})
-        self._note_waiting({k: v for k, v in result.unplaced.items() if k in needs}, now)
+        waiting = {k: v for k, v in result.unplaced.items() if k in needs}
+        for app_id, info in no_secret.items():  # the reason the status label and queue show
+            waiting[app_id] = Unplaced(info.count + (waiting[app_id].count
+                                                     if app_id in waiting else 0), info.reason)
+        self._note_waiting(waiting, now)
         # What still waits after this round is known demand: only growth beyond it is news
         # worth a REVIVE (which would also clear the decline filters just set).
         placed: dict[str, int] = {}
         for launch in result.launches:
             placed[launch.app_id] = placed.get(launch.app_id, 0) + 1
+        for app_id, info in no_secret.items():
+            placed[app_id] -= info.count
         self.last_demand = {app_id: need.count - placed.get(app_id, 0)
                             for app_id, need in needs.items()
                             if need.count > placed.get(app_id, 0)}

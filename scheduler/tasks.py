@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from scheduler import spec as _spec
+from scheduler.secret_values import secret_env
 
 if TYPE_CHECKING:
     from scheduler.placement import Launch
@@ -135,6 +136,8 @@ def build_task_info(launch: Launch, app: AppSpec, *, task_id: str, config_versio
     """The Mesos v1 TaskInfo JSON dict for `launch` (a scheduler.placement.Launch) of `app`."""
     ports = list(launch.ports)
     env = task_env(app, ports, launch.hostname, task_id, config_version)
+    if app.env_secrets:  # resolved now, into this TaskInfo only (scheduler.secret_values)
+        env.update(secret_env(app))
     labels = [{"key": str(k), "value": str(v)} for k, v in sorted(dict(app.labels).items())]
     labels += [{"key": "accessd.app", "value": app.id},
                {"key": "accessd.version", "value": config_version}]

@@ -64,6 +64,7 @@ _ERROR_TEXT = {
          "field, bad limit, malformed body)",
     404: "Unknown symbol or model",
     409: "The store holds fewer quotes than the model needs",
+    413: "Request body too large",
     500: "Unexpected error (no traceback; the server log has it)",
     503: "The store is unreachable (retry after Retry-After seconds)",
 }

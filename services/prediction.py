@@ -29,6 +29,7 @@ from pathlib import Path
 import falcon
 import numpy as np
 
+from services.body import read_json
 from services.common import ServiceConfig, app_from_env, make_app, parse_time, unknown_symbol
 from services.model import Model, ModelError, ModelRegistry
 from services.openapi import EPOCH_MS, ISO_TIME, SYMBOL, TIME_PARAM, op
@@ -192,13 +193,13 @@ class PredictResource:
 
     OPENAPI = {"post": op(f"Predict from explicit closes: one input, or a batch of up to "
                           f"{MAX_BATCH}", {"oneOf": [PREDICTION_ONE, PREDICTION_BATCH]},
-                          body={"oneOf": [PREDICT_ONE, PREDICT_BATCH]}, errors=(400, 404))}
+                          body={"oneOf": [PREDICT_ONE, PREDICT_BATCH]}, errors=(400, 404, 413))}
 
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = req.get_media()
+        body = read_json(req)
         if not isinstance(body, dict) or not isinstance(body.get("symbol"), str):
             raise falcon.HTTPBadRequest(title="Invalid body",
                                         description='expected {"symbol": ..., "closes": [...]} '

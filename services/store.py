@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -125,6 +126,10 @@ def check_quote(q: object) -> Quote:
     if not isinstance(q, Quote):
         raise ValueError(f"expected a Quote, got {type(q).__name__}")
     check_symbol(q.symbol)
+    if any(unicodedata.category(c) == "Cc" for c in q.symbol):
+        # Reads of such a symbol simply find nothing; writes refuse it (it would reach log
+        # lines, file names and CSV exports).
+        raise ValueError(f"symbol {q.symbol!r} holds control characters")
     ts = _check_ts("ts", q.ts)
     prices = []
     for name in ("open", "high", "low", "close"):

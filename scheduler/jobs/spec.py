@@ -24,12 +24,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from scheduler.constraint_regex import check_pattern
 from scheduler.jobs.schedule import ScheduleError, parse_duration, parse_schedule, with_start
 from scheduler.jobs.schedule import zone as tz_zone
 
 Doc = dict[str, Any]
 
-NAME_RE = re.compile(r"[\w\s.#_-]+")       # Chronos's job-name pattern
+# Chronos's job-name pattern, but whitespace is the space only: a tab, newline or other control
+# character in a name ends up in task ids, sandbox paths and log lines. A name of dots only
+# (".", "..") is refused too: names are URL path segments (`/v1/scheduler/job/{name}`).
+NAME_RE = re.compile(r"(?!\.+$)[\w .#_-]+")
 MAX_NAME = 200
 DEFAULT_EPSILON = "PT60S"
 CONSTRAINT_OPERATORS = ("EQUALS", "LIKE", "UNLIKE")
@@ -212,7 +216,7 @@ def parse_job(doc: Any, *, kind: str | None = None, now: float | None = None) ->
         name = ""
     elif not NAME_RE.fullmatch(name) or len(name) > MAX_NAME:
         errs.add("/name", f"may only contain letters, digits, '-', '_', '#', '.' and "
-                          f"whitespace (at most {MAX_NAME} characters)")
+                          f"spaces, not only dots (at most {MAX_NAME} characters)")
     command = doc.get("command")
     if not isinstance(command, str) or not command.strip():
         errs.add("/command", "required: a non-empty string")
@@ -297,10 +301,10 @@ def parse_job(doc: Any, *, kind: str | None = None, now: float | None = None) ->
                                           f"{', '.join(CONSTRAINT_OPERATORS)})")
             continue
         if op in ("LIKE", "UNLIKE"):
-            try:
-                re.compile(value)
-            except re.error as exc:
-                errs.add(f"/constraints/{i}", f"{value!r} is not a regular expression: {exc}")
+            why = check_pattern(value)
+            if why is not None:
+                errs.add(f"/constraints/{i}", f"{value!r} is not a usable regular expression: "
+                                              f"{why}")
                 continue
         constraints.append((fld, op, value))
 

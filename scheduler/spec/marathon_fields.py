@@ -2,8 +2,8 @@
 `fetch`/`uris`, `acceptedResourceRoles`, `dependencies`, `readinessChecks`,
 `unreachableStrategy`) and those whose empty, null or default values are accepted while any
 other value is refused with the reason it cannot work on this cluster (`container` with an image
-or volumes, non-host `networks`, `ipAddress`, `secrets`, `storeUrls`, `tty`, `resourceLimits`,
-`executorResources`, `check`).
+or volumes, non-host `networks`, `ipAddress`, `storeUrls`, `tty`, `resourceLimits`,
+`executorResources`, `check`). `secrets` are accepted: `scheduler.spec.secrets`.
 
 Each rule follows Marathon's RAML and `AppValidation` (e.g. at most one readiness check whose
 `portName` names a port definition; `inactiveAfterSeconds <= expungeAfterSeconds`; `uris` and
@@ -272,7 +272,6 @@ def check_refused_unless_empty(doc: dict, errs: Errors) -> None:
     reasons = {
         "ipAddress": "IP-per-task networking needs a CNI network on the agents, which this "
                      "cluster does not have",
-        "secrets": "there is no secret store on this cluster; pass configuration in env",
         "storeUrls": "there is no artifact store on this cluster; use fetch",
         "resourceLimits": "resource limits above the request need the Mesos containerizer's "
                           "cgroups isolators, which this cluster lacks",
@@ -289,9 +288,3 @@ def check_refused_unless_empty(doc: dict, errs: Errors) -> None:
     if residency is not None and not isinstance(residency, dict):
         errs.add(ptr("residency"), f"must be an object, got {type_name(residency)}")
     # `residency` is deprecated and has no effect in Marathon: accepted, ignored.
-    env = doc.get("env")
-    if isinstance(env, dict):
-        for k, val in env.items():
-            if isinstance(val, dict) and "secret" in val:
-                errs.add(ptr("env", k), "secret references are not supported here: there is "
-                                        "no secret store on this cluster")

@@ -226,6 +226,10 @@ class AppSpec:
     dependencies: tuple[str, ...] = ()
     readiness_checks: tuple[ReadinessCheck, ...] = ()
     unreachable_strategy: UnreachableStrategy = field(default_factory=UnreachableStrategy)
+    # Marathon's secrets: name -> source, and env variable -> secret name (references only;
+    # the values are resolved at launch, see scheduler.spec.secrets)
+    secrets: FrozenMap = field(default_factory=FrozenMap)
+    env_secrets: FrozenMap = field(default_factory=FrozenMap)
 
     def to_json(self) -> dict[str, Any]:
         """Marathon JSON, every default filled in; `cmd`/`args` only the one that is set."""
@@ -241,7 +245,8 @@ class AppSpec:
             "instances": self.instances,
             "portDefinitions": [p.to_json() for p in self.port_definitions],
             "requirePorts": self.require_ports,
-            "env": self.env.to_dict(),
+            "env": {**self.env, **{var: {"secret": name}
+                                   for var, name in self.env_secrets.items()}},
             "labels": self.labels.to_dict(),
             "constraints": [c.to_json() for c in self.constraints],
             "healthChecks": [h.to_json() for h in self.health_checks],
@@ -261,6 +266,8 @@ class AppSpec:
             "unreachableStrategy": self.unreachable_strategy.to_json(),
             "networks": [{"mode": "host"}],
         })
+        if self.secrets:
+            out["secrets"] = {name: {"source": src} for name, src in self.secrets.items()}
         if self.user is not None:
             out["user"] = self.user
         if self.accepted_resource_roles is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from scheduler.constraint_regex import check_pattern
 from scheduler.spec.fields import (
     MISSING,
     Errors,
@@ -47,6 +48,7 @@ from scheduler.spec.model import (
     SpecError,
     UpgradeStrategy,
 )
+from scheduler.spec.secrets import parse_secrets, split_env
 
 _PORT_NAME_RE = re.compile(r"[a-z0-9-]+")  # Marathon's port name pattern (fullmatch)
 
@@ -173,10 +175,9 @@ def parse_constraints(v: Any, errs: Errors) -> tuple[Constraint, ...]:
             errs.add(path, f"{op} requires a value")
             ok = False
         elif op in ("LIKE", "UNLIKE"):
-            try:
-                re.compile(value)  # type: ignore[arg-type]
-            except re.error as exc:
-                errs.add(path, f"{op} value {value!r} is not a valid regular expression: {exc}")
+            why = check_pattern(value)  # type: ignore[arg-type]
+            if why is not None:
+                errs.add(path, f"{op} value {value!r} is not a usable regular expression: {why}")
                 ok = False
         elif op in ("MAX_PER", "GROUP_BY") and value is not None:
             if not (value.isascii() and value.isdigit() and int(value) > 0):
@@ -252,9 +253,8 @@ def parse_app(doc: Any) -> AppSpec:
     check_ports(ports, require_ports, "ports" if g("ports") is not None else "portDefinitions",
                  errs)
 
-    raw_env = g("env")
-    if isinstance(raw_env, dict):  # secret references are refused by check_refused_unless_empty
-        raw_env = {k: v for k, v in raw_env.items() if not (isinstance(v, dict) and "secret" in v)}
+    secrets = parse_secrets(g("secrets", MISSING), errs)
+    raw_env, env_secrets = split_env(g("env"), secrets, errs)
     env = str_map(raw_env, ("env",), errs)
     labels = str_map(g("labels"), ("labels",), errs)
     constraints = parse_constraints(g("constraints", MISSING), errs)
@@ -295,4 +295,5 @@ def parse_app(doc: Any) -> AppSpec:
         task_kill_grace_period_seconds=kill_grace, executor=executor or "", role=role,
         gpus=gpus, user=user, fetch=fetch, accepted_resource_roles=accepted_roles,
         dependencies=dependencies, readiness_checks=readiness, unreachable_strategy=unreachable,
+        secrets=secrets, env_secrets=env_secrets,
     )

@@ -69,8 +69,8 @@ REFUSED = [
      "/container/volumes", "persistent volumes"),
     ({"networks": [{"mode": "container", "name": "overlay"}]}, "/networks/0", "IP-per-task"),
     ({"ipAddress": {"networkName": "overlay"}}, "/ipAddress", "IP-per-task"),
-    ({"secrets": {"pw": {"source": "/db/pw"}}, "env": {"PW": {"secret": "pw"}}}, "/secrets",
-     "no secret store"),
+    ({"secrets": {"pw": {"source": "/db/../etc/pw"}}}, "/secrets/pw/source", "'..'"),
+    ({"env": {"PW": {"secret": "pw"}}}, "/env/PW", "undefined secret"),
 ]
 
 

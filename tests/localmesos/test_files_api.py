@@ -188,6 +188,7 @@ def test_logs_of_a_finished_task_stay_readable(lm, sched):
 
 def test_resolve_stays_inside_attached_sandboxes(tmp_path):
     from localmesos.files_api import SandboxFiles
+    from localmesos.httpserver import Request
 
     work = tmp_path / "work"
     box = work / "slaves" / "S0" / "frameworks" / "F" / "executors" / "E" / "runs" / "C"
@@ -205,6 +206,13 @@ def test_resolve_stays_inside_attached_sandboxes(tmp_path):
     assert files.resolve(latest + "/../../E2/runs/latest") is None
     assert files.resolve("/frameworks/F") is None
     assert files.resolve("relative/stdout") is None
+    # A NUL is refused (404), not passed to the OS (ValueError: a 500), however it is placed.
+    assert files.resolve(latest + "/stdout\x00") is None
+    assert files.resolve(latest + "/x\x00/../stdout") is None
+    for endpoint in ("read", "browse", "download"):
+        answer = files.handle(Request("GET", f"/files/{endpoint}",
+                                      {"path": latest + "/stdout\x00", "offset": "0"}, {}, b""))
+        assert answer.status == 404, endpoint
 
 
 def test_edge_answers_match_a_real_agent(lm, sched):

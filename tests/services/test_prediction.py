@@ -157,3 +157,31 @@ def test_latest_quotes_looks_back_over_gaps(sqlite_store: QuoteStore):
     assert [q.close for q in got] == [1.0 + i for i in range(18, 30)]
     assert len(latest_quotes(sqlite_store, "D", 100)) == 30
     assert latest_quotes(sqlite_store, "none", 3) == []
+
+
+def test_bodies_nested_too_deep_or_too_large_are_refused(service: Service):
+    from services.body import MAX_BODY, MAX_DEPTH
+
+    json_headers = {"Content-Type": "application/json"}
+    deep = b'{"symbol": "X", "closes": ' + b"[" * MAX_DEPTH + b"]" * MAX_DEPTH + b"}"
+    doc = assert_error(service.post("/predict", data=deep, headers=json_headers), 400)
+    assert "nested deeper" in doc["description"]
+    deeper = b"[" * 200_000 + b"]" * 200_000   # past the interpreter's recursion limit
+    assert_error(service.post("/predict", data=deeper, headers=json_headers), 400)
+    huge = b'{"symbol": "' + b"x" * MAX_BODY + b'"}'
+    assert_error(service.post("/predict", data=huge, headers=json_headers), 413)
+
+
+def test_symbols_with_control_characters_or_traversal_are_404(service: Service):
+    for symbol in ("JPM%00", "JPM%0a", "..%2f..%2fetc", "%1b%5b31m", "%2e%2e"):
+        assert_error(service.get(f"/predict/{symbol}"), 404)
+        assert_error(service.get(f"/models/{symbol}"), 404)
+
+
+@pytest.mark.parametrize("symbol", ["JPM\x00", "JPM\n", "\x1b[31mJPM"])
+def test_quotes_with_control_characters_in_the_symbol_are_not_written(tmp_path: Path,
+                                                                      symbol: str):
+    with open_store(f"sqlite://{tmp_path / 'q.db'}") as store:
+        with pytest.raises(ValueError, match="control characters|non-empty string"):
+            store.write([Quote(symbol, 1_700_000_000_000, 1.0, 1.0, 1.0, 1.0, 1)])
+        assert store.symbols() == []
