@@ -21,10 +21,13 @@ log = logging.getLogger("accessd.lb.control")
 
 
 class ControlApi:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 5.0,
+                 cacert: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.http = requests.Session()
+        if cacert:  # an HTTPS API with a private CA: trust it (never skip verification)
+            self.http.verify = cacert
         if token:
             self.http.headers["Authorization"] = f"Bearer {token}"
 

@@ -38,7 +38,11 @@ log = logging.getLogger("accessd.lb")
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="accessd lb", description=__doc__.split("\n\n")[0])
     p.add_argument("--api", default=os.environ.get("ACCESSD_API", "http://127.0.0.1:8080"))
-    p.add_argument("--token", default=os.environ.get("ACCESSD_TOKEN"))
+    p.add_argument("--token", default=os.environ.get("ACCESSD_API_TOKEN"),
+                   help="the control API's credential (env ACCESSD_API_TOKEN); it must allow "
+                        "writes: the balancer registers through PUT /v2/balancers/{name}")
+    p.add_argument("--cacert", default=os.environ.get("ACCESSD_CACERT"),
+                   help="CA file for an HTTPS control API (env ACCESSD_CACERT)")
     p.add_argument("--group", action="append", default=None,
                    help="HAPROXY_GROUP value(s) served (repeatable, comma-separated; '*': "
                         "every labelled app); default external")
@@ -81,10 +85,10 @@ def main(argv: list[str]) -> int:
     server = serve(metrics, opts.bind, opts.metrics_port) if opts.metrics_port else None
     settings = Settings(runtime_socket=proxy.runtime_socket, bind=opts.bind,
                         stats_port=opts.stats_port or None)
-    balancer = Balancer(ControlApi(opts.api, opts.token), proxy, settings, groups=groups,
+    balancer = Balancer(ControlApi(opts.api, opts.token, cacert=opts.cacert), proxy, settings, groups=groups,
                         http_port=opts.http_port, name=name, resync_seconds=opts.resync,
                         lease_seconds=opts.lease, metrics=metrics,
-                        autoscaler=Autoscaler(ControlApi(opts.api, opts.token), metrics,
+                        autoscaler=Autoscaler(ControlApi(opts.api, opts.token, cacert=opts.cacert), metrics,
                                               every=opts.autoscale_every,
                                               window=2 * opts.autoscale_every)
                         if opts.autoscale else None)
