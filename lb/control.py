@@ -57,12 +57,15 @@ class ControlApi:
         """Until `stop`: stream events into `on_event(type, payload)`; `on_connect` after each
         (re)connection, when events may have been missed (the caller resyncs)."""
         last_id: str | None = None
+        stream = requests.Session()  # its own: this runs in another thread than the syncs
+        stream.headers.update(self.http.headers)
+        stream.verify = self.http.verify
         while not stop.is_set():
             headers = {"Accept": "text/event-stream"}
             if last_id:
                 headers["Last-Event-ID"] = last_id
             try:
-                with self.http.get(f"{self.url}/v2/events", params={"embed": "accessd"},
+                with stream.get(f"{self.url}/v2/events", params={"embed": "accessd"},
                                    headers=headers, stream=True,
                                    timeout=(self.timeout, 30)) as resp:
                     resp.raise_for_status()

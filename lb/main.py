@@ -85,10 +85,11 @@ def main(argv: list[str]) -> int:
     server = serve(metrics, opts.bind, opts.metrics_port) if opts.metrics_port else None
     settings = Settings(runtime_socket=proxy.runtime_socket, bind=opts.bind,
                         stats_port=opts.stats_port or None)
-    balancer = Balancer(ControlApi(opts.api, opts.token, cacert=opts.cacert), proxy, settings, groups=groups,
+    api = ControlApi(opts.api, opts.token, cacert=opts.cacert)
+    balancer = Balancer(api, proxy, settings, groups=groups,
                         http_port=opts.http_port, name=name, resync_seconds=opts.resync,
                         lease_seconds=opts.lease, metrics=metrics,
-                        autoscaler=Autoscaler(ControlApi(opts.api, opts.token, cacert=opts.cacert), metrics,
+                        autoscaler=Autoscaler(api, metrics,
                                               every=opts.autoscale_every,
                                               window=2 * opts.autoscale_every)
                         if opts.autoscale else None)
