@@ -161,3 +161,27 @@ def test_autoscale_follows_the_request_rate(cluster):
     log = cluster.lb.output(tail=None)
     assert "autoscale /lb/auto: 1 -> 2 instances" in log
     assert "autoscale /lb/auto: 2 -> 1 instances (" in log
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_issues_scale_1_5_2_and_restart_of_4_fail_no_request(cluster):
+    """The issue's figures, out of `make test` (`make test-all`; `bench/lb.py` measures the
+    same): scale 1 → 5 → 2, then a rolling restart of 4, under 8 clients."""
+    port = free_port()
+    cluster.post("/v2/apps", echo_app("/lb/issue", port, 1, cluster.ctl))
+    cluster.wait_deployments_done(app_id="/lb/issue")
+    cluster.wait_serving("/lb/issue", 1)
+    load = Load(f"http://127.0.0.1:{port}/work?ms=10", threads=8).start()
+    try:
+        for n in (5, 2, 4):
+            cluster.put("/v2/apps/lb/issue", {"instances": n})
+            cluster.wait_deployments_done(app_id="/lb/issue")
+            before = cluster.wait_serving("/lb/issue", n)
+        cluster.post("/v2/apps/lb/issue/restart")
+        cluster.wait_deployments_done(app_id="/lb/issue")
+        after = cluster.wait_serving("/lb/issue", 4)
+    finally:
+        result = load.stop()
+    assert not after & before
+    assert result.failed == 0, result.why
