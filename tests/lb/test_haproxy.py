@@ -12,15 +12,15 @@ import pytest
 import requests
 
 from lb.config import Settings, render
-from lb.haproxy import HAProxy, find_binary
+from lb.haproxy import HAProxy, HAProxyError, find_binary
 from lb.model import desired
 from lb.slots import step
 from tests.support import free_port, wait_until
 
 try:
     find_binary()
-except Exception:  # noqa: BLE001 - reported as the skip reason
-    pytest.skip("haproxy not installed (tools/test-deps.sh installs it)", allow_module_level=True)
+except HAProxyError as exc:
+    pytest.skip(f"{exc} (tools/test-deps.sh installs it)", allow_module_level=True)
 
 
 class Slow(BaseHTTPRequestHandler):

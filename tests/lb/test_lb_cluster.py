@@ -11,10 +11,16 @@ import time
 import pytest
 import requests
 
+from lb.haproxy import HAProxyError, find_binary
 from tests.lb.harness import Load, echo_app, lb_cluster
 from tests.support import free_port, metric_samples, wait_until
 
 pytestmark = pytest.mark.timeout(120)
+
+try:
+    find_binary()
+except HAProxyError as exc:
+    pytest.skip(f"{exc} (tools/test-deps.sh installs it)", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
