@@ -119,3 +119,51 @@ def test_leaving_tasks_are_let_go_when_idle_or_not_routed_here():
     assert drained({"t1", "t2", "other"}, applied, busy={"a_10001/s1"}) == ["other", "t2"]
     assert drained({"t1"}, applied, busy=set()) == ["t1"]
     assert drained({"x"}, None, busy=set()) == ["x"]
+
+
+def _apply(slots: dict[str, tuple[str, int, str]], commands) -> None:
+    """What HAProxy does with the runtime commands, on a table `server -> (host, port, state)`."""
+    for command in commands:
+        words = command.split()
+        server = words[2]
+        host, port, state = slots.get(server, ("127.0.0.1", 1, "maint"))
+        if words[3] == "addr":
+            slots[server] = (words[4], int(words[6]), state)
+        else:
+            slots[server] = (host, port, words[4])
+
+
+def test_runtime_commands_always_reach_the_desired_membership():
+    """Property: from any membership to any other, either a reload (whose configuration holds
+    the new assignment) or the commands alone make HAProxy route exactly to the desired members,
+    in their states, and a member that stays keeps its server."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    member = st.tuples(st.integers(0, 11), st.booleans())  # (task number, leaving)
+    memberships = st.lists(st.lists(member, max_size=12, unique_by=lambda m: m[0]),
+                           min_size=1, max_size=6)
+
+    @settings(max_examples=150, deadline=None)
+    @given(memberships)
+    def check(sequence):
+        applied, table = None, {}
+        for members in sequence:
+            tasks = [task(f"t{n}", 31000 + n, **({"killRequested": True, "leaving": {}}
+                                                 if leaving else {})) for n, leaving in members]
+            before = {s.task_id: i for i, s in enumerate(applied.slots[0])
+                      if s.task_id} if applied else {}
+            result = step(applied, desired([app(tasks=tasks)]), 9080)
+            if result.reload:  # the configuration is the whole truth
+                table = {f"a_10001/s{i + 1}": (s.host, s.port, s.state)
+                         for i, s in enumerate(result.applied.slots[0])}
+            else:
+                _apply(table, result.commands)
+            routed = {(h, p, st_) for h, p, st_ in table.values() if st_ != "maint"}
+            assert routed == {("127.0.1.1", 31000 + n, "drain" if leaving else "ready")
+                              for n, leaving in members}
+            after = {s.task_id: i for i, s in enumerate(result.applied.slots[0]) if s.task_id}
+            assert all(after[t] == before[t] for t in before.keys() & after.keys())
+            applied = result.applied
+
+    check()
