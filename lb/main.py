@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -37,7 +38,8 @@ log = logging.getLogger("accessd.lb")
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="accessd lb", description=__doc__.split("\n\n")[0])
-    p.add_argument("--api", default=os.environ.get("ACCESSD_API", "http://127.0.0.1:8080"))
+    p.add_argument("--api", default=os.environ.get("ACCESSD_API", "http://127.0.0.1:8080"),
+                   help="the control API (env ACCESSD_API; default %(default)s)")
     p.add_argument("--token", default=os.environ.get("ACCESSD_API_TOKEN"),
                    help="the control API's credential (env ACCESSD_API_TOKEN); it must allow "
                         "writes: the balancer registers through PUT /v2/balancers/{name}")
@@ -52,7 +54,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="HAProxy's stats page (/haproxy?stats); 0: none")
     p.add_argument("--metrics-port", type=int, default=9091,
                    help="accessd lb's /metrics and /v1/lb; 0: none")
-    p.add_argument("--work-dir", default=None, help="HAProxy's configuration and sockets")
+    p.add_argument("--work-dir", default=None,
+                   help="HAProxy's configuration, sockets and log (default: a temporary "
+                        "directory, removed at the end)")
     p.add_argument("--name", default=None, help="this balancer's name in the control API")
     p.add_argument("--haproxy", default=None, help="the haproxy binary (default: PATH)")
     p.add_argument("--resync", type=float, default=30.0, help="full sync at least this often")
@@ -74,6 +78,7 @@ def main(argv: list[str]) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     groups = frozenset(g.strip() for arg in (opts.group or ["external"])
                        for g in arg.split(",") if g.strip())
+    temporary = opts.work_dir is None
     work = Path(opts.work_dir or tempfile.mkdtemp(prefix="accessd-lb-"))
     name = opts.name or f"{socket.gethostname()}-{opts.metrics_port or os.getpid()}"
     try:
@@ -133,4 +138,6 @@ def main(argv: list[str]) -> int:
     proxy.stop()
     if server:
         server.shutdown()
+    if temporary:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
