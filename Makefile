@@ -3,7 +3,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-all lint bench clean conformance
+.PHONY: run-containers
+# The access services as Docker containers of the Python image (README "Docker containers").
+run-containers: $(VENV)/.installed
+	bash tools/docker-deps.sh
+	$(VENV)/bin/accessd local --containers
+
+.PHONY: install run test test-all lint bench clean conformance chaos
 
 $(VENV)/.installed: setup.py tools/install.sh
 	bash tools/install.sh
@@ -44,6 +50,13 @@ bench: $(VENV)/.installed
 	$(PY) bench/regex_constraint.py
 	$(PY) bench/logs.py
 	$(PY) bench/lb.py
+	bash tools/docker-deps.sh
+	$(PY) bench/docker.py
+
+# The fault suite (bench/chaos.py): ~100 faults into the real stack, ~6-10 min; not in `test`.
+chaos: $(VENV)/.installed
+	bash tools/test-deps.sh
+	$(PY) bench/chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

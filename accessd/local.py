@@ -251,7 +251,17 @@ class LocalRun:
             progress(f"reusing the {SYMBOL} model in {self.models_dir}")
 
     def deploy(self) -> None:
-        for app in app_definitions(self.store_url, self.models_dir):
+        apps = app_definitions(self.store_url, self.models_dir)
+        if self.opts.containers:  # the same services in the Python image (local_containers)
+            from accessd import local_containers
+
+            try:
+                tag = local_containers.prepare(progress)
+            except RuntimeError as exc:
+                raise StepFailed(str(exc)) from None
+            apps = local_containers.app_definitions(self.store_url, self.models_dir,
+                                                    self.data_dir, tag)
+        for app in apps:
             app_id = app["id"]
             # The filled-in definition, for `accessd deploy .accessd/apps/NAME.json` (README).
             saved = self.data_dir / "apps" / f"{app_id.rsplit('/', 1)[-1]}.json"
@@ -386,6 +396,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--jobs-every", type=int, default=30, metavar="SECONDS",
                    help="add the pipeline jobs (ingest this often, then retrain); 0: add none "
                         "(jobs already in the state file keep running)")
+    p.add_argument("--containers", action="store_true",
+                   help="run the access services as Docker containers of the Python image "
+                        "(examples/apps/containers/; builds the image first)")
     return p.parse_args(argv)
 
 

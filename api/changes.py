@@ -2,9 +2,9 @@
 
 A change is: validate (the schema), stamp the versions, plan the deployment
 (`scheduler.deployments.plan_deployment`), store app and deployment in one transaction
-(`StateStore.apply_app_change`: a rejected change leaves nothing behind), then append the events
-(`api_post_event`, `deployment_info`). The events come after the commit: a change is never
-announced before it is real (if appending fails the change stands without its event).
+and its events (`api_post_event`, `deployment_info`) and the app's version history in one
+transaction where the backend can (`StateStore.apply_app_change`: a rejected change leaves
+nothing behind, and a change is never announced before it is real nor real without its events).
 
 Each deployment we create also carries `original`: the app document it replaces (null for a
 create). That is what `DELETE /v2/deployments/{id}` (without force) restores to roll back, as
@@ -23,7 +23,14 @@ import falcon
 from scheduler import service_ports
 from scheduler.deployments import plan_deployment
 from scheduler.service_ports import DEFAULT_RANGE, PortRange
-from scheduler.spec import READ_ONLY_FIELDS, is_scale_only, iso_now, parse_app, stamp_app
+from scheduler.spec import (
+    READ_ONLY_FIELDS,
+    is_scale_only,
+    iso_now,
+    json_copy,
+    parse_app,
+    stamp_app,
+)
 from scheduler.state import StateStore
 
 Doc = dict[str, Any]
@@ -39,7 +46,7 @@ class Change:
 
 def definition(app_doc: Doc) -> Doc:
     """The definition part of a stored app (what a client may send back)."""
-    return {k: copy.deepcopy(v) for k, v in app_doc.items() if k not in READ_ONLY_FIELDS}
+    return {k: json_copy(v) for k, v in app_doc.items() if k not in READ_ONLY_FIELDS}
 
 
 def validated(doc: Doc) -> Doc:
@@ -57,16 +64,22 @@ def kind_of(old: Doc | None, new: Doc | None, *, restart: bool = False) -> str:
     return "scale" if is_scale_only(old, new) else "update"
 
 
-def _events(store: StateStore, req: falcon.Request, app_doc: Doc | None, deployment: Doc) -> None:
-    store.append_event("api_post_event", {
-        "clientIp": req.remote_addr, "uri": req.path, "appDefinition": app_doc,
-    })
+def _event_docs(req: falcon.Request, app_doc: Doc | None, deployment: Doc,
+                now: str) -> tuple[Doc, Doc]:
+    """The change's two events, as stored (`eventType`, `timestamp`)."""
     steps = deployment.get("steps") or []
     current = int(deployment.get("currentStep") or 1)
-    store.append_event("deployment_info", {
-        "plan": deployment,
-        "currentStep": steps[current - 1] if 0 < current <= len(steps) else None,
-    })
+    return ({"clientIp": req.remote_addr, "uri": req.path, "appDefinition": app_doc,
+             "eventType": "api_post_event", "timestamp": now},
+            {"plan": deployment,
+             "currentStep": steps[current - 1] if 0 < current <= len(steps) else None,
+             "eventType": "deployment_info", "timestamp": now})
+
+
+def _events(store: StateStore, req: falcon.Request, app_doc: Doc | None, deployment: Doc) -> None:
+    for doc in _event_docs(req, app_doc, deployment, iso_now()):
+        event_type = doc.pop("eventType")
+        store.append_event(event_type, doc)
 
 
 def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
@@ -94,11 +107,14 @@ def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
         new_doc = stamp_app(new_json, old, now, scale_only=(kind == "scale"))
     deployment = plan_deployment(old, new_doc, now=now, deployment_id=str(uuid.uuid4()),
                                  kind=kind)
-    deployment["original"] = copy.deepcopy(old)
-    new_doc = store.apply_app_change(app_id, new_doc, deployment, force=force,
-                                     must_exist=old is not None, port_range=port_range)
-    record_version(store, app_id, new_doc)
-    _events(store, req, new_doc if new_doc is not None else old, deployment)
+    deployment["original"] = json_copy(old)
+    new_doc = store.apply_app_change(
+        app_id, new_doc, deployment, force=force, must_exist=old is not None,
+        port_range=port_range, history_keep=MAX_APP_VERSIONS,
+        events=lambda stored: _event_docs(req, stored if stored is not None else old,
+                                          deployment, now))
+    if new_doc is None:
+        record_version(store, app_id, None)    # a deleted app's history goes with it
     return Change(deployment, new_doc, deployment.get("version") or now)
 
 

@@ -295,13 +295,15 @@ def routes(ctx: Ctx) -> list[tuple[str, object]]:
 
 
 def _routes(ctx: Ctx) -> list[tuple[str, object]]:
-    return [
+    from api import jobs_more  # success, progress, graph/dot, run with arguments
+
+    return jobs_more.routes(ctx) + [
         ("/v1/scheduler/iso8601", JobPost(ctx, "iso8601")),
         ("/v1/scheduler/dependency", JobPost(ctx, "dependency")),
         ("/v1/scheduler/jobs", JobsList(ctx)),
         ("/v1/scheduler/jobs/search", JobsSearch(ctx)),
         ("/v1/scheduler/job/stat/{name}", JobStat(ctx)),
-        ("/v1/scheduler/job/{name}", JobResource(ctx)),
+        ("/v1/scheduler/job/{name}", jobs_more.JobRunWithArguments(ctx)),
         ("/v1/scheduler/task/kill/{name}", TaskKill(ctx)),
         ("/v1/scheduler/stats/{statName}", StatsResource(ctx)),
         ("/v1/scheduler/graph/csv", GraphCsv(ctx)),

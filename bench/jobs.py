@@ -16,7 +16,9 @@ extra runs of a slot. Jobs are written to the state store as the API writes them
 processes run on 127.0.0.1 and share this machine's CPUs with the job tasks themselves (each
 run is a `/bin/sh -c true` process). The last line is
 `RESULT job_start_p99_ms=<n> job_start_p50_ms=<n> missed=<n> duplicates=<n>
-baseline_p99_ms=<n> ratio=<p99/baseline p99>`.
+baseline_p99_ms=<n> ratio=<p99/baseline p99> sched_cpu_ms_per_run=<n> mesos_cpu_ms_per_run=<n>
+load=<1-min load average, mean of the phase's start and end> store=sqlite|zk` (the CPU figures:
+the scheduler's and localmesos's own CPU time in the 100-job phase, per run).
 """
 
 from __future__ import annotations
@@ -69,8 +71,18 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def phase(store, prefix: str, n: int, duration: float) -> dict:
-    """Add `n` jobs every 1 s for `duration` s, then measure their slots and delays."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (its own, not its children's)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def phase(store, prefix: str, n: int, duration: float, pids: dict[str, int]) -> dict:
+    """Add `n` jobs every 1 s for `duration` s, then measure their slots and delays (and the
+    CPU time the scheduler and localmesos spent meanwhile: a figure the machine's load does
+    not move much, unlike the delays)."""
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    load0 = os.getloadavg()[0]
     now = time.time()
     start = int(now) + 2
     docs = []
@@ -87,6 +99,7 @@ def phase(store, prefix: str, n: int, duration: float) -> dict:
     # stop: disabled jobs start nothing new; runs in flight finish
     store.write_jobs([dict(d, disabled=True) for d in docs])
     time.sleep(3)
+    cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
     delays, missed, duplicates, total = [], 0, 0, 0
     for i, name in enumerate(names):
         runs = store.list_job_runs(name)
@@ -106,9 +119,11 @@ def phase(store, prefix: str, n: int, duration: float) -> dict:
         total += expected
         missed += max(0, expected - len(per_slot))
         duplicates += sum(c - 1 for c in per_slot.values() if c > 1)
-    store.write_jobs(delete=names)
+    for name in names:  # one job a write, as the API deletes them
+        store.write_jobs(delete=[name])
     return {"p50": percentile(delays, 0.5) * 1000, "p99": percentile(delays, 0.99) * 1000,
-            "runs": len(delays), "slots": total, "missed": missed, "duplicates": duplicates}
+            "runs": len(delays), "slots": total, "missed": missed, "duplicates": duplicates,
+            "cpu": cpu, "load": (load0 + os.getloadavg()[0]) / 2}
 
 
 def main() -> int:
@@ -142,10 +157,11 @@ def main() -> int:
             wait_for(work / "scheduler.log", "registered framework_id=", sched)
             store = open_state(state)
             print(f"baseline: 1 job every 1 s for {opts.baseline_duration:g} s", flush=True)
-            base = phase(store, "base", 1, opts.baseline_duration)
+            pids = {"sched": sched.pid, "mesos": mesos.pid}
+            base = phase(store, "base", 1, opts.baseline_duration, pids)
             print(f"  {base}", flush=True)
             print(f"{opts.jobs} jobs every 1 s for {opts.duration:g} s", flush=True)
-            many = phase(store, "job", opts.jobs, opts.duration)
+            many = phase(store, "job", opts.jobs, opts.duration, pids)
             print(f"  {many}", flush=True)
             store.close()
         finally:
@@ -164,7 +180,9 @@ def main() -> int:
     print(f"RESULT job_start_p99_ms={many['p99']:.0f} job_start_p50_ms={many['p50']:.0f} "
           f"missed={many['missed']} duplicates={many['duplicates']} "
           f"baseline_p99_ms={base['p99']:.0f} ratio={ratio:.2f} "
-          f"store={'zk' if opts.zk else 'sqlite'}")
+          f"sched_cpu_ms_per_run={1000 * many['cpu']['sched'] / max(1, many['runs']):.1f} "
+          f"mesos_cpu_ms_per_run={1000 * many['cpu']['mesos'] / max(1, many['runs']):.1f} "
+          f"load={many['load']:.1f} store={'zk' if opts.zk else 'sqlite'}")
     return 0
 
 

@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from conformance.docker_support import real_agent_flags
 from localmesos.portblocks import PortBlocks
 from localmesos.resources import format_ranges, parse_spec
 from tests.fixtures_mesos import start_localmesos
@@ -133,7 +134,8 @@ class RealMesos(Cluster):
                 f"--work_dir={self.work / 'agent'}", f"--runtime_dir={self.work / 'agent-run'}",
                 "--launcher=posix", "--isolation=posix/cpu,posix/mem",
                 "--no-systemd_enable_support", f"--launcher_dir={self.home / 'libexec' / 'mesos'}",
-                f"--resources={self.resources}", f"--attributes={ATTRIBUTES}"]
+                f"--resources={self.resources}", f"--attributes={ATTRIBUTES}",
+                *real_agent_flags()]
 
     def start_master(self) -> None:
         self.master_proc = Proc(self._master_args(), cwd=self.work)

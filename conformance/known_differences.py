@@ -20,6 +20,14 @@ KNOWN: dict[tuple[str, str], str] = {
         "in the other 2 one /conf/steady-exec task was not ready in the API within 60 s, cause "
         "not found yet (logs now kept in .cache/conformance-logs/). Remove once CI runs pass"),
 }
+_NO_DOCKER_EXECUTOR = (
+    "issue 22: the Mesos tarball has no libexec/mesos/mesos-docker-executor, so the real "
+    "agent's docker containerizer fails every Docker command task 'Container terminated' "
+    "(sandbox stderr: Failed to os::execvpe on path …/mesos-docker-executor); a gap of the "
+    "build, not of accessd (the image pull step, which needs no executor, matches localmesos)")
+for _scenario in ("test_docker_command_finishes", "test_docker_python_service_healthy",
+                  "test_docker_kill_with_grace"):
+    KNOWN[(_scenario, "mesos")] = _NO_DOCKER_EXECUTOR
 
 
 def known(scenario: str, cluster: str) -> str | None:

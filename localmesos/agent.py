@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from localmesos.addresses import agent_address
 from localmesos.agent_recovery import AgentRecovery
 from localmesos.command_tasks import CommandTasks, exit_message, wait_status
+from localmesos.docker_containerizer import DockerTasks, is_docker
 from localmesos.executor_api import EXECUTOR_CALLS, ExecutorApi
 from localmesos.executors import ExecutorLifecycle
 from localmesos.files_api import SandboxFiles
@@ -45,7 +46,7 @@ DEFAULT_KILL_GRACE = 3.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRecovery):
+class Agent(CommandTasks, DockerTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRecovery):
     def __init__(self, cluster: Cluster, index: int, total: Resources,
                  attributes: list[tuple[str, str]], work_dir: Path) -> None:
         self.cluster = cluster
@@ -236,6 +237,8 @@ class Agent(CommandTasks, ExecutorLifecycle, StatusUpdates, ExecutorApi, AgentRe
         try:
             if "executor" in ti:
                 self._launch_on_executor(fid, ti, task, role)
+            elif is_docker(ti):
+                self._launch_docker(fid, task, role)
             else:
                 self._launch_command(fid, task, role)
         except OSError as exc:  # e.g. the sandbox cannot be created

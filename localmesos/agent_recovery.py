@@ -25,6 +25,7 @@ log = logging.getLogger("localmesos.agent")
 
 
 class AgentRecovery:
+    recoveries = 0  # recoveries so far: the re-registration window a timer belongs to
     def go_down(self) -> None:
         """The agent process exits; its executors and tasks keep running."""
         self.down = True
@@ -45,6 +46,9 @@ class AgentRecovery:
         """The agent process starts again with its work dir: same id, executors waited for."""
         self.server.reopen()
         self.down = False
+        # Each recovery opens its own window: a timer left by an earlier recovery (the agent
+        # went down again before it fired) must not close this one early.
+        self.recoveries += 1
         window = self.cluster.opts.executor_reregistration_timeout
         for ex in list(self.executors.values()):
             if ex.exited:
@@ -60,7 +64,7 @@ class AgentRecovery:
                 continue
             ex.recovering = True
             ex.timers.append(self.cluster.timers.call_later(window, self._reregistration_expired,
-                                                            ex))
+                                                            ex, self.recoveries))
         for task in list(self.tasks.values()):
             if task.executor is None and not task.terminal \
                     and not self._checkpointing(task.framework_id):
@@ -87,8 +91,9 @@ class AgentRecovery:
                 self._update(task, state, "SOURCE_AGENT", message="Task is unknown to the agent",
                              reason="REASON_TASK_UNKNOWN")
 
-    def _reregistration_expired(self, ex: Executor) -> None:
-        if not ex.recovering or ex.subscribed or ex.exited or self.down:
+    def _reregistration_expired(self, ex: Executor, recovery: int) -> None:
+        if (not ex.recovering or ex.subscribed or ex.exited or self.down
+                or recovery != self.recoveries):
             return
         ex.recovering = False
         window = mesos_duration(self.cluster.opts.executor_reregistration_timeout)

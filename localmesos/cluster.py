@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from localmesos import docker_containerizer
 from localmesos.agent import Agent
 from localmesos.httpserver import HttpServer, Request, Response
 from localmesos.master import Master
@@ -236,6 +237,7 @@ class Cluster:
         deadline = time.monotonic() + self.opts.shutdown_grace
         while time.monotonic() < deadline and live_groups(pids):
             time.sleep(0.05)
+        docker_containerizer.remove_all(self.spawner, str(self.work_dir))  # before their clients die
         self.spawner.kill_everything(signal.SIGKILL)
         log.debug("shutdown: process groups ended; stopping HTTP servers")
         stoppers = [threading.Thread(target=srv.stop, daemon=True)

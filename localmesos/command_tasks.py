@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from localmesos import fetcher
+from localmesos.docker_containerizer import remove_container
 from localmesos.health import HealthChecker
 from localmesos.model import Task
 from localmesos.procs import kill_group, kill_tree
@@ -80,6 +81,8 @@ class CommandTasks:
 
     def _wait_command(self, task: Task, gen: int, popen: Any) -> None:
         rc = popen.wait()
+        if task.docker_name is not None:  # the client ended: so does its container
+            remove_container(self.cluster.spawner, task.docker_name)
         with self.cluster.lock:
             if task.kill_timer is not None:
                 task.kill_timer.cancel()

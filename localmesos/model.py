@@ -138,6 +138,7 @@ class Task:
         self.env: dict[str, str] = {}
         self.health: Any = None  # health.HealthChecker of a command task with a health_check
         self.unhealthy = False  # killed for failing its health check
+        self.docker_name: str | None = None  # its Docker container (docker_containerizer)
         self.update_uuids: set[str] = set()  # every update the agent holds, to drop resends
 
     @property

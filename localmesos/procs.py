@@ -77,6 +77,19 @@ for g in targets:
         else:
             os.kill(-g, signal.SIGKILL)
     except OSError:
+        pass# Docker containers of this work dir (docker_containerizer.py leaves this marker): no client
+# is left to end them, so they are removed here, whatever way localmesos ended.
+marker = sys.argv[1].rstrip("/") + "/.docker-containers"
+if os.path.exists(marker):
+    import subprocess
+    try:
+        docker = open(marker).read().strip() or "docker"
+        label = "label=localmesos.work_dir=" + sys.argv[1].rstrip("/")
+        ids = subprocess.run([docker, "ps", "-aq", "--filter", label], capture_output=True,
+                             text=True, timeout=30).stdout.split()
+        if ids:
+            subprocess.run([docker, "rm", "-f", "-v", *ids], capture_output=True, timeout=60)
+    except Exception:
         pass
 """
 
@@ -276,6 +289,24 @@ class Spawner:
         fut: Future = Future()
         self._jobs.put((dict(argv=argv, env=env, cwd=cwd, stdout=stdout, stderr=stderr), fut))
         return fut
+
+    def run_helper(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+        """A short command localmesos itself runs and waits for (the docker CLI): owned while
+        it runs, so the reaper neither kills it as an orphan nor reaps its exit status."""
+        with self._spawn_lock:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, close_fds=True)
+            self._owned.add(p.pid)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+            raise
+        finally:
+            with self._spawn_lock:
+                self._owned.discard(p.pid)
+        return subprocess.CompletedProcess(argv, p.returncode, out, err)
 
     def ended(self, pid: int, sandbox: str) -> None:
         """A task's or executor's main process was reaped: its container is over."""

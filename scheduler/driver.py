@@ -32,6 +32,7 @@ import pymesos.process
 from pymesos import MesosSchedulerDriver
 
 from scheduler import lograte
+from scheduler.async_calls import CallSender
 
 log = logging.getLogger("accessd.scheduler")
 
@@ -112,6 +113,21 @@ class ReconnectingDriver(MesosSchedulerDriver):
         install_tolerant_connection()
         self._failed_attempts = 0
         self._attempting = False  # a connection started and has not SUBSCRIBED yet
+        # ACKNOWLEDGE and DECLINE off the caller's thread (scheduler.async_calls)
+        self.calls = CallSender(self)
+
+    def acknowledgeStatusUpdate(self, status):  # noqa: N802 - pymesos's name
+        if self.connected:
+            self.calls.acknowledge(status)
+
+    def declineOffer(self, offer_ids, filters=None):  # noqa: N802 - pymesos's name
+        if self.connected:
+            self.calls.decline([offer_ids] if isinstance(offer_ids, dict) else list(offer_ids),
+                               filters)
+
+    def stop(self, failover=False):
+        super().stop(failover=failover)
+        self.calls.close()
 
     def gen_request(self):  # pymesos: a new connection is about to SUBSCRIBE
         self._attempting = True

@@ -4,6 +4,7 @@ and note what could not be placed (the app status's `waiting`)."""
 
 from __future__ import annotations
 
+import http.client
 import logging
 from typing import Any
 
@@ -72,8 +73,13 @@ class OfferRound:
                     [{"value": offer_id}],
                     [{"type": "LAUNCH", "launch": {"task_infos": task_infos}}],
                     filters={"refuse_seconds": self.refuse_seconds})
-            except Exception:
-                log.exception("ACCEPT of offer %s failed; forgetting its tasks", offer_id)
+            except Exception as exc:
+                crossed = master_change(exc)
+                if crossed is not None:  # a failover under way: expected, one line
+                    log.warning("ACCEPT of offer %s crossed a master change (%s); forgetting "
+                                "its tasks", offer_id, crossed)
+                else:
+                    log.exception("ACCEPT of offer %s failed; forgetting its tasks", offer_id)
                 for info in task_infos:
                     self.store.delete_task(info["task_id"]["value"])
                     self.jobs.launch_failed(info["task_id"]["value"])
@@ -143,3 +149,16 @@ class OfferRound:
         for app_id in list(self.waiting):
             if app_id not in unplaced:
                 del self.waiting[app_id]
+
+
+def master_change(exc: BaseException) -> str | None:
+    """The reason in one line when `exc` is a call that crossed a master change (the
+    connection went away, pymesos between connections, or a master that no longer knows the
+    framework as subscribed: 403 "Framework is not subscribed"); None for anything else."""
+    if isinstance(exc, (OSError, http.client.HTTPException)):
+        return repr(exc)
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and (text.startswith("Not connected")
+                                          or "Framework is not subscribed" in text):
+        return " ".join(text.splitlines()[0].split())
+    return None

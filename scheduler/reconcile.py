@@ -42,6 +42,7 @@ from scheduler.unreachable import DEFAULT as DEFAULT_UNREACHABLE
 from scheduler.unreachable import (
     EXPUNGE,
     INACTIVE,
+    UNREACHABLE_STATES,
     UnreachableStrategy,
     unreachable_strategy,
     verdict,
@@ -59,6 +60,7 @@ KILL_APP_DELETED = "app deleted"
 KILL_SCALE_DOWN = "scale down"
 KILL_REPLACED = "replaced by a new version"
 KILL_EXPUNGED = "unreachable past expungeAfterSeconds"
+KILL_UNANSWERABLE = "killed while unreachable: it cannot answer the kill"
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ def _plan_app(spec: AppSpec, version: str, tasks: list[Doc], requested: set[str]
     live: list[Doc] = []
     for task in tasks:
         if task.get("killRequested"):
+            _expunge_unanswerable(task, spec.id, kills)
             continue
         if task["id"] in requested:
             kill(task, KILL_REQUESTED)
@@ -224,7 +227,9 @@ def plan(apps: list[Doc], tasks: list[Doc], statuses: dict[str, Doc],
         if app_id in desired_ids:
             continue
         for task in app_tasks:
-            if not task.get("killRequested"):
+            if task.get("killRequested"):
+                _expunge_unanswerable(task, app_id, kills)
+            else:
                 kills.append(Kill(task["id"], app_id, task.get("agentId") or task.get("slaveId"),
                                   KILL_APP_DELETED))
 
@@ -232,6 +237,16 @@ def plan(apps: list[Doc], tasks: list[Doc], statuses: dict[str, Doc],
     return Plan(launches=tuple(launches), kills=tuple(kills), done_kill_requests=done,
                 delayed=delayed, invalid=invalid,
                 offers=REVIVE if launches else SUPPRESS, held=held)
+
+
+def _expunge_unanswerable(task: Doc, app_id: str, kills: list[Kill]) -> None:
+    """A task being killed that became unreachable or unknown will never report TASK_KILLED
+    (its agent is gone, or the master forgot it): forget it now, as Marathon expunges an
+    instance whose kill cannot be answered. Should it come back, it is an unknown task and
+    is killed then."""
+    if task.get("state") in UNREACHABLE_STATES:
+        kills.append(Kill(task["id"], app_id, task.get("agentId") or task.get("slaveId"),
+                          KILL_UNANSWERABLE, expunge=True))
 
 
 def _settled_apps(apps: list[Doc], by_app: dict[str, list[Doc]]) -> set[str]:

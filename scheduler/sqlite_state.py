@@ -56,10 +56,12 @@ from scheduler.state import (
     Put,
     StateError,
     StateStore,
+    StoreUnavailable,
     T,
 )
 
 __all__ = ["SQLiteStateStore", "open_state", "FINAL_DEPLOYMENT_STATUSES"]
+_NO_SPACE_ERRORS = ("SQLITE_FULL", "SQLITE_IOERR")
 BUSY_TIMEOUT_SECONDS = 30.0
 
 _SCHEMA = """
@@ -129,6 +131,17 @@ def _dumps(doc: Any) -> str:
 def _loads(text: str) -> Any:
     # orjson: decoding is most of the cost of listing 10,000 tasks (3-4x faster than json).
     return orjson.loads(text)
+
+
+def out_of_space_error(path: str | os.PathLike, exc: sqlite3.OperationalError
+                       ) -> StoreUnavailable | None:
+    """The typed error for a write that found the store's disk full (or failing), else None:
+    callers treat it as ZooKeeper's lost quorum — nothing was written, retry later."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if not name.startswith(_NO_SPACE_ERRORS) and "disk is full" not in str(exc):
+        return None
+    return StoreUnavailable(f"no space to write {path} ({exc}); nothing was changed, "
+                            "retry once space is freed")
 
 
 class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, StateStore):
@@ -201,11 +214,20 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:  # a failed COMMIT may leave it open: nothing half-applied
+                conn.execute("ROLLBACK")
+            out_of_space = out_of_space_error(self.path, exc)
+            if out_of_space is None:
+                raise
+            raise out_of_space from exc
+
 
     @staticmethod
     def _bump(conn: sqlite3.Connection) -> None:
@@ -244,14 +266,26 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         """`plan` reads inside the write transaction (BEGIN IMMEDIATE holds the write lock), so
         its snapshot is current at the commit by construction: plans never need a retry."""
         with self._write() as c:
-            txn, result = plan(_Reader(c))
-            for op in txn.ops:
-                _APPLY[type(op), op.kind](c, op)
-            if txn.events:
-                c.executemany("INSERT INTO events (doc) VALUES (?)",
-                              [(_dumps(doc),) for doc in txn.events])
-            if txn.bump_generation:
-                self._bump(c)
+            return self._apply_plan(c, plan)
+
+    def transact_with_version(self, plan: Plan[Doc | None], app_id: str,
+                              keep: int) -> Doc | None:
+        """The plan's transaction and the version history's row, one transaction."""
+        with self._write() as c:
+            stored = self._apply_plan(c, plan)
+            if keep and stored is not None:
+                self._put_version(c, app_id, stored["version"], stored, keep)
+        return stored
+
+    def _apply_plan(self, c: sqlite3.Connection, plan: Plan[T]) -> T:
+        txn, result = plan(_Reader(c))
+        for op in txn.ops:
+            _APPLY[type(op), op.kind](c, op)
+        if txn.events:
+            c.executemany("INSERT INTO events (doc) VALUES (?)",
+                          [(_dumps(doc),) for doc in txn.events])
+        if txn.bump_generation:
+            self._bump(c)
         return result
 
     @staticmethod

@@ -34,12 +34,17 @@ class SQLiteAppVersions:
 
     def put_app_version(self, app_id: str, version: str, doc: Doc, *, keep: int) -> None:
         with self._write() as c:  # type: ignore[attr-defined]
-            self._versions_table(c)
-            c.execute("INSERT OR REPLACE INTO app_versions (app_id, version, doc) "
-                      "VALUES (?, ?, ?)", (app_id, version, json.dumps(doc)))
-            c.execute("DELETE FROM app_versions WHERE app_id = ? AND version NOT IN ("
-                      "SELECT version FROM app_versions WHERE app_id = ? "
-                      "ORDER BY version DESC LIMIT ?)", (app_id, app_id, max(1, int(keep))))
+            self._put_version(c, app_id, version, doc, keep)
+
+    def _put_version(self, c: sqlite3.Connection, app_id: str, version: str, doc: Doc,
+                     keep: int) -> None:
+        """`put_app_version` inside the caller's write transaction `c`."""
+        self._versions_table(c)
+        c.execute("INSERT OR REPLACE INTO app_versions (app_id, version, doc) "
+                  "VALUES (?, ?, ?)", (app_id, version, json.dumps(doc)))
+        c.execute("DELETE FROM app_versions WHERE app_id = ? AND version NOT IN ("
+                  "SELECT version FROM app_versions WHERE app_id = ? "
+                  "ORDER BY version DESC LIMIT ?)", (app_id, app_id, max(1, int(keep))))
 
     def list_app_versions(self, app_id: str) -> list[str]:
         self._versions_table()

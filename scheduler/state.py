@@ -32,7 +32,7 @@ a path or `sqlite:///path`, the default) or `ZooKeeperStateStore` (`scheduler.zk
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -185,7 +185,9 @@ class StateStore(ABC):
 
     def apply_app_change(self, app_id: str, app: Doc | None, deployment: Doc | None, *,
                          force: bool = False, must_exist: bool | None = None,
-                         port_range: PortRange | None = None) -> Doc | None:
+                         port_range: PortRange | None = None,
+                         events: Callable[[Doc | None], Sequence[Doc]] | Sequence[Doc] = (),
+                         history_keep: int = 0) -> Doc | None:
         """Atomically store `app` (None deletes it) together with its `deployment`; returns
         the stored document: `app` with its port-0 service ports assigned from `port_range`
         (default 10000-19999), unique across apps (`scheduler.service_ports`; a clash is
@@ -194,16 +196,37 @@ class StateStore(ABC):
         Raises DeploymentConflict if an active deployment affects `app_id` and not `force`; with
         `force` those deployments are marked `superseded`. `must_exist=True` raises AppNotFound for
         a missing app, `must_exist=False` raises AppExists for an existing one. Bumps the desired
-        generation; appending the matching event is the caller's job. (The rules are
+        generation. `events` (complete stored events, see `Transaction.events`, or a function
+        of the stored app giving them) are appended in the same transaction: the change and its
+        announcement commit together. With
+        `history_keep`, `app` also goes into its version history (`put_app_version`), in the
+        same transaction where the backend can. (The rules are
         `scheduler.changes.app_change`'s; the backend only applies its transaction.)
         """
         from scheduler import changes
         from scheduler.service_ports import DEFAULT_RANGE
 
         now = iso_now()
-        return self.transact(lambda r: changes.app_change(
-            r, app_id, app, deployment, force=force, must_exist=must_exist, now=now,
-            port_range=port_range or DEFAULT_RANGE))
+
+        def plan(r: Reader) -> tuple[Transaction, Doc | None]:
+            txn, stored = changes.app_change(r, app_id, app, deployment, force=force,
+                                             must_exist=must_exist, now=now,
+                                             port_range=port_range or DEFAULT_RANGE)
+            extra = tuple(events(stored) if callable(events) else events)
+            return Transaction(txn.ops, txn.bump_generation, txn.events + extra), stored
+
+        return self.transact_with_version(plan, app_id, history_keep)
+
+    def transact_with_version(self, plan: Plan[Doc | None], app_id: str,
+                              keep: int) -> Doc | None:
+        """`transact(plan)` (whose result is the stored app, or None), then, with `keep`, that
+        app into its version history (`put_app_version`). A backend that keeps histories in
+        the same database does both in one transaction (SQLite); the default runs them one
+        after the other."""
+        stored = self.transact(plan)
+        if keep and stored is not None:
+            self.put_app_version(app_id, stored["version"], stored, keep=keep)
+        return stored
 
     @abstractmethod
     def get_deployment(self, deployment_id: str) -> Doc | None: ...

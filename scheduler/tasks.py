@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from scheduler import spec as _spec
+from scheduler.containers import container_env, container_info
 from scheduler.secret_values import secret_env
 
 if TYPE_CHECKING:
@@ -136,6 +137,8 @@ def build_task_info(launch: Launch, app: AppSpec, *, task_id: str, config_versio
     """The Mesos v1 TaskInfo JSON dict for `launch` (a scheduler.placement.Launch) of `app`."""
     ports = list(launch.ports)
     env = task_env(app, ports, launch.hostname, task_id, config_version)
+    if app.container is not None:
+        env = container_env(app.container, ports, env)
     if app.env_secrets:  # resolved now, into this TaskInfo only (scheduler.secret_values)
         env.update(secret_env(app))
     labels = [{"key": str(k), "value": str(v)} for k, v in sorted(dict(app.labels).items())]
@@ -156,12 +159,19 @@ def build_task_info(launch: Launch, app: AppSpec, *, task_id: str, config_versio
         if hc is not None:
             info["health_check"] = hc
 
-    if app.executor == COMMAND_EXECUTOR:
-        if app.args is not None:
-            command: dict[str, Any] = {"shell": False, "value": app.args[0],
-                                       "arguments": list(app.args)}
+    if app.container is not None:
+        info["container"] = container_info(app.container, ports)
+    # A Docker container runs under Mesos's docker executor (the command form), never ours.
+    if app.executor == COMMAND_EXECUTOR or (app.container is not None and app.container.docker):
+        if app.args is not None and app.container is not None:
+            # Marathon's Docker form: the args follow the image's entrypoint
+            command: dict[str, Any] = {"shell": False, "arguments": list(app.args)}
+        elif app.args is not None:
+            command = {"shell": False, "value": app.args[0], "arguments": list(app.args)}
+        elif app.cmd is None:  # a Docker app without cmd or args: the image's command
+            command = {"shell": False}
         else:
-            command = {"shell": True, "value": app.cmd or ""}
+            command = {"shell": True, "value": app.cmd}
         command["environment"] = _variables(env)
         _fetch_and_user(command, app)
         info["command"] = command

@@ -82,8 +82,8 @@ def is_failure(task_doc: Doc, state: str) -> bool:
     state = normalise_state(state)
     if state not in TERMINAL_STATES | UNREACHABLE_STATES:  # unreachable: counted when expunged
         return False
-    if task_doc.get("killRequested") and state in (KILLED, FINISHED, FAILED):
-        return False
+    if task_doc.get("killRequested") and state in (KILLED, FINISHED, FAILED, *UNREACHABLE_STATES):
+        return False  # the end we asked for (unreachable: expunged, it cannot answer a kill)
     return True
 
 

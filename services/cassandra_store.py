@@ -46,6 +46,8 @@ from itertools import islice
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from services import cassandra_days
+from services.day_buckets import DEFAULT_MARKET_TZ, MarketDays
 from services.store import (
     MAX_TS_MS,
     MIN_TS_MS,
@@ -90,8 +92,12 @@ class CassandraQuoteStore(QuoteStore):
                  password: str | None = None, bucket: str = "day",
                  connect_timeout: float = 5.0, request_timeout: float = 5.0,
                  replication: str = "1", fetch_size: int = 5000, local_dc: str | None = None,
-                 protocol_version: int | None = None, reconnect_max: float = 10.0) -> None:
+                 protocol_version: int | None = None, reconnect_max: float = 10.0,
+                 market_tz: str = DEFAULT_MARKET_TZ) -> None:
         """See `from_url` for the meaning of each option; nothing connects here."""
+        self.days = MarketDays(market_tz)
+        self._days_prepared: tuple[Any, dict[str, Any]] | None = None  # (session, statements)
+        self._days_ready: Any = None    # the session that saw the buckets built for our zone
         if not contact_points:
             raise ValueError("at least one contact point is needed")
         if not _IDENT.fullmatch(keyspace):
@@ -136,7 +142,8 @@ class CassandraQuoteStore(QuoteStore):
         replication factor for SimpleStrategy, or `dc1:3,dc2:3` for NetworkTopologyStrategy;
         used by create_schema only), fetch_size (rows per page, 5000), local_dc,
         protocol_version (default: negotiated), reconnect_max (seconds between reconnection
-        attempts at most, 10).
+        attempts at most, 10), market_tz (the zone whose days the encoded buckets are,
+        `services.cassandra_days`; America/New_York; fixed for a keyspace's lifetime).
         """
         parts = urlsplit(url)
         if parts.scheme.lower() != "cassandra":
@@ -161,7 +168,7 @@ class CassandraQuoteStore(QuoteStore):
         params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         known = {"consistency", "username", "password", "bucket", "connect_timeout",
                  "request_timeout", "replication", "fetch_size", "local_dc", "protocol_version",
-                 "reconnect_max"}
+                 "reconnect_max", "market_tz"}
         if set(params) - known:
             raise ValueError(f"unknown Cassandra store URL parameter(s) {sorted(set(params) - known)}")
 
@@ -185,7 +192,8 @@ class CassandraQuoteStore(QuoteStore):
                    fetch_size=num("fetch_size", 5000, int),
                    local_dc=params.get("local_dc") or None,
                    protocol_version=None if pv is None else int(pv),
-                   reconnect_max=num("reconnect_max", 10.0))
+                   reconnect_max=num("reconnect_max", 10.0),
+                   market_tz=params.get("market_tz") or DEFAULT_MARKET_TZ)
 
     def __repr__(self) -> str:
         hosts = ",".join(f"{h}:{p}" for h, p in self.contact_points)
@@ -367,6 +375,7 @@ class CassandraQuoteStore(QuoteStore):
             "PRIMARY KEY ((symbol, bucket), ts)) WITH CLUSTERING ORDER BY (ts ASC)",
             f"CREATE TABLE IF NOT EXISTS {ks}.symbol_buckets (symbol text, bucket text, "
             "PRIMARY KEY (symbol, bucket)) WITH CLUSTERING ORDER BY (bucket ASC)",
+            *cassandra_days.ddl(ks),
         ]
         with _mapped():
             for text in ddl:
@@ -375,6 +384,7 @@ class CassandraQuoteStore(QuoteStore):
         with self._lock:
             self._prepared = None
         self._statements()
+        cassandra_days.ensure(self)   # the encoded day buckets of data written before them
 
     def write(self, quotes: Iterable[Quote]) -> int:
         from cassandra.concurrent import execute_concurrent
@@ -417,6 +427,10 @@ class CassandraQuoteStore(QuoteStore):
                                                  q.close, q.volume))
                     batches.append((batch, ()))
             self._run_concurrent(execute_concurrent, session, batches)
+            # Then the touched days' encoded buckets, from the rows as stored.
+            cassandra_days.refresh(self, {(symbol, day) for (symbol, _), by_ts in
+                                          partitions.items()
+                                          for day in self.days.days_of(by_ts)})
             written += len(chunk)
 
     @staticmethod
@@ -455,6 +469,13 @@ class CassandraQuoteStore(QuoteStore):
         except StopIteration:
             return iter(())
         return _chain_first(first, walk)
+
+    def read_range_encoded(self, symbol: str, start_ms: int | None = None,
+                           end_ms: int | None = None, *, limit: int | None = None,
+                           ) -> Iterator[bytes] | None:
+        check_symbol(symbol)
+        start, end, lim = check_range(start_ms, end_ms, limit)
+        return cassandra_days.read(self, symbol, start, end, lim)
 
     def _walk(self, symbol: str, buckets: Any, start: int, end: int,
               limit: int | None) -> Iterator[Quote]:

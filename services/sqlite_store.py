@@ -29,6 +29,8 @@ from itertools import islice, starmap
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
+from services import sqlite_days
+from services.day_buckets import DEFAULT_MARKET_TZ, DaySlicer, MarketDays, day_range
 from services.store import (
     MAX_TS_MS,
     MIN_TS_MS,
@@ -94,9 +96,12 @@ class SQLiteQuoteStore(QuoteStore):
     """Quote store in one SQLite file (see the module docstring for the invariants)."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 5.0,
-                 create: bool = True) -> None:
+                 create: bool = True, market_tz: str = DEFAULT_MARKET_TZ) -> None:
         """`timeout`: seconds to wait for a lock held by another writer before giving up
-        (`StoreUnavailable`). `create`: create the file and table now if missing."""
+        (`StoreUnavailable`). `create`: create the file and tables now if missing (and build
+        the encoded day buckets, `services.sqlite_days`, if the file has none for `market_tz`,
+        the zone whose days they are)."""
+        self.days = MarketDays(market_tz)
         # A leading "//" (legal in POSIX paths) would read as a URI authority in "file://x".
         self.path = "/" + str(Path(path).absolute()).lstrip("/")
         self.timeout = float(timeout)
@@ -120,7 +125,7 @@ class SQLiteQuoteStore(QuoteStore):
             raise ValueError(f"bad SQLite store URL {url!r}: use sqlite:///abs/path.db or "
                              "sqlite:relative.db")
         params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        unknown = set(params) - {"timeout"}
+        unknown = set(params) - {"timeout", "market_tz"}
         if unknown:
             raise ValueError(f"unknown SQLite store URL parameter(s) {sorted(unknown)}")
         try:
@@ -131,7 +136,7 @@ class SQLiteQuoteStore(QuoteStore):
             raise ValueError(f"timeout must be >= 0 in {url!r}")
         # "sqlite:////abs" (SQLAlchemy's absolute form) means the same as "sqlite:///abs".
         path = "/" + parts.path.lstrip("/") if parts.path.startswith("/") else parts.path
-        return cls(path, timeout=timeout)
+        return cls(path, timeout=timeout, market_tz=params.get("market_tz") or DEFAULT_MARKET_TZ)
 
     def __repr__(self) -> str:
         return f"SQLiteQuoteStore({self.path!r})"
@@ -217,6 +222,7 @@ class SQLiteQuoteStore(QuoteStore):
                 # loader's writer then never block each other.
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute(_SCHEMA)
+                sqlite_days.ensure(conn, self.days)
             finally:
                 self._discard(conn)
 
@@ -232,6 +238,8 @@ class SQLiteQuoteStore(QuoteStore):
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     conn.executemany(_UPSERT, batch)
+                    # The days' encoded buckets in the same transaction: never out of step.
+                    sqlite_days.refresh(conn, self.days, _day_keys(self.days, batch))
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -252,6 +260,41 @@ class SQLiteQuoteStore(QuoteStore):
         # Only the columns the caller needs (not the symbol it already knows), as SQLite's own
         # tuples: no Quote per row.
         return self._range(_RANGE_ROWS, symbol, start_ms, end_ms, limit)
+
+    def read_range_encoded(self, symbol: str, start_ms: int | None = None,
+                           end_ms: int | None = None, *, limit: int | None = None,
+                           ) -> Iterator[bytes] | None:
+        """The range as fragments of `/timeseries`' JSON (comma-joined objects with all
+        fields), sliced from the encoded day buckets: the same bytes as encoding
+        `read_range_rows`. Same contract as `read_range` (the first fragment is read by the call
+        itself). None if the file has no buckets for this store's zone (a file replaced by an
+        older one): the caller takes the row path."""
+        check_symbol(symbol)
+        start, end, lim = check_range(start_ms, end_ms, limit)
+        start, end, first_day, last_day = day_range(self.days, start, end)
+        # A few days (a one-day range touches one or two): read whole on this thread's
+        # connection, one statement, so no connection is opened for the stream.
+        with self._use() as conn:
+            few = sqlite_days.read_few(conn, self.days, symbol, first_day, last_day,
+                                       DaySlicer(start, end, lim))
+        if few is not sqlite_days.TOO_MANY:
+            return None if few is None else iter(few)
+        self._file_identity()
+        with _errors(self.path):
+            conn = self._connect("rw")
+        try:
+            with _errors(self.path):
+                conn.execute("BEGIN")  # one snapshot for the zone check and the buckets
+                if sqlite_days.zone_of(conn) != self.days.tz:
+                    self._discard(conn)
+                    return None
+                frags = sqlite_days.read(conn, self.days, symbol, first_day, last_day,
+                                         DaySlicer(start, end, lim))
+                first = next(frags, None)
+        except BaseException:
+            self._discard(conn)
+            raise
+        return _Fragments(self, conn, frags, first)
 
     def _range(self, sql: str, symbol: str, start_ms: int | None, end_ms: int | None,
                limit: int | None) -> _Pages:
@@ -383,6 +426,47 @@ class _Pages(Iterator[list[tuple]]):
         self.close()
 
 
+class _Fragments(Iterator[bytes]):
+    """The fragments of one bucketed range read, holding its connection (one snapshot) until
+    exhausted or closed; like `_Pages`, a class so that `__del__` always releases it."""
+
+    def __init__(self, store: SQLiteQuoteStore, conn: sqlite3.Connection,
+                 frags: Iterator[bytes], first: bytes | None) -> None:
+        self._store: SQLiteQuoteStore | None = store
+        self._conn = conn
+        self._frags = frags
+        self._next = first
+        if first is None:
+            self.close()
+
+    def __next__(self) -> bytes:
+        frag, self._next = self._next, None
+        if frag is None:
+            if self._store is None:
+                raise StopIteration
+            try:
+                with _errors(self._store.path):
+                    frag = next(self._frags, None)
+            except BaseException:
+                self.close()
+                raise
+            if frag is None:
+                self.close()
+                raise StopIteration
+        return frag
+
+    def close(self) -> None:
+        """Release the connection; the stream then ends. Idempotent."""
+        store, self._store = self._store, None
+        self._next = None
+        if store is not None:
+            self._frags = iter(())
+            store._discard(self._conn)
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class _Stream(Iterator[Quote]):
     """The quotes of `_Pages` of full rows; `close()` releases the connection."""
 
@@ -401,6 +485,14 @@ class _Stream(Iterator[Quote]):
         """Release the connection; the stream then ends. Idempotent."""
         self._page = iter(())
         self._pages.close()
+
+
+def _day_keys(days: MarketDays, rows: list[tuple]) -> set[tuple[str, str]]:
+    """(symbol, day) of each of `rows` (`_row` tuples)."""
+    by_symbol: dict[str, list[int]] = {}
+    for r in rows:
+        by_symbol.setdefault(r[0], []).append(r[1])
+    return {(sym, day) for sym, stamps in by_symbol.items() for day in days.days_of(stamps)}
 
 
 def _row(q: Quote) -> tuple:

@@ -10,6 +10,9 @@ Backends:
     cassandra://h1:9042,h2:9042/keyspace?consistency=LOCAL_QUORUM&username=u&password=p
         &bucket=day&connect_timeout=5&request_timeout=5&replication=1&fetch_size=5000
 
+Both take `market_tz=America/New_York` (the default): the zone whose days the pre-encoded range
+buckets are (`services.day_buckets`).
+
 Invariants every backend keeps:
 - a quote is identified by `(symbol, ts)`; `write` is an idempotent upsert (last write wins);
 - `read_range` yields quotes of one symbol in ascending `ts`, both bounds inclusive, at most
@@ -213,6 +216,16 @@ class QuoteStore(ABC):
         `read_range`; a backend can fetch the tuples directly.
         """
         return _RowPages(self.read_range(symbol, start_ms, end_ms, limit=limit))
+
+    def read_range_encoded(self, symbol: str, start_ms: int | None = None,
+                           end_ms: int | None = None, *, limit: int | None = None,
+                           ) -> Iterator[bytes] | None:
+        """The range as non-empty fragments of the time-series service's JSON array with all
+        fields (comma-joined quote objects, no brackets), from stored pre-encoded day buckets
+        (`services.day_buckets`); joined by commas and bracketed they are byte for byte the
+        array the service encodes from `read_range_rows`. Same contract as `read_range`.
+        None (the default) when the backend has no such buckets: the caller encodes rows."""
+        return None
 
     def check_configuration(self) -> None:
         """Connect and check that the settings fit the backend: `StoreMisconfigured` if they

@@ -286,19 +286,61 @@ class TimeSeriesResource:
                 resp.content_type = falcon.MEDIA_JSON
                 resp.stream = iter(cached)      # streamed (chunked) like an answer from the store
                 return
+        if fields is None:
+            # All fields: slices of the store's pre-encoded day buckets, when it has them.
+            frags = self.store.read_range_encoded(symbol, start, end, limit=limit)
+            if frags is not None:
+                first_frag = next(frags, None)
+                if first_frag is None:
+                    _close(frags)
+                    self._empty(resp, symbol)
+                    return
+                resp.content_type = falcon.MEDIA_JSON
+                stream = stream_fragments(first_frag, frags)
+                resp.stream = stream if version is None else \
+                    self.cache.recording(key, version, stream)
+                return
         pages = self.store.read_range_rows(symbol, start, end, limit=limit)
         # Peek at the first page: an empty result is either an unknown symbol (404) or an
         # empty range ([]); asking has_symbol only then saves a query on every normal request.
         first = next(pages, None)
         if first is None:
-            if not self.store.has_symbol(symbol):
-                raise unknown_symbol(symbol)
-            resp.content_type = falcon.MEDIA_JSON
-            resp.text = "[]"
+            self._empty(resp, symbol)
             return
         resp.content_type = falcon.MEDIA_JSON
         stream = stream_array(_Prepended(first, pages), page_encoder(symbol, fields))
         resp.stream = stream if version is None else self.cache.recording(key, version, stream)
+
+
+    def _empty(self, resp: falcon.Response, symbol: str) -> None:
+        """Nothing in the range: 404 for an unknown symbol, else `[]`."""
+        if not self.store.has_symbol(symbol):
+            raise unknown_symbol(symbol)
+        resp.content_type = falcon.MEDIA_JSON
+        resp.text = "[]"
+
+
+def stream_fragments(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    """The JSON array of `first` and the fragments of `rest` (comma-joined quote objects), one
+    chunk per fragment. Like `stream_array`, the last fragment is held back to carry the `]`, so a
+    store failure mid-stream never leaves a complete array, and closing it closes `rest`."""
+    try:
+        held = b"[" + first
+        for frag in rest:
+            yield held
+            held = b"," + frag
+        yield held + b"]"
+    except StoreUnavailable as exc:
+        log.warning("store failed mid-stream; closing the response: %s", exc)
+        raise
+    finally:
+        _close(rest)
+
+
+def _close(it: object) -> None:
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
 
 
 class _Prepended(Iterator[list[tuple]]):

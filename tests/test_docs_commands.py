@@ -50,6 +50,10 @@ NOT_RUN = {
     "accessd leader abdicate --api http://node2:8080": "talks to a production host (node2)",
     "accessd local --ha --data-dir ./.accessd-ha": "a second system besides the one under test "
     "(tests/scheduler/test_integration_ha.py covers HA)",
+    "make run-containers": "a second system besides the one under test "
+    "(tests/docker/ runs the services' image on localmesos)",
+    "accessd image build": "minutes and root the first time on a machine (debootstrap); "
+    "tests/docker/ builds the images through accessd.image",
     "accessd leader abdicate": "needs `accessd local --ha` (the system under test has no "
     "election: 409)",
 }

@@ -18,3 +18,6 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "test-deps: missing ${need[*]} (tests that need them are skipped)"
   fi
 fi
+# Docker (container apps on localmesos): docker.io, dockerd started when none runs, the bridge
+# network; never fails: the container tests skip with the reason it writes.
+bash "$(dirname "$0")/docker-deps.sh"

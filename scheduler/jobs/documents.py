@@ -46,6 +46,10 @@ class JobReader(Reader, Protocol):
 
     def jobs_revision(self) -> int: ...
 
+    def job(self, name: str) -> Doc | None:
+        """The job's definition (None: no such job)."""
+        ...
+
     def job_status(self, name: str) -> Doc | None: ...
 
     def job_runs(self, job: str, *, active: bool | None = None) -> list[Doc]:
@@ -74,6 +78,11 @@ def jobs_write(r: JobReader, put: list[Doc], delete: list[str],
     ops: list[Op] = [Put("jobs", doc["name"], doc) for doc in put]
     for name in delete:
         ops.append(Delete("jobs", name))
+        # read, not deleted blindly: on ZooKeeper that makes the delete conditional on the
+        # status it saw, and every write that creates a run of the job moves that status (a
+        # round's record, a retry), so a run created after the listing below was made makes
+        # this delete conflict and be planned again on a listing that has it
+        r.job_status(name)
         ops.append(Delete("job_status", name))
         ops.extend(Delete("job_requests", request_key(q["seq"])) for q in r.job_requests(name))
         ops.extend(Delete("job_runs", run["id"]) for run in r.job_runs(name, active=False))
@@ -81,27 +90,33 @@ def jobs_write(r: JobReader, put: list[Doc], delete: list[str],
     return Transaction(tuple(ops)), revision + 1
 
 
-def job_request(r: JobReader, name: str, action: str, requested_at: str) -> tuple[Transaction, Doc]:
+def job_request(r: JobReader, name: str, action: str, requested_at: str,
+                extra: Mapping[str, Any] | None = None) -> tuple[Transaction, Doc]:
     seq = r.job_request_seq() + 1
-    doc = {"job": name, "action": action, "requestedAt": requested_at, "seq": seq}
+    doc = {**(extra or {}), "job": name, "action": action, "requestedAt": requested_at,
+           "seq": seq}
     return Transaction((Put("job_requests", request_key(seq), doc),
                         Put("meta", "job_request_seq", {"value": str(seq)}))), doc
 
 
 def jobs_record(r: JobReader, statuses: list[Doc], runs: list[Doc], done_requests: list[int],
-                expect_statuses: Mapping[str, Doc | None]) -> tuple[Transaction, None]:
+                expect_statuses: Mapping[str, Doc | None],
+                delete_runs: list[str] = ()) -> tuple[Transaction, None]:
     for name, expected in expect_statuses.items():
-        if r.job_status(name) != expected:
+        # computed from the job's status: that status, and the job itself, must still be
+        # there (a job deleted meanwhile gets neither a status nor runs again)
+        if r.job_status(name) != expected or r.job(name) is None:
             raise JobsChanged()
     ops: list[Op] = [Put("job_status", s["name"], s) for s in statuses]
     # a run without its `job` is refused (KeyError) before anything is written
     ops.extend(Put("job_runs", run["id"], dict(run, job=run["job"])) for run in runs)
+    ops.extend(Delete("job_runs", run_id) for run_id in delete_runs)
     ops.extend(Delete("job_requests", request_key(seq)) for seq in done_requests)
     return Transaction(tuple(ops)), None
 
 
-def runs_prune(r: JobReader, job: str, keep: int) -> tuple[Transaction, int]:
-    gone = r.job_runs(job, active=False)[max(0, int(keep)):]
+def runs_prune(r: JobReader, jobs: list[str], keep: int) -> tuple[Transaction, int]:
+    gone = [run for job in jobs for run in r.job_runs(job, active=False)[max(0, int(keep)):]]
     return Transaction(tuple(Delete("job_runs", run["id"]) for run in gone)), len(gone)
 
 
@@ -118,22 +133,30 @@ class JobDocuments:
         put, delete = list(put), list(delete)
         return self.transact(lambda r: jobs_write(r, put, delete, expect_revision))
 
-    def request_job_action(self, name: str, action: str, requested_at: str) -> Doc:
-        """Queue `{"job", "action", "requestedAt"}`; returns it with its `seq`."""
-        return self.transact(lambda r: job_request(r, name, action, requested_at))
+    def request_job_action(self, name: str, action: str, requested_at: str,
+                           **extra: Any) -> Doc:
+        """Queue `{"job", "action", "requestedAt", **extra}` (actions: `run` with optional
+        `arguments`, `kill`, `success`, `progress` with `taskId` and `count`); returns it
+        with its `seq`."""
+        return self.transact(lambda r: job_request(r, name, action, requested_at, extra))
 
     def record_jobs(self, *, statuses: Iterable[Doc] = (), runs: Iterable[Doc] = (),
                     done_requests: Iterable[int] = (),
-                    expect_statuses: Mapping[str, Doc | None] | None = None) -> None:
+                    expect_statuses: Mapping[str, Doc | None] | None = None,
+                    delete_runs: Iterable[str] = ()) -> None:
         """One transaction: upsert status documents (keyed by `name`) and run documents (keyed
         by `id`; `job` and `active` read from the document), and consume requests by `seq`.
         With `expect_statuses` (name -> the status document the write was computed from, None
-        for none), any other stored document raises JobsChanged and nothing is written: two
-        schedulers planning from the same snapshot (a leader change) cannot both record."""
+        for none), any other stored document, or the job's definition gone, raises JobsChanged
+        and nothing is written: two schedulers planning from the same snapshot (a leader
+        change) cannot both record, and a deleted job gets no status or run back.
+        `delete_runs`: run ids to delete (runs of deleted jobs, once they are over)."""
         statuses, runs, done = list(statuses), list(runs), [int(q) for q in done_requests]
-        expect = dict(expect_statuses or {})
-        self.transact(lambda r: jobs_record(r, statuses, runs, done, expect))
+        expect, gone = dict(expect_statuses or {}), list(delete_runs)
+        self.transact(lambda r: jobs_record(r, statuses, runs, done, expect, gone))
 
-    def prune_job_runs(self, job: str, keep: int) -> int:
-        """Delete all but the newest `keep` inactive runs of `job`; returns how many went."""
-        return self.transact(lambda r: runs_prune(r, job, keep))
+    def prune_job_runs(self, job: str | Iterable[str], keep: int) -> int:
+        """Delete all but the newest `keep` inactive runs of `job` (a name, or several: one
+        transaction for them all); returns how many went."""
+        jobs = [job] if isinstance(job, str) else list(job)
+        return self.transact(lambda r: runs_prune(r, jobs, keep))

@@ -111,6 +111,7 @@ class Record:
     statuses: tuple[Doc, ...] = ()
     runs: tuple[Doc, ...] = ()
     done_requests: tuple[int, ...] = ()
+    deleted_runs: tuple[str, ...] = ()   # run ids to delete (a deleted job's queued runs)
     # the status documents this was computed from (name -> document | None): the write must
     # find exactly these, or another scheduler got there first
     expect: tuple[tuple[str, Doc | None], ...] = ()
@@ -216,8 +217,11 @@ def _plan_dependency(job: Job, status: Doc, statuses: Mapping[str, Doc], busy: b
 
 
 def plan_round(jobs: Mapping[str, Job], statuses: Mapping[str, Doc],
-               active_runs: Iterable[Doc], requests: Iterable[Doc], now: float) -> RoundPlan:
-    """Everything this round decides, as transactions to apply in order, then kills."""
+               active_runs: Iterable[Doc], requests: Iterable[Doc], now: float,
+               recent: Mapping[str, list[Doc]] | None = None) -> RoundPlan:
+    """Everything this round decides, as transactions to apply in order, then kills.
+    `recent`: finished runs by job, for progress reports on runs that already ended."""
+    recent = recent or {}
     active = [r for r in active_runs if r.get("active")]
     by_job: dict[str, list[Doc]] = {}
     for r in active:
@@ -249,8 +253,18 @@ def plan_round(jobs: Mapping[str, Job], statuses: Mapping[str, Doc],
             done.append(int(req["seq"]))
             if req.get("action") == "run":
                 at = epoch(req.get("requestedAt")) or now
-                runs.append(new_run(name, "manual", at, now, suffix=f"m{req['seq']}"))
+                run = new_run(name, "manual", at, now, suffix=f"m{req['seq']}")
+                if req.get("arguments"):  # PUT …/job/{name}?arguments=: this run's only
+                    run["arguments"] = str(req["arguments"])
+                runs.append(run)
                 notes.append(f"job {name}: run requested at {req.get('requestedAt')}")
+            elif req.get("action") == "success":  # PUT …/job/success/{name}
+                status = mark_success(status, req.get("requestedAt") or iso(now))
+                notes.append(f"job {name}: marked successful ({req.get('requestedAt')})")
+            elif req.get("action") == "progress":
+                runs += [dict(r, numElementsProcessed=int(r.get("numElementsProcessed") or 0)
+                              + int(req.get("count") or 0))
+                         for r in _find_run(req.get("taskId"), mine, recent.get(name, []))]
             elif req.get("action") == "kill":
                 for r in mine:
                     runs.append(_kill_run(r, now))
@@ -267,11 +281,29 @@ def plan_round(jobs: Mapping[str, Job], statuses: Mapping[str, Doc],
     for name, runs in sorted(by_job.items()):
         if name in jobs:
             continue
-        # the job was deleted: its runs end too
-        records.append(Record(runs=tuple(_kill_run(r, now) for r in runs)))
+        # the job was deleted: its runs end too, and leave no history (a queued one goes
+        # now; a launched one is killed and goes with its last update)
+        records.append(Record(runs=tuple(_kill_run(r, now) for r in runs
+                                         if r["state"] != "queued"),
+                              deleted_runs=tuple(r["id"] for r in runs
+                                                 if r["state"] == "queued")))
         kills += [r["id"] for r in runs if r["state"] != "queued"]
         notes.append(f"job {name} deleted: killing {len(runs)} active run(s)")
     return RoundPlan(tuple(records), tuple(dict.fromkeys(kills)), tuple(notes))
+
+
+def mark_success(status: Doc, at: str) -> Doc:
+    """Chronos's "mark job successful": counted as a success now, so its dependents run."""
+    return dict(status, successCount=int(status.get("successCount") or 0) + 1, lastSuccess=at,
+                errorsSinceLastSuccess=0, lastRunState="succeeded")
+
+
+def _find_run(task_id: Any, *pools: list[Doc]) -> list[Doc]:
+    for pool in pools:
+        for run in pool:
+            if run["id"] == task_id:
+                return [run]
+    return []  # not kept (any more): the progress has nothing to add to
 
 
 def _kill_run(run: Doc, now: float) -> Doc:
@@ -347,6 +379,8 @@ def apply_task_status(run: Doc, job_status: Doc | None, spec: JobSpec | None,
         retry = new_run(spec.name, run["trigger"], epoch(run["scheduledAt"]) or now, now,
                         slot=run.get("slot"), attempt=attempt + 1,
                         suffix=run["id"].rsplit(":", 1)[-1])
+        if run.get("arguments"):  # a manual run's arguments go with each of its attempts
+            retry["arguments"] = run["arguments"]
         status.update(lastRunState="retrying")
         return StatusOutcome(run, status, retry,
                              f"run {run['id']} failed ({state}); retry {attempt + 1} of "

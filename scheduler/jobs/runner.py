@@ -33,6 +33,7 @@ log = logging.getLogger("accessd.scheduler.jobs")
 Doc = dict[str, Any]
 KILL_RETRY_SECONDS = 10.0
 PRUNE_EVERY_SECONDS = 60.0
+PRUNE_JOBS_PER_TICK = 5  # a pass over the histories is spread over ticks: no round stalls
 STAGING_RECONCILE_SECONDS = 30.0  # ask the master about a run stuck in staging this long
 
 
@@ -41,6 +42,7 @@ class JobRunner:
         self.store = store
         self.driver = driver
         self.jobs: dict[str, jobplan.Job] = {}
+        self.jobs_revision: int | None = None  # the revision `jobs` was loaded at
         self.parsed: dict[str, tuple[Doc, jobplan.Job]] = {}
         self.staged: list[Doc] = []
         self.asked_about: set[str] = set()
@@ -52,6 +54,7 @@ class JobRunner:
         self.queued: list[Doc] = []
         self.kill_sent: dict[str, float] = {}
         self.last_prune = 0.0
+        self.to_prune: list[str] = []  # the jobs the current pruning pass has still to do
 
     # -- the round -------------------------------------------------------------------------------
     def tick(self, now: float) -> bool:
@@ -71,10 +74,16 @@ class JobRunner:
             return False
 
     def _tick(self, now: float) -> bool:
-        self.jobs = load_jobs(self.store.list_jobs(), self.parsed)
+        revision = self.store.jobs_revision()
+        if revision != self.jobs_revision:  # every definition write moves the revision
+            self.jobs = load_jobs(self.store.list_jobs(), self.parsed)
+            self.jobs_revision = revision
         active = self.store.list_job_runs(active=True)
+        requests = self.store.pending_job_actions()
+        recent = {q["job"]: self.store.list_job_runs(q["job"], limit=jobplan.HISTORY_KEPT)
+                  for q in requests if q.get("action") == "progress"}
         result = jobplan.plan_round(self.jobs, self.store.list_job_status(), active,
-                                    self.store.pending_job_actions(), now)
+                                    requests, now, recent)
         for note in result.log:
             log.info("%s", note)
         if result.records:  # one transaction, stored before anything is launched or killed
@@ -83,7 +92,8 @@ class JobRunner:
                     statuses=[s for r in result.records for s in r.statuses],
                     runs=[run for r in result.records for run in r.runs],
                     done_requests=[q for r in result.records for q in r.done_requests],
-                    expect_statuses=dict(e for r in result.records for e in r.expect))
+                    expect_statuses=dict(e for r in result.records for e in r.expect),
+                    delete_runs=[i for r in result.records for i in r.deleted_runs])
             except JobsChanged:
                 log.warning("the job statuses changed under this round (another scheduler?); "
                             "planning again next tick")
@@ -101,11 +111,20 @@ class JobRunner:
         before = {r["id"] for r in self.queued}
         self.queued = sorted((r for r in active if r["state"] == "queued"),
                              key=lambda r: (r["scheduledAt"], r["id"]))
-        if time.monotonic() - self.last_prune > PRUNE_EVERY_SECONDS:
-            self.last_prune = time.monotonic()
-            for name in self.jobs:
-                self.store.prune_job_runs(name, jobplan.HISTORY_KEPT)
+        self._prune()
         return any(r["id"] not in before for r in self.queued)
+
+    def _prune(self) -> None:
+        """Keep each job's newest `HISTORY_KEPT` finished runs: a pass over every job every
+        `PRUNE_EVERY_SECONDS`, `PRUNE_JOBS_PER_TICK` of them a tick, in one transaction
+        (a hundred jobs pruned in one round held that round's launches back ~1.5 s)."""
+        if not self.to_prune and time.monotonic() - self.last_prune > PRUNE_EVERY_SECONDS:
+            self.last_prune = time.monotonic()
+            self.to_prune = sorted(self.jobs)
+        if self.to_prune:
+            batch = self.to_prune[:PRUNE_JOBS_PER_TICK]
+            del self.to_prune[:PRUNE_JOBS_PER_TICK]
+            self.store.prune_job_runs(batch, jobplan.HISTORY_KEPT)
 
     def _kill(self, task_id: str) -> None:
         log.info("killing job task %s", task_id)
@@ -173,11 +192,21 @@ class JobRunner:
     def on_status_batch(self, statuses: list[Doc], now: float) -> list[Doc]:
         """The job runs' updates among `statuses`, in order, each applied to the run and job
         status the one before it left, stored in one transaction; returns them, for the
-        caller to acknowledge now that they are stored (the others are not job runs')."""
+        caller to acknowledge now that they are stored (the others are not job runs').
+        A write refused because a job changed meanwhile (deleted) is computed again once."""
         if not self.enabled:
             return []
+        try:
+            return self._status_batch(statuses, now)
+        except JobsChanged:
+            log.info("a job changed under a batch of its runs' updates; applying it again")
+            return self._status_batch(statuses, now)
+
+    def _status_batch(self, statuses: list[Doc], now: float) -> list[Doc]:
         runs: dict[str, Doc] = {}                 # the runs as this batch leaves them
         job_status: dict[str, Doc | None] = {}
+        read: dict[str, Doc | None] = {}          # the statuses as stored (the write's check)
+        gone: set[str] = set()                    # ended runs of deleted jobs: deleted
         changed: dict[str, Doc] = {}
         handled, notes = [], []
         for status in statuses:
@@ -189,10 +218,13 @@ class JobRunner:
                 continue  # not ours (any more): the worker treats it as an unknown task
             name = run["job"]
             if name not in job_status:
-                job_status[name] = self.store.get_job_status(name)
-            outcome = jobplan.apply_task_status(run, job_status[name], self._spec(name),
-                                                status, now)
+                job_status[name] = read[name] = self.store.get_job_status(name)
+            deleted = job_status[name] is None and self.store.get_job(name) is None
+            spec = None if deleted else self._spec(name)
+            outcome = jobplan.apply_task_status(run, job_status[name], spec, status, now)
             runs[task_id] = outcome.run
+            if deleted and not outcome.run.get("active"):
+                gone.add(task_id)  # its job was deleted: no history is kept of it
             if outcome.retry:
                 runs[outcome.retry["id"]] = outcome.retry
             if outcome.status:
@@ -202,7 +234,10 @@ class JobRunner:
             handled.append(status)
         if not handled:
             return []
-        self.store.record_jobs(statuses=list(changed.values()), runs=list(runs.values()))
+        self.store.record_jobs(
+            statuses=list(changed.values()),
+            runs=[r for i, r in runs.items() if i not in gone], delete_runs=sorted(gone),
+            expect_statuses={name: read[name] for name in changed})
         for note in notes:
             log.info("%s", note)
         for task_id, run in runs.items():

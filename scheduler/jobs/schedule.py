@@ -28,7 +28,9 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfoNotFoundError
+
+from scheduler.jobs.zones import zone_of
 
 __all__ = ["Duration", "Schedule", "ScheduleError", "parse_duration", "parse_schedule",
            "with_start", "zone"]
@@ -94,10 +96,10 @@ def zone(name: str | None) -> tzinfo | None:
     if not name:
         return None
     try:
-        return ZoneInfo(name)
+        return zone_of(name)  # tz database names and Java's short ids (PST, ...)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
         raise ScheduleError(f"unknown scheduleTimeZone {name!r} (use a tz database name such "
-                            "as Europe/Berlin or UTC)") from None
+                            "as Europe/Berlin or UTC, or a Java short id such as PST)") from None
 
 
 def _parse_start(text: str, tz: tzinfo | None) -> datetime:

@@ -18,6 +18,7 @@ Defaults are Chronos's: `retries` 2, `cpus` 0.1, `mem` 128, `disk` 256, `epsilon
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scheduler.constraint_regex import check_pattern
+from scheduler.jobs.fetch import FetchItem, parse_fetch
 from scheduler.jobs.schedule import ScheduleError, parse_duration, parse_schedule, with_start
 from scheduler.jobs.schedule import zone as tz_zone
 
@@ -43,14 +45,23 @@ READ_ONLY_FIELDS = frozenset({"successCount", "errorCount", "lastSuccess", "last
 # Chronos fields accessd accepts only at their "off" value (they would need features it lacks)
 _OFF_VALUES: dict[str, tuple[Any, ...]] = {
     "async": (False, None), "container": (None, {}), "executor": ("", None),
-    "executorFlags": ("", None), "taskInfoData": ("", None), "dataProcessingJobType": (False, None),
+    "executorFlags": ("", None), "taskInfoData": ("", None),
     "dataJob": (False, None), "highPriority": (False, None), "runAsUser": ("", None),
-    "fetch": ([], None),
+}
+# why, for the fields a user is likely to try
+_WHY_OFF = {
+    "async": ": an async job ends by a callback from Chronos's asynchronous executor, which "
+             "accessd does not have; runs here end when their command exits (an outside "
+             "process can still report with PUT /v1/scheduler/job/success/{name})",
+    "container": ": job runs use the Mesos command executor without a container image "
+                 "(Docker images are not run for jobs); fetch what the command needs with "
+                 "'fetch' or 'uris'",
+    "executor": ": job runs use the Mesos command executor",
 }
 _FIELDS = frozenset({"name", "command", "schedule", "scheduleTimeZone", "parents", "epsilon",
                      "retries", "owner", "ownerName", "description", "disabled", "concurrent",
                      "cpus", "mem", "disk", "environmentVariables", "constraints", "uris",
-                     "shell", "arguments"})
+                     "shell", "arguments", "dataProcessingJobType", "fetch"})
 
 
 class JobError(ValueError):
@@ -100,8 +111,10 @@ class JobSpec:
     environment_variables: tuple[tuple[str, str], ...] = ()
     constraints: tuple[tuple[str, str, str], ...] = ()
     uris: tuple[str, ...] = ()
+    fetch: tuple[FetchItem, ...] = ()       # `uris` and `fetch` both end up here
     shell: bool = True
     arguments: tuple[str, ...] = ()
+    data_processing_job_type: bool = False  # takes task progress (POST …/task/{id}/progress)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -115,7 +128,7 @@ class JobSpec:
     def parsed_schedule(self):  # -> Schedule (kept lazy: a dependent job has none)
         if self.schedule is None:
             raise ValueError(f"job {self.name} has no schedule")
-        return parse_schedule(self.schedule, self.schedule_time_zone or None)
+        return _schedule(self.schedule, self.schedule_time_zone or None)
 
     def to_json(self) -> Doc:
         """Chronos's job JSON with every default filled in (no runtime counters)."""
@@ -130,15 +143,21 @@ class JobSpec:
             "ownerName": self.owner_name, "description": self.description,
             "disabled": self.disabled, "concurrent": self.concurrent, "async": False,
             "executor": "", "executorFlags": "", "shell": self.shell,
-            "arguments": list(self.arguments), "cpus": self.cpus, "mem": self.mem,
+            "arguments": list(self.arguments), "dataProcessingJobType":
+            self.data_processing_job_type, "cpus": self.cpus, "mem": self.mem,
             "disk": self.disk,
             "environmentVariables": [{"name": k, "value": v}
                                      for k, v in self.environment_variables],
             "constraints": [list(c) for c in self.constraints],
-            "uris": list(self.uris), "fetch": [{"uri": u, "cache": False, "extract": True,
-                                                "executable": False} for u in self.uris],
+            "uris": [f.uri for f in self.fetch], "fetch": [f.to_json() for f in self.fetch],
         })
         return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _schedule(text: str, time_zone: str | None):
+    """A stored job's schedule, parsed once (a frozen value; the planner asks every round)."""
+    return parse_schedule(text, time_zone)
 
 
 def _hint(name: str) -> str:
@@ -206,7 +225,7 @@ def parse_job(doc: Any, *, kind: str | None = None, now: float | None = None) ->
         if key in _OFF_VALUES:
             if doc[key] not in _OFF_VALUES[key]:
                 errs.add(f"/{key}", f"'{key}' is not supported by accessd (only "
-                                    f"{_OFF_VALUES[key][0]!r})")
+                                    f"{_OFF_VALUES[key][0]!r})" + _WHY_OFF.get(key, ""))
             continue
         errs.add(f"/{key}", f"unknown field '{key}'{_hint(key)}")
 
@@ -309,20 +328,23 @@ def parse_job(doc: Any, *, kind: str | None = None, now: float | None = None) ->
         constraints.append((fld, op, value))
 
     uris = _string_list(doc, "uris", errs)
+    fetch = parse_fetch(doc.get("fetch"), uris, errs.add)
     arguments = _string_list(doc, "arguments", errs)
     spec_kwargs = dict(
         owner=_string(doc, "owner", errs), owner_name=_string(doc, "ownerName", errs),
         description=_string(doc, "description", errs),
         disabled=_bool(doc, "disabled", False, errs),
         concurrent=_bool(doc, "concurrent", False, errs),
-        shell=_bool(doc, "shell", True, errs))
+        shell=_bool(doc, "shell", True, errs),
+        data_processing_job_type=_bool(doc, "dataProcessingJobType", False, errs))
     if errs:
         raise JobError("Invalid job definition", errs.details())
     return JobSpec(name=name, command=command, schedule=schedule,
                    schedule_time_zone=time_zone if schedule is not None else "",
                    parents=parents, epsilon=epsilon, retries=retries, cpus=cpus, mem=mem,
                    disk=disk, environment_variables=tuple(env), constraints=tuple(constraints),
-                   uris=uris, arguments=arguments, **spec_kwargs)
+                   uris=tuple(f.uri for f in fetch), fetch=fetch, arguments=arguments,
+                   **spec_kwargs)
 
 
 def find_cycle(parents_of: Mapping[str, Iterable[str]]) -> list[str] | None:

@@ -114,6 +114,10 @@ class SQLiteJobReader:
         row = self.c.execute("SELECT value FROM meta WHERE key='jobs_revision'").fetchone()
         return int(row[0]) if row else 0
 
+    def job(self, name: str) -> Doc | None:
+        row = self.c.execute("SELECT doc FROM jobs WHERE name=?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
     def job_status(self, name: str) -> Doc | None:
         row = self.c.execute("SELECT doc FROM job_status WHERE name=?", (name,)).fetchone()
         return json.loads(row[0]) if row else None

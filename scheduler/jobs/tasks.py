@@ -11,6 +11,7 @@ is the job's `environmentVariables` plus what Chronos sets: `mesos_task_id`, `CH
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING, Any
 
 from scheduler.jobs.spec import JobSpec
@@ -45,15 +46,17 @@ def run_env(run: dict[str, Any], spec: JobSpec) -> dict[str, str]:
 def task_info(launch: Launch, run: dict[str, Any], spec: JobSpec) -> dict[str, Any]:
     """The Mesos v1 TaskInfo of a placed run (its resources exactly the placement's)."""
     env = run_env(run, spec)
+    extra = str(run.get("arguments") or "")  # a manual run's `?arguments=`, appended
     if spec.shell:
-        command: dict[str, Any] = {"shell": True, "value": spec.command}
+        command: dict[str, Any] = {"shell": True,
+                                   "value": f"{spec.command} {extra}" if extra else spec.command}
     else:
         command = {"shell": False, "value": spec.command,
-                   "arguments": [spec.command, *spec.arguments]}
+                   "arguments": [spec.command, *spec.arguments, *shlex.split(extra)]}
     command["environment"] = {"variables": [{"name": k, "value": v}
                                             for k, v in sorted(env.items())]}
-    if spec.uris:
-        command["uris"] = [{"value": u, "extract": True} for u in spec.uris]
+    if spec.fetch:
+        command["uris"] = [f.to_mesos() for f in spec.fetch]
     return {
         "name": f"ChronosTask:{spec.name}",
         "task_id": {"value": run["id"]},

@@ -97,6 +97,9 @@ class ZkJobReader:
     def jobs_revision(self) -> int:
         return _counter(self._get("meta", "jobs_revision"))
 
+    def job(self, name: str) -> Doc | None:
+        return self._get("jobs", name)
+
     def job_status(self, name: str) -> Doc | None:
         return self._get("job_status", name)
 

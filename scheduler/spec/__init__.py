@@ -15,7 +15,7 @@ collect errors), `ids`, `times`, `healthchecks`, `marathon_fields` (the rest of 
 version stamping). Import from `scheduler.spec`; the submodules are its implementation.
 """
 
-from scheduler.spec.documents import is_scale_only, merge_patch, stamp_app
+from scheduler.spec.documents import is_scale_only, json_copy, merge_patch, stamp_app
 from scheduler.spec.ids import (
     app_id_to_task_prefix,
     new_task_id,
@@ -44,7 +44,8 @@ __all__ = [
     "AppSpec", "Constraint", "FetchUri", "FrozenMap", "HealthCheck", "PortDefinition",
     "ReadinessCheck", "SpecError", "UnreachableStrategy", "UpgradeStrategy", "CONSTRAINT_OPERATORS", "HEALTH_CHECK_PROTOCOLS", "READ_ONLY_FIELDS",
     "UNSUPPORTED_FIELDS",
-    "app_id_to_task_prefix", "format_time", "iso_now", "is_scale_only", "merge_patch",
+    "app_id_to_task_prefix", "format_time", "iso_now", "is_scale_only", "json_copy",
+    "merge_patch",
     "new_task_id", "normalize_app_id", "parse_app", "parse_time", "stamp_app",
     "task_id_to_app_id",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from scheduler.spec.fields import Errors, type_name
@@ -10,6 +9,17 @@ from scheduler.spec.ids import normalize_id
 from scheduler.spec.model import READ_ONLY_FIELDS, SpecError
 from scheduler.spec.parse import parse_app
 from scheduler.spec.times import format_time, parse_time
+
+
+def json_copy(value: Any) -> Any:
+    """A deep copy of a JSON document (dicts, lists and immutable scalars), several times
+    faster than `copy.deepcopy`, which keeps a memo for shared and cyclic objects that parsed
+    JSON never has (a scale PUT copied ~55 objects through it). Anything else is shared."""
+    if isinstance(value, dict):
+        return {k: json_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_copy(v) for v in value]
+    return value
 
 
 def merge_patch(base_doc: dict[str, Any], patch_doc: Any) -> dict[str, Any]:
@@ -32,11 +42,11 @@ def merge_patch(base_doc: dict[str, Any], patch_doc: Any) -> dict[str, Any]:
         if new_id != old_id:
             raise SpecError("Object is not valid", [{
                 "path": "/id", "errors": [f"a patch cannot change the app id ({old_id})"]}])
-    merged = copy.deepcopy(base_doc)
+    merged = json_copy(base_doc)
     for k, v in patch_doc.items():
         if k == "id" and v is None:
             continue
-        merged[k] = copy.deepcopy(v)
+        merged[k] = json_copy(v)
         # Fields that exclude each other (two spellings of one field, or Marathon's "exactly
         # one of"): the patch's replaces the stored other one.
         other = _EXCLUSIVE.get(k)
@@ -65,7 +75,14 @@ def is_scale_only(old_doc: dict[str, Any] | None, new_doc: dict[str, Any]) -> bo
     it does not restart tasks."""
     if old_doc is None:
         return False
+    # Equal as they stand (the usual scale: both normalised documents): no parse needed.
+    if _raw_part(old_doc) == _raw_part(new_doc):
+        return True
     return _config_part(old_doc) == _config_part(new_doc)
+
+
+def _raw_part(app_json: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in app_json.items() if k not in READ_ONLY_FIELDS and k != "instances"}
 
 
 def stamp_app(app_json: dict[str, Any], previous_doc: dict[str, Any] | None, now_iso: str, *,
@@ -78,7 +95,7 @@ def stamp_app(app_json: dict[str, Any], previous_doc: dict[str, Any] | None, now
     Versions of one app grow strictly: if `now_iso` is not after the previous `version` (two
     changes in one millisecond, or the clock stepped back), the previous version plus 1 ms is
     used instead, so a restart right after a create still makes every task old."""
-    out = {k: copy.deepcopy(v) for k, v in app_json.items() if k not in ("version",
+    out = {k: json_copy(v) for k, v in app_json.items() if k not in ("version",
                                                                            "versionInfo")}
     if previous_doc is not None and previous_doc.get("version"):
         try:

@@ -1,9 +1,9 @@
 """The rest of Marathon 1.x's app definition: fields with an effect here (`gpus`, `user`,
 `fetch`/`uris`, `acceptedResourceRoles`, `dependencies`, `readinessChecks`,
-`unreachableStrategy`) and those whose empty, null or default values are accepted while any
-other value is refused with the reason it cannot work on this cluster (`container` with an image
-or volumes, non-host `networks`, `ipAddress`, `storeUrls`, `tty`, `resourceLimits`,
-`executorResources`, `check`). `secrets` are accepted: `scheduler.spec.secrets`.
+`unreachableStrategy`; `container` and `networks` are `scheduler.spec.container`'s, `secrets`
+`scheduler.spec.secrets`'s) and those whose empty, null or default values are accepted while
+any other value is refused with the reason it cannot work on this cluster (`ipAddress`,
+`storeUrls`, `tty`, `resourceLimits`, `executorResources`, `check`).
 
 Each rule follows Marathon's RAML and `AppValidation` (e.g. at most one readiness check whose
 `portName` names a port definition; `inactiveAfterSeconds <= expungeAfterSeconds`; `uris` and
@@ -49,10 +49,6 @@ _READINESS_FIELDS = frozenset({
     "httpStatusCodesForReady", "preserveLastResponse",
 })
 _UNREACHABLE_FIELDS = frozenset({"inactiveAfterSeconds", "expungeAfterSeconds"})
-_CONTAINER_FIELDS = frozenset({"type", "docker", "appc", "volumes", "portMappings", "linuxInfo"})
-
-NO_RUNTIME = ("this cluster has no container runtime: tasks run as processes on the agent's "
-              "filesystem, so a container image cannot be used")
 
 
 def is_archive(uri: str) -> bool:
@@ -217,54 +213,6 @@ def parse_unreachable_strategy(v: Any, errs: Errors) -> UnreachableStrategy:
                  f"inactiveAfterSeconds ({inactive}) must be less or equal to "
                  f"expungeAfterSeconds, which is {expunge}")
     return UnreachableStrategy(inactive_after_seconds=inactive, expunge_after_seconds=expunge)
-
-
-def check_container(v: Any, errs: Errors) -> None:
-    """`null`, or a `MESOS` container without image and volumes (the same as none)."""
-    if _empty(v):
-        return
-    path = ("container",)
-    if not isinstance(v, dict):
-        errs.add(ptr(*path), f"must be an object, got {type_name(v)}")
-        return
-    check_unknown(v, _CONTAINER_FIELDS, path, errs)
-    kind = v.get("type") or "MESOS"
-    if kind == "DOCKER":
-        errs.add(ptr(*path, "type"), f"DOCKER containers are not supported: {NO_RUNTIME}")
-        return
-    if kind != "MESOS":
-        errs.add(ptr(*path, "type"), f"unknown container type {kind!r} (MESOS or DOCKER)")
-        return
-    for key in ("docker", "appc"):
-        image = v.get(key)
-        if not _empty(image) and (not isinstance(image, dict) or image.get("image")):
-            errs.add(ptr(*path, key), f"a container image is not supported: {NO_RUNTIME}")
-    if not _empty(v.get("volumes")):
-        errs.add(ptr(*path, "volumes"),
-                 "volumes are not supported: this cluster has no persistent volumes or "
-                 "container filesystems (use the task's sandbox, or a service's own store)")
-    linux = v.get("linuxInfo")
-    if not _empty(linux):
-        errs.add(ptr(*path, "linuxInfo"), "Linux capabilities and seccomp need the Mesos "
-                                          "containerizer's isolators, which this cluster lacks")
-    mappings = v.get("portMappings")
-    if not _empty(mappings):
-        errs.add(ptr(*path, "portMappings"), "port mappings need container networking; "
-                                             "with host networking use portDefinitions")
-
-
-def check_networks(v: Any, errs: Errors) -> None:
-    if _empty(v):
-        return
-    if not isinstance(v, list):
-        errs.add(ptr("networks"), f"must be an array, got {type_name(v)}")
-        return
-    for i, net in enumerate(v):
-        mode = net.get("mode", "container") if isinstance(net, dict) else None
-        if mode != "host":
-            errs.add(ptr("networks", i), "only host networking is available: IP-per-task and "
-                                         "bridge networks need a CNI network on the agents, "
-                                         "which this cluster does not have")
 
 
 def check_refused_unless_empty(doc: dict, errs: Errors) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scheduler.spec.container import ContainerSpec
 
 CONSTRAINT_OPERATORS = ("UNIQUE", "CLUSTER", "GROUP_BY", "LIKE", "UNLIKE", "MAX_PER", "IS")
 HEALTH_CHECK_PROTOCOLS = ("HTTP", "TCP", "COMMAND", "MESOS_HTTP", "MESOS_TCP")
@@ -226,6 +229,7 @@ class AppSpec:
     dependencies: tuple[str, ...] = ()
     readiness_checks: tuple[ReadinessCheck, ...] = ()
     unreachable_strategy: UnreachableStrategy = field(default_factory=UnreachableStrategy)
+    container: ContainerSpec | None = None  # scheduler.spec.container; None: a plain process
     # Marathon's secrets: name -> source, and env variable -> secret name (references only;
     # the values are resolved at launch, see scheduler.spec.secrets)
     secrets: FrozenMap = field(default_factory=FrozenMap)
@@ -266,6 +270,11 @@ class AppSpec:
             "unreachableStrategy": self.unreachable_strategy.to_json(),
             "networks": [{"mode": "host"}],
         })
+        if self.container is not None:
+            out["container"] = self.container.to_json()
+            out["networks"] = self.container.networks_json()
+            if self.container.network != "HOST":
+                out["portDefinitions"] = []  # the ports are the container's portMappings
         if self.secrets:
             out["secrets"] = {name: {"source": src} for name, src in self.secrets.items()}
         if self.user is not None:

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from scheduler.constraint_regex import check_pattern
+from scheduler.spec.container import HOST, ContainerSpec, parse_container
 from scheduler.spec.fields import (
     MISSING,
     Errors,
@@ -24,8 +25,6 @@ from scheduler.spec.healthchecks import parse_health_checks
 from scheduler.spec.ids import normalize_id
 from scheduler.spec.marathon_fields import (
     MARATHON_FIELDS,
-    check_container,
-    check_networks,
     check_refused_unless_empty,
     parse_accepted_roles,
     parse_dependencies,
@@ -122,6 +121,28 @@ def parse_port_definitions(doc: dict, errs: Errors) -> tuple[PortDefinition, ...
             out.append(PortDefinition(port=port, protocol=protocol or "tcp", name=name,
                                       labels=labels))
     return tuple(out)
+
+
+def _docker_doc(doc: dict) -> bool:
+    """A Docker app may leave out cmd and args: the image's own command runs."""
+    c = doc.get("container")
+    return isinstance(c, dict) and (c.get("type") == "DOCKER"
+                                    or (c.get("type") is None and isinstance(c.get("docker"), dict)))
+
+
+def bridge_port_definitions(doc: dict, container: ContainerSpec,
+                            errs: Errors) -> tuple[PortDefinition, ...]:
+    """A container network's ports are its port mappings' host ports (hostPort 0: any port of
+    the offer); `portDefinitions` are for host networking only (Marathon's rule)."""
+    if container.network == HOST:
+        return ()
+    for key in ("portDefinitions", "ports"):
+        given = doc.get(key)
+        if given not in (None, []):
+            errs.add(ptr(key), "not allowed with a container network: declare the ports in "
+                               "container.portMappings")
+    return tuple(PortDefinition(port=m.host_port, protocol=m.protocol, name=m.name)
+                 for m in container.port_mappings if m.host_port is not None)
 
 
 def check_ports(defs: tuple[PortDefinition, ...], require_ports: bool, key: str,
@@ -240,7 +261,7 @@ def parse_app(doc: Any) -> AppSpec:
             args = tuple(raw_args)
     if g("cmd") is not None and raw_args is not None:
         errs.add("/", "specify exactly one of 'cmd' or 'args', not both")
-    elif g("cmd") is None and raw_args is None:
+    elif g("cmd") is None and raw_args is None and not _docker_doc(doc):
         errs.add("/", "an app needs a command: specify 'cmd' (a shell command) or 'args'")
 
     cpus = number(g("cpus"), ("cpus",), errs, 1.0, gt=0)
@@ -249,6 +270,9 @@ def parse_app(doc: Any) -> AppSpec:
     instances = integer(g("instances"), ("instances",), errs, 1, ge=0)
 
     ports = parse_port_definitions(doc, errs)
+    container = parse_container(doc, errs)
+    if container is not None and container.network != "HOST":
+        ports = bridge_port_definitions(doc, container, errs)
     require_ports = boolean(g("requirePorts"), ("requirePorts",), errs, False)
     check_ports(ports, require_ports, "ports" if g("ports") is not None else "portDefinitions",
                  errs)
@@ -280,8 +304,6 @@ def parse_app(doc: Any) -> AppSpec:
     dependencies = parse_dependencies(g("dependencies"), app_id, errs)
     readiness = parse_readiness_checks(g("readinessChecks"), ports, errs)
     unreachable = parse_unreachable_strategy(g("unreachableStrategy", MISSING), errs)
-    check_container(g("container"), errs)
-    check_networks(g("networks"), errs)
     check_refused_unless_empty(doc, errs)
 
     if errs or app_id is None:
@@ -295,5 +317,6 @@ def parse_app(doc: Any) -> AppSpec:
         task_kill_grace_period_seconds=kill_grace, executor=executor or "", role=role,
         gpus=gpus, user=user, fetch=fetch, accepted_resource_roles=accepted_roles,
         dependencies=dependencies, readiness_checks=readiness, unreachable_strategy=unreachable,
+        container=container,
         secrets=secrets, env_secrets=env_secrets,
     )

@@ -175,3 +175,79 @@ def test_credentials_are_the_control_apis(tmp_path):
         assert r.status_code == 204
     finally:
         proc.stop()
+
+
+def test_run_now_with_arguments_is_a_request_carrying_them(api, store):
+    assert requests.post(api + V1 + "/iso8601", json=job("argued"), timeout=10).status_code == 204
+    r = requests.put(api + V1 + "/job/argued", params={"arguments": "-debug --x=1"}, timeout=10)
+    assert r.status_code == 204, r.text
+    last = store.pending_job_actions()[-1]
+    assert (last["job"], last["action"], last["arguments"]) == ("argued", "run", "-debug --x=1")
+    assert requests.put(api + V1 + "/job/argued", timeout=10).status_code == 204
+    assert "arguments" not in store.pending_job_actions()[-1]
+    r = requests.put(api + V1 + "/job/ghost", params={"arguments": "x"}, timeout=10)
+    assert r.status_code == 400 and r.json()["message"] == "Job 'ghost' not found"
+
+
+def test_mark_success(api, store):
+    assert requests.post(api + V1 + "/iso8601", json=job("marked"), timeout=10).status_code == 204
+    r = requests.put(api + V1 + "/job/success/marked", timeout=10)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    assert r.text == "marked job marked as successful: true"
+    assert store.pending_job_actions()[-1]["action"] == "success"
+    before = len(store.pending_job_actions())
+    r = requests.put(api + V1 + "/job/success/ghost", timeout=10)
+    assert (r.status_code, r.text) == (200, "marked job ghost as successful: false")
+    assert len(store.pending_job_actions()) == before
+
+
+def test_task_progress(api, store):
+    assert requests.post(api + V1 + "/iso8601", json=job("counted", dataProcessingJobType=True),
+                         timeout=10).status_code == 204
+    assert store.get_job("counted")["dataProcessingJobType"] is True
+    assert requests.post(api + V1 + "/iso8601", json=job("uncounted"),
+                         timeout=10).status_code == 204
+    url = api + V1 + "/job/counted/task/ct:1700000000000:0:counted:/progress"
+    r = requests.post(url, json={"numAdditionalElementsProcessed": 7}, timeout=10)
+    assert r.status_code == 204, r.text
+    last = store.pending_job_actions()[-1]
+    assert (last["action"], last["taskId"], last["count"]) == (
+        "progress", "ct:1700000000000:0:counted:", 7)
+    before = store.pending_job_actions()
+    for path, body, message in (
+            ("/job/ghost/task/ct:1:0:ghost:/progress", {}, "Job 'ghost' not found"),
+            ("/job/counted/task/nonsense/progress", {}, "Invalid task id format nonsense"),
+            ("/job/uncounted/task/ct:1:0:uncounted:/progress", {},
+             "Job 'uncounted' is not enabled to track data"),
+            ("/job/counted/task/ct:1:0:counted:/progress",
+             {"numAdditionalElementsProcessed": -1},
+             "numAdditionalElementsProcessed (-1) is not positive")):
+        r = requests.post(api + V1 + path, json=body, timeout=10)
+        assert r.status_code == 400 and r.json()["message"] == message, (path, r.text)
+    assert store.pending_job_actions() == before  # a refused report queues nothing
+
+
+def test_graph_dot(api, store):
+    for doc in (job("dot-a"), dependent("dot-b", "dot-a"), dependent("dot-c", "dot-a", "dot-b")):
+        path = "/dependency" if "parents" in doc else "/iso8601"
+        assert requests.post(api + V1 + path, json=doc, timeout=10).status_code == 204
+    r = requests.get(api + V1 + "/graph/dot", timeout=10)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    lines = r.text.splitlines()
+    assert lines[0] == "digraph G {" and lines[-1] == "}"
+    ids = {line.split('"')[1]: line.split()[0] for line in lines if "label=" in line}
+    assert set(ids) == {j["name"] for j in store.list_jobs()}
+    edges = {line.strip().rstrip(";") for line in lines if "->" in line}
+    expected = {f"{ids[p]} -> {ids[j['name']]}" for j in store.list_jobs()
+                for p in j.get("parents", [])}
+    assert edges == expected and expected
+
+
+def test_java_short_time_zone_ids_are_accepted(api, store):
+    r = requests.post(api + V1 + "/iso8601", json=job("pacific", scheduleTimeZone="PST"),
+                      timeout=10)
+    assert r.status_code == 204, r.text
+    assert store.get_job("pacific")["scheduleTimeZone"] == "PST"
+    r = requests.post(api + V1 + "/iso8601", json=job("nowhere", scheduleTimeZone="XYZ"),
+                      timeout=10)
+    assert r.status_code == 400 and r.json()["details"][0]["path"] == "/scheduleTimeZone"

@@ -62,8 +62,8 @@ def test_app_without_port_definitions_gets_one_port(api, store):
 
 
 REFUSED = [
-    ({"container": {"type": "DOCKER", "docker": {"image": "nginx"}}}, "/container/type",
-     "no container runtime"),
+    ({"container": {"type": "DOCKER", "docker": {"image": "nginx", "forcePullImage": True}}},
+     "/container/docker/forcePullImage", "no Docker registry"),
     ({"container": {"type": "MESOS", "volumes": [{"containerPath": "data", "mode": "RW",
                                                   "persistent": {"size": 100}}]}},
      "/container/volumes", "persistent volumes"),
@@ -159,3 +159,27 @@ def test_put_and_patch_several_apps(api, store):
     assert snapshot(store) == before  # one bad definition: nothing stored
     assert requests.patch(api + "/v2/apps", json=[{"id": "/batch/none", "instances": 1}],
                           timeout=10).status_code == 404
+
+
+def test_a_docker_app_is_accepted_and_answered_in_marathons_shape(api):
+    """issue 22: container.docker no longer a 422; GET answers Marathon 1.5's form."""
+    doc = {"id": "/docker/shape", "cmd": "httpd -f -p 8080", "cpus": 0.1, "mem": 32,
+           "instances": 0, "networks": [{"mode": "container/bridge"}],
+           "container": {"type": "DOCKER", "docker": {"image": "accessd/busybox:latest"},
+                         "portMappings": [{"containerPort": 8080, "hostPort": 0,
+                                           "name": "http"}]}}
+    r = requests.post(api + "/v2/apps", json=doc, timeout=10)
+    assert r.status_code == 201, r.text
+    app = requests.get(api + "/v2/apps/docker/shape", timeout=10).json()["app"]
+    assert app["networks"] == [{"mode": "container/bridge"}] and app["portDefinitions"] == []
+    assert app["container"]["docker"] == {"image": "accessd/busybox:latest",
+                                          "forcePullImage": False, "privileged": False,
+                                          "parameters": []}
+    assert app["container"]["portMappings"] == [{"containerPort": 8080, "hostPort": 0,
+                                                 "servicePort": 0, "protocol": "tcp",
+                                                 "name": "http", "labels": {}}]
+    bad = dict(doc, id="/docker/bad", container={"type": "DOCKER", "docker": {"image": "x"},
+                                                 "portMappings": [{"containerPort": "80"}]})
+    r = requests.post(api + "/v2/apps", json=bad, timeout=10)
+    assert r.status_code == 422, r.text
+    assert any(d["path"] == "/container/portMappings/0/containerPort" for d in r.json()["details"])

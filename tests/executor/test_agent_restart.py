@@ -8,7 +8,9 @@ dir; statuses are asserted as a real pymesos scheduler receives them.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,20 @@ def test_update_made_while_the_agent_is_away_is_delivered_after_its_restart(clus
     wait_until(lambda: not live_with_environ(f"MESOS_EXECUTOR_ID={task_id}\0"), timeout=15,
                message="the executor to exit")
     assert [s["state"] for s in framework.of(task_id)].count("TASK_FAILED") == 1
+
+
+def test_executor_dead_while_its_agent_was_away_fails_its_task_with_mesoss_reason(cluster):
+    mesos, framework, ctl = cluster
+    task_id, _ = framework.launch({"id": "/ck/dead", "cmd": "sleep 100000", "cpus": 0.1,
+                                   "mem": 32, "portDefinitions": []})
+    running = framework.wait_state(task_id, "TASK_RUNNING")
+    executor_pid = running["container_status"]["executor_pid"]
+    control(mesos, "stop?keep_executors=true")
+    os.killpg(executor_pid, signal.SIGKILL)  # the executor and its service, while away
+    wait_until(lambda: not pid_alive(executor_pid), timeout=10, message="the executor gone")
+    assert "TASK_FAILED" not in [s["state"] for s in framework.of(task_id)]
+    control(mesos, "start")
+    failed = framework.wait_state(task_id, "TASK_FAILED", timeout=15)
+    assert (failed["source"], failed["reason"], failed["message"]) == (
+        "SOURCE_AGENT", "REASON_EXECUTOR_TERMINATED", "Executor terminated")
+    assert not live_with_environ(f"MESOS_TASK_ID={task_id}\0")

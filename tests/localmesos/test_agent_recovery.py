@@ -90,3 +90,48 @@ def test_updates_carried_by_an_executor_subscribe_are_taken_once(tmp_path):
     finally:
         stop_driver(driver)
         cluster.stop()
+
+
+def test_a_second_restart_gets_its_own_reregistration_window(tmp_path):
+    """Found by bench/chaos.py: an agent restarted again shortly after a restart killed an
+    executor that had not re-subscribed yet at the end of the *first* window, ~0.4 s into the
+    second; each recovery waits its full `--executor-reregistration-timeout` (2 s)."""
+    cluster = start_localmesos(tmp_path, agents=1, extra_args=TEST_ARGS)
+    rec = Recorder()
+    driver = start_driver(cluster.master, rec, checkpoint=True)
+    try:
+        offer = rec.take_offer()
+        eid = "slow-exec"  # its process never subscribes by itself: the test speaks for it
+        task = command_task("slow", offer, "unused")
+        del task["command"]
+        task["executor"] = {"executor_id": {"value": eid}, "name": "slow",
+                            "command": {"shell": True, "value": f"{sys.executable} -c "
+                                        "'import time; time.sleep(600)'"}}
+        driver.launchTasks(offer["id"], [task])
+        agent = cluster.agents()[0]
+        wait_until(lambda: cluster.agents()[0]["executors"], message="the executor started")
+        running = {"task_id": {"value": "slow"}, "state": "TASK_RUNNING",
+                   "source": "SOURCE_EXECUTOR", "timestamp": time.time(),
+                   "uuid": base64.b64encode(uuid.uuid4().bytes).decode()}
+        executor_subscribe(agent, rec.framework_id, eid, [running])
+        rec.wait_state("slow", "TASK_RUNNING")
+
+        def restart(down: float) -> float:
+            cluster._call("POST", f"/_localmesos/agents/1/restart?keep_executors=true"
+                                  f"&down_seconds={down}")
+            wait_until(lambda: not cluster.agents()[0]["running"], timeout=5,
+                       message="the agent down")
+            wait_until(lambda: cluster.agents()[0]["running"], timeout=10, interval=0.01,
+                       message="the agent back")
+            return time.time()
+
+        first = restart(0.1)
+        second = restart(1.0)
+        assert second - first < 2.0  # the first window was still open when it went down
+        lost = rec.wait_state("slow", "TASK_LOST", timeout=15)
+        assert lost["message"] == "Executor did not reregister within 2secs"
+        assert lost["reason"] == "REASON_EXECUTOR_REREGISTRATION_TIMEOUT"
+        assert lost["timestamp"] - second >= 1.9, lost["timestamp"] - second
+    finally:
+        stop_driver(driver)
+        cluster.stop()

@@ -316,6 +316,29 @@ def test_failed_accept_announces_nothing(env):
     assert [e for _, e in store.events_since(0) if e["eventType"] == "status_update_event"] == []
 
 
+def test_accept_that_crossed_a_master_failover_is_one_warning(env, caplog):
+    # Found by bench/chaos.py: an ACCEPT sent as the master restarted got 403 "Framework is
+    # not subscribed"; its tasks were forgotten (right) with an ERROR and a traceback.
+    from tests.scheduler.builders import make_offer
+
+    store, driver, worker = env
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("Failed to send request 403: b'Framework is not subscribed'\n"
+                           "b'{\"type\": \"ACCEPT\"}'")
+
+    driver.acceptOffers = refused
+    put_app(store, instances=1)
+    worker.subscribed = True
+    with caplog.at_level("INFO", logger="accessd.scheduler"):
+        worker.handle("offers", ([make_offer()],))
+    assert store.list_tasks() == []
+    (line,) = [r for r in caplog.records if "ACCEPT of offer" in r.getMessage()]
+    assert line.levelname == "WARNING" and line.exc_info is None
+    assert "crossed a master change (Failed to send request 403: b'Framework is not " \
+           "subscribed')" in line.getMessage()
+
+
 class ResettingStore(SQLiteStateStore):
     """A real store where the API resets an app's delay (`DELETE /v2/queue/{id}/delay`, i.e.
     `request_delay_reset`) right before the worker's `reset_at`-th app-status write lands: after

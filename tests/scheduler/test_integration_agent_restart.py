@@ -21,6 +21,7 @@ import time
 import pytest
 
 from scheduler.deployments import task_is_ready
+from tests.executor.proctable import live_with_environ
 from tests.fixtures_scheduler import deploy_app, scheduler_cluster, store_tasks
 from tests.scheduler.test_integration_executor import served_app
 from tests.support import wait_until
@@ -134,7 +135,41 @@ def test_executor_dead_while_its_agent_was_away_is_failed_and_replaced(cluster):
     wait_until(lambda: len(r := ready(store, "/restart/dead")) == 1 and r[0]["id"] != task["id"]
                and r, timeout=60, message="a healthy replacement")
     (ended,) = lost_events(store, {task["id"]})
-    assert ended["taskStatus"] in ("TASK_FAILED", "TASK_LOST"), ended
+    # As a Mesos agent that finds, on recovery, an executor gone: its tasks fail, "Executor
+    # terminated" (source and reason: tests/executor/test_agent_restart.py).
+    assert (ended["taskStatus"], ended["message"]) == ("TASK_FAILED", "Executor terminated")
+    assert f"task {task['id']} TASK_FAILED (Executor terminated)" in sched.output()
+
+
+def test_update_sent_while_the_agent_was_away_reaches_the_scheduler_and_the_store(cluster):
+    mesos, store, sched, work = cluster
+    deploy_app(store, served_app("/restart/away", 1, work / "www"))
+    (task,) = wait_until(lambda: len(r := ready(store, "/restart/away")) == 1 and r, timeout=60,
+                         message="a healthy task")
+    ex = executors(mesos)[task["id"]]
+    restart_agent(mesos, ex["agent"], 4.0)
+    wait_until(lambda: not any(a["running"] for a in mesos.agents()
+                               if a["hostname"] == ex["agent"]), timeout=5,
+               message="the agent to go down")
+    # The service dies while its agent is away: the executor (alive) reports TASK_FAILED and
+    # keeps the update, unacknowledged, until an agent takes it.
+    (service,) = live_with_environ(f"MESOS_TASK_ID={task['id']}\0")
+    os.kill(service, signal.SIGKILL)
+    wait_until(lambda: not live_with_environ(f"MESOS_TASK_ID={task['id']}\0"), timeout=5,
+               message="the service to die")
+    assert _alive(ex["pid"])
+    assert lost_events(store, {task["id"]}) == []  # nobody could have told the scheduler yet
+    assert not all(a["running"] for a in mesos.agents()), "the agent came back too soon"
+    (ended,) = wait_until(lambda: lost_events(store, {task["id"]}), timeout=30,
+                          message="the update sent while the agent was away, stored")
+    assert ended["taskStatus"] == "TASK_FAILED"
+    assert "signal" in ended["message"], ended  # the executor's own words, not the agent's
+    assert store.get_task(task["id"]) is None
+    wait_until(lambda: len(r := ready(store, "/restart/away")) == 1 and r[0]["id"] != task["id"],
+               timeout=60, message="a healthy replacement")
+    # Acknowledged once stored, the executor's work is done: it exits.
+    wait_until(lambda: not _alive(ex["pid"]), timeout=15, message="the executor to exit")
+    assert len(lost_events(store, {task["id"]})) == 1
 
 
 def _alive(pid: int) -> bool:

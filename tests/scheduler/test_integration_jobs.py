@@ -171,3 +171,43 @@ def test_kill_of_a_running_job(cluster):
     tasks = [t for f in mesos.state()["frameworks"] for t in f.get("tasks", [])
              if t["id"] == run["id"]]
     assert all(t["state"] != "TASK_RUNNING" for t in tasks)
+
+
+def test_run_with_arguments_and_mark_success_through_the_scheduler(cluster):
+    """What `PUT /job/{name}?arguments=` and `PUT /job/success/{name}` queue (see
+    tests/api/test_jobs_api.py), carried out by the real scheduler."""
+    mesos, store, box, work = cluster
+    later = "R1/2030-01-01T00:00:00Z/PT1H"
+    add_job(store, {"name": "echoer", "command": "echo got", "schedule": later, "mem": 16,
+                    "disk": 0})
+    add_job(store, {"name": "upstream", "command": "true", "schedule": later, "mem": 16,
+                    "disk": 0})
+    add_job(store, {"name": "downstream", "command": "echo downstream", "parents": ["upstream"],
+                    "mem": 16, "disk": 0}, kind="dependency")
+    store.request_job_action("echoer", "run", iso(time.time()), arguments="hello-arg")
+    # a parent's success counts for a child defined before it: times are in ms, so mark it
+    # once the clock has left the millisecond the child was defined in
+    defined = store.get_job("downstream")["version"]
+    wait_until(lambda: iso(time.time()) > defined, timeout=5, message="the next millisecond")
+    store.request_job_action("upstream", "success", iso(time.time()))
+    (run,) = wait_until(lambda: runs(store, "echoer", "succeeded") or None, timeout=30,
+                        message="the manual run succeeded")
+    assert run["arguments"] == "hello-arg"
+    assert "got hello-arg" in sandbox_stdout(work / "mesos", run["id"])
+    wait_until(lambda: runs(store, "downstream", "succeeded") or None, timeout=30,
+               message="the dependent ran after its parent was marked successful")
+    assert runs(store, "upstream") == []  # marked, never run
+    assert store.get_job_status("upstream")["successCount"] == 1
+
+
+def test_a_jobs_fetch_lands_in_its_sandbox_before_the_command(cluster):
+    mesos, store, box, work = cluster
+    script = work / "hello.sh"
+    script.write_text("#!/bin/sh\necho fetched-and-ran\n")
+    add_job(store, {"name": "fetcher", "command": "./hello", "mem": 16, "disk": 0,
+                    "schedule": f"R1/{iso(time.time() + 1)}/PT1H",
+                    "fetch": [{"uri": f"file://{script}", "executable": True, "extract": False,
+                               "outputFile": "hello"}]})
+    (run,) = wait_until(lambda: runs(store, "fetcher", "succeeded") or None, timeout=30,
+                        message="the job ran its fetched script")
+    assert "fetched-and-ran" in sandbox_stdout(work / "mesos", run["id"])

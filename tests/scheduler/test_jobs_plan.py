@@ -226,3 +226,56 @@ def test_every_slot_is_run_or_skipped_exactly_once(times, every, epsilon):
 
 def test_empty_status_shape():
     assert set(empty_status("x")) >= {"successCount", "errorCount", "lastSuccess", "lastError"}
+
+
+def test_manual_run_arguments_reach_its_command_and_its_retries():
+    from scheduler.jobs.tasks import task_info
+    from scheduler.placement import Launch
+
+    w = World(sched(every="PT1H", retries=1), sched("n", "PT1H", shell=False,
+                                                     command="/bin/echo", arguments=["a"]))
+    w.requests = [{"seq": 3, "job": "a", "action": "run", "requestedAt": iso(T0),
+                   "arguments": "-debug --x=1"},
+                  {"seq": 4, "job": "n", "action": "run", "requestedAt": iso(T0),
+                   "arguments": "-v 'two words'"}]
+    w.round(T0)
+    (run,) = [r for r in w.of("a") if r["trigger"] == "manual"]
+    assert run["arguments"] == "-debug --x=1"
+    launch = Launch(app_id=run["id"], offer_id="o", agent_id="A1", hostname="h", ports=(),
+                    resources=(), attributes={})
+    assert task_info(launch, run, w.jobs["a"].spec)["command"]["value"] == "true -debug --x=1"
+    (n,) = [r for r in w.of("n") if r["trigger"] == "manual"]
+    assert task_info(launch, n, w.jobs["n"].spec)["command"]["arguments"] == [
+        "/bin/echo", "a", "-v", "two words"]
+    w.runs[run["id"]] = dict(run, state="running")
+    out = w.update(run["id"], "TASK_FAILED", T0 + 1)
+    assert out.retry["arguments"] == "-debug --x=1"
+    scheduled = [r for r in w.of("a") if r["trigger"] == "schedule"]
+    assert scheduled and "arguments" not in scheduled[0]  # the request's run only
+
+
+def test_mark_success_counts_and_fires_dependents():
+    w = World(sched(every="PT1H"), dep("child", "a"))
+    w.round(T0 + 1)
+    w.requests = [{"seq": 5, "job": "a", "action": "success", "requestedAt": iso(T0 + 2)}]
+    w.round(T0 + 2)
+    assert w.statuses["a"]["successCount"] == 1 and w.statuses["a"]["lastSuccess"] == iso(T0 + 2)
+    assert w.requests == []
+    w.round(T0 + 3)
+    assert [r["trigger"] for r in w.of("child")] == ["dependency"]
+
+
+def test_progress_adds_to_the_runs_count_active_or_finished():
+    w = World(sched(every="PT1H", dataProcessingJobType=True))
+    w.round(T0)
+    (run,) = w.of("a")
+    w.requests = [{"seq": 6, "job": "a", "action": "progress", "taskId": run["id"], "count": 5},
+                  {"seq": 7, "job": "a", "action": "progress", "taskId": "ct:9:0:a:", "count": 1}]
+    w.round(T0 + 1)
+    assert w.of("a")[0]["numElementsProcessed"] == 5 and w.requests == []
+    finished = dict(w.of("a")[0], state="succeeded", active=False)
+    w.runs[run["id"]] = finished
+    w.requests = [{"seq": 8, "job": "a", "action": "progress", "taskId": run["id"], "count": 2}]
+    plan = plan_round(w.jobs, w.statuses, [], w.requests, T0 + 2, {"a": [finished]})
+    (rec,) = plan.records
+    assert rec.runs[0]["numElementsProcessed"] == 7 and rec.done_requests == (8,)

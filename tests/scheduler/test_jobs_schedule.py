@@ -222,3 +222,23 @@ def test_instant_zero_is_the_start_in_utc():
     s = parse_schedule("R/2026-06-01T08:00:00/PT1H", "Asia/Kolkata")
     assert datetime.fromtimestamp(s.instant(0), tz=UTC).hour == 2  # 08:00 IST = 02:30Z
     assert datetime.fromtimestamp(s.instant(0), tz=UTC).minute == 30
+
+
+def test_java_short_zone_ids_as_chronos_takes_them():
+    from datetime import UTC, datetime
+
+    from scheduler.jobs.schedule import parse_schedule as parse
+
+    def utc(schedule, zone_id, n=0):
+        return datetime.fromtimestamp(parse(schedule, zone_id).instant(n), UTC).isoformat()
+
+    # PST is Java's America/Los_Angeles: 09:00 local is 16:00Z in summer, 17:00Z in winter
+    assert utc("R/2026-07-01T09:00:00/P1D", "PST") == "2026-07-01T16:00:00+00:00"
+    assert utc("R/2026-01-01T09:00:00/P1D", "PST") == "2026-01-01T17:00:00+00:00"
+    assert utc("R/2026-03-07T09:00:00/P1D", "PST", 1) == "2026-03-08T16:00:00+00:00"  # DST
+    # EST, MST, HST are Java's fixed offsets (no DST)
+    assert utc("R/2026-07-01T09:00:00/P1D", "EST") == "2026-07-01T14:00:00+00:00"
+    assert utc("R/2026-07-01T09:00:00/P1D", "ECT") == "2026-07-01T07:00:00+00:00"  # Paris
+    assert utc("R/2026-07-01T09:00:00/P1D", "Europe/Berlin") == "2026-07-01T07:00:00+00:00"
+    with pytest.raises(ScheduleError, match="unknown scheduleTimeZone 'XYZ'"):
+        parse("R/2026-07-01T09:00:00/P1D", "XYZ")

@@ -120,3 +120,26 @@ def test_find_cycle_agrees_with_topological_sort(graph):
         assert cycle[0] == cycle[-1]
         for child, parent in zip(cycle, cycle[1:], strict=False):
             assert parent in graph[child]
+
+
+def test_fetch_and_uris_as_chronos_shows_them_both():
+    spec = parse_job({"name": "f", "command": "./run.sh", "schedule": "R/2030-01-01T00:00:00Z/PT1H",
+                      "fetch": [{"uri": "file:///tmp/run.sh", "executable": True,
+                                 "extract": False, "outputFile": "run.sh"}]})
+    out = spec.to_json()
+    assert out["uris"] == ["file:///tmp/run.sh"]
+    assert out["fetch"] == [{"uri": "file:///tmp/run.sh", "executable": True, "cache": False,
+                             "extract": False, "outputFile": "run.sh"}]
+    assert parse_job(out) == spec  # sent back as listed: both fields, in agreement
+    old = parse_job({"name": "u", "command": "x", "schedule": "R/2030-01-01T00:00:00Z/PT1H",
+                     "uris": ["http://h/a.tgz"]})
+    assert old.to_json()["fetch"] == [{"uri": "http://h/a.tgz", "executable": False,
+                                       "cache": False, "extract": True}]
+    with pytest.raises(JobError) as err:
+        parse_job({"name": "b", "command": "x", "schedule": "R/2030-01-01T00:00:00Z/PT1H",
+                   "uris": ["http://h/other"], "fetch": [{"uri": "http://h/a", "extract": "yes",
+                                                          "outputFile": "../x", "bogus": 1},
+                                                         {"executable": True}]})
+    paths = {d["path"] for d in err.value.details}
+    assert paths == {"/uris", "/fetch/0", "/fetch/0/extract", "/fetch/0/outputFile",
+                     "/fetch/1/uri"}

@@ -102,7 +102,10 @@ def test_delete_job_takes_status_requests_and_finished_runs(store):
 def test_a_round_records_only_on_the_statuses_it_planned_from(backend):  # noqa: F811
     """Two schedulers (a leader change) record the same slot: the second write was computed
     from a status that is no longer the stored one, so it is refused whole."""
+    backend.open().write_jobs([{"name": "j"}])  # a status is only ever recorded for a job
     a, b = scheduler_store(backend), scheduler_store(backend)
+    for s in (a, b):
+        getattr(s, "refresh", lambda: None)()
     status = {"name": "j", "cursor": 1}
     a.record_jobs(statuses=[status], runs=[run("j", 0, active=True)],
                   expect_statuses={"j": None})

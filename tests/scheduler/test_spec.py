@@ -280,10 +280,24 @@ BAD = [
     ("role type", app(role=1), "/role", "must be a string"),
     ("typo", app(instaces=2), "/instaces", "did you mean 'instances'?"),
     ("unknown field", app(zookeeper={"type": "DOCKER"}), "/zookeeper", "unknown field"),
-    ("docker container", app(container={"type": "DOCKER"}), "/container/type",
-     "no container runtime"),
+    ("docker container without image", app(container={"type": "DOCKER"}),
+     "/container/docker", "needs docker.image"),
+    ("docker force pull", app(container={"docker": {"image": "x", "forcePullImage": True}}),
+     "/container/docker/forcePullImage", "no Docker registry"),
+    ("docker mappings on host", app(container={"docker": {"image": "x"},
+                                               "portMappings": [{"containerPort": 80}]}),
+     "/container/portMappings", "with host networking use portDefinitions"),
+    ("docker bridge with portDefinitions", app(
+        container={"docker": {"image": "x"}}, networks=[{"mode": "container/bridge"}],
+        portDefinitions=[{"port": 0}]), "/portDefinitions", "container.portMappings"),
+    ("docker parameter key", app(container={"docker": {"image": "x", "parameters": [
+        {"key": "--privileged", "value": ""}]}}), "/container/docker/parameters/0/key",
+     "without dashes"),
+    ("docker external volume", app(container={"docker": {"image": "x"}, "volumes": [
+        {"containerPath": "/d", "mode": "RW", "external": {"name": "v"}}]}),
+     "/container/volumes/0/external", "no volume providers"),
     ("mesos container with image", app(container={"type": "MESOS", "docker": {"image": "x"}}),
-     "/container/docker", "no container runtime"),
+     "/container/docker/image", "image provisioner"),
     ("persistent volume", app(container={"type": "MESOS", "volumes": [
         {"containerPath": "data", "mode": "RW", "persistent": {"size": 10}}]}),
      "/container/volumes", "persistent volumes"),

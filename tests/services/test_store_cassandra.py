@@ -46,7 +46,8 @@ def test_create_schema_makes_bucketed_tables(cql_server: CqlTestServer,
     assert index.partition_key == ["symbol"] and index.clustering == ["bucket"]
     assert cql_server.engine.keyspaces["quotes"]["class"].endswith("SimpleStrategy")
     ddl = [r.query for r in cql_server.user_requests("QUERY") if r.query.startswith("CREATE")]
-    assert len(ddl) == 3 and all("IF NOT EXISTS" in d for d in ddl)
+    # keyspace, rows, their index; encoded days, their index, their zone (test_day_buckets)
+    assert len(ddl) == 6 and all("IF NOT EXISTS" in d for d in ddl)
     cassandra_store.create_schema()  # idempotent
     assert cql_server.user_requests("PREPARE"), "statements are prepared"
 
@@ -174,7 +175,7 @@ def test_writes_are_single_partition_unlogged_batches_and_idempotent(
     cql_server.clear_requests()
     assert cassandra_store.write(quotes) == 30
     batches = cql_server.user_requests("BATCH")
-    index = [r for r in cql_server.user_requests("EXECUTE") if "symbol_buckets" in r.query]
+    index = [r for r in cql_server.user_requests("EXECUTE") if "INTO quotes.symbol_buckets" in r.query]
     assert sorted(r.values[1] for r in index) == ["2024-01-01", "2024-01-02"]
     first_batch = cql_server.requests.index(batches[0])
     assert all(cql_server.requests.index(r) < first_batch for r in index), "index first"
@@ -185,7 +186,7 @@ def test_writes_are_single_partition_unlogged_batches_and_idempotent(
     # writing again: same rows, index entries not rewritten (known to this process)
     cql_server.clear_requests()
     assert cassandra_store.write(quotes[:3] + [q("A", T0, 99.0)]) == 4
-    assert not [r for r in cql_server.user_requests("EXECUTE") if "symbol_buckets" in r.query]
+    assert not [r for r in cql_server.user_requests("EXECUTE") if "INTO quotes.symbol_buckets" in r.query]
     assert len(cql_server.engine.rows("quotes", "quotes_by_bucket")) == 30
     assert next(cassandra_store.read_range("A", T0, T0)) == q("A", T0, 99.0)
 

@@ -37,6 +37,10 @@ class CountingStore(SQLiteQuoteStore):
         self.reads += 1
         return super().read_range_rows(*args, **kwargs)
 
+    def read_range_encoded(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return super().read_range_encoded(*args, **kwargs)
+
 
 @pytest.fixture
 def db(tmp_path: Path) -> Path:

@@ -138,6 +138,8 @@ class CqlType:
         n = self.name
         if n in ("text", "varchar", "ascii"):
             return v.encode()
+        if n == "blob":
+            return bytes(v)
         if n == "int":
             return struct.pack(">i", v)
         if n in ("bigint", "timestamp", "counter"):
@@ -164,6 +166,8 @@ class CqlType:
         try:
             if n in ("text", "varchar", "ascii"):
                 return b.decode()
+            if n == "blob":
+                return bytes(b)
             if n == "int":
                 return struct.unpack(">i", b)[0]
             if n in ("bigint", "timestamp", "counter"):
@@ -192,7 +196,8 @@ class CqlType:
         return self.name + (f"<{', '.join(map(str, self.params))}>" if self.params else "")
 
 
-_SIMPLE_TYPES = {"ascii": 0x0001, "bigint": 0x0002, "boolean": 0x0004, "counter": 0x0005,
+_SIMPLE_TYPES = {"ascii": 0x0001, "bigint": 0x0002, "blob": 0x0003, "boolean": 0x0004,
+                 "counter": 0x0005,
                  "double": 0x0007, "int": 0x0009, "text": 0x000D, "varchar": 0x000D,
                  "timestamp": 0x000B, "uuid": 0x000C, "inet": 0x0010}
 _COLLECTIONS = {"list": 0x0020, "map": 0x0021, "set": 0x0022}

@@ -1,0 +1,138 @@
+"""ACKNOWLEDGE and DECLINE calls off the worker's thread, on HTTP connections of their own.
+
+pymesos sends every call synchronously on its one connection to the master, from the thread
+that makes it. The worker acknowledges each status update once it is stored: with a hundred job
+runs a second (three updates each) it spent about half of its time waiting for those answers,
+and a task's next update (RUNNING after STARTING) leaves the agent only once the previous one
+is acknowledged, so each wait also delayed every task behind it.
+
+`CallSender` takes the acknowledgements the worker hands over (only after their store commit,
+as before) and the declines of unused offers, and sends them from `THREADS` daemon threads,
+each on its own keep-alive connection to the driver's current master, with the driver's stream
+id and credential (Mesos accepts a call of a subscribed framework on any connection that names
+its stream). The driver's fields are read without its lock: pymesos holds that lock for the
+whole of every call it sends (an ACCEPT on the worker's thread). A call that cannot be sent (no
+subscription, a connection lost, a refused call) is dropped: the agent re-sends an
+unacknowledged update, which is stored (idempotently) and acknowledged again; a declined offer
+the master never heard about stays out until the master rescinds it or the framework REVIVEs
+(and the next subscription starts afresh).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import queue
+import threading
+from typing import Any
+
+log = logging.getLogger("accessd.scheduler")
+
+THREADS = 2
+TIMEOUT_SECONDS = 10.0
+JOIN_SECONDS = 1.0  # daemon threads: one still in a call when this passes ends with it
+
+
+def ack_body(framework_id: str, status: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "ACKNOWLEDGE", "framework_id": {"value": framework_id},
+            "acknowledge": {"agent_id": status["agent_id"], "task_id": status["task_id"],
+                            "uuid": status["uuid"]}}
+
+
+def decline_body(framework_id: str, offer_ids: list[dict[str, Any]],
+                 filters: dict[str, Any] | None) -> dict[str, Any]:
+    decline: dict[str, Any] = {"offer_ids": offer_ids}
+    if filters is not None:
+        decline["filters"] = filters
+    return {"type": "DECLINE", "framework_id": {"value": framework_id}, "decline": decline}
+
+
+class CallSender:
+    """`acknowledge(status)` / `decline(offer_ids, filters)` return at once; the call goes out
+    from a sender thread."""
+
+    def __init__(self, driver: Any, threads: int = THREADS) -> None:
+        self.driver = driver
+        self.count = threads
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.lock = threading.Lock()
+        self.failures = 0
+
+    def acknowledge(self, status: dict[str, Any]) -> None:
+        if "uuid" not in status:  # nothing to acknowledge (a master's or reconciliation's)
+            return
+        framework_id = self.driver.framework_id
+        if framework_id:
+            self._submit(ack_body(framework_id, status))
+
+    def decline(self, offer_ids: list[dict[str, Any]], filters: dict[str, Any] | None) -> None:
+        framework_id = self.driver.framework_id
+        if framework_id and offer_ids:
+            self._submit(decline_body(framework_id, offer_ids, filters))
+
+    def _submit(self, body: dict[str, Any]) -> None:
+        with self.lock:
+            if not self.threads:
+                self.threads = [threading.Thread(target=self._run, name=f"accessd-ack-{i}",
+                                                 daemon=True) for i in range(self.count)]
+                for t in self.threads:
+                    t.start()
+        self.queue.put(body)
+
+    def close(self) -> None:
+        """End the sender threads (acknowledgements still queued are dropped: re-sent by the
+        agents); a later `submit` starts new ones."""
+        with self.lock:
+            threads, self.threads = self.threads, []
+        for _ in threads:
+            self.queue.put(None)
+        for t in threads:  # briefly: one blocked on a silent master must not hold a stop up
+            if t is not threading.current_thread():
+                t.join(JOIN_SECONDS)
+
+    def _run(self) -> None:
+        conn: http.client.HTTPConnection | None = None
+        address = None
+        while True:
+            body = self.queue.get()
+            if body is None:
+                break
+            driver = self.driver
+            stream_id = getattr(driver, "_stream_id", None)  # not through pymesos's lock
+            master = getattr(driver, "_master", None)
+            if not stream_id or not master:  # not subscribed: nothing to send it on
+                continue
+            if conn is None or address != master:
+                if conn is not None:
+                    conn.close()
+                host, port = master.rsplit(":", 1)
+                conn, address = http.client.HTTPConnection(host, int(port),
+                                                           timeout=TIMEOUT_SECONDS), master
+            headers = {"Content-Type": "application/json", "Mesos-Stream-Id": stream_id}
+            if getattr(driver, "_basic_credential", None):
+                headers["Authorization"] = driver._basic_credential
+            try:
+                conn.request("POST", "/api/v1/scheduler",
+                             body=json.dumps(body).encode(),
+                             headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                if not 200 <= resp.status < 300:
+                    self._failed(f"HTTP {resp.status}", body)
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                conn = None
+                self._failed(repr(exc), body)
+        if conn is not None:
+            conn.close()
+
+    def _failed(self, why: str, body: dict[str, Any]) -> None:
+        self.failures += 1
+        if body["type"] == "ACKNOWLEDGE":
+            what = "acknowledgement of an update of task " + str(
+                body["acknowledge"]["task_id"].get("value"))
+        else:
+            what = f"decline of {len(body['decline']['offer_ids'])} offer(s)"
+        log.warning("%s not delivered (%s)", what, why)
