@@ -32,6 +32,9 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-timeout>=2.3",
+            # `pytest --reverse`: runs the suite backwards, so a test that leans on what an
+            # earlier one left behind fails (the order guard in tests/test_order_guard.py)
+            "pytest-reverse>=1.9",
             "hypothesis>=6.100",
             "ruff>=0.5",
             # Drives Debian's Chromium over the DevTools protocol for the status-page tests;

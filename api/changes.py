@@ -137,8 +137,9 @@ def scale_by_kills(store: StateStore, req: falcon.Request, app: Doc, task_ids: l
 
 def record_version(store: StateStore, app_id: str, app_doc: Doc | None) -> None:
     """Keep the stored definition in the app's version history (`GET /v2/apps/{id}/versions`),
-    bounded to the newest MAX_APP_VERSIONS; a deleted app's history goes with it. Written after
-    the change's own transaction: if this fails the change stands, with a gap in its history."""
+    bounded to the newest MAX_APP_VERSIONS; a deleted app's history goes with it. For the
+    changes that do not carry their history entry in their own transaction (a delete, a scale
+    by killing tasks): written after it, so if this fails the change stands, with a gap."""
     if app_doc is None:
         store.delete_app_versions(app_id)
     else:

@@ -175,8 +175,9 @@ def orphans(stack: Stack, grace: float = 10.0) -> tuple[set[int], int]:
 
 
 def history_gaps(store: Any) -> list[str]:
-    """Apps whose current version is missing from their version history: a known gap (the
-    API writes the history after the change's transaction), counted apart."""
+    """Apps whose current version is missing from their version history. App changes commit
+    their history entry with them; a scale by killing tasks (`/v2/tasks/delete?scale=true`)
+    still writes it after its transaction, so this is counted apart from partial writes."""
     return [app["id"] for app in store.list_apps()
             if app["version"] not in store.list_app_versions(app["id"])]
 

@@ -82,8 +82,10 @@ def app_change(reader: Reader, app_id: str, app: Doc | None, deployment: Doc | N
     if app is None:
         ops += [Delete("apps", app_id), Delete("delay_resets", app_id)]
     else:
-        app = service_ports.assign(app, previous,
-                                   service_ports.ports_in_use(reader.apps(), app_id), port_range)
+        if not service_ports.unchanged(app, previous):  # a scale keeps them: read no app
+            app = service_ports.assign(app, previous,
+                                       service_ports.ports_in_use(reader.apps(), app_id),
+                                       port_range)
         ops.append(Put("apps", app_id, app))
     if deployment is not None:
         ops.append(_new_deployment(reader, deployment))

@@ -93,6 +93,16 @@ def service_ports(app: Mapping[str, Any]) -> list[int]:
     return out
 
 
+def unchanged(app: Mapping[str, Any], previous: Mapping[str, Any] | None) -> bool:
+    """True when `app` asks for exactly the service ports `previous` holds, all assigned: they
+    were unique when stored and stay so (any later app asking for one was refused), so there is
+    nothing to assign or check (the other apps need not be read)."""
+    if previous is None:
+        return False
+    asked = service_ports(app)
+    return 0 not in asked and asked == service_ports(previous)
+
+
 def ports_in_use(apps: list[Mapping[str, Any]], except_app: str) -> dict[int, str]:
     """Every non-zero service port of `apps` other than `except_app` → the app that has it."""
     used: dict[int, str] = {}

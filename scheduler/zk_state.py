@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -67,7 +68,7 @@ from scheduler.zk import (
     zk_errors,
 )
 from scheduler.zk_events import ZkEventLog, seq_of
-from scheduler.zk_versions import ZooKeeperAppVersions
+from scheduler.zk_versions import ExtraWrite, ZooKeeperAppVersions
 
 log = logging.getLogger("accessd.zk_state")
 
@@ -349,7 +350,10 @@ class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZooKeeperBalance
         return None if self.stale else self._cversion
 
     # -- transactions --------------------------------------------------------------------------
-    def transact(self, plan: Plan[T]) -> T:
+    def transact(self, plan: Plan[T], *,
+                 extra_writes: Callable[[T], Sequence[ExtraWrite]] | None = None) -> T:
+        """`StateStore.transact`; `extra_writes(result)` names nodes outside the cached documents
+        written in the same `multi` (a change's version history, `zk_versions`)."""
         fresh = False
         for _attempt in range(MAX_ATTEMPTS):
             if not self._connected() and not self._connection.wait(WRITE_WAIT_SECONDS):
@@ -387,7 +391,8 @@ class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZooKeeperBalance
                 fresh = not self.stale
                 continue
             try:
-                self._commit(reader, txn, generation)
+                extra = extra_writes(result) if extra_writes is not None else ()
+                self._commit(reader, txn, generation, extra)
                 return result
             except WriteConflict as exc:
                 log.debug("transaction conflict, retrying: %s", exc)
@@ -395,7 +400,8 @@ class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZooKeeperBalance
         raise StoreUnavailable(f"a transaction kept conflicting after {MAX_ATTEMPTS} attempts; "
                                "nothing was written")
 
-    def _commit(self, reader: _Reader, txn: Any, generation: tuple[int, int]) -> None:
+    def _commit(self, reader: _Reader, txn: Any, generation: tuple[int, int],
+                extra: Sequence[ExtraWrite] = ()) -> None:
         t = self.client.transaction()
         fence_index = None
         if self.fence is not None:
@@ -423,6 +429,11 @@ class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZooKeeperBalance
                 t.check(self._path(*k), version)
         for event in txn.events:
             t.create(f"{self._path('events')}/e-", _dumps(event), sequence=True)
+        for path, data, exists in extra:  # a node appearing/vanishing meanwhile: a conflict
+            if exists:
+                t.set_data(path, data)
+            else:
+                t.create(path, data)
         record: Doc = {"keys": [list(k) for k in written]}
         if txn.bump_generation:
             t.set_data(self._path(GENERATION), str(generation[0] + 1).encode(), generation[1])

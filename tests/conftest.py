@@ -15,6 +15,24 @@ from pathlib import Path
 
 import pytest
 
+FUZZ_SCALE = 0.25  # the share of the API fuzz test's full case counts `make test` runs
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fuzz-scale", type=float, default=FUZZ_SCALE,
+        help="share of the API schemathesis fuzz test's full case counts to run (make test: "
+             f"{FUZZ_SCALE}; make fuzz and make test-all: 1, about 1,000 API cases)")
+
+
+@pytest.fixture(scope="session")
+def fuzz_cases(request: pytest.FixtureRequest):
+    """`fuzz_cases(full)`: how many examples a fuzz test runs of its `full` count.
+    (tests/services/test_openapi.py runs its 250 in full: a few seconds, and a quarter of them
+    can miss the 200 answers it requires.)"""
+    scale = request.config.getoption("fuzz_scale")
+    return lambda full: max(10, round(full * scale))
+
 
 def _processes_naming(directory: str) -> list[tuple[int, str]]:
     found = []

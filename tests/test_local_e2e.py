@@ -4,6 +4,10 @@ Asserts on what a user sees: the `ready api=…` line, a range query and a predi
 launched services, `accessd scale` of the time series service to 5 with the new instances
 serving, `accessd client compare` producing its figures and PNG, and a clean shutdown with no
 process left (checked in the process table by the data directory every child runs with).
+
+One run is shared by the module (a start takes tens of seconds); `LocalRun` starts it again
+when a test needs it running after another stopped it, and stops it cleanly for the test of a
+second start, so the tests pass in any order (`pytest --reverse`).
 """
 
 from __future__ import annotations
@@ -47,19 +51,60 @@ def addresses(app: dict) -> list[str]:
     return sorted(out)
 
 
+class LocalRun:
+    """`accessd local` on one data directory, running when a test asks for it running
+    (`running()`: started again if an earlier test stopped it) and stopped cleanly when a test
+    needs a directory a run has used (`stopped()`)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.proc: Proc | None = None
+        self.info: dict = {}
+
+    def running(self) -> dict:
+        if self.proc is None or self.proc.popen.poll() is not None:
+            self.proc = Proc([PYTHON, "-m", "accessd.cli", "local", "--api-port",
+                              str(free_port()), "--master-port", str(free_port()),
+                              "--data-dir", str(self.data_dir), "--days", "5",
+                              "--jobs-every", "5"],
+                             cwd=REPO, env={"ACCESSD_DATA_DIR_MARK": str(self.data_dir)})
+            ready = self.proc.wait_for_line(lambda line: line.startswith("ready api="),
+                                            timeout=240)
+            api = ready.split("=", 1)[1]
+            # the apps as the ready summary saw them (a later scale adds instances to them)
+            at_ready = requests.get(f"{api}/v2/apps?embed=apps.tasks", timeout=10).json()["apps"]
+            self.info = {"proc": self.proc, "api": api, "data_dir": self.data_dir,
+                         "apps_at_ready": at_ready}
+        return self.info
+
+    def stopped(self) -> Path:
+        if self.proc is None:
+            self.running()
+        assert self.proc is not None
+        if self.proc.popen.poll() is None:
+            self.proc.signal(signal.SIGTERM)
+            assert self.proc.popen.wait(30) == 0
+        wait_until(lambda: not processes_mentioning(str(self.data_dir)), timeout=15,
+                   message="no process of the earlier run left")
+        return self.data_dir
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(grace=30)
+
+
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("accessd-data")
-    api_port, master_port = free_port(), free_port()
-    proc = Proc([PYTHON, "-m", "accessd.cli", "local", "--api-port", str(api_port),
-                 "--master-port", str(master_port), "--data-dir", str(data_dir), "--days", "5",
-                 "--jobs-every", "5"],
-                cwd=REPO, env={"ACCESSD_DATA_DIR_MARK": str(data_dir)})
+def local_runs(tmp_path_factory):
+    runs = LocalRun(tmp_path_factory.mktemp("accessd-data"))
     try:
-        ready = proc.wait_for_line(lambda line: line.startswith("ready api="), timeout=240)
-        yield {"proc": proc, "api": ready.split("=", 1)[1], "data_dir": data_dir}
+        yield runs
     finally:
-        proc.stop(grace=30)
+        runs.close()
+
+
+@pytest.fixture
+def local_run(local_runs):
+    return local_runs.running()
 
 
 def test_pipeline_jobs_retrain_and_the_service_serves_the_current_version(local_run):
@@ -72,7 +117,9 @@ def test_pipeline_jobs_retrain_and_the_service_serves_the_current_version(local_
         listed = requests.get(f"{api}/v1/scheduler/jobs", timeout=10).json()
         return {j["name"]: j for j in listed}["retrain-jpm"]["successCount"]
 
-    wait_until(lambda: retrains() >= 2, timeout=120, message="two successful retrains")
+    # two retrains in this test's time (the count is kept across runs of the data directory)
+    before = retrains()
+    wait_until(lambda: retrains() >= before + 2, timeout=120, message="two successful retrains")
     apps = {a["id"]: a for a in requests.get(f"{api}/v2/apps?embed=apps.tasks",
                                              timeout=10).json()["apps"]}
     pred = addresses(apps["/jpm/prediction"])[0]
@@ -82,9 +129,9 @@ def test_pipeline_jobs_retrain_and_the_service_serves_the_current_version(local_
 
 
 def test_ready_summary_lists_every_service(local_run):
-    out = local_run["proc"].output()
+    out = local_run["proc"].full_output()  # the summary may be hundreds of lines back by now
     assert f"ready api={local_run['api']}" in out
-    apps = requests.get(f"{local_run['api']}/v2/apps?embed=apps.tasks", timeout=10).json()["apps"]
+    apps = local_run["apps_at_ready"]
     assert {a["id"] for a in apps} >= {"/jpm/timeseries", "/jpm/quotes", "/jpm/prediction"}
     for app in apps:
         assert app["tasksHealthy"] == app["instances"] >= 1
@@ -165,10 +212,10 @@ def test_clean_shutdown_leaves_no_process(local_run):
     proc.wait_for_line(lambda line: "stopped" in line, timeout=10)
 
 
-def test_second_start_reuses_data_and_model(local_run):
-    # Runs after the shutdown test (same module, file order): a second start on the same data
-    # directory must not recreate the quotes or retrain the model.
-    data_dir = local_run["data_dir"]
+def test_second_start_reuses_data_and_model(local_runs):
+    # A second start on a data directory an earlier run used (and stopped) must not recreate
+    # the quotes or retrain the model.
+    data_dir = local_runs.stopped()
     models = sorted(Path(data_dir, "models", "JPM").glob("v*"))
     proc = Proc([PYTHON, "-m", "accessd.cli", "local", "--api-port", str(free_port()),
                  "--master-port", str(free_port()), "--data-dir", str(data_dir)], cwd=REPO)

@@ -154,14 +154,10 @@ def test_worker_killed_during_writes_leaves_no_half_applied_change(tmp_path):
             else:
                 assert app_id in deployed, f"{app_id} stored without its deployment"
                 if app["version"] not in store.list_app_versions(app_id):
-                    # Known gap, not fixed yet: the version history (and the change's events)
-                    # are written after the change's own transaction (api.changes.
-                    # record_version), so a worker killed in between leaves the change
-                    # without its history entry. The change itself is whole.
-                    gaps.append(app_id)
+                    gaps.append(app_id)  # the change's history entry is part of the change
+        assert not gaps, f"changes stored without their version history entry: {gaps}"
         print(f"{len(results)} writes, {killed} worker kill(s), "
-              f"{statuses.count(None)} cut short, none half-applied; "
-              f"version history gaps: {gaps}")
+              f"{statuses.count(None)} cut short, none half-applied")
     finally:
         stop.set()
         api.stop()

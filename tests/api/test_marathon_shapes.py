@@ -48,6 +48,11 @@ def app_with_tasks(api, store):
     events.close()
 
 
+def mine(apps: list[dict]) -> dict:
+    """The fixture's app in a list (the module's other tests add apps that sort before it)."""
+    return next(a for a in apps if a["id"] == APP_ID)
+
+
 def test_app_views_have_marathon_fields_only(api, app_with_tasks):
     created_app = requests.get(api + URL, timeout=10).json()["app"]
     mf.check_app(created_app)
@@ -62,11 +67,11 @@ def test_app_views_have_marathon_fields_only(api, app_with_tasks):
     for params in ({}, {"embed": every}, {"embed": "apps.taskStats"}, {"label": "nope!=x"}):
         for app in requests.get(api + "/v2/apps", params=params, timeout=10).json()["apps"]:
             mf.check_app(app)
-    plain = requests.get(api + "/v2/apps", timeout=10).json()["apps"][0]
+    plain = mine(requests.get(api + "/v2/apps", timeout=10).json()["apps"])
     # GET /v2/apps: counts and deployments always; tasks and lastTaskFailure when embedded
     assert "tasksRunning" in plain and "deployments" in plain
     assert "tasks" not in plain and "lastTaskFailure" not in plain
-    full = requests.get(api + "/v2/apps", params={"embed": every}, timeout=10).json()["apps"][0]
+    full = mine(requests.get(api + "/v2/apps", params={"embed": every}, timeout=10).json()["apps"])
     assert len(full["tasks"]) == 2 and full["lastTaskFailure"]["taskId"] == "shapes_web.x"
     assert full["readinessCheckResults"] == []
     stats = full["tasksStats"]
@@ -82,8 +87,8 @@ def test_extras_only_with_embed_accessd(api, app_with_tasks):
     assert app["status"] == "Waiting"
     task = app["tasks"][0]
     assert {"agentId", "attributes", "healthy", "resources", "killRequested"} <= set(task)
-    listed = requests.get(api + "/v2/apps", params={"embed": ["apps.tasks", "accessd"]},
-                          timeout=10).json()["apps"][0]
+    listed = mine(requests.get(api + "/v2/apps", params={"embed": ["apps.tasks", "accessd"]},
+                               timeout=10).json()["apps"])
     assert listed["status"] == "Waiting" and "healthy" in listed["tasks"][0]
     tasks = requests.get(api + URL + "/tasks", params=EXTRAS, timeout=10).json()["tasks"]
     assert all("healthy" in t for t in tasks)

@@ -15,6 +15,7 @@ from scheduler.service_ports import (
     keep_previous,
     ports_in_use,
     service_ports,
+    unchanged,
 )
 
 
@@ -117,3 +118,14 @@ def test_creates_one_after_another_never_share_a_port(definitions):
         stored.append(done)
     everything = [p for a in stored for p in set(service_ports(a))]
     assert len(everything) == len(set(everything))
+
+
+def test_ports_are_unchanged_only_when_every_one_is_assigned_and_the_same():
+    stored = app("/a", 10000, 10001)
+    assert unchanged(app("/a", 10000, 10001), stored)  # a scale: nothing to read or check
+    assert not unchanged(app("/a", 10000, 10001), None)  # a create is always checked
+    assert not unchanged(app("/a", 10000, 0), stored)  # a zero is assigned
+    assert not unchanged(app("/a", 10001, 10000), stored)  # order matters (PORT0, PORT1)
+    assert not unchanged(app("/a", 10000, 10001, 10002), stored)
+    assert not unchanged(app("/a", 0), app("/a", 0))
+    assert unchanged(app("/a"), app("/a"))  # no port definitions

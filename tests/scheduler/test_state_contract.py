@@ -462,3 +462,21 @@ def test_concurrent_creates_never_get_the_same_service_port(backend):
     with pytest.raises(ServicePortConflict, match="/q0"):
         a.apply_app_change("/new", with_port("/new", taken), None, must_exist=False)
     assert a.get_app("/new") is None
+
+
+def test_a_change_and_its_version_history_entry_commit_together(store, monkeypatch):
+    # A second step after the change's transaction is where a killed process leaves a change
+    # without its history entry (issue 16's worker-kill finding); there must be none.
+    def second_step(*args, **kwargs):
+        raise AssertionError("the version history written after the change's transaction")
+
+    monkeypatch.setattr(store, "put_app_version", second_step)
+    first = store.apply_app_change("/v", app_doc("/v"), dep("d1", "/v"), history_keep=3)
+    assert store.list_app_versions("/v") == [first["version"]]
+    assert store.get_app_version("/v", first["version"]) == first
+    versions = [first["version"]]
+    for n in range(2, 6):  # a new version each time, the history bounded to the newest 3
+        doc = dict(app_doc("/v", instances=n), version=f"2026-12-03T00:00:0{n}.000Z")
+        versions.append(store.apply_app_change("/v", doc, dep(f"d{n}", "/v"), force=True,
+                                               history_keep=3)["version"])
+    assert sorted(store.list_app_versions("/v")) == sorted(versions[-3:])

@@ -296,8 +296,8 @@ def test_cassandra_days_schema_writes_and_backfill() -> None:
             store.close()
         # A keyspace whose buckets were never built (written before they existed): the row
         # path serves until create_schema builds them.
-        server.engine.tables[("quotes", "quote_days_meta")].data.clear()
-        server.engine.tables[("quotes", "quote_days")].data.clear()
+        server.truncate("quotes", "quote_days_meta")  # on every replica
+        server.truncate("quotes", "quote_days")
         store = open_store(url)
         try:
             assert store.read_range_encoded("A") is None

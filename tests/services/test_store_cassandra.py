@@ -200,8 +200,7 @@ def test_last_has_symbol_symbols(cql_server: CqlTestServer, cassandra_store: Quo
     assert cassandra_store.has_symbol("A") and not cassandra_store.has_symbol("C")
     assert cassandra_store.symbols() == ["A", "B"]
     # an index entry whose quotes never landed (a failed write) is skipped by last()
-    cql_server.engine.tables[("quotes", "symbol_buckets")].upsert(
-        {"symbol": "A", "bucket": "2024-02-01"})
+    cql_server.put_row("quotes", "symbol_buckets", {"symbol": "A", "bucket": "2024-02-01"})
     assert cassandra_store.last("A") == q("A", T0 + 3 * DAY + 5, 7.0)
 
 

@@ -11,6 +11,7 @@ Modules, one stage each:
 - `topology`: nodes, replicas on the ring, consistency levels;
 - `protocol`: v4/v5 request and result bodies, paging state as a key position;
 - `transport`: a connection's state and frames (v4 framing or v5 segments);
+- `replicas`: each node's own copy of the data, hints, reads merged across replicas, read repair;
 - `coordinator`: faults, consistency against the replicas, execution, paging, batches;
 - `server`: `CqlTestServer`: nodes' lifecycle, connections, the handshake, events, test hooks.
 """

@@ -15,6 +15,7 @@ from tests.services.cql import protocol as proto
 from tests.services.cql.engine import Engine, token
 from tests.services.cql.parser import Statement
 from tests.services.cql.protocol import Request
+from tests.services.cql.replicas import ReplicaData
 from tests.services.cql.statements import StatementParser
 from tests.services.cql.topology import (
     UP,
@@ -61,6 +62,7 @@ class _Fault:
 class Coordinator:
     nodes: list[Node]
     engine: Engine
+    replicas: ReplicaData
     replica_timeout: float
     _cond: threading.Condition
     _faults: list[_Fault]
@@ -178,10 +180,13 @@ class Coordinator:
                 self._coordinate(conn, req, sets, write=write, keyspace=st.table_def.keyspace)
             except CqlError as err:
                 if err.code == WRITE_TIMEOUT and any(n.state == UP for s in sets for n in s):
-                    self.engine.execute(st, params.values, timestamp, self._datacenters())
+                    self._apply(conn.node, [(st, params.values)], timestamp)
                 raise
         if st.kind == "select":
-            return RESULT, self._select(conn, st, params, req)
+            return RESULT, self._select(conn, st, params, req, replicated=sets is not None)
+        if st.kind == "insert" and sets is not None:
+            self._apply(conn.node, [(st, params.values)], timestamp)
+            return RESULT, w_int(proto.KIND_VOID)
         kind, payload = self.engine.execute(st, params.values, timestamp, self._datacenters())
         if kind == "void":
             return RESULT, w_int(proto.KIND_VOID)
@@ -192,7 +197,7 @@ class Coordinator:
         return RESULT, w_int(proto.KIND_SCHEMA_CHANGE) + proto.schema_change_body(*payload)
 
     def _select(self, conn: Conn, st: Statement, params: proto.QueryParams,
-                req: Request) -> bytes:
+                req: Request, replicated: bool = False) -> bytes:
         table = st.table_def
         assert table is not None
         limit = None
@@ -201,10 +206,18 @@ class Coordinator:
             if not isinstance(limit, int) or limit <= 0:
                 raise invalid("LIMIT must be strictly positive")
         # Every row in result order with its position; LIMIT and paging are applied by page().
-        _, rows = self.engine.execute(replace(st, limit=None, bind=[
-            b for b in st.bind if b[0] != "[limit]"]), [
-            v for v, b in zip(params.values, st.bind, strict=True) if b[0] != "[limit]"],
-            0, self._datacenters())
+        unlimited = replace(st, limit=None, bind=[b for b in st.bind if b[0] != "[limit]"])
+        values = [v for v, b in zip(params.values, st.bind, strict=True) if b[0] != "[limit]"]
+        if replicated:  # from the replicas the consistency level asks, merged and repaired
+            with self.engine.lock:
+                replication = self.engine.keyspaces[table.keyspace]
+                asked = self.replicas.partitions_to_read(
+                    req.consistency or "ONE", conn.node, self.nodes, table, replication,
+                    self.engine.partition_key(unlimited, values))
+                view = self.replicas.merged(table, asked)
+            rows = self.engine.select_from(view, unlimited, values)
+        else:
+            _, rows = self.engine.execute(unlimited, values, 0, self._datacenters())
         descending = bool(st.where) and bool(table.clustering) and (
             table.descending[table.clustering[0]] != bool(st.order_desc))
         page, state = proto.page(st, params, rows, limit, descending)
@@ -256,12 +269,21 @@ class Coordinator:
         except CqlError as err:
             if not (err.code == WRITE_TIMEOUT and any(n.state == UP for s in sets for n in s)):
                 raise
-            self._apply(items, timestamp)
+            self._apply(conn.node, items, timestamp)
             raise
-        self._apply(items, timestamp)
+        self._apply(conn.node, items, timestamp)
         return RESULT, w_int(proto.KIND_VOID)
 
-    def _apply(self, items: list[tuple[Statement, list[Any]]], timestamp: int) -> None:
-        with self.engine.lock:  # one timestamp for every statement of the batch
+    def _apply(self, coordinator: Node, items: list[tuple[Statement, list[Any]]],
+               timestamp: int) -> None:
+        """Write INSERTs at one timestamp (a batch shares it): the engine keeps every write (what
+        the cluster converges to), each replica that is up gets it, the others a hint."""
+        with self.engine.lock:
             for st, values in items:
                 self.engine.execute(st, values, timestamp, self._datacenters())
+                table = st.table_def
+                assert table is not None
+                sets = self._replica_sets(st, values)
+                if sets:
+                    self.replicas.write(coordinator, sets[0], table,
+                                        self.engine.insert_row(st, values), timestamp)

@@ -135,13 +135,27 @@ class Engine:
             table = st.table_def
             assert table is not None
             if st.kind == "insert":
-                row = {c: val(t) for c, t in zip(st.columns, st.terms, strict=True)}
-                for c in table.partition_key + table.clustering:
-                    if row[c] is None:
-                        raise invalid(f"Invalid null value in condition for column {c}")
-                table.upsert(row, timestamp)
+                table.upsert(self.insert_row(st, values), timestamp)
                 return "void", None
             return "rows", self._select(table, st, val)
+
+    @staticmethod
+    def insert_row(st: Statement, values: list[Any]) -> dict[str, Any]:
+        """The cells an INSERT writes (its key columns checked)."""
+        table = st.table_def
+        assert table is not None
+        val = lambda t: t.literal if t.marker is None else values[t.marker]  # noqa: E731
+        row = {c: val(t) for c, t in zip(st.columns, st.terms, strict=True)}
+        for c in table.partition_key + table.clustering:
+            if row[c] is None:
+                raise invalid(f"Invalid null value in condition for column {c}")
+        return row
+
+    def select_from(self, table: Table, st: Statement, values: list[Any]) -> list[tuple]:
+        """A SELECT's `(position, row)` pairs read from `table` (a merge of replicas' copies)."""
+        val = lambda t: t.literal if t.marker is None else values[t.marker]  # noqa: E731
+        with self.lock:
+            return self._select(table, st, val)
 
     def partition_key(self, st: Statement, values: list[Any]) -> tuple | None:
         """The partition `st` touches (INSERT, or SELECT with `=` on the key), or None (a scan)."""

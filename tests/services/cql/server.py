@@ -31,6 +31,7 @@ from tests.services.cql.coordinator import FAULTS, NO_REPLY, Coordinator, _Fault
 from tests.services.cql.engine import Engine, Table
 from tests.services.cql.parser import Statement
 from tests.services.cql.protocol import Request
+from tests.services.cql.replicas import MAX_HINT_WINDOW, ReplicaData
 from tests.services.cql.statements import StatementParser
 from tests.services.cql.topology import (
     DOWN,
@@ -80,15 +81,18 @@ def _is_user_statement(text: str) -> bool:
 class CqlTestServer(Coordinator):
     """A cluster of `nodes` (a count, or each node's datacenter name) on 127.0.0.1, 127.0.0.2, …
 
-    `host`/`port` name the first node. Data is shared by the nodes (a replica that was down does
-    not miss writes: hints and repair are taken as done), availability is not (see module doc).
+    `host`/`port` name the first node. Each node holds its own copy of the data: a replica that
+    was down misses writes until its hints are replayed (when it is back, unless it was down
+    longer than `max_hint_window` seconds) or a read at a level above ONE repairs it
+    (`tests.services.cql.replicas`; `replica_rows`, `hints`, `repairs` for tests).
     """
 
     def __init__(self, port: int = 0, *, nodes: int | list[str] = 1,
                  users: dict[str, str] | None = None, cluster_name: str = "accessd-test",
                  datacenter: str = "dc1", rack: str = "rack1",
                  protocol_versions: tuple[int, ...] = (4, 5),
-                 replica_timeout: float = 0.2, down_detection: float = 0.3) -> None:
+                 replica_timeout: float = 0.2, down_detection: float = 0.3,
+                 max_hint_window: float = MAX_HINT_WINDOW) -> None:
         dcs = [datacenter] * nodes if isinstance(nodes, int) else list(nodes)
         self.nodes = [Node(i, f"127.0.0.{i + 1}", dc, rack) for i, dc in enumerate(dcs)]
         self.host = self.nodes[0].address
@@ -99,6 +103,7 @@ class CqlTestServer(Coordinator):
         self.replica_timeout = replica_timeout
         self.down_detection = down_detection
         self.engine = Engine()
+        self.replicas = ReplicaData(max_hint_window=max_hint_window)
         self.requests: list[Request] = []
         self.protocol_attempts: list[int] = []   # first frame's version, per connection
         self._answers = 0
@@ -127,6 +132,7 @@ class CqlTestServer(Coordinator):
                 for node in self.nodes:
                     self._listen(node)
                     node.state = UP
+                self._deliver_hints()
                 return self
             except OSError:
                 self._close_listeners()
@@ -190,6 +196,7 @@ class CqlTestServer(Coordinator):
         node ignores a DOWN event, so an instant event would be dropped half the time."""
         node = self.nodes[index]
         node.state = DOWN
+        self.replicas.down_since[index] = time.monotonic()
         self._close_listeners(node)
         with self._cond:
             self._prepared[index].clear()
@@ -204,7 +211,9 @@ class CqlTestServer(Coordinator):
     def start_node(self, index: int) -> None:
         node = self.nodes[index]
         node.state = UP
+        self.replicas.down_since.pop(index, None)
         self._listen(node)
+        self._deliver_hints()
         self._push_status("UP", node)
 
     def pause_node(self, index: int) -> None:
@@ -214,6 +223,33 @@ class CqlTestServer(Coordinator):
 
     def resume_node(self, index: int) -> None:
         self.nodes[index].state = UP
+        self._deliver_hints()
+
+    def _deliver_hints(self) -> int:
+        """Coordinators replay their hints to replicas that are back (gossip saw them up)."""
+        with self.engine.lock:
+            return self.replicas.deliver_hints(self.nodes, self.engine.tables)
+
+    def put_row(self, keyspace: str, table: str, row: dict[str, Any], timestamp: int = 0) -> None:
+        """Write `row` straight into every node's copy (a write the driver never made)."""
+        with self.engine.lock:
+            t = self.engine.tables[(keyspace, table)]
+            t.upsert(row, timestamp)
+            for node in self.nodes:
+                self.replicas.copy(node.index, t).upsert(row, timestamp)
+
+    def truncate(self, keyspace: str, table: str) -> None:
+        """Empty a table on every node (and in the engine's record of all writes)."""
+        with self.engine.lock:
+            self.engine.tables[(keyspace, table)].data.clear()
+            for tables in self.replicas.copies.values():
+                if (keyspace, table) in tables:
+                    tables[(keyspace, table)].data.clear()
+
+    def replica_rows(self, node: int, keyspace: str, table: str) -> list[dict[str, Any]]:
+        """The rows node `node` holds of a table (its own copy), for assertions."""
+        with self.engine.lock:
+            return self.replicas.rows(node, keyspace, table)
 
     def _push_status(self, change: str, about: Node) -> None:
         self._push("STATUS_CHANGE", change, about.address,

@@ -63,6 +63,9 @@ class StatementParser:
             while p.accept(","):
                 st.terms.append(p.term())
             p.expect(")")
+            if p.peek("if"):  # the quote store's writes are idempotent upserts: no Paxos here
+                raise _invalid("test server: lightweight transactions (INSERT ... IF) are not "
+                               "simulated; services/cassandra_store.py does not use them")
             p.end()
             if len(st.terms) != len(st.columns):
                 raise _invalid("Unmatched column names/values")

@@ -109,7 +109,7 @@ def check_consistency(cl: str, *, write: bool, coordinator: Node, reps: list[Nod
                       "replicas commit it for non-SERIAL reads\"" if write else
                       "test server: serial reads are not supported")
     if cl == "ANY":
-        return  # a hint on the coordinator is enough (and is delivered: the data is shared)
+        return  # a hint on the coordinator is enough (replayed when a replica is back)
     groups = replica_groups(cl, coordinator, reps, replication)
     code = w_short(CONSISTENCY_CODES[cl])
     for needed, group in groups:
