@@ -17,6 +17,7 @@ $(VENV)/.installed: setup.py tools/install.sh
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
+	bash tools/run-deps.sh
 	$(VENV)/bin/accessd local
 
 test: $(VENV)/.installed
@@ -62,6 +63,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/scale.py
 	$(PY) bench/regex_constraint.py
 	$(PY) bench/logs.py
+	$(PY) bench/lb.py
 	bash tools/docker-deps.sh
 	$(PY) bench/docker.py
 

@@ -6,7 +6,7 @@ setup(
     description="A Mesos framework that runs the access layer of a data-science pipeline",
     python_requires=">=3.11",
     packages=find_packages(
-        include=["accessd*", "scheduler*", "executor*", "services*", "api*", "localmesos*"]
+        include=["accessd*", "scheduler*", "executor*", "services*", "api*", "localmesos*", "lb*"]
     ),
     package_data={"api": ["static/*"], "localmesos": ["*.txt"]},
     install_requires=[

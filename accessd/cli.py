@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "executor": ("executor.__main__", "run accessd's Mesos executor (started by an agent)"),
     "leader": ("accessd.leader", "show the elected scheduler, or make it abdicate (HA)"),
     "pipeline": ("services.pipeline", "the pipeline's batch steps run as jobs: ingest | retrain"),
+    "lb": ("lb.main", "HAProxy load balancer kept equal to the apps' state (service ports)"),
     "image": ("accessd.image", "build the container images (busybox, python) from Debian packages"),
     "jobs": ("api.jobs_cli", "Chronos-style jobs: list | add FILE | run | history | kill | delete"),
 }

@@ -202,14 +202,22 @@ class LocalRun:
                                           *(["--advertise", name] if opts.ha else [])))
 
         progress(f"starting the control API on {self.api_url}")
+        from accessd.local_lb import service_port_min  # the balancer's ports (accessd.local_lb)
+
         self._spawn("api", accessd_cmd(
             "api", "--bind", f"127.0.0.1:{opts.api_port}", "--workers", "2",
-            "--state", state, "--master", master))
+            "--state", state, "--master", master,
+            "--local-port-min", str(service_port_min())))
         self._wait(lambda: self._get("/ping").status_code == 200, 60, "the control API")
+        from accessd.local_lb import stable_urls, start_balancer, wait_routed
+
+        self.lb = start_balancer(self)  # one stable address per service (accessd.local_lb)
 
         self.prepare_data()
         self.deploy()
         self.wait_healthy(opts.timeout)
+        self.stable = stable_urls(self.apps, self.lb)
+        wait_routed(self.stable, 60)
         if opts.jobs_every > 0:  # the pipeline loop: ingest -> retrain -> new model versions
             from accessd.local_jobs import add_pipeline_jobs
 
@@ -322,14 +330,20 @@ class LocalRun:
             for task in app.get("tasks", []):
                 ip = (task.get("ipAddresses") or [{}])[0].get("ipAddress") or task.get("host")
                 addrs.extend(f"{ip}:{port}" for port in task.get("ports", [])[:1])
-            lines.append(f"  {app['id']}: {', '.join(sorted(addrs)) or '-'}")
-            if addrs:
-                endpoints[app["id"].rsplit("/", 1)[-1]] = sorted(addrs)[0]
+            stable = getattr(self, "stable", {}).get(app["id"])
+            tasks = ", ".join(sorted(addrs)) or "-"
+            lines.append(f"  {app['id']}: {stable}/ (tasks: {tasks})" if stable
+                         else f"  {app['id']}: {tasks}")
+            if stable or addrs:
+                endpoints[app["id"].rsplit("/", 1)[-1]] = (stable.removeprefix("http://")
+                                                           if stable else sorted(addrs)[0])
         ts = endpoints.get("timeseries", "HOST:PORT")
         pred = endpoints.get("prediction", "HOST:PORT")
         # Each line after "try" must work as printed in a fresh shell (tests/test_docs_commands.py
         # runs them). `accessd` lives in the virtualenv: activating it is what users of Python
         # tools expect, and the other lines then read as they would on an installed system.
+        if getattr(self, "lb", None):
+            lines.append(f"load balancer: stats {self.lb.stats}, metrics {self.lb.metrics}")
         activate = Path(sys.prefix) / "bin" / "activate"
         in_venv = sys.prefix != sys.base_prefix and activate.is_file()
         lines += [

@@ -28,6 +28,7 @@ from api.apps import (
     Ctx,
 )
 from api.auth import AuthMiddleware
+from api.balancers import Balancer, Balancers
 from api.body import DEFAULT_MAX_BODY
 from api.cache import ChangeToken, SQLiteChangeToken, ViewCache
 from api.deployments import Deployment, Deployments
@@ -167,6 +168,8 @@ def create_app(config: ApiConfig, store: StateStore,
         ("/v2/queue/{appId*}/delay", QueueDelay(ctx)),
         ("/v2/events", Events(store, config.sse_keepalive, config.sse_poll,
                               config.max_streams)),
+        ("/v2/balancers", Balancers(ctx)),
+        ("/v2/balancers/{name}", Balancer(ctx)),
         ("/v2/info", Info(store, leadership, auth.enabled, config.max_body)),
         ("/v2/leader", LeaderResource(leadership)),
         ("/v2/permissions", Permissions(auth)),

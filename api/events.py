@@ -51,6 +51,8 @@ def stream(store: StateStore, after: int, types: frozenset[str], keepalive: floa
             after = event_id
             if types and event.get("eventType") not in types:
                 continue
+            if not extras and event.get("eventType") in shapes.ACCESSD_EVENT_TYPES:
+                continue
             yield format_event(event_id, event, extras)
             last_write = time.monotonic()
         if len(batch) == BATCH:

@@ -46,7 +46,10 @@ TASK_FIELDS = frozenset({
 })
 TASK_EXTRAS = frozenset({
     "agentId", "attributes", "healthy", "killRequested", "message", "reason", "resources",
+    "leaving",
 })
+# accessd's own event types, streamed only with `embed=accessd` (the drain contract's).
+ACCESSD_EVENT_TYPES = frozenset({"task_leaving_event"})
 # `Health` (Marathon 1.4+ names the task `instanceId`; earlier versions `taskId`).
 HEALTH_RESULT_FIELDS = frozenset({
     "alive", "consecutiveFailures", "firstSuccess", "lastSuccess", "lastFailure",

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from scheduler import backoff, reconcile, status_batch, taskstate
+from scheduler import backoff, drain, reconcile, status_batch, taskstate
 from scheduler.callbacks import AccessdScheduler, _value
 from scheduler.jobs.runner import JobRunner
 from scheduler.offer_round import OfferRound
@@ -72,6 +72,8 @@ class Worker(OfferRound, PeriodicRound):
         self.demand_since: dict[str, float] = {}
         self.waiting: dict[str, Doc] = {}      # app id -> waiting doc from the last offer round
         self.kill_sent: dict[str, float] = {}  # task id -> monotonic time of the last KILL
+        self.drain_timeout = drain.DEFAULT_TIMEOUT_SECONDS  # scheduler.drain: the longest wait
+        self.draining: set[str] = set()        # tasks marked leaving, not yet killed
         self.last_reconcile = time.monotonic()
         self.last_prune = float("-inf")        # prune once soon after start, then every period
         self.asked_about: set[str] = set()    # STAGING tasks reconciled individually

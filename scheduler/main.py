@@ -57,6 +57,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--missed-heartbeats", type=float, default=5.0,
                    help="re-subscribe after this many heartbeat intervals without a word from "
                         "the master (a hung master or half-open connection)")
+    p.add_argument("--drain-timeout", type=float, default=5.0,
+                   help="seconds a kill waits for the registered load balancers to drain the "
+                        "task (accessd lb); none registered: no wait")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     if args.secret_file is not None:
@@ -207,6 +210,7 @@ def lead(args: argparse.Namespace, store: Any, done: threading.Event,
 
     worker = Worker(store, driver, work, role=args.role, refuse_seconds=args.refuse_seconds,
                     executor_python=args.executor_python, on_fatal=fatal)
+    worker.drain_timeout = args.drain_timeout
 
     def refused(message: str) -> None:  # wrong credentials: retrying cannot help
         log.error("%s; exiting", message)

@@ -7,7 +7,7 @@ import logging
 import time
 from typing import Any
 
-from scheduler import backoff, readiness, reconcile, taskstate
+from scheduler import backoff, drain, readiness, reconcile, taskstate
 from scheduler.deployments import advance
 from scheduler.spec import AppSpec, format_time
 
@@ -43,6 +43,8 @@ class PeriodicRound:
         if readiness.prober_of(self).round(self.store):  # a task became ready (or not)
             self.dirty = True
         now = self.clock()
+        if self.draining:  # leaving tasks: kill each as soon as the balancers let it go
+            self._release_drains()
         if self.jobs.tick(now):  # new job runs wait for offers: plan (and REVIVE) this tick
             self.dirty = True
         generation = self.store.desired_generation()
@@ -116,6 +118,10 @@ class PeriodicRound:
                                   {"message": doc.get("message") or kill.reason}, now)
             return
         doc["killRequested"] = True
+        if (drain.drainable(kill.reason, kill.failure, kill.expunge)
+                and self._live_balancers(now)):
+            self._mark_leaving(doc, kill, now)
+            return
         self.store.upsert_task(doc)
         log.info("killing task %s app=%s (%s)", kill.task_id, kill.app_id, kill.reason)
         if kill.failure:
@@ -125,6 +131,26 @@ class PeriodicRound:
             self._record_unhealthy(doc, kill, now)
         self.kill_sent[kill.task_id] = time.monotonic()
         self.driver.killTask({"value": kill.task_id})
+
+    # -- the drain contract (scheduler.drain) -----------------------------------------------------
+    def _live_balancers(self, now: float) -> list[Doc]:
+        return drain.live_balancers(self.store.list_balancers(), now)
+
+    def _mark_leaving(self, doc: Doc, kill: reconcile.Kill, now: float) -> None:
+        """Leaving instead of killed: the balancers drain it, `_retry_kills` kills it."""
+        doc["leaving"] = drain.leaving_mark(kill.reason, now, self.drain_timeout)
+        self.store.upsert_task(doc)
+        self.store.append_event("task_leaving_event", {
+            "appId": kill.app_id, "taskId": kill.task_id, "reason": kill.reason,
+            "deadline": doc["leaving"]["deadline"], "host": doc.get("host")})
+        self.draining.add(kill.task_id)
+        log.info("draining task %s app=%s (%s) before its kill, at most %.1fs", kill.task_id,
+                 kill.app_id, kill.reason, self.drain_timeout)
+
+    def _release_drains(self) -> None:
+        docs = [d for d in (self.store.get_task(t) for t in sorted(self.draining)) if d]
+        self.draining.intersection_update(d["id"] for d in docs)  # gone: nothing to kill
+        self._retry_kills(docs)
 
     def _record_unhealthy(self, doc: Doc, kill: reconcile.Kill, now: float) -> None:
         app_doc = self.store.get_app(kill.app_id)
@@ -141,10 +167,21 @@ class PeriodicRound:
 
     def _retry_kills(self, tasks: list[Doc]) -> None:
         mono = time.monotonic()
+        balancers: list[Doc] | None = None
         for doc in tasks:
             if not doc.get("killRequested"):
                 continue
             sent = self.kill_sent.get(doc["id"])
+            if sent is None and doc.get("leaving") is not None:
+                if balancers is None:
+                    balancers = self.store.list_balancers()
+                why = drain.release(doc, balancers, self.clock())
+                if why is None:
+                    self.draining.add(doc["id"])  # also after a failover: the mark is stored
+                    continue
+                self.draining.discard(doc["id"])
+                log.info("killing task %s app=%s (%s; %s)", doc["id"], doc.get("appId"),
+                         doc["leaving"].get("reason"), why)
             if sent is None or mono - sent > KILL_RETRY_SECONDS:
                 self.kill_sent[doc["id"]] = mono
                 self.driver.killTask({"value": doc["id"]})

@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from scheduler.balancer_store import SQLiteBalancers
 from scheduler.jobs.sqlite_jobs import (
     JOB_DELETE_SQL,
     JOB_PUT_SQL,
@@ -143,7 +144,7 @@ def out_of_space_error(path: str | os.PathLike, exc: sqlite3.OperationalError
                             "retry once space is freed")
 
 
-class SQLiteStateStore(SQLiteAppVersions, SQLiteJobDocuments, StateStore):
+class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, StateStore):
     """`StateStore` on one SQLite file (created with its parent directories if missing)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:

@@ -368,5 +368,15 @@ class StateStore(ABC):
         """Forget the app's history (the app was deleted)."""
         return None
 
+    # -- load balancers' registrations (scheduler.balancer_store; the defaults keep none) -------
+    def put_balancer(self, name: str, doc: Doc) -> None:
+        return None
+
+    def list_balancers(self) -> list[Doc]:
+        return []
+
+    def delete_balancer(self, name: str) -> bool:
+        return False
+
     @abstractmethod
     def close(self) -> None: ...

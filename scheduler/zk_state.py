@@ -44,6 +44,7 @@ from urllib.parse import quote, unquote
 
 import orjson
 
+from scheduler.balancer_store import ZooKeeperBalancers
 from scheduler.jobs.zk_jobs import ZkJobDocuments, ZkJobReader, job_tag
 from scheduler.state import (
     KINDS,
@@ -145,7 +146,8 @@ class _Reader(ZkJobReader):
         return self.s._generation[0]
 
 
-class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZkEventLog, StateStore):
+class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZooKeeperBalancers, ZkEventLog,
+                          StateStore):
     """`StateStore` in ZooKeeper. `fence`, when set (by the leader election), is the path of a
     node every write checks in its `multi`: once that node is gone, writes raise NotLeader."""
 

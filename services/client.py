@@ -348,7 +348,9 @@ DEFAULT_API = "http://127.0.0.1:8080"
 
 def service_url(target: str, api: str, token: str | None = None,
                 session: requests.Session | None = None, timeout: float = 10.0) -> str:
-    """`target` as a base URL: a URL is kept; an app id (`/jpm/timeseries`) becomes the address
+    """`target` as a base URL: a URL is kept; an app id (`/jpm/timeseries`) becomes its stable
+    address through the load balancer (`accessd lb`: `http://$ACCESSD_LB_HOST:<servicePort>`,
+    127.0.0.1 by default) when the app is balanced and that address answers, else the address
     of one of its healthy tasks (first port), asked of the control API at `api` — the ports
     Mesos gives change from run to run, the app id does not. `ValueError` if it has none."""
     if not target.startswith("/"):
@@ -359,6 +361,9 @@ def service_url(target: str, api: str, token: str | None = None,
     resp = http.get(url, params={"embed": "app.tasks"}, headers=headers, timeout=timeout)
     _raise_for(resp)
     app = resp.json().get("app") or {}
+    stable = _balanced_url(app, http, timeout)
+    if stable:
+        return stable
     checked = bool(app.get("healthChecks"))
     for task in sorted(app.get("tasks") or [], key=lambda t: t.get("id", "")):
         healthy = all(r.get("alive") for r in task.get("healthCheckResults") or [])
@@ -368,6 +373,20 @@ def service_url(target: str, api: str, token: str | None = None,
         ip = (task.get("ipAddresses") or [{}])[0].get("ipAddress") or task.get("host")
         return f"http://{ip}:{task['ports'][0]}"
     raise ValueError(f"app {target} has no healthy task with a port (asked {api})")
+
+
+def _balanced_url(app: dict, http: requests.Session, timeout: float) -> str | None:
+    """The app's service-port URL on the balancer, if it is balanced and answers `/health`."""
+    ports = [int(p.get("port") or 0) for p in app.get("portDefinitions") or []]
+    if not (app.get("labels") or {}).get("HAPROXY_GROUP") or not ports or ports[0] <= 0:
+        return None
+    url = f"http://{os.environ.get('ACCESSD_LB_HOST', '127.0.0.1')}:{ports[0]}"
+    try:
+        if http.get(f"{url}/health", timeout=min(timeout, 2.0)).status_code == 200:
+            return url
+    except requests.RequestException:
+        pass
+    return None
 
 
 # -- command line ----------------------------------------------------------------------------------

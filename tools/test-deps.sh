@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # System packages the test suite starts for real: headless Chromium (the status page) and
-# ZooKeeper (zk:// master detection; its Java runtime comes with it).
+# ZooKeeper (zk:// master detection; its Java runtime comes with it) and HAProxy (`accessd lb`).
 # Installed only when missing, so a second run costs nothing.
 set -euo pipefail
 need=()
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1 || need+=(zookeeper)
 # openssl: the TLS tests make a throw-away certificate with it (tests/security/test_tls.py)

@@ -410,6 +410,23 @@ def test_racing_writers_lose_no_update(backend):
     assert [d["id"] for d in b.list_deployments() if d["id"].startswith("r-")] == [f"r-{winner}"]
 
 
+def test_balancer_registrations_are_plain_documents(backend):
+    """`accessd lb`'s registrations (scheduler.balancer_store): put replaces, another store
+    sees them at once, delete says whether there was one; none is desired state."""
+    store, other = backend.open(), backend.open()
+    generation = store.desired_generation()
+    assert store.list_balancers() == []
+    store.put_balancer("lb-b", {"name": "lb-b", "drained": []})
+    store.put_balancer("lb-a", {"name": "lb-a", "drained": ["t1"]})
+    store.put_balancer("lb-a", {"name": "lb-a", "drained": ["t1", "t2"]})
+    assert other.list_balancers() == [{"name": "lb-a", "drained": ["t1", "t2"]},
+                                      {"name": "lb-b", "drained": []}]
+    assert other.delete_balancer("lb-b") is True
+    assert other.delete_balancer("lb-b") is False
+    assert [b["name"] for b in store.list_balancers()] == ["lb-a"]
+    assert store.desired_generation() == generation
+
+
 def test_concurrent_creates_never_get_the_same_service_port(backend):
     """Two stores (two API nodes) create apps with port 0 at once: the assignment happens in
     the transaction that stores each app, so no two apps end up with one service port; an

@@ -1,0 +1,85 @@
+"""The HAProxy shell (lb.haproxy) on a real HAProxy, without a cluster: a reload keeps a
+request in flight on the old worker (which the shell sees, so no drain is acknowledged while
+it lives), and runtime-API membership changes take effect at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from lb.config import Settings, render
+from lb.haproxy import HAProxy, HAProxyError, find_binary
+from lb.model import desired
+from lb.slots import step
+from tests.support import free_port, wait_until
+
+try:
+    find_binary()
+except HAProxyError as exc:
+    pytest.skip(f"{exc} (tools/test-deps.sh installs it)", allow_module_level=True)
+
+
+class Slow(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802
+        if self.path == "/slow":
+            time.sleep(1.0)
+        body = str(self.server.server_port).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def backends():
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Slow) for _ in range(2)]
+    for s in servers:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    yield servers
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def apps(port: int, *ports: int) -> list[dict]:
+    return [{"id": "/a", "labels": {"HAPROXY_GROUP": "external", "HAPROXY_0_MODE": "http"},
+             "portDefinitions": [{"port": port}],
+             "tasks": [{"id": f"t{p}", "host": "127.0.0.1", "ports": [p]} for p in ports]}]
+
+
+def test_reload_keeps_requests_in_flight_and_runtime_changes_apply(tmp_path, backends):
+    one, two = (s.server_port for s in backends)
+    port = free_port()
+    proxy = HAProxy(tmp_path)
+    settings = Settings(runtime_socket=proxy.runtime_socket)
+    first = step(None, desired(apps(port, one)), None)
+    proxy.write(render(first.applied, settings))
+    proxy.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        answers: list[int] = []
+        slow = threading.Thread(target=lambda: answers.append(
+            requests.get(url + "/slow", timeout=10).status_code))
+        slow.start()
+        wait_until(lambda: any(r.get("scur") == "1" for r in proxy.stats()
+                               if r.get("svname") == "s1"), timeout=5)
+        proxy.reload()  # same configuration: a new worker, the old one finishes /slow
+        assert proxy.old_workers()  # the shell sees the worker still holding a request
+        slow.join(10)
+        assert answers == [200]
+        wait_until(lambda: not proxy.old_workers(), timeout=10, message="the old worker gone")
+        # membership through the runtime API: no reload, both backends answer
+        second = step(first.applied, desired(apps(port, one, two)), None)
+        assert not second.reload
+        proxy.apply(second.commands)
+        seen = {requests.get(url, timeout=5).text for _ in range(6)}
+        assert seen == {str(one), str(two)}
+    finally:
+        proxy.stop()
