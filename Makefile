@@ -31,7 +31,7 @@ test-all: $(VENV)/.installed
 # The order guard: the fast directories and the modules sharing a process fixture, run
 # backwards (pytest-reverse). A test that leans on what an earlier one left fails here.
 REVERSE_PATHS ?= tests/executor tests/localmesos tests/services tests/api/test_apps.py \
-	tests/api/test_marathon_shapes.py tests/api/test_marathon_definitions.py \
+	tests/api/test_marathon_shapes.py tests/api/test_marathon_definitions.py tests/api/test_jobs_api.py \
 	$(filter-out tests/scheduler/test_integration_%,$(wildcard tests/scheduler/test_*.py))
 test-reverse: $(VENV)/.installed
 	bash tools/test-deps.sh

@@ -38,23 +38,32 @@ def jobs_state(store):
     return store.list_jobs(), store.jobs_revision(), store.pending_job_actions()
 
 
+@pytest.fixture
+def pipeline(api):
+    """`ingest` and `retrain` (a child of ingest) as the test starts, whatever ran before (a
+    POST of an existing job replaces it; a deleted one is created again)."""
+    for path, doc in (("/iso8601", job("ingest")), ("/dependency", dependent("retrain", "ingest"))):
+        r = requests.post(api + V1 + path, json=doc, timeout=10)
+        assert r.status_code == 204, r.text
+
+
 def test_add_list_and_replace_jobs(api, store):
-    r = requests.post(api + V1 + "/iso8601", json=job("ingest"), timeout=10)
+    r = requests.post(api + V1 + "/iso8601", json=job("load"), timeout=10)
     assert r.status_code == 204, r.text
-    r = requests.post(api + V1 + "/dependency", json=dependent("retrain", "ingest"), timeout=10)
+    r = requests.post(api + V1 + "/dependency", json=dependent("fit", "load"), timeout=10)
     assert r.status_code == 204, r.text
     listed = {j["name"]: j for j in requests.get(api + V1 + "/jobs", timeout=10).json()}
-    assert set(listed) >= {"ingest", "retrain"}
-    ingest = listed["ingest"]
-    assert ingest["schedule"] == "R/2030-01-01T00:00:00Z/PT1H" and "parents" not in ingest
-    assert (ingest["successCount"], ingest["errorCount"], ingest["lastSuccess"],
-            ingest["retries"], ingest["cpus"]) == (0, 0, "", 2, 0.1)
-    assert listed["retrain"]["parents"] == ["ingest"] and "schedule" not in listed["retrain"]
-    assert "accessdStatus" not in ingest  # extras only when asked for
+    assert set(listed) >= {"load", "fit"}
+    load = listed["load"]
+    assert load["schedule"] == "R/2030-01-01T00:00:00Z/PT1H" and "parents" not in load
+    assert (load["successCount"], load["errorCount"], load["lastSuccess"],
+            load["retries"], load["cpus"]) == (0, 0, "", 2, 0.1)
+    assert listed["fit"]["parents"] == ["load"] and "schedule" not in listed["fit"]
+    assert "accessdStatus" not in load  # extras only when asked for
     # a client sends a job back as it got it (read-only counters included): a replace
-    ingest["command"] = "echo v2"
-    assert requests.post(api + V1 + "/iso8601", json=ingest, timeout=10).status_code == 204
-    assert store.get_job("ingest")["command"] == "echo v2"
+    load["command"] = "echo v2"
+    assert requests.post(api + V1 + "/iso8601", json=load, timeout=10).status_code == 204
+    assert store.get_job("load")["command"] == "echo v2"
 
 
 def test_bad_job_names_every_problem_and_changes_nothing(api, store):
@@ -71,7 +80,7 @@ def test_bad_job_names_every_problem_and_changes_nothing(api, store):
     assert jobs_state(store) == before
 
 
-def test_unknown_parent_and_cycle_are_refused(api, store):
+def test_unknown_parent_and_cycle_are_refused(api, store, pipeline):
     before = jobs_state(store)
     r = requests.post(api + V1 + "/dependency", json=dependent("x", "ingest", "nope"),
                       timeout=10)
@@ -87,7 +96,7 @@ def test_unknown_parent_and_cycle_are_refused(api, store):
     assert r.status_code == 400 and jobs_state(store) == before
 
 
-def test_search(api):
+def test_search(api, pipeline):
     requests.post(api + V1 + "/iso8601", json=job("report-daily", command="make report"),
                   timeout=10)
     names = [j["name"] for j in requests.get(api + V1 + "/jobs/search", params={
@@ -100,7 +109,7 @@ def test_search(api):
                             timeout=10).json()) == 1
 
 
-def test_run_now_and_kill_are_requests_for_the_scheduler(api, store):
+def test_run_now_and_kill_are_requests_for_the_scheduler(api, store, pipeline):
     assert requests.put(api + V1 + "/job/ingest", timeout=10).status_code == 204
     assert requests.delete(api + V1 + "/task/kill/ingest", timeout=10).status_code == 204
     actions = [(a["job"], a["action"]) for a in store.pending_job_actions()]
@@ -111,7 +120,7 @@ def test_run_now_and_kill_are_requests_for_the_scheduler(api, store):
         assert r.status_code == 400 and r.json()["message"] == "Job 'ghost' not found"
 
 
-def test_stat_stats_and_graph(api, store):
+def test_stat_stats_and_graph(api, store, pipeline):
     t = time.time() - 100
     runs = []
     for i, secs in enumerate([1, 2, 3, 4, 10]):
@@ -150,7 +159,7 @@ def test_stat_stats_and_graph(api, store):
     assert status["ingest"]["nextRunAt"] == "2030-01-01T00:00:00.000Z"
 
 
-def test_delete_rewires_children_as_chronos_does(api, store):
+def test_delete_rewires_children_as_chronos_does(api, store, pipeline):
     requests.post(api + V1 + "/dependency", json=dependent("publish", "retrain"), timeout=10)
     assert requests.delete(api + V1 + "/job/retrain", timeout=10).status_code == 204
     assert store.get_job("retrain") is None
