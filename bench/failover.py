@@ -1,6 +1,7 @@
 """Leader failover under load, and the 1,000-app read from the ZooKeeper store.
 
     .venv/bin/python bench/failover.py [--kills 20] [--session-timeout 3] [--embed-runs 5]
+    .venv/bin/python bench/failover.py --read-only   # part 2 alone
 
 1. A 3-server ZooKeeper ensemble, localmesos, two schedulers and the API on one `zk://` store
    (all on 127.0.0.1). An app runs 3 instances. `--kills` times: the API starts the next step
@@ -33,6 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -45,6 +47,7 @@ from scheduler.state import Put, StateStore, Transaction  # noqa: E402
 from scheduler.stores import open_state  # noqa: E402
 from tests.fixtures_api import start_api  # noqa: E402
 from tests.fixtures_ha import HaCluster  # noqa: E402
+from tests.fixtures_zk import start_ensemble  # noqa: E402
 from tests.support import wait_until  # noqa: E402
 
 APP = "/bench/web"
@@ -172,12 +175,47 @@ def embed_ms(state: str, runs: int) -> float:
         api.stop()
 
 
+def read_bench(zk: Any, work: Path, runs: int) -> tuple[float, float]:
+    """Part 2: the same 1,000 apps / 10,000 tasks in `zk` (an ensemble) and in a SQLite file;
+    the median `GET /v2/apps?embed=apps.tasks` time of each, in ms."""
+    zk_store = open_state(zk.url("/bench10k"))
+    sqlite_store = open_state(str(work / "bench10k.db"))
+    t0 = time.monotonic()
+    fill(zk_store, 1000, 10)
+    print(f"ZooKeeper store filled in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+    fill(sqlite_store, 1000, 10)
+    zk_store.close()
+    sqlite_store.close()
+    zk_ms = embed_ms(zk.url("/bench10k"), runs)
+    sqlite_ms = embed_ms(str(work / "bench10k.db"), runs)
+    print(f"GET /v2/apps?embed=apps.tasks, 1000 apps / 10000 tasks: ZooKeeper {zk_ms:.0f} "
+          f"ms, SQLite {sqlite_ms:.0f} ms (median of {runs})", file=sys.stderr)
+    return zk_ms, sqlite_ms
+
+
+def read_only(runs: int) -> int:
+    """`--read-only`: part 2 alone, on its own 3-server ensemble."""
+    work = Path(tempfile.mkdtemp(prefix="accessd-read-"))
+    ensemble = start_ensemble(work / "zk")
+    try:
+        zk_ms, sqlite_ms = read_bench(ensemble, work, runs)
+        print(f"RESULT zk_embed_10k_tasks_ms={zk_ms:.0f} sqlite_embed_10k_tasks_ms={sqlite_ms:.0f}")
+        return 0
+    finally:
+        ensemble.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--session-timeout", type=float, default=3.0)
     p.add_argument("--embed-runs", type=int, default=5)
+    p.add_argument("--read-only", action="store_true",
+                   help="only part 2, the 1,000-app read (no failover run)")
     args = p.parse_args()
+    if args.read_only:
+        return read_only(args.embed_runs)
     work = Path(tempfile.mkdtemp(prefix="accessd-failover-"))
     ha = None
     try:
@@ -192,18 +230,7 @@ def main() -> int:
             proc.stop()
         ha.mesos.stop()
         ha.mesos = None
-        zk_store = open_state(zk.url("/bench10k"))
-        sqlite_store = open_state(str(work / "bench10k.db"))
-        t0 = time.monotonic()
-        fill(zk_store, 1000, 10)
-        print(f"ZooKeeper store filled in {time.monotonic() - t0:.1f}s", file=sys.stderr)
-        fill(sqlite_store, 1000, 10)
-        zk_store.close()
-        sqlite_store.close()
-        zk_ms = embed_ms(zk.url("/bench10k"), args.embed_runs)
-        sqlite_ms = embed_ms(str(work / "bench10k.db"), args.embed_runs)
-        print(f"GET /v2/apps?embed=apps.tasks, 1000 apps / 10000 tasks: ZooKeeper {zk_ms:.0f} "
-              f"ms, SQLite {sqlite_ms:.0f} ms (median of {args.embed_runs})", file=sys.stderr)
+        zk_ms, sqlite_ms = read_bench(zk, work, args.embed_runs)
         print(f"RESULT failover_s={result['failover_s']:.2f} "
               f"session_timeout_s={args.session_timeout:g} kills={result['kills']} "
               f"lost={result['lost']} duplicates={result['duplicates']} "
