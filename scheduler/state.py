@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from scheduler.service_ports import PortRange
 
 Doc = dict[str, Any]
+# A stored task with its revision (see `StateStore.task_records`).
+TaskRecord = tuple[str, str, Any, bytes]
 
 
 FINAL_DEPLOYMENT_STATUSES = frozenset({"succeeded", "failed", "cancelled", "superseded"})
@@ -307,6 +309,13 @@ class StateStore(ABC):
 
     @abstractmethod
     def list_tasks(self, app_id: str | None = None) -> list[Doc]: ...
+
+    def task_records(self, app_id: str | None = None) -> list[TaskRecord] | None:
+        """The tasks of `list_tasks`, in its order, as stored: `(task id, app id, revision,
+        the document's JSON bytes)`, the revision changing whenever the stored document does
+        (readers may keep what they derive from a document per revision). None when the
+        backend keeps no such revision: read `list_tasks`."""
+        return None
 
     def delete_task(self, task_id: str) -> None:
         self.transact(lambda r: (Transaction((Delete("tasks", task_id),)), None))

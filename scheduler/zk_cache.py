@@ -28,13 +28,13 @@ GENERATION = "generation"
 # A cached document: (its JSON bytes, data version, creation zxid, tag). Documents are kept as
 # the bytes ZooKeeper returned and decoded on each read (orjson: a fresh dict the caller may
 # change, for about what copying a decoded one would cost). The tag is what filters need without
-# decoding: a task's appId, a deployment's (status, affectedApps).
+# decoding: a task's (appId, stagedAt, id), a deployment's (status, affectedApps).
 Entry = tuple[bytes, int, int, Any]
 
 
 def _tag(kind: str, doc: Doc) -> Any:
-    if kind == "tasks":
-        return doc.get("appId")
+    if kind == "tasks":  # its app, and the order of `list_tasks`
+        return (doc.get("appId"), doc.get("stagedAt") or "", doc.get("id") or "")
     if kind == "deployments":
         return (doc.get("status", "running"), frozenset(doc.get("affectedApps") or ()))
     return job_tag(kind, doc)

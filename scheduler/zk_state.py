@@ -53,6 +53,7 @@ from scheduler.state import (
     StateStore,
     StoreUnavailable,
     T,
+    TaskRecord,
 )
 from scheduler.zk import (
     CALL_TIMEOUT,
@@ -64,7 +65,7 @@ from scheduler.zk import (
     transaction_failure,
     zk_errors,
 )
-from scheduler.zk_cache import GENERATION, ZkCache, _dumps, _loads
+from scheduler.zk_cache import GENERATION, Entry, ZkCache, _dumps, _loads
 from scheduler.zk_events import ZkEventLog, seq_of
 from scheduler.zk_versions import ExtraWrite, ZooKeeperAppVersions
 
@@ -304,10 +305,18 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
     def get_task(self, task_id: str) -> Doc | None:
         return self._doc("tasks", task_id)
 
+    def _task_entries(self, app_id: str | None) -> list[tuple[str, Entry]]:
+        entries = [(k, e) for k, e in self._docs("tasks") if app_id is None or e[3][0] == app_id]
+        entries.sort(key=lambda ke: ke[1][3][1:])  # (stagedAt, id), as SQLite orders them
+        return entries
+
     def list_tasks(self, app_id: str | None = None) -> list[Doc]:
-        tasks = [_loads(e[0]) for _, e in self._docs("tasks") if app_id is None or e[3] == app_id]
-        tasks.sort(key=lambda t: (t.get("stagedAt") or "", t.get("id") or ""))
-        return tasks
+        return [_loads(e[0]) for _, e in self._task_entries(app_id)]
+
+    def task_records(self, app_id: str | None = None) -> list[TaskRecord]:
+        """`StateStore.task_records`: the revision is (creation zxid, data version), which a
+        delete and re-create changes too."""
+        return [(k, e[3][0], (e[2], e[1]), e[0]) for k, e in self._task_entries(app_id)]
 
     def get_app_status(self, app_id: str) -> Doc | None:
         return self._doc("app_status", app_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import uuid
 
+import orjson
 import pytest
 
 from scheduler.state import (
@@ -228,6 +229,24 @@ def test_tasks(store):
     store.delete_task("b.1")  # deleting twice is fine
     with pytest.raises(StateError):
         store.upsert_task({"appId": "/a"})
+
+
+def test_task_records_follow_list_tasks_and_move_with_each_write(store):
+    store.upsert_task(task("b.2", "/b", staged="2026-11-24T06:00:02.000Z"))
+    store.upsert_task(task("a.1", "/a", staged="2026-11-24T06:00:03.000Z"))
+    records = store.task_records()
+    if records is None:  # a backend without revisions (SQLite): readers use list_tasks
+        return
+    assert [(i, a) for i, a, _, _ in records] == [("b.2", "/b"), ("a.1", "/a")]
+    assert [orjson.loads(data) for *_, data in records] == store.list_tasks()
+    before = {i: rev for i, _, rev, _ in records}
+    store.upsert_task(dict(task("a.1", "/a", staged="2026-11-24T06:00:03.000Z"), healthy=True))
+    after = {i: rev for i, _, rev, _ in store.task_records()}
+    assert after["b.2"] == before["b.2"] and after["a.1"] != before["a.1"]
+    store.delete_task("a.1")  # gone, then back with the version it had at first
+    store.upsert_task(task("a.1", "/a", staged="2026-11-24T06:00:03.000Z"))
+    again = {i: rev for i, _, rev, _ in store.task_records()}
+    assert again["a.1"] not in (before["a.1"], after["a.1"])
 
 
 def test_app_status(store):

@@ -1,0 +1,85 @@
+"""A per-worker cache of decoded task documents and their shaped views, by stored revision.
+
+`GET /v2/apps?embed=apps.tasks` with 10,000 tasks spent most of its time decoding every stored
+task and shaping it (`views.task_view`) on every request, although between two requests only
+the few tasks the scheduler updated change. A store that keeps a revision per document
+(`StateStore.task_records`: the ZooKeeper store's node version) lets this cache decode and
+shape only the tasks whose revision moved; the rest are reused. A store without revisions
+(SQLite) is read as before.
+
+What this cache hands out is shared between requests: the documents and views are read-only
+(they are counted and encoded, never changed). Only the tasks present in the latest full
+listing are kept, so the cache is as large as the store's task set (a one-app read does
+not use it).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import orjson
+
+from api import views
+from scheduler.state import StateStore
+
+Doc = dict[str, Any]
+_loads = orjson.loads
+
+
+class _Cached:
+    __slots__ = ("revision", "doc", "view", "extras_view")
+
+    def __init__(self, revision: Any, doc: Doc) -> None:
+        self.revision = revision
+        self.doc = doc
+        self.view: Doc | None = None
+        self.extras_view: Doc | None = None
+
+    def shaped(self, extras: bool) -> Doc:
+        if extras:
+            if self.extras_view is None:
+                self.extras_view = views.task_view(self.doc, True)
+            return self.extras_view
+        if self.view is None:
+            self.view = views.task_view(self.doc, False)
+        return self.view
+
+
+class TaskViewCache:
+    """Tasks by app, decoded once per revision; see the module's docstring."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_id: dict[str, _Cached] = {}
+
+    def _cached(self, store: StateStore) -> list[tuple[str, _Cached]] | None:
+        records = store.task_records()
+        if records is None:
+            return None
+        with self._lock:
+            known = self._by_id
+            out = []
+            for task_id, owner, revision, data in records:
+                entry = known.get(task_id)
+                if entry is None or entry.revision != revision:
+                    entry = _Cached(revision, _loads(data))
+                out.append((owner, entry))
+            # what is not listed any more is forgotten
+            self._by_id = {records[i][0]: entry for i, (_, entry) in enumerate(out)}
+        return out
+
+    def tasks_by_app(self, store: StateStore, *, shaped: bool, extras: bool = False
+                     ) -> tuple[dict[str, list[Doc]], dict[str, list[Doc]]]:
+        """Every task: `(documents by app id, shaped views by app id)` in `list_tasks` order
+        (the views only when `shaped`; empty otherwise)."""
+        cached = self._cached(store)
+        if cached is None:
+            return views.group_tasks(store.list_tasks()), {}
+        docs: dict[str, list[Doc]] = {}
+        shown: dict[str, list[Doc]] = {}
+        for owner, entry in cached:
+            docs.setdefault(owner, []).append(entry.doc)
+            if shaped:
+                shown.setdefault(owner, []).append(entry.shaped(extras))
+        return docs, shown

@@ -1,0 +1,99 @@
+"""The ZooKeeper store's cache as its readers use it: the API's task views kept per stored
+revision, and a process's own writes in its cache without a round trip. A real ZooKeeper
+server (started once for the module, on a loopback port); each test gets its own root."""
+
+from __future__ import annotations
+
+import uuid
+
+import falcon.testing
+import orjson
+import pytest
+
+from api import task_views
+from api.app import ApiConfig, create_app
+from scheduler.stores import open_state
+from tests.scheduler.state_docs import app_doc, task
+
+
+@pytest.fixture(scope="module")
+def zookeeper(tmp_path_factory):
+    from tests.fixtures_zk import start_zookeeper
+
+    zk = start_zookeeper(tmp_path_factory.mktemp("zk"))
+    yield zk
+    zk.stop()
+
+
+@pytest.fixture
+def url(zookeeper):
+    return zookeeper.url(f"/c{uuid.uuid4().hex[:12]}") + "?session_timeout=4"
+
+
+@pytest.fixture
+def stores(url):
+    opened = []
+
+    def open_one(**kwargs):
+        store = open_state(url, **kwargs) if kwargs else open_state(url)
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        store.close()
+
+
+def _tasks(client, extras=False):
+    embed = ["apps.tasks", "accessd"] if extras else ["apps.tasks"]
+    r = client.simulate_get("/v2/apps", params={"embed": embed})
+    assert r.status_code == 200, r.text
+    return {t["id"]: t for a in r.json["apps"] for t in a["tasks"]}
+
+
+def test_the_apps_read_decodes_only_the_tasks_whose_node_changed(stores, url, monkeypatch):
+    writer, api_store = stores(), stores()
+    for app_id in ("/a", "/b"):
+        writer.transact(lambda r, a=app_id: _put_app(a))
+    for n in range(3):
+        writer.upsert_task(task(f"a.{n}", "/a"))
+        writer.upsert_task(task(f"b.{n}", "/b"))
+    client = falcon.testing.TestClient(create_app(ApiConfig(state_path=url,
+                                                            view_cache_seconds=0), api_store))
+    decoded = []
+
+    def counting_loads(data):
+        doc = orjson.loads(data)
+        decoded.append(doc.get("id"))
+        return doc
+
+    monkeypatch.setattr(task_views, "_loads", counting_loads)
+    first = _tasks(client)
+    assert sorted(first) == ["a.0", "a.1", "a.2", "b.0", "b.1", "b.2"]
+    assert sorted(decoded) == sorted(first)
+    decoded.clear()
+
+    writer.upsert_task(dict(task("b.1", "/b"), state="TASK_KILLING"))  # another process
+    writer.delete_task("a.2")
+    second = _tasks(client)
+    assert decoded == ["b.1"]
+    assert second["b.1"]["state"] == "TASK_KILLING" and "a.2" not in second
+    assert second["a.1"] == first["a.1"]
+
+    decoded.clear()
+    # gone and back between two reads, at the data version it had (0), with another content
+    writer.delete_task("a.0")
+    writer.upsert_task(dict(task("a.0", "/a"), state="TASK_STAGING"))
+    third = _tasks(client)
+    assert decoded == ["a.0"] and third["a.0"]["state"] == "TASK_STAGING"
+    # accessd's own fields are shaped from the same cached document, apart from Marathon's
+    with_extras = _tasks(client, extras=True)
+    assert decoded == ["a.0"]
+    assert with_extras["a.1"].items() >= third["a.1"].items()
+    assert _tasks(client) == third  # and the two shapes stay apart
+
+
+def _put_app(app_id):
+    from scheduler.state import Put, Transaction
+
+    return Transaction((Put("apps", app_id, app_doc(app_id)),), bump_generation=True), None
