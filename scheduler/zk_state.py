@@ -8,6 +8,7 @@ Layout under the root (keys are URL-quoted, so `/g/c` is one node `%2Fg%2Fc`):
     jobs/ job_status/ job_runs/ job_requests/    the jobs' documents (`scheduler.jobs.zk_jobs`)
     changes/c-<seq>        one per transaction: the keys it wrote (and the generation it made)
     events/e-<seq>         the event log; the id is the sequence number
+    last_write             set by every transaction (its stat names the transaction's zxid)
 
 Invariants:
 - A transaction is one ZooKeeper `multi`: its puts and deletes, a version check of every
@@ -16,13 +17,15 @@ Invariants:
   change record and, for a fenced scheduler, a check of its leader node. All or nothing; a
   failed check re-runs the plan on a fresh snapshot (bounded retries), a failed fence is
   `NotLeader`, a lost connection is `StoreUnavailable`.
-- Reads come from a local cache of every document, fed by a watch on `changes/` (each record
-  names the keys to re-read). A read first asks ZooKeeper (sync + one `exists`) whether records
-  appeared since the cache last caught up, and catches up if so: two round trips per read,
-  never one per document, and a read sees every write committed before it began (the API).
-  With `session_reads` (the scheduler) a read waits only for this store's own writes, the
-  watch brings the others' within moments, and `desired_generation()` is always current: the
-  scheduler's view of the API's writes starts from that poll.
+- Reads come from a local cache of every document (`scheduler.zk_cache`). This process's own
+  writes enter it from the `multi`'s results as it commits (no round trip); other writers'
+  through a watch on `changes/` (each record names the keys to re-read). A read first asks
+  ZooKeeper (sync + one `exists`) whether records appeared since the cache last caught up, and
+  catches up if so: two round trips per read (the API: per request), never one per document,
+  and a read sees every write committed before it began. With `session_reads` (the
+  scheduler) a read asks nothing: its own writes are in, the watch brings the others' within
+  moments, and `desired_generation()` is always current: the scheduler's view of the API's
+  writes starts from that poll.
 - The cache's generation comes from the change records, in order (or, on a full reload, is read
   before the documents): the cache never holds a generation newer than its documents, so a
   plan that passed the generation check saw every desired-state change.
@@ -65,7 +68,7 @@ from scheduler.zk import (
     transaction_failure,
     zk_errors,
 )
-from scheduler.zk_cache import GENERATION, Entry, ZkCache, _dumps, _loads
+from scheduler.zk_cache import GENERATION, Entry, Key, ZkCache, _dumps, _loads
 from scheduler.zk_events import ZkEventLog, seq_of
 from scheduler.zk_versions import ExtraWrite, ZooKeeperAppVersions
 
@@ -73,6 +76,7 @@ log = logging.getLogger("accessd.zk_state")
 
 CHANGES_KEPT = 2000
 MAX_ATTEMPTS = 20
+LAST_WRITE = "last_write"  # set by every multi (see _commit)
 
 class _Reader(ZkJobReader):
     """A plan's snapshot: the cache, recording what was read (and at which version)."""
@@ -135,12 +139,11 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
         self._own_client = client is None
         self.fence: str | None = None
         self.session_reads = session_reads
-        self._own_seq = -1                       # this store's newest change record
         self._init_cache()
         self._events: dict[int, Doc] = {}        # immutable: cached once read
         self._closed = False
         with zk_errors("creating the store's nodes"):
-            for kind in (*KINDS, "changes", "events"):
+            for kind in (*KINDS, "changes", "events", LAST_WRITE):
                 self.client.ensure_path(self._path(kind))
             try:
                 self.client.create(self._path(GENERATION), b"0")
@@ -219,7 +222,9 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
         if self.fence is not None:
             fence_index = 0
             t.check(self.fence, -1)
-        written: dict[tuple[str, str], None] = {}
+        written: dict[Key, None] = {}
+        puts: list[tuple[Key, bytes, int | None]] = []  # (key, data, its set_data's index)
+        deletes: list[Key] = []
         for op in txn.ops:
             k = (op.kind, op.key)
             written[k] = None
@@ -230,11 +235,14 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
             exists = (read is not None) if read != "unread" else cached is not None
             version = read if isinstance(read, int) else -1
             if isinstance(op, Put):
+                data = _dumps(op.doc)
+                puts.append((k, data, len(t.operations) if exists else None))
                 if exists:
-                    t.set_data(path, _dumps(op.doc), version)
+                    t.set_data(path, data, version)
                 else:
-                    t.create(path, _dumps(op.doc))
+                    t.create(path, data)
             elif isinstance(op, Delete) and exists:
+                deletes.append(k)
                 t.delete(path, version)
         for k, version in reader.read.items():
             if k not in written and version is not None:
@@ -252,6 +260,9 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
             record["gen"] = [generation[0] + 1, generation[1] + 1]
         elif reader.generation_read:
             t.check(self._path(GENERATION), generation[1])
+        # an unconditional write whose stat tells the multi's zxid (what a create returns
+        # is only its path): the created documents' czxid/mzxid in the cache
+        t.set_data(self._path(LAST_WRITE), b"")
         t.create(f"{self._path('changes')}/c-", _dumps(record), sequence=True)
         with zk_errors("committing a transaction"):
             results = t.commit_async().get(timeout=CALL_TIMEOUT)
@@ -259,8 +270,11 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
         if failure is not None:
             raise failure
         seq = seq_of(results[-1].rsplit("/", 1)[1])
-        self._own_seq = max(self._own_seq, seq)
-        if seq % 100 == 0:
+        self._apply_own([(k, data, None if i is None else results[i]) for k, data, i in puts],
+                        deletes, results[-2].mzxid,
+                        (generation[0] + 1, generation[1] + 1) if txn.bump_generation else None,
+                        seq)
+        if seq >= CHANGES_KEPT and seq % 100 == 0:  # nothing to prune before
             self._prune_changes()
 
     def _prune_changes(self) -> None:

@@ -4,6 +4,7 @@ server (started once for the module, on a loopback port); each test gets its own
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import falcon.testing
@@ -97,3 +98,70 @@ def _put_app(app_id):
     from scheduler.state import Put, Transaction
 
     return Transaction((Put("apps", app_id, app_doc(app_id)),), bump_generation=True), None
+
+
+class _Counting:
+    """Counts the ZooKeeper reads a store's client makes from this thread (kazoo's own
+    thread re-arms the watch with get_children; that is not the reader waiting)."""
+
+    READS = ("get", "get_async", "get_children", "get_children_async", "exists",
+             "exists_async", "sync", "sync_async")
+
+    def __init__(self, client, monkeypatch) -> None:
+        self.calls: list[str] = []
+        self.thread = threading.get_ident()
+        for name in self.READS:
+            real = getattr(client, name)
+            monkeypatch.setattr(client, name, self._wrap(name, real))
+
+    def _wrap(self, name, real):
+        def call(*args, **kwargs):
+            if threading.get_ident() == self.thread:
+                self.calls.append(name)
+            return real(*args, **kwargs)
+        return call
+
+
+def test_own_writes_are_read_back_without_a_round_trip(stores, monkeypatch):
+    scheduler = stores(session_reads=True)
+    monkeypatch.setattr(scheduler, "_catch_up", lambda: None)  # the watch brings nothing now
+    reads = _Counting(scheduler.client, monkeypatch)
+    scheduler.upsert_task(task("a.1", "/a"))
+    scheduler.transact(lambda r: _put_app("/a"))  # a create, with a generation bump
+    assert scheduler.get_task("a.1") == task("a.1", "/a")
+    assert [a["id"] for a in scheduler.list_apps()] == ["/a"]
+    updated = dict(task("a.1", "/a"), state="TASK_KILLING")
+    scheduler.upsert_task(updated)  # a set_data of what the cache holds
+    assert scheduler.get_task("a.1") == updated
+    scheduler.delete_task("a.1")
+    assert scheduler.get_task("a.1") is None and scheduler.list_tasks() == []
+    assert reads.calls == []  # not one read of ZooKeeper, for the writes or the reads
+    generation = scheduler._generation
+    assert generation[0] == 1
+
+
+def test_a_newer_write_of_another_process_wins_over_our_older_one(stores):
+    ours, theirs = stores(session_reads=True), stores()
+    ours.upsert_task(task("a.1", "/a"))
+    theirs.refresh()
+    newer = dict(task("a.1", "/a"), state="TASK_FAILED")
+    theirs.upsert_task(newer)
+    ours.refresh()
+    assert ours.get_task("a.1") == newer
+    # a late read of our own, older write (a catch-up's fetch that raced the commit) is ignored
+    entry = ours._cache["tasks"]["a.1"]
+    stale = (orjson.dumps(task("a.1", "/a")), 0, entry[2], entry[3], entry[4] - 1)
+    with ours._lock:
+        ours._merge({("tasks", "a.1"): stale}, horizon=entry[4])
+    assert ours.get_task("a.1") == newer
+    # our delete, then a fetch from before it: the document stays deleted
+    ours.delete_task("a.1")
+    with ours._lock:
+        ours._merge({("tasks", "a.1"): entry}, horizon=entry[4])
+    assert ours.get_task("a.1") is None
+    theirs.refresh()
+    assert theirs.get_task("a.1") is None
+    # and a later listing that finds it gone again (or back, newer) is applied
+    theirs.upsert_task(dict(newer, state="TASK_STAGING"))
+    ours.refresh()
+    assert ours.get_task("a.1")["state"] == "TASK_STAGING"
