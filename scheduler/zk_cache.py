@@ -120,8 +120,12 @@ class ZkCache:
             return
         try:
             with zk_errors("checking for changes"):
-                self.client.sync_async(self.root).get(timeout=CALL_TIMEOUT)
-                stat = self.client.exists_async(self._path("changes")).get(timeout=CALL_TIMEOUT)
+                # one round trip: the server answers a session's requests in order, so the
+                # exists sent right behind the sync is read after it
+                synced = self.client.sync_async(self.root)
+                asked = self.client.exists_async(self._path("changes"))
+                synced.get(timeout=CALL_TIMEOUT)
+                stat = asked.get(timeout=CALL_TIMEOUT)
             if stat is None or stat.cversion != self._cversion:
                 self._catch_up()
         except StoreUnavailable:

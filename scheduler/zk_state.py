@@ -143,7 +143,7 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
         self._events: dict[int, Doc] = {}        # immutable: cached once read
         self._closed = False
         with zk_errors("creating the store's nodes"):
-            for kind in (*KINDS, "changes", "events", LAST_WRITE):
+            for kind in (*KINDS, "changes", "events", LAST_WRITE, "app_versions"):
                 self.client.ensure_path(self._path(kind))
             try:
                 self.client.create(self._path(GENERATION), b"0")
@@ -168,7 +168,9 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
     def transact(self, plan: Plan[T], *,
                  extra_writes: Callable[[T], Sequence[ExtraWrite]] | None = None) -> T:
         """`StateStore.transact`; `extra_writes(result)` names nodes outside the cached documents
-        written in the same `multi` (a change's version history, `zk_versions`)."""
+        written in the same `multi` (a change's version history, `zk_versions`); it is called
+        once per attempt, and its `committed(results)`, if it has one, gets what ZooKeeper
+        answered for each of them (a ZnodeStat for a set_data) once the `multi` landed."""
         fresh = False
         for _attempt in range(MAX_ATTEMPTS):
             if not self._connected() and not self._connection.wait(WRITE_WAIT_SECONDS):
@@ -207,7 +209,10 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
                 continue
             try:
                 extra = extra_writes(result) if extra_writes is not None else ()
-                self._commit(reader, txn, generation, extra)
+                extra_results = self._commit(reader, txn, generation, extra)
+                committed = getattr(extra_writes, "committed", None)
+                if committed is not None:
+                    committed(extra_results)
                 return result
             except WriteConflict as exc:
                 log.debug("transaction conflict, retrying: %s", exc)
@@ -216,7 +221,8 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
                                "nothing was written")
 
     def _commit(self, reader: _Reader, txn: Any, generation: tuple[int, int],
-                extra: Sequence[ExtraWrite] = ()) -> None:
+                extra: Sequence[ExtraWrite] = ()) -> list:
+        """The `multi`; returns ZooKeeper's results of the `extra` writes."""
         t = self.client.transaction()
         fence_index = None
         if self.fence is not None:
@@ -249,6 +255,7 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
                 t.check(self._path(*k), version)
         for event in txn.events:
             t.create(f"{self._path('events')}/e-", _dumps(event), sequence=True)
+        first_extra = len(t.operations)
         for path, data, exists in extra:  # a node appearing/vanishing meanwhile: a conflict
             if exists:
                 t.set_data(path, data)
@@ -276,6 +283,7 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
                         seq)
         if seq >= CHANGES_KEPT and seq % 100 == 0:  # nothing to prune before
             self._prune_changes()
+        return results[first_extra:first_extra + len(extra)]
 
     def _prune_changes(self) -> None:
         try:

@@ -165,3 +165,48 @@ def test_a_newer_write_of_another_process_wins_over_our_older_one(stores):
     theirs.upsert_task(dict(newer, state="TASK_STAGING"))
     ours.refresh()
     assert ours.get_task("a.1")["state"] == "TASK_STAGING"
+
+
+class _Recording:
+    """Every call of the listed client methods from this thread, with its first argument."""
+
+    def __init__(self, client, monkeypatch, names) -> None:
+        self.calls: list[tuple[str, object]] = []
+        thread = threading.get_ident()
+        for name in names:
+            real = getattr(client, name)
+
+            def call(*args, _name=name, _real=real, **kwargs):
+                if threading.get_ident() == thread:
+                    self.calls.append((_name, args[0] if args else None))
+                return _real(*args, **kwargs)
+            monkeypatch.setattr(client, name, call)
+
+
+def test_an_app_change_with_its_version_is_one_multi(stores, monkeypatch):
+    from tests.scheduler.state_docs import dep
+
+    api = stores()
+    calls = _Recording(api.client, monkeypatch, _Counting.READS + (
+        "ensure_path", "ensure_path_async", "transaction", "create", "set", "delete"))
+    versions = []
+    for n in range(1, 5):  # the creation, then three changes
+        doc = dict(app_doc("/v", instances=n), version=f"2026-12-03T00:00:0{n}.000Z")
+        versions.append(api.apply_app_change("/v", doc, dep(f"d{n}", "/v"), force=True,
+                                             history_keep=50)["version"])
+    history = [c for c in calls.calls if "app_versions" in str(c[1])]
+    assert history == []  # no ensure_path, exists or listing of the history outside the multi
+    assert [name for name, _ in calls.calls].count("transaction") == 4
+    assert stores().list_app_versions("/v") == versions[::-1]
+
+
+def test_a_store_without_the_history_node_gets_it(stores):
+    from tests.scheduler.state_docs import dep
+
+    old = stores()
+    first = old.apply_app_change("/v", app_doc("/v"), dep("d1", "/v"))  # no history kept
+    assert old.list_app_versions("/v") == []
+    doc = dict(app_doc("/v", instances=2), version="2026-12-03T00:00:09.000Z")
+    second = stores().apply_app_change("/v", doc, dep("d2", "/v"), force=True,
+                                       history_keep=50)
+    assert old.list_app_versions("/v") == [second["version"]] != [first["version"]]
