@@ -16,7 +16,9 @@ Invariants:
   state serialises on that node, so no two API writers ever both win on the same snapshot), the
   change record and, for a fenced scheduler, a check of its leader node. All or nothing; a
   failed check re-runs the plan on a fresh snapshot (bounded retries), a failed fence is
-  `NotLeader`, a lost connection is `StoreUnavailable`.
+  `NotLeader`, no connection is `StoreUnavailable`. A commit whose answer was lost is
+  looked up by its write id once the connection is back (`scheduler.zk_outcome`): landed, it
+  succeeds; not landed, it is retried; not knowable, StoreUnavailable says so.
 - Reads come from a local cache of every document (`scheduler.zk_cache`). This process's own
   writes enter it from the `multi`'s results as it commits (no round trip); other writers'
   through a watch on `changes/` (each record names the keys to re-read). A read first asks
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
@@ -70,6 +73,7 @@ from scheduler.zk import (
 )
 from scheduler.zk_cache import GENERATION, Entry, Key, ZkCache, _dumps, _loads
 from scheduler.zk_events import ZkEventLog, seq_of
+from scheduler.zk_outcome import commit_outcome
 from scheduler.zk_versions import ExtraWrite, ZooKeeperAppVersions
 
 log = logging.getLogger("accessd.zk_state")
@@ -261,7 +265,8 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
                 t.set_data(path, data)
             else:
                 t.create(path, data)
-        record: Doc = {"keys": [list(k) for k in written]}
+        write_id = uuid.uuid4().hex  # how a commit whose answer is lost is found (zk_outcome)
+        record: Doc = {"keys": [list(k) for k in written], "w": write_id}
         if txn.bump_generation:
             t.set_data(self._path(GENERATION), str(generation[0] + 1).encode(), generation[1])
             record["gen"] = [generation[0] + 1, generation[1] + 1]
@@ -271,8 +276,22 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
         # is only its path): the created documents' czxid/mzxid in the cache
         t.set_data(self._path(LAST_WRITE), b"")
         t.create(f"{self._path('changes')}/c-", _dumps(record), sequence=True)
-        with zk_errors("committing a transaction"):
-            results = t.commit_async().get(timeout=CALL_TIMEOUT)
+        known = self._applied
+        try:
+            with zk_errors("committing a transaction"):
+                results = t.commit_async().get(timeout=CALL_TIMEOUT)
+        except StoreUnavailable as exc:
+            landed = commit_outcome(self, write_id, known)
+            if landed is None:
+                raise StoreUnavailable(
+                    "ZooKeeper dropped the connection during the commit "
+                    f"({type(exc.__cause__).__name__}); whether the "
+                    f"change was written is not known (write {write_id}): read it back before "
+                    "trying again") from exc
+            if not landed:
+                raise WriteConflict("the connection dropped before the commit landed") from exc
+            self._fresh(force=True)  # it landed: into the cache like another writer's change
+            return []
         failure = transaction_failure(results, fence_index)
         if failure is not None:
             raise failure

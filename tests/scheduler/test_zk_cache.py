@@ -210,3 +210,72 @@ def test_a_store_without_the_history_node_gets_it(stores):
     second = stores().apply_app_change("/v", doc, dep("d2", "/v"), force=True,
                                        history_keep=50)
     assert old.list_app_versions("/v") == [second["version"]] != [first["version"]]
+
+
+def _lose_next_commit_answer(store, monkeypatch, *, lands: bool) -> list[bool]:
+    """The next commit's answer is lost (ConnectionLoss), after the `multi` was really
+    committed (`lands`) or before it was sent."""
+    from kazoo.exceptions import ConnectionLoss
+
+    real_transaction = store.client.transaction
+    lost: list[bool] = []
+
+    def transaction():
+        t = real_transaction()
+        if lost:
+            return t
+        real_commit = t.commit_async
+
+        def commit_async():
+            lost.append(True)
+            if lands:
+                real_commit().get(timeout=10)
+
+            class Lost:
+                def get(self, timeout=None):
+                    raise ConnectionLoss()
+            return Lost()
+        t.commit_async = commit_async
+        return t
+
+    monkeypatch.setattr(store.client, "transaction", transaction)
+    return lost
+
+
+@pytest.mark.parametrize("lands", [True, False])
+def test_a_commit_whose_answer_is_lost_reports_what_happened(stores, monkeypatch, lands):
+    from tests.scheduler.state_docs import dep
+
+    api, other = stores(), stores()
+    lost = _lose_next_commit_answer(api, monkeypatch, lands=lands)
+    stored = api.apply_app_change("/x", app_doc("/x"), dep("d1", "/x"), must_exist=False)
+    assert lost == [True]  # the answer was lost, yet the caller learns the write is in
+    assert stored["id"] == "/x" and api.get_app("/x") == other.get_app("/x") == stored
+    assert [d["id"] for d in other.list_deployments()] == ["d1"]  # written once
+    assert other.desired_generation() == 1
+
+
+def test_a_lost_commit_answer_without_a_connection_back_says_the_outcome_is_unknown(
+        stores, monkeypatch):
+    from scheduler import zk_outcome
+    from scheduler.state import StoreUnavailable
+    from tests.scheduler.state_docs import dep
+
+    api, other = stores(), stores()
+    _lose_next_commit_answer(api, monkeypatch, lands=True)
+    real_wait = api._connection.wait
+    monkeypatch.setattr(zk_outcome, "WRITE_WAIT_SECONDS", 0.2)
+    # the connection is gone once the commit is sent (and does not come back in time)
+    monkeypatch.setattr(api, "_connected", lambda: not hasattr(api, "_sent"))
+    monkeypatch.setattr(api._connection, "wait",
+                        lambda t=None: False if hasattr(api, "_sent") else real_wait(t))
+    real_commit_outcome = zk_outcome.commit_outcome
+
+    def outcome(store, write_id, after):
+        store._sent = True
+        return real_commit_outcome(store, write_id, after)
+
+    monkeypatch.setattr("scheduler.zk_state.commit_outcome", outcome)
+    with pytest.raises(StoreUnavailable, match="whether the change was written is not known"):
+        api.apply_app_change("/x", app_doc("/x"), dep("d1", "/x"), must_exist=False)
+    assert other.get_app("/x") is not None  # it had landed: the answer said it might have
