@@ -279,3 +279,27 @@ def test_a_lost_commit_answer_without_a_connection_back_says_the_outcome_is_unkn
     with pytest.raises(StoreUnavailable, match="whether the change was written is not known"):
         api.apply_app_change("/x", app_doc("/x"), dep("d1", "/x"), must_exist=False)
     assert other.get_app("/x") is not None  # it had landed: the answer said it might have
+
+
+@pytest.mark.parametrize("bind,advertise,leader_name,elected", [
+    ("127.0.0.1:9999", None, "127.0.0.1:9999", True),       # the scheduler advertises our bind
+    ("127.0.0.1:9999", "node-a:9999", "node-a:9999", True),  # our own name, given
+    ("0.0.0.0:9999", None, "{hostname}:9999", True),         # bound everywhere: hostname:port
+    ("127.0.0.1:9999", None, "node-b:9999", False),          # another node leads
+    ("127.0.0.1:9999", None, "{hostname}:9999", False),      # a specific address is the name
+])
+def test_elected_compares_the_leader_record_with_this_nodes_names(stores, url, bind, advertise,
+                                                                   leader_name, elected):
+    import socket
+
+    from scheduler.leader import Candidate
+
+    scheduler = stores()
+    candidate = Candidate(scheduler.client, scheduler.root,
+                          leader_name.format(hostname=socket.gethostname()))
+    assert candidate.campaign(threading.Event())
+    client = falcon.testing.TestClient(create_app(
+        ApiConfig(state_path=url, leader=bind, advertise=advertise), stores()))
+    info = client.simulate_get("/v2/info").json
+    assert info["leader"] == candidate.name and info["elected"] is elected
+    candidate.resign()
