@@ -69,16 +69,18 @@ def get_app_or_404(store: StateStore, app_id: str) -> Doc:
 
 
 def render_apps(store: StateStore, apps: list[Doc], embed: set[str],
-                with_extras: bool = False, task_views: TaskViewCache | None = None) -> list[Doc]:
+                with_extras: bool = False, task_views: TaskViewCache | None = None,
+                encoded_tasks: bool = False) -> list[Doc]:
     """Views of `apps` (four store reads in all); with `task_views`, tasks are decoded and
-    shaped only when their stored revision moved since this worker last did it."""
+    shaped only when their stored revision moved since this worker last did it, and, with
+    `encoded_tasks`, embedded as pre-encoded `orjson.Fragment`s (for `orjson.dumps` only)."""
     if not apps:
         return []
     one = len(apps) == 1
     shown: dict[str, list[Doc]] = {}
     if task_views is not None and not one:
         tasks, shown = task_views.tasks_by_app(store, shaped="tasks" in embed,
-                                               extras=with_extras)
+                                               extras=with_extras, encoded=encoded_tasks)
     else:
         tasks = views.group_tasks(store.list_tasks(apps[0]["id"]) if one else store.list_tasks())
     if one:
@@ -127,7 +129,7 @@ class AppsCollection:
         # orjson: encoding 10,000 embedded tasks is a third of this answer's time with json.
         body = orjson.dumps({"apps": render_apps(self.ctx.store, apps,
                                                  embeds(req, views.LIST_EMBEDS), extras(req),
-                                                 self.ctx.task_views)})
+                                                 self.ctx.task_views, encoded_tasks=True)})
         self.ctx.cache.put(key, token, body)
         resp.content_type = falcon.MEDIA_JSON
         resp.data = body

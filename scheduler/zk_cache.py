@@ -76,6 +76,8 @@ class ZkCache:
         self._applied: int | None = None         # newest change record in the cache
         self._cversion: int | None = None        # changes/ child version the cache matches
         self._scope = threading.local()          # begin_request/end_request
+        self._changes = dict.fromkeys(KINDS, 0)  # bumped by every change of a kind's docs
+        self._task_order: tuple[int, list[tuple[str, Entry]]] = (-1, [])
         self._own_seqs: set[int] = set()         # our change records the catch-up skips
         self._deleted: dict[Key, int] = {}       # our deletes: key -> zxid, until a listing
         self.stale = False                       # taken after them makes them moot
@@ -181,9 +183,11 @@ class ZkCache:
             if entry is None:
                 if cached is not None and cached[4] <= horizon:
                     del self._cache[kind][key]
+                    self._changes[kind] += 1
             elif ((cached is None or cached[4] < entry[4])
                   and self._deleted.get((kind, key), -1) < entry[4]):
                 self._cache[kind][key] = entry
+                self._changes[kind] += 1
         # a later listing's reads cannot bring back what we deleted before it
         self._deleted = {k: z for k, z in self._deleted.items() if z > horizon}
 
@@ -203,10 +207,12 @@ class ZkCache:
                 cached = self._cache[kind].get(key)
                 if cached is None or cached[4] < entry[4]:
                     self._cache[kind][key] = entry
+                    self._changes[kind] += 1
             for kind, key in deletes:
                 cached = self._cache[kind].get(key)
                 if cached is not None and cached[4] < zxid:
                     del self._cache[kind][key]
+                    self._changes[kind] += 1
                 self._deleted[(kind, key)] = max(zxid, self._deleted.get((kind, key), -1))
             if generation is not None:
                 self._newer_generation(generation)
@@ -250,6 +256,17 @@ class ZkCache:
         self._fresh()
         with self._lock:
             return list(self._cache[kind].items())
+
+    def _task_entries(self, app_id: str | None) -> list[tuple[str, Entry]]:
+        """Tasks in `list_tasks` order, (stagedAt, id), as SQLite orders them; the order of
+        all of them is kept until a task changes (a 10,000-task sort is most of a listing)."""
+        self._fresh()
+        with self._lock:
+            if self._task_order[0] != self._changes["tasks"]:
+                self._task_order = (self._changes["tasks"], sorted(
+                    self._cache["tasks"].items(), key=lambda ke: ke[1][3][1:]))
+            entries = self._task_order[1]
+        return entries if app_id is None else [ke for ke in entries if ke[1][3][0] == app_id]
 
     def _doc(self, kind: str, key: str) -> Doc | None:
         self._fresh()

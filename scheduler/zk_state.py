@@ -71,7 +71,7 @@ from scheduler.zk import (
     transaction_failure,
     zk_errors,
 )
-from scheduler.zk_cache import GENERATION, Entry, Key, ZkCache, _dumps, _loads
+from scheduler.zk_cache import GENERATION, Key, ZkCache, _dumps, _loads
 from scheduler.zk_events import ZkEventLog, seq_of
 from scheduler.zk_outcome import commit_outcome
 from scheduler.zk_versions import ExtraWrite, ZooKeeperAppVersions
@@ -345,11 +345,6 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
 
     def get_task(self, task_id: str) -> Doc | None:
         return self._doc("tasks", task_id)
-
-    def _task_entries(self, app_id: str | None) -> list[tuple[str, Entry]]:
-        entries = [(k, e) for k, e in self._docs("tasks") if app_id is None or e[3][0] == app_id]
-        entries.sort(key=lambda ke: ke[1][3][1:])  # (stagedAt, id), as SQLite orders them
-        return entries
 
     def list_tasks(self, app_id: str | None = None) -> list[Doc]:
         return [_loads(e[0]) for _, e in self._task_entries(app_id)]
