@@ -303,3 +303,24 @@ def test_elected_compares_the_leader_record_with_this_nodes_names(stores, url, b
     info = client.simulate_get("/v2/info").json
     assert info["leader"] == candidate.name and info["elected"] is elected
     candidate.resign()
+
+
+def test_a_cache_further_behind_than_the_kept_records_reloads_everything(stores, monkeypatch):
+    from scheduler import zk_state
+
+    monkeypatch.setattr(zk_state, "CHANGES_KEPT", 20)  # pruned at the 100th record
+    keep = 100
+    ours, theirs = stores(session_reads=True), stores()
+    theirs.upsert_task(task("gone", "/a"))
+    ours.refresh()
+    ours.upsert_task(task("mine", "/a"))
+    assert ours.get_task("gone") is not None
+    with ours._catch_up_lock:  # our watch's catch-ups wait meanwhile
+        theirs.delete_task("gone")
+        for n in range(keep + 1):  # the records we would need are pruned
+            theirs.upsert_task(dict(task(f"t{n % 10}", "/a"), n=n))
+    assert len(theirs.client.get_children(theirs._path("changes"))) < keep
+    ours.refresh()
+    assert ours.get_task("gone") is None and ours.get_task("mine") is not None
+    assert {t["id"]: t["n"] for t in ours.list_tasks() if "n" in t} == {
+        f"t{n % 10}": n for n in range(keep + 1)}  # each key's last write
