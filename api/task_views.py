@@ -10,7 +10,8 @@ shape only the tasks whose revision moved; the rest are reused. A store without 
 What this cache hands out is shared between requests: the documents and views are read-only
 (they are counted and encoded, never changed). Only the tasks present in the latest full
 listing are kept, so the cache is as large as the store's task set (a one-app read does
-not use it).
+not use it). Per task it keeps the fields the app views count (`COUNTED_FIELDS`) and the
+encoded view; the stored bytes are the store's own.
 """
 
 from __future__ import annotations
@@ -27,22 +28,30 @@ Doc = dict[str, Any]
 _loads = orjson.loads
 
 
-class _Cached:
-    __slots__ = ("revision", "doc", "shapes")
+# What `views.app_view` reads of a task besides its shaped view (counts, task stats): only
+# these are kept decoded; a field it starts to read must be added here.
+COUNTED_FIELDS = ("id", "appId", "state", "healthy", "stagedAt", "startedAt", "version")
 
-    def __init__(self, revision: Any, doc: Doc) -> None:
+
+class _Cached:
+    __slots__ = ("revision", "data", "doc", "fragments")
+
+    def __init__(self, revision: Any, data: bytes) -> None:
         self.revision = revision
-        self.doc = doc
-        self.shapes: dict[tuple[bool, bool], Any] = {}  # (extras, encoded) -> view
+        self.data = data  # the store's own bytes object: kept, not copied
+        full = _loads(data)
+        self.doc = {k: full[k] for k in COUNTED_FIELDS if k in full}
+        self.fragments: dict[bool, Any] = {}  # extras -> encoded view
 
     def shaped(self, extras: bool, encoded: bool) -> Any:
-        view = self.shapes.get((extras, encoded))
+        if not encoded:  # a dict others may hold on to: made afresh (not the hot path)
+            return views.task_view(_loads(self.data), extras)
+        view = self.fragments.get(extras)
         if view is None:
-            if encoded:
-                view = orjson.Fragment(orjson.dumps(self.shaped(extras, False)))
-            else:
-                view = views.task_view(self.doc, extras)
-            self.shapes[(extras, encoded)] = view
+            encoded = orjson.dumps(views.task_view(_loads(self.data), extras))
+            # a copy of exactly its size: orjson's buffer has room to spare (2 KB a task)
+            view = orjson.Fragment(memoryview(encoded).tobytes())
+            self.fragments[extras] = view
         return view
 
 
@@ -63,7 +72,7 @@ class TaskViewCache:
             for task_id, owner, revision, data in records:
                 entry = known.get(task_id)
                 if entry is None or entry.revision != revision:
-                    entry = _Cached(revision, _loads(data))
+                    entry = _Cached(revision, data)
                 out.append((owner, entry))
             # what is not listed any more is forgotten
             self._by_id = {records[i][0]: entry for i, (_, entry) in enumerate(out)}
@@ -72,9 +81,10 @@ class TaskViewCache:
     def tasks_by_app(self, store: StateStore, *, shaped: bool, extras: bool = False,
                      encoded: bool = False) -> tuple[dict[str, list[Doc]], dict[str, list[Any]]]:
         """Every task: `(documents by app id, shaped views by app id)` in `list_tasks` order
-        (the views only when `shaped`; empty otherwise). `encoded`: each view as an
-        `orjson.Fragment` of its JSON, for an answer that is encoded at once (`orjson.dumps`
-        copies it as it is: no encoding of 10,000 tasks per request)."""
+        (the views only when `shaped`; empty otherwise). The documents hold only
+        `COUNTED_FIELDS`. `encoded`: each view as an `orjson.Fragment` of its JSON, kept per
+        revision, for an answer that is encoded at once (`orjson.dumps` copies it as it is:
+        no shaping or encoding of 10,000 tasks per request); otherwise views are made anew."""
         cached = self._cached(store)
         if cached is None:
             return views.group_tasks(store.list_tasks()), {}
