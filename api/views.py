@@ -177,7 +177,8 @@ def app_view(app: Doc, tasks: list[Doc], status: Doc | None, deployments: list[D
     """The app as Marathon's `AppInfo`: the definition plus what `embeds` names (see
     `parse_embeds`; callers add `LIST_EMBEDS` or `SINGLE_EMBEDS` as Marathon does). accessd's
     `status` label only with `extras`. `task_views`: `tasks` already shaped by `task_view`
-    (with the same `extras`), used as they are."""
+    (with the same `extras`), used as they are; `tasks` then hold only the fields
+    `api.task_views.COUNTED_FIELDS` names (add there any field read here)."""
     out = dict(app)
     if "counts" in embeds:
         out.update(counts(tasks))
