@@ -79,8 +79,9 @@ class ZkCache:
         self._changes = dict.fromkeys(KINDS, 0)  # bumped by every change of a kind's docs
         self._task_order: tuple[int, list[tuple[str, Entry]]] = (-1, [])
         self._own_seqs: set[int] = set()         # our change records the catch-up skips
-        self._deleted: dict[Key, int] = {}       # our deletes: key -> zxid, until a listing
-        self.stale = False                       # taken after them makes them moot
+        # our deletes: key -> zxid, kept until a listing taken after them makes them moot
+        self._deleted: dict[Key, int] = {}
+        self.stale = False
 
     def _on_changes(self, children: list[str]) -> bool | None:
         if self._closed:
