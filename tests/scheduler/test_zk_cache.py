@@ -1,6 +1,8 @@
-"""The ZooKeeper store's cache as its readers use it: the API's task views kept per stored
-revision, and a process's own writes in its cache without a round trip. A real ZooKeeper
-server (started once for the module, on a loopback port); each test gets its own root."""
+"""The ZooKeeper store as one process sees it: the API's task views kept per stored revision,
+its own writes in its cache without a round trip, an app change and its version history in one
+`multi`, a commit whose answer is lost, a cache too far behind (reload), and `/v2/info`'s
+`elected`. A real ZooKeeper server (started once for the module, on a loopback port); each test
+gets its own root."""
 
 from __future__ import annotations
 
