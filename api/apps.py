@@ -73,7 +73,8 @@ def render_apps(store: StateStore, apps: list[Doc], embed: set[str],
                 encoded_tasks: bool = False) -> list[Doc]:
     """Views of `apps` (four store reads in all); with `task_views`, tasks are decoded and
     shaped only when their stored revision moved since this worker last did it, and, with
-    `encoded_tasks`, embedded as pre-encoded `orjson.Fragment`s (for `orjson.dumps` only)."""
+    `encoded_tasks`, embedded as pre-encoded `orjson.Fragment`s (for an answer encoded by
+    `orjson.dumps`, as `resp.media` is: nothing may read the tasks of what is returned)."""
     if not apps:
         return []
     one = len(apps) == 1

@@ -99,6 +99,21 @@ def test_the_apps_read_decodes_only_the_tasks_whose_node_changed(stores, url, mo
     assert _tasks(client) == third  # and the two shapes stay apart
 
 
+def test_groups_embed_the_same_task_views(stores, url):
+    writer = stores()
+    for app_id in ("/g/a", "/g/b"):
+        writer.transact(lambda r, a=app_id: _put_app(a))
+        writer.upsert_task(task(f"{app_id[3]}.1", app_id))
+    client = falcon.testing.TestClient(create_app(ApiConfig(state_path=url,
+                                                            view_cache_seconds=0), stores()))
+    for _ in range(2):  # made, then reused
+        r = client.simulate_get("/v2/groups/g", params={"embed": ["group.apps",
+                                                                   "group.apps.tasks"]})
+        assert r.status_code == 200, r.text
+        tasks = {t["id"]: t for a in r.json["apps"] for t in a["tasks"]}
+        assert tasks == _tasks(client)
+
+
 def _put_app(app_id):
     from scheduler.state import Put, Transaction
 
