@@ -62,5 +62,9 @@ class SQLiteAppVersions:
 
     def delete_app_versions(self, app_id: str) -> None:
         with self._write() as c:  # type: ignore[attr-defined]
-            self._versions_table(c)
-            c.execute("DELETE FROM app_versions WHERE app_id = ?", (app_id,))
+            self._delete_versions(c, app_id)
+
+    def _delete_versions(self, c: sqlite3.Connection, app_id: str) -> None:
+        """`delete_app_versions` inside the caller's write transaction `c`."""
+        self._versions_table(c)
+        c.execute("DELETE FROM app_versions WHERE app_id = ?", (app_id,))

@@ -430,7 +430,9 @@ class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZooKeeperBalance
         for event in txn.events:
             t.create(f"{self._path('events')}/e-", _dumps(event), sequence=True)
         for path, data, exists in extra:  # a node appearing/vanishing meanwhile: a conflict
-            if exists:
+            if data is None:
+                t.delete(path)
+            elif exists:
                 t.set_data(path, data)
             else:
                 t.create(path, data)

@@ -23,14 +23,16 @@ def _encode(doc: Doc) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-# A node written beside a transaction's documents: (path, data, whether it exists: set or create).
-ExtraWrite = tuple[str, bytes, bool]
+# A node written beside a transaction's documents: (path, data, whether it exists: set or create);
+# data None deletes the node.
+ExtraWrite = tuple[str, bytes | None, bool]
 
 
 class ZooKeeperAppVersions:
     def transact_with_version(self, plan: Any, app_id: str, keep: int) -> Doc | None:
         """`transact(plan)` with the stored app (the plan's result) put into its version history
-        in the same `multi`; then the history is pruned to `keep`."""
+        in the same `multi`; then the history is pruned to `keep`. A plan whose result is None
+        (the app is gone) deletes the history's nodes in that `multi` instead."""
         if not keep:
             return self.transact(plan)  # type: ignore[attr-defined]
         client = self.client  # type: ignore[attr-defined]
@@ -38,12 +40,24 @@ class ZooKeeperAppVersions:
         def version_write(stored: Doc | None) -> list[ExtraWrite]:
             # Called by transact once connected; bounded calls, as the commit's own.
             if stored is None:
-                return []
+                return history_removal()
             path = self._versions_path(app_id, stored["version"])
             with zk_errors(f"storing version {stored['version']} of {app_id}"):
                 client.ensure_path_async(self._versions_path(app_id)).get(timeout=CALL_TIMEOUT)
                 exists = client.exists_async(path).get(timeout=CALL_TIMEOUT) is not None
             return [(path, _encode(stored), exists)]
+
+        def history_removal() -> list[ExtraWrite]:
+            # A version added after this listing makes the parent's delete fail (NotEmpty):
+            # a write conflict, so transact re-plans and lists again.
+            from kazoo.exceptions import NoNodeError
+            parent = self._versions_path(app_id)
+            with zk_errors(f"deleting the versions of {app_id}"):
+                try:
+                    names = client.get_children_async(parent).get(timeout=CALL_TIMEOUT)
+                except NoNodeError:
+                    return []
+            return [(f"{parent}/{name}", None, True) for name in names] + [(parent, None, True)]
 
         stored = self.transact(plan, extra_writes=version_write)  # type: ignore[attr-defined]
         if stored is not None:
