@@ -272,6 +272,8 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
                               keep: int) -> Doc | None:
         """The plan's transaction and the version history's row (or, the app gone, the
         history's removal), one transaction."""
+        if keep:
+            self._versions_table()  # committed on its own first (once per store object)
         with self._write() as c:
             stored = self._apply_plan(c, plan)
             if keep and stored is not None:
