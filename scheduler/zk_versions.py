@@ -40,29 +40,31 @@ class ZooKeeperAppVersions:
         def version_write(stored: Doc | None) -> list[ExtraWrite]:
             # Called by transact once connected; bounded calls, as the commit's own.
             if stored is None:
-                return history_removal()
+                return self._history_removal(app_id)
             path = self._versions_path(app_id, stored["version"])
             with zk_errors(f"storing version {stored['version']} of {app_id}"):
                 client.ensure_path_async(self._versions_path(app_id)).get(timeout=CALL_TIMEOUT)
                 exists = client.exists_async(path).get(timeout=CALL_TIMEOUT) is not None
             return [(path, _encode(stored), exists)]
 
-        def history_removal() -> list[ExtraWrite]:
-            # A version added after this listing makes the parent's delete fail (NotEmpty):
-            # a write conflict, so transact re-plans and lists again.
-            from kazoo.exceptions import NoNodeError
-            parent = self._versions_path(app_id)
-            with zk_errors(f"deleting the versions of {app_id}"):
-                try:
-                    names = client.get_children_async(parent).get(timeout=CALL_TIMEOUT)
-                except NoNodeError:
-                    return []
-            return [(f"{parent}/{name}", None, True) for name in names] + [(parent, None, True)]
-
         stored = self.transact(plan, extra_writes=version_write)  # type: ignore[attr-defined]
         if stored is not None:
             self._prune_versions(app_id, keep)
         return stored
+
+    def _history_removal(self, app_id: str) -> list[ExtraWrite]:
+        """The extra writes deleting a gone app's history in its change's `multi`: every version
+        node, then their parent. A version added after this listing fails the parent's delete
+        (NotEmpty): a write conflict, so transact re-plans and lists again."""
+        from kazoo.exceptions import NoNodeError
+        parent = self._versions_path(app_id)
+        with zk_errors(f"deleting the versions of {app_id}"):
+            try:
+                names = self.client.get_children_async(parent).get(  # type: ignore[attr-defined]
+                    timeout=CALL_TIMEOUT)
+            except NoNodeError:
+                return []
+        return [(f"{parent}/{name}", None, True) for name in names] + [(parent, None, True)]
 
     def _prune_versions(self, app_id: str, keep: int) -> None:
         from kazoo.exceptions import NoNodeError
