@@ -72,6 +72,12 @@ def test_port_mappings_get_unique_service_ports_kept_and_shown_in_tasks(stack) -
                             json=dict(web, cmd="sleep 200"))
     assert r.status_code == 200, r.text
     assert mapped_service_ports(store.get_app("/web")) == [LOW + 1, LOW + 2, LOW + 5]
+    # the same definition again (ports 0/absent) is no config change
+    changed_at = store.get_app("/web")["versionInfo"]["lastConfigChangeAt"]
+    r = client.simulate_put("/v2/apps/web", params={"force": "true"},
+                            json=dict(web, cmd="sleep 200"))
+    assert r.status_code == 200, r.text
+    assert store.get_app("/web")["versionInfo"]["lastConfigChangeAt"] == changed_at
     # unique across apps, also between portDefinitions and portMappings
     r = client.simulate_post("/v2/apps", json=docker_app("/other", {"containerPort": 80},
                                                          {"containerPort": 81}))
