@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,27 +42,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from scheduler.spec import parse_time  # noqa: E402
+from tests.support import free_port, wait_until  # noqa: E402
 
 AGENT_RESOURCES = "cpus:64;mem:65536;disk:100000;ports:[31000-31999]"
 CMD_APP = "/bench/cmd"
 EXEC_APP = "/bench/exec"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
+    """`tests.support.wait_until` ending the bench (SystemExit) with what it waited for; an
+    error raised by `check` itself is not retried."""
+    return wait_until(check, timeout, every, what, error=SystemExit, retry_on=())
 
 
 class Stack:

@@ -132,7 +132,7 @@ class OfferRound:
             "ipAddresses": [{"ipAddress": ip, "protocol": "IPv4"}],
             "ports": list(launch.ports),
             # Marathon's: the app's service ports (assigned when it was stored), for balancers
-            "servicePorts": [int(pd.port) for pd in app.port_definitions],
+            "servicePorts": list(app.service_ports),
             "stagedAt": format_time(now), "startedAt": None, "version": need.config_version,
             "state": taskstate.STAGING, "healthy": None, "healthCheckResults": [],
             "message": None, "reason": None, "attributes": dict(launch.attributes or {}),

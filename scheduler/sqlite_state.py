@@ -270,11 +270,16 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
 
     def transact_with_version(self, plan: Plan[Doc | None], app_id: str,
                               keep: int) -> Doc | None:
-        """The plan's transaction and the version history's row, one transaction."""
+        """The plan's transaction and the version history's row (or, the app gone, the
+        history's removal), one transaction."""
+        if keep:
+            self._versions_table()  # committed on its own first (once per store object)
         with self._write() as c:
             stored = self._apply_plan(c, plan)
             if keep and stored is not None:
                 self._put_version(c, app_id, stored["version"], stored, keep)
+            elif keep:
+                self._delete_versions(c, app_id)
         return stored
 
     def _apply_plan(self, c: sqlite3.Connection, plan: Plan[T]) -> T:

@@ -264,7 +264,9 @@ class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeep
             t.create(f"{self._path('events')}/e-", _dumps(event), sequence=True)
         first_extra = len(t.operations)
         for path, data, exists in extra:  # a node appearing/vanishing meanwhile: a conflict
-            if exists:
+            if data is None:
+                t.delete(path)
+            elif exists:
                 t.set_data(path, data)
             else:
                 t.create(path, data)

@@ -25,8 +25,9 @@ def _encode(doc: Doc) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-# A node written beside a transaction's documents: (path, data, whether it exists: set or create).
-ExtraWrite = tuple[str, bytes, bool]
+# A node written beside a transaction's documents: (path, data, whether it exists: set or create);
+# data None deletes the node.
+ExtraWrite = tuple[str, bytes | None, bool]
 
 
 class _VersionWrite:
@@ -48,7 +49,7 @@ class _VersionWrite:
 
     def __call__(self, stored: Doc | None) -> list[ExtraWrite]:
         if stored is None:
-            return []
+            return self.store._history_removal(self.app_id)
         self.attempts += 1
         store, client = self.store, self.store.client
         parent = store._versions_path(self.app_id)
@@ -74,7 +75,8 @@ class _VersionWrite:
 class ZooKeeperAppVersions:
     def transact_with_version(self, plan: Any, app_id: str, keep: int) -> Doc | None:
         """`transact(plan)` with the stored app (the plan's result) put into its version history
-        in the same `multi` (`_VersionWrite`); then the history is pruned to `keep`."""
+        in the same `multi` (`_VersionWrite`); then the history is pruned to `keep`. A plan whose
+        result is None (the app is gone) deletes the history's nodes in that `multi` instead."""
         if not keep:
             return self.transact(plan)  # type: ignore[attr-defined]
         version_write = _VersionWrite(self, app_id)
@@ -82,6 +84,20 @@ class ZooKeeperAppVersions:
         if stored is not None and version_write.versions > max(1, int(keep)):
             self._prune_versions(app_id, keep)
         return stored
+
+    def _history_removal(self, app_id: str) -> list[ExtraWrite]:
+        """The extra writes deleting a gone app's history in its change's `multi`: every version
+        node, then their parent. A version added after this listing fails the parent's delete
+        (NotEmpty): a write conflict, so transact re-plans and lists again."""
+        from kazoo.exceptions import NoNodeError
+        parent = self._versions_path(app_id)
+        with zk_errors(f"deleting the versions of {app_id}"):
+            try:
+                names = self.client.get_children_async(parent).get(  # type: ignore[attr-defined]
+                    timeout=CALL_TIMEOUT)
+            except NoNodeError:
+                return []
+        return [(f"{parent}/{name}", None, True) for name in names] + [(parent, None, True)]
 
     def _prune_versions(self, app_id: str, keep: int) -> None:
         from kazoo.exceptions import NoNodeError

@@ -55,6 +55,72 @@ def test_a_scale_and_its_events_are_one_transaction(client_and_store) -> None:
     conn.close()
 
 
+def _refuse(path: Path, name: str, when: str) -> sqlite3.Connection:
+    """A trigger refusing `when` on the version history: the failure a change meets at its
+    version write (a full disk, a killed process) made repeatable."""
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TRIGGER {name} BEFORE {when} ON app_versions "
+                 "BEGIN SELECT RAISE(ABORT, 'history refused'); END")
+    conn.commit()
+    return conn
+
+
+def test_a_delete_and_its_history_removal_are_one_transaction(client_and_store) -> None:
+    client, store, path = client_and_store
+    assert client.simulate_post("/v2/apps", json=APP).status_code == 201
+    versions = store.list_app_versions("/w/app")
+    conn = _refuse(path, "keep_history", "DELETE")
+    r = client.simulate_delete("/v2/apps/w/app", params={"force": "true"})
+    assert r.status_code >= 500
+    # before: the app was deleted first and its history after, so it stood without its app
+    assert store.get_app("/w/app") is not None
+    assert store.list_app_versions("/w/app") == versions
+    conn.execute("DROP TRIGGER keep_history")
+    conn.commit()
+    conn.close()
+    r = client.simulate_delete("/v2/apps/w/app", params={"force": "true"})
+    assert r.status_code == 200
+    assert store.get_app("/w/app") is None and store.list_app_versions("/w/app") == []
+
+
+@pytest.mark.parametrize(("route", "left"), [("/v2/tasks/delete", 2),
+                                             ("/v2/apps/w/app/tasks/{}", 2),
+                                             ("/v2/apps/w/app/tasks", 0)])
+def test_a_scale_by_kills_and_its_version_are_one_transaction(client_and_store, route,
+                                                              left) -> None:
+    client, store, path = client_and_store
+    assert client.simulate_post("/v2/apps", json=dict(APP, instances=3)).status_code == 201
+    ids = [f"w_app.{n}" for n in range(3)]
+    for tid in ids:
+        store.upsert_task({"id": tid, "appId": "/w/app", "state": "TASK_RUNNING",
+                           "stagedAt": "2026-12-03T00:00:00.000Z", "version": "v"})
+    app = store.get_app("/w/app")
+    before = store.latest_event_id()
+
+    def kill(task_id: str) -> falcon.testing.Result:
+        params = {"scale": "true", "force": "true"}
+        if route == "/v2/tasks/delete":
+            return client.simulate_post(route, params=params, json={"ids": [task_id]})
+        return client.simulate_delete(route.format(task_id), params=params)  # .../tasks: all
+
+    conn = _refuse(path, "no_versions", "INSERT")
+    assert kill(ids[0]).status_code >= 500
+    # before: the app was scaled first and its version written after, so it stood without it
+    assert store.get_app("/w/app") == app
+    assert store.pending_kill_requests() == [] and store.latest_event_id() == before
+    conn.execute("DROP TRIGGER no_versions")
+    conn.commit()
+    conn.close()
+    r = kill(ids[0])
+    assert r.status_code == 200
+    scaled = store.get_app("/w/app")
+    assert scaled["instances"] == left and scaled["version"] == r.json["version"]
+    assert store.get_app_version("/w/app", store.list_app_versions("/w/app")[0]) == scaled
+    events = [e for _, e in store.events_since(before)]
+    assert [e["eventType"] for e in events] == ["api_post_event", "deployment_info"]
+    assert events[0]["appDefinition"] == scaled
+
+
 def _append_many(path: str, n: int, tag: str) -> None:
     store = SQLiteStateStore(path)
     try:

@@ -66,6 +66,10 @@ GOOD = [
      {"port_definitions_ports": [1, 2]}),
     ("require ports", app(requirePorts=True, portDefinitions=[{"port": 8080}, {"port": 8081}]),
      {"require_ports": True}),
+    # Marathon: a 0 is given a service port when stored, which becomes the required host port
+    ("require ports with zero", app(requirePorts=True, portDefinitions=[{"port": 0},
+                                                                        {"port": 8081}]),
+     {"require_ports": True, "port_definitions_ports": [0, 8081]}),
     ("env and labels", app(env={"A": "1", "B/C": ""}, labels={"x": "y"}),
      {"env": {"A": "1", "B/C": ""}, "labels": {"x": "y"}}),
     ("constraints", app(constraints=[["hostname", "UNIQUE"], ["rack", "CLUSTER", "r1"],
@@ -200,7 +204,6 @@ BAD = [
      "/portDefinitions/0/name", "lowercase"),
     ("duplicate fixed ports", app(portDefinitions=[{"port": 80}, {"port": 80}]),
      "/portDefinitions/1/port", "more than once"),
-    ("require ports with zero", app(requirePorts=True, ports=[0]), "/ports/0", "non-zero"),
     ("require ports duplicate", app(requirePorts=True, portDefinitions=[{"port": 9}, {"port": 9}]),
      "/portDefinitions/1/port", "more than once"),
     ("port labels not strings", app(portDefinitions=[{"port": 0, "labels": {"a": 1}}]),
