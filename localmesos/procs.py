@@ -133,18 +133,28 @@ def _pdeathsig_wrapper() -> list[str]:
 
 
 def proc_table() -> dict[int, tuple[int, int, str]]:
-    """pid -> (ppid, pgid, state) for every process we can see."""
+    """pid -> (ppid, pgid, state) for every process we can see.
+
+    Read with os.open/os.read: a text-mode open() costs ~3x as much, and the reaper reads the
+    whole table every pass (with 500 tasks running it was 40% of localmesos's CPU)."""
     table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
+            fd = os.open(f"/proc/{entry}/stat", os.O_RDONLY)
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        table[int(entry)] = (int(fields[1]), int(fields[2]), fields[0])
+        try:
+            stat = os.read(fd, 4096)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        fields = stat.rsplit(b")", 1)[-1].split(None, 3)
+        if len(fields) < 3:
+            continue
+        table[int(entry)] = (int(fields[1]), int(fields[2]), fields[0].decode())
     return table
 
 
