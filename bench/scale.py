@@ -12,9 +12,14 @@ Starts localmesos (`--agents` agents with room for 1,000 small tasks), `accessd 
   started is gone; the same for 1,000 instances;
 - an app on accessd's executor (a COMMAND health check), 0 → 100: seconds until all healthy;
   the executors' resident memory (VmRSS, from /proc) per task; then deleted the same way;
-- the scheduler's status updates per second: the `status_update_event`s (other than the
-  STAGING the scheduler announces itself) the store recorded during the 1,000 scale, over the
-  span from the first to the last of them.
+- `updates_per_s`, the scheduler's capacity to take status updates: with 1,000 tasks running
+  (a third app, `backoffSeconds` 3600 so that nothing is relaunched meanwhile), the scheduler
+  is paused (SIGSTOP), every task process is SIGKILLed, and once the master shows all 1,000
+  TASK_FAILED (their updates sent or queued to the paused scheduler, none acknowledged) the
+  scheduler resumes (SIGCONT): 1,000 divided by the seconds from the resume until the store
+  holds the last of them (each stored, then acknowledged, as always). This is a burst that is
+  already waiting, so the figure is the scheduler's rate, not the rate at which a launch
+  produces updates; that arrival rate during the 1,000 scale is printed too (`arrival`).
 
 `--quick` scales to 100 / 200 / 20 instead (the RESULT keys keep their names; the sizes are
 printed). The load average is printed at the start and the end: on a shared machine compare
@@ -26,6 +31,7 @@ updates_per_s=<n> executor_rss_mb=<n>`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -230,10 +236,10 @@ def cpu_by_component(stack: Stack) -> dict[str, float]:
             "api": cpu_seconds(stack.procs[2].pid)}
 
 
-def cmd_app(app_id: str) -> dict:
+def cmd_app(app_id: str, **extra: Any) -> dict:
     return {"id": app_id, "executor": "//cmd", "cmd": "exec sleep 3600", "instances": 0,
             "cpus": 0.01, "mem": 8, "portDefinitions": [],
-            "upgradeStrategy": {"minimumHealthCapacity": 0, "maximumOverCapacity": 0}}
+            "upgradeStrategy": {"minimumHealthCapacity": 0, "maximumOverCapacity": 0}, **extra}
 
 
 def executor_app(app_id: str) -> dict:
@@ -313,6 +319,52 @@ def updates_per_second(state_path: Path, since_event: int) -> tuple[int, float]:
         return len(times), 0.0
     span = max(times[-1] - times[0], 1e-3)
     return len(times), len(times) / span
+
+
+def stored_count(state_path: Path, since_event: int, state: str) -> tuple[int, float]:
+    """Status updates to `state` stored after event `since_event`: count, latest timestamp."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True, timeout=30)
+    try:
+        n, last = conn.execute(
+            "SELECT COUNT(*), MAX(json_extract(doc, '$.timestamp')) FROM events WHERE id > ? "
+            "AND json_extract(doc, '$.eventType') = 'status_update_event' AND "
+            "json_extract(doc, '$.taskStatus') = ?", (since_event, state)).fetchone()
+    finally:
+        conn.close()
+    return int(n), parse_time(last) if last else 0.0
+
+
+def update_burst(stack: Stack, app_id: str, n: int) -> float:
+    """Status updates per second the scheduler stores (and then acknowledges) from a burst of
+    `n` that wait for it: see the module docstring."""
+    scale_to_running(stack, cmd_app(app_id, backoffSeconds=3600, maxLaunchDelaySeconds=3600), n)
+    scheduler = stack.procs[1]
+    mark = latest_event(stack.state_path)
+    pids = stack.pids()
+    os.kill(scheduler.pid, signal.SIGSTOP)
+    try:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+        def all_failed() -> bool:
+            states = [t.get("state") for t in stack.mesos_tasks()]
+            return sum(1 for s in states if s == "TASK_FAILED") >= n
+
+        wait_for(f"the master to show {n} TASK_FAILED", all_failed, 120, 0.2)
+        before = cpu_seconds(scheduler.pid)
+    finally:
+        resumed = time.time()
+        os.kill(scheduler.pid, signal.SIGCONT)
+    wait_for(f"the store to hold {n} TASK_FAILED",
+             lambda: stored_count(stack.state_path, mark, "TASK_FAILED")[0] >= n, 120, 0.05)
+    count, last = stored_count(stack.state_path, mark, "TASK_FAILED")
+    took = max(last - resumed, 1e-3)
+    print(f"  {count} TASK_FAILED stored {took:.2f}s after the resume: {count / took:.0f}/s; "
+          f"scheduler CPU {cpu_seconds(scheduler.pid) - before:.2f}s", flush=True)
+    return count / took
 
 
 def timeline(state_path: Path, since_event: int) -> str:
@@ -398,11 +450,16 @@ def main() -> int:
             count, rate = updates_per_second(stack.state_path, mark)
             print(f"  timeline: {timeline(stack.state_path, mark)}", flush=True)
             print(f"  all running after {scale_large:.2f}s ({count} status updates, "
-                  f"{rate:.0f}/s); deleting", flush=True)
+                  f"arrival {rate:.0f}/s); deleting", flush=True)
             profilers = start_profiles(stack, opts.profile, "-delete") if opts.profile else []
             delete_large = delete_to_nothing(stack, CMD_APP + "-b")
             stop_profiles(profilers)
             print(f"  gone after {delete_large:.2f}s", flush=True)
+
+            print(f"{large} updates waiting for the scheduler (paused, then resumed)",
+                  flush=True)
+            updates = update_burst(stack, CMD_APP + "-c", large)
+            delete_to_nothing(stack, CMD_APP + "-c")
 
             print(f"0 -> {executors} on accessd's executor, to healthy", flush=True)
             exec_s = scale_to_running(stack, executor_app(EXEC_APP), executors, healthy=True)
@@ -417,7 +474,7 @@ def main() -> int:
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     print(f"RESULT scale_500_s={scale_small:.2f} scale_1000_s={scale_large:.2f} "
           f"delete_500_s={delete_small:.2f} executor_100_healthy_s={exec_s:.2f} "
-          f"updates_per_s={rate:.0f} executor_rss_mb={rss:.1f}")
+          f"updates_per_s={updates:.0f} executor_rss_mb={rss:.1f}")
     return 0
 
 
