@@ -40,6 +40,8 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
+from localmesos.child_watch import ChildWatcher
+
 log = logging.getLogger("localmesos.procs")
 
 PR_SET_PDEATHSIG = 1
@@ -263,6 +265,7 @@ class Spawner:
         self._completer = threading.Thread(target=self._complete_loop, name="spawned",
                                            daemon=True)
         self._completer.start()
+        self.children = ChildWatcher()  # waits for the command tasks' ends (child_watch.py)
         self._reaper = threading.Thread(target=self._reap_loop, name="reaper", daemon=True)
         self._reaper.start()
 
@@ -373,11 +376,16 @@ class Spawner:
     # ---- the reaper ------------------------------------------------------------------------
 
     def _reap_loop(self) -> None:
-        while not self._stopped.wait(REAP_INTERVAL):
+        interval = REAP_INTERVAL
+        while not self._stopped.wait(interval):
+            started = time.thread_time()
             try:
                 self.reap()
             except Exception:
                 log.exception("reaper pass failed")
+            # A pass reads every process's stat: on a busy machine (thousands of processes) it
+            # waits longer between passes, so that it never takes more than ~10% of a core.
+            interval = max(REAP_INTERVAL, 10 * (time.thread_time() - started))
 
     def reap(self) -> None:
         """Reap adopted zombies, kill adopted orphans of ended containers, sync the guardian."""
@@ -451,6 +459,7 @@ class Spawner:
         self._done.put(None)
         self._completer.join(5)
         self._reaper.join(5)
+        self.children.stop()
         with self._guard_lock:
             g = self._guardian
             self._guardian = None
