@@ -398,14 +398,17 @@ def latest_event(state_path: Path) -> int:
 
 
 def start_profiles(stack: Stack, out_dir: str, tag: str = "") -> list[subprocess.Popen]:
-    """py-spy on localmesos (the first process) and the scheduler (the second)."""
+    """py-spy on localmesos, the scheduler and the API (with its gunicorn workers). `--gil`:
+    only samples of the thread holding the GIL, i.e. Python running; without it, threads
+    waiting in a lock or a queue are counted too and the profile shows mostly waiting."""
     spy = Path(sys.executable).parent / "py-spy"
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return [subprocess.Popen([str(spy), "record", "--pid", str(proc.pid), "--format", "raw",
-                              "--threads", "--rate", "200", "--nonblocking",
-                              "-o", str(Path(out_dir, f"{name}{tag}.txt"))],
+                              "--threads", "--gil", "--subprocesses", "--rate", "200",
+                              "--nonblocking", "-o", str(Path(out_dir, f"{name}{tag}.txt"))],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for name, proc in zip(("localmesos", "scheduler"), stack.procs[:2], strict=True)]
+            for name, proc in zip(("localmesos", "scheduler", "api"), stack.procs[:3],
+                                  strict=True)]
 
 
 def stop_profiles(profilers: list[subprocess.Popen]) -> None:
@@ -421,7 +424,8 @@ def main() -> int:
     p.add_argument("--agents", type=int, default=4)
     p.add_argument("--sizes", metavar="SMALL,LARGE,EXECUTOR", help="other sizes (e.g. 50,600,10)")
     p.add_argument("--profile", metavar="DIR",
-                   help="record the scheduler and localmesos with py-spy (if installed) "
+                   help="record localmesos, the scheduler and the API with py-spy (make bench "
+                        "installs it) "
                         "during the large scale, as flame-graph text files in DIR")
     opts = p.parse_args()
     small, large, executors = (100, 200, 20) if opts.quick else (500, 1000, 100)
