@@ -135,8 +135,14 @@ class Stack:
         return [pid for a in agents for pid in a.get("pids") or []]
 
     def app(self, app_id: str) -> dict | None:
-        resp = self.http.get(self.base + f"/v2/apps{app_id}", timeout=30)
-        return resp.json()["app"] if resp.status_code == 200 else None
+        """The app as `GET /v2/apps` lists it (counts and deployments, no tasks), as a client
+        watching a deployment polls it. `GET /v2/apps/{id}` embeds every task: polled ten
+        times a second during a launch of 1,000 it cost the API as much CPU as the
+        scheduler's own work."""
+        resp = self.http.get(self.base + "/v2/apps", params={"id": app_id}, timeout=30)
+        if resp.status_code != 200:
+            return None
+        return next((a for a in resp.json()["apps"] if a["id"] == app_id), None)
 
     def call(self, method: str, path: str, body: Any = None) -> requests.Response:
         resp = self.http.request(method, self.base + path, json=body, timeout=30)
