@@ -171,6 +171,15 @@ def _sandbox_of(pid: int) -> str | None:
     return None
 
 
+def exited(pid: int) -> bool:
+    """True once our child `pid` has ended, reaped or not (it is left unreaped: its Popen
+    reaps it)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped already
+        return True
+
+
 def kill_group(pgid: int, sig: int) -> bool:
     """Signal a whole process group; False when no such group exists any more."""
     if pgid <= 1 or pgid == os.getpgrp():
