@@ -186,11 +186,12 @@ class Agent(CommandTasks, DockerTasks, ExecutorLifecycle, StatusUpdates, Executo
     # ---- launching -------------------------------------------------------------------------
 
     def _sandbox(self, fid: str, eid: str, container_id: str) -> str:
-        d = (self.work_dir / "slaves" / self.id / "frameworks" / fid / "executors" / eid / "runs"
-             / container_id)
-        d.mkdir(parents=True, exist_ok=True)
-        self.files.attach_sandbox(str(self.work_dir), self.id, fid, eid, str(d))
-        return str(d)
+        # os.path, not pathlib: an ACCEPT makes hundreds of these under the cluster lock
+        d = os.path.join(self.work_dir, "slaves", self.id, "frameworks", fid, "executors", eid,
+                         "runs", container_id)
+        os.makedirs(d, exist_ok=True)
+        self.files.attach_sandbox(str(self.work_dir), self.id, fid, eid, d)
+        return d
 
     def _env(self, fid: str, eid: str, directory: str, command: dict[str, Any]) -> dict[str, str]:
         info = self.framework_infos.get(fid) or {}
