@@ -10,7 +10,8 @@ to its `Popen` still holds.
 
 Invariants:
 - `fn` is called exactly once, after the child has exited (or, if no pidfd can be had, from a
-  thread of its own that waits as before);
+  thread of its own that waits as before), unless the watcher is stopped first (localmesos is
+  ending: nothing is called any more);
 - callbacks run one at a time on the watcher thread, in the order their children were seen to
   end; one that raises is logged and the watcher goes on.
 """
@@ -31,10 +32,12 @@ class ChildWatcher:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)  # a full pipe already holds a wake-up
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._lock = threading.Lock()
         self._new: list[tuple[int, Callable[[], None]]] = []
         self._stopped = False
+        self._closed = False  # the thread has ended and closed every descriptor
         self._thread = threading.Thread(target=self._run, name="child-watch", daemon=True)
         self._thread.start()
 
@@ -52,13 +55,23 @@ class ChildWatcher:
                 os.close(fd)
                 return
             self._new.append((fd, fn))
-        os.write(self._wake_w, b"x")
+            self._wake()
 
     def stop(self) -> None:
         with self._lock:
+            if self._stopped:
+                return
             self._stopped = True
-        os.write(self._wake_w, b"x")
+            self._wake()
         self._thread.join(5)
+
+    def _wake(self) -> None:
+        """Under the lock, so never after the thread has closed the pipe."""
+        if not self._closed:
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass
 
     def _run(self) -> None:
         watched: dict[int, Callable[[], None]] = {}
@@ -79,6 +92,7 @@ class ChildWatcher:
                             self._selector.close()
                             os.close(self._wake_r)
                             os.close(self._wake_w)
+                            self._closed = True
                             return
                     for pidfd, fn in new:
                         watched[pidfd] = fn

@@ -66,3 +66,12 @@ def test_without_a_pidfd_a_thread_waits(watcher, monkeypatch):
     ended: list[tuple[int, int]] = []
     watch_all(watcher, [child], ended)
     wait_until(lambda: ended == [(child.pid, 0)], timeout=10)
+
+
+def test_stop_twice_and_watch_after_stop_are_harmless():
+    w = ChildWatcher()
+    w.stop()
+    w.stop()
+    child = subprocess.Popen(["true"])
+    w.watch(child.pid, lambda: None, child.wait)  # ignored: nothing is watched any more
+    child.wait()
