@@ -1,4 +1,4 @@
-"""ACKNOWLEDGE and DECLINE calls off the worker's thread, on HTTP connections of their own.
+"""ACKNOWLEDGE, DECLINE and KILL calls off the worker's thread, on HTTP connections of their own.
 
 pymesos sends every call synchronously on its one connection to the master, from the thread
 that makes it. The worker acknowledges each status update once it is stored: with a hundred job
@@ -15,7 +15,9 @@ whole of every call it sends (an ACCEPT on the worker's thread). A call that can
 subscription, a connection lost, a refused call) is dropped: the agent re-sends an
 unacknowledged update, which is stored (idempotently) and acknowledged again; a declined offer
 the master never heard about stays out until the master rescinds it or the framework REVIVEs
-(and the next subscription starts afresh).
+(and the next subscription starts afresh); a KILL is sent again by the worker's round after
+`KILL_RETRY_SECONDS` while its task runs (deleting an app of 500 tasks sent 500 KILLs one at a
+time from the worker, each waiting for its answer).
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def ack_body(framework_id: str, status: dict[str, Any]) -> dict[str, Any]:
     return {"type": "ACKNOWLEDGE", "framework_id": {"value": framework_id},
             "acknowledge": {"agent_id": status["agent_id"], "task_id": status["task_id"],
                             "uuid": status["uuid"]}}
+
+
+def kill_body(framework_id: str, task_id: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "KILL", "framework_id": {"value": framework_id},
+            "kill": {"task_id": task_id}}
 
 
 def decline_body(framework_id: str, offer_ids: list[dict[str, Any]],
@@ -66,6 +73,11 @@ class CallSender:
         framework_id = self.driver.framework_id
         if framework_id:
             self._submit(ack_body(framework_id, status))
+
+    def kill(self, task_id: dict[str, Any]) -> None:
+        framework_id = self.driver.framework_id
+        if framework_id:
+            self._submit(kill_body(framework_id, task_id))
 
     def decline(self, offer_ids: list[dict[str, Any]], filters: dict[str, Any] | None) -> None:
         framework_id = self.driver.framework_id
@@ -133,6 +145,8 @@ class CallSender:
         if body["type"] == "ACKNOWLEDGE":
             what = "acknowledgement of an update of task " + str(
                 body["acknowledge"]["task_id"].get("value"))
+        elif body["type"] == "KILL":
+            what = f"KILL of task {body['kill']['task_id'].get('value')} (sent again later)"
         else:
             what = f"decline of {len(body['decline']['offer_ids'])} offer(s)"
         log.warning("%s not delivered (%s)", what, why)

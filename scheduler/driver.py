@@ -113,12 +113,16 @@ class ReconnectingDriver(MesosSchedulerDriver):
         install_tolerant_connection()
         self._failed_attempts = 0
         self._attempting = False  # a connection started and has not SUBSCRIBED yet
-        # ACKNOWLEDGE and DECLINE off the caller's thread (scheduler.async_calls)
+        # ACKNOWLEDGE, DECLINE and KILL off the caller's thread (scheduler.async_calls)
         self.calls = CallSender(self)
 
     def acknowledgeStatusUpdate(self, status):  # noqa: N802 - pymesos's name
         if self.connected:
             self.calls.acknowledge(status)
+
+    def killTask(self, task_id):  # noqa: N802 - pymesos's name
+        if self.connected:
+            self.calls.kill(task_id)
 
     def declineOffer(self, offer_ids, filters=None):  # noqa: N802 - pymesos's name
         if self.connected:

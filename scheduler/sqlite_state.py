@@ -128,6 +128,20 @@ def _dumps(doc: Any) -> str:
     return json.dumps(doc, separators=(",", ":"), sort_keys=False)
 
 
+_FAST_EVENTS = frozenset({"status_update_event", "health_status_changed_event"})
+
+
+def _dumps_observed(doc: Any) -> str:
+    """`_dumps` for task documents and status events, the bulk of a launch's writes (~2,500
+    for 500 tasks): orjson, ~5x faster. Only for these: they hold what Mesos reported and
+    what the scheduler derived, never a user's number (orjson writes NaN as null, json as
+    NaN); what orjson refuses (integers past 64 bits, non-string keys) goes through json."""
+    try:
+        return orjson.dumps(doc).decode()
+    except TypeError:
+        return _dumps(doc)
+
+
 def _loads(text: str) -> Any:
     # orjson: decoding is most of the cost of listing 10,000 tasks (3-4x faster than json).
     return orjson.loads(text)
@@ -288,7 +302,8 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
             _APPLY[type(op), op.kind](c, op)
         if txn.events:
             c.executemany("INSERT INTO events (doc) VALUES (?)",
-                          [(_dumps(doc),) for doc in txn.events])
+                          [(_dumps_observed(doc) if doc.get("eventType") in _FAST_EVENTS
+                            else _dumps(doc),) for doc in txn.events])
         if txn.bump_generation:
             self._bump(c)
         return result
@@ -441,7 +456,7 @@ _PUT_SQL = {
                      lambda op: (int(op.doc["seq"]), op.key, _dumps(op.doc))),
     "tasks": ("INSERT OR REPLACE INTO tasks (id, app_id, doc) VALUES (?, ?, ?)",
               lambda op: (op.key, op.doc.get("appId") or task_id_to_app_id(op.key),
-                          _dumps(op.doc))),
+                          _dumps_observed(op.doc))),
     "app_status": ("INSERT OR REPLACE INTO app_status (app_id, doc) VALUES (?, ?)",
                    lambda op: (op.key, _dumps(op.doc))),
     "meta": ("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",

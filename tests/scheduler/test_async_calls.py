@@ -118,3 +118,21 @@ def test_a_refused_call_is_counted_and_logged_not_raised(master, caplog):
         assert len(master.calls) == 1
     finally:
         sender.close()
+
+
+def test_a_kill_goes_out_with_the_stream_id_and_a_refused_one_is_logged(master, caplog):
+    driver = Driver(f"127.0.0.1:{master.server_address[1]}")
+    sender = CallSender(driver, threads=1)
+    try:
+        sender.kill({"value": "t7"})
+        wait_until(lambda: len(master.calls) == 1, timeout=10)
+        body, headers = master.calls[0]
+        assert body == {"type": "KILL", "framework_id": {"value": "fw-1"},
+                        "kill": {"task_id": {"value": "t7"}}}
+        assert headers["Mesos-Stream-Id"] == "stream-1"
+        master.status = 400
+        sender.kill({"value": "t8"})
+        wait_until(lambda: sender.failures == 1, timeout=10)
+        assert "KILL of task t8 (sent again later) not delivered (HTTP 400)" in caplog.text
+    finally:
+        sender.close()
