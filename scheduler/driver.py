@@ -125,6 +125,14 @@ class ReconnectingDriver(MesosSchedulerDriver):
             self.calls.decline([offer_ids] if isinstance(offer_ids, dict) else list(offer_ids),
                                filters)
 
+    def acceptOffersAsync(self, offer_ids, operations, filters, on_failure):  # noqa: N802
+        """ACCEPT from a sender thread (`scheduler.async_calls`); `on_failure(reason)` if it
+        is not delivered or refused (also at once when not connected)."""
+        if not self.connected:
+            on_failure("not connected to a master")
+            return
+        self.calls.accept(list(offer_ids), operations, filters, on_failure)
+
     def stop(self, failover=False):
         super().stop(failover=failover)
         self.calls.close()

@@ -188,6 +188,12 @@ class Worker(OfferRound, PeriodicRound):
         elif kind == "executor_lost":
             log.info("executor %s on agent %s lost (status %s)", _value(payload[0]),
                      _value(payload[1]), payload[2])
+        elif kind == "launch_failed":  # an ACCEPT of job runs sent from a sender thread
+            offer_id, task_ids, why = payload
+            log.warning("ACCEPT of offer %s not delivered (%s); its %d job run(s) wait for "
+                        "the next offer", offer_id, why, len(task_ids))
+            for task_id in task_ids:
+                self.jobs.launch_failed(task_id)
         elif kind == "rescinded":
             log.info("offer %s rescinded", _value(payload[0]))
         elif kind == "error":

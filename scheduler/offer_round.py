@@ -67,7 +67,19 @@ class OfferRound:
             self.store.transact(lambda r: (Transaction(tuple(
                 Put("tasks", task_id, doc) for task_id, doc in docs.items())), None))
         self.jobs.store_launches()  # placed job runs, stored before any ACCEPT
+        send_later = getattr(self.driver, "acceptOffersAsync", None)
         for offer_id, task_infos in infos.items():
+            if send_later is not None and not any(i["task_id"]["value"] in docs
+                                                  for i in task_infos):
+                # only job runs (stored as staging): the worker need not wait for the master
+                # to launch them; a failure comes back as a `launch_failed` event
+                ids = tuple(i["task_id"]["value"] for i in task_infos)
+                send_later([{"value": offer_id}],
+                           [{"type": "LAUNCH", "launch": {"task_infos": task_infos}}],
+                           {"refuse_seconds": self.refuse_seconds},
+                           lambda why, o=offer_id, t=ids: self.work.put(
+                               ("launch_failed", (o, t, why))))
+                continue
             try:
                 self.driver.acceptOffers(
                     [{"value": offer_id}],

@@ -187,3 +187,48 @@ def test_a_batch_of_job_updates_is_one_write_before_its_acks(env, monkeypatch): 
     assert store.get_job_status("j")["successCount"] == 1
     (retry, failed) = store.list_job_runs("k")
     assert failed["id"] == k["id"] and retry["attempt"] == 1 and retry["state"] == "queued"
+
+
+class SendingLaterDriver(JobDriver):
+    """A driver with `acceptOffersAsync` (as `scheduler.driver.ReconnectingDriver`): the call
+    is only noted (with the run's stored state then), and its failure reported when told."""
+
+    def acceptOffersAsync(self, offer_ids, operations, filters, on_failure):  # noqa: N802
+        launched = [i["task_id"]["value"] for op in operations for i in op["launch"]["task_infos"]]
+        stored = {tid: (self.store.get_job_run(tid) or {}).get("state") for tid in launched}
+        self.calls.append(("accept-later", launched, stored))
+        self.on_failure = on_failure
+
+
+def test_job_runs_accept_is_sent_later_and_a_failed_one_queues_the_runs_again(env):  # noqa: F811
+    store, _, _ = env
+    driver = SendingLaterDriver(store)
+    worker = subscribed(store, driver)
+    add_job(store)
+    worker.tick()
+    (run,) = store.list_job_runs("j")
+    worker.handle("offers", ([make_offer()],))
+    # handed to the sender only once stored as staging; the worker did not wait for it
+    assert [c for c in driver.calls if c[0].startswith("accept")] == [
+        ("accept-later", [run["id"]], {run["id"]: "staging"})]
+    driver.on_failure("HTTP 503")             # from a sender thread: an event for the worker
+    kind, payload = worker.work.get_nowait()
+    assert kind == "launch_failed" and payload[1] == (run["id"],)
+    worker.handle(kind, payload)
+    assert store.get_job_run(run["id"])["state"] == "queued"
+    worker.handle("offers", ([make_offer()],))  # the next offer launches the same run
+    assert [c for c in driver.calls if c[0].startswith("accept")][-1] == (
+        "accept-later", [run["id"]], {run["id"]: "staging"})
+    assert len(store.list_job_runs("j")) == 1
+
+
+def test_an_offer_with_an_app_task_is_still_accepted_by_the_worker(env):  # noqa: F811
+    store, _, _ = env
+    driver = SendingLaterDriver(store)
+    worker = subscribed(store, driver)
+    put_app(store, instances=1)
+    add_job(store)
+    worker.tick()
+    worker.handle("offers", ([make_offer(cpus=8, mem=4096)],))
+    (call,) = [c for c in driver.calls if c[0].startswith("accept")]
+    assert call[0] == "accept" and len(call[1]) == 2  # the app's task and the run, one call
