@@ -49,6 +49,10 @@ log = logging.getLogger("accessd.scheduler")
 Doc = dict[str, Any]
 
 TICK_SECONDS = 0.25              # API writes take effect within about this (plus a plan)
+# A job slot falling due (or a job run ending) brings the next tick forward, but never closer
+# than this to the previous one: 100 jobs spread over a second make one round every 50 ms, not
+# one for each slot.
+JOBS_TICK_GAP_SECONDS = 0.05
 
 
 class Worker(OfferRound, PeriodicRound):
@@ -95,8 +99,20 @@ class Worker(OfferRound, PeriodicRound):
         self.work.put(("wake", ()))
         self.thread.join(timeout)
 
+    def _tick_at(self, next_tick: float, last_tick: float) -> float:
+        """Monotonic time of the next tick: the periodic one, or sooner when a job's slot
+        falls due (`JobRunner.next_round_at`), a gap after the last one."""
+        due = self.jobs.next_round_at()
+        if due == float("inf"):
+            return next_tick
+        mono = time.monotonic()
+        # just after the instant: a slot is due once its instant has come
+        at = max(mono + (due - self.clock()) + 0.001, last_tick + JOBS_TICK_GAP_SECONDS)
+        return min(next_tick, at)
+
     def run(self) -> None:
         next_tick = 0.0
+        last_tick = 0.0
         held: tuple[str, tuple] | None = None  # an event taken while gathering a batch
         while not self.stop_event.is_set():
             if held is not None:
@@ -104,7 +120,8 @@ class Worker(OfferRound, PeriodicRound):
             else:
                 try:
                     kind, payload = self.work.get(
-                        timeout=max(0.0, next_tick - time.monotonic()))
+                        timeout=max(0.0, self._tick_at(next_tick, last_tick)
+                                    - time.monotonic()))
                 except queue.Empty:
                     kind, payload = None, ()
             if kind == "status":
@@ -123,9 +140,10 @@ class Worker(OfferRound, PeriodicRound):
                 self._guard("status updates", lambda b=batch: self.on_status_batch(b))
             elif kind is not None:
                 self._guard(kind, lambda k=kind, p=payload: self.handle(k, p))
-            if time.monotonic() >= next_tick:
+            if time.monotonic() >= self._tick_at(next_tick, last_tick):
                 self._guard("tick", self.tick)
-                next_tick = time.monotonic() + TICK_SECONDS
+                last_tick = time.monotonic()
+                next_tick = last_tick + TICK_SECONDS
 
     def _guard(self, what: str, fn: Callable[[], None]) -> None:
         try:

@@ -392,6 +392,22 @@ def apply_task_status(run: Doc, job_status: Doc | None, spec: JobSpec | None,
                          f"run {run['id']} failed ({state}) after {attempt + 1} attempt(s)")
 
 
+def next_due(jobs: Mapping[str, Job], statuses: Mapping[str, Doc],
+             active_runs: Iterable[Doc], now: float) -> float:
+    """When a round next has a slot to record: the earliest next slot of a scheduled job
+    without an active run (a job with one waits for it to end: its end wakes the round);
+    inf for none. A slot exactly at its instant is due (`schedule.due`)."""
+    busy = {r["job"] for r in active_runs if r.get("active")}
+    at = float("inf")
+    for name, job in jobs.items():
+        if job.spec.is_dependent or (name in busy and not job.spec.concurrent):
+            continue
+        nxt = next_run_at(job, statuses.get(name), now)
+        if nxt is not None and nxt < at:
+            at = nxt
+    return at
+
+
 def next_run_at(job: Job, status: Doc | None, now: float) -> float | None:
     """When the job's next scheduled slot is (None: dependent, disabled, or exhausted)."""
     spec = job.spec

@@ -5,6 +5,10 @@ worker thread:
 - `tick(now)` every tick: reads jobs, statuses, active runs and requests, plans
   (`plan.plan_round`), applies each decision in one store transaction, then sends kills;
   returns True when new runs wait for offers (the worker then REVIVEs);
+- `next_round_at()`: when the next round is wanted sooner than the worker's tick (a job's next
+  slot falls due, a run of a non-concurrent job ended while its next slot waits): the worker
+  ticks then, so a slot is recorded within a few ms of its instant instead of up to a tick
+  period after it;
 - `demand()`: the queued runs as placement demand keys (for REVIVE/SUPPRESS);
 - `launch_requests()` / `prepare_launch(launch, now)` / `store_launches()`: queued runs join
   the apps' placement; the placed runs are stored as `staging` (task id, agent), in one
@@ -55,6 +59,7 @@ class JobRunner:
         self.kill_sent: dict[str, float] = {}
         self.last_prune = 0.0
         self.to_prune: list[str] = []  # the jobs the current pruning pass has still to do
+        self.due_at = float("inf")   # clock time the next idle job's slot falls due
 
     # -- the round -------------------------------------------------------------------------------
     def tick(self, now: float) -> bool:
@@ -82,8 +87,8 @@ class JobRunner:
         requests = self.store.pending_job_actions()
         recent = {q["job"]: self.store.list_job_runs(q["job"], limit=jobplan.HISTORY_KEPT)
                   for q in requests if q.get("action") == "progress"}
-        result = jobplan.plan_round(self.jobs, self.store.list_job_status(), active,
-                                    requests, now, recent)
+        statuses = self.store.list_job_status()
+        result = jobplan.plan_round(self.jobs, statuses, active, requests, now, recent)
         for note in result.log:
             log.info("%s", note)
         if result.records:  # one transaction, stored before anything is launched or killed
@@ -111,8 +116,16 @@ class JobRunner:
         before = {r["id"] for r in self.queued}
         self.queued = sorted((r for r in active if r["state"] == "queued"),
                              key=lambda r: (r["scheduledAt"], r["id"]))
+        after = dict(statuses)  # as this round left them
+        for record in result.records:
+            after.update((s["name"], s) for s in record.statuses)
+        self.due_at = jobplan.next_due(self.jobs, after, active, now)
         self._prune()
         return any(r["id"] not in before for r in self.queued)
+
+    def next_round_at(self) -> float:
+        """Clock time a jobs round is wanted (inf: none before the worker's next tick)."""
+        return self.due_at
 
     def _prune(self) -> None:
         """Keep each job's newest `HISTORY_KEPT` finished runs: a pass over every job every
@@ -243,6 +256,9 @@ class JobRunner:
         for task_id, run in runs.items():
             if not run.get("active"):
                 self.kill_sent.pop(task_id, None)
+                # a non-concurrent job's next slot may be waiting for this run, and a
+                # dependent job for this success: the next round is wanted now
+                self.due_at = min(self.due_at, now)
         return handled
 
     def _spec(self, name: str) -> JobSpec | None:

@@ -232,3 +232,27 @@ def test_an_offer_with_an_app_task_is_still_accepted_by_the_worker(env):  # noqa
     worker.handle("offers", ([make_offer(cpus=8, mem=4096)],))
     (call,) = [c for c in driver.calls if c[0].startswith("accept")]
     assert call[0] == "accept" and len(call[1]) == 2  # the app's task and the run, one call
+
+
+def test_the_tick_comes_forward_to_a_slots_instant_and_to_a_runs_end(env):  # noqa: F811
+    import time
+
+    from scheduler.framework import JOBS_TICK_GAP_SECONDS, TICK_SECONDS
+
+    store, _, _ = env
+    driver = JobDriver(store)
+    worker = subscribed(store, driver)
+    add_job(store, schedule=f"R/{iso(NOW + 0.1)}/PT1H")  # idle, its slot 0.1 s from now
+    worker.tick()
+    assert store.list_job_runs("j") == [] and worker.jobs.next_round_at() == NOW + 0.1
+    mono = time.monotonic()
+    at = worker._tick_at(mono + TICK_SECONDS, mono)
+    assert mono + 0.1 <= at <= time.monotonic() + 0.102  # at the slot, not a whole tick later
+    add_job(store)                            # its slot passed: recorded now, and busy
+    worker.tick()
+    (run,) = store.list_job_runs("j")
+    assert worker.jobs.next_round_at() == float("inf")  # waiting for the run to end
+    worker.handle("status", (status(run["id"], "TASK_FINISHED"),))
+    assert worker.jobs.next_round_at() <= NOW  # the run ended: a round is wanted now
+    mono = time.monotonic()
+    assert worker._tick_at(mono + TICK_SECONDS, mono) == mono + JOBS_TICK_GAP_SECONDS
