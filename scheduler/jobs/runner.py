@@ -41,6 +41,23 @@ PRUNE_JOBS_PER_TICK = 5  # a pass over the histories is spread over ticks: no ro
 STAGING_RECONCILE_SECONDS = 30.0  # ask the master about a run stuck in staging this long
 
 
+def active_after(active: list[Doc], records: tuple[jobplan.Record, ...]) -> list[Doc]:
+    """`active` (newest first) with the records' runs applied: what listing the store's active
+    runs again would give (new runs come first, as the store lists them), without decoding
+    them all again."""
+    runs = {r["id"]: r for r in active}
+    new: list[Doc] = []
+    for record in records:
+        for run in record.runs:
+            if run["id"] not in runs:
+                new.append(run)
+            runs[run["id"]] = run
+        for run_id in record.deleted_runs:
+            runs.pop(run_id, None)
+    order = [r["id"] for r in reversed(new)] + [r["id"] for r in active]
+    return [runs[i] for i in dict.fromkeys(order) if i in runs and runs[i].get("active")]
+
+
 class JobRunner:
     def __init__(self, store: Any, driver: Any) -> None:
         self.store = store
@@ -105,8 +122,8 @@ class JobRunner:
                 return False
         for task_id in result.kills:
             self._kill(task_id)
-        if result.records:
-            active = self.store.list_job_runs(active=True)
+        if result.records:  # the active runs as this round's writes left them
+            active = active_after(active, result.records)
         self._retry_kills(active)
         stuck = [r for r in active if r["state"] == "staging" and r["id"] not in self.asked_about
                  and now - (jobplan.epoch(r.get("stagedAt")) or now) > STAGING_RECONCILE_SECONDS]

@@ -256,3 +256,24 @@ def test_the_tick_comes_forward_to_a_slots_instant_and_to_a_runs_end(env):  # no
     assert worker.jobs.next_round_at() <= NOW  # the run ended: a round is wanted now
     mono = time.monotonic()
     assert worker._tick_at(mono + TICK_SECONDS, mono) == mono + JOBS_TICK_GAP_SECONDS
+
+
+def test_active_runs_after_a_round_are_what_the_store_lists(env):  # noqa: F811
+    from scheduler.jobs.plan import Record, new_run
+    from scheduler.jobs.runner import active_after
+
+    store, _, _ = env
+    store.write_jobs([{"name": n} for n in "abc"])
+    old = [new_run("a", "schedule", NOW - 3, NOW), new_run("b", "schedule", NOW - 2, NOW),
+           dict(new_run("c", "schedule", NOW - 1, NOW), state="running")]
+    store.record_jobs(runs=old)
+    before = store.list_job_runs(active=True)
+    records = (Record(runs=(dict(before[0], killRequested=True),        # c: still active
+                            new_run("a", "manual", NOW, NOW, suffix="m1"))),
+               Record(runs=(dict(new_run("b", "schedule", NOW - 2, NOW), state="killed",
+                                 active=False),)),                       # b: ended
+               Record(runs=(new_run("c", "schedule", NOW + 1, NOW),), deleted_runs=(
+                   old[0]["id"],)))                                      # a's first: gone
+    for record in records:
+        store.record_jobs(runs=record.runs, delete_runs=record.deleted_runs)
+    assert active_after(before, records) == store.list_job_runs(active=True)
