@@ -36,6 +36,7 @@ from typing import Any
 
 from scheduler import backoff, drain, reconcile, status_batch, taskstate
 from scheduler.callbacks import AccessdScheduler, _value
+from scheduler.held_offers import HeldOffers
 from scheduler.jobs.runner import JobRunner
 from scheduler.offer_round import OfferRound
 from scheduler.periodic_round import PeriodicRound, spec_or_none
@@ -87,6 +88,7 @@ class Worker(OfferRound, PeriodicRound):
         self.last_round = 0.0
         self.wake_at = float("inf")            # clock time the next backoff delay runs out
         self.jobs = JobRunner(store, driver)   # Chronos-style jobs (scheduler.jobs)
+        self.held = HeldOffers()               # offers kept for job slots (held_offers)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.run, name="accessd-worker", daemon=True)
 
@@ -198,6 +200,7 @@ class Worker(OfferRound, PeriodicRound):
             if self.subscribed:  # pymesos also reports every failed connection attempt
                 log.warning("disconnected from the master; pymesos reconnects")
             self.subscribed = False
+            self.held.take()
         elif kind == "agent_lost":
             agent_id = _value(payload[0])
             log.warning("agent %s lost; reconciling its tasks", agent_id)
@@ -214,6 +217,7 @@ class Worker(OfferRound, PeriodicRound):
                 self.jobs.launch_failed(task_id)
         elif kind == "rescinded":
             log.info("offer %s rescinded", _value(payload[0]))
+            self.held.drop(_value(payload[0]))
         elif kind == "error":
             self.on_error(payload[0])
 
@@ -226,6 +230,7 @@ class Worker(OfferRound, PeriodicRound):
                                 {"frameworkId": framework_id, "master": master})
         self.subscribed = True
         self.suppressed = False  # a new subscription starts unsuppressed
+        self.held.take()  # offers of an earlier subscription: the master forgot them
         self.last_demand = {}
         self.reconcile_all()
 

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from scheduler import reconcile, taskstate
+from scheduler.held_offers import holding_wanted
 from scheduler.spec import format_time, iso_now
 from scheduler.state import Put, Transaction
 from scheduler.status_batch import event_doc
@@ -68,15 +69,18 @@ class OfferRound:
                 Put("tasks", task_id, doc) for task_id, doc in docs.items())), None))
         self.jobs.store_launches()  # placed job runs, stored before any ACCEPT
         send_later = getattr(self.driver, "acceptOffersAsync", None)
+        hold = self.subscribed and holding_wanted(self.jobs.next_slot_at, now)
         for offer_id, task_infos in infos.items():
             if send_later is not None and not any(i["task_id"]["value"] in docs
                                                   for i in task_infos):
                 # only job runs (stored as staging): the worker need not wait for the master
                 # to launch them; a failure comes back as a `launch_failed` event
                 ids = tuple(i["task_id"]["value"] for i in task_infos)
+                # holding offers for the next slots: what this leaves of the offer comes
+                # straight back (scheduler.held_offers)
                 send_later([{"value": offer_id}],
                            [{"type": "LAUNCH", "launch": {"task_infos": task_infos}}],
-                           {"refuse_seconds": self.refuse_seconds},
+                           {"refuse_seconds": 0 if hold else self.refuse_seconds},
                            lambda why, o=offer_id, t=ids: self.work.put(
                                ("launch_failed", (o, t, why))))
                 continue
@@ -106,6 +110,9 @@ class OfferRound:
             if staged:
                 self.store.transact(lambda r, e=staged: (Transaction(events=e), None))
         declines = [oid for oid in by_id if oid not in infos]
+        if declines and hold:  # kept for the job slots about to fall due
+            self.held.keep([by_id[oid] for oid in declines])
+            declines = []
         if declines:
             self.driver.declineOffer([{"value": oid} for oid in declines],
                                      filters={"refuse_seconds": self.refuse_seconds})
@@ -124,6 +131,20 @@ class OfferRound:
         self.last_demand = {app_id: need.count - placed.get(app_id, 0)
                             for app_id, need in needs.items()
                             if need.count > placed.get(app_id, 0)}
+
+    def launch_on_held(self, now: float) -> None:
+        """New job runs wait and offers are held: launch on those (no REVIVE, no wait for
+        an offer); decline held offers no longer wanted or held too long."""
+        if self.jobs.queued and len(self.held):
+            offers = self.held.take()
+            try:
+                self.on_offers(offers)
+            except Exception:
+                self.decline_all(offers)
+                raise
+        expired = self.held.expired(holding_wanted(self.jobs.next_slot_at, now))
+        if expired:
+            self.decline_all(expired)
 
     def decline_all(self, offers: list[Doc]) -> None:
         # Through the worker's guard: offers that crossed a master failover are declined while

@@ -47,6 +47,9 @@ class PeriodicRound:
             self._release_drains()
         if self.jobs.tick(now):  # new job runs wait for offers: plan (and REVIVE) this tick
             self.dirty = True
+            self.launch_on_held(now)  # on offers kept for them, if any (scheduler.held_offers)
+        elif len(self.held):
+            self.launch_on_held(now)  # only declines what is no longer wanted
         generation = self.store.desired_generation()
         mono = time.monotonic()
         if not (self.dirty or generation != self.seen_generation or now >= self.wake_at

@@ -77,6 +77,7 @@ class JobRunner:
         self.last_prune = 0.0
         self.to_prune: list[str] = []  # the jobs the current pruning pass has still to do
         self.due_at = float("inf")   # clock time the next idle job's slot falls due
+        self.next_slot_at = float("inf")  # the next slot of any job, idle or not
 
     # -- the round -------------------------------------------------------------------------------
     def tick(self, now: float) -> bool:
@@ -137,6 +138,7 @@ class JobRunner:
         for record in result.records:
             after.update((s["name"], s) for s in record.statuses)
         self.due_at = jobplan.next_due(self.jobs, after, active, now)
+        self.next_slot_at = jobplan.next_due(self.jobs, after, (), now)
         self._prune()
         return any(r["id"] not in before for r in self.queued)
 

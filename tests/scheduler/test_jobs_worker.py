@@ -277,3 +277,45 @@ def test_active_runs_after_a_round_are_what_the_store_lists(env):  # noqa: F811
     for record in records:
         store.record_jobs(runs=record.runs, delete_runs=record.deleted_runs)
     assert active_after(before, records) == store.list_job_runs(active=True)
+
+
+def test_an_offer_kept_for_the_next_slot_launches_it_without_a_revive(env):  # noqa: F811
+    store, _, _ = env
+    clock = [NOW]
+    driver = SendingLaterDriver(store)
+    worker = Worker(store, driver, queue.Queue(), clock=lambda: clock[0])
+    worker.handle("subscribed", ("F1", {"hostname": "m", "port": 5050}))
+    add_job(store, schedule=f"R/{iso(NOW - 0.5)}/PT1S")
+    worker.tick()
+    (first,) = store.list_job_runs("j")
+    driver.calls.clear()
+    a, b = make_offer(offer_id="o-a", agent_id="a1"), make_offer(offer_id="o-b", agent_id="a2")
+    worker.handle("offers", ([a, b],))
+    launches = [c for c in driver.calls if c[0] == "accept-later"]
+    assert launches == [("accept-later", [first["id"]], {first["id"]: "staging"})]
+    assert "decline" not in driver.kinds() and len(worker.held) == 1  # the next slot is 0.5 s off
+    worker.handle("status", (status(first["id"], "TASK_FINISHED"),))
+    clock[0] = NOW + 0.6                      # the next slot has come
+    driver.calls.clear()
+    worker.tick()
+    (second,) = [r for r in store.list_job_runs("j") if r["id"] != first["id"]]
+    assert [c for c in driver.calls if c[0] == "accept-later"] == [
+        ("accept-later", [second["id"]], {second["id"]: "staging"})]
+    assert "revive" not in driver.kinds() and len(worker.held) == 0
+    # no slot due soon (the job disabled): a held offer is declined, not kept
+    worker.held.keep([make_offer(offer_id="o-c")])
+    store.write_jobs([dict(store.get_job("j"), disabled=True)])
+    worker.handle("status", (status(second["id"], "TASK_FINISHED"),))
+    worker.tick()
+    assert ("decline", ["o-c"]) in driver.calls and len(worker.held) == 0
+
+
+def test_held_offers_are_forgotten_when_rescinded_or_the_subscription_ends(env):  # noqa: F811
+    store, _, _ = env
+    driver = SendingLaterDriver(store)
+    worker = subscribed(store, driver)
+    worker.held.keep([make_offer(offer_id="o-1"), make_offer(offer_id="o-2")])
+    worker.handle("rescinded", ({"value": "o-1"},))
+    assert list(worker.held.offers) == ["o-2"]
+    worker.handle("disconnected", ())
+    assert len(worker.held) == 0 and "decline" not in driver.kinds()
