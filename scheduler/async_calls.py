@@ -95,23 +95,27 @@ class CallSender:
             self._submit(decline_body(framework_id, offer_ids, filters))
 
     def accept(self, offer_ids: list[dict[str, Any]], operations: list[dict[str, Any]],
-               filters: dict[str, Any] | None, on_failure: OnFailure) -> None:
+               filters: dict[str, Any] | None, on_failure: OnFailure,
+               on_sent: Callable[[], None] | None = None) -> None:
         """`on_failure(reason)` is called (from a sender thread, or from this one when there is
-        no subscription) if the call is not delivered or the master refuses it."""
+        no subscription) if the call is not delivered or the master refuses it; `on_sent()`
+        once the master took it."""
         framework_id = self.driver.framework_id
         if not framework_id:
             on_failure("not subscribed")
             return
-        self._submit(accept_body(framework_id, offer_ids, operations, filters), on_failure)
+        self._submit(accept_body(framework_id, offer_ids, operations, filters), on_failure,
+                     on_sent)
 
-    def _submit(self, body: dict[str, Any], on_failure: OnFailure | None = None) -> None:
+    def _submit(self, body: dict[str, Any], on_failure: OnFailure | None = None,
+                on_sent: Callable[[], None] | None = None) -> None:
         with self.lock:
             if not self.threads:
                 self.threads = [threading.Thread(target=self._run, name=f"accessd-ack-{i}",
                                                  daemon=True) for i in range(self.count)]
                 for t in self.threads:
                     t.start()
-        self.queue.put((body, on_failure))
+        self.queue.put((body, on_failure, on_sent))
 
     def close(self) -> None:
         """End the sender threads (acknowledgements still queued are dropped: re-sent by the
@@ -131,7 +135,7 @@ class CallSender:
             item = self.queue.get()
             if item is None:
                 break
-            body, on_failure = item
+            body, on_failure, on_sent = item
             driver = self.driver
             stream_id = getattr(driver, "_stream_id", None)  # not through pymesos's lock
             master = getattr(driver, "_master", None)
@@ -156,6 +160,8 @@ class CallSender:
                 resp.read()
                 if not 200 <= resp.status < 300:
                     self._failed(f"HTTP {resp.status}", body, on_failure)
+                elif on_sent is not None:
+                    on_sent()
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 conn = None

@@ -142,7 +142,16 @@ class Worker(OfferRound, PeriodicRound):
                 self._guard("status updates", lambda b=batch: self.on_status_batch(b))
             elif kind is not None:
                 self._guard(kind, lambda k=kind, p=payload: self.handle(k, p))
-            if time.monotonic() >= self._tick_at(next_tick, last_tick):
+            mono = time.monotonic()
+            if mono < next_tick and mono >= self._tick_at(next_tick, last_tick):
+                # a job slot fell due between ticks: the jobs' round alone (the apps' checks
+                # wait for the tick), and the whole round at once if its runs need a REVIVE
+                last_tick = mono
+                wanted: list[bool] = []
+                self._guard("jobs round", lambda w=wanted: w.append(self.jobs_round()))
+                if any(wanted):
+                    next_tick = mono
+            if time.monotonic() >= next_tick:
                 self._guard("tick", self.tick)
                 last_tick = time.monotonic()
                 next_tick = last_tick + TICK_SECONDS
@@ -213,6 +222,7 @@ class Worker(OfferRound, PeriodicRound):
             offer_id, task_ids, why = payload
             log.warning("ACCEPT of offer %s not delivered (%s); its %d job run(s) wait for "
                         "the next offer", offer_id, why, len(task_ids))
+            self.jobs.accepting.difference_update(task_ids)
             for task_id in task_ids:
                 self.jobs.launch_failed(task_id)
         elif kind == "rescinded":

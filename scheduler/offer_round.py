@@ -22,7 +22,9 @@ Doc = dict[str, Any]
 class OfferRound:
     """Mixin of `framework.Worker`: the offer callbacks' half of a round."""
 
-    def on_offers(self, offers: list[Doc]) -> None:
+    def on_offers(self, offers: list[Doc], *, jobs_only: bool = False) -> None:
+        """`jobs_only`: held offers for new job runs (`launch_on_held`): the apps' plan is
+        left to the next offers (a REVIVE for an app gives held offers back first)."""
         from scheduler.placement import LaunchRequest, Unplaced, place
         from scheduler.secret_values import SecretUnavailable
         from scheduler.tasks import build_task_info, new_task_id
@@ -31,10 +33,12 @@ class OfferRound:
             self.decline_all(offers)
             return
         now = self.clock()
-        tasks = self.store.list_tasks()  # one snapshot for the plan and the placement
-        plan = self.make_plan(now, tasks)
-        needs = {need.app.id: need for need in plan.launches}
-        requests = [LaunchRequest(app=need.app, count=need.count) for need in plan.launches]
+        if jobs_only:  # a run's placement depends on no task (its "app" is the run itself)
+            tasks, needs = [], {}
+        else:
+            tasks = self.store.list_tasks()  # one snapshot for the plan and the placement
+            needs = {need.app.id: need for need in self.make_plan(now, tasks).launches}
+        requests = [LaunchRequest(app=need.app, count=need.count) for need in needs.values()]
         requests += self.jobs.launch_requests()
         result = place(offers, requests, tasks, role=self.role)
         by_id = {o["id"]["value"]: o for o in offers}
@@ -76,13 +80,17 @@ class OfferRound:
                 # only job runs (stored as staging): the worker need not wait for the master
                 # to launch them; a failure comes back as a `launch_failed` event
                 ids = tuple(i["task_id"]["value"] for i in task_infos)
+                # not reconciled while the call waits: the master would not know them yet and
+                # answer TASK_LOST, and the run would be queued (and launched) again
+                self.jobs.accepting.update(ids)
                 # holding offers for the next slots: what this leaves of the offer comes
                 # straight back (scheduler.held_offers)
                 send_later([{"value": offer_id}],
                            [{"type": "LAUNCH", "launch": {"task_infos": task_infos}}],
                            {"refuse_seconds": 0 if hold else self.refuse_seconds},
                            lambda why, o=offer_id, t=ids: self.work.put(
-                               ("launch_failed", (o, t, why))))
+                               ("launch_failed", (o, t, why))),
+                           lambda t=ids: self.jobs.accepting.difference_update(t))
                 continue
             try:
                 self.driver.acceptOffers(
@@ -116,6 +124,8 @@ class OfferRound:
         if declines:
             self.driver.declineOffer([{"value": oid} for oid in declines],
                                      filters={"refuse_seconds": self.refuse_seconds})
+        if jobs_only:
+            return
         waiting = {k: v for k, v in result.unplaced.items() if k in needs}
         for app_id, info in no_secret.items():  # the reason the status label and queue show
             waiting[app_id] = Unplaced(info.count + (waiting[app_id].count
@@ -138,7 +148,7 @@ class OfferRound:
         if self.jobs.queued and len(self.held):
             offers = self.held.take()
             try:
-                self.on_offers(offers)
+                self.on_offers(offers, jobs_only=True)
             except Exception:
                 self.decline_all(offers)
                 raise

@@ -95,6 +95,21 @@ class PeriodicRound:
                 self.reconcile_tasks(stuck)
                 self.asked_about.update(t["id"] for t in stuck)  # once, not every tick
 
+    def jobs_round(self) -> bool:
+        """The jobs' part of a tick alone (a slot fell due between ticks): record what is due
+        and launch it on held offers; True when runs still wait for offers (the whole round,
+        with its REVIVE, is wanted now)."""
+        if not self.subscribed:
+            return False
+        now = self.clock()
+        if self.jobs.tick(now):
+            self.dirty = True
+            self.launch_on_held(now)
+            return bool(self.jobs.queued)
+        if len(self.held):
+            self.launch_on_held(now)
+        return False
+
     def _reconcile_unreachable(self) -> None:
         """Ask the master about unreachable and unknown tasks every few seconds: an agent the
         master forgot (TASK_UNKNOWN) re-registers without any update of its own, so only
@@ -200,6 +215,8 @@ class PeriodicRound:
         if demand:
             grew = any(n > self.last_demand.get(a, 0) for a, n in demand.items())
             if self.suppressed or grew:
+                if len(self.held):  # back to the master first: the REVIVE re-offers them
+                    self.decline_all(self.held.take())
                 log.info("REVIVE: %s waiting to launch", demand)
                 self.driver.reviveOffers()
                 self.suppressed = False

@@ -78,6 +78,9 @@ class JobRunner:
         self.to_prune: list[str] = []  # the jobs the current pruning pass has still to do
         self.due_at = float("inf")   # clock time the next idle job's slot falls due
         self.next_slot_at = float("inf")  # the next slot of any job, idle or not
+        # staged runs whose ACCEPT a sender thread has still to deliver: not reconciled yet
+        # (set from the worker, emptied from sender threads: single set operations)
+        self.accepting: set[str] = set()
 
     # -- the round -------------------------------------------------------------------------------
     def tick(self, now: float) -> bool:
@@ -127,6 +130,7 @@ class JobRunner:
             active = active_after(active, result.records)
         self._retry_kills(active)
         stuck = [r for r in active if r["state"] == "staging" and r["id"] not in self.asked_about
+                 and r["id"] not in self.accepting
                  and now - (jobplan.epoch(r.get("stagedAt")) or now) > STAGING_RECONCILE_SECONDS]
         if stuck:  # once each: the answer (or its absence) is handled like any update
             self.asked_about.update(r["id"] for r in stuck)
@@ -290,5 +294,6 @@ class JobRunner:
     def active_runs(self) -> list[Doc]:
         if not self.enabled:
             return []
+        accepting = set(self.accepting)
         return [r for r in self.store.list_job_runs(active=True)
-                if r["state"] in ("staging", "running")]
+                if r["state"] in ("staging", "running") and r["id"] not in accepting]

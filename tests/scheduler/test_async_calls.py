@@ -124,10 +124,12 @@ def test_an_accept_goes_out_and_a_refused_one_is_reported(master):
     driver = Driver(f"127.0.0.1:{master.server_address[1]}")
     sender = CallSender(driver, threads=1)
     failed: list[str] = []
+    sent: list[bool] = []
     launch = [{"type": "LAUNCH", "launch": {"task_infos": [{"task_id": {"value": "t1"}}]}}]
     try:
-        sender.accept([{"value": "o1"}], launch, {"refuse_seconds": 1}, failed.append)
-        wait_until(lambda: len(master.calls) == 1, timeout=10)
+        sender.accept([{"value": "o1"}], launch, {"refuse_seconds": 1}, failed.append,
+                      lambda: sent.append(True))
+        wait_until(lambda: sent == [True], timeout=10)
         assert master.calls[0][0] == {
             "type": "ACCEPT", "framework_id": {"value": "fw-1"},
             "accept": {"offer_ids": [{"value": "o1"}], "operations": launch,

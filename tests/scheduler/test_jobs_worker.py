@@ -193,11 +193,12 @@ class SendingLaterDriver(JobDriver):
     """A driver with `acceptOffersAsync` (as `scheduler.driver.ReconnectingDriver`): the call
     is only noted (with the run's stored state then), and its failure reported when told."""
 
-    def acceptOffersAsync(self, offer_ids, operations, filters, on_failure):  # noqa: N802
+    def acceptOffersAsync(self, offer_ids, operations, filters, on_failure,  # noqa: N802
+                          on_sent=None):
         launched = [i["task_id"]["value"] for op in operations for i in op["launch"]["task_infos"]]
         stored = {tid: (self.store.get_job_run(tid) or {}).get("state") for tid in launched}
         self.calls.append(("accept-later", launched, stored))
-        self.on_failure = on_failure
+        self.on_failure, self.on_sent = on_failure, on_sent
 
 
 def test_job_runs_accept_is_sent_later_and_a_failed_one_queues_the_runs_again(env):  # noqa: F811
@@ -319,3 +320,48 @@ def test_held_offers_are_forgotten_when_rescinded_or_the_subscription_ends(env):
     assert list(worker.held.offers) == ["o-2"]
     worker.handle("disconnected", ())
     assert len(worker.held) == 0 and "decline" not in driver.kinds()
+
+
+def test_an_apps_revive_gives_the_held_offers_back_first(env):  # noqa: F811
+    store, _, _ = env
+    driver = SendingLaterDriver(store)
+    worker = subscribed(store, driver)
+    worker.held.keep([make_offer(offer_id="o-held")])
+    put_app(store, instances=1)               # an app now wants a task: a REVIVE
+    worker.tick()
+    kinds = driver.kinds()
+    assert ("decline", ["o-held"]) in driver.calls and "revive" in kinds
+    assert kinds.index("decline") < kinds.index("revive") and len(worker.held) == 0
+
+
+def test_a_jobs_round_between_ticks_launches_on_held_offers_without_the_apps_plan(env,  # noqa: F811
+                                                                                 monkeypatch):
+    store, _, _ = env
+    driver = SendingLaterDriver(store)
+    worker = subscribed(store, driver)
+    worker.held.keep([make_offer(offer_id="o-held")])
+    add_job(store)
+    monkeypatch.setattr(store, "list_tasks", lambda: 1 / 0)  # the apps' snapshot: not read
+    assert worker.jobs_round() is False       # recorded and launched: no REVIVE wanted
+    (run,) = store.list_job_runs("j")
+    assert [c for c in driver.calls if c[0] == "accept-later"] == [
+        ("accept-later", [run["id"]], {run["id"]: "staging"})]
+    assert "revive" not in driver.kinds()
+
+
+def test_a_run_whose_accept_is_still_on_its_way_is_not_reconciled(env):  # noqa: F811
+    """Reconciled before the master has its ACCEPT, the master answers TASK_LOST and the run
+    would be queued and launched again under the same task id."""
+    store, _, _ = env
+    driver = SendingLaterDriver(store)
+    worker = subscribed(store, driver)
+    add_job(store)
+    worker.tick()
+    (run,) = store.list_job_runs("j")
+    worker.handle("offers", ([make_offer()],))
+    driver.calls.clear()
+    worker.reconcile_all()
+    assert ("reconcile", [run["id"]]) not in driver.calls
+    driver.on_sent()                          # the master took the ACCEPT
+    worker.reconcile_all()
+    assert ("reconcile", [run["id"]]) in driver.calls
