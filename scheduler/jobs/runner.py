@@ -141,8 +141,7 @@ class JobRunner:
         after = dict(statuses)  # as this round left them
         for record in result.records:
             after.update((s["name"], s) for s in record.statuses)
-        self.due_at = jobplan.next_due(self.jobs, after, active, now)
-        self.next_slot_at = jobplan.next_due(self.jobs, after, (), now)
+        self.due_at, self.next_slot_at = jobplan.next_due(self.jobs, after, active, now)
         self._prune()
         return any(r["id"] not in before for r in self.queued)
 

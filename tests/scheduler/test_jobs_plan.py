@@ -288,12 +288,19 @@ def test_next_due_is_the_earliest_slot_of_a_job_free_to_run_it():
     w.round(T0 + 0.5)                       # a, b, c record slot 0; each has an active run
     busy = [r for r in w.runs.values() if r["active"]]
     # a and b wait for their runs to end (that end wakes the round); the concurrent c does not
-    assert next_due(w.jobs, w.statuses, busy, T0 + 0.5) == T0 + 1
+    assert next_due(w.jobs, w.statuses, busy, T0 + 0.5) == (T0 + 1, T0 + 1)
     for run in list(w.runs.values()):
         w.update(run["id"], "TASK_FINISHED", T0 + 0.6)
     idle = [r for r in w.runs.values() if r["active"]]   # d's run, recorded by no round yet
     assert idle == []
-    assert next_due(w.jobs, w.statuses, idle, T0 + 0.6) == T0 + 1   # c's, then a's at T0+2
+    assert next_due(w.jobs, w.statuses, idle, T0 + 0.6) == (T0 + 1, T0 + 1)  # c's
     del w.jobs["c"]
-    assert next_due(w.jobs, w.statuses, idle, T0 + 0.6) == T0 + 2
-    assert next_due({"d": w.jobs["d"], "e": w.jobs["e"]}, w.statuses, [], T0) == float("inf")
+    assert next_due(w.jobs, w.statuses, idle, T0 + 0.6) == (T0 + 2, T0 + 2)  # a's
+    assert next_due(w.jobs, w.statuses, [{"job": "a", "active": True}], T0 + 0.6) == (
+        T0 + 3, T0 + 2)                         # a busy: b's slot at T0+3 is the idle one
+    inf = float("inf")
+    assert next_due({"d": w.jobs["d"], "e": w.jobs["e"]}, w.statuses, [], T0) == (inf, inf)
+    for now in (T0 + 0.6, T0 + 2.5, T0 + 1000):  # the cursor shortcut agrees with next_run_at
+        for name in ("a", "b"):
+            alone = next_due({name: w.jobs[name]}, w.statuses, [], now)[0]
+            assert alone == next_run_at(w.jobs[name], w.statuses.get(name), now)
