@@ -23,6 +23,9 @@ HOLD_MAX_SECONDS = 2.0     # an offer held longer is declined
 class HeldOffers:
     def __init__(self) -> None:
         self.offers: dict[str, tuple[Doc, float]] = {}  # offer id -> (offer, monotonic held at)
+        # when the offers last taken were first held: one taken, left unused and kept again
+        # keeps its age, so it is declined after HOLD_MAX_SECONDS however often it is tried
+        self.taken: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self.offers)
@@ -30,10 +33,12 @@ class HeldOffers:
     def keep(self, offers: list[Doc]) -> None:
         now = time.monotonic()
         for offer in offers:
-            self.offers.setdefault(offer["id"]["value"], (offer, now))
+            oid = offer["id"]["value"]
+            self.offers.setdefault(oid, (offer, self.taken.pop(oid, now)))
 
     def take(self) -> list[Doc]:
         """Every held offer (no longer held)."""
+        self.taken = {oid: at for oid, (_, at) in self.offers.items()}
         offers, self.offers = [o for o, _ in self.offers.values()], {}
         return offers
 

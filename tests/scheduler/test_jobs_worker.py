@@ -365,3 +365,16 @@ def test_a_run_whose_accept_is_still_on_its_way_is_not_reconciled(env):  # noqa:
     driver.on_sent()                          # the master took the ACCEPT
     worker.reconcile_all()
     assert ("reconcile", [run["id"]]) in driver.calls
+
+
+def test_an_offer_tried_and_kept_again_keeps_its_age(monkeypatch):
+    from scheduler import held_offers
+
+    clock = [100.0]
+    monkeypatch.setattr(held_offers.time, "monotonic", lambda: clock[0])
+    held = held_offers.HeldOffers()
+    held.keep([make_offer(offer_id="o-1")])
+    clock[0] += held_offers.HOLD_MAX_SECONDS / 2
+    held.keep(held.take())                    # tried by a round, unused, kept again
+    clock[0] += held_offers.HOLD_MAX_SECONDS / 2 + 0.01
+    assert [o["id"]["value"] for o in held.expired(wanted=True)] == ["o-1"]
