@@ -129,6 +129,16 @@ class ReconnectingDriver(MesosSchedulerDriver):
             self.calls.decline([offer_ids] if isinstance(offer_ids, dict) else list(offer_ids),
                                filters)
 
+    def acceptOffersAsync(self, offer_ids, operations, filters, on_failure,  # noqa: N802
+                          on_sent=None):
+        """ACCEPT from a sender thread (`scheduler.async_calls`); `on_failure(reason)` if it
+        is not delivered or refused (also at once when not connected), `on_sent()` once the
+        master took it."""
+        if not self.connected:
+            on_failure("not connected to a master")
+            return
+        self.calls.accept(list(offer_ids), operations, filters, on_failure, on_sent)
+
     def stop(self, failover=False):
         super().stop(failover=failover)
         self.calls.close()

@@ -48,6 +48,9 @@ class PeriodicRound:
             self._release_drains()
         if self.jobs.tick(now):  # new job runs wait for offers: plan (and REVIVE) this tick
             self.dirty = True
+            self.launch_on_held(now)  # on offers kept for them, if any (scheduler.held_offers)
+        elif len(self.held):
+            self.launch_on_held(now)  # only declines what is no longer wanted
         generation = self.store.desired_generation()
         mono = time.monotonic()
         if not (self.dirty or generation != self.seen_generation or now >= self.wake_at
@@ -94,6 +97,21 @@ class PeriodicRound:
             if stuck:
                 self.reconcile_tasks(stuck)
                 self.asked_about.update(t["id"] for t in stuck)  # once, not every tick
+
+    def jobs_round(self) -> bool:
+        """The jobs' part of a tick alone (a slot fell due between ticks): record what is due
+        and launch it on held offers; True when runs still wait for offers (the whole round,
+        with its REVIVE, is wanted now)."""
+        if not self.subscribed:
+            return False
+        now = self.clock()
+        if self.jobs.tick(now):
+            self.dirty = True
+            self.launch_on_held(now)
+            return bool(self.jobs.queued)
+        if len(self.held):
+            self.launch_on_held(now)
+        return False
 
     def _reconcile_unreachable(self) -> None:
         """Ask the master about unreachable and unknown tasks every few seconds: an agent the
@@ -220,6 +238,8 @@ class PeriodicRound:
         if demand:
             grew = any(n > self.last_demand.get(a, 0) for a, n in demand.items())
             if self.suppressed or grew:
+                if len(self.held):  # back to the master first: the REVIVE re-offers them
+                    self.decline_all(self.held.take())
                 log.info("REVIVE: %s waiting to launch", demand)
                 self.driver.reviveOffers()
                 self.suppressed = False
