@@ -161,7 +161,7 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         self._all: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
-        self._writers = WriterQueue(self.path, BUSY_TIMEOUT_SECONDS)
+        self._writers = WriterQueue(BUSY_TIMEOUT_SECONDS)
         self._writer: sqlite3.Connection | None = None
         self._enable_wal()
         with self._write() as c:
@@ -272,7 +272,6 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
                 pass
         self._local = threading.local()
         self._writer = None
-        self._writers.close()
 
     # -- framework -------------------------------------------------------------------------------
     def get_framework_id(self) -> str | None:
