@@ -243,7 +243,7 @@ class AppResource:
             # a scale of an app that is not there: say so (a definition needs a command)
             raise not_found(f"App '{app_id}' does not exist")
         if old is not None and partial:
-            new_json = changes.validated(merge_patch(changes.definition(old), doc))
+            new_json = changes.patched(old, doc)
         else:
             new_json = changes.validated({**doc, "id": app_id})
         change = changes.apply(store, req, app_id, old, new_json, force=force_param(req),
@@ -259,7 +259,7 @@ class AppResource:
         app_id = path_app_id(app_id)
         doc = read_object(req, self.ctx.max_body)
         old = get_app_or_404(self.ctx.store, app_id)
-        new_json = changes.validated(merge_patch(changes.definition(old), doc))
+        new_json = changes.patched(old, doc)
         change = changes.apply(self.ctx.store, req, app_id, old, new_json,
                                force=force_param(req),
                                port_range=self.ctx.port_range)

@@ -11,11 +11,20 @@ import json
 import sqlite3
 from typing import Any
 
+import orjson
+
 Doc = dict[str, Any]
 
 _TABLE = """CREATE TABLE IF NOT EXISTS app_versions (
     app_id TEXT NOT NULL, version TEXT NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (app_id, version)) WITHOUT ROWID"""
+
+
+def _dumps(doc: Doc) -> str:
+    try:  # orjson: faster; what it refuses (integers past 64 bits) goes through json
+        return orjson.dumps(doc).decode()
+    except TypeError:
+        return json.dumps(doc)
 
 
 class SQLiteAppVersions:
@@ -43,7 +52,7 @@ class SQLiteAppVersions:
         """`put_app_version` inside the caller's write transaction `c`."""
         self._versions_table(c)
         c.execute("INSERT OR REPLACE INTO app_versions (app_id, version, doc) "
-                  "VALUES (?, ?, ?)", (app_id, version, json.dumps(doc)))
+                  "VALUES (?, ?, ?)", (app_id, version, _dumps(doc)))
         c.execute("DELETE FROM app_versions WHERE app_id = ? AND version NOT IN ("
                   "SELECT version FROM app_versions WHERE app_id = ? "
                   "ORDER BY version DESC LIMIT ?)", (app_id, app_id, max(1, int(keep))))
