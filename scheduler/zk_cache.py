@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from typing import Any
 from urllib.parse import unquote
 
@@ -42,6 +43,11 @@ GENERATION = "generation"
 # decoding: a task's (appId, stagedAt, id), a deployment's (status, affectedApps).
 Entry = tuple[bytes, int, int, Any, int]
 Key = tuple[str, str]
+
+# With `session_reads`, how long a read trusts the watch alone: a catch-up the watch started
+# can fail (a timeout under load), and when nobody writes again no later watch repairs it, so
+# a read this long after the last confirmed catch-up asks ZooKeeper itself (sync + exists).
+SESSION_TRUST_SECONDS = 1.0
 
 
 def _tag(kind: str, doc: Doc) -> Any:
@@ -81,6 +87,7 @@ class ZkCache:
         self._own_seqs: set[int] = set()         # our change records the catch-up skips
         # our deletes: key -> zxid, kept until a listing taken after them makes them moot
         self._deleted: dict[Key, int] = {}
+        self._caught_up_at = 0.0                # monotonic time of the last complete catch-up
         self.stale = False
 
     def _on_changes(self, children: list[str]) -> bool | None:
@@ -88,8 +95,8 @@ class ZkCache:
             return False  # stop watching
         try:
             self._catch_up()
-        except StateError as exc:
-            log.debug("catch-up from the watch failed: %s", exc)
+        except StateError as exc:  # the next read past SESSION_TRUST_SECONDS tries again
+            log.warning("catch-up from the watch failed: %s", exc)
         return None
 
     def _on_state(self, state: Any) -> None:
@@ -115,10 +122,13 @@ class ZkCache:
         if not self._connected():
             self._mark_stale()
             return
+        trusted = self.session_reads and \
+            time.monotonic() - self._caught_up_at < SESSION_TRUST_SECONDS
         if self._applied is not None and not force and (
-                self.session_reads or getattr(self._scope, "fresh", False)):
+                trusted or getattr(self._scope, "fresh", False)):
             # our own writes are in the cache since they committed; the watch brings the
-            # others' (the scheduler) or this request checked once already (the API)
+            # others' (the scheduler, checked again past SESSION_TRUST_SECONDS) or this
+            # request checked once already (the API)
             self.stale = False
             return
         try:
@@ -131,6 +141,8 @@ class ZkCache:
                 stat = asked.get(timeout=CALL_TIMEOUT)
             if stat is None or stat.cversion != self._cversion:
                 self._catch_up()
+            else:
+                self._caught_up_at = time.monotonic()
         except StoreUnavailable:
             self._mark_stale()
             return
@@ -176,6 +188,7 @@ class ZkCache:
                     self._applied = new[-1]
                     self._own_seqs = {s for s in self._own_seqs if s > new[-1]}
                 self._cversion = stat.cversion
+                self._caught_up_at = time.monotonic()
 
     def _merge(self, fetched: dict[Key, Entry | None], horizon: int) -> None:
         """Apply what was read from ZooKeeper (under `_lock`), never over something newer."""
@@ -250,6 +263,7 @@ class ZkCache:
             self._newer_generation(generation)
             self._applied, self._cversion = applied, cversion
             self._own_seqs = {s for s in self._own_seqs if s > applied}
+            self._caught_up_at = time.monotonic()
         log.info("loaded %d documents from ZooKeeper (generation %d)", len(listed),
                  generation[0])
 

@@ -143,6 +143,7 @@ class _Counting:
 
 
 def test_own_writes_are_read_back_without_a_round_trip(stores, monkeypatch):
+    monkeypatch.setattr("scheduler.zk_cache.SESSION_TRUST_SECONDS", 3600.0)
     scheduler = stores(session_reads=True)
     monkeypatch.setattr(scheduler, "_catch_up", lambda: None)  # the watch brings nothing now
     reads = _Counting(scheduler.client, monkeypatch)
@@ -158,6 +159,28 @@ def test_own_writes_are_read_back_without_a_round_trip(stores, monkeypatch):
     assert reads.calls == []  # not one read of ZooKeeper, for the writes or the reads
     generation = scheduler._generation
     assert generation[0] == 1
+
+
+def test_a_failed_watch_catch_up_is_repaired_by_the_next_read(stores, monkeypatch):
+    """The watch's catch-up can fail (a timeout under load); when nobody writes again, no later
+    watch repairs it. A session-reads store trusts the watch only SESSION_TRUST_SECONDS, then
+    its reads ask ZooKeeper (bench/jobs.py --zk once saw none of 100 new jobs for 60 s)."""
+    from scheduler.state import StoreUnavailable
+
+    ours, theirs = stores(session_reads=True), stores()
+    real, reader, failed = ours._catch_up, threading.get_ident(), threading.Event()
+
+    def catch_up():
+        if threading.get_ident() != reader:  # the watch's: fails
+            failed.set()
+            raise StoreUnavailable("timed out")
+        real()
+
+    monkeypatch.setattr(ours, "_catch_up", catch_up)
+    monkeypatch.setattr("scheduler.zk_cache.SESSION_TRUST_SECONDS", 0.0)
+    theirs.upsert_task(task("b.1", "/b"))
+    assert failed.wait(10)
+    assert ours.get_task("b.1") == task("b.1", "/b")
 
 
 def test_a_newer_write_of_another_process_wins_over_our_older_one(stores):
