@@ -77,7 +77,7 @@ def test_a_jobs_slots_run_exactly_once_across_leader_kills(ha):
     assert all(r["state"] == "succeeded" and r["attempt"] == 0 for r in history), history
     # the cluster ran each slot's task once: one sandbox per task id, none the store lacks
     launched: dict[str, int] = {}
-    for path in (ha.work / "mesos").glob("**/executors/ct:*/runs/*/stdout"):
+    for path in (ha.work / "mesos").glob(f"**/executors/ct:*:{JOB}:/runs/*/stdout"):
         task_id = path.parent.parent.parent.name
         launched[task_id] = launched.get(task_id, 0) + 1
     assert all(launched.get(r["id"]) == 1 for r in history), launched
