@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 
+from localmesos import docker_cli
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = ROOT / ".cache" / "images"
 BUILDER_VERSION = "1"  # bump to rebuild every image after a change to the recipes below
@@ -51,13 +53,8 @@ class BuildError(RuntimeError):
 
 
 def docker_bin() -> str:
-    """Debian's docker client (its classic builder needs no buildx), unless told otherwise."""
-    explicit = os.environ.get("ACCESSD_DOCKER")
-    if explicit:
-        return explicit
-    if os.path.exists("/usr/bin/docker"):
-        return "/usr/bin/docker"
-    return shutil.which("docker") or "docker"
+    """The docker client `accessd image` runs: `$ACCESSD_DOCKER`, else the shared lookup."""
+    return docker_cli.docker_bin("ACCESSD_DOCKER")
 
 
 def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess:

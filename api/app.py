@@ -66,12 +66,13 @@ class ApiConfig:
     max_streams: int = 8
     mesos_master: str | None = None  # HOST:PORT of the Mesos master, for task logs
     port_range: PortRange = DEFAULT_RANGE  # where port-0 service ports are assigned from
+    advertise: str | None = None  # the name this node's scheduler leads under (/v2/info elected)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiConfig:
         """`ACCESSD_API_STATE` (required), `ACCESSD_API_TOKEN`, `ACCESSD_API_READ_TOKEN`,
         `ACCESSD_API_MAX_BODY`, `ACCESSD_API_BIND`, `ACCESSD_API_SSE_KEEPALIVE`,
-        `ACCESSD_API_SSE_POLL`, `ACCESSD_API_MESOS_MASTER` (task logs),
+        `ACCESSD_API_SSE_POLL`, `ACCESSD_API_MESOS_MASTER` (task logs), `ACCESSD_API_ADVERTISE`,
         `ACCESSD_API_VIEW_CACHE_SECONDS` (0 disables the cache of
         rendered `GET /v2/apps` answers), `ACCESSD_API_MAX_STREAMS` (event streams per
         worker), `ACCESSD_API_LOCAL_PORT_MIN`/`_MAX` (service ports, default 10000-20000, max
@@ -103,7 +104,8 @@ class ApiConfig:
                    sse_keepalive=keepalive, sse_poll=poll, view_cache_seconds=cache_seconds,
                    max_streams=max_streams,
                    mesos_master=env.get("ACCESSD_API_MESOS_MASTER") or None,
-                   port_range=port_range)
+                   port_range=port_range,
+                   advertise=env.get("ACCESSD_API_ADVERTISE") or None)
 
 
 class LazyStore:
@@ -137,7 +139,8 @@ def create_app(config: ApiConfig, store: StateStore,
     auth = AuthMiddleware(config.token, config.read_token)
     router = OrderedRouter()
     # Auth before metrics' timing? No: metrics first, so refused requests are counted too.
-    leadership = Leadership(store, config.leader, is_zk_url(config.state_path))
+    leadership = Leadership(store, config.leader, is_zk_url(config.state_path),
+                            config.advertise)
     app = falcon.App(router=router, middleware=[MetricsMiddleware(metrics), auth,
                                                 LeadershipMiddleware(leadership)])
     app.req_options.strip_url_path_trailing_slash = True

@@ -1,10 +1,11 @@
 """Desired-state changes, the one path every mutating endpoint takes.
 
 A change is: validate (the schema), stamp the versions, plan the deployment
-(`scheduler.deployments.plan_deployment`), store app and deployment in one transaction
-and its events (`api_post_event`, `deployment_info`) and the app's version history in one
-transaction where the backend can (`StateStore.apply_app_change`: a rejected change leaves
-nothing behind, and a change is never announced before it is real nor real without its events).
+(`scheduler.deployments.plan_deployment`), store app and deployment, its events
+(`api_post_event`, `deployment_info`) and the app's version history (a deleted app's history
+removed) in one transaction (`StateStore.apply_app_change`, `request_kills` for a scale by
+killing tasks: a rejected change leaves nothing behind, and a change is never announced before
+it is real nor real without its events or its history).
 
 Each deployment we create also carries `original`: the app document it replaces (null for a
 create). That is what `DELETE /v2/deployments/{id}` (without force) restores to roll back, as
@@ -28,6 +29,7 @@ from scheduler.spec import (
     is_scale_only,
     iso_now,
     json_copy,
+    merge_patch,
     parse_app,
     stamp_app,
 )
@@ -54,6 +56,24 @@ def validated(doc: Doc) -> Doc:
     return parse_app(doc).to_json()
 
 
+def patched(old: Doc, patch: Doc) -> Doc:
+    """The validated definition of `old` (a stored app) with `patch` merged onto it (Marathon's
+    PATCH and partial PUT; raises SpecError → 422).
+
+    A patch that only sets `instances` to a valid count (a scale, `{"instances": n}`, the
+    commonest write) changes that one field of a definition validated when it was stored: it
+    is not parsed again (parsing and normalising the whole app was ~40% of a scale PUT's CPU).
+    Any other patch, or an instance count that is not a plain non-negative integer, is merged
+    and validated whole, errors and all."""
+    count = patch.get("instances")
+    if (set(patch) - {"id"} == {"instances"} and type(count) is int and count >= 0
+            and patch.get("id", old["id"]) == old["id"]):
+        new = definition(old)
+        new["instances"] = count
+        return new
+    return validated(merge_patch(definition(old), patch))
+
+
 def kind_of(old: Doc | None, new: Doc | None, *, restart: bool = False) -> str:
     if new is None:
         return "delete"
@@ -74,12 +94,6 @@ def _event_docs(req: falcon.Request, app_doc: Doc | None, deployment: Doc,
             {"plan": deployment,
              "currentStep": steps[current - 1] if 0 < current <= len(steps) else None,
              "eventType": "deployment_info", "timestamp": now})
-
-
-def _events(store: StateStore, req: falcon.Request, app_doc: Doc | None, deployment: Doc) -> None:
-    for doc in _event_docs(req, app_doc, deployment, iso_now()):
-        event_type = doc.pop("eventType")
-        store.append_event(event_type, doc)
 
 
 def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
@@ -113,15 +127,14 @@ def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
         port_range=port_range, history_keep=MAX_APP_VERSIONS,
         events=lambda stored: _event_docs(req, stored if stored is not None else old,
                                           deployment, now))
-    if new_doc is None:
-        record_version(store, app_id, None)    # a deleted app's history goes with it
     return Change(deployment, new_doc, deployment.get("version") or now)
 
 
 def scale_by_kills(store: StateStore, req: falcon.Request, app: Doc, task_ids: list[str], *,
                    force: bool) -> Change:
     """Kill `task_ids` of `app` and lower its instances by as many, atomically
-    (`StateStore.request_kills(scale=True)` updates the app and stores the deployment)."""
+    (`StateStore.request_kills(scale=True)` updates the app and stores the deployment, its
+    events and the app's version history entry in one transaction)."""
     now = iso_now()
     new_json = definition(app)
     new_json["instances"] = max(0, int(app.get("instances", 0)) - len(task_ids))
@@ -129,21 +142,12 @@ def scale_by_kills(store: StateStore, req: falcon.Request, app: Doc, task_ids: l
     deployment = plan_deployment(app, new_doc, now=now, deployment_id=str(uuid.uuid4()),
                                  kind="scale")
     deployment["original"] = copy.deepcopy(app)
-    store.request_kills(task_ids, scale=True, deployment=deployment, force=force)
-    record_version(store, app["id"], new_doc)
-    _events(store, req, new_doc, deployment)
-    return Change(deployment, new_doc, deployment.get("version") or now)
-
-
-def record_version(store: StateStore, app_id: str, app_doc: Doc | None) -> None:
-    """Keep the stored definition in the app's version history (`GET /v2/apps/{id}/versions`),
-    bounded to the newest MAX_APP_VERSIONS; a deleted app's history goes with it. For the
-    changes that do not carry their history entry in their own transaction (a delete, a scale
-    by killing tasks): written after it, so if this fails the change stands, with a gap."""
-    if app_doc is None:
-        store.delete_app_versions(app_id)
-    else:
-        store.put_app_version(app_id, app_doc["version"], app_doc, keep=MAX_APP_VERSIONS)
+    stored = store.request_kills(
+        task_ids, scale=True, deployment=deployment, force=force,
+        history_keep=MAX_APP_VERSIONS,
+        events=lambda stored: _event_docs(req, stored if stored is not None else new_doc,
+                                          deployment, now))
+    return Change(deployment, stored, deployment.get("version") or now)
 
 
 def deployment_result(change: Change) -> Doc:

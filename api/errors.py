@@ -107,7 +107,8 @@ def _store_unavailable(req: falcon.Request, resp: falcon.Response, ex: sqlite3.E
 def _no_quorum(req: falcon.Request, resp: falcon.Response, ex: StateError,
                params: dict) -> None:
     # ZooKeeper unreachable or without quorum: the write did not happen (one multi, all or
-    # nothing); reads still answer from the cache.
+    # nothing), or, when the connection dropped during the commit and did not come back, the
+    # message says its outcome is unknown (scheduler.zk_outcome); reads answer from the cache.
     log.warning("state store unavailable on %s %s: %s", req.method, req.path, ex)
     raise ApiError(503, f"State store unavailable: {ex}", headers={"Retry-After": "5"})
 

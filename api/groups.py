@@ -155,7 +155,8 @@ class Groups:
         with_groups = not group_embeds or "group.groups" in group_embeds
         app_embeds = embeds(req) if any(e.startswith("group.apps.") for e in group_embeds) \
             else set()
-        rendered = render_apps(self.ctx.store, apps, app_embeds, extras(req)) if apps else []
+        rendered = (render_apps(self.ctx.store, apps, app_embeds, extras(req),
+                                self.ctx.task_views, encoded_tasks=True) if apps else [])
         resp.media = build_tree(gid, rendered, with_apps, with_groups)
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, group: str | None = None

@@ -2,7 +2,8 @@
 
 Every API node serving the same store is equivalent (the API holds no state of its own). The
 leader is the elected scheduler with a ZooKeeper store (`api.leadership`), else the address this
-server was told it is bound to; `elected` says whether that leader is this node.
+server was told it is bound to; `elected` says whether that leader is this node
+(`api.leadership.own_names`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Info:
             "name": "accessd",
             "version": version(),
             "buildref": "unknown",
-            "elected": leader is not None and leader == self.leader,
+            "elected": self.leadership.elected(leader),
             "leader": leader,
             "frameworkId": self.store.get_framework_id(),
             "http_config": {"http_port": int(port) if port.isdigit() else None,

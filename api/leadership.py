@@ -2,7 +2,8 @@
 staleness warning of reads answered from the ZooKeeper cache without quorum.
 
 With a SQLite store there is one node and no election: the leader is the address the API was
-told it binds (as before). With a ZooKeeper store the leader is the scheduler whose election node
+told it binds (as before). `elected` in `/v2/info` compares the leader record with this node's
+own names (`own_names`: `accessd api --advertise`, the bind address, `<hostname>:<port>`). With a ZooKeeper store the leader is the scheduler whose election node
 is lowest (`scheduler.leader`), known here through a watch on the election path; `DELETE
 /v2/leader` deletes that node, so the leader steps down and a standby takes over.
 """
@@ -23,13 +24,34 @@ STALE_WARNING = ('110 - "Response is Stale: ZooKeeper has no quorum; answered fr
                  'node\'s cache"')
 
 
-class Leadership:
-    """The current leader's name (watch-fed with ZooKeeper, fixed without)."""
+def own_names(bind: str, advertise: str | None = None) -> frozenset[str]:
+    """The names under which a scheduler of this node leads (its `--advertise`): this API's
+    own `advertise` name when given, its bind address, and, bound to every address (0.0.0.0,
+    ::), `<hostname>:<port>` (short and fully qualified), as Marathon names an instance by its
+    hostname and HTTP port."""
+    import socket
 
-    def __init__(self, store: Any, fixed_leader: str, zookeeper: bool) -> None:
+    host, _, port = bind.rpartition(":")
+    names = {bind}
+    if advertise:
+        names.add(advertise)
+    if port.isdigit() and host.strip("[]") in ("", "0.0.0.0", "::"):
+        for name in {socket.gethostname(), socket.getfqdn()}:
+            if name:
+                names.add(f"{name}:{port}")
+    return frozenset(names)
+
+
+class Leadership:
+    """The current leader's name (watch-fed with ZooKeeper, fixed without), and whether it is
+    this node (`elected`)."""
+
+    def __init__(self, store: Any, fixed_leader: str, zookeeper: bool,
+                 advertise: str | None = None) -> None:
         self.store = store
         self.fixed = fixed_leader
         self.zookeeper = zookeeper
+        self.names = own_names(fixed_leader, advertise)
         self._leader: str | None = None
         self._watching = False
         self._lock = threading.Lock()
@@ -64,6 +86,10 @@ class Leadership:
             return self.fixed
         self._watch()
         return self._leader
+
+    def elected(self, leader: str | None) -> bool:
+        """Whether `leader` (a leader record: the scheduler's `--advertise`) is this node."""
+        return leader is not None and leader in self.names
 
     def abdicate(self) -> str | None:
         from scheduler.leader import depose

@@ -75,6 +75,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "(default %(default)s), as Marathon's --local_port_min")
     p.add_argument("--local-port-max", type=int, default=DEFAULT_RANGE.high,
                    help="service ports are assigned below this one (default %(default)s)")
+    p.add_argument("--advertise", default=os.environ.get("ACCESSD_API_ADVERTISE") or None,
+                   help="the name this node's scheduler leads under (its --advertise), so "
+                        "/v2/info says elected (default: --bind and <hostname>:<port>; env "
+                        "ACCESSD_API_ADVERTISE)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     return p.parse_args(argv)
 
@@ -119,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         "ACCESSD_API_LOCAL_PORT_MIN": str(args.local_port_min),
         "ACCESSD_API_LOCAL_PORT_MAX": str(args.local_port_max),
     })
+    if args.advertise:
+        os.environ["ACCESSD_API_ADVERTISE"] = args.advertise
     if args.master:
         os.environ["ACCESSD_API_MESOS_MASTER"] = args.master
     # Event streams may take at most half of a worker's threads: the rest answer requests.

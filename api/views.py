@@ -172,10 +172,13 @@ def task_stats(app: Doc, tasks: list[Doc], now: float) -> Doc:
 
 
 def app_view(app: Doc, tasks: list[Doc], status: Doc | None, deployments: list[Doc],
-             embeds: set[str], now: float, *, extras: bool = False) -> Doc:
+             embeds: set[str], now: float, *, extras: bool = False,
+             task_views: list[Doc] | None = None) -> Doc:
     """The app as Marathon's `AppInfo`: the definition plus what `embeds` names (see
     `parse_embeds`; callers add `LIST_EMBEDS` or `SINGLE_EMBEDS` as Marathon does). accessd's
-    `status` label only with `extras`."""
+    `status` label only with `extras`. `task_views`: `tasks` already shaped by `task_view`
+    (with the same `extras`), used as they are; `tasks` then hold only the fields
+    `api.task_views.COUNTED_FIELDS` names (add there any field read here)."""
     out = dict(app)
     if "counts" in embeds:
         out.update(counts(tasks))
@@ -194,7 +197,8 @@ def app_view(app: Doc, tasks: list[Doc], status: Doc | None, deployments: list[D
         out["status"] = status_label(app, status, deployments, now)
     shaped = shapes.app(out, extras)
     if "tasks" in embeds:  # shaped here once (shapes.app would shape them a second time)
-        shaped["tasks"] = [task_view(t, extras) for t in tasks]
+        shaped["tasks"] = (task_views if task_views is not None
+                           else [task_view(t, extras) for t in tasks])
     return shaped
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import requests
 
 from tests.fixtures_disk import mount_tmpfs, unmount
-from tests.support import free_port
+from tests.support import free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT_RESOURCES = "cpus:64;mem:65536;disk:100000;ports:[31000-31999]"
@@ -26,14 +26,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
+    """`tests.support.wait_until` raising TimeoutError (bench/chaos.py catches it); an error
+    raised by `check` itself is not retried."""
+    return wait_until(check, timeout, every, what, error=TimeoutError, retry_on=())
 
 
 def cpu_seconds(pid: int) -> float | None:

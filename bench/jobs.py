@@ -2,6 +2,7 @@
 scheduler.
 
     .venv/bin/python bench/jobs.py [--jobs 100] [--duration 60] [--baseline-duration 15] [--zk]
+                                   [--profile DIR]
 
 `--zk`: the scheduler and the bench on a ZooKeeper state store (one local server, Debian's
 `zookeeper` package) instead of the SQLite file; the RESULT line then says `store=zk`.
@@ -77,7 +78,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def phase(store, prefix: str, n: int, duration: float, pids: dict[str, int]) -> dict:
+def start_profiles(pids: dict[str, int], out_dir: Path) -> list[subprocess.Popen]:
+    """py-spy (`.venv/bin/py-spy`, from `tools/bench-deps.sh`) on the scheduler and localmesos,
+    as collapsed stacks (`<name>.txt`, one line a stack and its sample count)."""
+    spy = Path(sys.executable).parent / "py-spy"
+    if not spy.exists():
+        raise SystemExit(f"--profile: {spy} is missing (bash tools/bench-deps.sh installs it)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw",
+                              "--threads", "--rate", "100", "--nonblocking",
+                              "-o", str(out_dir / f"{name}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name, pid in pids.items()]
+
+
+def stop_profiles(profilers: list[subprocess.Popen]) -> None:
+    for proc in profilers:
+        proc.send_signal(signal.SIGINT)
+    for proc in profilers:
+        proc.wait(60)
+
+
+def phase(store, prefix: str, n: int, duration: float, pids: dict[str, int],
+          profile: Path | None = None) -> dict:
     """Add `n` jobs every 1 s for `duration` s, then measure their slots and delays (and the
     CPU time the scheduler and localmesos spent meanwhile: a figure the machine's load does
     not move much, unlike the delays)."""
@@ -94,7 +117,9 @@ def phase(store, prefix: str, n: int, duration: float, pids: dict[str, int]) -> 
         docs.append(dict(parse_job(doc, now=now).to_json(), version=iso(now)))
     store.write_jobs(docs)
     end = start + duration
+    profilers = start_profiles(pids, profile) if profile else []
     time.sleep(max(0.0, end - time.time()))
+    stop_profiles(profilers)
     names = [d["name"] for d in docs]
     # stop: disabled jobs start nothing new; runs in flight finish
     store.write_jobs([dict(d, disabled=True) for d in docs])
@@ -133,6 +158,9 @@ def main() -> int:
     p.add_argument("--baseline-duration", type=float, default=15.0)
     p.add_argument("--keep", metavar="DIR", help="work in DIR and keep the logs")
     p.add_argument("--zk", action="store_true", help="use a ZooKeeper state store")
+    p.add_argument("--profile", metavar="DIR", type=Path,
+                   help="record the scheduler and localmesos with py-spy during the "
+                        "many-jobs phase (collapsed stacks in DIR)")
     opts = p.parse_args()
     zk = None
     with tempfile.TemporaryDirectory(prefix="accessd-bench-jobs-") as tmp:
@@ -161,7 +189,7 @@ def main() -> int:
             base = phase(store, "base", 1, opts.baseline_duration, pids)
             print(f"  {base}", flush=True)
             print(f"{opts.jobs} jobs every 1 s for {opts.duration:g} s", flush=True)
-            many = phase(store, "job", opts.jobs, opts.duration, pids)
+            many = phase(store, "job", opts.jobs, opts.duration, pids, opts.profile)
             print(f"  {many}", flush=True)
             store.close()
         finally:

@@ -12,9 +12,14 @@ Starts localmesos (`--agents` agents with room for 1,000 small tasks), `accessd 
   started is gone; the same for 1,000 instances;
 - an app on accessd's executor (a COMMAND health check), 0 → 100: seconds until all healthy;
   the executors' resident memory (VmRSS, from /proc) per task; then deleted the same way;
-- the scheduler's status updates per second: the `status_update_event`s (other than the
-  STAGING the scheduler announces itself) the store recorded during the 1,000 scale, over the
-  span from the first to the last of them.
+- `updates_per_s`, the scheduler's capacity to take status updates: with 1,000 tasks running
+  (a third app, `backoffSeconds` 3600 so that nothing is relaunched meanwhile), the scheduler
+  is paused (SIGSTOP), every task process is SIGKILLed, and once the master shows all 1,000
+  TASK_FAILED (their updates sent or queued to the paused scheduler, none acknowledged) the
+  scheduler resumes (SIGCONT): 1,000 divided by the seconds from the resume until the store
+  holds the last of them (each stored, then acknowledged, as always). This is a burst that is
+  already waiting, so the figure is the scheduler's rate, not the rate at which a launch
+  produces updates; that arrival rate during the 1,000 scale is printed too (`arrival`).
 
 `--quick` scales to 100 / 200 / 20 instead (the RESULT keys keep their names; the sizes are
 printed). The load average is printed at the start and the end: on a shared machine compare
@@ -26,9 +31,9 @@ updates_per_s=<n> executor_rss_mb=<n>`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,27 +48,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from scheduler.spec import parse_time  # noqa: E402
+from tests.support import free_port, wait_until  # noqa: E402
 
 AGENT_RESOURCES = "cpus:64;mem:65536;disk:100000;ports:[31000-31999]"
 CMD_APP = "/bench/cmd"
 EXEC_APP = "/bench/exec"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(every)
+    """`tests.support.wait_until` ending the bench (SystemExit) with what it waited for; an
+    error raised by `check` itself is not retried."""
+    return wait_until(check, timeout, every, what, error=SystemExit, retry_on=())
 
 
 class Stack:
@@ -129,8 +124,14 @@ class Stack:
         return [pid for a in agents for pid in a.get("pids") or []]
 
     def app(self, app_id: str) -> dict | None:
-        resp = self.http.get(self.base + f"/v2/apps{app_id}", timeout=30)
-        return resp.json()["app"] if resp.status_code == 200 else None
+        """The app as `GET /v2/apps` lists it (counts and deployments, no tasks), as a client
+        watching a deployment polls it. `GET /v2/apps/{id}` embeds every task: polled ten
+        times a second during a launch of 1,000 it cost the API as much CPU as the
+        scheduler's own work."""
+        resp = self.http.get(self.base + "/v2/apps", params={"id": app_id}, timeout=30)
+        if resp.status_code != 200:
+            return None
+        return next((a for a in resp.json()["apps"] if a["id"] == app_id), None)
 
     def call(self, method: str, path: str, body: Any = None) -> requests.Response:
         resp = self.http.request(method, self.base + path, json=body, timeout=30)
@@ -230,10 +231,10 @@ def cpu_by_component(stack: Stack) -> dict[str, float]:
             "api": cpu_seconds(stack.procs[2].pid)}
 
 
-def cmd_app(app_id: str) -> dict:
+def cmd_app(app_id: str, **extra: Any) -> dict:
     return {"id": app_id, "executor": "//cmd", "cmd": "exec sleep 3600", "instances": 0,
             "cpus": 0.01, "mem": 8, "portDefinitions": [],
-            "upgradeStrategy": {"minimumHealthCapacity": 0, "maximumOverCapacity": 0}}
+            "upgradeStrategy": {"minimumHealthCapacity": 0, "maximumOverCapacity": 0}, **extra}
 
 
 def executor_app(app_id: str) -> dict:
@@ -315,6 +316,52 @@ def updates_per_second(state_path: Path, since_event: int) -> tuple[int, float]:
     return len(times), len(times) / span
 
 
+def stored_count(state_path: Path, since_event: int, state: str) -> tuple[int, float]:
+    """Status updates to `state` stored after event `since_event`: count, latest timestamp."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{state_path}?mode=ro", uri=True, timeout=30)
+    try:
+        n, last = conn.execute(
+            "SELECT COUNT(*), MAX(json_extract(doc, '$.timestamp')) FROM events WHERE id > ? "
+            "AND json_extract(doc, '$.eventType') = 'status_update_event' AND "
+            "json_extract(doc, '$.taskStatus') = ?", (since_event, state)).fetchone()
+    finally:
+        conn.close()
+    return int(n), parse_time(last) if last else 0.0
+
+
+def update_burst(stack: Stack, app_id: str, n: int) -> float:
+    """Status updates per second the scheduler stores (and then acknowledges) from a burst of
+    `n` that wait for it: see the module docstring."""
+    scale_to_running(stack, cmd_app(app_id, backoffSeconds=3600, maxLaunchDelaySeconds=3600), n)
+    scheduler = stack.procs[1]
+    mark = latest_event(stack.state_path)
+    pids = stack.pids()
+    os.kill(scheduler.pid, signal.SIGSTOP)
+    try:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+        def all_failed() -> bool:
+            states = [t.get("state") for t in stack.mesos_tasks()]
+            return sum(1 for s in states if s == "TASK_FAILED") >= n
+
+        wait_for(f"the master to show {n} TASK_FAILED", all_failed, 120, 0.2)
+        before = cpu_seconds(scheduler.pid)
+    finally:
+        resumed = time.time()
+        os.kill(scheduler.pid, signal.SIGCONT)
+    wait_for(f"the store to hold {n} TASK_FAILED",
+             lambda: stored_count(stack.state_path, mark, "TASK_FAILED")[0] >= n, 120, 0.05)
+    count, last = stored_count(stack.state_path, mark, "TASK_FAILED")
+    took = max(last - resumed, 1e-3)
+    print(f"  {count} TASK_FAILED stored {took:.2f}s after the resume: {count / took:.0f}/s; "
+          f"scheduler CPU {cpu_seconds(scheduler.pid) - before:.2f}s", flush=True)
+    return count / took
+
+
 def timeline(state_path: Path, since_event: int) -> str:
     """When the launches were stored (STAGING) and the updates applied, from the event log."""
     import sqlite3
@@ -346,14 +393,17 @@ def latest_event(state_path: Path) -> int:
 
 
 def start_profiles(stack: Stack, out_dir: str, tag: str = "") -> list[subprocess.Popen]:
-    """py-spy on localmesos (the first process) and the scheduler (the second)."""
+    """py-spy on localmesos, the scheduler and the API (with its gunicorn workers). `--gil`:
+    only samples of the thread holding the GIL, i.e. Python running; without it, threads
+    waiting in a lock or a queue are counted too and the profile shows mostly waiting."""
     spy = Path(sys.executable).parent / "py-spy"
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     return [subprocess.Popen([str(spy), "record", "--pid", str(proc.pid), "--format", "raw",
-                              "--threads", "--rate", "200", "--nonblocking",
-                              "-o", str(Path(out_dir, f"{name}{tag}.txt"))],
+                              "--threads", "--gil", "--subprocesses", "--rate", "200",
+                              "--nonblocking", "-o", str(Path(out_dir, f"{name}{tag}.txt"))],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for name, proc in zip(("localmesos", "scheduler"), stack.procs[:2], strict=True)]
+            for name, proc in zip(("localmesos", "scheduler", "api"), stack.procs[:3],
+                                  strict=True)]
 
 
 def stop_profiles(profilers: list[subprocess.Popen]) -> None:
@@ -369,7 +419,8 @@ def main() -> int:
     p.add_argument("--agents", type=int, default=4)
     p.add_argument("--sizes", metavar="SMALL,LARGE,EXECUTOR", help="other sizes (e.g. 50,600,10)")
     p.add_argument("--profile", metavar="DIR",
-                   help="record the scheduler and localmesos with py-spy (if installed) "
+                   help="record localmesos, the scheduler and the API with py-spy (make bench "
+                        "installs it) "
                         "during the large scale, as flame-graph text files in DIR")
     opts = p.parse_args()
     small, large, executors = (100, 200, 20) if opts.quick else (500, 1000, 100)
@@ -398,11 +449,16 @@ def main() -> int:
             count, rate = updates_per_second(stack.state_path, mark)
             print(f"  timeline: {timeline(stack.state_path, mark)}", flush=True)
             print(f"  all running after {scale_large:.2f}s ({count} status updates, "
-                  f"{rate:.0f}/s); deleting", flush=True)
+                  f"arrival {rate:.0f}/s); deleting", flush=True)
             profilers = start_profiles(stack, opts.profile, "-delete") if opts.profile else []
             delete_large = delete_to_nothing(stack, CMD_APP + "-b")
             stop_profiles(profilers)
             print(f"  gone after {delete_large:.2f}s", flush=True)
+
+            print(f"{large} updates waiting for the scheduler (paused, then resumed)",
+                  flush=True)
+            updates = update_burst(stack, CMD_APP + "-c", large)
+            delete_to_nothing(stack, CMD_APP + "-c")
 
             print(f"0 -> {executors} on accessd's executor, to healthy", flush=True)
             exec_s = scale_to_running(stack, executor_app(EXEC_APP), executors, healthy=True)
@@ -417,7 +473,7 @@ def main() -> int:
     print(f"load average at the end {os.getloadavg()[0]:.2f}")
     print(f"RESULT scale_500_s={scale_small:.2f} scale_1000_s={scale_large:.2f} "
           f"delete_500_s={delete_small:.2f} executor_100_healthy_s={exec_s:.2f} "
-          f"updates_per_s={rate:.0f} executor_rss_mb={rss:.1f}")
+          f"updates_per_s={updates:.0f} executor_rss_mb={rss:.1f}")
     return 0
 
 

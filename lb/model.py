@@ -9,7 +9,9 @@ Labels follow marathon-lb's, per service port index `n`:
   port (in addition to the service port);
 - `HAPROXY_{n}_BALANCE`: HAProxy's `balance` algorithm (default `roundrobin`).
 
-A service port of 0 (not assigned) has no frontend. Members are the app's tasks that run and,
+Service ports are `portDefinitions[].port`, or `container.portMappings[].servicePort` for a
+Docker app with port mappings, as marathon-lb reads them. A service port of 0 (not assigned) has
+no frontend. Members are the app's tasks that run and,
 when the app has health checks, are healthy (every `healthCheckResults` entry alive, or the
 `healthy` verdict when the API gave it); a task the scheduler marked as leaving (`leaving`,
 with `embed=accessd`) stays as a member in state `drain` so its in-flight requests finish.
@@ -102,6 +104,16 @@ def _address(task: Doc) -> str | None:
     return task.get("host")
 
 
+def service_ports(app: Doc) -> list[int]:
+    """The app's service ports as Marathon answers them: its container's `portMappings`'
+    `servicePort`s when it has any (Docker on a bridge or named network), else its
+    `portDefinitions`' `port`s. Index n is the tasks' host port n either way."""
+    mappings = (app.get("container") or {}).get("portMappings") or []
+    if mappings:
+        return [int(m.get("servicePort") or 0) for m in mappings]
+    return [int(pd.get("port") or 0) for pd in app.get("portDefinitions") or []]
+
+
 def members(app: Doc, index: int) -> tuple[Member, ...]:
     checked = bool(app.get("healthChecks"))
     out = []
@@ -123,8 +135,7 @@ def desired(apps: list[Doc], groups: frozenset[str] = frozenset({DEFAULT_GROUP})
         if not in_groups(app, groups):
             continue
         labels = app.get("labels") or {}
-        for index, pd in enumerate(app.get("portDefinitions") or []):
-            port = int(pd.get("port") or 0)
+        for index, port in enumerate(service_ports(app)):
             if port <= 0:
                 problems.append(f"{app['id']}: port index {index} has no service port")
                 continue

@@ -76,8 +76,12 @@ class CommandTasks:
                 if isinstance(check, dict):
                     task.health = HealthChecker(self, task, check, task.env)
                     task.health.start()
-        threading.Thread(target=self._wait_command, args=(task, gen, popen),
-                         name=f"wait-{task.id}", daemon=True).start()
+        if task.docker_name is None:  # one watcher thread for all (a thread each cost most)
+            self.cluster.spawner.children.watch(
+                popen.pid, lambda: self._wait_command(task, gen, popen), popen.wait)
+        else:  # its end runs the docker CLI: not on the shared watcher thread
+            threading.Thread(target=self._wait_command, args=(task, gen, popen),
+                             name=f"wait-{task.id}", daemon=True).start()
 
     def _wait_command(self, task: Task, gen: int, popen: Any) -> None:
         rc = popen.wait()

@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import threading
 import time
 from concurrent.futures import Future
 from typing import Any
 
+from localmesos.docker_cli import docker_bin
 from localmesos.fetcher import LaunchError
 from localmesos.model import Task
 
@@ -52,15 +52,6 @@ PULL_TIMEOUT = 120.0
 LABEL_WORK_DIR = "localmesos.work_dir"
 LABEL_TASK = "localmesos.task_id"
 DOCKER_WORK_DIRS: set[str] = set()  # clusters of this process that launched a container
-
-
-def docker_bin() -> str:
-    explicit = os.environ.get("LOCALMESOS_DOCKER")
-    if explicit:
-        return explicit
-    if os.path.exists("/usr/bin/docker"):
-        return "/usr/bin/docker"
-    return shutil.which("docker") or "docker"
 
 
 def bridge_network() -> str:

@@ -30,6 +30,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 log = logging.getLogger("localmesos.http")
 
+MAX_CHUNKS_PER_WRITE = 256
+
 
 @dataclass
 class Request:
@@ -213,8 +215,22 @@ class _Handler(BaseHTTPRequestHandler):
                     continue
                 if item is None:
                     break
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(item), item))
+                # Whatever else is queued goes out in the same write, still one chunk per
+                # event: hundreds of status updates a second were one send() each.
+                chunks, ended = [item], False
+                while len(chunks) < MAX_CHUNKS_PER_WRITE:
+                    try:
+                        more = s._q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        ended = True
+                        break
+                    chunks.append(more)
+                self.wfile.write(b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks))
                 self.wfile.flush()
+                if ended:
+                    break
         except OSError:
             pass
         finally:

@@ -45,7 +45,8 @@ class Timers:
         t = Timer(time.monotonic() + max(0.0, delay), fn, args)
         with self._cond:
             heapq.heappush(self._heap, (t.when, next(self._seq), t))
-            self._cond.notify()
+            if self._heap[0][2] is t:  # only a new earliest timer changes the thread's wait
+                self._cond.notify()
         return t
 
     def stop(self) -> None:

@@ -127,9 +127,13 @@ def scaled_app(app: Doc, killed: int, stamp: str) -> Doc:
 
 
 def kill_requests(reader: Reader, task_ids: list[str], *, scale: bool, deployment: Doc | None,
-                  force: bool, now: str) -> tuple[Transaction, None]:
-    """Record kill requests; with `scale`, lower the owning apps' instances (see the module)."""
+                  force: bool, now: str) -> tuple[Transaction, Doc | None]:
+    """Record kill requests; with `scale`, lower the owning apps' instances (see the module).
+    Returns the `deployment`'s target app as stored after the change (None when there is no
+    such app, or without `scale`)."""
     ops: list[Op] = []
+    target = ((deployment or {}).get("target") or {}).get("app") if scale else None
+    stored = reader.app(target) if target else None
     per_app: dict[str, int] = {}
     for tid in dict.fromkeys(task_ids):
         task = reader.task(tid)
@@ -153,12 +157,13 @@ def kill_requests(reader: Reader, task_ids: list[str], *, scale: bool, deploymen
                 continue
             app = scaled_app(app, killed, stamp)
             ops.append(Put("apps", app_id, app))
-            if deployment is not None and (deployment.get("target") or {}).get("app") == app_id:
+            if app_id == target:
+                stored = app
                 deployment = copy.deepcopy(deployment)
                 deployment["target"]["instances"] = app["instances"]
         if deployment is not None:
             ops.append(_new_deployment(reader, deployment))
-    return Transaction(tuple(ops), bump_generation=True), None
+    return Transaction(tuple(ops), bump_generation=True), stored
 
 
 def delay_reset_request(reader: Reader, app_id: str, *, now: str) -> tuple[Transaction, Doc]:

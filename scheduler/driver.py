@@ -113,17 +113,31 @@ class ReconnectingDriver(MesosSchedulerDriver):
         install_tolerant_connection()
         self._failed_attempts = 0
         self._attempting = False  # a connection started and has not SUBSCRIBED yet
-        # ACKNOWLEDGE and DECLINE off the caller's thread (scheduler.async_calls)
+        # ACKNOWLEDGE, DECLINE and KILL off the caller's thread (scheduler.async_calls)
         self.calls = CallSender(self)
 
     def acknowledgeStatusUpdate(self, status):  # noqa: N802 - pymesos's name
         if self.connected:
             self.calls.acknowledge(status)
 
+    def killTask(self, task_id):  # noqa: N802 - pymesos's name
+        if self.connected:
+            self.calls.kill(task_id)
+
     def declineOffer(self, offer_ids, filters=None):  # noqa: N802 - pymesos's name
         if self.connected:
             self.calls.decline([offer_ids] if isinstance(offer_ids, dict) else list(offer_ids),
                                filters)
+
+    def acceptOffersAsync(self, offer_ids, operations, filters, on_failure,  # noqa: N802
+                          on_sent=None):
+        """ACCEPT from a sender thread (`scheduler.async_calls`); `on_failure(reason)` if it
+        is not delivered or refused (also at once when not connected), `on_sent()` once the
+        master took it."""
+        if not self.connected:
+            on_failure("not connected to a master")
+            return
+        self.calls.accept(list(offer_ids), operations, filters, on_failure, on_sent)
 
     def stop(self, failover=False):
         super().stop(failover=failover)

@@ -36,6 +36,7 @@ from typing import Any
 
 from scheduler import backoff, drain, reconcile, status_batch, taskstate
 from scheduler.callbacks import AccessdScheduler, _value
+from scheduler.held_offers import HeldOffers
 from scheduler.jobs.runner import JobRunner
 from scheduler.offer_round import OfferRound
 from scheduler.periodic_round import PeriodicRound, spec_or_none
@@ -49,6 +50,10 @@ log = logging.getLogger("accessd.scheduler")
 Doc = dict[str, Any]
 
 TICK_SECONDS = 0.25              # API writes take effect within about this (plus a plan)
+# A job slot falling due (or a job run ending) brings the next tick forward, but never closer
+# than this to the previous one: 100 jobs spread over a second make one round every 50 ms, not
+# one for each slot.
+JOBS_TICK_GAP_SECONDS = 0.05
 
 
 class Worker(OfferRound, PeriodicRound):
@@ -83,6 +88,7 @@ class Worker(OfferRound, PeriodicRound):
         self.last_round = 0.0
         self.wake_at = float("inf")            # clock time the next backoff delay runs out
         self.jobs = JobRunner(store, driver)   # Chronos-style jobs (scheduler.jobs)
+        self.held = HeldOffers()               # offers kept for job slots (held_offers)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.run, name="accessd-worker", daemon=True)
 
@@ -95,8 +101,20 @@ class Worker(OfferRound, PeriodicRound):
         self.work.put(("wake", ()))
         self.thread.join(timeout)
 
+    def _tick_at(self, next_tick: float, last_tick: float) -> float:
+        """Monotonic time of the next tick: the periodic one, or sooner when a job's slot
+        falls due (`JobRunner.next_round_at`), a gap after the last one."""
+        due = self.jobs.next_round_at()
+        if due == float("inf"):
+            return next_tick
+        mono = time.monotonic()
+        # just after the instant: a slot is due once its instant has come
+        at = max(mono + (due - self.clock()) + 0.001, last_tick + JOBS_TICK_GAP_SECONDS)
+        return min(next_tick, at)
+
     def run(self) -> None:
         next_tick = 0.0
+        last_tick = 0.0
         held: tuple[str, tuple] | None = None  # an event taken while gathering a batch
         while not self.stop_event.is_set():
             if held is not None:
@@ -104,7 +122,8 @@ class Worker(OfferRound, PeriodicRound):
             else:
                 try:
                     kind, payload = self.work.get(
-                        timeout=max(0.0, next_tick - time.monotonic()))
+                        timeout=max(0.0, self._tick_at(next_tick, last_tick)
+                                    - time.monotonic()))
                 except queue.Empty:
                     kind, payload = None, ()
             if kind == "status":
@@ -123,9 +142,19 @@ class Worker(OfferRound, PeriodicRound):
                 self._guard("status updates", lambda b=batch: self.on_status_batch(b))
             elif kind is not None:
                 self._guard(kind, lambda k=kind, p=payload: self.handle(k, p))
+            mono = time.monotonic()
+            if mono < next_tick and mono >= self._tick_at(next_tick, last_tick):
+                # a job slot fell due between ticks: the jobs' round alone (the apps' checks
+                # wait for the tick), and the whole round at once if its runs need a REVIVE
+                last_tick = mono
+                wanted: list[bool] = []
+                self._guard("jobs round", lambda w=wanted: w.append(self.jobs_round()))
+                if any(wanted):
+                    next_tick = mono
             if time.monotonic() >= next_tick:
                 self._guard("tick", self.tick)
-                next_tick = time.monotonic() + TICK_SECONDS
+                last_tick = time.monotonic()
+                next_tick = last_tick + TICK_SECONDS
 
     def _guard(self, what: str, fn: Callable[[], None]) -> None:
         try:
@@ -180,6 +209,7 @@ class Worker(OfferRound, PeriodicRound):
             if self.subscribed:  # pymesos also reports every failed connection attempt
                 log.warning("disconnected from the master; pymesos reconnects")
             self.subscribed = False
+            self.held.take()
         elif kind == "agent_lost":
             agent_id = _value(payload[0])
             log.warning("agent %s lost; reconciling its tasks", agent_id)
@@ -188,8 +218,16 @@ class Worker(OfferRound, PeriodicRound):
         elif kind == "executor_lost":
             log.info("executor %s on agent %s lost (status %s)", _value(payload[0]),
                      _value(payload[1]), payload[2])
+        elif kind == "launch_failed":  # an ACCEPT of job runs sent from a sender thread
+            offer_id, task_ids, why = payload
+            log.warning("ACCEPT of offer %s not delivered (%s); its %d job run(s) wait for "
+                        "the next offer", offer_id, why, len(task_ids))
+            self.jobs.accepting.difference_update(task_ids)
+            for task_id in task_ids:
+                self.jobs.launch_failed(task_id)
         elif kind == "rescinded":
             log.info("offer %s rescinded", _value(payload[0]))
+            self.held.drop(_value(payload[0]))
         elif kind == "error":
             self.on_error(payload[0])
 
@@ -202,6 +240,7 @@ class Worker(OfferRound, PeriodicRound):
                                 {"frameworkId": framework_id, "master": master})
         self.subscribed = True
         self.suppressed = False  # a new subscription starts unsuppressed
+        self.held.take()  # offers of an earlier subscription: the master forgot them
         self.last_demand = {}
         self.reconcile_all()
 

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from scheduler import reconcile, taskstate
+from scheduler.held_offers import holding_wanted
 from scheduler.spec import format_time, iso_now
 from scheduler.state import Put, Transaction
 from scheduler.status_batch import event_doc
@@ -21,7 +22,9 @@ Doc = dict[str, Any]
 class OfferRound:
     """Mixin of `framework.Worker`: the offer callbacks' half of a round."""
 
-    def on_offers(self, offers: list[Doc]) -> None:
+    def on_offers(self, offers: list[Doc], *, jobs_only: bool = False) -> None:
+        """`jobs_only`: held offers for new job runs (`launch_on_held`): the apps' plan is
+        left to the next offers (a REVIVE for an app gives held offers back first)."""
         from scheduler.placement import LaunchRequest, Unplaced, place
         from scheduler.secret_values import SecretUnavailable
         from scheduler.tasks import build_task_info, new_task_id
@@ -30,10 +33,12 @@ class OfferRound:
             self.decline_all(offers)
             return
         now = self.clock()
-        tasks = self.store.list_tasks()  # one snapshot for the plan and the placement
-        plan = self.make_plan(now, tasks)
-        needs = {need.app.id: need for need in plan.launches}
-        requests = [LaunchRequest(app=need.app, count=need.count) for need in plan.launches]
+        if jobs_only:  # a run's placement depends on no task (its "app" is the run itself)
+            tasks, needs = [], {}
+        else:
+            tasks = self.store.list_tasks()  # one snapshot for the plan and the placement
+            needs = {need.app.id: need for need in self.make_plan(now, tasks).launches}
+        requests = [LaunchRequest(app=need.app, count=need.count) for need in needs.values()]
         requests += self.jobs.launch_requests()
         result = place(offers, requests, tasks, role=self.role)
         by_id = {o["id"]["value"]: o for o in offers}
@@ -67,7 +72,26 @@ class OfferRound:
             self.store.transact(lambda r: (Transaction(tuple(
                 Put("tasks", task_id, doc) for task_id, doc in docs.items())), None))
         self.jobs.store_launches()  # placed job runs, stored before any ACCEPT
+        send_later = getattr(self.driver, "acceptOffersAsync", None)
+        hold = self.subscribed and holding_wanted(self.jobs.next_slot_at, now)
         for offer_id, task_infos in infos.items():
+            if send_later is not None and not any(i["task_id"]["value"] in docs
+                                                  for i in task_infos):
+                # only job runs (stored as staging): the worker need not wait for the master
+                # to launch them; a failure comes back as a `launch_failed` event
+                ids = tuple(i["task_id"]["value"] for i in task_infos)
+                # not reconciled while the call waits: the master would not know them yet and
+                # answer TASK_LOST, and the run would be queued (and launched) again
+                self.jobs.accepting.update(ids)
+                # holding offers for the next slots: what this leaves of the offer comes
+                # straight back (scheduler.held_offers)
+                send_later([{"value": offer_id}],
+                           [{"type": "LAUNCH", "launch": {"task_infos": task_infos}}],
+                           {"refuse_seconds": 0 if hold else self.refuse_seconds},
+                           lambda why, o=offer_id, t=ids: self.work.put(
+                               ("launch_failed", (o, t, why))),
+                           lambda t=ids: self.jobs.accepting.difference_update(t))
+                continue
             try:
                 self.driver.acceptOffers(
                     [{"value": offer_id}],
@@ -94,9 +118,14 @@ class OfferRound:
             if staged:
                 self.store.transact(lambda r, e=staged: (Transaction(events=e), None))
         declines = [oid for oid in by_id if oid not in infos]
+        if declines and hold:  # kept for the job slots about to fall due
+            self.held.keep([by_id[oid] for oid in declines])
+            declines = []
         if declines:
             self.driver.declineOffer([{"value": oid} for oid in declines],
                                      filters={"refuse_seconds": self.refuse_seconds})
+        if jobs_only:
+            return
         waiting = {k: v for k, v in result.unplaced.items() if k in needs}
         for app_id, info in no_secret.items():  # the reason the status label and queue show
             waiting[app_id] = Unplaced(info.count + (waiting[app_id].count
@@ -112,6 +141,20 @@ class OfferRound:
         self.last_demand = {app_id: need.count - placed.get(app_id, 0)
                             for app_id, need in needs.items()
                             if need.count > placed.get(app_id, 0)}
+
+    def launch_on_held(self, now: float) -> None:
+        """New job runs wait and offers are held: launch on those (no REVIVE, no wait for
+        an offer); decline held offers no longer wanted or held too long."""
+        if self.jobs.queued and len(self.held):
+            offers = self.held.take()
+            try:
+                self.on_offers(offers, jobs_only=True)
+            except Exception:
+                self.decline_all(offers)
+                raise
+        expired = self.held.expired(holding_wanted(self.jobs.next_slot_at, now))
+        if expired:
+            self.decline_all(expired)
 
     def decline_all(self, offers: list[Doc]) -> None:
         # Through the worker's guard: offers that crossed a master failover are declined while
@@ -132,7 +175,7 @@ class OfferRound:
             "ipAddresses": [{"ipAddress": ip, "protocol": "IPv4"}],
             "ports": list(launch.ports),
             # Marathon's: the app's service ports (assigned when it was stored), for balancers
-            "servicePorts": [int(pd.port) for pd in app.port_definitions],
+            "servicePorts": list(app.service_ports),
             "stagedAt": format_time(now), "startedAt": None, "version": need.config_version,
             "state": taskstate.STAGING, "healthy": None, "healthCheckResults": [],
             "message": None, "reason": None, "attributes": dict(launch.attributes or {}),

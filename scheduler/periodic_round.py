@@ -10,6 +10,7 @@ from typing import Any
 from scheduler import backoff, drain, readiness, reconcile, taskstate
 from scheduler.deployments import advance
 from scheduler.spec import AppSpec, format_time
+from scheduler.state import Put, Transaction
 
 log = logging.getLogger("accessd.scheduler")
 
@@ -47,6 +48,9 @@ class PeriodicRound:
             self._release_drains()
         if self.jobs.tick(now):  # new job runs wait for offers: plan (and REVIVE) this tick
             self.dirty = True
+            self.launch_on_held(now)  # on offers kept for them, if any (scheduler.held_offers)
+        elif len(self.held):
+            self.launch_on_held(now)  # only declines what is no longer wanted
         generation = self.store.desired_generation()
         mono = time.monotonic()
         if not (self.dirty or generation != self.seen_generation or now >= self.wake_at
@@ -62,8 +66,10 @@ class PeriodicRound:
         plan = self.make_plan(now, tasks)
         # wake up when the first delay runs out, so the app launches without waiting a period
         self.wake_at = min((now + left for left in plan.delayed.values()), default=float("inf"))
+        plain: list[tuple[Doc, reconcile.Kill]] = []
         for kill in plan.kills:
-            self._kill(kill, now)
+            self._kill(kill, now, plain)
+        self._send_kills(plain)
         for task_id in plan.done_kill_requests:
             self.store.complete_kill_request(task_id)
         if plan.kills:
@@ -92,6 +98,21 @@ class PeriodicRound:
                 self.reconcile_tasks(stuck)
                 self.asked_about.update(t["id"] for t in stuck)  # once, not every tick
 
+    def jobs_round(self) -> bool:
+        """The jobs' part of a tick alone (a slot fell due between ticks): record what is due
+        and launch it on held offers; True when runs still wait for offers (the whole round,
+        with its REVIVE, is wanted now)."""
+        if not self.subscribed:
+            return False
+        now = self.clock()
+        if self.jobs.tick(now):
+            self.dirty = True
+            self.launch_on_held(now)
+            return bool(self.jobs.queued)
+        if len(self.held):
+            self.launch_on_held(now)
+        return False
+
     def _reconcile_unreachable(self) -> None:
         """Ask the master about unreachable and unknown tasks every few seconds: an agent the
         master forgot (TASK_UNKNOWN) re-registers without any update of its own, so only
@@ -103,7 +124,10 @@ class PeriodicRound:
         if away:
             self.reconcile_tasks(away)
 
-    def _kill(self, kill: reconcile.Kill, now: float) -> None:
+    def _kill(self, kill: reconcile.Kill, now: float,
+              plain: list[tuple[Doc, reconcile.Kill]] | None = None) -> None:
+        """Kill one task; a plain kill (no expunge, drain or failure) goes into `plain` when
+        given, for `_send_kills` to store and send with the round's others."""
         doc = self.store.get_task(kill.task_id)
         if doc is None:
             return
@@ -122,6 +146,9 @@ class PeriodicRound:
                 and self._live_balancers(now)):
             self._mark_leaving(doc, kill, now)
             return
+        if plain is not None and not kill.failure:
+            plain.append((doc, kill))
+            return
         self.store.upsert_task(doc)
         log.info("killing task %s app=%s (%s)", kill.task_id, kill.app_id, kill.reason)
         if kill.failure:
@@ -131,6 +158,20 @@ class PeriodicRound:
             self._record_unhealthy(doc, kill, now)
         self.kill_sent[kill.task_id] = time.monotonic()
         self.driver.killTask({"value": kill.task_id})
+
+    def _send_kills(self, plain: list[tuple[Doc, reconcile.Kill]]) -> None:
+        """Store the round's plain kills (`killRequested`) in one transaction, then send
+        them: deleting an app of 500 tasks was 500 transactions, each followed by a KILL
+        sent synchronously."""
+        if not plain:
+            return
+        ops = tuple(Put("tasks", doc["id"], doc) for doc, _ in plain)
+        self.store.transact(lambda r: (Transaction(ops), None))
+        mono = time.monotonic()
+        for _doc, kill in plain:
+            log.info("killing task %s app=%s (%s)", kill.task_id, kill.app_id, kill.reason)
+            self.kill_sent[kill.task_id] = mono
+            self.driver.killTask({"value": kill.task_id})
 
     # -- the drain contract (scheduler.drain) -----------------------------------------------------
     def _live_balancers(self, now: float) -> list[Doc]:
@@ -197,6 +238,8 @@ class PeriodicRound:
         if demand:
             grew = any(n > self.last_demand.get(a, 0) for a, n in demand.items())
             if self.suppressed or grew:
+                if len(self.held):  # back to the master first: the REVIVE re-offers them
+                    self.decline_all(self.held.take())
                 log.info("REVIVE: %s waiting to launch", demand)
                 self.driver.reviveOffers()
                 self.suppressed = False

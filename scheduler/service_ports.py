@@ -1,9 +1,11 @@
 """Service ports, Marathon's semantics: the stable port of an app, that a load balancer serves.
 
 An app's `portDefinitions[].port` is its service port (without `requirePorts` its tasks get
-any free host ports; with it, the host ports are the service ports). Port 0 asks for one to be
-assigned; the assignment is stored in the app document, so it survives updates, restarts and
-leader changes, and clients read it back from `portDefinitions[].port` and each task's
+any free host ports; with it, the host ports are the service ports); an app whose container has
+`portMappings` (BRIDGE or USER networks) has them in `container.portMappings[].servicePort`
+instead, as Marathon (`AppDefinition.servicePorts`). Port 0 (or a mapping without one) asks for
+one to be assigned; the assignment is stored in the app document, so it survives updates,
+restarts and leader changes, and clients read it back from the app and each task's
 `servicePorts`.
 
 Rules (pure; `assign` runs inside the transaction that stores the app, over the snapshot's
@@ -57,16 +59,20 @@ DEFAULT_RANGE = PortRange()
 class ServicePortConflict(StateError):
     """Service ports asked for that other apps already have (Marathon's 422)."""
 
-    def __init__(self, app_id: str, clashes: list[tuple[int, int, str]]) -> None:
+    def __init__(self, app_id: str, clashes: list[tuple[int, int, str]], *,
+                 mappings: bool = False) -> None:
         self.app_id = app_id
-        self.clashes = clashes  # (index in portDefinitions, port, the app that has it)
+        self.clashes = clashes  # (index of the port, port, the app that has it)
+        self.mappings = mappings  # the ports are the container's portMappings
         super().__init__("; ".join(
             f"service port {port} is already used by app {other}"
             for _, port, other in clashes))
 
     @property
     def details(self) -> list[dict[str, Any]]:
-        return [{"path": f"/portDefinitions/{i}/port",
+        where = "/container/portMappings/{}/servicePort" if self.mappings else \
+            "/portDefinitions/{}/port"
+        return [{"path": where.format(i),
                  "errors": [f"service port {port} is already used by app {other}"]}
                 for i, port, other in self.clashes]
 
@@ -84,11 +90,23 @@ class ServicePortsExhausted(StateError):
         return [{"path": "/portDefinitions", "errors": [str(self)]}]
 
 
+def _slots(app: Mapping[str, Any]) -> tuple[list[Any], str]:
+    """Where the app document keeps its service ports: the container's `portMappings`
+    (`servicePort`) when it has any, else `portDefinitions` (`port`)."""
+    container = app.get("container")
+    mappings = container.get("portMappings") if isinstance(container, Mapping) else None
+    if isinstance(mappings, list) and mappings:
+        return mappings, "servicePort"
+    return list(app.get("portDefinitions") or []), "port"
+
+
 def service_ports(app: Mapping[str, Any]) -> list[int]:
-    """The app document's service ports, in `portDefinitions` order (0 where unassigned)."""
+    """The app document's service ports, in `portDefinitions` (or the container's
+    `portMappings`) order (0 where unassigned)."""
+    slots, key = _slots(app)
     out = []
-    for d in app.get("portDefinitions") or []:
-        port = d.get("port") if isinstance(d, Mapping) else None
+    for d in slots:
+        port = d.get(key) if isinstance(d, Mapping) else None
         out.append(port if isinstance(port, int) and not isinstance(port, bool) else 0)
     return out
 
@@ -136,7 +154,7 @@ def assign(app: Doc, previous: Mapping[str, Any] | None, in_use: Mapping[int, st
     clashes = [(i, port, in_use[port]) for i, port in enumerate(asked)
                if port and port in in_use]
     if clashes:
-        raise ServicePortConflict(app_id, clashes)
+        raise ServicePortConflict(app_id, clashes, mappings=_slots(app)[1] == "servicePort")
     if 0 not in asked:
         return app
     explicit = {p for p in asked if p}
@@ -147,14 +165,15 @@ def assign(app: Doc, previous: Mapping[str, Any] | None, in_use: Mapping[int, st
     new_ports = (p for p in range(port_range.low, port_range.high) if p not in taken)
     free = _chain(iter(dict.fromkeys(reusable)), new_ports if fresh else iter(()))
     out = copy.deepcopy(app)
-    for definition, port in zip(out["portDefinitions"], asked, strict=True):
+    slots, key = _slots(out)
+    for definition, port in zip(slots, asked, strict=True):
         if port == 0:
             chosen = next(free, None)
             if chosen is None:
                 if not fresh:
                     break
                 raise ServicePortsExhausted(port_range)
-            definition["port"] = chosen
+            definition[key] = chosen
     return out
 
 

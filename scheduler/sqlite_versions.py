@@ -11,6 +11,8 @@ import json
 import sqlite3
 from typing import Any
 
+import orjson
+
 Doc = dict[str, Any]
 
 _TABLE = """CREATE TABLE IF NOT EXISTS app_versions (
@@ -18,18 +20,27 @@ _TABLE = """CREATE TABLE IF NOT EXISTS app_versions (
     PRIMARY KEY (app_id, version)) WITHOUT ROWID"""
 
 
+def _dumps(doc: Doc) -> str:
+    try:  # orjson: faster; what it refuses (integers past 64 bits) goes through json
+        return orjson.dumps(doc).decode()
+    except TypeError:
+        return json.dumps(doc)
+
+
 class SQLiteAppVersions:
     _versions_table_ready = False
 
     def _versions_table(self, conn: sqlite3.Connection | None = None) -> None:
-        """Create the table once per store object (inside `conn`'s transaction if given)."""
+        """Create the table once per store object. Inside `conn`'s transaction if given, but
+        then it is not known to exist until a transaction of its own made it: the caller's
+        may still roll back, taking the table with it."""
         if self._versions_table_ready:
             return
         if conn is not None:
             conn.execute(_TABLE)
-        else:
-            with self._write() as c:  # type: ignore[attr-defined]
-                c.execute(_TABLE)
+            return
+        with self._write() as c:  # type: ignore[attr-defined]
+            c.execute(_TABLE)
         self._versions_table_ready = True
 
     def put_app_version(self, app_id: str, version: str, doc: Doc, *, keep: int) -> None:
@@ -41,7 +52,7 @@ class SQLiteAppVersions:
         """`put_app_version` inside the caller's write transaction `c`."""
         self._versions_table(c)
         c.execute("INSERT OR REPLACE INTO app_versions (app_id, version, doc) "
-                  "VALUES (?, ?, ?)", (app_id, version, json.dumps(doc)))
+                  "VALUES (?, ?, ?)", (app_id, version, _dumps(doc)))
         c.execute("DELETE FROM app_versions WHERE app_id = ? AND version NOT IN ("
                   "SELECT version FROM app_versions WHERE app_id = ? "
                   "ORDER BY version DESC LIMIT ?)", (app_id, app_id, max(1, int(keep))))
@@ -62,5 +73,9 @@ class SQLiteAppVersions:
 
     def delete_app_versions(self, app_id: str) -> None:
         with self._write() as c:  # type: ignore[attr-defined]
-            self._versions_table(c)
-            c.execute("DELETE FROM app_versions WHERE app_id = ?", (app_id,))
+            self._delete_versions(c, app_id)
+
+    def _delete_versions(self, c: sqlite3.Connection, app_id: str) -> None:
+        """`delete_app_versions` inside the caller's write transaction `c`."""
+        self._versions_table(c)
+        c.execute("DELETE FROM app_versions WHERE app_id = ?", (app_id,))

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from scheduler.service_ports import PortRange
 
 Doc = dict[str, Any]
+# A stored task with its revision (see `StateStore.task_records`).
+TaskRecord = tuple[str, str, Any, bytes]
 
 
 FINAL_DEPLOYMENT_STATUSES = frozenset({"succeeded", "failed", "cancelled", "superseded"})
@@ -199,8 +201,9 @@ class StateStore(ABC):
         generation. `events` (complete stored events, see `Transaction.events`, or a function
         of the stored app giving them) are appended in the same transaction: the change and its
         announcement commit together. With
-        `history_keep`, `app` also goes into its version history (`put_app_version`), in the
-        same transaction where the backend can. (The rules are
+        `history_keep`, `app` also goes into its version history (`put_app_version`), or, for a
+        delete, the app's history goes (`transact_with_version`), in the same transaction where
+        the backend can. (The rules are
         `scheduler.changes.app_change`'s; the backend only applies its transaction.)
         """
         from scheduler import changes
@@ -219,13 +222,16 @@ class StateStore(ABC):
 
     def transact_with_version(self, plan: Plan[Doc | None], app_id: str,
                               keep: int) -> Doc | None:
-        """`transact(plan)` (whose result is the stored app, or None), then, with `keep`, that
-        app into its version history (`put_app_version`). A backend that keeps histories in
-        the same database does both in one transaction (SQLite); the default runs them one
-        after the other."""
+        """`transact(plan)`, whose result is the app as stored after it (None: the app does not
+        exist, e.g. it was deleted); then, with `keep`, the history follows: the stored app
+        goes into it (`put_app_version`), or a gone app's history goes (`delete_app_versions`).
+        A backend that keeps histories in the same database does both in one transaction
+        (SQLite, ZooKeeper); the default runs them one after the other."""
         stored = self.transact(plan)
         if keep and stored is not None:
             self.put_app_version(app_id, stored["version"], stored, keep=keep)
+        elif keep:
+            self.delete_app_versions(app_id)
         return stored
 
     @abstractmethod
@@ -254,18 +260,30 @@ class StateStore(ABC):
 
     # -- kill requests (written by the API, consumed by the scheduler) -------------------------
     def request_kills(self, task_ids: list[str], *, scale: bool,
-                      deployment: Doc | None = None, force: bool = False) -> None:
+                      deployment: Doc | None = None, force: bool = False,
+                      events: Callable[[Doc | None], Sequence[Doc]] | Sequence[Doc] = (),
+                      history_keep: int = 0) -> Doc | None:
         """Ask the scheduler to kill tasks. With `scale`, the owning apps' `instances` drop by the
         number of their live tasks killed, and `deployment` records that change; like
         `apply_app_change`, a scale of an app locked by a running deployment raises
         DeploymentConflict unless `force` (then that deployment is `superseded`). The rules
-        are `scheduler.changes.kill_requests`'s."""
+        are `scheduler.changes.kill_requests`'s. Returns the deployment's target app as stored
+        (None without `scale`); `events` and, with `history_keep`, that app's version history
+        entry are written in the same transaction, as `apply_app_change` does."""
         from scheduler import changes
 
         now = iso_now()
-        self.transact(lambda r: changes.kill_requests(r, list(task_ids), scale=scale,
-                                                      deployment=deployment, force=force,
-                                                      now=now))
+
+        def plan(r: Reader) -> tuple[Transaction, Doc | None]:
+            txn, stored = changes.kill_requests(r, list(task_ids), scale=scale,
+                                                deployment=deployment, force=force, now=now)
+            extra = tuple(events(stored) if callable(events) else events)
+            return Transaction(txn.ops, txn.bump_generation, txn.events + extra), stored
+
+        target = ((deployment or {}).get("target") or {}).get("app")
+        if scale and history_keep and target:
+            return self.transact_with_version(plan, target, history_keep)
+        return self.transact(plan)
 
     @abstractmethod
     def pending_kill_requests(self) -> list[Doc]:
@@ -307,6 +325,13 @@ class StateStore(ABC):
 
     @abstractmethod
     def list_tasks(self, app_id: str | None = None) -> list[Doc]: ...
+
+    def task_records(self, app_id: str | None = None) -> list[TaskRecord] | None:
+        """The tasks of `list_tasks`, in its order, as stored: `(task id, app id, revision,
+        the document's JSON bytes)`, the revision changing whenever the stored document does
+        (readers may keep what they derive from a document per revision). None when the
+        backend keeps no such revision: read `list_tasks`."""
+        return None
 
     def delete_task(self, task_id: str) -> None:
         self.transact(lambda r: (Transaction((Delete("tasks", task_id),)), None))

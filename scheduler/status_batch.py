@@ -28,6 +28,11 @@ from scheduler.state import Delete, Op, Put, Reader, Transaction
 Doc = dict[str, Any]
 
 MAX_BATCH = 1000  # updates in one transaction at most
+# A launch's plain progress is logged as one line per state and batch, naming every task
+# ("250 tasks TASK_RUNNING: a.1 a.2 ..."): a line per update was about a quarter of the
+# worker's CPU in a launch of 500 (cProfile). Everything else keeps its own line, with its
+# message.
+GROUPED_STATES = frozenset({"TASK_STARTING", "TASK_RUNNING"})
 
 
 @dataclass
@@ -60,6 +65,7 @@ def plan_batch(reader: Reader, statuses: list[Doc], now: float,
     kills_done: list[str] = []
     app_docs: dict[str, tuple[Doc, Doc | None]] = {}  # app id -> (status, delay reset consumed)
     events: list[Doc] = []
+    progress: dict[str, list[str]] = {}  # STARTING/RUNNING without a message: one line each
     when = iso_now()
     for status in statuses:
         task_id = taskstate.status_task_id(status)
@@ -78,8 +84,14 @@ def plan_batch(reader: Reader, statuses: list[Doc], now: float,
             _record_failure(reader, doc, state, status, now, app_status, spec_of, app_docs, out)
         events.extend(event_doc(kind, payload, when) for kind, payload in changes)
         if doc.get("state") != state or changes:
+            if state in GROUPED_STATES and not status.get("message"):
+                progress.setdefault(state, []).append(task_id)
+                continue
             message = f" ({status['message']})" if status.get("message") else ""
             out.log_lines.append(f"task {task_id} {state}{message}")
+    out.log_lines += [f"task {ids[0]} {state}" if len(ids) == 1 else
+                      f"{len(ids)} tasks {state}: {' '.join(ids)}"
+                      for state, ids in progress.items()]
     ops: list[Op] = [Put("tasks", tid, d) if d is not None else Delete("tasks", tid)
                      for tid, d in docs.items()]
     ops += [Delete("kill_requests", tid) for tid in kills_done]

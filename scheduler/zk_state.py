@@ -8,6 +8,7 @@ Layout under the root (keys are URL-quoted, so `/g/c` is one node `%2Fg%2Fc`):
     jobs/ job_status/ job_runs/ job_requests/    the jobs' documents (`scheduler.jobs.zk_jobs`)
     changes/c-<seq>        one per transaction: the keys it wrote (and the generation it made)
     events/e-<seq>         the event log; the id is the sequence number
+    last_write             set by every transaction (its stat names the transaction's zxid)
 
 Invariants:
 - A transaction is one ZooKeeper `multi`: its puts and deletes, a version check of every
@@ -15,14 +16,18 @@ Invariants:
   state serialises on that node, so no two API writers ever both win on the same snapshot), the
   change record and, for a fenced scheduler, a check of its leader node. All or nothing; a
   failed check re-runs the plan on a fresh snapshot (bounded retries), a failed fence is
-  `NotLeader`, a lost connection is `StoreUnavailable`.
-- Reads come from a local cache of every document, fed by a watch on `changes/` (each record
-  names the keys to re-read). A read first asks ZooKeeper (sync + one `exists`) whether records
-  appeared since the cache last caught up, and catches up if so: two round trips per read,
-  never one per document, and a read sees every write committed before it began (the API).
-  With `session_reads` (the scheduler) a read waits only for this store's own writes, the
-  watch brings the others' within moments, and `desired_generation()` is always current: the
-  scheduler's view of the API's writes starts from that poll.
+  `NotLeader`, no connection is `StoreUnavailable`. A commit whose answer was lost is
+  looked up by its write id once the connection is back (`scheduler.zk_outcome`): landed, it
+  succeeds; not landed, it is retried; not knowable, StoreUnavailable says so.
+- Reads come from a local cache of every document (`scheduler.zk_cache`). This process's own
+  writes enter it from the `multi`'s results as it commits (no round trip); other writers'
+  through a watch on `changes/` (each record names the keys to re-read). A read first asks
+  ZooKeeper (sync + one `exists`) whether records appeared since the cache last caught up, and
+  catches up if so: two round trips per read (the API: per request), never one per document,
+  and a read sees every write committed before it began. With `session_reads` (the
+  scheduler) a read asks nothing: its own writes are in, the watch brings the others' within
+  moments, and `desired_generation()` is always current: the scheduler's view of the API's
+  writes starts from that poll.
 - The cache's generation comes from the change records, in order (or, on a full reload, is read
   before the documents): the cache never holds a generation newer than its documents, so a
   plan that passed the generation check saw every desired-state change.
@@ -35,17 +40,15 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import quote, unquote
-
-import orjson
+from urllib.parse import quote
 
 from scheduler.balancer_store import ZooKeeperBalancers
-from scheduler.jobs.zk_jobs import ZkJobDocuments, ZkJobReader, job_tag
+from scheduler.jobs.zk_jobs import ZkJobDocuments, ZkJobReader
 from scheduler.state import (
     KINDS,
     Delete,
@@ -56,6 +59,7 @@ from scheduler.state import (
     StateStore,
     StoreUnavailable,
     T,
+    TaskRecord,
 )
 from scheduler.zk import (
     CALL_TIMEOUT,
@@ -67,36 +71,19 @@ from scheduler.zk import (
     transaction_failure,
     zk_errors,
 )
+from scheduler.zk_cache import GENERATION, Key, ZkCache, _dumps, _loads
 from scheduler.zk_events import ZkEventLog, seq_of
+from scheduler.zk_outcome import commit_outcome
 from scheduler.zk_versions import ExtraWrite, ZooKeeperAppVersions
 
 log = logging.getLogger("accessd.zk_state")
 
-CHANGES_KEPT = 2000
+# Every process lists changes/ on every change (its watch, then its catch-up): the listing's
+# cost grows with the records kept (2,000: ~4.6 ms CPU per change per process; 300-400: well
+# under 1 ms). A cache more than ~300 changes behind (a process cut off for a while) reloads.
+CHANGES_KEPT = 300
 MAX_ATTEMPTS = 20
-GENERATION = "generation"
-
-# A cached document: (its JSON bytes, data version, creation zxid, tag). Documents are kept as
-# the bytes ZooKeeper returned and decoded on each read (orjson: a fresh dict the caller may
-# change, for about what copying a decoded one would cost). The tag is what filters need without
-# decoding: a task's appId, a deployment's (status, affectedApps).
-Entry = tuple[bytes, int, int, Any]
-
-
-def _tag(kind: str, doc: Doc) -> Any:
-    if kind == "tasks":
-        return doc.get("appId")
-    if kind == "deployments":
-        return (doc.get("status", "running"), frozenset(doc.get("affectedApps") or ()))
-    return job_tag(kind, doc)
-
-
-def _dumps(doc: Any) -> bytes:
-    return orjson.dumps(doc)
-
-
-_loads = orjson.loads
-
+LAST_WRITE = "last_write"  # set by every multi (see _commit)
 
 class _Reader(ZkJobReader):
     """A plan's snapshot: the cache, recording what was read (and at which version)."""
@@ -146,8 +133,8 @@ class _Reader(ZkJobReader):
         return self.s._generation[0]
 
 
-class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZooKeeperBalancers, ZkEventLog,
-                          StateStore):
+class ZooKeeperStateStore(ZkCache, ZkJobDocuments, ZooKeeperAppVersions, ZooKeeperBalancers,
+                          ZkEventLog, StateStore):
     """`StateStore` in ZooKeeper. `fence`, when set (by the leader election), is the path of a
     node every write checks in its `multi`: once that node is gone, writes raise NotLeader."""
 
@@ -159,19 +146,11 @@ class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZooKeeperBalance
         self._own_client = client is None
         self.fence: str | None = None
         self.session_reads = session_reads
-        self._own_seq = -1                       # this store's newest change record
-        self._lock = threading.RLock()          # the cache
-        self._catch_up_lock = threading.Lock()  # one catch-up at a time
-        self._cache: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
-        self._generation = (0, 0)                # (value, node version)
-        self._applied: int | None = None         # newest change record in the cache
-        self._cversion: int | None = None        # changes/ child version the cache matches
+        self._init_cache()
         self._events: dict[int, Doc] = {}        # immutable: cached once read
-        self._scope = threading.local()          # begin_request/end_request
         self._closed = False
-        self.stale = False
         with zk_errors("creating the store's nodes"):
-            for kind in (*KINDS, "changes", "events"):
+            for kind in (*KINDS, "changes", "events", LAST_WRITE, "app_versions"):
                 self.client.ensure_path(self._path(kind))
             try:
                 self.client.create(self._path(GENERATION), b"0")
@@ -192,168 +171,13 @@ class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZooKeeperBalance
         base = f"{self.root}/{kind}"
         return base if key is None else f"{base}/{quote(key, safe='')}"
 
-    # -- the cache -----------------------------------------------------------------------------
-    def _on_changes(self, children: list[str]) -> bool | None:
-        if self._closed:
-            return False  # stop watching
-        try:
-            self._catch_up()
-        except StateError as exc:
-            log.debug("catch-up from the watch failed: %s", exc)
-        return None
-
-    def _on_state(self, state: Any) -> None:
-        from kazoo.protocol.states import KazooState
-
-        if state == KazooState.CONNECTED:
-            self._connection.set()
-        else:
-            self._connection.clear()
-
-    def _connected(self) -> bool:
-        from kazoo.protocol.states import KazooState
-
-        return self.client.state == KazooState.CONNECTED
-
-    def _fresh(self, force: bool = False) -> None:
-        """Make the cache current (a read sees every write committed before it began), or mark
-        it stale when ZooKeeper cannot be asked. With `session_reads` (and not `force`), only
-        this store's own writes must be in the cache (the watch brings the others' soon)."""
-        if self._closed:
-            raise StateError("state store is closed")
-        if not self._connected():
-            self._mark_stale()
-            return
-        if (not force and getattr(self._scope, "fresh", False)
-                and self._applied is not None and self._applied >= self._own_seq):
-            return  # checked once already in this request, and our own writes are in
-        if self.session_reads and not force:
-            if self._applied is None or self._applied < self._own_seq:
-                try:
-                    self._catch_up()
-                except StoreUnavailable:
-                    self._mark_stale()
-                    return
-            self.stale = False
-            return
-        try:
-            with zk_errors("checking for changes"):
-                self.client.sync_async(self.root).get(timeout=CALL_TIMEOUT)
-                stat = self.client.exists_async(self._path("changes")).get(timeout=CALL_TIMEOUT)
-            if stat is None or stat.cversion != self._cversion:
-                self._catch_up()
-        except StoreUnavailable:
-            self._mark_stale()
-            return
-        self.stale = False
-
-    def _mark_stale(self) -> None:
-        if not self.stale:
-            log.warning("ZooKeeper unreachable: answering reads from the cache")
-        self.stale = True
-
-    def _catch_up(self) -> None:
-        with self._catch_up_lock, zk_errors("reading changes"):
-            children, stat = self.client.get_children(self._path("changes"), include_data=True)
-            seqs = sorted(seq_of(c) for c in children)
-            if self._applied is None or (self._applied not in seqs and seqs
-                                         and seqs[-1] > self._applied):
-                self._reload(seqs[-1] if seqs else -1, stat.cversion)
-                return
-            new = [s for s in seqs if s > self._applied]
-            records = [self.client.get_async(f"{self._path('changes')}/c-{s:010d}")
-                       for s in new]
-            keys: dict[tuple[str, str], None] = {}
-            generation = None
-            for result in records:
-                try:
-                    data, _ = result.get(timeout=CALL_TIMEOUT)
-                except Exception:  # pruned under us: reload everything
-                    self._reload(seqs[-1], stat.cversion)
-                    return
-                record = json.loads(data)
-                keys.update({(k, key): None for k, key in record["keys"]})
-                if record.get("gen"):
-                    generation = tuple(record["gen"])
-            fetched = self._fetch(list(keys))
-            with self._lock:
-                for (kind, key), entry in fetched.items():
-                    if entry is None:
-                        self._cache[kind].pop(key, None)
-                    else:
-                        self._cache[kind][key] = entry
-                if generation is not None and generation[1] > self._generation[1]:
-                    self._generation = (int(generation[0]), int(generation[1]))
-                if new:
-                    self._applied = new[-1]
-                self._cversion = stat.cversion
-
-    def _fetch(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Entry | None]:
-        from kazoo.exceptions import NoNodeError
-
-        pending = [(k, self.client.get_async(self._path(*k))) for k in keys]
-        out: dict[tuple[str, str], Entry | None] = {}
-        for k, result in pending:
-            try:
-                data, stat = result.get(timeout=CALL_TIMEOUT)
-            except NoNodeError:
-                out[k] = None
-                continue
-            out[k] = (data, stat.version, stat.czxid, _tag(k[0], _loads(data)))
-        return out
-
-    def _reload(self, applied: int, cversion: int) -> None:
-        """Everything, read after the generation (so never older than it)."""
-        data, gstat = self.client.get(self._path(GENERATION))
-        generation = (int(data or b"0"), gstat.version)
-        keys = [(kind, unquote(name)) for kind in KINDS
-                for name in self.client.get_children(self._path(kind))]
-        fetched = self._fetch(keys)
-        cache: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
-        for (kind, key), entry in fetched.items():
-            if entry is not None:
-                cache[kind][key] = entry
-        with self._lock:
-            self._cache, self._generation = cache, generation
-            self._applied, self._cversion = applied, cversion
-        log.info("loaded %d documents from ZooKeeper (generation %d)", len(keys), generation[0])
-
-    def _docs(self, kind: str) -> list[tuple[str, Entry]]:
-        self._fresh()
-        with self._lock:
-            return list(self._cache[kind].items())
-
-    def _doc(self, kind: str, key: str) -> Doc | None:
-        self._fresh()
-        with self._lock:
-            entry = self._cache[kind].get(key)
-        return _loads(entry[0]) if entry else None
-
-    def begin_request(self) -> None:
-        """One freshness check for the rest of this thread's request (the API calls this as a
-        request starts, `end_request` as it ends): its reads all see every write committed
-        before the request began, with two round trips per request instead of per read."""
-        self._scope.fresh = False
-        self._fresh()
-        self._scope.fresh = not self.stale
-
-    def end_request(self) -> None:
-        self._scope.fresh = False
-
-    def refresh(self) -> None:
-        """Bring the cache up to every write committed so far (a new leader's first step)."""
-        self._fresh(force=True)
-
-    def change_token(self) -> int | None:
-        """Changes whenever any write lands (for the API's view cache); None when stale."""
-        self._fresh()
-        return None if self.stale else self._cversion
-
     # -- transactions --------------------------------------------------------------------------
     def transact(self, plan: Plan[T], *,
                  extra_writes: Callable[[T], Sequence[ExtraWrite]] | None = None) -> T:
         """`StateStore.transact`; `extra_writes(result)` names nodes outside the cached documents
-        written in the same `multi` (a change's version history, `zk_versions`)."""
+        written in the same `multi` (a change's version history, `zk_versions`); it is called
+        once per attempt, and its `committed(results)`, if it has one, gets what ZooKeeper
+        answered for each of them (a ZnodeStat for a set_data) once the `multi` landed."""
         fresh = False
         for _attempt in range(MAX_ATTEMPTS):
             if not self._connected() and not self._connection.wait(WRITE_WAIT_SECONDS):
@@ -392,7 +216,10 @@ class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZooKeeperBalance
                 continue
             try:
                 extra = extra_writes(result) if extra_writes is not None else ()
-                self._commit(reader, txn, generation, extra)
+                extra_results = self._commit(reader, txn, generation, extra)
+                committed = getattr(extra_writes, "committed", None)
+                if committed is not None:
+                    committed(extra_results)
                 return result
             except WriteConflict as exc:
                 log.debug("transaction conflict, retrying: %s", exc)
@@ -401,13 +228,16 @@ class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZooKeeperBalance
                                "nothing was written")
 
     def _commit(self, reader: _Reader, txn: Any, generation: tuple[int, int],
-                extra: Sequence[ExtraWrite] = ()) -> None:
+                extra: Sequence[ExtraWrite] = ()) -> list:
+        """The `multi`; returns ZooKeeper's results of the `extra` writes."""
         t = self.client.transaction()
         fence_index = None
         if self.fence is not None:
             fence_index = 0
             t.check(self.fence, -1)
-        written: dict[tuple[str, str], None] = {}
+        written: dict[Key, None] = {}
+        puts: list[tuple[Key, bytes, int | None]] = []  # (key, data, its set_data's index)
+        deletes: list[Key] = []
         for op in txn.ops:
             k = (op.kind, op.key)
             written[k] = None
@@ -418,38 +248,66 @@ class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZooKeeperBalance
             exists = (read is not None) if read != "unread" else cached is not None
             version = read if isinstance(read, int) else -1
             if isinstance(op, Put):
+                data = _dumps(op.doc)
+                puts.append((k, data, len(t.operations) if exists else None))
                 if exists:
-                    t.set_data(path, _dumps(op.doc), version)
+                    t.set_data(path, data, version)
                 else:
-                    t.create(path, _dumps(op.doc))
+                    t.create(path, data)
             elif isinstance(op, Delete) and exists:
+                deletes.append(k)
                 t.delete(path, version)
         for k, version in reader.read.items():
             if k not in written and version is not None:
                 t.check(self._path(*k), version)
         for event in txn.events:
             t.create(f"{self._path('events')}/e-", _dumps(event), sequence=True)
+        first_extra = len(t.operations)
         for path, data, exists in extra:  # a node appearing/vanishing meanwhile: a conflict
-            if exists:
+            if data is None:
+                t.delete(path)
+            elif exists:
                 t.set_data(path, data)
             else:
                 t.create(path, data)
-        record: Doc = {"keys": [list(k) for k in written]}
+        write_id = uuid.uuid4().hex  # how a commit whose answer is lost is found (zk_outcome)
+        record: Doc = {"keys": [list(k) for k in written], "w": write_id}
         if txn.bump_generation:
             t.set_data(self._path(GENERATION), str(generation[0] + 1).encode(), generation[1])
             record["gen"] = [generation[0] + 1, generation[1] + 1]
         elif reader.generation_read:
             t.check(self._path(GENERATION), generation[1])
+        # an unconditional write whose stat tells the multi's zxid (what a create returns
+        # is only its path): the created documents' czxid/mzxid in the cache
+        t.set_data(self._path(LAST_WRITE), b"")
         t.create(f"{self._path('changes')}/c-", _dumps(record), sequence=True)
-        with zk_errors("committing a transaction"):
-            results = t.commit_async().get(timeout=CALL_TIMEOUT)
+        known = self._applied
+        try:
+            with zk_errors("committing a transaction"):
+                results = t.commit_async().get(timeout=CALL_TIMEOUT)
+        except StoreUnavailable as exc:
+            landed = commit_outcome(self, write_id, known)
+            if landed is None:
+                raise StoreUnavailable(
+                    "ZooKeeper dropped the connection during the commit "
+                    f"({type(exc.__cause__).__name__}); whether the "
+                    f"change was written is not known (write {write_id}): read it back before "
+                    "trying again") from exc
+            if not landed:
+                raise WriteConflict("the connection dropped before the commit landed") from exc
+            self._fresh(force=True)  # it landed: into the cache like another writer's change
+            return []
         failure = transaction_failure(results, fence_index)
         if failure is not None:
             raise failure
         seq = seq_of(results[-1].rsplit("/", 1)[1])
-        self._own_seq = max(self._own_seq, seq)
-        if seq % 100 == 0:
+        self._apply_own([(k, data, None if i is None else results[i]) for k, data, i in puts],
+                        deletes, results[-2].mzxid,
+                        (generation[0] + 1, generation[1] + 1) if txn.bump_generation else None,
+                        seq)
+        if seq >= CHANGES_KEPT and seq % 100 == 0:  # nothing to prune before
             self._prune_changes()
+        return results[first_extra:first_extra + len(extra)]
 
     def _prune_changes(self) -> None:
         try:
@@ -494,9 +352,12 @@ class ZooKeeperStateStore(ZkJobDocuments, ZooKeeperAppVersions, ZooKeeperBalance
         return self._doc("tasks", task_id)
 
     def list_tasks(self, app_id: str | None = None) -> list[Doc]:
-        tasks = [_loads(e[0]) for _, e in self._docs("tasks") if app_id is None or e[3] == app_id]
-        tasks.sort(key=lambda t: (t.get("stagedAt") or "", t.get("id") or ""))
-        return tasks
+        return [_loads(e[0]) for _, e in self._task_entries(app_id)]
+
+    def task_records(self, app_id: str | None = None) -> list[TaskRecord]:
+        """`StateStore.task_records`: the revision is (creation zxid, data version), which a
+        delete and re-create changes too."""
+        return [(k, e[3][0], (e[2], e[1]), e[0]) for k, e in self._task_entries(app_id)]
 
     def get_app_status(self, app_id: str) -> Doc | None:
         return self._doc("app_status", app_id)

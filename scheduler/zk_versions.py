@@ -4,9 +4,11 @@
 A mixin of `ZooKeeperStateStore` (its client, root and error adapter). Histories are not desired
 state: outside the generation and not cached (read on demand: `GET /v2/apps/{id}/versions` is
 rare). A change's version is written in the change's own `multi` (`transact_with_version`), so a
-process killed between the two cannot leave a change without its history entry; pruning the
-oldest versions comes after, and a prune that does not happen only leaves a longer history. Version strings are ISO times, so
-the names sort in time order; `keep` bounds each app's history."""
+process killed between the two cannot leave a change without its history entry, and usually with
+no other round trip (`_VersionWrite`); pruning the oldest versions comes after, only when the
+history is longer than kept, and a prune that does not happen only leaves a longer history.
+Version strings are ISO times, so the names sort in time order; `keep` bounds each app's
+history."""
 
 from __future__ import annotations
 
@@ -23,32 +25,79 @@ def _encode(doc: Doc) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-# A node written beside a transaction's documents: (path, data, whether it exists: set or create).
-ExtraWrite = tuple[str, bytes, bool]
+# A node written beside a transaction's documents: (path, data, whether it exists: set or create);
+# data None deletes the node.
+ExtraWrite = tuple[str, bytes | None, bool]
+
+
+class _VersionWrite:
+    """The extra writes of `transact_with_version`: the stored app as a node of its history.
+
+    First attempt, no round trip: the history's parent is created in the same `multi` when the
+    cache does not hold the app (its creation), and the version node is created (a new version)
+    or set (the cached app has that version already). The parent is also set in the `multi`:
+    its stat says how many versions there are, so the history is listed and pruned only when it
+    is longer than `keep`. A guess that was wrong (a store from before parents came with the
+    app, a version written twice within a millisecond) fails the `multi` as a conflict, and the
+    next attempt asks ZooKeeper first (ensure_path + exists), as every attempt used to."""
+
+    def __init__(self, store: Any, app_id: str) -> None:
+        self.store = store
+        self.app_id = app_id
+        self.attempts = 0
+        self.versions = 0  # how many the history holds after the commit
+
+    def __call__(self, stored: Doc | None) -> list[ExtraWrite]:
+        if stored is None:
+            return self.store._history_removal(self.app_id)
+        self.attempts += 1
+        store, client = self.store, self.store.client
+        parent = store._versions_path(self.app_id)
+        path = store._versions_path(self.app_id, stored["version"])
+        writes: list[ExtraWrite] = []
+        if self.attempts == 1:
+            with store._lock:
+                cached = store._cache["apps"].get(self.app_id)
+            if cached is None:
+                writes.append((parent, b"", False))
+            exists = cached is not None and json.loads(cached[0]).get("version") == \
+                stored["version"]
+        else:
+            with zk_errors(f"storing version {stored['version']} of {self.app_id}"):
+                client.ensure_path_async(parent).get(timeout=CALL_TIMEOUT)
+                exists = client.exists_async(path).get(timeout=CALL_TIMEOUT) is not None
+        return [*writes, (path, _encode(stored), exists), (parent, b"", True)]
+
+    def committed(self, results: list) -> None:
+        self.versions = getattr(results[-1], "numChildren", 0) if results else 0
 
 
 class ZooKeeperAppVersions:
     def transact_with_version(self, plan: Any, app_id: str, keep: int) -> Doc | None:
         """`transact(plan)` with the stored app (the plan's result) put into its version history
-        in the same `multi`; then the history is pruned to `keep`."""
+        in the same `multi` (`_VersionWrite`); then the history is pruned to `keep`. A plan whose
+        result is None (the app is gone) deletes the history's nodes in that `multi` instead."""
         if not keep:
             return self.transact(plan)  # type: ignore[attr-defined]
-        client = self.client  # type: ignore[attr-defined]
-
-        def version_write(stored: Doc | None) -> list[ExtraWrite]:
-            # Called by transact once connected; bounded calls, as the commit's own.
-            if stored is None:
-                return []
-            path = self._versions_path(app_id, stored["version"])
-            with zk_errors(f"storing version {stored['version']} of {app_id}"):
-                client.ensure_path_async(self._versions_path(app_id)).get(timeout=CALL_TIMEOUT)
-                exists = client.exists_async(path).get(timeout=CALL_TIMEOUT) is not None
-            return [(path, _encode(stored), exists)]
-
+        version_write = _VersionWrite(self, app_id)
         stored = self.transact(plan, extra_writes=version_write)  # type: ignore[attr-defined]
-        if stored is not None:
+        if stored is not None and version_write.versions > max(1, int(keep)):
             self._prune_versions(app_id, keep)
         return stored
+
+    def _history_removal(self, app_id: str) -> list[ExtraWrite]:
+        """The extra writes deleting a gone app's history in its change's `multi`: every version
+        node, then their parent. A version added after this listing fails the parent's delete
+        (NotEmpty): a write conflict, so transact re-plans and lists again."""
+        from kazoo.exceptions import NoNodeError
+        parent = self._versions_path(app_id)
+        with zk_errors(f"deleting the versions of {app_id}"):
+            try:
+                names = self.client.get_children_async(parent).get(  # type: ignore[attr-defined]
+                    timeout=CALL_TIMEOUT)
+            except NoNodeError:
+                return []
+        return [(f"{parent}/{name}", None, True) for name in names] + [(parent, None, True)]
 
     def _prune_versions(self, app_id: str, keep: int) -> None:
         from kazoo.exceptions import NoNodeError

@@ -21,6 +21,7 @@ again by itself whenever it has to.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -185,10 +186,19 @@ class Metrics:
         started = Gauge("process_start_time_seconds", "Start time of this worker process.",
                         registry=self.registry)
         started.set_to_current_time()
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def observe(self, route: str, method: str, status: str, seconds: float) -> None:
-        self._requests.labels(self.service, route, method, status).inc()
-        self._latency.labels(self.service, route).observe(seconds)
+        # The labelled children, once per label set (bounded: routes are templates): looking
+        # them up through `labels()` on every request cost more than the counting itself.
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self._requests.labels(self.service, route, method, status),
+                self._latency.labels(self.service, route))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -366,4 +376,20 @@ def app_from_env(factory: Callable[[ServiceConfig, QuoteStore], falcon.App]) -> 
     except StoreUnavailable as exc:
         log.warning("store not reachable at start-up, its settings are checked once it is: %s",
                     exc)
-    return factory(config, store)
+    app = factory(config, store)
+    quiet_gc()
+    return app
+
+
+GC_GEN0_THRESHOLD = 100_000   # as the control API's workers (api.app.get_app)
+
+
+def quiet_gc() -> None:
+    """Keep the cycle collector off the request path's tail: what start-up built (modules, the
+    app, the store) is frozen out of every later collection, and the young generation is
+    collected after 100,000 allocations instead of 700. Measured in a time-series worker: a full
+    collection over the start-up objects took ~50-120 ms (a request of that worker: < 1 ms), and
+    none after `gc.freeze()`; requests make almost only acyclic garbage, freed by refcounts."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])

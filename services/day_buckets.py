@@ -39,6 +39,7 @@ DEFAULT_MARKET_TZ = "America/New_York"
 # bucket stays under ~1 MB (Cassandra's advice for a cell). One-minute bars: 1,440 a day.
 MAX_DAY_ROWS = 5000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+RECENT_DAYS = 8   # day spans `MarketDays.day_of` remembers
 
 
 def day_key(d: date) -> str:
@@ -61,6 +62,7 @@ class MarketDays:
             raise ValueError(f"unknown market time zone {tz!r}") from exc
         self.tz = tz
         self._starts: dict[date, int] = {}
+        self._recent: tuple[tuple[int, int, str], ...] = ()   # (first ms, next day's, key)
 
     def days_of(self, timestamps: Iterable[int]) -> set[str]:
         """The keys of the days holding `timestamps` (fast for runs within one day)."""
@@ -75,8 +77,19 @@ class MarketDays:
         return keys
 
     def day_of(self, ts_ms: int) -> str:
-        """The key of the local day holding instant `ts_ms` (epoch ms UTC)."""
-        return day_key(self.date_of(ts_ms))
+        """The key of the local day holding instant `ts_ms` (epoch ms UTC).
+
+        The spans of the last few days asked for are kept: ranges keep asking about the same
+        few days, and converting through the zone costs ~10x a look-up."""
+        for lo, hi, key in self._recent:
+            if lo <= ts_ms < hi:
+                return key
+        d = self.date_of(ts_ms)
+        key = day_key(d)
+        hi = MAX_TS_MS + 1 if d == date.max else self.start(d + timedelta(days=1))
+        # Rebound, not mutated: threads that read the old tuple meanwhile still see a whole one.
+        self._recent = ((self.start(d), hi, key), *self._recent[:RECENT_DAYS - 1])
+        return key
 
     def date_of(self, ts_ms: int) -> date:
         sec = ts_ms // 1000   # zone offsets are whole seconds: the local date is the same

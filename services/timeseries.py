@@ -45,6 +45,9 @@ CHUNK_QUOTES = 256          # quotes per yielded chunk: few syscalls, small buff
 KNOWN_PARAMS = frozenset({"from", "to", "fields", "limit"})
 CACHE_BYTES = 8 << 20       # encoded answers kept per worker process, in all
 CACHE_ENTRY_BYTES = 1 << 20  # the biggest answer kept (~7,000 points; a day of 1-min bars: 54 KB)
+# Answers from the day buckets up to this size are read whole and sent with a Content-Length
+# (one write); bigger ones stream, chunked. A one-day range of one-minute bars is ~60 KB.
+WHOLE_BODY_BYTES = 96 << 10
 
 
 # Position of each of QUOTE_FIELDS in the store's row tuples `(ts, open, high, low, close, volume)`.
@@ -284,7 +287,7 @@ class TimeSeriesResource:
             cached = self.cache.get(key, version)
             if cached is not None:
                 resp.content_type = falcon.MEDIA_JSON
-                resp.stream = iter(cached)      # streamed (chunked) like an answer from the store
+                resp.data = cached[0] if len(cached) == 1 else b"".join(cached)
                 return
         if fields is None:
             # All fields: slices of the store's pre-encoded day buckets, when it has them.
@@ -296,7 +299,15 @@ class TimeSeriesResource:
                     self._empty(resp, symbol)
                     return
                 resp.content_type = falcon.MEDIA_JSON
-                stream = stream_fragments(first_frag, frags)
+                whole, rest = read_whole(first_frag, frags, WHOLE_BODY_BYTES)
+                if rest is None:
+                    # Small (a few days): one body with its length, one write, no chunking.
+                    body = b"[" + b",".join(whole) + b"]"
+                    if version is not None:
+                        self.cache.put(key, version, [body])
+                    resp.data = body
+                    return
+                stream = stream_fragments(whole[0], _Chained(whole[1:], rest))
                 resp.stream = stream if version is None else \
                     self.cache.recording(key, version, stream)
                 return
@@ -318,6 +329,27 @@ class TimeSeriesResource:
             raise unknown_symbol(symbol)
         resp.content_type = falcon.MEDIA_JSON
         resp.text = "[]"
+
+
+def read_whole(first: bytes, rest: Iterator[bytes], budget: int
+               ) -> tuple[list[bytes], Iterator[bytes] | None]:
+    """`first` and the fragments of `rest` while they fit in `budget` bytes: `(all of them,
+    None)` if `rest` ended (then it is closed), else `(those read, rest)` to stream the others
+    after them. A store failure meanwhile propagates before any byte is sent (a 503)."""
+    frags = [first]
+    size = len(first)
+    try:
+        while size <= budget:
+            frag = next(rest, None)
+            if frag is None:
+                _close(rest)
+                return frags, None
+            frags.append(frag)
+            size += len(frag)
+    except BaseException:
+        _close(rest)
+        raise
+    return frags, rest
 
 
 def stream_fragments(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
@@ -360,6 +392,20 @@ class _Prepended(Iterator[list[tuple]]):
         close = getattr(self._rest, "close", None)
         if close is not None:
             close()
+
+
+class _Chained(Iterator[bytes]):
+    """The items of `head`, then those of `rest`; `close()` closes `rest`."""
+
+    def __init__(self, head: list[bytes], rest: Iterator[bytes]) -> None:
+        self._head = iter(head)
+        self._rest = rest
+
+    def __next__(self) -> bytes:
+        return next(self._head, None) or next(self._rest)
+
+    def close(self) -> None:
+        _close(self._rest)
 
 
 def create_app(config: ServiceConfig, store: QuoteStore) -> falcon.App:

@@ -52,20 +52,27 @@ def metric_samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,
-               message: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy; return that value or raise."""
+               message: str = "condition", *,
+               error: Callable[[str], BaseException] = AssertionError,
+               retry_on: tuple[type[BaseException], ...] = (Exception,)) -> Any:
+    """Poll `predicate` until it returns something truthy; return that value or raise.
+
+    An exception of a `retry_on` type counts as "not yet" (the system under test may not answer
+    yet); others propagate. At the deadline, `error(text)` is raised: AssertionError for tests;
+    the benches pass TimeoutError or SystemExit, and `retry_on=()` so a broken check stops them.
+    """
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
         try:
             last = predicate()
-        except Exception as exc:  # the system under test may not answer yet
+        except retry_on as exc:
             last = exc
         else:
             if last:
                 return last
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}; last: {last!r}")
+            raise error(f"timed out after {timeout}s waiting for {message}; last: {last!r}")
         time.sleep(interval)
 
 

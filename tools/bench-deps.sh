@@ -12,3 +12,10 @@ if ! command -v wrk >/dev/null 2>&1; then
     echo "bench-deps: wrk missing (the benches fall back to Python threads)"
   fi
 fi
+# py-spy: the sampling profiler of `bench/jobs.py --profile` and `bench/scale.py --profile`
+# (into the project's venv; only those options use it).
+VENV=${VENV:-$(dirname "$0")/../.venv}
+if [ -x "$VENV/bin/python" ] && [ ! -x "$VENV/bin/py-spy" ]; then
+  echo "bench-deps: installing py-spy into $VENV"
+  "$VENV/bin/python" -m pip install --quiet py-spy || echo "bench-deps: py-spy not installed (only --profile needs it)"
+fi

@@ -56,6 +56,11 @@ class JobReader(Reader, Protocol):
         """The job's runs, newest first."""
         ...
 
+    def old_job_run_ids(self, job: str, keep: int) -> list[str]:
+        """The ids of the job's finished runs after its newest `keep` (what a prune deletes),
+        without decoding them where the store can."""
+        ...
+
     def job_requests(self, job: str) -> list[Doc]:
         """The job's pending requests (each with its `seq`)."""
         ...
@@ -116,8 +121,8 @@ def jobs_record(r: JobReader, statuses: list[Doc], runs: list[Doc], done_request
 
 
 def runs_prune(r: JobReader, jobs: list[str], keep: int) -> tuple[Transaction, int]:
-    gone = [run for job in jobs for run in r.job_runs(job, active=False)[max(0, int(keep)):]]
-    return Transaction(tuple(Delete("job_runs", run["id"]) for run in gone)), len(gone)
+    gone = [run_id for job in jobs for run_id in r.old_job_run_ids(job, keep)]
+    return Transaction(tuple(Delete("job_runs", run_id) for run_id in gone)), len(gone)
 
 
 class JobDocuments:

@@ -392,6 +392,42 @@ def apply_task_status(run: Doc, job_status: Doc | None, spec: JobSpec | None,
                          f"run {run['id']} failed ({state}) after {attempt + 1} attempt(s)")
 
 
+def next_due(jobs: Mapping[str, Job], statuses: Mapping[str, Doc],
+             active_runs: Iterable[Doc], now: float) -> tuple[float, float]:
+    """When a round next has a slot to record: the earliest next slot of a scheduled job
+    without an active run (a job with one waits for it to end: its end wakes the round), and
+    the earliest of any scheduled job; inf for none. A slot exactly at its instant is due
+    (`schedule.due`)."""
+    busy = {r["job"] for r in active_runs if r.get("active")}
+    idle_at = any_at = float("inf")
+    for name, job in jobs.items():
+        spec = job.spec
+        if spec.is_dependent or spec.disabled:
+            continue
+        nxt = _next_instant(job, statuses.get(name), now)
+        if nxt is None:
+            continue
+        any_at = min(any_at, nxt)
+        if name not in busy or spec.concurrent:
+            idle_at = min(idle_at, nxt)
+    return idle_at, any_at
+
+
+def _next_instant(job: Job, status: Doc | None, now: float) -> float | None:
+    """`next_run_at`, read straight from the cursor when it is current (every round calls
+    this for every job)."""
+    spec = job.spec
+    if status is not None and status.get("scheduleKey") == schedule_key(spec):
+        schedule = spec.parsed_schedule()
+        cursor = int(status.get("nextSlot") or 0)
+        if not schedule.has_slot(cursor):
+            return None
+        at = schedule.instant(cursor)
+        if at > now - spec.epsilon_seconds:  # not past epsilon: the cursor's slot is next
+            return at
+    return next_run_at(job, status, now)
+
+
 def next_run_at(job: Job, status: Doc | None, now: float) -> float | None:
     """When the job's next scheduled slot is (None: dependent, disabled, or exhausted)."""
     spec = job.spec

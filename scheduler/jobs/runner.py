@@ -5,6 +5,10 @@ worker thread:
 - `tick(now)` every tick: reads jobs, statuses, active runs and requests, plans
   (`plan.plan_round`), applies each decision in one store transaction, then sends kills;
   returns True when new runs wait for offers (the worker then REVIVEs);
+- `next_round_at()`: when the next round is wanted sooner than the worker's tick (a job's next
+  slot falls due, a run of a non-concurrent job ended while its next slot waits): the worker
+  ticks then, so a slot is recorded within a few ms of its instant instead of up to a tick
+  period after it;
 - `demand()`: the queued runs as placement demand keys (for REVIVE/SUPPRESS);
 - `launch_requests()` / `prepare_launch(launch, now)` / `store_launches()`: queued runs join
   the apps' placement; the placed runs are stored as `staging` (task id, agent), in one
@@ -37,6 +41,23 @@ PRUNE_JOBS_PER_TICK = 5  # a pass over the histories is spread over ticks: no ro
 STAGING_RECONCILE_SECONDS = 30.0  # ask the master about a run stuck in staging this long
 
 
+def active_after(active: list[Doc], records: tuple[jobplan.Record, ...]) -> list[Doc]:
+    """`active` (newest first) with the records' runs applied: what listing the store's active
+    runs again would give (new runs come first, as the store lists them), without decoding
+    them all again."""
+    runs = {r["id"]: r for r in active}
+    new: list[Doc] = []
+    for record in records:
+        for run in record.runs:
+            if run["id"] not in runs:
+                new.append(run)
+            runs[run["id"]] = run
+        for run_id in record.deleted_runs:
+            runs.pop(run_id, None)
+    order = [r["id"] for r in reversed(new)] + [r["id"] for r in active]
+    return [runs[i] for i in dict.fromkeys(order) if i in runs and runs[i].get("active")]
+
+
 class JobRunner:
     def __init__(self, store: Any, driver: Any) -> None:
         self.store = store
@@ -55,6 +76,11 @@ class JobRunner:
         self.kill_sent: dict[str, float] = {}
         self.last_prune = 0.0
         self.to_prune: list[str] = []  # the jobs the current pruning pass has still to do
+        self.due_at = float("inf")   # clock time the next idle job's slot falls due
+        self.next_slot_at = float("inf")  # the next slot of any job, idle or not
+        # staged runs whose ACCEPT a sender thread has still to deliver: not reconciled yet
+        # (set from the worker, emptied from sender threads: single set operations)
+        self.accepting: set[str] = set()
 
     # -- the round -------------------------------------------------------------------------------
     def tick(self, now: float) -> bool:
@@ -82,8 +108,8 @@ class JobRunner:
         requests = self.store.pending_job_actions()
         recent = {q["job"]: self.store.list_job_runs(q["job"], limit=jobplan.HISTORY_KEPT)
                   for q in requests if q.get("action") == "progress"}
-        result = jobplan.plan_round(self.jobs, self.store.list_job_status(), active,
-                                    requests, now, recent)
+        statuses = self.store.list_job_status()
+        result = jobplan.plan_round(self.jobs, statuses, active, requests, now, recent)
         for note in result.log:
             log.info("%s", note)
         if result.records:  # one transaction, stored before anything is launched or killed
@@ -100,10 +126,11 @@ class JobRunner:
                 return False
         for task_id in result.kills:
             self._kill(task_id)
-        if result.records:
-            active = self.store.list_job_runs(active=True)
+        if result.records:  # the active runs as this round's writes left them
+            active = active_after(active, result.records)
         self._retry_kills(active)
         stuck = [r for r in active if r["state"] == "staging" and r["id"] not in self.asked_about
+                 and r["id"] not in self.accepting
                  and now - (jobplan.epoch(r.get("stagedAt")) or now) > STAGING_RECONCILE_SECONDS]
         if stuck:  # once each: the answer (or its absence) is handled like any update
             self.asked_about.update(r["id"] for r in stuck)
@@ -111,8 +138,16 @@ class JobRunner:
         before = {r["id"] for r in self.queued}
         self.queued = sorted((r for r in active if r["state"] == "queued"),
                              key=lambda r: (r["scheduledAt"], r["id"]))
+        after = dict(statuses)  # as this round left them
+        for record in result.records:
+            after.update((s["name"], s) for s in record.statuses)
+        self.due_at, self.next_slot_at = jobplan.next_due(self.jobs, after, active, now)
         self._prune()
         return any(r["id"] not in before for r in self.queued)
+
+    def next_round_at(self) -> float:
+        """Clock time a jobs round is wanted (inf: none before the worker's next tick)."""
+        return self.due_at
 
     def _prune(self) -> None:
         """Keep each job's newest `HISTORY_KEPT` finished runs: a pass over every job every
@@ -243,6 +278,9 @@ class JobRunner:
         for task_id, run in runs.items():
             if not run.get("active"):
                 self.kill_sent.pop(task_id, None)
+                # a non-concurrent job's next slot may be waiting for this run, and a
+                # dependent job for this success: the next round is wanted now
+                self.due_at = min(self.due_at, now)
         return handled
 
     def _spec(self, name: str) -> JobSpec | None:
@@ -255,5 +293,6 @@ class JobRunner:
     def active_runs(self) -> list[Doc]:
         if not self.enabled:
             return []
+        accepting = set(self.accepting)
         return [r for r in self.store.list_job_runs(active=True)
-                if r["state"] in ("staging", "running")]
+                if r["state"] in ("staging", "running") and r["id"] not in accepting]

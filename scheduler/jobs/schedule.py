@@ -28,6 +28,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import cached_property
 from zoneinfo import ZoneInfoNotFoundError
 
 from scheduler.jobs.zones import zone_of
@@ -145,14 +146,20 @@ class Schedule:
     period: Duration
     text: str
 
-    @property
+    @cached_property
     def start_epoch(self) -> float:
         return self.start.timestamp()
+
+    @cached_property
+    def _elapsed_only(self) -> bool:  # no calendar part: no wall-clock arithmetic needed
+        return not (self.period.calendar_months or self.period.calendar_days)
 
     def instant(self, n: int) -> float:
         """Epoch seconds of slot `n` (0-based); ignores the repetition count."""
         if n < 0:
             raise ValueError("slot index must be >= 0")
+        if self._elapsed_only:  # what the calendar path below gives, without its datetimes
+            return self.start_epoch + n * self.period.seconds
         local = _add_months(self.start, n * self.period.calendar_months)
         local = local + timedelta(days=n * self.period.calendar_days)  # wall-clock days
         # an aware datetime + timedelta keeps the wall clock; timestamp() resolves the offset

@@ -123,7 +123,7 @@ class JobSpec:
 
     @property
     def epsilon_seconds(self) -> float:
-        return parse_duration(self.epsilon).approx_seconds()
+        return _epsilon_seconds(self.epsilon)
 
     def parsed_schedule(self):  # -> Schedule (kept lazy: a dependent job has none)
         if self.schedule is None:
@@ -152,6 +152,11 @@ class JobSpec:
             "uris": [f.uri for f in self.fetch], "fetch": [f.to_json() for f in self.fetch],
         })
         return out
+
+
+@functools.lru_cache(maxsize=256)
+def _epsilon_seconds(text: str) -> float:  # read for every job in every round
+    return parse_duration(text).approx_seconds()
 
 
 @functools.lru_cache(maxsize=4096)

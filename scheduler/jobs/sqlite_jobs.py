@@ -32,6 +32,10 @@ JOB_TABLES = (
         active INTEGER NOT NULL, doc TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS job_runs_job ON job_runs (job, seq)",
     "CREATE INDEX IF NOT EXISTS job_runs_active ON job_runs (active)",
+    # one job's (in)active runs in order, without visiting every other job's: with only the
+    # two indexes above, `job=? AND active=0` walked all finished runs of all jobs (a prune of
+    # 5 jobs with 100 runs each took ~120 ms, growing with the history)
+    "CREATE INDEX IF NOT EXISTS job_runs_job_active ON job_runs (job, active, seq)",
     """CREATE TABLE IF NOT EXISTS job_requests (
         seq INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL, doc TEXT NOT NULL)""",
     "INSERT OR IGNORE INTO meta (key, value) VALUES ('jobs_revision', '0')",
@@ -129,6 +133,12 @@ class SQLiteJobReader:
             args.append(1 if active else 0)
         rows = self.c.execute(sql + " ORDER BY seq DESC", args).fetchall()
         return [json.loads(r[0]) for r in rows]
+
+    def old_job_run_ids(self, job: str, keep: int) -> list[str]:
+        rows = self.c.execute(
+            "SELECT id FROM job_runs WHERE job=? AND active=0 ORDER BY seq DESC "
+            "LIMIT -1 OFFSET ?", (job, max(0, int(keep)))).fetchall()
+        return [r[0] for r in rows]
 
     def job_requests(self, job: str) -> list[Doc]:
         rows = self.c.execute("SELECT seq, doc FROM job_requests WHERE job=? ORDER BY seq",

@@ -108,6 +108,10 @@ class ZkJobReader:
         found = _runs(list(self.s._cache["job_runs"].items()), job, active)
         return [d for d in (self._get("job_runs", key) for key, _ in found) if d]
 
+    def old_job_run_ids(self, job: str, keep: int) -> list[str]:
+        # read (not only listed): each delete is then checked against the version it saw
+        return [d["id"] for d in self.job_runs(job, active=False)[max(0, int(keep)):]]
+
     def job_requests(self, job: str) -> list[Doc]:
         self.listed = True
         keys = sorted(k for k, e in self.s._cache["job_requests"].items() if e[3] == job)

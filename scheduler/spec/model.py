@@ -235,6 +235,14 @@ class AppSpec:
     secrets: FrozenMap = field(default_factory=FrozenMap)
     env_secrets: FrozenMap = field(default_factory=FrozenMap)
 
+    @property
+    def service_ports(self) -> tuple[int, ...]:
+        """Marathon's `servicePorts` (assigned when the app was stored): the container's port
+        mappings' when it has any (BRIDGE/USER networks), else the port definitions'."""
+        if self.container is not None and self.container.port_mappings:
+            return tuple(m.service_port for m in self.container.port_mappings)
+        return tuple(int(pd.port) for pd in self.port_definitions)
+
     def to_json(self) -> dict[str, Any]:
         """Marathon JSON, every default filled in; `cmd`/`args` only the one that is set."""
         out: dict[str, Any] = {"id": self.id}

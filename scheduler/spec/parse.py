@@ -145,14 +145,13 @@ def bridge_port_definitions(doc: dict, container: ContainerSpec,
                  for m in container.port_mappings if m.host_port is not None)
 
 
-def check_ports(defs: tuple[PortDefinition, ...], require_ports: bool, key: str,
-                 errs: Errors) -> None:
+def check_ports(defs: tuple[PortDefinition, ...], key: str, errs: Errors) -> None:
+    """Fixed ports are named once. A 0 is always allowed, also with `requirePorts`: as in
+    Marathon, it is given a service port when stored (`scheduler.service_ports`), and with
+    `requirePorts` that port is the tasks' host port."""
     seen: set[int] = set()
     for i, d in enumerate(defs):
         if d.port == 0:
-            if require_ports:
-                errs.add(ptr(key, i, "port") if key == "portDefinitions" else ptr(key, i),
-                         "must be a fixed non-zero port when requirePorts is true")
             continue
         if d.port in seen:
             errs.add(ptr(key, i, "port") if key == "portDefinitions" else ptr(key, i),
@@ -274,8 +273,7 @@ def parse_app(doc: Any) -> AppSpec:
     if container is not None and container.network != "HOST":
         ports = bridge_port_definitions(doc, container, errs)
     require_ports = boolean(g("requirePorts"), ("requirePorts",), errs, False)
-    check_ports(ports, require_ports, "ports" if g("ports") is not None else "portDefinitions",
-                 errs)
+    check_ports(ports, "ports" if g("ports") is not None else "portDefinitions", errs)
 
     secrets = parse_secrets(g("secrets", MISSING), errs)
     raw_env, env_secrets = split_env(g("env"), secrets, errs)

@@ -3,6 +3,7 @@ its events and its version commit together; concurrent writers of several proces
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sqlite3
 import threading
@@ -11,7 +12,9 @@ from pathlib import Path
 import falcon.testing
 import pytest
 
+from api import changes
 from api.app import ApiConfig, create_app
+from scheduler.spec import merge_patch
 from scheduler.sqlite_state import SQLiteStateStore
 
 APP = {"id": "/w/app", "cmd": "sleep 100", "cpus": 0.1, "mem": 32, "instances": 1}
@@ -55,6 +58,72 @@ def test_a_scale_and_its_events_are_one_transaction(client_and_store) -> None:
     conn.close()
 
 
+def _refuse(path: Path, name: str, when: str) -> sqlite3.Connection:
+    """A trigger refusing `when` on the version history: the failure a change meets at its
+    version write (a full disk, a killed process) made repeatable."""
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TRIGGER {name} BEFORE {when} ON app_versions "
+                 "BEGIN SELECT RAISE(ABORT, 'history refused'); END")
+    conn.commit()
+    return conn
+
+
+def test_a_delete_and_its_history_removal_are_one_transaction(client_and_store) -> None:
+    client, store, path = client_and_store
+    assert client.simulate_post("/v2/apps", json=APP).status_code == 201
+    versions = store.list_app_versions("/w/app")
+    conn = _refuse(path, "keep_history", "DELETE")
+    r = client.simulate_delete("/v2/apps/w/app", params={"force": "true"})
+    assert r.status_code >= 500
+    # before: the app was deleted first and its history after, so it stood without its app
+    assert store.get_app("/w/app") is not None
+    assert store.list_app_versions("/w/app") == versions
+    conn.execute("DROP TRIGGER keep_history")
+    conn.commit()
+    conn.close()
+    r = client.simulate_delete("/v2/apps/w/app", params={"force": "true"})
+    assert r.status_code == 200
+    assert store.get_app("/w/app") is None and store.list_app_versions("/w/app") == []
+
+
+@pytest.mark.parametrize(("route", "left"), [("/v2/tasks/delete", 2),
+                                             ("/v2/apps/w/app/tasks/{}", 2),
+                                             ("/v2/apps/w/app/tasks", 0)])
+def test_a_scale_by_kills_and_its_version_are_one_transaction(client_and_store, route,
+                                                              left) -> None:
+    client, store, path = client_and_store
+    assert client.simulate_post("/v2/apps", json=dict(APP, instances=3)).status_code == 201
+    ids = [f"w_app.{n}" for n in range(3)]
+    for tid in ids:
+        store.upsert_task({"id": tid, "appId": "/w/app", "state": "TASK_RUNNING",
+                           "stagedAt": "2026-12-03T00:00:00.000Z", "version": "v"})
+    app = store.get_app("/w/app")
+    before = store.latest_event_id()
+
+    def kill(task_id: str) -> falcon.testing.Result:
+        params = {"scale": "true", "force": "true"}
+        if route == "/v2/tasks/delete":
+            return client.simulate_post(route, params=params, json={"ids": [task_id]})
+        return client.simulate_delete(route.format(task_id), params=params)  # .../tasks: all
+
+    conn = _refuse(path, "no_versions", "INSERT")
+    assert kill(ids[0]).status_code >= 500
+    # before: the app was scaled first and its version written after, so it stood without it
+    assert store.get_app("/w/app") == app
+    assert store.pending_kill_requests() == [] and store.latest_event_id() == before
+    conn.execute("DROP TRIGGER no_versions")
+    conn.commit()
+    conn.close()
+    r = kill(ids[0])
+    assert r.status_code == 200
+    scaled = store.get_app("/w/app")
+    assert scaled["instances"] == left and scaled["version"] == r.json["version"]
+    assert store.get_app_version("/w/app", store.list_app_versions("/w/app")[0]) == scaled
+    events = [e for _, e in store.events_since(before)]
+    assert [e["eventType"] for e in events] == ["api_post_event", "deployment_info"]
+    assert events[0]["appDefinition"] == scaled
+
+
 def _append_many(path: str, n: int, tag: str) -> None:
     store = SQLiteStateStore(path)
     try:
@@ -86,3 +155,86 @@ def test_writers_of_several_processes_and_threads_all_land(tmp_path: Path) -> No
         assert len(events) == 3 * 8 * 25 and ids == sorted(set(ids))
     finally:
         store.close()
+
+
+# -- a scale patch is not validated again (api.changes.patched) -------------------------------------
+DATA = Path(__file__).resolve().parent.parent / "data" / "marathon"
+SCALED_APPS = [
+    APP,
+    {"id": "/w/ports", "cmd": "serve $PORT0 $PORT1", "instances": 2, "portDefinitions": [
+        {"port": 0, "name": "http", "labels": {"VIP_0": "x"}}, {"port": 0, "protocol": "udp"}],
+     "requirePorts": False, "env": {"A": "1"}, "labels": {"team": "t"},
+     "healthChecks": [{"protocol": "HTTP", "path": "/", "portIndex": 0}],
+     "constraints": [["hostname", "UNIQUE"]], "upgradeStrategy": {
+         "minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.2}},
+    {"id": "/w/docker", "container": {"type": "DOCKER", "docker": {"image": "busybox"},
+                                      "portMappings": [{"containerPort": 80, "hostPort": 0}]},
+     "networks": [{"mode": "container/bridge"}], "cpus": 0.2, "mem": 16},
+    *(json.loads(p.read_text())["app"] for p in sorted(DATA.glob("app-export-*.json"))),
+]
+
+
+@pytest.mark.parametrize("definition", SCALED_APPS, ids=lambda d: d["id"])
+def test_a_scale_stores_what_validating_the_whole_app_would(client_and_store,
+                                                           definition: dict) -> None:
+    client, store, _ = client_and_store
+    assert client.simulate_post("/v2/apps", json=definition).status_code == 201
+    old = store.get_app(definition["id"])
+    for patch in ({"instances": 7}, {"instances": 0}, {"id": old["id"], "instances": 3}):
+        full = changes.validated(merge_patch(changes.definition(old), patch))
+        assert changes.patched(old, patch) == full
+    r = client.simulate_put("/v2/apps" + old["id"], params={"force": "true"},
+                            json={"instances": 4})
+    assert r.status_code == 200
+    new = store.get_app(old["id"])
+    assert changes.definition(new) == dict(changes.definition(old), instances=4)
+    assert new["versionInfo"]["lastConfigChangeAt"] == old["versionInfo"]["lastConfigChangeAt"]
+
+
+@pytest.mark.parametrize("patch,status,instances", [
+    ({"instances": -1}, 422, 1), ({"instances": "3"}, 422, 1), ({"instances": True}, 422, 1),
+    ({"instances": 2.0}, 200, 2), ({"instances": 2.5}, 422, 1), ({"instances": None}, 200, 1),
+    ({"id": "/w/other", "instances": 2}, 422, 1)])
+def test_other_instance_patches_take_the_full_validation(client_and_store, patch: dict,
+                                                          status: int, instances: int) -> None:
+    client, store, _ = client_and_store
+    assert client.simulate_post("/v2/apps", json=APP).status_code == 201
+    r = client.simulate_put("/v2/apps/w/app", params={"force": "true"}, json=patch)
+    assert r.status_code == status, r.text
+    assert store.get_app("/w/app")["instances"] == instances
+
+
+def test_a_child_forked_while_its_parent_writes_has_its_own_turn(tmp_path: Path) -> None:
+    """The writers' queue (scheduler.sqlite_writers) is per process: a child forked while a
+    thread of its parent holds the parent's turn does not inherit that turn (a copy of a lock
+    held by a thread the child does not have)."""
+    path = str(tmp_path / "state.db")
+    store = SQLiteStateStore(path)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        # The turn alone: SQLite itself cannot fork inside a transaction (the child inherits
+        # the process's lock bookkeeping), which the API never does.
+        with store._writers.turn():
+            inside.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert inside.wait(10)
+        # The child writes through the store object it inherited (as a forked worker would).
+        child = multiprocessing.get_context("fork").Process(
+            target=lambda: store.append_event("child", {}))
+        child.start()
+        # The child writes at once, although the parent's turn is still held.
+        child.join(10)   # well inside the 30 s past which a writer skips the queue
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+        assert child.exitcode == 0
+    finally:
+        release.set()
+        holder.join()
+    assert [e["eventType"] for _, e in store.events_since(0)] == ["child"]
+    store.close()

@@ -183,8 +183,10 @@ def test_a_docker_app_is_accepted_and_answered_in_marathons_shape(api):
     assert app["container"]["docker"] == {"image": "accessd/busybox:latest",
                                           "forcePullImage": False, "privileged": False,
                                           "parameters": []}
+    service_port = app["container"]["portMappings"][0]["servicePort"]
+    assert 10000 <= service_port < 20000  # assigned, as for portDefinitions
     assert app["container"]["portMappings"] == [{"containerPort": 8080, "hostPort": 0,
-                                                 "servicePort": 0, "protocol": "tcp",
+                                                 "servicePort": service_port, "protocol": "tcp",
                                                  "name": "http", "labels": {}}]
     bad = dict(doc, id="/docker/bad", container={"type": "DOCKER", "docker": {"image": "x"},
                                                  "portMappings": [{"containerPort": "80"}]})

@@ -47,6 +47,17 @@ def test_unassigned_and_clashing_service_ports_are_skipped():
     assert len(model.problems) == 2
 
 
+def test_a_docker_apps_service_ports_are_its_port_mappings():
+    bridge = {"id": "/d", "portDefinitions": [], "labels": {"HAPROXY_GROUP": "external"},
+              "container": {"type": "DOCKER", "portMappings": [
+                  {"containerPort": 8080, "hostPort": 0, "servicePort": 10007},
+                  {"containerPort": 9090, "hostPort": 0, "servicePort": 10008}]},
+              "tasks": [dict(task("t1", 31001), ports=[31001, 31002])]}
+    model = desired([bridge])
+    assert [(s.port_index, s.service_port) for s in model.services] == [(0, 10007), (1, 10008)]
+    assert [[m.port for m in s.members] for s in model.services] == [[31001], [31002]]
+
+
 def test_members_running_and_healthy_leaving_ones_drain():
     checks = [{"protocol": "HTTP", "portIndex": 0}]
     tasks = [task("ok", 31001, healthCheckResults=[{"alive": True}]),

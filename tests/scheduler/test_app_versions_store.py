@@ -47,3 +47,32 @@ def test_versions_are_kept_bounded_shared_and_deleted(url):
     finally:
         first.close()
         second.close()
+
+
+def test_zookeeper_history_removal_that_missed_a_version_is_retried(zookeeper):
+    # A delete lists the history's nodes, then deletes them and their parent in the app's own
+    # multi. A version written after the listing makes the parent's delete fail (NotEmpty):
+    # that is a write conflict, re-planned with a fresh listing, never a half-deleted history.
+    from tests.scheduler.state_docs import app_doc, dep
+
+    store = open_state(zookeeper.url(f"/h{uuid.uuid4().hex[:12]}") + "?session_timeout=4")
+    try:
+        for n in range(3):
+            doc = dict(app_doc("/r", instances=n), version=f"2026-12-03T10:00:0{n}.000Z")
+            store.apply_app_change("/r", doc, dep(f"d{n}", "/r"), force=True, history_keep=5)
+        assert len(store.list_app_versions("/r")) == 3
+        listed = []
+        removal = store._history_removal
+
+        def stale_first(app_id):
+            writes = removal(app_id)
+            listed.append(len(writes))
+            return writes[1:] if len(listed) == 1 else writes  # the first misses a version
+
+        store._history_removal = stale_first
+        assert store.apply_app_change("/r", None, dep("d9", "/r"), force=True,
+                                      history_keep=5) is None
+        assert listed == [4, 4]  # 3 versions + their parent, listed twice
+        assert store.get_app("/r") is None and store.list_app_versions("/r") == []
+    finally:
+        store.close()

@@ -118,3 +118,45 @@ def test_a_refused_call_is_counted_and_logged_not_raised(master, caplog):
         assert len(master.calls) == 1
     finally:
         sender.close()
+
+
+def test_a_kill_goes_out_with_the_stream_id_and_a_refused_one_is_logged(master, caplog):
+    driver = Driver(f"127.0.0.1:{master.server_address[1]}")
+    sender = CallSender(driver, threads=1)
+    try:
+        sender.kill({"value": "t7"})
+        wait_until(lambda: len(master.calls) == 1, timeout=10)
+        body, headers = master.calls[0]
+        assert body == {"type": "KILL", "framework_id": {"value": "fw-1"},
+                        "kill": {"task_id": {"value": "t7"}}}
+        assert headers["Mesos-Stream-Id"] == "stream-1"
+        master.status = 400
+        sender.kill({"value": "t8"})
+        wait_until(lambda: sender.failures == 1, timeout=10)
+        assert "KILL of task t8 (sent again later) not delivered (HTTP 400)" in caplog.text
+    finally:
+        sender.close()
+
+
+def test_an_accept_goes_out_and_a_refused_one_is_reported(master):
+    driver = Driver(f"127.0.0.1:{master.server_address[1]}")
+    sender = CallSender(driver, threads=1)
+    failed: list[str] = []
+    sent: list[bool] = []
+    launch = [{"type": "LAUNCH", "launch": {"task_infos": [{"task_id": {"value": "t1"}}]}}]
+    try:
+        sender.accept([{"value": "o1"}], launch, {"refuse_seconds": 1}, failed.append,
+                      lambda: sent.append(True))
+        wait_until(lambda: sent == [True], timeout=10)
+        assert master.calls[0][0] == {
+            "type": "ACCEPT", "framework_id": {"value": "fw-1"},
+            "accept": {"offer_ids": [{"value": "o1"}], "operations": launch,
+                       "filters": {"refuse_seconds": 1}}}
+        master.status = 400
+        sender.accept([{"value": "o2"}], launch, None, failed.append)
+        wait_until(lambda: failed == ["HTTP 400"], timeout=10)
+        driver.framework_id = None  # not subscribed: reported at once, nothing sent
+        sender.accept([{"value": "o3"}], launch, None, failed.append)
+        assert failed == ["HTTP 400", "not subscribed"] and len(master.calls) == 2
+    finally:
+        sender.close()

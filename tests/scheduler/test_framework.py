@@ -506,3 +506,51 @@ def test_an_unexpected_error_in_a_round_is_logged_with_its_traceback(env, caplog
         worker._guard("tick", worker.tick)
     (record,) = [r for r in caplog.records if r.name == "accessd.scheduler"]
     assert record.levelname == "ERROR" and record.exc_info is not None
+
+
+def test_a_rounds_kills_are_stored_in_one_transaction_before_any_is_sent(env, monkeypatch):
+    store, driver, worker = env
+    put_app(store, instances=0)
+    tasks = [put_task(store, n) for n in range(1, 6)]
+    transactions = []
+    real_transact = store.transact
+
+    def transact(plan):
+        def recording(reader):
+            txn, result = plan(reader)
+            transactions.append([op.key for op in txn.ops if op.kind == "tasks"])
+            return txn, result
+        return real_transact(recording)
+
+    def kill(task_id):  # what the store holds when each KILL goes out
+        driver.calls.append(("kill", task_id["value"],
+                             all(store.get_task(t["id"])["killRequested"] for t in tasks)))
+
+    monkeypatch.setattr(store, "transact", transact)
+    monkeypatch.setattr(driver, "killTask", kill)
+    worker.subscribed = True
+    worker.tick()
+    kills = [c for c in driver.calls if c[0] == "kill"]
+    assert sorted(k[1] for k in kills) == sorted(t["id"] for t in tasks)
+    assert all(k[2] is True for k in kills)  # every one stored before the first was sent
+    assert [sorted(t) for t in transactions if t] == [sorted(t["id"] for t in tasks)]
+
+
+def test_no_kill_is_sent_when_the_store_refuses_the_round(env, monkeypatch):
+    from scheduler.state import StoreUnavailable
+
+    store, driver, worker = env
+    put_app(store, instances=0)
+    tasks = [put_task(store, n) for n in range(1, 4)]
+
+    def refuse(plan):
+        raise StoreUnavailable("no quorum")
+
+    monkeypatch.setattr(store, "transact", refuse)
+    worker.subscribed = True
+    worker._guard("tick", worker.tick)
+    assert "kill" not in driver.kinds()
+    monkeypatch.undo()
+    worker.dirty = True
+    worker.tick()  # the next round carries them out
+    assert sorted(c[1] for c in driver.calls if c[0] == "kill") == sorted(t["id"] for t in tasks)

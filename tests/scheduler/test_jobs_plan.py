@@ -10,6 +10,7 @@ from scheduler.jobs.plan import (
     apply_task_status,
     empty_status,
     iso,
+    next_due,
     next_run_at,
     plan_round,
 )
@@ -279,3 +280,27 @@ def test_progress_adds_to_the_runs_count_active_or_finished():
     plan = plan_round(w.jobs, w.statuses, [], w.requests, T0 + 2, {"a": [finished]})
     (rec,) = plan.records
     assert rec.runs[0]["numElementsProcessed"] == 7 and rec.done_requests == (8,)
+
+
+def test_next_due_is_the_earliest_slot_of_a_job_free_to_run_it():
+    w = World(sched("a", "PT2S"), sched("b", "PT3S"), sched("c", "PT1S", concurrent=True),
+              dep("d", "a"), sched("e", "PT1S", disabled=True))
+    w.round(T0 + 0.5)                       # a, b, c record slot 0; each has an active run
+    busy = [r for r in w.runs.values() if r["active"]]
+    # a and b wait for their runs to end (that end wakes the round); the concurrent c does not
+    assert next_due(w.jobs, w.statuses, busy, T0 + 0.5) == (T0 + 1, T0 + 1)
+    for run in list(w.runs.values()):
+        w.update(run["id"], "TASK_FINISHED", T0 + 0.6)
+    idle = [r for r in w.runs.values() if r["active"]]   # d's run, recorded by no round yet
+    assert idle == []
+    assert next_due(w.jobs, w.statuses, idle, T0 + 0.6) == (T0 + 1, T0 + 1)  # c's
+    del w.jobs["c"]
+    assert next_due(w.jobs, w.statuses, idle, T0 + 0.6) == (T0 + 2, T0 + 2)  # a's
+    assert next_due(w.jobs, w.statuses, [{"job": "a", "active": True}], T0 + 0.6) == (
+        T0 + 3, T0 + 2)                         # a busy: b's slot at T0+3 is the idle one
+    inf = float("inf")
+    assert next_due({"d": w.jobs["d"], "e": w.jobs["e"]}, w.statuses, [], T0) == (inf, inf)
+    for now in (T0 + 0.6, T0 + 2.5, T0 + 1000):  # the cursor shortcut agrees with next_run_at
+        for name in ("a", "b"):
+            alone = next_due({name: w.jobs[name]}, w.statuses, [], now)[0]
+            assert alone == next_run_at(w.jobs[name], w.statuses.get(name), now)

@@ -129,3 +129,29 @@ def test_ports_are_unchanged_only_when_every_one_is_assigned_and_the_same():
     assert not unchanged(app("/a", 10000, 10001, 10002), stored)
     assert not unchanged(app("/a", 0), app("/a", 0))
     assert unchanged(app("/a"), app("/a"))  # no port definitions
+
+
+def bridge_app(app_id: str, *service: int) -> dict:
+    """A stored Docker app on a bridge network: its service ports are its port mappings'."""
+    return {"id": app_id, "portDefinitions": [],
+            "container": {"type": "DOCKER", "portMappings": [
+                {"containerPort": 80 + i, "hostPort": 0, "servicePort": p, "protocol": "tcp"}
+                for i, p in enumerate(service)]}}
+
+
+def test_port_mappings_service_ports_follow_the_same_rules():
+    used = ports_in_use([app("/host", 10000), bridge_app("/b", 10001, 10003)], "/a")
+    assert used == {10000: "/host", 10001: "/b", 10003: "/b"}
+    assigned = assign(bridge_app("/a", 0, 0, 10009), None, used)
+    assert service_ports(assigned) == [10002, 10004, 10009]
+    assert [m["containerPort"] for m in assigned["container"]["portMappings"]] == [80, 81, 82]
+    assert assigned["portDefinitions"] == []
+    # an update sending 0 again keeps them; one that names them all is unchanged
+    assert service_ports(keep_previous(bridge_app("/a", 0, 0, 10009), assigned)) == \
+        [10002, 10004, 10009]
+    assert unchanged(bridge_app("/a", 10002, 10004, 10009), assigned)
+    # a clash names the mapping's field
+    with pytest.raises(ServicePortConflict) as err:
+        assign(bridge_app("/a", 0, 10003), None, used)
+    assert err.value.details == [{"path": "/container/portMappings/1/servicePort",
+                                  "errors": ["service port 10003 is already used by app /b"]}]

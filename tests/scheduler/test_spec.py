@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from scheduler.spec import (
     format_time,
     is_scale_only,
     iso_now,
+    json_copy,
     merge_patch,
     new_task_id,
     normalize_app_id,
@@ -66,6 +68,10 @@ GOOD = [
      {"port_definitions_ports": [1, 2]}),
     ("require ports", app(requirePorts=True, portDefinitions=[{"port": 8080}, {"port": 8081}]),
      {"require_ports": True}),
+    # Marathon: a 0 is given a service port when stored, which becomes the required host port
+    ("require ports with zero", app(requirePorts=True, portDefinitions=[{"port": 0},
+                                                                        {"port": 8081}]),
+     {"require_ports": True, "port_definitions_ports": [0, 8081]}),
     ("env and labels", app(env={"A": "1", "B/C": ""}, labels={"x": "y"}),
      {"env": {"A": "1", "B/C": ""}, "labels": {"x": "y"}}),
     ("constraints", app(constraints=[["hostname", "UNIQUE"], ["rack", "CLUSTER", "r1"],
@@ -200,7 +206,6 @@ BAD = [
      "/portDefinitions/0/name", "lowercase"),
     ("duplicate fixed ports", app(portDefinitions=[{"port": 80}, {"port": 80}]),
      "/portDefinitions/1/port", "more than once"),
-    ("require ports with zero", app(requirePorts=True, ports=[0]), "/ports/0", "non-zero"),
     ("require ports duplicate", app(requirePorts=True, portDefinitions=[{"port": 9}, {"port": 9}]),
      "/portDefinitions/1/port", "more than once"),
     ("port labels not strings", app(portDefinitions=[{"port": 0, "labels": {"a": 1}}]),
@@ -699,3 +704,28 @@ def test_mesos_health_check_protocols_and_marathon_fields_of_checks():
                                        {"port": 8080}]))
     assert any("TLS" in m for m in errs["/healthChecks/0/protocol"])
     assert errs["/healthChecks/1/ipProtocol"] and errs["/healthChecks/2/port"]
+
+
+# -- json_copy ------------------------------------------------------------------------------------
+def test_json_copy_is_an_exact_independent_deep_copy() -> None:
+    shared = [1, 2]
+    doc = {"a": shared, "b": shared, "n": float("nan"), "big": 10**30, "s": "é\ud800",
+           "t": True, "none": None, "nested": [{"x": {"y": [0.1]}}]}
+    out = json_copy(doc)
+    assert list(out) == list(doc) and out["big"] == 10**30 and math.isnan(out["n"])
+    assert out["s"] == doc["s"] and out["t"] is True and out["nested"] == doc["nested"]
+    out["a"].append(3)                      # held twice: two independent copies
+    out["nested"][0]["x"]["y"].append(1)
+    assert shared == [1, 2] and out["b"] == [1, 2] and doc["nested"][0]["x"]["y"] == [0.1]
+
+
+def test_json_copy_shares_what_is_not_json() -> None:
+    class Tagged(dict):
+        pass
+
+    thing = object()
+    doc = {"a": [Tagged(k=[1])], "o": thing}
+    out = json_copy(doc)
+    assert out == doc and out["o"] is thing and out["a"][0] == {"k": [1]}
+    out["a"][0]["k"].append(2)
+    assert doc["a"][0]["k"] == [1]

@@ -365,3 +365,24 @@ def test_connections_of_finished_threads_are_released(store):
         t.join()
     gc.collect()
     assert len(store._all) <= 2  # the main thread's, and at most one not yet collected
+
+
+def test_a_first_versioned_change_rolled_back_leaves_the_history_usable(db, monkeypatch):
+    # The version table is made on first use. Made inside a change's transaction that then
+    # rolled back (a full disk at the commit), it was gone while the store believed it there:
+    # every later versioned change failed with "no such table" until a restart.
+    store = SQLiteStateStore(db)
+    put_version = store._put_version
+
+    def then_fail(c, *args):
+        put_version(c, *args)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store, "_put_version", then_fail)
+    with pytest.raises(Exception, match="disk is full"):
+        store.apply_app_change("/a", app_doc("/a"), dep("d1"), history_keep=3)
+    monkeypatch.undo()
+    assert store.get_app("/a") is None
+    stored = store.apply_app_change("/a", app_doc("/a"), dep("d1"), history_keep=3)
+    assert store.list_app_versions("/a") == [stored["version"]]
+    store.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import uuid
 
+import orjson
 import pytest
 
 from scheduler.state import (
@@ -228,6 +229,24 @@ def test_tasks(store):
     store.delete_task("b.1")  # deleting twice is fine
     with pytest.raises(StateError):
         store.upsert_task({"appId": "/a"})
+
+
+def test_task_records_follow_list_tasks_and_move_with_each_write(store):
+    store.upsert_task(task("b.2", "/b", staged="2026-11-24T06:00:02.000Z"))
+    store.upsert_task(task("a.1", "/a", staged="2026-11-24T06:00:03.000Z"))
+    records = store.task_records()
+    if records is None:  # a backend without revisions (SQLite): readers use list_tasks
+        return
+    assert [(i, a) for i, a, _, _ in records] == [("b.2", "/b"), ("a.1", "/a")]
+    assert [orjson.loads(data) for *_, data in records] == store.list_tasks()
+    before = {i: rev for i, _, rev, _ in records}
+    store.upsert_task(dict(task("a.1", "/a", staged="2026-11-24T06:00:03.000Z"), healthy=True))
+    after = {i: rev for i, _, rev, _ in store.task_records()}
+    assert after["b.2"] == before["b.2"] and after["a.1"] != before["a.1"]
+    store.delete_task("a.1")  # gone, then back with the version it had at first
+    store.upsert_task(task("a.1", "/a", staged="2026-11-24T06:00:03.000Z"))
+    again = {i: rev for i, _, rev, _ in store.task_records()}
+    assert again["a.1"] not in (before["a.1"], after["a.1"])
 
 
 def test_app_status(store):
@@ -480,3 +499,49 @@ def test_a_change_and_its_version_history_entry_commit_together(store, monkeypat
         versions.append(store.apply_app_change("/v", doc, dep(f"d{n}", "/v"), force=True,
                                                history_keep=3)["version"])
     assert sorted(store.list_app_versions("/v")) == sorted(versions[-3:])
+
+
+def _no_second_step(store, monkeypatch) -> None:
+    """A history write after the change's transaction fails, as a process killed there would."""
+    def second_step(*args, **kwargs):
+        raise AssertionError("the version history written after the change's transaction")
+
+    monkeypatch.setattr(store, "put_app_version", second_step)
+    monkeypatch.setattr(store, "delete_app_versions", second_step)
+
+
+def test_a_delete_and_its_history_removal_commit_together(store, monkeypatch):
+    _no_second_step(store, monkeypatch)
+    first = store.apply_app_change("/v", app_doc("/v"), dep("d1", "/v"), history_keep=3)
+    store.apply_app_change("/w", app_doc("/w"), dep("d2", "/w"), history_keep=3)
+    # a delete refused (a deployment locks the app) keeps the app and its history
+    with pytest.raises(DeploymentConflict):
+        store.apply_app_change("/v", None, dep("d3", "/v"), must_exist=True, history_keep=3)
+    assert store.list_app_versions("/v") == [first["version"]]
+    assert store.apply_app_change("/v", None, dep("d3", "/v"), must_exist=True, force=True,
+                                  history_keep=3) is None
+    assert store.get_app("/v") is None
+    assert store.list_app_versions("/v") == []
+    assert store.list_app_versions("/w") != []  # another app's history stays
+
+
+def test_a_scale_by_kills_and_its_version_commit_together(store, monkeypatch):
+    _no_second_step(store, monkeypatch)
+    store.apply_app_change("/a", app_doc("/a", instances=3), dep("d1"), history_keep=3)
+    store.update_deployment(dict(dep("d1"), status="succeeded"))
+    for i in (1, 2, 3):
+        store.upsert_task(task(f"a.{i}"))
+    before = store.latest_event_id()
+    scale = dict(dep("d2", instances=1), version="2026-11-24T07:00:00.000Z")
+    stored = store.request_kills(["a.1", "a.2"], scale=True, deployment=scale, history_keep=3,
+                                 events=lambda app: [{"eventType": "api_post_event",
+                                                      "appDefinition": app}])
+    assert stored == store.get_app("/a") and stored["instances"] == 1
+    assert store.list_app_versions("/a")[0] == stored["version"] == scale["version"]
+    assert store.get_app_version("/a", stored["version"]) == stored
+    assert [e["appDefinition"] for _, e in store.events_since(before)] == [stored]
+    # a refused scale writes neither the app, nor its version, nor its events
+    with pytest.raises(DeploymentConflict):
+        store.request_kills(["a.3"], scale=True, history_keep=3,
+                            deployment=dict(dep("d3"), version="2026-11-24T08:00:00.000Z"))
+    assert store.get_app("/a") == stored and len(store.list_app_versions("/a")) == 2

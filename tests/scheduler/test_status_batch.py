@@ -183,3 +183,23 @@ def test_killed_scheduler_mid_launch_applies_every_update_once(tmp_path):
         if sched is not None:
             sched.stop()
         lm.stop()
+
+
+def test_a_batchs_plain_progress_is_one_line_per_state_and_the_rest_one_line_each(tmp_path):
+    from scheduler import status_batch
+    from scheduler.periodic_round import spec_or_none
+
+    store = SQLiteStateStore(tmp_path / "state.db")
+    put_app(store, instances=4)
+    tasks = [put_task(store, n, state="TASK_STAGING") for n in range(1, 5)]
+    batch = updates(tasks[:3], "TASK_STARTING", "TASK_RUNNING")
+    batch.append(status(tasks[3]["id"], "TASK_FAILED", message="Executor terminated"))
+    batch.append(status(tasks[0]["id"], "TASK_RUNNING"))  # a repeat: nothing new, no line
+    outcome = store.transact(lambda r: status_batch.plan_batch(
+        r, batch, NOW, store.get_app_status, spec_or_none))
+    ids = " ".join(t["id"] for t in tasks[:3])
+    assert outcome.log_lines == [f"task {tasks[3]['id']} TASK_FAILED (Executor terminated)",
+                                 f"3 tasks TASK_STARTING: {ids}",
+                                 f"3 tasks TASK_RUNNING: {ids}"]
+    assert len(outcome.acknowledge) == len(batch)
+    store.close()

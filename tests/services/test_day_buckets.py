@@ -342,3 +342,19 @@ def test_day_keys_sort_like_dates() -> None:
     keys = [days.day_of(ms(f"{y:04d}-01-01T00:00:00")) for y in (5, 999, 1000, 2024)]
     assert keys == sorted(keys) and keys[0] == "0005-01-01"
     assert date.fromisoformat(keys[1]) == date(999, 1, 1)
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Europe/London", "Asia/Kolkata",
+                                  "America/Santiago", "Pacific/Chatham", "UTC"])
+def test_day_of_with_its_recent_spans_agrees_with_the_zone(zone: str) -> None:
+    """`MarketDays.day_of` answers from the spans it saw last: walking forward and back
+    through DST changes (23- and 25-hour days), half-hour zones and the ends of time, every
+    key is the one converting the instant gives."""
+    days = MarketDays(zone)
+    steps = [h * 3_600_000 + m * 60_000 for h in range(-50, 51) for m in (-1, 1, 30)]
+    for around in (1_710_054_000_000, 1_730_613_600_000, 1_743_296_400_000,
+                   MIN_TS_MS + 86_400_000, MAX_TS_MS - 86_400_000):
+        for step in steps + steps[::-1]:
+            ts = min(max(around + step, MIN_TS_MS), MAX_TS_MS)
+            d = days.date_of(ts)
+            assert days.day_of(ts) == f"{d.year:04d}-{d.month:02d}-{d.day:02d}", (ts, step)
