@@ -2,6 +2,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# The suite runs in TEST_WORKERS processes (pytest-xdist); --dist loadfile keeps a module's tests,
+# and the stacks its module-scoped fixtures start, in one worker. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 .PHONY: run-containers
 # The access services as Docker containers of the Python image (README "Docker containers").
@@ -22,8 +26,9 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	bash tools/test-deps.sh
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
+# One process: its slow load runs measure timings another worker would disturb.
 test-all: $(VENV)/.installed
 	bash tools/test-deps.sh
 	$(PY) -m pytest -m "" --fuzz-scale 1 $(PYTEST_ARGS)
@@ -32,10 +37,16 @@ test-all: $(VENV)/.installed
 # backwards (pytest-reverse). A test that leans on what an earlier one left fails here.
 REVERSE_PATHS ?= tests/executor tests/localmesos tests/services tests/api/test_apps.py \
 	tests/api/test_marathon_shapes.py tests/api/test_marathon_definitions.py tests/api/test_jobs_api.py \
-	$(filter-out tests/scheduler/test_integration_%,$(wildcard tests/scheduler/test_*.py))
+	$(filter-out tests/scheduler/test_integration_%,$(wildcard tests/scheduler/test_*.py)) \
+	$(REVERSE_STACKS)
+# The integration and top-level modules whose tests share a module-scoped stack (the others start
+# their own per test, so order cannot reach them).
+REVERSE_STACKS ?= $(addprefix tests/scheduler/test_integration_,agent_restart.py constraints.py \
+	executor.py failover.py ha.py ha_jobs.py many.py marathon_fields.py master_storm.py \
+	partition.py) tests/test_docs_commands.py tests/test_logs.py
 test-reverse: $(VENV)/.installed
 	bash tools/test-deps.sh
-	$(PY) -m pytest --reverse $(REVERSE_PATHS) $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) --reverse $(REVERSE_PATHS) $(PYTEST_ARGS)
 
 # The API's schemathesis fuzz test at its full ~1,000 cases (make test runs a quarter of them).
 fuzz: $(VENV)/.installed

@@ -35,6 +35,9 @@ setup(
             # `pytest --reverse`: runs the suite backwards, so a test that leans on what an
             # earlier one left behind fails (the order guard in tests/test_order_guard.py)
             "pytest-reverse>=1.9",
+            # `make test` runs the suite in 2 worker processes (--dist loadfile: a module's
+            # tests, and its module-scoped stacks, stay in one worker)
+            "pytest-xdist>=3.5",
             "hypothesis>=6.100",
             "ruff>=0.5",
             # Drives Debian's Chromium over the DevTools protocol for the status-page tests;

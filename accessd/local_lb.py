@@ -10,9 +10,13 @@ the services' URLs (apps with a `HAPROXY_GROUP` label and an assigned service po
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -33,14 +37,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVICE_PORT_LOCKS = "accessd-service-ports"   # in the temporary directory, one file a block
+_claimed: list[int] = []   # the locked files' descriptors: the claims last as long as the process
+
+
 def service_port_min(low: int = 10000, high: int = 20000, block: int = 100) -> int:
     """The first block of `block` service ports, from `low` up, that nothing on this machine
-    listens on (127.0.0.1): where the API assigns this run's service ports. Usually `low`; a
-    second `accessd local` beside the first (tests, another clone) gets the next free block, so
-    its HAProxy does not fail to bind, nor its URLs reach the other run's services."""
+    listens on (127.0.0.1) and no other `accessd local` has claimed: where the API assigns this
+    run's service ports. Usually `low`; a second `accessd local` beside the first (tests,
+    another clone) gets the next free block, so its HAProxy does not fail to bind, nor its URLs
+    reach the other run's services. The claim is an exclusive `flock` on one file per block,
+    held until this process ends (the kernel drops it however it ends): two runs starting at
+    the same moment, before either HAProxy listens, still get different blocks."""
+    lock_dir = Path(tempfile.gettempdir(), SERVICE_PORT_LOCKS)
+    lock_dir.mkdir(parents=True, exist_ok=True)
     for base in range(low, high - block + 1, block):
+        fd = os.open(lock_dir / f"ports-{base}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)   # another run's block
+            continue
         if all(_free(port) for port in range(base, base + block)):
+            _claimed.append(fd)
             return base
+        os.close(fd)
     return low
 
 

@@ -11,12 +11,14 @@ written) within a fraction of a second when it exits without being asked to.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +66,22 @@ def _die_with_parent() -> None:
         pass
 
 
+SOCKET_PATH_MAX = 97   # HAProxy refuses a longer UNIX socket path (sun_path, less its margin)
+
+
+def socket_dir(work_dir: Path) -> Path:
+    """Where HAProxy's UNIX sockets go: `work_dir` itself, unless their paths would be too long
+    for HAProxy (a deep data directory, a test's temporary one); then a short directory of the
+    temporary directory named after `work_dir`, so every `accessd lb` on that work dir finds
+    the same sockets."""
+    if len(str(work_dir / "runtime.sock")) <= SOCKET_PATH_MAX:
+        return work_dir
+    digest = hashlib.sha1(str(work_dir.resolve()).encode()).hexdigest()[:16]
+    short = Path(tempfile.gettempdir(), f"accessd-lb-{digest}")
+    short.mkdir(mode=0o700, exist_ok=True)
+    return short
+
+
 class HAProxy:
     """One master-worker HAProxy whose files live in `work_dir`."""
 
@@ -72,8 +90,9 @@ class HAProxy:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.work_dir / "haproxy.cfg"
-        self.master_socket = str(self.work_dir / "master.sock")
-        self.runtime_socket = str(self.work_dir / "runtime.sock")
+        sockets = socket_dir(self.work_dir)
+        self.master_socket = str(sockets / "master.sock")
+        self.runtime_socket = str(sockets / "runtime.sock")
         self.log_path = self.work_dir / "haproxy.log"
         self.popen: subprocess.Popen | None = None
         self.lock = threading.RLock()
@@ -82,7 +101,8 @@ class HAProxy:
     def check(self, text: str) -> None:
         candidate = self.work_dir / "haproxy.cfg.new"
         candidate.write_text(text, encoding="utf-8")
-        done = subprocess.run([self.binary, "-c", "-q", "-f", str(candidate)],
+        # (not -q: it silences the alerts that say why a configuration is refused)
+        done = subprocess.run([self.binary, "-c", "-f", str(candidate)],
                               capture_output=True, text=True, timeout=30)
         if done.returncode != 0:
             raise HAProxyError(f"configuration refused: {(done.stdout + done.stderr).strip()}")

@@ -83,7 +83,10 @@ def retrain(store: QuoteStore, models_dir: Path, symbol: str, window: int,
     closes = np.array([q.close for q in quotes], dtype=float)
     data = {"from": iso_ms(quotes[0].ts) if quotes else None,
             "to": iso_ms(quotes[-1].ts) if quotes else None}
-    model, metrics = train(symbol, closes, window, test_fraction, data=data)
+    # The quotes' times let the model name its first held-out quote (`testFromMs`), which
+    # `accessd client compare` needs to score the held-out part alone, as for `model train`.
+    model, metrics = train(symbol, closes, window, test_fraction, data=data,
+                           ts=np.array([q.ts for q in quotes], dtype=np.int64))
     n_test = int(metrics["testSamples"])
     new_mae = heldout_mae(model, closes, n_test)
     current = load_current(models_dir, symbol)

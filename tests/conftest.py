@@ -5,6 +5,11 @@ with its files under the run's base temporary directory. A fixture that loses tr
 replaced scheduler its teardown never stopped was found this way) leaves it running for good,
 where it keeps talking to whatever reuses its ports. At the end of the session every process
 whose command line names that directory is listed, killed, and the run fails.
+
+Under pytest-xdist (`make test` runs 2 workers) each worker has its own base directory
+(`<base>/popen-gwN`) and checks it when it finishes; it sends what it found to the controller
+(`workeroutput`), which reports it and fails the run, and then checks the whole base directory
+once more (a worker that crashed checked nothing).
 """
 
 from __future__ import annotations
@@ -48,13 +53,13 @@ def _processes_naming(directory: str) -> list[tuple[int, str]]:
     return found
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    factory = getattr(session.config, "_tmp_path_factory", None)
-    if factory is None or getattr(factory, "_basetemp", None) is None:
-        return  # no test asked for a temporary directory
-    leftovers = _processes_naming(str(factory.getbasetemp()) + os.sep)
-    if not leftovers:
-        return
+LEFTOVERS = "leftover_processes"
+_leftovers_key = pytest.StashKey[list]()
+
+
+def _kill_leftovers(base: str) -> list[tuple[int, str]]:
+    """Every process naming the directory `base`, each killed with its process group."""
+    leftovers = _processes_naming(base.rstrip(os.sep) + os.sep)
     for pid, _ in leftovers:
         try:  # its process group too (its children's command lines need not name the directory)
             group = os.getpgid(pid)
@@ -63,9 +68,32 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    lines = "\n".join(f"  pid {pid}: {args[:200]}" for pid, args in leftovers)
-    message = f"\n{len(leftovers)} process(es) started by tests outlived the run (killed now):\n"
+    return leftovers
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """xdist controller: keep what a finished worker found left behind."""
+    found = (getattr(node, "workeroutput", None) or {}).get(LEFTOVERS) or []
+    node.config.stash.setdefault(_leftovers_key, []).extend(
+        (node.gateway.id, pid, args) for pid, args in found)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    found = list(config.stash.get(_leftovers_key, []))   # (worker, pid, command line)
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is not None and getattr(factory, "_basetemp", None) is not None:
+        found += [("", pid, args) for pid, args in _kill_leftovers(str(factory.getbasetemp()))]
+    if hasattr(config, "workeroutput"):  # an xdist worker: the controller reports
+        config.workeroutput[LEFTOVERS] = [(pid, args) for _, pid, args in found]
+        return
+    if not found:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    lines = "\n".join(f"  {worker + ' ' if worker else ''}pid {pid}: {args[:200]}"
+                      for worker, pid, args in found)
+    message = f"\n{len(found)} process(es) started by tests outlived the run (killed now):\n"
     if reporter is not None:
         reporter.write_line(message + lines, red=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED

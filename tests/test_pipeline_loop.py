@@ -77,6 +77,9 @@ def test_ingest_retrain_and_the_prediction_service_serves_the_new_version(tmp_pa
             assert re.search(r"published v2: held-out MAE [\d.]+ vs v1's", outputs[0])
             assert all(re.search(r"(published v\d+|kept v\d+)", o) for o in outputs), outputs
             current = load_current(models, "JPM").version
+            # a retrained model names its first held-out quote (`accessd client compare`
+            # scores that part alone only then)
+            assert isinstance(load_current(models, "JPM").data.get("testFromMs"), int)
             wait_until(lambda: predict.get("/predict/JPM").json()["modelVersion"] == current,
                        timeout=10, message=f"the service to serve {current}")
             assert predict.proc.popen.poll() is None  # the same process all along

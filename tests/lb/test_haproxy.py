@@ -83,3 +83,27 @@ def test_reload_keeps_requests_in_flight_and_runtime_changes_apply(tmp_path, bac
         assert seen == {str(one), str(two)}
     finally:
         proxy.stop()
+
+
+def test_a_deep_work_dir_still_gets_its_sockets_and_a_refusal_says_why(tmp_path, backends):
+    # HAProxy refuses UNIX socket paths over 97 characters: a deep data directory (or a
+    # pytest-xdist worker's temporary one) once made every configuration "refused", silently.
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    proxy = HAProxy(deep)
+    assert len(proxy.runtime_socket) <= 97 and len(proxy.master_socket) <= 97
+    assert HAProxy(deep).runtime_socket == proxy.runtime_socket   # the next lb finds it
+    port = free_port()
+    text = render(step(None, desired(apps(port, backends[0].server_port)), None).applied,
+                  Settings(runtime_socket=proxy.runtime_socket))
+    proxy.check(text)
+    proxy.write(text)
+    proxy.start()
+    try:
+        assert requests.get(f"http://127.0.0.1:{port}", timeout=5).text == str(
+            backends[0].server_port)
+        assert proxy.stats()
+    finally:
+        proxy.stop()
+    with pytest.raises(HAProxyError, match="too long"):
+        proxy.check(render(step(None, desired(apps(port, 1)), None).applied,
+                           Settings(runtime_socket=str(deep / "runtime.sock"))))

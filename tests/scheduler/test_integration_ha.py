@@ -35,18 +35,37 @@ def settle(ha: HaCluster, instances: int, timeout: float = 60) -> None:
                interval=0.2, message=f"{instances} tasks, store == Mesos, no deployment left")
 
 
+# Each test starts from what it needs (`ensure_app`: /ha/web deployed), so none depends on the
+# tests before it; in file order the first test creates it and the others find it.
+def post_app(ha: HaCluster) -> requests.Response:
+    return requests.post(ha.api + "/v2/apps", json={
+        "id": APP, "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "executor": "//cmd",
+        "instances": 3}, timeout=15)
+
+
+def ensure_app(ha: HaCluster) -> None:
+    if requests.get(f"{ha.api}/v2/apps{APP}", timeout=10).status_code == 404:
+        assert post_app(ha).status_code == 201
+        settle(ha, 3)
+
+
 def test_one_leader_and_the_api_on_zookeeper(ha):
     leader = ha.leader()
-    assert leader == "sched-1"
+    # the first scheduler started was the first elected (a later test may have moved it on)
+    assert any("elected leader sched-1 " in line for line in ha.schedulers["sched-1"].lines)
+    assert leader in ha.schedulers
     r = requests.get(ha.api + "/v2/info", timeout=5)
     info = r.json()
     assert info["leader"] == leader and info["elected"] is False  # the API is not sched-1
     assert info["frameworkId"] == ha.framework_id
     assert info["zookeeper_config"]["zk"].startswith("zk://127.0.0.1:")
     assert r.headers["X-Marathon-Leader"] == f"http://{leader}"
-    r = requests.post(ha.api + "/v2/apps", json={
-        "id": APP, "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "executor": "//cmd",
-        "instances": 3}, timeout=15)
+    if requests.get(f"{ha.api}/v2/apps{APP}", timeout=10).status_code == 200:
+        r = requests.delete(f"{ha.api}/v2/apps{APP}?force=true", timeout=15)
+        assert r.status_code == 200, r.text
+        wait_until(lambda: not ha.mesos_ids("ha_web.") and ha.deployments_done(), timeout=60,
+                   message=f"{APP} gone before it is created again")
+    r = post_app(ha)
     assert r.status_code == 201, r.text
     settle(ha, 3)
 
@@ -54,6 +73,7 @@ def test_one_leader_and_the_api_on_zookeeper(ha):
 def test_kill9_leader_a_standby_takes_over_with_every_task(ha):
     """Three leader kills, each during a deployment (scale up, scale down, rolling restart);
     at most one scheduler leads at any sampled instant."""
+    ensure_app(ha)
     leaders: list[int] = []
     stop = threading.Event()
 
@@ -97,6 +117,7 @@ def test_kill9_leader_a_standby_takes_over_with_every_task(ha):
 
 
 def test_abdication_through_the_api(ha):
+    ensure_app(ha)
     old = ha.leader()
     r = requests.delete(ha.api + "/v2/leader", timeout=5)
     assert r.status_code == 200 and r.json() == {"message": "Leadership abdicted"}
@@ -109,6 +130,7 @@ def test_abdication_through_the_api(ha):
 
 
 def test_paused_leader_is_fenced_and_steps_down(ha):
+    ensure_app(ha)
     old = ha.leader()
     proc = ha.schedulers[old]
     proc.signal(signal.SIGSTOP)
@@ -134,6 +156,7 @@ def test_paused_leader_is_fenced_and_steps_down(ha):
 
 
 def test_zookeeper_server_loss_and_quorum_loss(ha):
+    ensure_app(ha)
     zk = ha.zk
     leader_server = zk.modes().index("leader")
     zk.stop_server(leader_server)  # the ensemble's own leader: the others elect a new one

@@ -16,6 +16,7 @@ from tests.fixtures_ha import HaCluster, running_ha_cluster
 from tests.support import wait_until
 
 JOB = "every3"
+PAUSED_JOB = "every3-paused"   # the pause test's own job: it needs no other test's job
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +25,19 @@ def ha(tmp_path_factory):
         yield cluster
 
 
-def runs(ha: HaCluster, state: str | None = None) -> list[dict]:
-    out = [r for r in ha.store.list_job_runs(JOB) if state is None or r["state"] == state]
+def runs(ha: HaCluster, state: str | None = None, job: str = JOB) -> list[dict]:
+    out = [r for r in ha.store.list_job_runs(job) if state is None or r["state"] == state]
     return sorted(out, key=lambda r: (r["scheduledAt"], r["attempt"]))
+
+
+def post_every_3s(ha: HaCluster, name: str) -> float:
+    """Post job `name`, every 3 s from 2 s from now; its first instant."""
+    start = time.time() + 2
+    r = requests.post(f"{ha.api}/v1/scheduler/iso8601", json={
+        "name": name, "command": "echo $CHRONOS_JOB_RUN_TIME", "schedule": f"R/{iso(start)}/PT3S",
+        "epsilon": "PT30S", "cpus": 0.1, "mem": 16, "disk": 0}, timeout=15)
+    assert r.status_code == 204, r.text
+    return start
 
 
 def kill_leader(ha: HaCluster) -> str:
@@ -39,11 +50,7 @@ def kill_leader(ha: HaCluster) -> str:
 
 
 def test_a_jobs_slots_run_exactly_once_across_leader_kills(ha):
-    start = time.time() + 2
-    r = requests.post(f"{ha.api}/v1/scheduler/iso8601", json={
-        "name": JOB, "command": "echo $CHRONOS_JOB_RUN_TIME", "schedule": f"R/{iso(start)}/PT3S",
-        "epsilon": "PT30S", "cpus": 0.1, "mem": 16, "disk": 0}, timeout=15)
-    assert r.status_code == 204, r.text
+    start = post_every_3s(ha, JOB)
     wait_until(lambda: len(runs(ha, "succeeded")) >= 1, timeout=30, message="a first run")
 
     # kill -9 the leader just before the next instant: the standby runs the slot, late, once
@@ -70,29 +77,35 @@ def test_a_jobs_slots_run_exactly_once_across_leader_kills(ha):
     assert all(r["state"] == "succeeded" and r["attempt"] == 0 for r in history), history
     # the cluster ran each slot's task once: one sandbox per task id, none the store lacks
     launched: dict[str, int] = {}
-    for path in (ha.work / "mesos").glob("**/executors/ct:*/runs/*/stdout"):
+    for path in (ha.work / "mesos").glob(f"**/executors/ct:*:{JOB}:/runs/*/stdout"):
         task_id = path.parent.parent.parent.name
         launched[task_id] = launched.get(task_id, 0) + 1
     assert all(launched.get(r["id"]) == 1 for r in history), launched
     assert set(launched) <= {r["id"] for r in runs(ha)}
     # the Chronos API on the ZooKeeper store counts them
-    (job,) = requests.get(f"{ha.api}/v1/scheduler/jobs", timeout=10).json()
-    assert job["name"] == JOB and job["successCount"] >= len(history)
+    (job,) = [j for j in requests.get(f"{ha.api}/v1/scheduler/jobs", timeout=10).json()
+              if j["name"] == JOB]
+    assert job["successCount"] >= len(history)
     assert job["errorCount"] == 0
 
 
 def test_a_paused_leader_is_fenced_and_launches_no_job_task(ha):
     """SIGSTOP the leader (it may hold a decided round) past its session: the standby takes
     over the schedule; the old one, resumed, records and launches nothing and steps down."""
+    def runs_of(state: str | None = None) -> list[dict]:
+        return runs(ha, state, PAUSED_JOB)
+
+    post_every_3s(ha, PAUSED_JOB)
+    wait_until(lambda: len(runs_of("succeeded")) >= 1, timeout=30, message="a first run")
     old = ha.leader()
     proc = ha.schedulers[old]
-    wait_until(lambda: any(r["state"] in ("queued", "staging") for r in runs(ha)), timeout=10,
+    wait_until(lambda: any(r["state"] in ("queued", "staging") for r in runs_of()), timeout=10,
                interval=0.01, message="a slot recorded")
     proc.signal(signal.SIGSTOP)
     try:
         new = ha.wait_new_leader(old, timeout=ha.session_timeout + 15)
-        done = len(runs(ha, "succeeded"))
-        wait_until(lambda: len(runs(ha, "succeeded")) >= done + 2, timeout=30,
+        done = len(runs_of("succeeded"))
+        wait_until(lambda: len(runs_of("succeeded")) >= done + 2, timeout=30,
                    message="two more runs under the new leader")
         mark = len(proc.lines)
     finally:
@@ -100,10 +113,10 @@ def test_a_paused_leader_is_fenced_and_launches_no_job_task(ha):
     proc.wait_for_line(lambda line: "campaigning again" in line, 30)
     horizon = time.time() + 4
     wait_until(lambda: any(epoch(r["scheduledAt"]) > horizon and r["state"] == "succeeded"
-                           for r in runs(ha)), timeout=30, message="a run after the resume")
+                           for r in runs_of()), timeout=30, message="a run after the resume")
     assert not [line for line in proc.lines[mark:] if "launching job" in line]
     assert ha.leader() == new
-    history = [r for r in runs(ha) if r["state"] != "skipped"]
+    history = [r for r in runs_of() if r["state"] != "skipped"]
     slots = [r["scheduledAt"] for r in history]
     assert len(slots) == len(set(slots)), f"a slot ran twice: {slots}"
     assert all(r["state"] in ("succeeded", "queued", "staging", "running") for r in history)

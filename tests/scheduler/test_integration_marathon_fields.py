@@ -71,10 +71,19 @@ def healthy_tasks(base: str, app_id: str, want: int, timeout: float = 60.0) -> l
     return wait_until(ready, timeout, message=f"{want} healthy task(s) of {app_id}")
 
 
-def test_marathon_export_posts_unchanged_and_runs(stack: str) -> None:
+def test_marathon_export_posts_unchanged_and_runs(cluster: tuple[str, StateStore]) -> None:
+    stack, store = cluster
     doc = json.loads((REPO / "tests/data/marathon/app-export-1.10.json").read_text())["app"]
     doc["healthChecks"] = [dict(doc["healthChecks"][0], intervalSeconds=1, timeoutSeconds=0.5,
                                 gracePeriodSeconds=30)]  # only faster checks, for the test
+    # The export's fixed service ports must be free in this module's store: an app another
+    # test created may have been assigned them (from 10000 up). Nothing to do in file order.
+    wanted = {p["port"] for p in doc["portDefinitions"] if p["port"]}
+    for app in store.list_apps():
+        if wanted & {p["port"] for p in app.get("portDefinitions", [])}:
+            gone = requests.delete(stack + "/v2/apps" + app["id"], params={"force": "true"},
+                                   timeout=10)
+            assert gone.status_code == 200, gone.text
     r = requests.post(stack + "/v2/apps", json=doc, timeout=10)
     assert r.status_code == 201, r.text
     (task,) = healthy_tasks(stack, doc["id"], 1)

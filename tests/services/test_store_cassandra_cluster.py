@@ -146,10 +146,14 @@ def test_replication_naming_an_unknown_datacenter_is_refused(cluster3: CqlTestSe
 
 
 # -- read_range_rows (_RowPages) on Cassandra ---------------------------------------------------
+# These write thousands of rows into the (Python) stand-in first: on a loaded machine one batch
+# can take longer than the store's default 5 s request timeout, and nothing here is about
+# timeouts, so they allow 30 s (a write once failed with OperationTimedOut at load 15).
+SLOW_OK = 30
 def test_read_range_rows_pages_the_rows_of_read_range(cql_server: CqlTestServer) -> None:
     from services.store import _RowPages
 
-    store = open_store(cassandra_url_for(cql_server, fetch_size=100))
+    store = open_store(cassandra_url_for(cql_server, fetch_size=100, request_timeout=SLOW_OK))
     try:
         store.create_schema()
         n = 2_600  # three day buckets, pages of the store cut across them
@@ -168,7 +172,7 @@ def test_read_range_rows_pages_the_rows_of_read_range(cql_server: CqlTestServer)
 
 
 def test_read_range_rows_stops_fetching_when_closed(cql_server: CqlTestServer) -> None:
-    store = open_store(cassandra_url_for(cql_server, fetch_size=100))
+    store = open_store(cassandra_url_for(cql_server, fetch_size=100, request_timeout=SLOW_OK))
     try:
         store.create_schema()
         store.write(q("R", T0 + i * 1000) for i in range(5_000))
