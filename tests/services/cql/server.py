@@ -441,9 +441,14 @@ class CqlTestServer(Coordinator):
         with conn.write_lock:
             conn.sock.sendall(encode_segments(data) if conn.segments else data)
 
-    def _send(self, conn: Conn, stream: int, opcode: int, body: bytes) -> None:
+    def _send(self, conn: Conn, stream: int, opcode: int, body: bytes,
+              req: Request | None = None) -> None:
         with conn.write_lock:
             data = frame(conn.version or 4, stream, opcode, body)
+            if req is not None:  # numbered before the client can see the answer
+                with self._cond:
+                    self._answers += 1
+                    req.answered = self._answers
             conn.sock.sendall(encode_segments(data) if conn.segments else data)
 
     def _record(self, req: Request) -> None:
@@ -472,12 +477,9 @@ class CqlTestServer(Coordinator):
         self._record(req)
         if reply is not NO_REPLY:
             try:
-                self._send(conn, stream, *reply)
+                self._send(conn, stream, *reply, req=req)
             except OSError:
                 return
-            with self._cond:
-                self._answers += 1
-                req.answered = self._answers
             if opcode in (STARTUP, AUTH_RESPONSE) and conn.version >= 5 and reply[0] in (
                     READY, AUTHENTICATE):
                 conn.segments = True  # v5: everything after this answer travels in segments
