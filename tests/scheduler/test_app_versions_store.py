@@ -11,14 +11,6 @@ import pytest
 from scheduler.stores import open_state
 
 
-@pytest.fixture(scope="module")
-def zookeeper(tmp_path_factory):
-    from tests.fixtures_zk import start_zookeeper
-    zk = start_zookeeper(tmp_path_factory.mktemp("zk"))
-    yield zk
-    zk.stop()
-
-
 @pytest.fixture(params=["sqlite", "zookeeper"])
 def url(request, tmp_path):
     if request.param == "sqlite":

@@ -16,15 +16,6 @@ from tests.scheduler.state_docs import app_doc, dep, task
 from tests.support import wait_until
 
 
-@pytest.fixture(scope="module")
-def zookeeper(tmp_path_factory):
-    from tests.fixtures_zk import start_zookeeper
-
-    zk = start_zookeeper(tmp_path_factory.mktemp("zk-leader"))
-    yield zk
-    zk.stop()
-
-
 @pytest.fixture
 def stores(zookeeper):
     url = zookeeper.url(f"/l{uuid.uuid4().hex[:12]}") + "?session_timeout=4"

@@ -22,15 +22,6 @@ from scheduler.state import (
 from tests.scheduler.state_docs import app_doc, dep, task
 
 
-@pytest.fixture(scope="module")
-def zookeeper(tmp_path_factory):
-    from tests.fixtures_zk import start_zookeeper
-
-    zk = start_zookeeper(tmp_path_factory.mktemp("zk"))
-    yield zk
-    zk.stop()
-
-
 class Backend:
     """Opens stores of one backend on the same data (`open()` again: another process's view)."""
 

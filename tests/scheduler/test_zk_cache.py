@@ -19,15 +19,6 @@ from scheduler.stores import open_state
 from tests.scheduler.state_docs import app_doc, task
 
 
-@pytest.fixture(scope="module")
-def zookeeper(tmp_path_factory):
-    from tests.fixtures_zk import start_zookeeper
-
-    zk = start_zookeeper(tmp_path_factory.mktemp("zk"))
-    yield zk
-    zk.stop()
-
-
 @pytest.fixture
 def url(zookeeper):
     return zookeeper.url(f"/c{uuid.uuid4().hex[:12]}") + "?session_timeout=4"
