@@ -12,7 +12,7 @@ from scheduler.jobs.documents import JobsChanged
 from scheduler.jobs.plan import new_run
 from tests.scheduler.test_jobs_store import scheduler_store
 from tests.scheduler.test_jobs_worker import NOW, JobDriver, add_job
-from tests.scheduler.test_state_contract import backend, zookeeper  # noqa: F401
+from tests.scheduler.test_state_contract import backend  # noqa: F401
 
 STATUS = {"name": "j", "nextSlot": 1}
 

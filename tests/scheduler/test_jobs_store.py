@@ -10,7 +10,7 @@ import pytest
 from scheduler.jobs.documents import JobsChanged
 from scheduler.state import NotLeader
 from tests.scheduler.test_jobs_worker import NOW, JobDriver, add_job
-from tests.scheduler.test_state_contract import backend, zookeeper  # noqa: F401
+from tests.scheduler.test_state_contract import backend  # noqa: F401
 
 
 @pytest.fixture
