@@ -47,6 +47,7 @@ from scheduler.jobs.sqlite_jobs import (
     SQLiteJobReader,
 )
 from scheduler.spec import iso_now, task_id_to_app_id
+from scheduler.sqlite_checkpoints import AUTOCHECKPOINT_PAGES, Checkpoints
 from scheduler.sqlite_versions import SQLiteAppVersions
 from scheduler.sqlite_writers import WriterQueue
 from scheduler.state import (
@@ -177,6 +178,7 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         self._closed = False
         self._writers = WriterQueue(BUSY_TIMEOUT_SECONDS, self.path + "-writers")
         self._writer: sqlite3.Connection | None = None
+        self._checkpoints = Checkpoints(self._checkpoint_conn)
         self._enable_wal()
         with self._write() as c:
             for stmt in _SCHEMA.strip().split(";"):
@@ -221,10 +223,18 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
         conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL-safe
         conn.execute("PRAGMA foreign_keys=ON")
+        # Checkpoints run off the writers' path (scheduler.sqlite_checkpoints); SQLite's own
+        # only past a higher mark.
+        conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
         conn.pid = os.getpid()
         with self._lock:
             self._all.add(conn)
         return conn
+
+    def _checkpoint_conn(self) -> sqlite3.Connection:
+        """The checkpoints' thread's own connection (closed by that thread)."""
+        return sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
+                               check_same_thread=False)
 
     def _enable_wal(self) -> None:
         """Switch to WAL (persistent in the file). Switching needs a moment without other
@@ -274,6 +284,7 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            self._checkpoints.committed()
         except sqlite3.OperationalError as exc:
             if conn.in_transaction:  # a failed COMMIT may leave it open: nothing half-applied
                 conn.execute("ROLLBACK")
@@ -287,6 +298,7 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key='generation'")
 
     def close(self) -> None:
+        self._checkpoints.close()
         with self._lock:
             conns, self._all = list(self._all), weakref.WeakSet()
             self._closed = True
