@@ -110,9 +110,11 @@ def stamp_app(app_json: dict[str, Any], previous_doc: dict[str, Any] | None, now
 
     Versions of one app grow strictly: if `now_iso` is not after the previous `version` (two
     changes in one millisecond, or the clock stepped back), the previous version plus 1 ms is
-    used instead, so a restart right after a create still makes every task old."""
-    out = {k: json_copy(v) for k, v in app_json.items() if k not in ("version",
-                                                                           "versionInfo")}
+    used instead, so a restart right after a create still makes every task old.
+
+    The result is a deep copy: it shares nothing with `app_json` or `previous_doc`."""
+    # One copy of the whole document (a single `marshal` round trip), not one per field.
+    out = json_copy({k: v for k, v in app_json.items() if k not in ("version", "versionInfo")})
     if previous_doc is not None and previous_doc.get("version"):
         try:
             prev = parse_time(previous_doc["version"])

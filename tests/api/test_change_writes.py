@@ -238,3 +238,35 @@ def test_a_child_forked_while_its_parent_writes_has_its_own_turn(tmp_path: Path)
         holder.join()
     assert [e["eventType"] for _, e in store.events_since(0)] == ["child"]
     store.close()
+
+
+def _containers(doc) -> set[int]:
+    """The ids of every dict and list in `doc`, itself included."""
+    if isinstance(doc, dict):
+        return {id(doc)}.union(*(_containers(v) for v in doc.values()))
+    if isinstance(doc, list):
+        return {id(doc)}.union(*(_containers(v) for v in doc))
+    return set()
+
+
+def test_a_scale_copies_the_app_once_and_changes_nothing_it_read(client_and_store) -> None:
+    """The fast scale path shares the stored app's nested values (no copy per field): what the
+    change stores and returns still owns its objects, and the app it read is left as it was
+    (it is the deployment's `original`, stored as it was read)."""
+    client, store, _ = client_and_store
+    definition = dict(APP, env={"A": "1"}, labels={"l": "v"}, portDefinitions=[{"port": 0}])
+    assert client.simulate_post("/v2/apps", json=definition).status_code == 201
+    old = store.get_app("/w/app")
+    as_read = json.dumps(old)
+    new_json = changes.patched(old, {"instances": 4})
+    req = falcon.testing.create_req(method="PUT", path="/v2/apps/w/app")
+    change = changes.apply(store, req, "/w/app", old, new_json, force=True)
+    assert json.dumps(old) == as_read
+    assert change.app is not None and change.app["instances"] == 4
+    assert not _containers(change.app) & (_containers(old) | _containers(new_json))
+    stored = store.get_app("/w/app")
+    assert stored == change.app
+    assert store.get_deployment(change.deployment["id"])["original"] == old
+    change.app["env"]["A"] = "2"
+    change.app["portDefinitions"][0]["port"] = 1
+    assert json.dumps(old) == as_read and store.get_app("/w/app") == stored

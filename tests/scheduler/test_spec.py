@@ -526,6 +526,31 @@ def test_stamp_app_versions():
     assert stamp_app(scaled, scaled, t2, scale_only=True)["versionInfo"]["lastScalingAt"] == t2
 
 
+def _containers(doc) -> set[int]:
+    """The ids of every dict and list in `doc`, itself included."""
+    if isinstance(doc, dict):
+        return {id(doc)}.union(*(_containers(v) for v in doc.values()))
+    if isinstance(doc, list):
+        return {id(doc)}.union(*(_containers(v) for v in doc))
+    return set()
+
+
+def test_stamp_app_shares_nothing_with_its_inputs():
+    """One copy of the whole document (not one per field): the stored document still owns
+    every nested object, so changing it cannot change the caller's definition or the old app."""
+    definition = parse_app(app(env={"A": "1"}, labels={"l": "v"},
+                               portDefinitions=[{"port": 10001}])).to_json()
+    previous = stamp_app(definition, None, "2026-11-24T06:00:00.000Z", scale_only=False)
+    stamped = stamp_app(dict(definition, instances=3), previous, "2026-11-24T06:01:00.000Z",
+                        scale_only=True)
+    assert not _containers(stamped) & (_containers(definition) | _containers(previous))
+    assert list(stamped) == [k for k in definition if k not in ("version", "versionInfo")] + [
+        "version", "versionInfo"]
+    stamped["env"]["A"] = "2"
+    stamped["portDefinitions"][0]["port"] = 10002
+    assert definition["env"] == {"A": "1"} and previous["portDefinitions"][0]["port"] == 10001
+
+
 def test_stamp_app_versions_grow_strictly():
     t = "2026-11-24T06:00:00.000Z"
     created = stamp_app(app(), None, t, scale_only=False)
