@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -587,6 +588,14 @@ def test_times():
     assert parse_time("2026-11-24T06:30:00Z") == pytest.approx(parse_time(s) - 0.123)
     now = iso_now()
     assert now.endswith("Z") and len(now) == len(s)
+
+
+@given(st.floats(min_value=-62_135_000_000, max_value=253_402_300_000, allow_nan=False))
+def test_format_time_is_the_strftime_form(epoch: float) -> None:
+    """The isoformat fast path writes what strftime wrote (years below 1000 keep strftime)."""
+    dt = datetime.fromtimestamp(epoch, tz=UTC)
+    assert format_time(epoch) == (dt.strftime("%Y-%m-%dT%H:%M:%S.")
+                                  + f"{dt.microsecond // 1000:03d}Z")
 
 
 def test_constraint_json_form():
