@@ -226,8 +226,15 @@ class AppResource:
                     "path": "/id",
                     "errors": [f"the body's id {body_id} differs from the URL's {app_id}"]}])
         store = self.ctx.store
-        old = store.get_app(app_id)
         partial = req.get_param_as_bool("partialUpdate", default=True)
+        if partial and changes.scale_count(doc) is not None:
+            # a scale: computed in the store's transaction from the app as it reads it
+            change = changes.scale(store, req, app_id, doc, force=force_param(req),
+                                   port_range=self.ctx.port_range)
+            resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
+            resp.media = changes.deployment_result(change)
+            return
+        old = store.get_app(app_id)
         if set(doc) - {"id"} == {"version"}:
             # Marathon's rollback: the definition stored as that version becomes current
             if old is None:

@@ -7,6 +7,10 @@ removed) in one transaction (`StateStore.apply_app_change`, `request_kills` for 
 killing tasks: a rejected change leaves nothing behind, and a change is never announced before
 it is real nor real without its events or its history).
 
+A scale (`PUT /v2/apps/{id}` with only `instances`, the commonest write) is computed inside that
+transaction from the app as it reads it (`scale`, `StateStore.apply_app_update`): one read of
+the app per PUT, and no change committed meanwhile is overwritten by one based on an older read.
+
 Each deployment we create also carries `original`: the app document it replaces (null for a
 create). That is what `DELETE /v2/deployments/{id}` (without force) restores to roll back, as
 Marathon's plans carry their original state.
@@ -32,7 +36,7 @@ from scheduler.spec import (
     parse_app,
     stamp_app,
 )
-from scheduler.state import StateStore
+from scheduler.state import AppNotFound, StateStore
 
 Doc = dict[str, Any]
 MAX_APP_VERSIONS = 50  # Marathon's --zk_max_versions default
@@ -69,9 +73,8 @@ def patched(old: Doc, patch: Doc) -> Doc:
     like `definition`, that result shares `old`'s nested values. Any other patch, or an
     instance count that is not a plain non-negative integer, is merged and validated whole,
     errors and all."""
-    count = patch.get("instances")
-    if (set(patch) - {"id"} == {"instances"} and type(count) is int and count >= 0
-            and patch.get("id", old["id"]) == old["id"]):
+    count = scale_count(patch)
+    if count is not None and patch.get("id", old["id"]) == old["id"]:
         new = definition(old)
         new["instances"] = count
         return new
@@ -117,6 +120,21 @@ def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
     function nor its callers change `old` in place).
     """
     now = iso_now()
+    new_doc, deployment = _planned(old, new_json, now=now, deployment_id=str(uuid.uuid4()),
+                                   restart=restart, keep_versions=keep_versions,
+                                   port_range=port_range)
+    new_doc = store.apply_app_change(
+        app_id, new_doc, deployment, force=force, must_exist=old is not None,
+        port_range=port_range, history_keep=MAX_APP_VERSIONS,
+        events=lambda stored: _event_docs(req, stored if stored is not None else old,
+                                          deployment, now))
+    return Change(deployment, new_doc, deployment.get("version") or now)
+
+
+def _planned(old: Doc | None, new_json: Doc | None, *, now: str, deployment_id: str,
+             restart: bool = False, keep_versions: bool = False,
+             port_range: PortRange = DEFAULT_RANGE) -> tuple[Doc | None, Doc]:
+    """The stored document `new_json` becomes in place of `old`, and its deployment (pure)."""
     if new_json is not None and old is not None:
         new_json = service_ports.keep_previous(new_json, old, port_range)
     kind = kind_of(old, new_json, restart=restart)
@@ -127,15 +145,42 @@ def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
         new_doc["version"] = now
     else:
         new_doc = stamp_app(new_json, old, now, scale_only=(kind == "scale"))
-    deployment = plan_deployment(old, new_doc, now=now, deployment_id=str(uuid.uuid4()),
-                                 kind=kind)
+    deployment = plan_deployment(old, new_doc, now=now, deployment_id=deployment_id, kind=kind)
     deployment["original"] = old
-    new_doc = store.apply_app_change(
-        app_id, new_doc, deployment, force=force, must_exist=old is not None,
-        port_range=port_range, history_keep=MAX_APP_VERSIONS,
-        events=lambda stored: _event_docs(req, stored if stored is not None else old,
-                                          deployment, now))
-    return Change(deployment, new_doc, deployment.get("version") or now)
+    return new_doc, deployment
+
+
+def scale_count(patch: Doc) -> int | None:
+    """The instance count of a patch that only sets `instances` (besides, perhaps, the `id`) to
+    a plain non-negative integer: a scale, `{"instances": n}`, the commonest write. None for
+    any other patch."""
+    count = patch.get("instances")
+    if set(patch) - {"id"} == {"instances"} and type(count) is int and count >= 0:
+        return count
+    return None
+
+
+def scale(store: StateStore, req: falcon.Request, app_id: str, patch: Doc, *, force: bool,
+          port_range: PortRange = DEFAULT_RANGE) -> Change:
+    """A partial update of an existing app (`patched`), computed from the app as the store's
+    transaction reads it: the app is read once, and a change committed meanwhile is not
+    overwritten by one based on an older read. For a scale (`scale_count`), whose update is
+    cheap; the answers, documents and events are `apply`'s. AppNotFound (404) if there is no
+    such app."""
+    now = iso_now()
+    deployment_id = str(uuid.uuid4())
+
+    def update(previous: Doc | None) -> tuple[Doc | None, Doc]:
+        if previous is None:
+            raise AppNotFound(app_id)
+        return _planned(previous, patched(previous, patch), now=now,
+                        deployment_id=deployment_id, port_range=port_range)
+
+    stored, deployment = store.apply_app_update(
+        app_id, update, force=force, port_range=port_range, history_keep=MAX_APP_VERSIONS,
+        events=lambda stored, deployment: _event_docs(req, stored, deployment, now))
+    assert deployment is not None
+    return Change(deployment, stored, deployment.get("version") or now)
 
 
 def scale_by_kills(store: StateStore, req: falcon.Request, app: Doc, task_ids: list[str], *,

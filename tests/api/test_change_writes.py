@@ -270,3 +270,58 @@ def test_a_scale_copies_the_app_once_and_changes_nothing_it_read(client_and_stor
     change.app["env"]["A"] = "2"
     change.app["portDefinitions"][0]["port"] = 1
     assert json.dumps(old) == as_read and store.get_app("/w/app") == stored
+
+
+class _RacedStore(SQLiteStateStore):
+    """Commits `race` (a change by another writer) just before each transaction of its own:
+    what lands between a request's read of the app and its write."""
+
+    race: list = []
+
+    def transact_with_version(self, plan, app_id, keep):
+        while self.race:
+            self.race.pop(0)()
+        return super().transact_with_version(plan, app_id, keep)
+
+
+def test_a_scale_keeps_a_change_committed_before_its_transaction(tmp_path: Path) -> None:
+    """A scale is computed from the app as its transaction reads it: a definition change that
+    commits between the request's arrival and its write stays (before, the API read the app
+    first and the scale wrote back that older definition), and the answer and events are a
+    scale's."""
+    store = _RacedStore(tmp_path / "state.db")
+    other = SQLiteStateStore(tmp_path / "state.db")
+    try:
+        client = falcon.testing.TestClient(create_app(ApiConfig(state_path="unused"), store))
+        assert client.simulate_post("/v2/apps", json=APP).status_code == 201
+        first = store.get_app("/w/app")
+        changed = dict(first, cmd="sleep 200", version="2030-01-01T00:00:00.000Z",
+                       versionInfo={"lastScalingAt": "2030-01-01T00:00:00.000Z",
+                                    "lastConfigChangeAt": "2030-01-01T00:00:00.000Z"})
+        store.race = [lambda: other.apply_app_change("/w/app", changed, None, force=True)]
+        before = store.latest_event_id()
+        r = client.simulate_put("/v2/apps/w/app", params={"force": "true"},
+                                json={"instances": 3})
+        assert r.status_code == 200, r.text
+        now = store.get_app("/w/app")
+        assert now["cmd"] == "sleep 200" and now["instances"] == 3
+        assert now["versionInfo"]["lastConfigChangeAt"] == "2030-01-01T00:00:00.000Z"
+        assert now["version"] == r.json["version"] > "2030-01-01T00:00:00.000Z"
+        dep = store.get_deployment(r.json["deploymentId"])
+        assert dep["kind"] == "scale" and dep["original"] == changed
+        assert dep["target"]["instances"] == 3
+        events = [e for _, e in store.events_since(before)]
+        assert [e["eventType"] for e in events] == ["api_post_event", "deployment_info"]
+        assert events[0]["appDefinition"] == now and events[1]["plan"] == dep
+        assert store.get_app_version("/w/app", now["version"]) == now
+    finally:
+        other.close()
+        store.close()
+
+
+def test_a_scale_of_a_missing_app_is_404_and_stores_nothing(client_and_store) -> None:
+    client, store, _ = client_and_store
+    generation = store.desired_generation()
+    r = client.simulate_put("/v2/apps/w/none", params={"force": "true"}, json={"instances": 2})
+    assert r.status_code == 404 and r.json["message"] == "App '/w/none' does not exist"
+    assert store.desired_generation() == generation and store.list_deployments(active_only=False) == []
