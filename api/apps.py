@@ -6,6 +6,7 @@ the number of apps; writes go through `api.changes`, one transaction each.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,9 +38,11 @@ class Ctx:
     task_views: TaskViewCache = field(default_factory=TaskViewCache)
 
 
+@functools.lru_cache(maxsize=1024)
 def path_app_id(raw: str) -> str:
     """The normalised app id from a URL, 400 for traversal or control characters, or 404 if
-    it cannot name an app."""
+    it cannot name an app. Remembered for the last 1,024 ids that name one (a pure function
+    of the URL, run on every request about an app; refusals are not remembered)."""
     check_url_id(raw)
     try:
         return normalize_app_id("/" + raw.strip("/"))

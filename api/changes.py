@@ -178,7 +178,7 @@ def scale(store: StateStore, req: falcon.Request, app_id: str, patch: Doc, *, fo
 
     stored, deployment = store.apply_app_update(
         app_id, update, force=force, port_range=port_range, history_keep=MAX_APP_VERSIONS,
-        events=lambda stored, deployment: _event_docs(req, stored, deployment, now))
+        events=lambda stored, deployment: _event_docs(req, stored, deployment, now), now=now)
     assert deployment is not None
     return Change(deployment, stored, deployment.get("version") or now)
 

@@ -224,15 +224,17 @@ class StateStore(ABC):
                          update: Callable[[Doc | None], tuple[Doc | None, Doc | None]], *,
                          force: bool = False, port_range: PortRange | None = None,
                          events: Callable[[Doc | None, Doc | None], Sequence[Doc]],
-                         history_keep: int = 0) -> tuple[Doc | None, Doc | None]:
+                         history_keep: int = 0,
+                         now: str | None = None) -> tuple[Doc | None, Doc | None]:
         """`apply_app_change` of what `update(previous)` (pure: it may run again on a newer
         snapshot) makes of the app as the transaction reads it: `(app, deployment)`, which may
-        raise to refuse. `events(stored, deployment)`. Returns the stored app and the
+        raise to refuse. `events(stored, deployment)`; `now`: the change's time (when
+        superseded deployments finish; default: the time now). Returns the stored app and the
         deployment. (The rules are `scheduler.changes.app_update`'s.)"""
         from scheduler import changes
         from scheduler.service_ports import DEFAULT_RANGE
 
-        now = iso_now()
+        now = now or iso_now()
         planned: list[Doc | None] = [None]
 
         def plan(r: Reader) -> tuple[Transaction, Doc | None]:

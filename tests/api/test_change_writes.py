@@ -325,3 +325,20 @@ def test_a_scale_of_a_missing_app_is_404_and_stores_nothing(client_and_store) ->
     r = client.simulate_put("/v2/apps/w/none", params={"force": "true"}, json={"instances": 2})
     assert r.status_code == 404 and r.json["message"] == "App '/w/none' does not exist"
     assert store.desired_generation() == generation and store.list_deployments(active_only=False) == []
+
+
+def test_a_forced_scale_supersedes_the_running_deployment_at_its_own_time(
+        client_and_store) -> None:
+    client, store, _ = client_and_store
+    assert client.simulate_post("/v2/apps", json=APP).status_code == 201
+    first = client.simulate_put("/v2/apps/w/app", params={"force": "true"}, json={"instances": 2})
+    r = client.simulate_put("/v2/apps/w/app", json={"instances": 3})
+    assert r.status_code == 409 and r.json["deployments"] == [{"id": first.json["deploymentId"]}]
+    second = client.simulate_put("/v2/apps/w/app", params={"force": "true"},
+                                 json={"instances": 3})
+    assert second.status_code == 200
+    old = store.get_deployment(first.json["deploymentId"])
+    new = store.get_deployment(second.json["deploymentId"])
+    assert old["status"] == "superseded" and old["finishedAt"] == new["createdAt"]
+    assert old["message"] == f"superseded by deployment {new['id']}"
+    assert [d["id"] for d in store.list_deployments()] == [new["id"]]

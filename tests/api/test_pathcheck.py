@@ -35,3 +35,16 @@ def test_refused_ids_and_their_messages(raw: str, message: str) -> None:
 @pytest.mark.parametrize("raw", ["bench/app1", "a.b/c..d", "é/\u2028", "a/ b", "..a/b."])
 def test_plain_ids_pass(raw: str) -> None:
     check_url_id(raw)
+
+
+def test_path_app_id_answers_the_same_every_time() -> None:
+    """path_app_id remembers ids that name an app, never a refusal: a refused id is refused
+    again, with its own status."""
+    from api.apps import path_app_id
+
+    for _ in range(2):
+        assert path_app_id("bench/app1/") == "/bench/app1"
+        for raw, status in (("a/../b", 400), ("a/\x00", 400), ("Upper/Case", 404)):
+            with pytest.raises(ApiError) as info:
+                path_app_id(raw)
+            assert info.value.status_code == status
