@@ -194,7 +194,8 @@ def test_a_scale_stores_what_validating_the_whole_app_would(client_and_store,
 @pytest.mark.parametrize("patch,status,instances", [
     ({"instances": -1}, 422, 1), ({"instances": "3"}, 422, 1), ({"instances": True}, 422, 1),
     ({"instances": 2.0}, 200, 2), ({"instances": 2.5}, 422, 1), ({"instances": None}, 200, 1),
-    ({"id": "/w/other", "instances": 2}, 422, 1)])
+    ({"id": "/w/other", "instances": 2}, 422, 1), ({"id": "w/app", "instances": 2}, 200, 2),
+    ({"id": "/w/app/", "instances": 0}, 200, 0)])
 def test_other_instance_patches_take_the_full_validation(client_and_store, patch: dict,
                                                           status: int, instances: int) -> None:
     client, store, _ = client_and_store
