@@ -268,11 +268,13 @@ class AppResource:
         """Change some fields of an app (each top-level field given replaces the stored one)."""
         app_id = path_app_id(app_id)
         doc = read_object(req, self.ctx.max_body)
-        old = get_app_or_404(self.ctx.store, app_id)
-        new_json = changes.patched(old, doc)
-        change = changes.apply(self.ctx.store, req, app_id, old, new_json,
-                               force=force_param(req),
-                               port_range=self.ctx.port_range)
+        if changes.scale_count(doc) is not None:  # a scale, as PUT does it: one read
+            change = changes.scale(self.ctx.store, req, app_id, doc, force=force_param(req),
+                                   port_range=self.ctx.port_range)
+        else:
+            old = get_app_or_404(self.ctx.store, app_id)
+            change = changes.apply(self.ctx.store, req, app_id, old, changes.patched(old, doc),
+                                   force=force_param(req), port_range=self.ctx.port_range)
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         resp.media = changes.deployment_result(change)
 

@@ -320,10 +320,13 @@ def test_a_scale_keeps_a_change_committed_before_its_transaction(tmp_path: Path)
         store.close()
 
 
-def test_a_scale_of_a_missing_app_is_404_and_stores_nothing(client_and_store) -> None:
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_a_scale_of_a_missing_app_is_404_and_stores_nothing(client_and_store,
+                                                            method: str) -> None:
     client, store, _ = client_and_store
     generation = store.desired_generation()
-    r = client.simulate_put("/v2/apps/w/none", params={"force": "true"}, json={"instances": 2})
+    r = client.simulate_request(method, "/v2/apps/w/none", params={"force": "true"},
+                                json={"instances": 2})
     assert r.status_code == 404 and r.json["message"] == "App '/w/none' does not exist"
     assert store.desired_generation() == generation and store.list_deployments(active_only=False) == []
 
@@ -343,3 +346,17 @@ def test_a_forced_scale_supersedes_the_running_deployment_at_its_own_time(
     assert old["status"] == "superseded" and old["finishedAt"] == new["createdAt"]
     assert old["message"] == f"superseded by deployment {new['id']}"
     assert [d["id"] for d in store.list_deployments()] == [new["id"]]
+
+
+def test_a_patch_of_instances_scales_as_a_put_does(client_and_store) -> None:
+    client, store, _ = client_and_store
+    assert client.simulate_post("/v2/apps", json=APP).status_code == 201
+    before = store.get_app("/w/app")
+    r = client.simulate_patch("/v2/apps/w/app", params={"force": "true"}, json={"instances": 4})
+    assert r.status_code == 200 and r.headers["Marathon-Deployment-Id"] == r.json["deploymentId"]
+    after = store.get_app("/w/app")
+    assert changes.definition(after) == dict(changes.definition(before), instances=4)
+    assert after["version"] == r.json["version"]
+    assert after["versionInfo"]["lastConfigChangeAt"] == before["versionInfo"][
+        "lastConfigChangeAt"]
+    assert store.get_deployment(r.json["deploymentId"])["kind"] == "scale"
