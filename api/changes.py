@@ -133,8 +133,11 @@ def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
 
 def _planned(old: Doc | None, new_json: Doc | None, *, now: str, deployment_id: str,
              restart: bool = False, keep_versions: bool = False,
-             port_range: PortRange = DEFAULT_RANGE) -> tuple[Doc | None, Doc]:
-    """The stored document `new_json` becomes in place of `old`, and its deployment (pure)."""
+             port_range: PortRange = DEFAULT_RANGE, owned: bool = False
+             ) -> tuple[Doc | None, Doc]:
+    """The stored document `new_json` becomes in place of `old`, and its deployment (pure).
+    `owned`: `old` and `new_json` are this change's own (nobody else holds them), so the
+    stored document may share their nested values instead of copying them."""
     if new_json is not None and old is not None:
         new_json = service_ports.keep_previous(new_json, old, port_range)
     kind = kind_of(old, new_json, restart=restart)
@@ -144,7 +147,7 @@ def _planned(old: Doc | None, new_json: Doc | None, *, now: str, deployment_id: 
         new_doc = copy.deepcopy(new_json)
         new_doc["version"] = now
     else:
-        new_doc = stamp_app(new_json, old, now, scale_only=(kind == "scale"))
+        new_doc = stamp_app(new_json, old, now, scale_only=(kind == "scale"), copy=not owned)
     deployment = plan_deployment(old, new_doc, now=now, deployment_id=deployment_id, kind=kind)
     deployment["original"] = old
     return new_doc, deployment
@@ -166,15 +169,19 @@ def scale(store: StateStore, req: falcon.Request, app_id: str, patch: Doc, *, fo
     transaction reads it: the app is read once, and a change committed meanwhile is not
     overwritten by one based on an older read. For a scale (`scale_count`), whose update is
     cheap; the answers, documents and events are `apply`'s. AppNotFound (404) if there is no
-    such app."""
+    such app. The returned app shares nested values with the returned deployment's
+    `original` (both stored as JSON already): copy before changing either in place."""
     now = iso_now()
     deployment_id = str(uuid.uuid4())
 
     def update(previous: Doc | None) -> tuple[Doc | None, Doc]:
         if previous is None:
             raise AppNotFound(app_id)
+        # `previous` is the transaction's own read and the patched definition is made from
+        # it here: nothing else holds either, and everything below only reads them until
+        # the transaction writes them out as JSON, so the stored app is not copied.
         return _planned(previous, patched(previous, patch), now=now,
-                        deployment_id=deployment_id, port_range=port_range)
+                        deployment_id=deployment_id, port_range=port_range, owned=True)
 
     stored, deployment = store.apply_app_update(
         app_id, update, force=force, port_range=port_range, history_keep=MAX_APP_VERSIONS,

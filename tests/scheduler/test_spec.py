@@ -552,6 +552,18 @@ def test_stamp_app_shares_nothing_with_its_inputs():
     assert definition["env"] == {"A": "1"} and previous["portDefinitions"][0]["port"] == 10001
 
 
+def test_stamp_app_without_copy_is_the_same_document_sharing_its_values():
+    definition = parse_app(app(env={"A": "1"}, portDefinitions=[{"port": 10001}])).to_json()
+    previous = stamp_app(definition, None, "2026-11-24T06:00:00.000Z", scale_only=False)
+    scaled = dict(definition, instances=3)
+    copied = stamp_app(scaled, previous, "2026-11-24T06:01:00.000Z", scale_only=True)
+    shared = stamp_app(scaled, previous, "2026-11-24T06:01:00.000Z", scale_only=True,
+                       copy=False)
+    assert json.dumps(shared) == json.dumps(copied)
+    assert shared["env"] is definition["env"] and copied["env"] is not definition["env"]
+    assert shared is not scaled and "version" not in scaled
+
+
 def test_stamp_app_versions_grow_strictly():
     t = "2026-11-24T06:00:00.000Z"
     created = stamp_app(app(), None, t, scale_only=False)
