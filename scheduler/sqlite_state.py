@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -175,7 +175,7 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         self._all: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
-        self._writers = WriterQueue(BUSY_TIMEOUT_SECONDS)
+        self._writers = WriterQueue(BUSY_TIMEOUT_SECONDS, self.path + "-writers")
         self._writer: sqlite3.Connection | None = None
         self._enable_wal()
         with self._write() as c:
@@ -245,28 +245,42 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        # Writers queue (scheduler.sqlite_writers) rather than sleep in SQLite's busy handler;
-        # the holder of the process's turn writes on the process's one writing connection,
-        # whose page cache stays warm from one write to the next (a connection per thread
-        # re-read the pages every other connection had changed since its last write).
-        with self._writers.turn() as mine:
-            conn = self._writer_conn() if mine else self._conn()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if conn.in_transaction:  # a failed COMMIT may leave it open: nothing half-applied
-                    conn.execute("ROLLBACK")
-                out_of_space = out_of_space_error(self.path, exc)
-                if out_of_space is None:
-                    raise
-                raise out_of_space from exc
+        """An exclusive write transaction (schema, pruning, the rarer writes); the hot paths
+        (`transact`) go through `_shared_write` and may share theirs (group commit)."""
+        with self._writers.turn() as mine, self._transaction(mine) as conn:
+            yield conn
 
+    def _shared_write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return self._writers.run(work, self._transaction)
+        except sqlite3.OperationalError as exc:  # one work's own, in a shared transaction
+            out_of_space = out_of_space_error(self.path, exc)
+            if out_of_space is None:
+                raise
+            raise out_of_space from exc
+
+    @contextmanager
+    def _transaction(self, mine: bool) -> Iterator[sqlite3.Connection]:
+        # The holder of the process's turn (scheduler.sqlite_writers) writes on the process's
+        # one writing connection, whose page cache stays warm from one write to the next (a
+        # connection per thread re-read the pages every other connection had changed).
+        conn = self._writer_conn() if mine else self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:  # (SQLite may have rolled it back itself: disk full)
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:  # a failed COMMIT may leave it open: nothing half-applied
+                conn.execute("ROLLBACK")
+            out_of_space = out_of_space_error(self.path, exc)
+            if out_of_space is None:
+                raise
+            raise out_of_space from exc
 
     @staticmethod
     def _bump(conn: sqlite3.Connection) -> None:
@@ -286,6 +300,7 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
                 pass
         self._local = threading.local()
         self._writer = None
+        self._writers.close()
 
     # -- framework -------------------------------------------------------------------------------
     def get_framework_id(self) -> str | None:
@@ -305,8 +320,7 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
     def transact(self, plan: Plan[T]) -> T:
         """`plan` reads inside the write transaction (BEGIN IMMEDIATE holds the write lock), so
         its snapshot is current at the commit by construction: plans never need a retry."""
-        with self._write() as c:
-            return self._apply_plan(c, plan)
+        return self._shared_write(lambda c: self._apply_plan(c, plan))
 
     def transact_with_version(self, plan: Plan[Doc | None], app_id: str,
                               keep: int) -> Doc | None:
@@ -314,13 +328,16 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         history's removal), one transaction."""
         if keep:
             self._versions_table()  # committed on its own first (once per store object)
-        with self._write() as c:
+
+        def work(c: sqlite3.Connection) -> Doc | None:
             stored = self._apply_plan(c, plan)
             if keep and stored is not None:
                 self._put_version(c, app_id, stored["version"], stored, keep)
             elif keep:
                 self._delete_versions(c, app_id)
-        return stored
+            return stored
+
+        return self._shared_write(work)
 
     def _apply_plan(self, c: sqlite3.Connection, plan: Plan[T]) -> T:
         txn, result = plan(_Reader(c))

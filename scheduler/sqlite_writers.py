@@ -1,51 +1,266 @@
-"""Where a SQLite state store's writers of one process wait for their turn, before
-`BEGIN IMMEDIATE`.
+"""How a SQLite state store's writers take turns: one write transaction at a time per process
+and across processes, concurrent writes of one process committed together.
 
 SQLite makes a writer that finds the write lock taken wait by sleeping (its busy handler: 1, 2,
 5, 10 ... 100 ms between tries), however soon the lock is free. The API's gunicorn workers run
-16 threads each, all writing through their own connections: under a stream of scale PUTs most
-writers slept while the lock was free (p99 of 250-700 ms at ~1 ms of work per write).
+16 threads each: under a stream of scale PUTs most writers slept while the lock was free.
 
-Here the writers of one process queue on a lock of their own (woken as soon as it is free), so
-at most one writer per process meets SQLite's lock, and the holder of the turn writes on the
-process's one writing connection (`SQLiteStateStore._writer_conn`). Processes still meet at
-SQLite's own lock and busy handler: a `flock` queue between them (polled, or blocking without a
-timeout) measured no different here, so there is none.
+- **In a process**, writers queue on a lock of their own (woken as soon as it is free) and the
+  holder of the turn writes on the process's one writing connection
+  (`SQLiteStateStore._writer_conn`, whose page cache stays warm).
+- **Between processes** (gunicorn's workers, the scheduler), the holder of a process's turn
+  then takes an advisory `flock` of `<db>-writers`, so the next process is woken the moment
+  the previous one commits instead of polling SQLite's lock. The wait is bounded: past the
+  timeout, a writer goes on to SQLite's own lock as before. Correctness never depends on this
+  file: SQLite's lock still serialises the writes (the sqlite3 shell does not take part).
+- **Group commit** (`WriterQueue.run`): writers that arrive while a transaction is under way
+  wait for it; the next one to lead then applies all of them in one transaction, each inside
+  its own SAVEPOINT, so one that fails (a rejected change) takes only its own statements back.
+  A commit writes each changed page once, however many changes touched it (a scale PUT alone
+  writes ~22 pages: app, deployment, events, version history, indexes), and nobody's result
+  is given out before the COMMIT that stored it: a failed COMMIT fails all of them.
 
-Correctness never depends on this queue: SQLite's lock still serialises the writes. A writer
-that cannot get the turn within the busy timeout goes on to SQLite's lock as before. A forked
-child gets its own lock (a copy of the parent's may be held by a thread the child does not
-have).
+A forked child gets its own locks and lock file descriptor (its copies of the parent's could
+be held by a thread the child does not have, and a `flock` belongs to the open file).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+Transaction = Callable[[bool], AbstractContextManager[sqlite3.Connection]]
+
+
+class ProcessTurn:
+    """The processes' turn: an exclusive `flock` of `path`, waited for with a deadline.
+
+    An uncontended lock is taken on the spot. A contended one is waited for by a keeper thread
+    blocked in `flock` (woken by the kernel as the holder releases), so the waiting writer can
+    give up at its deadline; a lock the keeper gets for a writer that gave up is released.
+    One thread of the process asks at a time (the holder of the process's own turn)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._pid = -1
+
+    def _for_this_process(self) -> None:
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._fd: int | None = None
+            self._cv = threading.Condition(threading.Lock())
+            self._wanted = self._granted = self._keeper_waits = self._closed = False
+            self._keeper: threading.Thread | None = None
+
+    def acquire(self, timeout: float) -> bool:
+        """True with the lock held; False if it could not be had (no file, or the deadline)."""
+        self._for_this_process()
+        with self._cv:
+            if self._closed:
+                return False
+            if self._fd is None:
+                try:
+                    self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                except OSError:
+                    return False
+            if not self._keeper_waits:  # (else the keeper's own request is in the kernel's queue)
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return True
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    return False
+            if self._keeper is None:
+                self._keeper = threading.Thread(target=self._keep, args=(self._fd,),
+                                                name="sqlite-writers-flock", daemon=True)
+                self._keeper.start()
+            self._wanted = True
+            self._cv.notify_all()
+            if self._cv.wait_for(lambda: self._granted, timeout):
+                self._granted = False
+                return True
+            self._wanted = False   # the keeper releases what it gets from now on
+            return False
+
+    def release(self) -> None:
+        if self._pid == os.getpid() and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the file (its lock goes with it) and let the keeper end."""
+        if self._pid != os.getpid():
+            return
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+            if self._fd is not None and not self._keeper_waits:
+                os.close(self._fd)
+            self._fd = None
+
+    def _keep(self, fd: int) -> None:
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._wanted or self._closed)
+                if self._closed:
+                    return
+                self._keeper_waits = True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)   # blocks, without the GIL, until released
+            except OSError:
+                pass
+            with self._cv:
+                self._keeper_waits = False
+                if self._closed:                 # closed meanwhile: the file is the keeper's
+                    os.close(fd)
+                    return
+                if self._wanted:
+                    self._wanted, self._granted = False, True
+                    self._cv.notify_all()
+                else:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+@dataclass
+class _Pending:
+    """One writer's work in the group-commit queue, and what became of it."""
+
+    work: Callable[[sqlite3.Connection], Any]
+    woken: threading.Event = field(default_factory=threading.Event)
+    leads: bool = False           # woken to lead the next transaction
+    done: bool = False
+    result: Any = None
+    error: BaseException | None = None
+
+    def outcome(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 class WriterQueue:
-    """`with queue.turn() as mine: ...` around one write transaction (see the module)."""
+    """The turns of one store's writers (see the module): `turn()` around one exclusive write
+    transaction, `run(work, transaction)` for a write that may share its transaction."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, lock_path: str | None = None) -> None:
         self.timeout = timeout
+        self._process_turn = ProcessTurn(lock_path) if lock_path else None
         self._pid = -1
-        self._lock = threading.RLock()
+
+    def _for_this_process(self) -> None:
+        if self._pid != os.getpid():    # new, or a forked child: its own locks and queue
+            self._pid = os.getpid()
+            self._lock = threading.RLock()
+            self._depth = 0
+            self._mutex = threading.Lock()
+            self._waiting: list[_Pending] = []
+            self._leading = False
+            self._leader: int | None = None
+            self._conn: sqlite3.Connection | None = None
+
+    def close(self) -> None:
+        if self._process_turn is not None:
+            self._process_turn.close()
 
     @contextmanager
     def turn(self) -> Iterator[bool]:
-        """The process's turn to write: one thread at a time (a nested turn of the same thread
-        is part of its outer one). Yields whether this thread holds the turn (False only past
-        the timeout)."""
-        if self._pid != os.getpid():    # new, or a forked child: its own lock
-            self._pid = os.getpid()
-            self._lock = threading.RLock()
+        """The turn to write: one thread at a time in the process (a nested turn of the same
+        thread is part of its outer one), one process at a time beside it. Yields whether this
+        thread holds the process's turn (False only past the timeout)."""
+        self._for_this_process()
         lock = self._lock
         mine = lock.acquire(timeout=self.timeout)
+        shared = False
         try:
+            if mine:
+                self._depth += 1
+                if self._depth == 1 and self._process_turn is not None:
+                    shared = self._process_turn.acquire(self.timeout)
             yield mine
         finally:
+            if shared and self._process_turn is not None:
+                self._process_turn.release()
             if mine:
+                self._depth -= 1
                 lock.release()
+
+    def run(self, work: Callable[[sqlite3.Connection], T], transaction: Transaction) -> T:
+        """`work(conn)` inside a write transaction, possibly with other threads' works (each in
+        its own SAVEPOINT, in arrival order); returns its result, or raises its error, once the
+        transaction committed. `transaction(mine)` opens one (BEGIN IMMEDIATE ... COMMIT) on
+        the connection for a holder of the turn (`mine`) or not."""
+        self._for_this_process()
+        if self._leader == threading.get_ident():   # a work that writes again: same transaction
+            assert self._conn is not None
+            return _in_savepoint(self._conn, work)
+        me = _Pending(work)
+        with self._mutex:
+            self._waiting.append(me)
+            me.leads = not self._leading
+            self._leading = True
+        if not me.leads:
+            me.woken.wait()
+            if not me.leads:
+                return me.outcome()
+        batch: list[_Pending] = []
+        try:
+            with self.turn() as mine:
+                with self._mutex:
+                    batch, self._waiting = self._waiting, []
+                self._apply(batch, transaction, mine)
+        except BaseException as exc:  # the transaction failed (BEGIN or COMMIT): all of it did
+            if not batch:
+                with self._mutex:
+                    self._waiting.remove(me)
+                raise
+            for pending in batch:
+                if pending.error is None:
+                    pending.result, pending.error = None, exc
+        finally:
+            with self._mutex:
+                if self._waiting:          # hand the lead to the first who came meanwhile
+                    self._waiting[0].leads = True
+                    self._waiting[0].woken.set()
+                else:
+                    self._leading = False
+            for pending in batch:
+                if pending is not me:
+                    pending.woken.set()
+        return me.outcome()
+
+    def _apply(self, batch: list[_Pending], transaction: Transaction, mine: bool) -> None:
+        with transaction(mine) as conn:
+            self._leader, self._conn = threading.get_ident(), conn
+            try:
+                if len(batch) == 1:      # alone: its error rolls the transaction back
+                    batch[0].result = batch[0].work(conn)
+                    return
+                for pending in batch:
+                    try:
+                        pending.result = _in_savepoint(conn, pending.work)
+                    except Exception as exc:  # noqa: BLE001 - it is that writer's answer
+                        pending.error = exc
+                        if not conn.in_transaction:   # SQLite rolled it all back (disk full)
+                            raise
+            finally:
+                self._leader, self._conn = None, None
+
+
+def _in_savepoint(conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute("SAVEPOINT writer")
+    try:
+        result = work(conn)
+    except BaseException:
+        if conn.in_transaction:   # (else SQLite rolled back the whole transaction itself)
+            conn.execute("ROLLBACK TO writer")
+            conn.execute("RELEASE writer")
+        raise
+    conn.execute("RELEASE writer")
+    return result

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -16,6 +17,7 @@ from api import changes
 from api.app import ApiConfig, create_app
 from scheduler.spec import merge_patch
 from scheduler.sqlite_state import SQLiteStateStore
+from tests.support import wait_until
 
 APP = {"id": "/w/app", "cmd": "sleep 100", "cpus": 0.1, "mem": 32, "instances": 1}
 
@@ -205,20 +207,33 @@ def test_other_instance_patches_take_the_full_validation(client_and_store, patch
     assert store.get_app("/w/app")["instances"] == instances
 
 
-def test_a_child_forked_while_its_parent_writes_has_its_own_turn(tmp_path: Path) -> None:
-    """The writers' queue (scheduler.sqlite_writers) is per process: a child forked while a
-    thread of its parent holds the parent's turn does not inherit that turn (a copy of a lock
-    held by a thread the child does not have)."""
+def _blocked_on_flock(pid: int, path: str) -> bool:
+    """Whether process `pid` waits for a `flock` of `path` (a `->` line of /proc/locks)."""
+    inode = os.stat(path).st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields and "FLOCK" in fields and str(pid) in fields \
+                and any(f.endswith(f":{inode}") for f in fields):
+            return True
+    return False
+
+
+def test_a_forked_child_has_its_own_turn_and_waits_for_its_parents(tmp_path: Path) -> None:
+    """The writers' turns (scheduler.sqlite_writers) are per process: a child forked while a
+    thread of its parent holds the parent's turn does not inherit it (a copy of a lock held by
+    a thread the child does not have would never be released), and it waits for the parent's
+    turn as any other process does (the flock of `<db>-writers`), writing the moment it ends."""
     path = str(tmp_path / "state.db")
     store = SQLiteStateStore(path)
     inside, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        # The turn alone: SQLite itself cannot fork inside a transaction (the child inherits
-        # the process's lock bookkeeping), which the API never does.
+        # The turn alone at the fork: SQLite itself cannot fork inside a transaction (the
+        # child inherits the process's lock bookkeeping), which the API never does.
         with store._writers.turn():
             inside.set()
             release.wait(30)
+            store.append_event("parent", {})   # a write inside the held turn
 
     holder = threading.Thread(target=hold)
     holder.start()
@@ -228,16 +243,17 @@ def test_a_child_forked_while_its_parent_writes_has_its_own_turn(tmp_path: Path)
         child = multiprocessing.get_context("fork").Process(
             target=lambda: store.append_event("child", {}))
         child.start()
-        # The child writes at once, although the parent's turn is still held.
-        child.join(10)   # well inside the 30 s past which a writer skips the queue
-        if child.exitcode is None:
-            child.kill()
-            child.join()
-        assert child.exitcode == 0
+        wait_until(lambda: _blocked_on_flock(child.pid, path + "-writers"), timeout=10,
+                   message="the child waiting for the parent's turn")
     finally:
         release.set()
         holder.join()
-    assert [e["eventType"] for _, e in store.events_since(0)] == ["child"]
+    child.join(10)   # well inside the 30 s past which a writer skips the queue
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+    assert child.exitcode == 0
+    assert [e["eventType"] for _, e in store.events_since(0)] == ["parent", "child"]
     store.close()
 
 
