@@ -6,6 +6,7 @@ the number of apps; writes go through `api.changes`, one transaction each.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,9 +38,11 @@ class Ctx:
     task_views: TaskViewCache = field(default_factory=TaskViewCache)
 
 
+@functools.lru_cache(maxsize=1024)
 def path_app_id(raw: str) -> str:
     """The normalised app id from a URL, 400 for traversal or control characters, or 404 if
-    it cannot name an app."""
+    it cannot name an app. Remembered for the last 1,024 ids that name one (a pure function
+    of the URL, run on every request about an app; refusals are not remembered)."""
     check_url_id(raw)
     try:
         return normalize_app_id("/" + raw.strip("/"))
@@ -226,8 +229,15 @@ class AppResource:
                     "path": "/id",
                     "errors": [f"the body's id {body_id} differs from the URL's {app_id}"]}])
         store = self.ctx.store
-        old = store.get_app(app_id)
         partial = req.get_param_as_bool("partialUpdate", default=True)
+        if partial and changes.scale_count(doc) is not None:
+            # a scale: computed in the store's transaction from the app as it reads it
+            change = changes.scale(store, req, app_id, doc, force=force_param(req),
+                                   port_range=self.ctx.port_range)
+            resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
+            resp.media = changes.deployment_result(change)
+            return
+        old = store.get_app(app_id)
         if set(doc) - {"id"} == {"version"}:
             # Marathon's rollback: the definition stored as that version becomes current
             if old is None:
@@ -258,11 +268,13 @@ class AppResource:
         """Change some fields of an app (each top-level field given replaces the stored one)."""
         app_id = path_app_id(app_id)
         doc = read_object(req, self.ctx.max_body)
-        old = get_app_or_404(self.ctx.store, app_id)
-        new_json = changes.patched(old, doc)
-        change = changes.apply(self.ctx.store, req, app_id, old, new_json,
-                               force=force_param(req),
-                               port_range=self.ctx.port_range)
+        if changes.scale_count(doc) is not None:  # a scale, as PUT does it: one read
+            change = changes.scale(self.ctx.store, req, app_id, doc, force=force_param(req),
+                                   port_range=self.ctx.port_range)
+        else:
+            old = get_app_or_404(self.ctx.store, app_id)
+            change = changes.apply(self.ctx.store, req, app_id, old, changes.patched(old, doc),
+                                   force=force_param(req), port_range=self.ctx.port_range)
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         resp.media = changes.deployment_result(change)
 

@@ -7,6 +7,10 @@ removed) in one transaction (`StateStore.apply_app_change`, `request_kills` for 
 killing tasks: a rejected change leaves nothing behind, and a change is never announced before
 it is real nor real without its events or its history).
 
+A scale (`PUT /v2/apps/{id}` with only `instances`, the commonest write) is computed inside that
+transaction from the app as it reads it (`scale`, `StateStore.apply_app_update`): one read of
+the app per PUT, and no change committed meanwhile is overwritten by one based on an older read.
+
 Each deployment we create also carries `original`: the app document it replaces (null for a
 create). That is what `DELETE /v2/deployments/{id}` (without force) restores to roll back, as
 Marathon's plans carry their original state.
@@ -28,12 +32,11 @@ from scheduler.spec import (
     READ_ONLY_FIELDS,
     is_scale_only,
     iso_now,
-    json_copy,
     merge_patch,
     parse_app,
     stamp_app,
 )
-from scheduler.state import StateStore
+from scheduler.state import AppNotFound, StateStore
 
 Doc = dict[str, Any]
 MAX_APP_VERSIONS = 50  # Marathon's --zk_max_versions default
@@ -47,8 +50,12 @@ class Change:
 
 
 def definition(app_doc: Doc) -> Doc:
-    """The definition part of a stored app (what a client may send back)."""
-    return {k: json_copy(v) for k, v in app_doc.items() if k not in READ_ONLY_FIELDS}
+    """The definition part of a stored app (what a client may send back): a new dict whose
+    values are `app_doc`'s own, not copies. Set its fields freely; copy a nested value before
+    changing it in place. (Every caller sets top-level fields, or hands it to `merge_patch`,
+    `parse_app` or `apply`, which copy; copying each value here was a third of a scale PUT's
+    document copies.)"""
+    return {k: v for k, v in app_doc.items() if k not in READ_ONLY_FIELDS}
 
 
 def validated(doc: Doc) -> Doc:
@@ -62,12 +69,12 @@ def patched(old: Doc, patch: Doc) -> Doc:
 
     A patch that only sets `instances` to a valid count (a scale, `{"instances": n}`, the
     commonest write) changes that one field of a definition validated when it was stored: it
-    is not parsed again (parsing and normalising the whole app was ~40% of a scale PUT's CPU).
-    Any other patch, or an instance count that is not a plain non-negative integer, is merged
-    and validated whole, errors and all."""
-    count = patch.get("instances")
-    if (set(patch) - {"id"} == {"instances"} and type(count) is int and count >= 0
-            and patch.get("id", old["id"]) == old["id"]):
+    is not parsed again (parsing and normalising the whole app was ~40% of a scale PUT's CPU);
+    like `definition`, that result shares `old`'s nested values. Any other patch, or an
+    instance count that is not a plain non-negative integer, is merged and validated whole,
+    errors and all."""
+    count = scale_count(patch)
+    if count is not None and patch.get("id", old["id"]) == old["id"]:
         new = definition(old)
         new["instances"] = count
         return new
@@ -107,8 +114,30 @@ def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
     Service ports sent as 0 get back the ones `old` had before the change is classified (a PUT
     of the same definition with port 0 is no update); new ones are assigned from `port_range`
     in the store's transaction (`scheduler.service_ports`).
+
+    The stored app is a copy (`stamp_app`): it shares nothing with `new_json` or `old`. The
+    deployment's `original` is `old` itself (stored as JSON in the transaction; neither this
+    function nor its callers change `old` in place).
     """
     now = iso_now()
+    new_doc, deployment = _planned(old, new_json, now=now, deployment_id=str(uuid.uuid4()),
+                                   restart=restart, keep_versions=keep_versions,
+                                   port_range=port_range)
+    new_doc = store.apply_app_change(
+        app_id, new_doc, deployment, force=force, must_exist=old is not None,
+        port_range=port_range, history_keep=MAX_APP_VERSIONS,
+        events=lambda stored: _event_docs(req, stored if stored is not None else old,
+                                          deployment, now))
+    return Change(deployment, new_doc, deployment.get("version") or now)
+
+
+def _planned(old: Doc | None, new_json: Doc | None, *, now: str, deployment_id: str,
+             restart: bool = False, keep_versions: bool = False,
+             port_range: PortRange = DEFAULT_RANGE, owned: bool = False
+             ) -> tuple[Doc | None, Doc]:
+    """The stored document `new_json` becomes in place of `old`, and its deployment (pure).
+    `owned`: `old` and `new_json` are this change's own (nobody else holds them), so the
+    stored document may share their nested values instead of copying them."""
     if new_json is not None and old is not None:
         new_json = service_ports.keep_previous(new_json, old, port_range)
     kind = kind_of(old, new_json, restart=restart)
@@ -118,16 +147,47 @@ def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
         new_doc = copy.deepcopy(new_json)
         new_doc["version"] = now
     else:
-        new_doc = stamp_app(new_json, old, now, scale_only=(kind == "scale"))
-    deployment = plan_deployment(old, new_doc, now=now, deployment_id=str(uuid.uuid4()),
-                                 kind=kind)
-    deployment["original"] = json_copy(old)
-    new_doc = store.apply_app_change(
-        app_id, new_doc, deployment, force=force, must_exist=old is not None,
-        port_range=port_range, history_keep=MAX_APP_VERSIONS,
-        events=lambda stored: _event_docs(req, stored if stored is not None else old,
-                                          deployment, now))
-    return Change(deployment, new_doc, deployment.get("version") or now)
+        new_doc = stamp_app(new_json, old, now, scale_only=(kind == "scale"), copy=not owned)
+    deployment = plan_deployment(old, new_doc, now=now, deployment_id=deployment_id, kind=kind)
+    deployment["original"] = old
+    return new_doc, deployment
+
+
+def scale_count(patch: Doc) -> int | None:
+    """The instance count of a patch that only sets `instances` (besides, perhaps, the `id`) to
+    a plain non-negative integer: a scale, `{"instances": n}`, the commonest write. None for
+    any other patch."""
+    count = patch.get("instances")
+    if set(patch) - {"id"} == {"instances"} and type(count) is int and count >= 0:
+        return count
+    return None
+
+
+def scale(store: StateStore, req: falcon.Request, app_id: str, patch: Doc, *, force: bool,
+          port_range: PortRange = DEFAULT_RANGE) -> Change:
+    """A partial update of an existing app (`patched`), computed from the app as the store's
+    transaction reads it: the app is read once, and a change committed meanwhile is not
+    overwritten by one based on an older read. For a scale (`scale_count`), whose update is
+    cheap; the answers, documents and events are `apply`'s. AppNotFound (404) if there is no
+    such app. The returned app shares nested values with the returned deployment's
+    `original` (both stored as JSON already): copy before changing either in place."""
+    now = iso_now()
+    deployment_id = str(uuid.uuid4())
+
+    def update(previous: Doc | None) -> tuple[Doc | None, Doc]:
+        if previous is None:
+            raise AppNotFound(app_id)
+        # `previous` is the transaction's own read and the patched definition is made from
+        # it here: nothing else holds either, and everything below only reads them until
+        # the transaction writes them out as JSON, so the stored app is not copied.
+        return _planned(previous, patched(previous, patch), now=now,
+                        deployment_id=deployment_id, port_range=port_range, owned=True)
+
+    stored, deployment = store.apply_app_update(
+        app_id, update, force=force, port_range=port_range, history_keep=MAX_APP_VERSIONS,
+        events=lambda stored, deployment: _event_docs(req, stored, deployment, now), now=now)
+    assert deployment is not None
+    return Change(deployment, stored, deployment.get("version") or now)
 
 
 def scale_by_kills(store: StateStore, req: falcon.Request, app: Doc, task_ids: list[str], *,

@@ -52,6 +52,9 @@ class Metrics:
         Gauge("process_start_time_seconds", "Start time of this worker process.",
               registry=self.registry).set_to_current_time()
         self._store_collector: StoreCollector | None = None
+        # The labelled children by label values: `labels()` validates and locks on every
+        # call; a dict hit does neither (a child, once made, lives as long as its metric).
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def attach(self, store: StateStore) -> None:
         """Also report the gauges read from `store` at each scrape (once; again is a no-op)."""
@@ -60,8 +63,14 @@ class Metrics:
             self.registry.register(self._store_collector)
 
     def observe(self, route: str, method: str, status: str, seconds: float) -> None:
-        self._requests.labels(route, method, status).inc()
-        self._latency.labels(route).observe(seconds)
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self._requests.labels(route, method, status),
+                        self._latency.labels(route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,16 +17,21 @@ from api.errors import ApiError
 
 def has_control_characters(text: str) -> bool:
     """Whether `text` holds a control character (C0, DEL, C1), NUL included."""
-    return any(unicodedata.category(c) == "Cc" for c in text)
+    # A printable string has none (control characters are never printable): one C call for
+    # the usual id instead of a category lookup per character.
+    return not text.isprintable() and any(unicodedata.category(c) == "Cc" for c in text)
 
 
 def check_url_id(raw: str, what: str = "app id", where: str = "the URL") -> None:
     """Raise a 400 if the id `raw` has `.`/`..` segments or control characters."""
-    shown = raw.encode("unicode_escape").decode("ascii")
     if has_control_characters(raw):
-        raise ApiError(400, f"Invalid {what} '{shown}' in {where}: control characters are not "
-                            "allowed", [{"path": "/id", "errors": ["control characters"]}])
-    if any(seg in (".", "..") for seg in raw.split("/")):
-        raise ApiError(400, f"Invalid {what} '{shown}' in {where}: '.' and '..' segments are "
+        raise ApiError(400, f"Invalid {what} '{_shown(raw)}' in {where}: control characters "
+                            "are not allowed", [{"path": "/id", "errors": ["control characters"]}])
+    if "." in raw and any(seg in (".", "..") for seg in raw.split("/")):
+        raise ApiError(400, f"Invalid {what} '{_shown(raw)}' in {where}: '.' and '..' segments are "
                             "not allowed; name it by its absolute id",
                        [{"path": "/id", "errors": ["relative path segments"]}])
+
+
+def _shown(raw: str) -> str:
+    return raw.encode("unicode_escape").decode("ascii")

@@ -22,6 +22,8 @@ the rules below exist once, whatever the backend (SQLite, ZooKeeper):
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import Any
 
 from scheduler import service_ports
 from scheduler.service_ports import DEFAULT_RANGE, PortRange
@@ -67,12 +69,18 @@ def _new_deployment(reader: Reader, deployment: Doc) -> Put:
     return Put("deployments", deployment["id"], deployment)
 
 
+_UNREAD: Any = object()
+
+
 def app_change(reader: Reader, app_id: str, app: Doc | None, deployment: Doc | None, *,
                force: bool, must_exist: bool | None, now: str,
-               port_range: PortRange = DEFAULT_RANGE) -> tuple[Transaction, Doc | None]:
+               port_range: PortRange = DEFAULT_RANGE,
+               previous: Doc | None = _UNREAD) -> tuple[Transaction, Doc | None]:
     """Store `app` (None: delete it, with its pending delay reset) and its `deployment`;
-    returns the stored app, its port-0 service ports assigned (`scheduler.service_ports`)."""
-    previous = reader.app(app_id)
+    returns the stored app, its port-0 service ports assigned (`scheduler.service_ports`).
+    `previous`: the app as `reader` holds it, when the caller has read it already."""
+    if previous is _UNREAD:
+        previous = reader.app(app_id)
     exists = previous is not None
     if must_exist is True and not exists:
         raise AppNotFound(app_id)
@@ -90,6 +98,22 @@ def app_change(reader: Reader, app_id: str, app: Doc | None, deployment: Doc | N
     if deployment is not None:
         ops.append(_new_deployment(reader, deployment))
     return Transaction(tuple(ops), bump_generation=True), app
+
+
+def app_update(reader: Reader, app_id: str,
+               update: Callable[[Doc | None], tuple[Doc | None, Doc | None]], *,
+               force: bool, now: str, port_range: PortRange = DEFAULT_RANGE
+               ) -> tuple[Transaction, tuple[Doc | None, Doc | None]]:
+    """`app_change` of what `update` (pure) makes of the app as this snapshot holds it:
+    `update(previous)` gives `(app, deployment)` (it may raise to refuse the change). The app
+    is read once, here, and the change cannot be based on a stale read. Returns the stored
+    app and the deployment."""
+    previous = reader.app(app_id)
+    app, deployment = update(previous)
+    txn, stored = app_change(reader, app_id, app, deployment, force=force,
+                             must_exist=previous is not None, now=now, port_range=port_range,
+                             previous=previous)
+    return txn, (stored, deployment)
 
 
 def deployment_update(reader: Reader, deployment: Doc) -> tuple[Transaction, bool]:

@@ -220,6 +220,33 @@ class StateStore(ABC):
 
         return self.transact_with_version(plan, app_id, history_keep)
 
+    def apply_app_update(self, app_id: str,
+                         update: Callable[[Doc | None], tuple[Doc | None, Doc | None]], *,
+                         force: bool = False, port_range: PortRange | None = None,
+                         events: Callable[[Doc | None, Doc | None], Sequence[Doc]],
+                         history_keep: int = 0,
+                         now: str | None = None) -> tuple[Doc | None, Doc | None]:
+        """`apply_app_change` of what `update(previous)` (pure: it may run again on a newer
+        snapshot) makes of the app as the transaction reads it: `(app, deployment)`, which may
+        raise to refuse. `events(stored, deployment)`; `now`: the change's time (when
+        superseded deployments finish; default: the time now). Returns the stored app and the
+        deployment. (The rules are `scheduler.changes.app_update`'s.)"""
+        from scheduler import changes
+        from scheduler.service_ports import DEFAULT_RANGE
+
+        now = now or iso_now()
+        planned: list[Doc | None] = [None]
+
+        def plan(r: Reader) -> tuple[Transaction, Doc | None]:
+            txn, (stored, deployment) = changes.app_update(
+                r, app_id, update, force=force, now=now, port_range=port_range or DEFAULT_RANGE)
+            planned[0] = deployment  # the last run is the one committed
+            extra = tuple(events(stored, deployment))
+            return Transaction(txn.ops, txn.bump_generation, txn.events + extra), stored
+
+        stored = self.transact_with_version(plan, app_id, history_keep)
+        return stored, planned[0]
+
     def transact_with_version(self, plan: Plan[Doc | None], app_id: str,
                               keep: int) -> Doc | None:
         """`transact(plan)`, whose result is the app as stored after it (None: the app does not

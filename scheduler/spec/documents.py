@@ -102,7 +102,7 @@ def _raw_part(app_json: dict[str, Any]) -> dict[str, Any]:
 
 
 def stamp_app(app_json: dict[str, Any], previous_doc: dict[str, Any] | None, now_iso: str, *,
-              scale_only: bool) -> dict[str, Any]:
+              scale_only: bool, copy: bool = True) -> dict[str, Any]:
     """The stored app document: `app_json` plus `version` and `versionInfo`.
 
     create (no previous): both times = now; scale: `lastScalingAt` = now, `lastConfigChangeAt`
@@ -110,9 +110,14 @@ def stamp_app(app_json: dict[str, Any], previous_doc: dict[str, Any] | None, now
 
     Versions of one app grow strictly: if `now_iso` is not after the previous `version` (two
     changes in one millisecond, or the clock stepped back), the previous version plus 1 ms is
-    used instead, so a restart right after a create still makes every task old."""
-    out = {k: json_copy(v) for k, v in app_json.items() if k not in ("version",
-                                                                           "versionInfo")}
+    used instead, so a restart right after a create still makes every task old.
+
+    The result is a deep copy: it shares nothing with `app_json` or `previous_doc`. With
+    `copy=False` it holds `app_json`'s own nested values (for a caller that owns `app_json`
+    and changes neither it nor the result in place)."""
+    out = {k: v for k, v in app_json.items() if k not in ("version", "versionInfo")}
+    if copy:  # one copy of the whole document (a single `marshal` round trip)
+        out = json_copy(out)
     if previous_doc is not None and previous_doc.get("version"):
         try:
             prev = parse_time(previous_doc["version"])

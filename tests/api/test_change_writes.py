@@ -196,7 +196,8 @@ def test_a_scale_stores_what_validating_the_whole_app_would(client_and_store,
 @pytest.mark.parametrize("patch,status,instances", [
     ({"instances": -1}, 422, 1), ({"instances": "3"}, 422, 1), ({"instances": True}, 422, 1),
     ({"instances": 2.0}, 200, 2), ({"instances": 2.5}, 422, 1), ({"instances": None}, 200, 1),
-    ({"id": "/w/other", "instances": 2}, 422, 1)])
+    ({"id": "/w/other", "instances": 2}, 422, 1), ({"id": "w/app", "instances": 2}, 200, 2),
+    ({"id": "/w/app/", "instances": 0}, 200, 0)])
 def test_other_instance_patches_take_the_full_validation(client_and_store, patch: dict,
                                                           status: int, instances: int) -> None:
     client, store, _ = client_and_store
@@ -254,3 +255,124 @@ def test_a_forked_child_has_its_own_turn_and_waits_for_its_parents(tmp_path: Pat
     assert child.exitcode == 0
     assert [e["eventType"] for _, e in store.events_since(0)] == ["parent", "child"]
     store.close()
+
+
+def _containers(doc) -> set[int]:
+    """The ids of every dict and list in `doc`, itself included."""
+    if isinstance(doc, dict):
+        return {id(doc)}.union(*(_containers(v) for v in doc.values()))
+    if isinstance(doc, list):
+        return {id(doc)}.union(*(_containers(v) for v in doc))
+    return set()
+
+
+def test_a_scale_copies_the_app_once_and_changes_nothing_it_read(client_and_store) -> None:
+    """The fast scale path shares the stored app's nested values (no copy per field): what the
+    change stores and returns still owns its objects, and the app it read is left as it was
+    (it is the deployment's `original`, stored as it was read)."""
+    client, store, _ = client_and_store
+    definition = dict(APP, env={"A": "1"}, labels={"l": "v"}, portDefinitions=[{"port": 0}])
+    assert client.simulate_post("/v2/apps", json=definition).status_code == 201
+    old = store.get_app("/w/app")
+    as_read = json.dumps(old)
+    new_json = changes.patched(old, {"instances": 4})
+    req = falcon.testing.create_req(method="PUT", path="/v2/apps/w/app")
+    change = changes.apply(store, req, "/w/app", old, new_json, force=True)
+    assert json.dumps(old) == as_read
+    assert change.app is not None and change.app["instances"] == 4
+    assert not _containers(change.app) & (_containers(old) | _containers(new_json))
+    stored = store.get_app("/w/app")
+    assert stored == change.app
+    assert store.get_deployment(change.deployment["id"])["original"] == old
+    change.app["env"]["A"] = "2"
+    change.app["portDefinitions"][0]["port"] = 1
+    assert json.dumps(old) == as_read and store.get_app("/w/app") == stored
+
+
+class _RacedStore(SQLiteStateStore):
+    """Commits `race` (a change by another writer) just before each transaction of its own:
+    what lands between a request's read of the app and its write."""
+
+    race: list = []
+
+    def transact_with_version(self, plan, app_id, keep):
+        while self.race:
+            self.race.pop(0)()
+        return super().transact_with_version(plan, app_id, keep)
+
+
+def test_a_scale_keeps_a_change_committed_before_its_transaction(tmp_path: Path) -> None:
+    """A scale is computed from the app as its transaction reads it: a definition change that
+    commits between the request's arrival and its write stays (before, the API read the app
+    first and the scale wrote back that older definition), and the answer and events are a
+    scale's."""
+    store = _RacedStore(tmp_path / "state.db")
+    other = SQLiteStateStore(tmp_path / "state.db")
+    try:
+        client = falcon.testing.TestClient(create_app(ApiConfig(state_path="unused"), store))
+        assert client.simulate_post("/v2/apps", json=APP).status_code == 201
+        first = store.get_app("/w/app")
+        changed = dict(first, cmd="sleep 200", version="2030-01-01T00:00:00.000Z",
+                       versionInfo={"lastScalingAt": "2030-01-01T00:00:00.000Z",
+                                    "lastConfigChangeAt": "2030-01-01T00:00:00.000Z"})
+        store.race = [lambda: other.apply_app_change("/w/app", changed, None, force=True)]
+        before = store.latest_event_id()
+        r = client.simulate_put("/v2/apps/w/app", params={"force": "true"},
+                                json={"instances": 3})
+        assert r.status_code == 200, r.text
+        now = store.get_app("/w/app")
+        assert now["cmd"] == "sleep 200" and now["instances"] == 3
+        assert now["versionInfo"]["lastConfigChangeAt"] == "2030-01-01T00:00:00.000Z"
+        assert now["version"] == r.json["version"] > "2030-01-01T00:00:00.000Z"
+        dep = store.get_deployment(r.json["deploymentId"])
+        assert dep["kind"] == "scale" and dep["original"] == changed
+        assert dep["target"]["instances"] == 3
+        events = [e for _, e in store.events_since(before)]
+        assert [e["eventType"] for e in events] == ["api_post_event", "deployment_info"]
+        assert events[0]["appDefinition"] == now and events[1]["plan"] == dep
+        assert store.get_app_version("/w/app", now["version"]) == now
+    finally:
+        other.close()
+        store.close()
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_a_scale_of_a_missing_app_is_404_and_stores_nothing(client_and_store,
+                                                            method: str) -> None:
+    client, store, _ = client_and_store
+    generation = store.desired_generation()
+    r = client.simulate_request(method, "/v2/apps/w/none", params={"force": "true"},
+                                json={"instances": 2})
+    assert r.status_code == 404 and r.json["message"] == "App '/w/none' does not exist"
+    assert store.desired_generation() == generation and store.list_deployments(active_only=False) == []
+
+
+def test_a_forced_scale_supersedes_the_running_deployment_at_its_own_time(
+        client_and_store) -> None:
+    client, store, _ = client_and_store
+    assert client.simulate_post("/v2/apps", json=APP).status_code == 201
+    first = client.simulate_put("/v2/apps/w/app", params={"force": "true"}, json={"instances": 2})
+    r = client.simulate_put("/v2/apps/w/app", json={"instances": 3})
+    assert r.status_code == 409 and r.json["deployments"] == [{"id": first.json["deploymentId"]}]
+    second = client.simulate_put("/v2/apps/w/app", params={"force": "true"},
+                                 json={"instances": 3})
+    assert second.status_code == 200
+    old = store.get_deployment(first.json["deploymentId"])
+    new = store.get_deployment(second.json["deploymentId"])
+    assert old["status"] == "superseded" and old["finishedAt"] == new["createdAt"]
+    assert old["message"] == f"superseded by deployment {new['id']}"
+    assert [d["id"] for d in store.list_deployments()] == [new["id"]]
+
+
+def test_a_patch_of_instances_scales_as_a_put_does(client_and_store) -> None:
+    client, store, _ = client_and_store
+    assert client.simulate_post("/v2/apps", json=APP).status_code == 201
+    before = store.get_app("/w/app")
+    r = client.simulate_patch("/v2/apps/w/app", params={"force": "true"}, json={"instances": 4})
+    assert r.status_code == 200 and r.headers["Marathon-Deployment-Id"] == r.json["deploymentId"]
+    after = store.get_app("/w/app")
+    assert changes.definition(after) == dict(changes.definition(before), instances=4)
+    assert after["version"] == r.json["version"]
+    assert after["versionInfo"]["lastConfigChangeAt"] == before["versionInfo"][
+        "lastConfigChangeAt"]
+    assert store.get_deployment(r.json["deploymentId"])["kind"] == "scale"

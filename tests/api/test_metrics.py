@@ -53,3 +53,25 @@ def test_api_metrics(tmp_path):
         assert got_other["accessd_apps"] == [({}, 1.0)]
     finally:
         store.close()
+
+
+def test_repeated_requests_count_on_the_same_children(tmp_path):
+    """The middleware keeps each (route, method, status)'s children (no `labels()` per
+    request): every request still counts once, in its own series."""
+    store = SQLiteStateStore(tmp_path / "state.db")
+    try:
+        client = falcon.testing.TestClient(create_app(ApiConfig(state_path="unused"), store))
+        assert client.simulate_post("/v2/apps", json=APP).status_code == 201
+        for _ in range(3):
+            assert client.simulate_get("/v2/apps/m/app").status_code == 200
+        for _ in range(2):
+            assert client.simulate_get("/v2/apps/m/none").status_code == 404
+        got = metric_samples(client.simulate_get("/metrics").text)
+        route = "/v2/apps/{appId*}"
+        assert ({"route": route, "method": "GET", "status": "200"}, 3.0) in \
+            got["accessd_api_requests_total"]
+        assert ({"route": route, "method": "GET", "status": "404"}, 2.0) in \
+            got["accessd_api_requests_total"]
+        assert ({"route": route}, 5.0) in got["accessd_api_request_duration_seconds_count"]
+    finally:
+        store.close()

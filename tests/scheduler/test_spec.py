@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -526,6 +527,43 @@ def test_stamp_app_versions():
     assert stamp_app(scaled, scaled, t2, scale_only=True)["versionInfo"]["lastScalingAt"] == t2
 
 
+def _containers(doc) -> set[int]:
+    """The ids of every dict and list in `doc`, itself included."""
+    if isinstance(doc, dict):
+        return {id(doc)}.union(*(_containers(v) for v in doc.values()))
+    if isinstance(doc, list):
+        return {id(doc)}.union(*(_containers(v) for v in doc))
+    return set()
+
+
+def test_stamp_app_shares_nothing_with_its_inputs():
+    """One copy of the whole document (not one per field): the stored document still owns
+    every nested object, so changing it cannot change the caller's definition or the old app."""
+    definition = parse_app(app(env={"A": "1"}, labels={"l": "v"},
+                               portDefinitions=[{"port": 10001}])).to_json()
+    previous = stamp_app(definition, None, "2026-11-24T06:00:00.000Z", scale_only=False)
+    stamped = stamp_app(dict(definition, instances=3), previous, "2026-11-24T06:01:00.000Z",
+                        scale_only=True)
+    assert not _containers(stamped) & (_containers(definition) | _containers(previous))
+    assert list(stamped) == [k for k in definition if k not in ("version", "versionInfo")] + [
+        "version", "versionInfo"]
+    stamped["env"]["A"] = "2"
+    stamped["portDefinitions"][0]["port"] = 10002
+    assert definition["env"] == {"A": "1"} and previous["portDefinitions"][0]["port"] == 10001
+
+
+def test_stamp_app_without_copy_is_the_same_document_sharing_its_values():
+    definition = parse_app(app(env={"A": "1"}, portDefinitions=[{"port": 10001}])).to_json()
+    previous = stamp_app(definition, None, "2026-11-24T06:00:00.000Z", scale_only=False)
+    scaled = dict(definition, instances=3)
+    copied = stamp_app(scaled, previous, "2026-11-24T06:01:00.000Z", scale_only=True)
+    shared = stamp_app(scaled, previous, "2026-11-24T06:01:00.000Z", scale_only=True,
+                       copy=False)
+    assert json.dumps(shared) == json.dumps(copied)
+    assert shared["env"] is definition["env"] and copied["env"] is not definition["env"]
+    assert shared is not scaled and "version" not in scaled
+
+
 def test_stamp_app_versions_grow_strictly():
     t = "2026-11-24T06:00:00.000Z"
     created = stamp_app(app(), None, t, scale_only=False)
@@ -562,6 +600,14 @@ def test_times():
     assert parse_time("2026-11-24T06:30:00Z") == pytest.approx(parse_time(s) - 0.123)
     now = iso_now()
     assert now.endswith("Z") and len(now) == len(s)
+
+
+@given(st.floats(min_value=-62_135_000_000, max_value=253_402_300_000, allow_nan=False))
+def test_format_time_is_the_strftime_form(epoch: float) -> None:
+    """The isoformat fast path writes what strftime wrote (years below 1000 keep strftime)."""
+    dt = datetime.fromtimestamp(epoch, tz=UTC)
+    assert format_time(epoch) == (dt.strftime("%Y-%m-%dT%H:%M:%S.")
+                                  + f"{dt.microsecond // 1000:03d}Z")
 
 
 def test_constraint_json_form():
