@@ -223,6 +223,9 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
         conn.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; WAL-safe
         conn.execute("PRAGMA foreign_keys=ON")
+        # Statement journals (a write inside a SAVEPOINT of a group commit, a trigger's rows)
+        # in memory: as files, each was created, written and unlinked in /var/tmp.
+        conn.execute("PRAGMA temp_store=MEMORY")
         # Checkpoints run off the writers' path (scheduler.sqlite_checkpoints); SQLite's own
         # only past a higher mark.
         conn.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
