@@ -13,7 +13,7 @@
 2. requests/s of scale requests (`PUT /v2/apps/<id>?force=true {"instances": n}` cycling over
    the 100 apps: each one validates, stamps, plans a deployment, commits it with the app in one
    SQLite transaction and appends two events), next to the baseline answering PUT with a fixed
-   body of the same size;
+   body of the same size; each of the two runs twice, the better run kept;
 3. a store with 1,000 apps and 10,000 tasks: the median time of
    `GET /v2/apps?embed=apps.tasks` over `--embed-runs` requests, cache off (each request reads
    and renders everything) (Marathon's own API took over
@@ -160,6 +160,13 @@ def main() -> int:
         results: dict[str, float] = {
             name: load(url, d, c, script=script, make_request=make)["rps"]
             for name, url, script, make in targets}
+        # The scale pair once more, the better run of each kept: which worker accepts each
+        # wrk connection is a race, and a run whose connections all landed on one worker
+        # measured that race (the PUT baseline once gave 2,269 req/s beside 5,500-6,400).
+        for name, url, script, make in targets[3:]:
+            again = load(url, d, c, script=script, make_request=make)["rps"]
+            print(f"{name}: {results[name]:.0f} and {again:.0f} req/s", file=sys.stderr)
+            results[name] = max(results[name], again)
         ratio = results["apps"] / results["apps_baseline"]
         nocache_ratio = results["apps_nocache"] / results["apps_baseline"]
         scale_ratio = results["scale"] / results["scale_baseline"]
