@@ -207,3 +207,13 @@ def process_group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def container_ids(doc: Any) -> set[int]:
+    """The ids of every dict and list in `doc`, itself included (to check that two documents
+    share no mutable part)."""
+    if isinstance(doc, dict):
+        return {id(doc)}.union(*(container_ids(v) for v in doc.values()))
+    if isinstance(doc, list):
+        return {id(doc)}.union(*(container_ids(v) for v in doc))
+    return set()

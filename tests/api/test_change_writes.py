@@ -17,7 +17,7 @@ from api import changes
 from api.app import ApiConfig, create_app
 from scheduler.spec import merge_patch
 from scheduler.sqlite_state import SQLiteStateStore
-from tests.support import wait_until
+from tests.support import container_ids, wait_until
 
 APP = {"id": "/w/app", "cmd": "sleep 100", "cpus": 0.1, "mem": 32, "instances": 1}
 
@@ -257,15 +257,6 @@ def test_a_forked_child_has_its_own_turn_and_waits_for_its_parents(tmp_path: Pat
     store.close()
 
 
-def _containers(doc) -> set[int]:
-    """The ids of every dict and list in `doc`, itself included."""
-    if isinstance(doc, dict):
-        return {id(doc)}.union(*(_containers(v) for v in doc.values()))
-    if isinstance(doc, list):
-        return {id(doc)}.union(*(_containers(v) for v in doc))
-    return set()
-
-
 def test_a_scale_copies_the_app_once_and_changes_nothing_it_read(client_and_store) -> None:
     """The fast scale path shares the stored app's nested values (no copy per field): what the
     change stores and returns still owns its objects, and the app it read is left as it was
@@ -280,7 +271,7 @@ def test_a_scale_copies_the_app_once_and_changes_nothing_it_read(client_and_stor
     change = changes.apply(store, req, "/w/app", old, new_json, force=True)
     assert json.dumps(old) == as_read
     assert change.app is not None and change.app["instances"] == 4
-    assert not _containers(change.app) & (_containers(old) | _containers(new_json))
+    assert not container_ids(change.app) & (container_ids(old) | container_ids(new_json))
     stored = store.get_app("/w/app")
     assert stored == change.app
     assert store.get_deployment(change.deployment["id"])["original"] == old

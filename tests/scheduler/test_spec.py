@@ -31,6 +31,7 @@ from scheduler.spec import (
     stamp_app,
     task_id_to_app_id,
 )
+from tests.support import container_ids
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = {"id": "/a", "cmd": "sleep 1000"}
@@ -527,15 +528,6 @@ def test_stamp_app_versions():
     assert stamp_app(scaled, scaled, t2, scale_only=True)["versionInfo"]["lastScalingAt"] == t2
 
 
-def _containers(doc) -> set[int]:
-    """The ids of every dict and list in `doc`, itself included."""
-    if isinstance(doc, dict):
-        return {id(doc)}.union(*(_containers(v) for v in doc.values()))
-    if isinstance(doc, list):
-        return {id(doc)}.union(*(_containers(v) for v in doc))
-    return set()
-
-
 def test_stamp_app_shares_nothing_with_its_inputs():
     """One copy of the whole document (not one per field): the stored document still owns
     every nested object, so changing it cannot change the caller's definition or the old app."""
@@ -544,7 +536,7 @@ def test_stamp_app_shares_nothing_with_its_inputs():
     previous = stamp_app(definition, None, "2026-11-24T06:00:00.000Z", scale_only=False)
     stamped = stamp_app(dict(definition, instances=3), previous, "2026-11-24T06:01:00.000Z",
                         scale_only=True)
-    assert not _containers(stamped) & (_containers(definition) | _containers(previous))
+    assert not container_ids(stamped) & (container_ids(definition) | container_ids(previous))
     assert list(stamped) == [k for k in definition if k not in ("version", "versionInfo")] + [
         "version", "versionInfo"]
     stamped["env"]["A"] = "2"
