@@ -540,8 +540,9 @@ class _ShutdownRaceFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, RuntimeError) and "cannot schedule new futures after shutdown" in \
-                str(exc):
+        # Python words it "after shutdown" (the executor was shut down) or "after interpreter
+        # shutdown" (the process is exiting): the same race.
+        if isinstance(exc, RuntimeError) and "cannot schedule new futures after" in str(exc):
             record.msg = f"{record.getMessage()} RuntimeError: {exc} (shutting down; ignored)"
             record.args = None
             record.exc_info = record.exc_text = None
