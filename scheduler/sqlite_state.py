@@ -26,7 +26,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
@@ -35,27 +34,20 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import orjson
+from typing import NoReturn
 
 from scheduler.balancer_store import SQLiteBalancers
-from scheduler.jobs.sqlite_jobs import (
-    JOB_DELETE_SQL,
-    JOB_PUT_SQL,
-    SQLiteJobDocuments,
-    SQLiteJobReader,
-)
-from scheduler.spec import iso_now, task_id_to_app_id
+from scheduler.jobs.sqlite_jobs import SQLiteJobDocuments
+from scheduler.spec import iso_now
 from scheduler.sqlite_checkpoints import AUTOCHECKPOINT_PAGES, Checkpoints
+from scheduler.sqlite_codec import dumps, loads
+from scheduler.sqlite_ops import APPLY, Reader
 from scheduler.sqlite_versions import SQLiteAppVersions
 from scheduler.sqlite_writers import WriterQueue
 from scheduler.state import (
     FINAL_DEPLOYMENT_STATUSES,
-    Delete,
     Doc,
     Plan,
-    Put,
     StateError,
     StateStore,
     StoreUnavailable,
@@ -124,35 +116,6 @@ class _Connection(sqlite3.Connection):
 # Connections a forked child inherited from its parent. SQLite forbids using them in the child,
 # and closing them there could disturb the parent's locks, so the child keeps them, untouched.
 _INHERITED: list[sqlite3.Connection] = []
-
-
-def _dumps(doc: Any) -> str:
-    # orjson: several times faster than json on the write path (a scale PUT stores five
-    # documents); the same compact JSON, UTF-8 instead of \u escapes. What orjson refuses
-    # (integers past 64 bits, non-string keys) goes through json as before.
-    try:
-        return orjson.dumps(doc).decode()
-    except TypeError:
-        return json.dumps(doc, separators=(",", ":"), sort_keys=False)
-
-
-_FAST_EVENTS = frozenset({"status_update_event", "health_status_changed_event"})
-
-
-def _dumps_observed(doc: Any) -> str:
-    """`_dumps` for task documents and status events, the bulk of a launch's writes (~2,500
-    for 500 tasks): orjson, ~5x faster. Only for these: they hold what Mesos reported and
-    what the scheduler derived, never a user's number (orjson writes NaN as null, json as
-    NaN); what orjson refuses (integers past 64 bits, non-string keys) goes through json."""
-    try:
-        return orjson.dumps(doc).decode()
-    except TypeError:
-        return _dumps(doc)
-
-
-def _loads(text: str) -> Any:
-    # orjson: decoding is most of the cost of listing 10,000 tasks (3-4x faster than json).
-    return orjson.loads(text)
 
 
 def out_of_space_error(path: str | os.PathLike, exc: sqlite3.OperationalError
@@ -267,10 +230,7 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         try:
             return self._writers.run(work, self._transaction)
         except sqlite3.OperationalError as exc:  # one work's own, in a shared transaction
-            out_of_space = out_of_space_error(self.path, exc)
-            if out_of_space is None:
-                raise
-            raise out_of_space from exc
+            self._raise_typed(exc)
 
     @contextmanager
     def _transaction(self, mine: bool) -> Iterator[sqlite3.Connection]:
@@ -291,10 +251,14 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         except sqlite3.OperationalError as exc:
             if conn.in_transaction:  # a failed COMMIT may leave it open: nothing half-applied
                 conn.execute("ROLLBACK")
-            out_of_space = out_of_space_error(self.path, exc)
-            if out_of_space is None:
-                raise
-            raise out_of_space from exc
+            self._raise_typed(exc)
+
+    def _raise_typed(self, exc: sqlite3.OperationalError) -> NoReturn:
+        """`exc` as StoreUnavailable when the disk is full (or failing), else as it is."""
+        out_of_space = out_of_space_error(self.path, exc)
+        if out_of_space is None:
+            raise exc
+        raise out_of_space from exc
 
     @staticmethod
     def _bump(conn: sqlite3.Connection) -> None:
@@ -325,11 +289,11 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
     # -- apps and deployments --------------------------------------------------------------------
     def get_app(self, app_id: str) -> Doc | None:
         row = self._conn().execute("SELECT doc FROM apps WHERE id=?", (app_id,)).fetchone()
-        return _loads(row[0]) if row else None
+        return loads(row[0]) if row else None
 
     def list_apps(self) -> list[Doc]:
         rows = self._conn().execute("SELECT doc FROM apps ORDER BY id").fetchall()
-        return [_loads(r[0]) for r in rows]
+        return [loads(r[0]) for r in rows]
 
     # -- transactions ----------------------------------------------------------------------------
     def transact(self, plan: Plan[T]) -> T:
@@ -355,36 +319,20 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         return self._shared_write(work)
 
     def _apply_plan(self, c: sqlite3.Connection, plan: Plan[T]) -> T:
-        txn, result = plan(_Reader(c))
+        txn, result = plan(Reader(c))
         for op in txn.ops:
-            _APPLY[type(op), op.kind](c, op)
+            APPLY[type(op), op.kind](c, op)
         if txn.events:
             c.executemany("INSERT INTO events (doc) VALUES (?)",
-                          [(_dumps_observed(doc) if doc.get("eventType") in _FAST_EVENTS
-                            else _dumps(doc),) for doc in txn.events])
+                          [(dumps(doc),) for doc in txn.events])
         if txn.bump_generation:
             self._bump(c)
         return result
 
-    @staticmethod
-    def _blocking(conn: sqlite3.Connection, app_ids: set[str]) -> list[Doc]:
-        """Running deployments whose affectedApps include any of `app_ids`, oldest first
-        (through the `deployment_apps` index: only those deployments are read)."""
-        if not app_ids:
-            return []
-        # `+status`: not the status index (it would visit every running deployment); the
-        # plan starts from the apps' deployment_apps rows. The ids go in as one JSON array.
-        rows = conn.execute(
-            "SELECT doc FROM deployments WHERE +status='running' AND id IN "
-            "(SELECT deployment_id FROM deployment_apps WHERE app_id IN "
-            "(SELECT value FROM json_each(?))) ORDER BY seq",
-            (_dumps(sorted(app_ids)),)).fetchall()
-        return [_loads(text) for (text,) in rows]
-
     def get_deployment(self, deployment_id: str) -> Doc | None:
         row = self._conn().execute("SELECT doc FROM deployments WHERE id=?",
                                    (deployment_id,)).fetchone()
-        return _loads(row[0]) if row else None
+        return loads(row[0]) if row else None
 
     def list_deployments(self, active_only: bool = True) -> list[Doc]:
         if active_only:
@@ -392,16 +340,16 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
                 "SELECT doc FROM deployments WHERE status='running' ORDER BY seq").fetchall()
         else:
             rows = self._conn().execute("SELECT doc FROM deployments ORDER BY seq").fetchall()
-        return [_loads(r[0]) for r in rows]
+        return [loads(r[0]) for r in rows]
 
     # -- kill requests ---------------------------------------------------------------------------
     def pending_kill_requests(self) -> list[Doc]:
         rows = self._conn().execute("SELECT doc FROM kill_requests ORDER BY seq").fetchall()
-        return [_loads(r[0]) for r in rows]
+        return [loads(r[0]) for r in rows]
 
     def pending_delay_resets(self) -> list[Doc]:
         rows = self._conn().execute("SELECT seq, doc FROM delay_resets ORDER BY seq").fetchall()
-        return [dict(_loads(doc), seq=int(seq)) for seq, doc in rows]
+        return [dict(loads(doc), seq=int(seq)) for seq, doc in rows]
 
     def desired_generation(self) -> int:
         row = self._conn().execute("SELECT value FROM meta WHERE key='generation'").fetchone()
@@ -410,7 +358,7 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
     # -- observed state --------------------------------------------------------------------------
     def get_task(self, task_id: str) -> Doc | None:
         row = self._conn().execute("SELECT doc FROM tasks WHERE id=?", (task_id,)).fetchone()
-        return _loads(row[0]) if row else None
+        return loads(row[0]) if row else None
 
     def list_tasks(self, app_id: str | None = None) -> list[Doc]:
         """Tasks ordered by (stagedAt, id)."""
@@ -419,18 +367,18 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         else:
             rows = self._conn().execute("SELECT doc FROM tasks WHERE app_id=?",
                                         (app_id,)).fetchall()
-        tasks = [_loads(r[0]) for r in rows]
+        tasks = [loads(r[0]) for r in rows]
         tasks.sort(key=lambda t: (t.get("stagedAt") or "", t.get("id") or ""))
         return tasks
 
     def get_app_status(self, app_id: str) -> Doc | None:
         row = self._conn().execute("SELECT doc FROM app_status WHERE app_id=?",
                                    (app_id,)).fetchone()
-        return _loads(row[0]) if row else None
+        return loads(row[0]) if row else None
 
     def list_app_status(self) -> dict[str, Doc]:
         rows = self._conn().execute("SELECT app_id, doc FROM app_status ORDER BY app_id")
-        return {r[0]: _loads(r[1]) for r in rows.fetchall()}
+        return {r[0]: loads(r[1]) for r in rows.fetchall()}
 
     # -- events ----------------------------------------------------------------------------------
     def append_event(self, event_type: str, payload: Doc) -> int:
@@ -438,14 +386,14 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         doc["eventType"] = event_type
         doc.setdefault("timestamp", iso_now())
         with self._write() as c:
-            cur = c.execute("INSERT INTO events (doc) VALUES (?)", (_dumps(doc),))
+            cur = c.execute("INSERT INTO events (doc) VALUES (?)", (dumps(doc),))
             return int(cur.lastrowid)
 
     def events_since(self, after_id: int, limit: int = 1000) -> list[tuple[int, Doc]]:
         rows = self._conn().execute(
             "SELECT id, doc FROM events WHERE id > ? ORDER BY id LIMIT ?",
             (after_id, max(0, int(limit)))).fetchall()
-        return [(int(r[0]), _loads(r[1])) for r in rows]
+        return [(int(r[0]), loads(r[1])) for r in rows]
 
     def latest_event_id(self) -> int:
         # sqlite_sequence remembers the highest id ever handed out, even after pruning.
@@ -459,92 +407,6 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
             cur = c.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
                             (max(0, int(keep)),))
             return cur.rowcount
-
-
-class _Reader(SQLiteJobReader):
-    """The snapshot of a transaction: reads on its own connection, inside BEGIN IMMEDIATE."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.c = conn
-
-    def _doc(self, sql: str, *args: Any) -> Doc | None:
-        row = self.c.execute(sql, args).fetchone()
-        return _loads(row[0]) if row else None
-
-    def app(self, app_id: str) -> Doc | None:
-        return self._doc("SELECT doc FROM apps WHERE id=?", app_id)
-
-    def apps(self) -> list[Doc]:
-        return [_loads(row[0]) for row in self.c.execute("SELECT doc FROM apps ORDER BY id")]
-
-    def deployment(self, deployment_id: str) -> Doc | None:
-        return self._doc("SELECT doc FROM deployments WHERE id=?", deployment_id)
-
-    def running_deployments(self, app_ids: set[str]) -> list[Doc]:
-        return SQLiteStateStore._blocking(self.c, app_ids)
-
-    def task(self, task_id: str) -> Doc | None:
-        return self._doc("SELECT doc FROM tasks WHERE id=?", task_id)
-
-    def kill_request(self, task_id: str) -> Doc | None:
-        return self._doc("SELECT doc FROM kill_requests WHERE task_id=?", task_id)
-
-    def delay_reset(self, app_id: str) -> Doc | None:
-        row = self.c.execute("SELECT seq, doc FROM delay_resets WHERE app_id=?",
-                             (app_id,)).fetchone()
-        return dict(_loads(row[1]), seq=int(row[0])) if row else None
-
-    def generation(self) -> int:
-        row = self.c.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
-        return int(row[0]) if row else 0
-
-
-# How each operation lands in its table. Puts of deployments and kill requests are upserts
-# that keep the row's `seq` (its place in creation order; the deployment_apps triggers follow).
-_PUT_SQL = {
-    "apps": ("INSERT OR REPLACE INTO apps (id, doc) VALUES (?, ?)",
-             lambda op: (op.key, _dumps(op.doc))),
-    "deployments": ("INSERT INTO deployments (id, status, doc) VALUES (?, ?, ?) ON CONFLICT(id) "
-                    "DO UPDATE SET status=excluded.status, doc=excluded.doc",
-                    lambda op: (op.key, op.doc.get("status", "running"), _dumps(op.doc))),
-    "kill_requests": ("INSERT INTO kill_requests (task_id, doc) VALUES (?, ?) "
-                      "ON CONFLICT(task_id) DO UPDATE SET doc=excluded.doc",
-                      lambda op: (op.key, _dumps(op.doc))),
-    "delay_resets": ("INSERT OR REPLACE INTO delay_resets (seq, app_id, doc) VALUES (?, ?, ?)",
-                     lambda op: (int(op.doc["seq"]), op.key, _dumps(op.doc))),
-    "tasks": ("INSERT OR REPLACE INTO tasks (id, app_id, doc) VALUES (?, ?, ?)",
-              lambda op: (op.key, op.doc.get("appId") or task_id_to_app_id(op.key),
-                          _dumps_observed(op.doc))),
-    "app_status": ("INSERT OR REPLACE INTO app_status (app_id, doc) VALUES (?, ?)",
-                   lambda op: (op.key, _dumps(op.doc))),
-    "meta": ("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-             lambda op: (op.key, op.doc["value"])),
-}
-_DELETE_SQL = {
-    "apps": "DELETE FROM apps WHERE id=?",
-    "deployments": "DELETE FROM deployments WHERE id=?",
-    "kill_requests": "DELETE FROM kill_requests WHERE task_id=?",
-    "delay_resets": "DELETE FROM delay_resets WHERE app_id=?",
-    "tasks": "DELETE FROM tasks WHERE id=?",
-    "app_status": "DELETE FROM app_status WHERE app_id=?",
-    "meta": "DELETE FROM meta WHERE key=?",
-}
-
-
-def _put(sql: str, args: Any) -> Any:
-    return lambda c, op: c.execute(sql, args(op))
-
-
-def _delete(sql: str) -> Any:
-    return lambda c, op: c.execute(sql, (op.key,))
-
-
-_APPLY: dict[tuple[type, str], Any] = {
-    **{(Put, kind): _put(sql, args) for kind, (sql, args) in _PUT_SQL.items()},
-    **{(Delete, kind): _delete(sql) for kind, sql in _DELETE_SQL.items()},
-    **{(Put, kind): _put(sql, args) for kind, (sql, args) in JOB_PUT_SQL.items()},
-    **{(Delete, kind): _put(sql, args) for kind, (sql, args) in JOB_DELETE_SQL.items()},
-}
 
 
 def open_state(path_or_url: str) -> StateStore:

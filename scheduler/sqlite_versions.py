@@ -11,20 +11,13 @@ import json
 import sqlite3
 from typing import Any
 
-import orjson
+from scheduler.sqlite_codec import dumps
 
 Doc = dict[str, Any]
 
 _TABLE = """CREATE TABLE IF NOT EXISTS app_versions (
     app_id TEXT NOT NULL, version TEXT NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (app_id, version)) WITHOUT ROWID"""
-
-
-def _dumps(doc: Doc) -> str:
-    try:  # orjson: faster; what it refuses (integers past 64 bits) goes through json
-        return orjson.dumps(doc).decode()
-    except TypeError:
-        return json.dumps(doc)
 
 
 class SQLiteAppVersions:
@@ -52,7 +45,7 @@ class SQLiteAppVersions:
         """`put_app_version` inside the caller's write transaction `c`."""
         self._versions_table(c)
         c.execute("INSERT OR REPLACE INTO app_versions (app_id, version, doc) "
-                  "VALUES (?, ?, ?)", (app_id, version, _dumps(doc)))
+                  "VALUES (?, ?, ?)", (app_id, version, dumps(doc)))
         # Older than the keep-th newest: one index seek (NOT IN over the newest `keep` cost
         # a third more per scale PUT). Fewer than `keep` versions: the bound is NULL, no row.
         c.execute("DELETE FROM app_versions WHERE app_id = ?1 AND version < ("
