@@ -51,6 +51,12 @@ def test_follow_survives_an_api_restart(tmp_path):
                                                         "cpus": 0.1, "mem": 32,
                                                         "portDefinitions": []}, timeout=10)
             assert r.status_code == 201, r.text
+            # `accessd logs APP` names the app's newest task, so it needs one to exist (with
+            # none it says so and exits: under load the scheduler may not have launched yet).
+            wait_until(lambda: requests.get(f"{base}/v2/apps/outage/app",
+                                            params={"embed": "app.tasks"},
+                                            timeout=5).json()["app"]["tasks"],
+                       60, message="a task of the app")
             follower = subprocess.Popen(
                 [PYTHON, "-m", "accessd.cli", "logs", "/outage/app", "--follow", "--api", base],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
