@@ -100,4 +100,8 @@ def test_executor_dead_while_its_agent_was_away_fails_its_task_with_mesoss_reaso
     failed = framework.wait_state(task_id, "TASK_FAILED", timeout=15)
     assert (failed["source"], failed["reason"], failed["message"]) == (
         "SOURCE_AGENT", "REASON_EXECUTOR_TERMINATED", "Executor terminated")
-    assert not live_with_environ(f"MESOS_TASK_ID={task_id}\0")
+    # The service's group is killed by its guard once the executor is gone (executor.process),
+    # asynchronously: under load it can outlive the TASK_FAILED by a moment. (A real agent
+    # destroys the container before it reports; localmesos does not, see the note.)
+    wait_until(lambda: not live_with_environ(f"MESOS_TASK_ID={task_id}\0"), timeout=10,
+               message="the service gone")
