@@ -243,12 +243,14 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
             try:
                 yield conn
             except BaseException:
+                self._versions_rolled_back()
                 if conn.in_transaction:  # (SQLite may have rolled it back itself: disk full)
                     conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
             self._checkpoints.committed()
         except sqlite3.OperationalError as exc:
+            self._versions_rolled_back()
             if conn.in_transaction:  # a failed COMMIT may leave it open: nothing half-applied
                 conn.execute("ROLLBACK")
             self._raise_typed(exc)

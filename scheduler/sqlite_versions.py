@@ -3,7 +3,15 @@
 A mixin of `SQLiteStateStore` (it uses the store's connections and write transactions). The
 table is created on first use, so files made by earlier versions get it without a migration.
 What a version *is* and how many to keep are the caller's business (the API stores every
-definition it accepts and keeps the newest `keep`); this only stores, lists and prunes."""
+definition it accepts and keeps the newest `keep`); this only stores, lists and prunes.
+
+Pruning is exact for readers and lazy on disk. The `keep` in force is one row of `meta`
+(`app_versions_keep`), and every read applies it: a version past the newest `keep` is neither
+listed nor readable from the moment a newer one commits. The rows themselves go on an app's
+first write in a process and then every `PRUNE_EVERY` writes: deleting the oldest row on
+every write read its cold pages (an old version's leaf and overflow page) and freed a page
+each time, which made it a scale PUT's costliest statement. At most `keep + PRUNE_EVERY - 1`
+versions of an app are on disk per writing process between prunes."""
 
 from __future__ import annotations
 
@@ -15,13 +23,21 @@ from scheduler.sqlite_codec import dumps
 
 Doc = dict[str, Any]
 
+PRUNE_EVERY = 16   # an app's writes between two deletions of its old rows (per process)
+
 _TABLE = """CREATE TABLE IF NOT EXISTS app_versions (
     app_id TEXT NOT NULL, version TEXT NOT NULL, doc TEXT NOT NULL,
     PRIMARY KEY (app_id, version)) WITHOUT ROWID"""
+_KEEP = "(SELECT CAST(value AS INTEGER) FROM meta WHERE key='app_versions_keep')"
+# The oldest version still kept of app ?1 (NULL while it has no more than `keep`).
+_OLDEST_KEPT = ("(SELECT version FROM app_versions WHERE app_id = ?1 ORDER BY version DESC "
+                "LIMIT 1 OFFSET coalesce(" + _KEEP + ", 1 << 40) - 1)")
 
 
 class SQLiteAppVersions:
     _versions_table_ready = False
+    _keep_stored: int | None = None    # the `keep` seen committed in `meta` (None: check)
+    _writes_since_prune: dict[str, int] | None = None
 
     def _versions_table(self, conn: sqlite3.Connection | None = None) -> None:
         """Create the table once per store object. Inside `conn`'s transaction if given, but
@@ -44,26 +60,57 @@ class SQLiteAppVersions:
                      keep: int) -> None:
         """`put_app_version` inside the caller's write transaction `c`."""
         self._versions_table(c)
+        keep = max(1, int(keep))
+        if self._keep_stored != keep:
+            self._store_keep(c, keep)
         c.execute("INSERT OR REPLACE INTO app_versions (app_id, version, doc) "
                   "VALUES (?, ?, ?)", (app_id, version, dumps(doc)))
-        # Older than the keep-th newest: one index seek (NOT IN over the newest `keep` cost
-        # a third more per scale PUT). Fewer than `keep` versions: the bound is NULL, no row.
-        c.execute("DELETE FROM app_versions WHERE app_id = ?1 AND version < ("
-                  "SELECT version FROM app_versions WHERE app_id = ?1 "
-                  "ORDER BY version DESC LIMIT 1 OFFSET ?2)", (app_id, max(1, int(keep)) - 1))
+        writes = self._writes_since_prune
+        if writes is None:
+            writes = self._writes_since_prune = {}
+        done = writes.get(app_id, PRUNE_EVERY - 1) + 1   # an app's first write here prunes
+        if done < PRUNE_EVERY:
+            writes[app_id] = done
+            return
+        writes[app_id] = 0
+        # Older than the keep-th newest: one index seek. Fewer than `keep`: NULL, no row.
+        c.execute("DELETE FROM app_versions WHERE app_id = ?1 AND version < " + _OLDEST_KEPT,
+                  (app_id,))
+
+    def _store_keep(self, c: sqlite3.Connection, keep: int) -> None:
+        """Make `keep` the bound readers apply. Believed stored only once a later transaction
+        read it back (this one may still roll back). A bound that grows would bring back
+        versions that were past the old one: those go first."""
+        row = c.execute("SELECT CAST(value AS INTEGER) FROM meta "
+                        "WHERE key='app_versions_keep'").fetchone()
+        stored = None if row is None else int(row[0])
+        if stored == keep:
+            self._keep_stored = keep
+            return
+        if stored is not None and stored < keep:
+            c.execute("DELETE FROM app_versions WHERE (app_id, version) IN (SELECT app_id, "
+                      "version FROM (SELECT app_id, version, row_number() OVER (PARTITION BY "
+                      "app_id ORDER BY version DESC) AS n FROM app_versions) WHERE n > ?)",
+                      (stored,))
+        c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('app_versions_keep', ?)",
+                  (str(keep),))
+
+    def _versions_rolled_back(self) -> None:
+        """A write transaction failed: what it stored of `keep` may be gone with it."""
+        self._keep_stored = None
 
     def list_app_versions(self, app_id: str) -> list[str]:
         self._versions_table()
         rows = self._conn().execute(  # type: ignore[attr-defined]
-            "SELECT version FROM app_versions WHERE app_id = ? ORDER BY version DESC",
-            (app_id,)).fetchall()
+            "SELECT version FROM app_versions WHERE app_id = ? ORDER BY version DESC "
+            "LIMIT coalesce(" + _KEEP + ", -1)", (app_id,)).fetchall()
         return [r[0] for r in rows]
 
     def get_app_version(self, app_id: str, version: str) -> Doc | None:
         self._versions_table()
         row = self._conn().execute(  # type: ignore[attr-defined]
-            "SELECT doc FROM app_versions WHERE app_id = ? AND version = ?",
-            (app_id, version)).fetchone()
+            "SELECT doc FROM app_versions WHERE app_id = ?1 AND version = ?2 "
+            "AND ?2 >= coalesce(" + _OLDEST_KEPT + ", '')", (app_id, version)).fetchone()
         return json.loads(row[0]) if row else None
 
     def delete_app_versions(self, app_id: str) -> None:
@@ -74,3 +121,5 @@ class SQLiteAppVersions:
         """`delete_app_versions` inside the caller's write transaction `c`."""
         self._versions_table(c)
         c.execute("DELETE FROM app_versions WHERE app_id = ?", (app_id,))
+        if self._writes_since_prune is not None:
+            self._writes_since_prune.pop(app_id, None)

@@ -4,6 +4,7 @@ deleted with the app."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 
 import pytest
@@ -66,5 +67,62 @@ def test_zookeeper_history_removal_that_missed_a_version_is_retried(zookeeper):
                                       history_keep=5) is None
         assert listed == [4, 4]  # 3 versions + their parent, listed twice
         assert store.get_app("/r") is None and store.list_app_versions("/r") == []
+    finally:
+        store.close()
+
+
+def _on_disk(path, app_id: str) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT count(*) FROM app_versions WHERE app_id = ?",
+                            (app_id,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _version(n: int) -> str:
+    return f"2026-12-04T10:{n // 60:02d}:{n % 60:02d}.000Z"
+
+
+def test_sqlite_prunes_lazily_on_disk_but_readers_see_exactly_the_newest_keep(tmp_path):
+    from scheduler.sqlite_versions import PRUNE_EVERY
+
+    path = str(tmp_path / "state.db")
+    writer, reader = open_state(path), open_state(path)
+    try:
+        written = []
+        for n in range(3 * PRUNE_EVERY):
+            written.append(_version(n))
+            writer.put_app_version("/p", written[-1], {"n": n}, keep=3)
+            assert reader.list_app_versions("/p") == written[:-4:-1]
+            if n >= 3:
+                assert reader.get_app_version("/p", written[-4]) is None  # past the bound
+            oldest_kept = max(0, n - 2)
+            assert reader.get_app_version("/p", written[oldest_kept]) == {"n": oldest_kept}
+            assert _on_disk(path, "/p") <= 3 + PRUNE_EVERY - 1
+        assert _on_disk(path, "/p") > 3  # lazily: the rows are not deleted on every write
+        # A bound that grows does not bring back what the smaller one hid.
+        writer.put_app_version("/p", _version(999), {"n": 999}, keep=5)
+        assert reader.list_app_versions("/p") == [_version(999), *written[:-4:-1]]
+        # Deleting the app's history deletes the rows, hidden ones too.
+        writer.delete_app_versions("/p")
+        assert _on_disk(path, "/p") == 0 and reader.list_app_versions("/p") == []
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_sqlite_bound_written_in_a_transaction_that_rolled_back_is_written_again(tmp_path):
+    path = str(tmp_path / "state.db")
+    store = open_state(path)
+    try:
+        store._versions_table()
+        with pytest.raises(RuntimeError), store._write() as c:
+            store._put_version(c, "/r", _version(0), {"n": 0}, 2)
+            store._put_version(c, "/r", _version(1), {"n": 1}, 2)  # reads the bound back
+            raise RuntimeError("rolled back")
+        for n in range(2, 6):
+            store.put_app_version("/r", _version(n), {"n": n}, keep=2)
+        assert store.list_app_versions("/r") == [_version(5), _version(4)]
     finally:
         store.close()
