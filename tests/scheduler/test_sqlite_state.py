@@ -82,6 +82,11 @@ def test_a_store_written_before_the_deployment_index_still_detects_conflicts(db)
             assert s.get_app("/a") == app_doc("/a") and s.get_deployment("d3") is None
         finally:
             s.close()
+    conn = sqlite3.connect(db)
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    conn.close()
+    # The index of every deployment's status gave way to one of the running ones.
+    assert "deployments_status" not in indexes and "deployments_running" in indexes
     s = SQLiteStateStore(db)
     try:
         s.apply_app_change("/c", app_doc("/c", instances=2), dep("d3", "/c"))  # d2 is final
