@@ -19,14 +19,13 @@ Marathon's plans carry their original state.
 from __future__ import annotations
 
 import copy
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import falcon
 
 from scheduler import service_ports
-from scheduler.deployments import plan_deployment
+from scheduler.deployments import new_deployment_id, plan_deployment
 from scheduler.service_ports import DEFAULT_RANGE, PortRange
 from scheduler.spec import (
     READ_ONLY_FIELDS,
@@ -120,7 +119,7 @@ def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
     function nor its callers change `old` in place).
     """
     now = iso_now()
-    new_doc, deployment = _planned(old, new_json, now=now, deployment_id=str(uuid.uuid4()),
+    new_doc, deployment = _planned(old, new_json, now=now, deployment_id=new_deployment_id(),
                                    restart=restart, keep_versions=keep_versions,
                                    port_range=port_range)
     new_doc = store.apply_app_change(
@@ -172,7 +171,7 @@ def scale(store: StateStore, req: falcon.Request, app_id: str, patch: Doc, *, fo
     such app. The returned app shares nested values with the returned deployment's
     `original` (both stored as JSON already): copy before changing either in place."""
     now = iso_now()
-    deployment_id = str(uuid.uuid4())
+    deployment_id = new_deployment_id()
 
     def update(previous: Doc | None) -> tuple[Doc | None, Doc]:
         if previous is None:
@@ -199,7 +198,7 @@ def scale_by_kills(store: StateStore, req: falcon.Request, app: Doc, task_ids: l
     new_json = definition(app)
     new_json["instances"] = max(0, int(app.get("instances", 0)) - len(task_ids))
     new_doc = stamp_app(new_json, app, now, scale_only=True)
-    deployment = plan_deployment(app, new_doc, now=now, deployment_id=str(uuid.uuid4()),
+    deployment = plan_deployment(app, new_doc, now=now, deployment_id=new_deployment_id(),
                                  kind="scale")
     deployment["original"] = copy.deepcopy(app)
     stored = store.request_kills(

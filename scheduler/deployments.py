@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import time
 import uuid
 from typing import Any
 
@@ -84,6 +86,17 @@ def _current_actions(step: Doc | None) -> list[Doc]:
     return [dict(a, readinessCheckResults=[]) for a in step.get("actions", [])]
 
 
+def new_deployment_id() -> str:
+    """A new deployment's id: a UUID in Marathon's text form whose first 48 bits are the time in
+    milliseconds and the rest random (RFC 9562's version 7). Ids made one after the other sort
+    together, so a store's index of them grows at its end, where the pages are already in
+    memory, instead of one random page per deployment (uuid4). Python 3.11's `uuid` has no
+    version 7 and one function does not warrant a dependency."""
+    bits = (time.time_ns() // 1_000_000 & (1 << 48) - 1) << 80
+    bits |= int.from_bytes(os.urandom(10), "big") & ~(0xF << 76 | 0x3 << 62)
+    return str(uuid.UUID(int=bits | 0x7 << 76 | 0x2 << 62))
+
+
 def plan_deployment(old_app: Doc | None, new_app: Doc | None, *, now: str,
                     deployment_id: str | None = None, kind: str | None = None) -> Doc:
     """The deployment document for changing `old_app` into `new_app` (stored app documents;
@@ -99,7 +112,7 @@ def plan_deployment(old_app: Doc | None, new_app: Doc | None, *, now: str,
     app_id = (new_app or old_app or {})["id"]
     steps = [{"actions": _actions([name], app_id)} for name in _STEPS[kind]]
     return {
-        "id": deployment_id or str(uuid.uuid4()),
+        "id": deployment_id or new_deployment_id(),
         "version": (new_app or {}).get("version") or now,
         "affectedApps": [app_id],
         "affectedPods": [],

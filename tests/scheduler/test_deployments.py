@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
+import time
+import uuid
 
 import pytest
 from hypothesis import given, settings
@@ -14,6 +16,7 @@ from scheduler.deployments import (
     affects,
     fail,
     is_active,
+    new_deployment_id,
     plan_deployment,
     rolling_restart_budget,
     task_is_ready,
@@ -442,3 +445,21 @@ def test_advance_properties(kind, instances, checks, rounds):
     assert reported == d["steps"][:len(reported)]  # in order, each once
     if d["status"] == "succeeded":
         assert reported == d["steps"]
+
+
+def test_deployment_ids_are_uuids_that_sort_in_creation_order():
+    made = []
+    for _ in range(3):
+        start = time.monotonic_ns()
+        batch = [new_deployment_id() for _ in range(200)]
+        made.append(batch)
+        while time.monotonic_ns() - start < 2_000_000:  # the next batch in a later millisecond
+            pass
+    ids = [i for batch in made for i in batch]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    # Across milliseconds they sort in creation order (within one, the random bits decide).
+    assert max(made[0]) < min(made[1]) and max(made[1]) < min(made[2])
+    assert plan_deployment(None, {"id": "/a", "version": "v"}, now="v")["id"] > made[2][0]
