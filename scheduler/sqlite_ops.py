@@ -21,14 +21,21 @@ def blocking_deployments(conn: sqlite3.Connection, app_ids: set[str]) -> list[Do
     (through the `deployment_apps` index: only those deployments are read)."""
     if not app_ids:
         return []
-    # `+status`: not the status index (it would visit every running deployment); the
-    # plan starts from the apps' deployment_apps rows. The ids go in as one JSON array.
-    rows = conn.execute(
-        "SELECT doc FROM deployments WHERE +status='running' AND id IN "
-        "(SELECT deployment_id FROM deployment_apps WHERE app_id IN "
-        "(SELECT value FROM json_each(?))) ORDER BY seq",
-        (dumps(sorted(app_ids)),)).fetchall()
-    return [loads(text) for (text,) in rows]
+    # `+status`: not the index of running deployments (it would visit every one); the plan
+    # starts from the apps' deployment_apps rows. One app (a scale, an update) is a key
+    # lookup; several go in as one JSON array. Sorted here: ORDER BY built a temporary
+    # B-tree for the usual zero or one row.
+    if len(app_ids) == 1:
+        rows = conn.execute(
+            "SELECT seq, doc FROM deployments WHERE +status='running' AND id IN "
+            "(SELECT deployment_id FROM deployment_apps WHERE app_id = ?)",
+            (next(iter(app_ids)),)).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT seq, doc FROM deployments WHERE +status='running' AND id IN "
+            "(SELECT deployment_id FROM deployment_apps WHERE app_id IN "
+            "(SELECT value FROM json_each(?)))", (dumps(sorted(app_ids)),)).fetchall()
+    return [loads(text) for _, text in sorted(rows)]
 
 
 class Reader(SQLiteJobReader):
