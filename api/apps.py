@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,12 @@ def embeds(req: falcon.Request, always: frozenset[str] = frozenset()) -> set[str
 def extras(req: falcon.Request) -> bool:
     """Whether the request asked for accessd's own fields (`embed=accessd`, see api.shapes)."""
     return shapes.wants_extras(req.get_param_as_list("embed") or [])
+
+
+def _merged(patch: Doc) -> Callable[[Doc], Doc]:
+    """`patch` merged onto an app's definition (validated), for `changes.apply` to run on the
+    app as its transaction reads it."""
+    return lambda app: changes.patched(app, patch)
 
 
 def get_app_or_404(store: StateStore, app_id: str) -> Doc:
@@ -171,6 +178,7 @@ class AppsCollection:
         store = self.ctx.store
         partial = req.get_param_as_bool("partialUpdate", default=True) or not create
         todo: list[tuple[str, Doc | None, Doc]] = []
+        merged_docs: list[Doc] = []   # each todo's patch as sent
         details: list[Doc] = []
         for i, doc in enumerate(docs):
             try:
@@ -182,6 +190,7 @@ class AppsCollection:
                 new = changes.validated(merge_patch(base, doc) if base is not None
                                         else {**doc, "id": app_id})
                 todo.append((app_id, old, new))
+                merged_docs.append(doc)
             except SpecError as exc:
                 details += [{"path": f"/{i}{d['path'].rstrip('/')}", "errors": d["errors"]}
                             for d in exc.details]
@@ -190,9 +199,12 @@ class AppsCollection:
         if len({t[0] for t in todo}) != len(todo):
             raise ApiError(422, "Object is not valid", [{"path": "/", "errors": [
                 "an app id is given more than once"]}])
-        results = [changes.apply(store, req, app_id, old, new, force=force_param(req),
-                               port_range=self.ctx.port_range)
-                   for app_id, old, new in todo]
+        # Validated above, all before any is stored; each merged again onto the app as its
+        # own transaction reads it (`changes.apply`), so a change made meanwhile stays.
+        results = [changes.apply(store, req, app_id, old,
+                                 _merged(doc) if old is not None and partial else new,
+                                 force=force_param(req), port_range=self.ctx.port_range)
+                   for (app_id, old, new), doc in zip(todo, merged_docs, strict=True)]
         if results:
             resp.set_header("Marathon-Deployment-Id", results[0].deployment["id"])
             resp.media = changes.deployment_result(results[0])
@@ -253,7 +265,8 @@ class AppResource:
             # a scale of an app that is not there: say so (a definition needs a command)
             raise not_found(f"App '{app_id}' does not exist")
         if old is not None and partial:
-            new_json = changes.patched(old, doc)
+            changes.patched(old, doc)   # a 422 before any transaction; merged again in it
+            new_json: Doc | Callable[[Doc], Doc] = _merged(doc)
         else:
             new_json = changes.validated({**doc, "id": app_id})
         change = changes.apply(store, req, app_id, old, new_json, force=force_param(req),
@@ -273,7 +286,8 @@ class AppResource:
                                    port_range=self.ctx.port_range)
         else:
             old = get_app_or_404(self.ctx.store, app_id)
-            change = changes.apply(self.ctx.store, req, app_id, old, changes.patched(old, doc),
+            changes.patched(old, doc)   # a 422 before any transaction; merged again in it
+            change = changes.apply(self.ctx.store, req, app_id, old, _merged(doc),
                                    force=force_param(req), port_range=self.ctx.port_range)
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
         resp.media = changes.deployment_result(change)
@@ -341,7 +355,7 @@ class AppRestart:
         """Restart an app: a new config version, so every task is replaced (rolling)."""
         app_id = path_app_id(app_id)
         old = get_app_or_404(self.ctx.store, app_id)
-        change = changes.apply(self.ctx.store, req, app_id, old, changes.definition(old),
+        change = changes.apply(self.ctx.store, req, app_id, old, changes.definition,
                                force=force_param(req), restart=True,
                                port_range=self.ctx.port_range)
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])

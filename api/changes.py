@@ -19,6 +19,7 @@ Marathon's plans carry their original state.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +36,11 @@ from scheduler.spec import (
     parse_app,
     stamp_app,
 )
-from scheduler.state import AppNotFound, StateStore
+from scheduler.state import AppExists, AppNotFound, StateStore
 
 Doc = dict[str, Any]
+# What `apply` stores: a definition, None (delete), or a function making it from the app.
+NewDefinition = Doc | None | Callable[[Doc], Doc]
 MAX_APP_VERSIONS = 50  # Marathon's --zk_max_versions default
 
 
@@ -103,31 +106,45 @@ def _event_docs(req: falcon.Request, app_doc: Doc | None, deployment: Doc,
 
 
 def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
-          new_json: Doc | None, *, force: bool, restart: bool = False,
+          new_json: NewDefinition, *, force: bool, restart: bool = False,
           keep_versions: bool = False, port_range: PortRange = DEFAULT_RANGE) -> Change:
-    """Store `new_json` (validated Marathon JSON, or None to delete) in place of `old`.
+    """Store `new_json` (validated Marathon JSON, or None to delete) in place of the app, as
+    the store's transaction reads it (`StateStore.apply_app_update`).
 
-    `old` is what the caller read; `must_exist` makes the store check it is still so (a
-    concurrent create or delete between read and write is a 409/404, not a silent overwrite).
+    `old` is what the caller read, and says only whether the app must exist: a concurrent
+    create or delete between read and write is a 409/404, not a silent overwrite. A
+    definition made from the app (a merged patch, a restart, a scale by a factor) is given as
+    a function of it, `new_json(app)`, run on the transaction's read (it may raise SpecError,
+    422): a change committed meanwhile is not overwritten by one based on an older read. The
+    deployment's kind, its `original` and the service ports kept come from that read too.
     `keep_versions` stores `new_json`'s own versionInfo (a rollback restoring an old version).
-    Service ports sent as 0 get back the ones `old` had before the change is classified (a PUT
-    of the same definition with port 0 is no update); new ones are assigned from `port_range`
-    in the store's transaction (`scheduler.service_ports`).
+    Service ports sent as 0 get back the ones the app had before the change is classified (a
+    PUT of the same definition with port 0 is no update); new ones are assigned from
+    `port_range` in the store's transaction (`scheduler.service_ports`).
 
-    The stored app is a copy (`stamp_app`): it shares nothing with `new_json` or `old`. The
-    deployment's `original` is `old` itself (stored as JSON in the transaction; neither this
-    function nor its callers change `old` in place).
+    The stored app is a copy (`stamp_app`): it shares nothing with `new_json` or the app read.
+    The deployment's `original` is the app read (stored as JSON in the transaction).
     """
     now = iso_now()
-    new_doc, deployment = _planned(old, new_json, now=now, deployment_id=new_deployment_id(),
-                                   restart=restart, keep_versions=keep_versions,
-                                   port_range=port_range)
-    new_doc = store.apply_app_change(
-        app_id, new_doc, deployment, force=force, must_exist=old is not None,
-        port_range=port_range, history_keep=MAX_APP_VERSIONS,
-        events=lambda stored: _event_docs(req, stored if stored is not None else old,
-                                          deployment, now))
-    return Change(deployment, new_doc, deployment.get("version") or now)
+    deployment_id = new_deployment_id()
+
+    def update(previous: Doc | None) -> tuple[Doc | None, Doc]:
+        if previous is None and old is not None:
+            raise AppNotFound(app_id)
+        if previous is not None and old is None:
+            raise AppExists(app_id)
+        wanted = new_json(previous) if callable(new_json) and previous is not None else new_json
+        assert not callable(wanted), "a definition made from the app needs an existing app"
+        return _planned(previous, wanted, now=now, deployment_id=deployment_id,
+                        restart=restart, keep_versions=keep_versions, port_range=port_range)
+
+    stored, deployment = store.apply_app_update(
+        app_id, update, force=force, port_range=port_range, history_keep=MAX_APP_VERSIONS,
+        events=lambda stored, deployment: _event_docs(
+            req, stored if stored is not None else deployment["original"], deployment, now),
+        now=now)
+    assert deployment is not None
+    return Change(deployment, stored, deployment.get("version") or now)
 
 
 def _planned(old: Doc | None, new_json: Doc | None, *, now: str, deployment_id: str,

@@ -16,6 +16,7 @@ the scheduler honours when it starts them (`scheduler.reconcile`).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import falcon
@@ -123,8 +124,13 @@ def _validated_apps(body: Doc, gid: str) -> list[Doc]:
     return out
 
 
+def _scaled(app: Doc, *, factor: float) -> Doc:
+    return changes.patched(app, {"instances": int(round(app.get("instances", 0) * factor))})
+
+
 def _apply_all(ctx: Ctx, req: falcon.Request, resp: falcon.Response,
-               changes_to_make: list[tuple[str, Doc | None, Doc | None]], status: str) -> None:
+               changes_to_make: list[tuple[str, Doc | None, changes.NewDefinition]],
+               status: str) -> None:
     results = [changes.apply(ctx.store, req, app_id, old, new, force=force_param(req),
                              port_range=ctx.port_range)
                for app_id, old, new in changes_to_make]
@@ -196,15 +202,14 @@ class Groups:
                     "must be a number >= 0"]}])
             if not current:
                 raise not_found(f"Group '{gid}' does not exist")
-            todo = []
-            for app_id, old in sorted(current.items()):
-                new = changes.definition(old)
-                new["instances"] = int(round(old.get("instances", 0) * factor))
-                todo.append((app_id, old, changes.validated(new)))
+            # Each count from the app as its own transaction reads it (`changes.apply`): a
+            # scale committed meanwhile is scaled, not overwritten.
+            todo = [(app_id, old, functools.partial(_scaled, factor=factor))
+                    for app_id, old in sorted(current.items())]
             _apply_all(self.ctx, req, resp, todo, falcon.HTTP_200)
             return
         wanted = _validated_apps(body, gid)
-        todo: list[tuple[str, Doc | None, Doc | None]] = []
+        todo: list[tuple[str, Doc | None, changes.NewDefinition]] = []
         for new in wanted:
             old = current.get(new["id"])
             if old is None or changes.definition(old) != new:  # unchanged apps stay as they are
