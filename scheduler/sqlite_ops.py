@@ -8,9 +8,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from scheduler.doc_codec import dumps, loads
 from scheduler.jobs.sqlite_jobs import JOB_DELETE_SQL, JOB_PUT_SQL, SQLiteJobReader
 from scheduler.spec import task_id_to_app_id
-from scheduler.sqlite_codec import dumps, loads
 from scheduler.state import Delete, Doc, Put
 
 __all__ = ["APPLY", "Reader", "blocking_deployments"]

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import NoReturn
 
 from scheduler.balancer_store import SQLiteBalancers
+from scheduler.doc_codec import dumps, loads
 from scheduler.jobs.sqlite_jobs import SQLiteJobDocuments
 from scheduler.spec import iso_now
 from scheduler.sqlite_checkpoints import AUTOCHECKPOINT_PAGES, Checkpoints
-from scheduler.sqlite_codec import dumps, loads
 from scheduler.sqlite_ops import APPLY, Reader
 from scheduler.sqlite_versions import SQLiteAppVersions
 from scheduler.sqlite_writers import WriterQueue

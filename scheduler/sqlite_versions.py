@@ -19,7 +19,7 @@ import json
 import sqlite3
 from typing import Any
 
-from scheduler.sqlite_codec import dumps
+from scheduler.doc_codec import dumps
 
 Doc = dict[str, Any]
 

@@ -25,8 +25,7 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
-import orjson
-
+from scheduler.doc_codec import dumps_bytes, loads
 from scheduler.jobs.zk_jobs import job_tag
 from scheduler.state import KINDS, Doc, StateError, StoreUnavailable
 from scheduler.zk import CALL_TIMEOUT, zk_errors
@@ -58,11 +57,8 @@ def _tag(kind: str, doc: Doc) -> Any:
     return job_tag(kind, doc)
 
 
-def _dumps(doc: Any) -> bytes:
-    return orjson.dumps(doc)
-
-
-_loads = orjson.loads
+_dumps = dumps_bytes
+_loads = loads
 
 
 class ZkCache:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
-
+from scheduler.doc_codec import dumps_bytes, loads
 from scheduler.state import Doc, StateError, StoreUnavailable
 from scheduler.zk import CALL_TIMEOUT, WRITE_WAIT_SECONDS, transaction_failure, zk_errors
 
@@ -28,7 +27,7 @@ def seq_of(name: str) -> int:
 
 
 def _copy(doc: Doc) -> Doc:
-    return orjson.loads(orjson.dumps(doc))
+    return loads(dumps_bytes(doc))
 
 
 class ZkEventLog:
@@ -53,7 +52,7 @@ class ZkEventLog:
         if self.fence is not None:
             fence_index = 0
             t.check(self.fence, -1)
-        t.create(f"{self._path('events')}/e-", orjson.dumps(doc), sequence=True)
+        t.create(f"{self._path('events')}/e-", dumps_bytes(doc), sequence=True)
         with zk_errors("appending an event"):
             results = t.commit_async().get(timeout=CALL_TIMEOUT)
         failure = transaction_failure(results, fence_index)
@@ -88,7 +87,7 @@ class ZkEventLog:
         with zk_errors("reading events"):
             for i, result in missing:
                 try:
-                    self._events[i] = orjson.loads(result.get(timeout=CALL_TIMEOUT)[0])
+                    self._events[i] = loads(result.get(timeout=CALL_TIMEOUT)[0])
                 except NoNodeError:
                     pass  # pruned meanwhile
         if len(self._events) > 4 * 1000:

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from scheduler.doc_codec import loads
 from scheduler.jobs.documents import JobDocuments
 
 Doc = dict[str, Any]
-_loads = orjson.loads
+_loads = loads
 
 
 def job_tag(kind: str, doc: Doc) -> Any:

@@ -70,6 +70,22 @@ def test_framework_id(store):
     assert store.get_framework_id() is None
 
 
+def test_integers_past_64_bits_come_back_exactly(backend):
+    """orjson reads such an integer as a float (1e+25) and refuses to write one; both stores
+    keep documents as they were given, in another process's view too."""
+    store, other = backend.open(), backend.open()
+    big, negative = 10**25, -(2**64)
+    doc = dict(app_doc("/big"), backoffSeconds=big, labels={"n": "1"}, extra=[negative, 1.5])
+    store.apply_app_change("/big", doc, dep("d1", "/big"), must_exist=False,
+                           events=[{"eventType": "x", "value": big}])
+    for reader in (store, other):
+        got = reader.get_app("/big")
+        assert got["backoffSeconds"] == big and type(got["backoffSeconds"]) is int
+        assert got["extra"] == [negative, 1.5] and type(got["extra"][0]) is int
+        assert [a["backoffSeconds"] for a in reader.list_apps()] == [big]
+        assert [e["value"] for _, e in reader.events_since(0) if e["eventType"] == "x"] == [big]
+
+
 def test_apps_create_update_delete(store):
     g0 = store.desired_generation()
     store.apply_app_change("/b", app_doc("/b"), dep("d1", "/b"), must_exist=False)
