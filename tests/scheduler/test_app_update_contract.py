@@ -5,6 +5,7 @@ its transaction). Racing updates lose nothing; a refused update stores nothing."
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 
@@ -14,14 +15,18 @@ from tests.scheduler.test_state_contract import backend, store  # noqa: F401 - f
 
 
 def _one_more(serial: list[int]):
-    """An update adding one instance to the app it is given (a new deployment id per run)."""
+    """An update adding one instance to the app it is given (a new deployment id per run).
+    The ids carry a tag of their own: a thread's ident (used before) is reused by a thread
+    started after it ended, and under load the second writer of the racing test could start
+    after the first had finished, making the first one's ids again."""
+    tag = uuid.uuid4().hex[:12]
+
     def update(previous):
         if previous is None:
             raise AppNotFound("/u")
         serial[0] += 1
         new = dict(previous, instances=previous["instances"] + 1)
-        return new, dep(f"u{threading.get_ident()}-{serial[0]}", "/u",
-                        instances=new["instances"])
+        return new, dep(f"u{tag}-{serial[0]}", "/u", instances=new["instances"])
     return update
 
 
