@@ -21,6 +21,7 @@ KILL_RETRY_SECONDS = 10.0        # re-send a KILL the agent has not answered
 RECONCILE_EVERY_SECONDS = 60.0   # periodic explicit + implicit reconciliation
 EVENTS_KEPT = 100_000            # the event log is a tail for /v2/events, not an archive
 PRUNE_EVERY_SECONDS = 600.0
+FINISHED_DEPLOYMENTS_KEPT = 1_000   # each change writes one; a scale storm wrote tens of thousands
 STAGING_RECONCILE_SECONDS = 30.0  # reconcile a task stuck in STAGING this long
 UNREACHABLE_RECONCILE_SECONDS = 5.0  # ask about unreachable/unknown tasks this often
 NO_OFFERS_AFTER_SECONDS = 5.0    # demand without any offer this long: waiting "no offers"
@@ -87,6 +88,10 @@ class PeriodicRound:
             if pruned:
                 log.info("event log: dropped %d old events, kept the newest %d", pruned,
                          EVENTS_KEPT)
+            pruned = self.store.prune_deployments(FINISHED_DEPLOYMENTS_KEPT)
+            if pruned:
+                log.info("deployments: dropped %d finished ones, kept the newest %d finished",
+                         pruned, FINISHED_DEPLOYMENTS_KEPT)
         if time.monotonic() - self.last_reconcile > RECONCILE_EVERY_SECONDS:
             self.reconcile_all()
         else:

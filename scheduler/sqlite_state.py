@@ -57,6 +57,7 @@ from scheduler.state import (
 __all__ = ["SQLiteStateStore", "open_state", "FINAL_DEPLOYMENT_STATUSES"]
 _NO_SPACE_ERRORS = ("SQLITE_FULL", "SQLITE_IOERR")
 BUSY_TIMEOUT_SECONDS = 30.0
+PRUNE_CHUNK = 2_000     # rows deleted per transaction by the prunes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -413,6 +414,27 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
             cur = c.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?",
                             (max(0, int(keep)),))
             return cur.rowcount
+
+    def prune_deployments(self, keep_finished: int) -> int:
+        """Delete all but the newest `keep_finished` finished deployments (running ones stay,
+        whatever their age), PRUNE_CHUNK at a time: the first prune of a store that kept
+        every deployment may have tens of thousands to delete, and the API's writers wait
+        for each transaction."""
+        row = self._conn().execute(
+            "SELECT seq FROM deployments WHERE status != 'running' ORDER BY seq DESC "
+            "LIMIT 1 OFFSET ?", (max(0, int(keep_finished)),)).fetchone()
+        if row is None:
+            return 0
+        pruned = 0
+        while True:
+            with self._write() as c:
+                count = c.execute(
+                    "DELETE FROM deployments WHERE seq IN (SELECT seq FROM deployments "
+                    "WHERE status != 'running' AND seq <= ? ORDER BY seq LIMIT ?)",
+                    (int(row[0]), PRUNE_CHUNK)).rowcount
+            pruned += count
+            if count < PRUNE_CHUNK:
+                return pruned
 
 
 def open_state(path_or_url: str) -> StateStore:

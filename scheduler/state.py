@@ -401,6 +401,14 @@ class StateStore(ABC):
         """Delete all but the newest `keep` events; returns how many went. Ids are never reused,
         so a reader resuming from an older id simply gets what is left."""
 
+    def prune_deployments(self, keep_finished: int) -> int:
+        """Delete all but the newest `keep_finished` finished deployments (succeeded, failed,
+        cancelled, superseded; running ones are never touched); returns how many went. Every
+        change writes one and they were kept for ever (`GET /v2/deployments/{id}` answers any
+        status; Marathon keeps none). The default keeps them all: a backend that can prune
+        them overrides this (SQLite)."""
+        return 0
+
     # -- app version history (plain documents; the API decides what to keep) ---------------
     # Optional: a backend that keeps histories overrides these (SQLite through
     # `scheduler.sqlite_versions`, ZooKeeper through `scheduler.zk_versions`). The defaults keep none, so `GET /v2/apps/{id}/versions`

@@ -470,6 +470,22 @@ def test_a_round_prunes_the_event_log_to_its_newest_events(env, monkeypatch):
     assert len(store.events_since(0)) == 6
 
 
+def test_a_round_prunes_finished_deployments_to_the_newest(env, monkeypatch):
+    from tests.scheduler.state_docs import app_doc, dep
+
+    store, _, worker = env
+    monkeypatch.setattr("scheduler.periodic_round.FINISHED_DEPLOYMENTS_KEPT", 3)
+    store.apply_app_change("/p", app_doc("/p", instances=0), None)
+    for n in range(8):   # each forced change supersedes the one before
+        store.apply_app_change("/p", app_doc("/p", instances=0), dep(f"p{n}", "/p"),
+                               force=True)
+    store.cancel_deployment("p7")
+    worker.handle("subscribed", ("F1", {"hostname": "127.0.0.1", "port": 5050}))
+    worker.tick()
+    left = {d["id"]: d["status"] for d in store.list_deployments(active_only=False)}
+    assert left == {"p5": "superseded", "p6": "superseded", "p7": "cancelled"}
+
+
 @pytest.mark.parametrize("message,level,logged", [
     # pymesos between connections, and a call that crossed a master failover (seen in a test)
     ("Not connected yet", "WARNING", "master connection changing while handling tick"),

@@ -391,3 +391,25 @@ def test_a_first_versioned_change_rolled_back_leaves_the_history_usable(db, monk
     stored = store.apply_app_change("/a", app_doc("/a"), dep("d1"), history_keep=3)
     assert store.list_app_versions("/a") == [stored["version"]]
     store.close()
+
+
+def test_finished_deployments_are_pruned_to_the_newest_in_chunks(store, monkeypatch):
+    import scheduler.sqlite_state as sqlite_state
+
+    monkeypatch.setattr(sqlite_state, "PRUNE_CHUNK", 4)   # several transactions
+    store.apply_app_change("/old", app_doc("/old"), dep("keeps-running", "/old"))
+    store.apply_app_change("/p", app_doc("/p"), None)
+    for n in range(12):
+        store.apply_app_change("/p", app_doc("/p", instances=n), dep(f"p{n:02d}", "/p"),
+                               force=True)
+    store.cancel_deployment("p11")
+    assert store.prune_deployments(keep_finished=2) == 10   # p00..p09 went
+    left = [d["id"] for d in store.list_deployments(active_only=False)]
+    assert left == ["keeps-running", "p10", "p11"]
+    assert store.get_deployment("p00") is None
+    assert store.prune_deployments(keep_finished=1) == 1 and store.prune_deployments(5) == 0
+    assert [d["id"] for d in store.list_deployments(active_only=False)] == ["keeps-running",
+                                                                          "p11"]
+    # the running one still locks its app (its deployment_apps rows were not touched)
+    with pytest.raises(DeploymentConflict):
+        store.apply_app_change("/old", app_doc("/old", instances=2), dep("d-new", "/old"))
