@@ -113,7 +113,12 @@ def test_scale_from_the_page_and_watch_the_instances_change(stack, page):
     expect(page.locator("tr.task-row .state-running")).to_have_count(3, timeout=LIVE)
     expect(page.locator("#detail-facts dd").first).to_have_text("3 of 3 running")
     assert api(base, "GET", "/v2/apps/ui/web").json()["app"]["instances"] == 3
-    # Suspend: scale to 0, through the same API.
+    # Suspend: scale to 0, through the same API. Three running tasks show before the scheduler
+    # ends the scale's deployment, and a change while it runs is refused (409, as Marathon):
+    # the suspend waits for it, as a user reading the page's deployment would.
+    wait_until(lambda: not any("/ui/web" in d["affectedApps"]
+                               for d in api(base, "GET", "/v2/deployments").json()),
+               60, message="the scale's deployment to end")
     page.locator("button.action-suspend").click()
     expect(page.locator("tr.task-row")).to_have_count(0, timeout=LIVE)
     assert api(base, "GET", "/v2/apps/ui/web").json()["app"]["instances"] == 0
