@@ -47,6 +47,7 @@ TaskRecord = tuple[str, str, Any, bytes]
 
 
 FINAL_DEPLOYMENT_STATUSES = frozenset({"succeeded", "failed", "cancelled", "superseded"})
+PRUNE_CHUNK = 500   # deletions per transaction of `prune_deployments` (a ZooKeeper multi)
 
 
 class StateError(Exception):
@@ -123,6 +124,16 @@ class Transaction:
     # `eventType` and `timestamp`), in order: a batch of status updates stores its events with
     # the documents they describe.
     events: tuple[Doc, ...] = ()
+
+
+def _prune_plan(deployment_ids: list[str]) -> Plan[int]:
+    """Deletions of those deployments still stored and final in the snapshot."""
+    def plan(reader: Reader) -> tuple[Transaction, int]:
+        ops = tuple(Delete("deployments", i) for i in deployment_ids
+                    if (reader.deployment(i) or {}).get("status", "running")
+                    in FINAL_DEPLOYMENT_STATUSES)
+        return Transaction(ops), len(ops)
+    return plan
 
 
 class Reader(Protocol):
@@ -405,9 +416,16 @@ class StateStore(ABC):
         """Delete all but the newest `keep_finished` finished deployments (succeeded, failed,
         cancelled, superseded; running ones are never touched); returns how many went. Every
         change writes one and they were kept for ever (`GET /v2/deployments/{id}` answers any
-        status; Marathon keeps none). The default keeps them all: a backend that can prune
-        them overrides this (SQLite)."""
-        return 0
+        status; Marathon keeps none). Here over `transact`, PRUNE_CHUNK deletions per
+        transaction (a ZooKeeper `multi` is one packet); a backend may do it its own way
+        (SQLite: by creation order, in SQL)."""
+        finished = [d["id"] for d in self.list_deployments(active_only=False)
+                    if d.get("status", "running") in FINAL_DEPLOYMENT_STATUSES]
+        doomed = finished[:max(0, len(finished) - max(0, int(keep_finished)))]
+        pruned = 0
+        for start in range(0, len(doomed), PRUNE_CHUNK):
+            pruned += self.transact(_prune_plan(doomed[start:start + PRUNE_CHUNK]))
+        return pruned
 
     # -- app version history (plain documents; the API decides what to keep) ---------------
     # Optional: a backend that keeps histories overrides these (SQLite through

@@ -20,6 +20,7 @@ from scheduler.state import (
     StateStore,
 )
 from tests.scheduler.state_docs import app_doc, dep, task
+from tests.support import wait_until
 
 
 class Backend:
@@ -84,6 +85,26 @@ def test_integers_past_64_bits_come_back_exactly(backend):
         assert got["extra"] == [negative, 1.5] and type(got["extra"][0]) is int
         assert [a["backoffSeconds"] for a in reader.list_apps()] == [big]
         assert [e["value"] for _, e in reader.events_since(0) if e["eventType"] == "x"] == [big]
+
+
+def test_finished_deployments_are_pruned_to_the_newest(backend, monkeypatch):
+    import scheduler.state as state_module
+
+    monkeypatch.setattr(state_module, "PRUNE_CHUNK", 3)   # several transactions (ZooKeeper)
+    store, other = backend.open(), backend.open()
+    store.apply_app_change("/old", app_doc("/old"), dep("keeps-running", "/old"))
+    store.apply_app_change("/p", app_doc("/p"), None)
+    for n in range(8):   # each forced change supersedes the one before
+        store.apply_app_change("/p", app_doc("/p", instances=n), dep(f"p{n}", "/p"), force=True)
+    store.cancel_deployment("p7")
+    assert store.prune_deployments(keep_finished=2) == 6
+    expected = ["keeps-running", "p6", "p7"]
+    assert [d["id"] for d in store.list_deployments(active_only=False)] == expected
+    wait_until(lambda: [d["id"] for d in other.list_deployments(active_only=False)] == expected,
+               10, message="the other store object to see the prune")
+    assert other.get_deployment("p0") is None and store.prune_deployments(2) == 0
+    with pytest.raises(DeploymentConflict):   # the running one still locks its app
+        store.apply_app_change("/old", app_doc("/old", instances=2), dep("d-new", "/old"))
 
 
 def test_apps_create_update_delete(store):
