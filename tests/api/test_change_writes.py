@@ -369,11 +369,21 @@ def test_a_patch_of_instances_scales_as_a_put_does(client_and_store) -> None:
     assert store.get_deployment(r.json["deploymentId"])["kind"] == "scale"
 
 
-def _raced_client(tmp_path: Path):
+@pytest.fixture()
+def raced(tmp_path: Path):
+    """A client with /w/app created, whose store commits `race(doc)` (another writer's
+    change of the app; None deletes it) just before its next transaction."""
     store = _RacedStore(tmp_path / "state.db")
     other = SQLiteStateStore(tmp_path / "state.db")
     client = falcon.testing.TestClient(create_app(ApiConfig(state_path="unused"), store))
-    return client, store, other
+    assert client.simulate_post("/v2/apps", json=APP).status_code == 201
+
+    def race(doc):
+        store.race = [lambda: other.apply_app_change("/w/app", doc, None, force=True)]
+
+    yield client, store, race
+    other.close()
+    store.close()
 
 
 @pytest.mark.parametrize("request_made", [
@@ -382,67 +392,43 @@ def _raced_client(tmp_path: Path):
     ("PUT", "/v2/apps", [{"id": "/w/app", "cmd": "sleep 300"}]),
     ("PATCH", "/v2/apps", [{"id": "/w/app", "cmd": "sleep 300"}]),
 ])
-def test_a_patch_is_merged_onto_the_app_its_transaction_reads(tmp_path: Path,
-                                                              request_made) -> None:
+def test_a_patch_is_merged_onto_the_app_its_transaction_reads(raced, request_made) -> None:
     """A partial update merged onto an app read before its transaction wrote back that older
     app: a scale committed in between was lost, and the deployment's `original` (what a
     rollback restores) was stale."""
+    client, store, race = raced
     method, path, body = request_made
-    client, store, other = _raced_client(tmp_path)
-    try:
-        assert client.simulate_post("/v2/apps", json=APP).status_code == 201
-        scaled = dict(store.get_app("/w/app"), instances=7)
-        store.race = [lambda: other.apply_app_change("/w/app", scaled, None, force=True)]
-        r = client.simulate_request(method, path, params={"force": "true"}, json=body)
-        assert r.status_code == 200, r.text
-        now = store.get_app("/w/app")
-        assert now["cmd"] == "sleep 300" and now["instances"] == 7
-        dep = store.get_deployment(r.json["deploymentId"])
-        assert dep["original"] == scaled and dep["kind"] == "update"
-    finally:
-        other.close()
-        store.close()
+    scaled = dict(store.get_app("/w/app"), instances=7)
+    race(scaled)
+    r = client.simulate_request(method, path, params={"force": "true"}, json=body)
+    assert r.status_code == 200, r.text
+    now = store.get_app("/w/app")
+    assert now["cmd"] == "sleep 300" and now["instances"] == 7
+    dep = store.get_deployment(r.json["deploymentId"])
+    assert dep["original"] == scaled and dep["kind"] == "update"
 
 
-def test_a_group_scale_by_a_factor_scales_the_count_its_transaction_reads(tmp_path: Path
-                                                                          ) -> None:
-    client, store, other = _raced_client(tmp_path)
-    try:
-        assert client.simulate_post("/v2/apps", json=APP).status_code == 201
-        scaled = dict(store.get_app("/w/app"), instances=3)
-        store.race = [lambda: other.apply_app_change("/w/app", scaled, None, force=True)]
-        r = client.simulate_put("/v2/groups/w", params={"force": "true"}, json={"scaleBy": 2})
-        assert r.status_code == 200, r.text
-        assert store.get_app("/w/app")["instances"] == 6   # 3 x 2, not the 1 read before
-    finally:
-        other.close()
-        store.close()
+def test_a_group_scale_by_a_factor_scales_the_count_its_transaction_reads(raced) -> None:
+    client, store, race = raced
+    race(dict(store.get_app("/w/app"), instances=3))
+    r = client.simulate_put("/v2/groups/w", params={"force": "true"}, json={"scaleBy": 2})
+    assert r.status_code == 200, r.text
+    assert store.get_app("/w/app")["instances"] == 6   # 3 x 2, not the 1 read before
 
 
-def test_a_restart_keeps_a_definition_committed_before_its_transaction(tmp_path: Path) -> None:
-    client, store, other = _raced_client(tmp_path)
-    try:
-        assert client.simulate_post("/v2/apps", json=APP).status_code == 201
-        changed = dict(store.get_app("/w/app"), cmd="sleep 400")
-        store.race = [lambda: other.apply_app_change("/w/app", changed, None, force=True)]
-        r = client.simulate_post("/v2/apps/w/app/restart", params={"force": "true"})
-        assert r.status_code == 200, r.text
-        assert store.get_app("/w/app")["cmd"] == "sleep 400"
-        assert store.get_deployment(r.json["deploymentId"])["kind"] == "restart"
-    finally:
-        other.close()
-        store.close()
+def test_a_restart_keeps_a_definition_committed_before_its_transaction(raced) -> None:
+    client, store, race = raced
+    race(dict(store.get_app("/w/app"), cmd="sleep 400"))
+    r = client.simulate_post("/v2/apps/w/app/restart", params={"force": "true"})
+    assert r.status_code == 200, r.text
+    assert store.get_app("/w/app")["cmd"] == "sleep 400"
+    assert store.get_deployment(r.json["deploymentId"])["kind"] == "restart"
 
 
-def test_a_patch_of_an_app_deleted_before_its_transaction_is_404(tmp_path: Path) -> None:
-    client, store, other = _raced_client(tmp_path)
-    try:
-        assert client.simulate_post("/v2/apps", json=APP).status_code == 201
-        store.race = [lambda: other.apply_app_change("/w/app", None, None, force=True)]
-        r = client.simulate_patch("/v2/apps/w/app", params={"force": "true"},
-                                  json={"cmd": "sleep 300"})
-        assert r.status_code == 404, r.text
-        assert store.get_app("/w/app") is None
-    finally:
-        other.close()
-        store.close()
+def test_a_patch_of_an_app_deleted_before_its_transaction_is_404(raced) -> None:
+    client, store, race = raced
+    race(None)
+    r = client.simulate_patch("/v2/apps/w/app", params={"force": "true"},
+                              json={"cmd": "sleep 300"})
+    assert r.status_code == 404, r.text
+    assert store.get_app("/w/app") is None
