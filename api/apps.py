@@ -177,8 +177,7 @@ class AppsCollection:
             raise bad_request("Expected a JSON array of app definitions")
         store = self.ctx.store
         partial = req.get_param_as_bool("partialUpdate", default=True) or not create
-        todo: list[tuple[str, Doc | None, Doc]] = []
-        merged_docs: list[Doc] = []   # each todo's patch as sent
+        todo: list[tuple[str, Doc | None, changes.NewDefinition]] = []
         details: list[Doc] = []
         for i, doc in enumerate(docs):
             try:
@@ -189,8 +188,9 @@ class AppsCollection:
                 base = changes.definition(old) if old is not None and partial else None
                 new = changes.validated(merge_patch(base, doc) if base is not None
                                         else {**doc, "id": app_id})
-                todo.append((app_id, old, new))
-                merged_docs.append(doc)
+                # Validated here, all before any is stored; a patch is merged again onto the
+                # app as its own transaction reads it, so a change made meanwhile stays.
+                todo.append((app_id, old, new if base is None else _merged(doc)))
             except SpecError as exc:
                 details += [{"path": f"/{i}{d['path'].rstrip('/')}", "errors": d["errors"]}
                             for d in exc.details]
@@ -199,12 +199,9 @@ class AppsCollection:
         if len({t[0] for t in todo}) != len(todo):
             raise ApiError(422, "Object is not valid", [{"path": "/", "errors": [
                 "an app id is given more than once"]}])
-        # Validated above, all before any is stored; each merged again onto the app as its
-        # own transaction reads it (`changes.apply`), so a change made meanwhile stays.
-        results = [changes.apply(store, req, app_id, old,
-                                 _merged(doc) if old is not None and partial else new,
-                                 force=force_param(req), port_range=self.ctx.port_range)
-                   for (app_id, old, new), doc in zip(todo, merged_docs, strict=True)]
+        results = [changes.apply(store, req, app_id, old, new, force=force_param(req),
+                                 port_range=self.ctx.port_range)
+                   for app_id, old, new in todo]
         if results:
             resp.set_header("Marathon-Deployment-Id", results[0].deployment["id"])
             resp.media = changes.deployment_result(results[0])
@@ -265,8 +262,7 @@ class AppResource:
             # a scale of an app that is not there: say so (a definition needs a command)
             raise not_found(f"App '{app_id}' does not exist")
         if old is not None and partial:
-            changes.patched(old, doc)   # a 422 before any transaction; merged again in it
-            new_json: Doc | Callable[[Doc], Doc] = _merged(doc)
+            new_json: changes.NewDefinition = _merged(doc)   # 422 from inside the transaction
         else:
             new_json = changes.validated({**doc, "id": app_id})
         change = changes.apply(store, req, app_id, old, new_json, force=force_param(req),
@@ -286,7 +282,6 @@ class AppResource:
                                    port_range=self.ctx.port_range)
         else:
             old = get_app_or_404(self.ctx.store, app_id)
-            changes.patched(old, doc)   # a 422 before any transaction; merged again in it
             change = changes.apply(self.ctx.store, req, app_id, old, _merged(doc),
                                    force=force_param(req), port_range=self.ctx.port_range)
         resp.set_header("Marathon-Deployment-Id", change.deployment["id"])

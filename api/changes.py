@@ -125,18 +125,29 @@ def apply(store: StateStore, req: falcon.Request, app_id: str, old: Doc | None,
     The stored app is a copy (`stamp_app`): it shares nothing with `new_json` or the app read.
     The deployment's `original` is the app read (stored as JSON in the transaction).
     """
+    return _change(store, req, app_id, old is not None, new_json, force=force, restart=restart,
+                   keep_versions=keep_versions, port_range=port_range)
+
+
+def _change(store: StateStore, req: falcon.Request, app_id: str, must_exist: bool,
+            new_json: NewDefinition, *, force: bool, restart: bool = False,
+            keep_versions: bool = False, port_range: PortRange = DEFAULT_RANGE,
+            owned: bool = False) -> Change:
+    """`apply` and `scale`: the change planned from the app as the transaction reads it.
+    `owned`: what `new_json(app)` makes is this change's own (see `_planned`)."""
     now = iso_now()
     deployment_id = new_deployment_id()
 
     def update(previous: Doc | None) -> tuple[Doc | None, Doc]:
-        if previous is None and old is not None:
+        if previous is None and must_exist:
             raise AppNotFound(app_id)
-        if previous is not None and old is None:
+        if previous is not None and not must_exist:
             raise AppExists(app_id)
         wanted = new_json(previous) if callable(new_json) and previous is not None else new_json
         assert not callable(wanted), "a definition made from the app needs an existing app"
         return _planned(previous, wanted, now=now, deployment_id=deployment_id,
-                        restart=restart, keep_versions=keep_versions, port_range=port_range)
+                        restart=restart, keep_versions=keep_versions, port_range=port_range,
+                        owned=owned)
 
     stored, deployment = store.apply_app_update(
         app_id, update, force=force, port_range=port_range, history_keep=MAX_APP_VERSIONS,
@@ -187,23 +198,11 @@ def scale(store: StateStore, req: falcon.Request, app_id: str, patch: Doc, *, fo
     cheap; the answers, documents and events are `apply`'s. AppNotFound (404) if there is no
     such app. The returned app shares nested values with the returned deployment's
     `original` (both stored as JSON already): copy before changing either in place."""
-    now = iso_now()
-    deployment_id = new_deployment_id()
-
-    def update(previous: Doc | None) -> tuple[Doc | None, Doc]:
-        if previous is None:
-            raise AppNotFound(app_id)
-        # `previous` is the transaction's own read and the patched definition is made from
-        # it here: nothing else holds either, and everything below only reads them until
-        # the transaction writes them out as JSON, so the stored app is not copied.
-        return _planned(previous, patched(previous, patch), now=now,
-                        deployment_id=deployment_id, port_range=port_range, owned=True)
-
-    stored, deployment = store.apply_app_update(
-        app_id, update, force=force, port_range=port_range, history_keep=MAX_APP_VERSIONS,
-        events=lambda stored, deployment: _event_docs(req, stored, deployment, now), now=now)
-    assert deployment is not None
-    return Change(deployment, stored, deployment.get("version") or now)
+    # The app the transaction reads and the definition patched from it are this change's own:
+    # nothing else holds either, and everything after only reads them until the transaction
+    # writes them out as JSON, so the stored app is not copied.
+    return _change(store, req, app_id, True, lambda previous: patched(previous, patch),
+                   force=force, port_range=port_range, owned=True)
 
 
 def scale_by_kills(store: StateStore, req: falcon.Request, app: Doc, task_ids: list[str], *,
