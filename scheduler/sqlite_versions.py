@@ -11,7 +11,14 @@ listed nor readable from the moment a newer one commits. The rows themselves go 
 first write in a process and then every `PRUNE_EVERY` writes: deleting the oldest row on
 every write read its cold pages (an old version's leaf and overflow page) and freed a page
 each time, which made it a scale PUT's costliest statement. At most `keep + PRUNE_EVERY - 1`
-versions of an app are on disk per writing process between prunes."""
+versions of an app are on disk per writing process between prunes.
+
+The rows are in a rowid table, in the order they were written, with a unique index on
+(app, version). Files made before keep them in a table clustered on (app, version) (`WITHOUT
+ROWID`) until opened: there a ~1 KB document did not fit beside its key in a leaf (an index
+B-tree's rows get a quarter of a page), so each version took an overflow page of its own, and
+each write descended a tree as large as the whole history to a leaf of its app's; a scale PUT
+wrote one page more and read twice as many after another process's commit."""
 
 from __future__ import annotations
 
@@ -25,9 +32,9 @@ Doc = dict[str, Any]
 
 PRUNE_EVERY = 16   # an app's writes between two deletions of its old rows (per process)
 
-_TABLE = """CREATE TABLE IF NOT EXISTS app_versions (
-    app_id TEXT NOT NULL, version TEXT NOT NULL, doc TEXT NOT NULL,
-    PRIMARY KEY (app_id, version)) WITHOUT ROWID"""
+_COLUMNS = """(
+    app_id TEXT NOT NULL, version TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (app_id, version))"""
+_TABLE = "CREATE TABLE IF NOT EXISTS app_versions " + _COLUMNS
 _KEEP = "(SELECT CAST(value AS INTEGER) FROM meta WHERE key='app_versions_keep')"
 # The oldest version still kept of app ?1 (NULL while it has no more than `keep`).
 _OLDEST_KEPT = ("(SELECT version FROM app_versions WHERE app_id = ?1 ORDER BY version DESC "
@@ -50,6 +57,7 @@ class SQLiteAppVersions:
             return
         with self._write() as c:  # type: ignore[attr-defined]
             c.execute(_TABLE)
+            _move_to_rowid_table(c)
         self._versions_table_ready = True
 
     def put_app_version(self, app_id: str, version: str, doc: Doc, *, keep: int) -> None:
@@ -63,8 +71,9 @@ class SQLiteAppVersions:
         keep = max(1, int(keep))
         if self._keep_stored != keep:
             self._store_keep(c, keep)
-        c.execute("INSERT OR REPLACE INTO app_versions (app_id, version, doc) "
-                  "VALUES (?, ?, ?)", (app_id, version, dumps(doc)))
+        c.execute("INSERT INTO app_versions (app_id, version, doc) VALUES (?, ?, ?) "
+                  "ON CONFLICT (app_id, version) DO UPDATE SET doc=excluded.doc",
+                  (app_id, version, dumps(doc)))
         writes = self._writes_since_prune
         if writes is None:
             writes = self._writes_since_prune = {}
@@ -123,3 +132,17 @@ class SQLiteAppVersions:
         c.execute("DELETE FROM app_versions WHERE app_id = ?", (app_id,))
         if self._writes_since_prune is not None:
             self._writes_since_prune.pop(app_id, None)
+
+
+def _move_to_rowid_table(c: sqlite3.Connection) -> None:
+    """Give a file made before the rowid table (see the module) its rows in one, inside the
+    caller's transaction. Other connections re-prepare their statements on their own."""
+    row = c.execute("SELECT sql FROM sqlite_master WHERE type='table' AND "
+                    "name='app_versions'").fetchone()
+    if row is None or "WITHOUT ROWID" not in row[0].upper():
+        return
+    c.execute("CREATE TABLE app_versions_rowid " + _COLUMNS)
+    c.execute("INSERT INTO app_versions_rowid (app_id, version, doc) "
+              "SELECT app_id, version, doc FROM app_versions ORDER BY app_id, version")
+    c.execute("DROP TABLE app_versions")
+    c.execute("ALTER TABLE app_versions_rowid RENAME TO app_versions")

@@ -126,3 +126,34 @@ def test_sqlite_bound_written_in_a_transaction_that_rolled_back_is_written_again
         assert store.list_app_versions("/r") == [_version(5), _version(4)]
     finally:
         store.close()
+
+
+def test_sqlite_history_of_an_older_file_moves_to_the_rowid_table(tmp_path):
+    # Files made before kept versions clustered on (app, version), where each ~1 KB document
+    # took an overflow page; opening one moves its rows into the rowid table, all of them.
+    path = str(tmp_path / "state.db")
+    open_state(path).close()  # the file, its meta and every other table as this version makes
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE IF EXISTS app_versions")
+    conn.execute("CREATE TABLE app_versions (app_id TEXT NOT NULL, version TEXT NOT NULL, "
+                 "doc TEXT NOT NULL, PRIMARY KEY (app_id, version)) WITHOUT ROWID")
+    conn.executemany("INSERT INTO app_versions VALUES (?, ?, ?)",
+                     [(app, _version(n), '{"n": %d, "pad": "%s"}' % (n, "x" * 1000))
+                      for app in ("/old/a", "/old/b") for n in range(5)])
+    conn.commit()
+    conn.close()
+    store = open_state(path)
+    try:
+        assert store.list_app_versions("/old/a") == [_version(n) for n in range(4, -1, -1)]
+        assert store.get_app_version("/old/b", _version(2))["n"] == 2
+        store.put_app_version("/old/a", _version(9), {"n": 9}, keep=50)
+        assert store.list_app_versions("/old/a")[0] == _version(9)
+    finally:
+        store.close()
+    conn = sqlite3.connect(path)
+    try:
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE name='app_versions'").fetchone()
+        assert "WITHOUT ROWID" not in sql[0].upper()
+        assert conn.execute("SELECT count(*) FROM app_versions").fetchone()[0] == 11
+    finally:
+        conn.close()
