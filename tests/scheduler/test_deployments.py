@@ -450,10 +450,12 @@ def test_advance_properties(kind, instances, checks, rounds):
 def test_deployment_ids_are_uuids_that_sort_in_creation_order():
     made = []
     for _ in range(3):
-        start = time.monotonic_ns()
         batch = [new_deployment_id() for _ in range(200)]
         made.append(batch)
-        while time.monotonic_ns() - start < 2_000_000:  # the next batch in a later millisecond
+        # The next batch in a later millisecond than this one's last id (a batch may itself
+        # span milliseconds on a busy machine).
+        last_ms = time.time_ns() // 1_000_000
+        while time.time_ns() // 1_000_000 <= last_ms:
             pass
     ids = [i for batch in made for i in batch]
     assert len(set(ids)) == len(ids)
