@@ -84,30 +84,49 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', '0');
 # The apps each *running* deployment affects (its `affectedApps`), so the conflict check of a
 # change reads only the deployments of the apps it touches instead of decoding every running
 # deployment. Triggers keep it in step with `deployments` inside the writing transaction,
-# whoever writes. A file made before the table existed gets it, filled from its running
-# deployments, on first open (`_migrate`). Statements with `BEGIN ... END;` bodies, one each.
+# whoever writes: a running deployment's rows are exactly the text values of its document's
+# `affectedApps`, so the rows of a deployment that changes or goes are found from its old
+# document by their key, (app, deployment). (An index on `deployment_id` served that before:
+# two more leaves written by each change that superseded a deployment.) A file made before the
+# table existed gets it, filled from its running deployments, on first open (`_migrate`).
 _DEPLOYMENT_APPS = (
     """CREATE TABLE deployment_apps (
         app_id TEXT NOT NULL, deployment_id TEXT NOT NULL,
         PRIMARY KEY (app_id, deployment_id)) WITHOUT ROWID""",
-    "CREATE INDEX deployment_apps_deployment ON deployment_apps (deployment_id)",
-    """CREATE TRIGGER deployment_apps_insert AFTER INSERT ON deployments
+    """INSERT OR IGNORE INTO deployment_apps (app_id, deployment_id)
+    SELECT j.value, d.id FROM deployments d, json_each(d.doc, '$.affectedApps') j
+    WHERE d.status = 'running' AND j.type = 'text'""",
+)
+# The triggers, checked on every open (statements with `BEGIN ... END;` bodies, one each).
+# Those of files made before (`deployment_apps_update`, `deployment_apps_delete`) deleted by
+# `deployment_id` through the index, and go with it. An update that keeps a deployment
+# running for the same apps (the scheduler recording progress) leaves its rows alone.
+_DEPLOYMENT_APPS_TRIGGERS = (
+    "DROP TRIGGER IF EXISTS deployment_apps_update",
+    "DROP TRIGGER IF EXISTS deployment_apps_delete",
+    "DROP INDEX IF EXISTS deployment_apps_deployment",
+    """CREATE TRIGGER IF NOT EXISTS deployment_apps_insert AFTER INSERT ON deployments
     WHEN NEW.status = 'running' BEGIN
         INSERT OR IGNORE INTO deployment_apps (app_id, deployment_id)
         SELECT value, NEW.id FROM json_each(NEW.doc, '$.affectedApps') WHERE type = 'text';
     END""",
-    """CREATE TRIGGER deployment_apps_update AFTER UPDATE ON deployments BEGIN
-        DELETE FROM deployment_apps WHERE deployment_id = OLD.id;
+    """CREATE TRIGGER IF NOT EXISTS deployment_apps_changed AFTER UPDATE ON deployments
+    WHEN NOT (OLD.status = 'running' AND NEW.status = 'running' AND OLD.id = NEW.id
+              AND json_extract(OLD.doc, '$.affectedApps')
+                  IS json_extract(NEW.doc, '$.affectedApps')) BEGIN
+        DELETE FROM deployment_apps WHERE OLD.status = 'running' AND deployment_id = OLD.id
+        AND app_id IN (SELECT value FROM json_each(OLD.doc, '$.affectedApps')
+                       WHERE type = 'text');
         INSERT OR IGNORE INTO deployment_apps (app_id, deployment_id)
         SELECT value, NEW.id FROM json_each(NEW.doc, '$.affectedApps')
         WHERE type = 'text' AND NEW.status = 'running';
     END""",
-    """CREATE TRIGGER deployment_apps_delete AFTER DELETE ON deployments BEGIN
-        DELETE FROM deployment_apps WHERE deployment_id = OLD.id;
+    """CREATE TRIGGER IF NOT EXISTS deployment_apps_removed AFTER DELETE ON deployments
+    WHEN OLD.status = 'running' BEGIN
+        DELETE FROM deployment_apps WHERE deployment_id = OLD.id
+        AND app_id IN (SELECT value FROM json_each(OLD.doc, '$.affectedApps')
+                       WHERE type = 'text');
     END""",
-    """INSERT OR IGNORE INTO deployment_apps (app_id, deployment_id)
-    SELECT j.value, d.id FROM deployments d, json_each(d.doc, '$.affectedApps') j
-    WHERE d.status = 'running' AND j.type = 'text'""",
 )
 
 
@@ -163,6 +182,8 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
                         "name='deployment_apps'").fetchone() is None:
             for stmt in _DEPLOYMENT_APPS:
                 conn.execute(stmt)
+        for stmt in _DEPLOYMENT_APPS_TRIGGERS:
+            conn.execute(stmt)
 
     # -- connections and transactions ------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:

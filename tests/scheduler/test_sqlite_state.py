@@ -98,6 +98,65 @@ def test_a_store_written_before_the_deployment_index_still_detects_conflicts(db)
         s.close()
 
 
+# The conflict index's triggers as files made before kept them: the rows of a deployment that
+# changed or went were found through an index on `deployment_id`.
+_INDEXED_TRIGGERS = """
+CREATE INDEX deployment_apps_deployment ON deployment_apps (deployment_id);
+CREATE TRIGGER deployment_apps_update AFTER UPDATE ON deployments BEGIN
+    DELETE FROM deployment_apps WHERE deployment_id = OLD.id;
+    INSERT OR IGNORE INTO deployment_apps (app_id, deployment_id)
+    SELECT value, NEW.id FROM json_each(NEW.doc, '$.affectedApps')
+    WHERE type = 'text' AND NEW.status = 'running';
+END;
+CREATE TRIGGER deployment_apps_delete AFTER DELETE ON deployments BEGIN
+    DELETE FROM deployment_apps WHERE deployment_id = OLD.id;
+END;
+"""
+
+
+def _conflict_rows(db) -> set[tuple[str, str]]:
+    conn = sqlite3.connect(db)
+    try:
+        return set(conn.execute("SELECT app_id, deployment_id FROM deployment_apps"))
+    finally:
+        conn.close()
+
+
+def test_a_store_with_the_indexed_conflict_triggers_gets_the_keyed_ones(db):
+    s = SQLiteStateStore(db)
+    try:
+        s.apply_app_change("/a", app_doc("/a"), dict(dep("d1", "/a"), affectedApps=["/a", "/b"]))
+        s.apply_app_change("/c", app_doc("/c"), dep("d2", "/c"))
+    finally:
+        s.close()
+    with sqlite3.connect(db) as old:
+        old.execute("DROP TRIGGER deployment_apps_changed")
+        old.execute("DROP TRIGGER deployment_apps_removed")
+        old.executescript(_INDEXED_TRIGGERS)
+    old.close()
+    s = SQLiteStateStore(db)
+    try:
+        conn = sqlite3.connect(db)
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        conn.close()
+        assert {"deployment_apps_deployment", "deployment_apps_update",
+                "deployment_apps_delete"}.isdisjoint(names)
+        assert {"deployment_apps_changed", "deployment_apps_removed"} <= names
+        assert _conflict_rows(db) == {("/a", "d1"), ("/b", "d1"), ("/c", "d2")}
+        with pytest.raises(DeploymentConflict):
+            s.apply_app_change("/b", app_doc("/b"), dep("d3", "/b"))
+        s.apply_app_change("/b", app_doc("/b"), dep("d3", "/b"), force=True)  # supersedes d1
+        assert _conflict_rows(db) == {("/b", "d3"), ("/c", "d2")}
+        progress = dict(dep("d2", "/c"), currentStep=2)  # still running, same apps
+        assert s.update_deployment(progress)
+        assert _conflict_rows(db) == {("/b", "d3"), ("/c", "d2")}
+        assert s.update_deployment(dict(dep("d2", "/c"), status="succeeded"))
+        assert _conflict_rows(db) == {("/b", "d3")}
+        s.apply_app_change("/a", app_doc("/a", instances=2), dep("d4", "/a"))  # free again
+    finally:
+        s.close()
+
+
 def test_a_store_written_before_delay_resets_opens_and_takes_them(db):
     db.parent.mkdir(parents=True)
     with sqlite3.connect(db) as old:
