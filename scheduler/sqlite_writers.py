@@ -128,16 +128,32 @@ class ProcessTurn:
                     fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass
 class _Pending:
-    """One writer's work in the group-commit queue, and what became of it."""
+    """One writer's work in the group-commit queue, and what became of it.
+
+    The writer waits for `woken` to be released, once, by whoever wakes it (a leader hands
+    it the next lead, or gives it its result). A bare lock rather than an Event: Event.set
+    notifies under a condition lock that the woken thread must take again, one more wait
+    and wake per writer in a batch."""
 
     work: Callable[[sqlite3.Connection], Any]
-    woken: threading.Event = field(default_factory=threading.Event)
+    woken: threading.Lock = field(default_factory=_held_lock)
     leads: bool = False           # woken to lead the next transaction
-    done: bool = False
     result: Any = None
     error: BaseException | None = None
+
+    def wait(self) -> None:
+        self.woken.acquire()
+
+    def wake(self) -> None:
+        self.woken.release()
 
     def outcome(self) -> Any:
         if self.error is not None:
@@ -206,7 +222,7 @@ class WriterQueue:
             me.leads = not self._leading
             self._leading = True
         if not me.leads:
-            me.woken.wait()
+            me.wait()
             if not me.leads:
                 return me.outcome()
         batch: list[_Pending] = []
@@ -227,12 +243,12 @@ class WriterQueue:
             with self._mutex:
                 if self._waiting:          # hand the lead to the first who came meanwhile
                     self._waiting[0].leads = True
-                    self._waiting[0].woken.set()
+                    self._waiting[0].wake()
                 else:
                     self._leading = False
             for pending in batch:
                 if pending is not me:
-                    pending.woken.set()
+                    pending.wake()
         return me.outcome()
 
     def _apply(self, batch: list[_Pending], transaction: Transaction, mine: bool) -> None:
