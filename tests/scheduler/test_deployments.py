@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import multiprocessing
 import time
 import uuid
 
@@ -465,3 +466,25 @@ def test_deployment_ids_are_uuids_that_sort_in_creation_order():
     # Across milliseconds they sort in creation order (within one, the random bits decide).
     assert max(made[0]) < min(made[1]) and max(made[1]) < min(made[2])
     assert plan_deployment(None, {"id": "/a", "version": "v"}, now="v")["id"] > made[2][0]
+
+
+def _random_parts(ids: list[str]) -> list[int]:
+    return [uuid.UUID(i).int & (1 << 80) - 1 for i in ids]
+
+
+def _ids_in_child(conn) -> None:
+    conn.send([new_deployment_id() for _ in range(50)])
+    conn.close()
+
+
+def test_deployment_ids_of_forked_workers_do_not_repeat_each_other():
+    # gunicorn forks its workers from one process: each must draw its own random bits, or two
+    # workers creating deployments in the same millisecond would make the same id.
+    ctx = multiprocessing.get_context("fork")
+    here, there = ctx.Pipe()
+    child = ctx.Process(target=_ids_in_child, args=(there,))
+    child.start()
+    mine = [new_deployment_id() for _ in range(50)]
+    theirs = here.recv()
+    child.join(10)
+    assert set(_random_parts(mine)).isdisjoint(_random_parts(theirs))
