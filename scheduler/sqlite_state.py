@@ -58,6 +58,7 @@ __all__ = ["SQLiteStateStore", "open_state", "FINAL_DEPLOYMENT_STATUSES"]
 _NO_SPACE_ERRORS = ("SQLITE_FULL", "SQLITE_IOERR")
 BUSY_TIMEOUT_SECONDS = 30.0
 PRUNE_CHUNK = 2_000     # rows deleted per transaction by the prunes
+EVENTS_PER_INSERT = 500  # rows of one INSERT (SQLite allows 32,766 parameters)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -350,9 +351,12 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         txn, result = plan(Reader(c))
         for op in txn.ops:
             APPLY[type(op), op.kind](c, op)
-        if txn.events:
-            c.executemany("INSERT INTO events (doc) VALUES (?)",
-                          [(dumps(doc),) for doc in txn.events])
+        # One statement per chunk of events, not one step each (executemany): each step lets
+        # go of the GIL and waits to get it back, inside the writers' turn.
+        for start in range(0, len(txn.events), EVENTS_PER_INSERT):
+            chunk = txn.events[start:start + EVENTS_PER_INSERT]
+            c.execute("INSERT INTO events (doc) VALUES " + ", ".join(["(?)"] * len(chunk)),
+                      [dumps(doc) for doc in chunk])
         if txn.bump_generation:
             self._bump(c)
         return result

@@ -472,3 +472,17 @@ def test_finished_deployments_are_pruned_to_the_newest_in_chunks(store, monkeypa
     # the running one still locks its app (its deployment_apps rows were not touched)
     with pytest.raises(DeploymentConflict):
         store.apply_app_change("/old", app_doc("/old", instances=2), dep("d-new", "/old"))
+
+
+def test_a_transaction_stores_its_events_in_order_across_insert_chunks(store):
+    from scheduler.sqlite_state import EVENTS_PER_INSERT
+    from scheduler.state import Transaction
+
+    last = store.append_event("before", {"n": -1})
+    count = 2 * EVENTS_PER_INSERT + 3
+    events = tuple({"eventType": "status_update_event", "n": n, "timestamp": "t"}
+                   for n in range(count))
+    store.transact(lambda r: (Transaction(events=events), None))
+    stored = store.events_since(last, limit=count + 10)
+    assert [doc["n"] for _, doc in stored] == list(range(count))
+    assert [i for i, _ in stored] == list(range(last + 1, last + 1 + count))
