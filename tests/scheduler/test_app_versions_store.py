@@ -4,6 +4,7 @@ deleted with the app."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import uuid
 
@@ -138,7 +139,7 @@ def test_sqlite_history_of_an_older_file_moves_to_the_rowid_table(tmp_path):
     conn.execute("CREATE TABLE app_versions (app_id TEXT NOT NULL, version TEXT NOT NULL, "
                  "doc TEXT NOT NULL, PRIMARY KEY (app_id, version)) WITHOUT ROWID")
     conn.executemany("INSERT INTO app_versions VALUES (?, ?, ?)",
-                     [(app, _version(n), '{"n": %d, "pad": "%s"}' % (n, "x" * 1000))
+                     [(app, _version(n), json.dumps({"n": n, "pad": "x" * 1000}))
                       for app in ("/old/a", "/old/b") for n in range(5)])
     conn.commit()
     conn.close()
