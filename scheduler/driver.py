@@ -19,10 +19,21 @@ so `install_tolerant_connection` puts in a subclass that takes a 404 *before the
 is answered* as "not ready yet" (the connection ends and the paced retry above follows); any
 other failure, and a 404 on a subscribed stream, still raise as before. The first time it is built, it also installs `lograte`'s filters on
 pymesos's loggers (repeated warnings summarised, a reset connection one line).
+
+pymesos sends REVIVE, SUPPRESS and RECONCILE on the caller's thread, holding the driver's lock
+for the whole round trip, on a connection whose timeout is the driver's (a day). A master that
+takes such a call and never answers (hung, or partitioned with the connection half-open) would
+hold that lock for a day, and with it everything that asks whether the driver is connected,
+`stop()` included: a scheduler that lost its leadership then never stepped down. Those calls
+get `CALL_TIMEOUT_SECONDS`, as the ACKNOWLEDGE/DECLINE/KILL senders (`async_calls`) do, and so
+does the `GET /version` pymesos asks on every start and master change (with the same day-long
+timeout, so a hung master also kept a re-subscription from ever starting).
 """
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import random
 import time
@@ -32,6 +43,7 @@ import pymesos.process
 from pymesos import MesosSchedulerDriver
 
 from scheduler import lograte
+from scheduler.async_calls import TIMEOUT_SECONDS as CALL_TIMEOUT_SECONDS
 from scheduler.async_calls import CallSender
 
 log = logging.getLogger("accessd.scheduler")
@@ -107,6 +119,8 @@ def install_tolerant_connection() -> None:
 
 
 class ReconnectingDriver(MesosSchedulerDriver):
+    call_timeout = CALL_TIMEOUT_SECONDS  # seconds a synchronous call may wait for its answer
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         lograte.install()
@@ -172,6 +186,32 @@ class ReconnectingDriver(MesosSchedulerDriver):
         self._send({"type": "RECONCILE", "framework_id": {"value": self.framework_id},
                     "reconcile": {"tasks": [{k: t[k] for k in ("task_id", "agent_id") if k in t}
                                             for t in tasks]}})
+
+    def _get_conn(self):
+        """pymesos's connection for the calls it makes on the caller's thread, with a bounded
+        timeout (it applies when the connection is opened, which is after this returns)."""
+        conn = super()._get_conn()
+        if conn is not None:
+            conn.timeout = self.call_timeout
+        return conn
+
+    def _get_version(self, master):
+        """pymesos's `GET /version` of a new master, bounded like the calls; None when it
+        cannot be had (pymesos then goes on without it, as it does on an error)."""
+        if master is None:
+            return None
+        host, port = master.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=self.call_timeout)
+        try:
+            conn.request("GET", "/version")
+            resp = conn.getresponse()
+            body = resp.read()
+            return json.loads(body)["version"] if 200 <= resp.status < 300 else None
+        except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as exc:
+            log.warning("GET /version from master %s: %r", master, exc)
+            return None
+        finally:
+            conn.close()
 
     def _backoff(self, num_conn_retry):  # pymesos's sleep after a refused connection
         return 0  # gen_request waits instead, with the policy above

@@ -139,7 +139,7 @@ class Candidate:
             return True  # suspended: the session may come back; fenced writes fail meanwhile
         try:
             with zk_errors("checking leadership"):
-                return self.client.exists(self.node) is not None
+                return self.client.exists_async(self.node).get(timeout=self.timeout) is not None
         except StateError:
             return True
 
@@ -164,6 +164,6 @@ class Candidate:
             return
         try:
             with zk_errors("resigning"):
-                self.client.delete(node)
+                self.client.delete_async(node).get(timeout=self.timeout)
         except (StateError, NoNodeError):
             pass  # gone already, or ZooKeeper unreachable: the session's end removes it

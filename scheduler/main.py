@@ -10,6 +10,7 @@ intervals is presumed gone and subscribed to again (see `scheduler.masterwatch`)
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import queue
@@ -23,6 +24,8 @@ from typing import Any
 from scheduler.masterwatch import SilenceWatch
 
 log = logging.getLogger("accessd.scheduler")
+
+STOP_STACKS_AFTER_SECONDS = 25.0  # past every bounded step of a stop: something hangs
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -236,6 +239,10 @@ def lead(args: argparse.Namespace, store: Any, done: threading.Event,
         if silent is not None and not resubscribe(driver, watch, silent):
             outcome["code"] = 1
             break
+    # Stopping takes well under a second; every step below is bounded (the worker's join, a
+    # call the master does not answer, the I/O thread's join), so if it takes much longer,
+    # every thread's stack goes to the log and a hang says where it is.
+    faulthandler.dump_traceback_later(STOP_STACKS_AFTER_SECONDS)
     if pymesos.process._exc_info is not None and done.is_set():  # the I/O thread died
         outcome["code"] = 1
     # The worker first: it finishes the event in hand (e.g. an ACKNOWLEDGE on the driver's
@@ -246,6 +253,7 @@ def lead(args: argparse.Namespace, store: Any, done: threading.Event,
     io_thread = driver._io_thread
     if io_thread is not None:
         io_thread.join(5.0)  # it may be asleep in a reconnect backoff; it is a daemon thread
+    faulthandler.cancel_dump_traceback_later()
     return outcome["code"]
 
 
