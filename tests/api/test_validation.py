@@ -227,12 +227,15 @@ def parse_metrics(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 
 def test_metrics_parse_and_count(api, store):
-    for _ in range(3):
-        requests.get(api + "/v2/apps", timeout=10)
-    # the requests the counts below look for, made here: the test runs alone too
-    assert requests.get(api + "/v2/apps/v/app", timeout=10).status_code == 200
-    assert requests.get(api + "/nope", timeout=10).status_code == 404
-    text = requests.get(api + "/metrics", timeout=10).text
+    # The requests the counts below look for, made here (the test runs alone too), on one
+    # kept-alive connection: the counters are per gunicorn worker, and a new connection may
+    # go to the other worker than the scrape does.
+    with requests.Session() as one_worker:
+        for _ in range(3):
+            one_worker.get(api + "/v2/apps", timeout=10)
+        assert one_worker.get(api + "/v2/apps/v/app", timeout=10).status_code == 200
+        assert one_worker.get(api + "/nope", timeout=10).status_code == 404
+        text = one_worker.get(api + "/metrics", timeout=10).text
     metrics = parse_metrics(text)
     apps = metrics["accessd_apps"][0][1]
     assert apps == len(store.list_apps())
