@@ -45,6 +45,12 @@ class HangingMaster:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        try:
+            self._answer(conn)
+        except OSError:  # closed by `close()` (or by the driver) while reading
+            return
+
+    def _answer(self, conn: socket.socket) -> None:
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = conn.recv(65536)
