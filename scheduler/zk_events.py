@@ -45,20 +45,40 @@ class ZkEventLog:
         doc = dict(payload)
         doc["eventType"] = event_type
         doc.setdefault("timestamp", iso_now())
-        if not self._connected() and not self._connection.wait(WRITE_WAIT_SECONDS):
-            raise StoreUnavailable("ZooKeeper is unreachable or has no quorum; event not stored")
-        t = self.client.transaction()
-        fence_index = None
-        if self.fence is not None:
-            fence_index = 0
-            t.check(self.fence, -1)
-        t.create(f"{self._path('events')}/e-", dumps_bytes(doc), sequence=True)
-        with zk_errors("appending an event"):
-            results = t.commit_async().get(timeout=CALL_TIMEOUT)
-        failure = transaction_failure(results, fence_index)
-        if failure is not None:
-            raise failure
-        event_id = seq_of(results[-1].rsplit("/", 1)[1]) + 1
+        data = dumps_bytes(doc)
+        for _attempt in range(2):
+            if not self._connected() and not self._connection.wait(WRITE_WAIT_SECONDS):
+                raise StoreUnavailable("ZooKeeper is unreachable or has no quorum; event not "
+                                       "stored")
+            t = self.client.transaction()
+            fence_index = None
+            if self.fence is not None:
+                fence_index = 0
+                t.check(self.fence, -1)
+            t.create(f"{self._path('events')}/e-", data, sequence=True)
+            try:
+                with zk_errors("appending an event"):
+                    results = t.commit_async().get(timeout=CALL_TIMEOUT)
+            except StoreUnavailable as exc:
+                from scheduler.zk_outcome import event_outcome
+
+                landed, event_id = event_outcome(self, data)
+                if landed is None:
+                    raise StoreUnavailable(
+                        "ZooKeeper dropped the connection while an event was appended "
+                        f"({type(exc.__cause__).__name__}); whether it was stored is not "
+                        "known: read the event log before appending it again") from exc
+                if landed:
+                    break
+                continue  # it was not stored: append it again
+            failure = transaction_failure(results, fence_index)
+            if failure is not None:
+                raise failure
+            event_id = seq_of(results[-1].rsplit("/", 1)[1]) + 1
+            break
+        else:
+            raise StoreUnavailable("ZooKeeper dropped the connection twice while an event was "
+                                   "appended; it was not stored")
         if event_id % 500 == 0:
             try:
                 self.prune_events(EVENTS_KEPT)

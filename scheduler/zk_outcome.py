@@ -10,6 +10,11 @@ newer than the newest it had applied before committing:
 - not found: it did not land (nor can it any more), and the transaction is simply retried;
 - no connection within the wait, or the records to look at were pruned meanwhile: the outcome is
   unknown, and the caller gets `StoreUnavailable` saying so, with the write id.
+
+A lone event append (`append_event`) writes no change record: `event_outcome` looks, the same
+way, for its exact bytes among the newest `EVENTS_LOOKED_AT` events (an event carries its
+timestamp to the millisecond, so an equal one is this one). Not among them while fewer were
+appended since: it did not land; else the outcome is unknown.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from scheduler.zk import CALL_TIMEOUT, WRITE_WAIT_SECONDS, zk_errors
 from scheduler.zk_events import seq_of
 
 log = logging.getLogger("accessd.zk_state")
+
+EVENTS_LOOKED_AT = 50  # the newest events searched for an append whose answer was lost
 
 
 def commit_outcome(store: Any, write_id: str, after: int | None) -> bool | None:
@@ -49,3 +56,33 @@ def commit_outcome(store: Any, write_id: str, after: int | None) -> bool | None:
         return None
     log.warning("a write whose answer was lost had not landed; retrying (write %s)", write_id)
     return False
+
+
+def event_outcome(store: Any, data: bytes) -> tuple[bool | None, int]:
+    """Whether the event `data` whose append's answer was lost is in the log: `(True, id)`,
+    `(False, 0)` when it is not (nor can it be any more), `(None, 0)` when that cannot be
+    known (no connection within the wait, or too many events appended since to look at)."""
+    if not store._connected() and not store._connection.wait(WRITE_WAIT_SECONDS):
+        return None, 0
+    client, events = store.client, store._path("events")
+    try:
+        with zk_errors("checking whether an event was stored"):
+            # after the sync, a request sent on the dropped connection has landed or never will
+            client.sync_async(store.root).get(timeout=CALL_TIMEOUT)
+            newest = sorted((seq_of(name) for name in client.get_children(events)),
+                            reverse=True)[:EVENTS_LOOKED_AT]
+            pending = [(seq, client.get_async(f"{events}/e-{seq:010d}")) for seq in newest]
+            for seq, result in pending:
+                if result.get(timeout=CALL_TIMEOUT)[0] == data:
+                    log.warning("an event whose append's answer was lost had been stored "
+                                "(event %d)", seq + 1)
+                    return True, seq + 1
+    except StateError as exc:
+        log.warning("could not tell whether an event was stored: %s", exc)
+        return None, 0
+    if len(newest) == EVENTS_LOOKED_AT:
+        log.warning("could not tell whether an event was stored: more than %d events were "
+                    "appended since", EVENTS_LOOKED_AT)
+        return None, 0
+    log.warning("an event whose append's answer was lost had not been stored; appending again")
+    return False, 0

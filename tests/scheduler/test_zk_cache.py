@@ -315,6 +315,64 @@ def test_a_lost_commit_answer_without_a_connection_back_says_the_outcome_is_unkn
     assert other.get_app("/x") is not None  # it had landed: the answer said it might have
 
 
+@pytest.mark.parametrize("lands", [True, False])
+def test_an_event_append_whose_answer_is_lost_is_found_or_appended_once(stores, monkeypatch,
+                                                                         lands):
+    api, other = stores(), stores()
+    api.append_event("before_event", {"n": 0})
+    lost = _lose_next_commit_answer(api, monkeypatch, lands=lands)
+    event_id = api.append_event("lost_answer_event", {"n": 1})
+    assert lost == [True]
+    logged = other.events_since(0)
+    assert [doc["eventType"] for _, doc in logged] == ["before_event", "lost_answer_event"]
+    assert logged[-1][0] == event_id  # the id answered is the stored event's
+
+
+def test_an_event_append_whose_outcome_cannot_be_known_says_so(stores, monkeypatch):
+    from scheduler import zk_outcome
+    from scheduler.state import StoreUnavailable
+
+    api, other = stores(), stores()
+    _lose_next_commit_answer(api, monkeypatch, lands=True)
+    real_wait = api._connection.wait
+    monkeypatch.setattr(zk_outcome, "WRITE_WAIT_SECONDS", 0.2)
+    # the connection is gone once the append is sent (and does not come back in time)
+    monkeypatch.setattr(api, "_connected", lambda: not hasattr(api, "_sent"))
+    monkeypatch.setattr(api._connection, "wait",
+                        lambda t=None: False if hasattr(api, "_sent") else real_wait(t))
+    real_event_outcome = zk_outcome.event_outcome
+
+    def outcome(store, data):
+        store._sent = True
+        return real_event_outcome(store, data)
+
+    monkeypatch.setattr(zk_outcome, "event_outcome", outcome)
+    with pytest.raises(StoreUnavailable, match="whether it was stored is not known"):
+        api.append_event("lost_answer_event", {"n": 1})
+    assert [doc["eventType"] for _, doc in other.events_since(0)] == ["lost_answer_event"]
+
+
+def test_an_event_append_lost_behind_many_newer_events_is_not_guessed(stores, monkeypatch):
+    from scheduler import zk_outcome
+    from scheduler.state import StoreUnavailable
+
+    api, other = stores(), stores()
+    monkeypatch.setattr(zk_outcome, "EVENTS_LOOKED_AT", 3)
+    lost = _lose_next_commit_answer(api, monkeypatch, lands=True)
+    real_event_outcome = zk_outcome.event_outcome
+
+    def outcome(store, data):  # three others append before the connection is back
+        for n in range(3):
+            other.append_event("later_event", {"n": n})
+        return real_event_outcome(store, data)
+
+    monkeypatch.setattr(zk_outcome, "event_outcome", outcome)
+    with pytest.raises(StoreUnavailable, match="whether it was stored is not known"):
+        api.append_event("lost_answer_event", {"n": 1})
+    assert lost == [True]
+    assert [doc["eventType"] for _, doc in other.events_since(0)][0] == "lost_answer_event"
+
+
 @pytest.mark.parametrize("bind,advertise,leader_name,elected", [
     ("127.0.0.1:9999", None, "127.0.0.1:9999", True),       # the scheduler advertises our bind
     ("127.0.0.1:9999", "node-a:9999", "node-a:9999", True),  # our own name, given
