@@ -13,7 +13,7 @@ from typing import Any
 from localmesos import fetcher
 from localmesos.command_tasks import exit_message, wait_status
 from localmesos.model import Executor, Task
-from localmesos.procs import kill_group, kill_tree
+from localmesos.procs import destroy_container, kill_group, kill_tree
 from localmesos.resources import from_proto
 
 log = logging.getLogger("localmesos.agent")
@@ -71,6 +71,14 @@ class ExecutorLifecycle:
 
     def _wait_executor(self, ex: Executor, gen: int, popen: Any) -> None:
         rc = popen.wait()
+        if gen == self.generation and not self.down:
+            # Its tasks end with it, before their final updates say so (outside the lock:
+            # this waits for the processes to be gone).
+            kill_group(popen.pid, signal.SIGKILL)
+            left = destroy_container(ex.directory)
+            if left:
+                log.warning("executor %s ended; processes %s of its container still run",
+                            ex.id, left)
         with self.cluster.lock:
             self._reap_group(popen.pid, ex.directory)
             if gen != self.generation:

@@ -206,6 +206,32 @@ def live_groups(pgids: list[int]) -> set[int]:
     return {g for _, g, st in proc_table().values() if g in wanted and st != "Z"}
 
 
+def destroy_container(sandbox: str, timeout: float = 5.0) -> list[int]:
+    """SIGKILL every process of the container whose sandbox is `sandbox` (its `MESOS_SANDBOX`:
+    a task's children in sessions of their own too, wherever they were re-parented under us)
+    and wait until none runs, as Mesos destroys a container before it reports its end. Returns
+    the pids still running at the deadline (e.g. in uninterruptible sleep)."""
+    me = os.getpid()
+    deadline = time.monotonic() + timeout
+    while True:
+        table = proc_table()
+        children: dict[int, list[int]] = {}
+        for p, (pp, _, _) in table.items():
+            children.setdefault(pp, []).append(p)
+        left, todo = [], list(children.get(me, ()))
+        while todo:
+            p = todo.pop()
+            todo.extend(children.get(p, ()))
+            if table[p][2] != "Z" and _sandbox_of(p) == sandbox:
+                left.append(p)
+        if not left or time.monotonic() > deadline:
+            return left
+        for p in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGKILL)
+        time.sleep(0.005)  # a SIGKILLed process is gone within a scheduler tick
+
+
 _RECENT_TABLE_SECONDS = 0.25
 _recent_table: list[tuple[float, dict[int, tuple[int, int, str]]]] = []
 _recent_lock = threading.Lock()

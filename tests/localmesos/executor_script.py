@@ -5,7 +5,9 @@ Started by a localmesos agent (ExecutorInfo.command). It writes what it sees int
 `data` (base64 JSON): {"finish": msg} finishes at once with that message; otherwise the task
 runs until killed. A framework message is echoed back upper-cased. With STUBBORN=1 in its
 environment it ignores SHUTDOWN (the agent must kill it); with EXIT_ON_LAUNCH=1 it exits with
-status 7 right after reporting RUNNING.
+status 7 right after reporting RUNNING; with CHILD_IN_OWN_SESSION=1 a task first starts a
+`sleep` in a session of its own (outside the executor's process group), its pid in
+`<sandbox>/child.pid`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -53,6 +56,10 @@ class Exec(Executor):
         note("LAUNCH", task)
         tid = task["task_id"]
         data = json.loads(base64.b64decode(task.get("data") or "e30=")) if task.get("data") else {}
+        if os.environ.get("CHILD_IN_OWN_SESSION") == "1":
+            child = subprocess.Popen(["sleep", "600"], start_new_session=True)
+            with open(os.path.join(os.environ["MESOS_SANDBOX"], "child.pid"), "w") as f:
+                f.write(str(child.pid))
         driver.sendStatusUpdate({"task_id": tid, "state": "TASK_STARTING", "message": ""})
         driver.sendStatusUpdate({"task_id": tid, "state": "TASK_RUNNING", "message": ""})
         if os.environ.get("EXIT_ON_LAUNCH") == "1":

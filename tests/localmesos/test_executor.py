@@ -136,3 +136,28 @@ def test_executor_exit_fails_its_tasks_and_reports_executor_lost(lm, sched: Reco
     wait_until(lambda: all(s["used_resources"]["cpus"] == 0 for s in lm.state()["slaves"]),
                message="resources released")
     assert os.path.exists(sandbox_of(lm, "exec-4") / "env.json")
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (killed, not reaped yet)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+def test_an_executors_tasks_fail_only_once_its_containers_processes_are_gone(
+        lm, sched: Recorder) -> None:
+    """As Mesos destroys a container before it reports the end of its executor: a process
+    the task started in a session of its own (not in the executor's process group) is gone by
+    the time TASK_FAILED arrives, not a reaper pass later."""
+    offer = sched.take_offer()
+    sched.driver.launchTasks(offer["id"], [executor_task(
+        "e7", offer, eid="exec-7", env={"EXIT_ON_LAUNCH": "1", "CHILD_IN_OWN_SESSION": "1"})])
+    child_pid = sandbox_of(lm, "exec-7") / "child.pid"
+    sched.wait_state("e7", "TASK_RUNNING")
+    child = int(child_pid.read_text())
+    failed = sched.wait_state("e7", "TASK_FAILED")
+    assert not running(child), "TASK_FAILED came while the task's own process still ran"
+    assert failed["reason"] == "REASON_EXECUTOR_TERMINATED"
