@@ -289,27 +289,35 @@ def test_a_commit_whose_answer_is_lost_reports_what_happened(stores, monkeypatch
     assert other.desired_generation() == 1
 
 
+def _no_connection_back_after(store, monkeypatch, check: str, used_from: str) -> None:
+    """The connection is gone once the write is sent: from the moment `zk_outcome.<check>`
+    (as `used_from` calls it) looks for the write, it does not come back in time."""
+    import importlib
+
+    from scheduler import zk_outcome
+
+    real_wait = store._connection.wait
+    monkeypatch.setattr(zk_outcome, "WRITE_WAIT_SECONDS", 0.2)
+    monkeypatch.setattr(store, "_connected", lambda: not hasattr(store, "_sent"))
+    monkeypatch.setattr(store._connection, "wait",
+                        lambda t=None: False if hasattr(store, "_sent") else real_wait(t))
+    real_check = getattr(zk_outcome, check)
+
+    def outcome(target, *args):
+        target._sent = True
+        return real_check(target, *args)
+
+    monkeypatch.setattr(importlib.import_module(used_from), check, outcome)
+
+
 def test_a_lost_commit_answer_without_a_connection_back_says_the_outcome_is_unknown(
         stores, monkeypatch):
-    from scheduler import zk_outcome
     from scheduler.state import StoreUnavailable
     from tests.scheduler.state_docs import dep
 
     api, other = stores(), stores()
     _lose_next_commit_answer(api, monkeypatch, lands=True)
-    real_wait = api._connection.wait
-    monkeypatch.setattr(zk_outcome, "WRITE_WAIT_SECONDS", 0.2)
-    # the connection is gone once the commit is sent (and does not come back in time)
-    monkeypatch.setattr(api, "_connected", lambda: not hasattr(api, "_sent"))
-    monkeypatch.setattr(api._connection, "wait",
-                        lambda t=None: False if hasattr(api, "_sent") else real_wait(t))
-    real_commit_outcome = zk_outcome.commit_outcome
-
-    def outcome(store, write_id, after):
-        store._sent = True
-        return real_commit_outcome(store, write_id, after)
-
-    monkeypatch.setattr("scheduler.zk_state.commit_outcome", outcome)
+    _no_connection_back_after(api, monkeypatch, "commit_outcome", "scheduler.zk_state")
     with pytest.raises(StoreUnavailable, match="whether the change was written is not known"):
         api.apply_app_change("/x", app_doc("/x"), dep("d1", "/x"), must_exist=False)
     assert other.get_app("/x") is not None  # it had landed: the answer said it might have
@@ -329,24 +337,11 @@ def test_an_event_append_whose_answer_is_lost_is_found_or_appended_once(stores, 
 
 
 def test_an_event_append_whose_outcome_cannot_be_known_says_so(stores, monkeypatch):
-    from scheduler import zk_outcome
     from scheduler.state import StoreUnavailable
 
     api, other = stores(), stores()
     _lose_next_commit_answer(api, monkeypatch, lands=True)
-    real_wait = api._connection.wait
-    monkeypatch.setattr(zk_outcome, "WRITE_WAIT_SECONDS", 0.2)
-    # the connection is gone once the append is sent (and does not come back in time)
-    monkeypatch.setattr(api, "_connected", lambda: not hasattr(api, "_sent"))
-    monkeypatch.setattr(api._connection, "wait",
-                        lambda t=None: False if hasattr(api, "_sent") else real_wait(t))
-    real_event_outcome = zk_outcome.event_outcome
-
-    def outcome(store, data):
-        store._sent = True
-        return real_event_outcome(store, data)
-
-    monkeypatch.setattr(zk_outcome, "event_outcome", outcome)
+    _no_connection_back_after(api, monkeypatch, "event_outcome", "scheduler.zk_outcome")
     with pytest.raises(StoreUnavailable, match="whether it was stored is not known"):
         api.append_event("lost_answer_event", {"n": 1})
     assert [doc["eventType"] for _, doc in other.events_since(0)] == ["lost_answer_event"]
