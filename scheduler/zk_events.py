@@ -56,13 +56,21 @@ class ZkEventLog:
                 fence_index = 0
                 t.check(self.fence, -1)
             t.create(f"{self._path('events')}/e-", data, sequence=True)
+            # The log's sequence counter before the append (a session's requests are answered
+            # in order): where to look for the event if the commit's answer is lost.
+            counter = self.client.exists_async(self._path("events"))
             try:
                 with zk_errors("appending an event"):
                     results = t.commit_async().get(timeout=CALL_TIMEOUT)
             except StoreUnavailable as exc:
                 from scheduler.zk_outcome import event_outcome
 
-                landed, event_id = event_outcome(self, data)
+                try:
+                    stat = counter.get(timeout=CALL_TIMEOUT)
+                except Exception:  # noqa: BLE001 - its answer was lost with the connection too
+                    stat = None
+                landed, event_id = event_outcome(self, data,
+                                                 stat.cversion if stat is not None else None)
                 if landed is None:
                     raise StoreUnavailable(
                         "ZooKeeper dropped the connection while an event was appended "

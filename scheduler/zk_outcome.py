@@ -12,9 +12,11 @@ newer than the newest it had applied before committing:
   unknown, and the caller gets `StoreUnavailable` saying so, with the write id.
 
 A lone event append (`append_event`) writes no change record: `event_outcome` looks, the same
-way, for its exact bytes among the newest `EVENTS_LOOKED_AT` events (an event carries its
-timestamp to the millisecond, so an equal one is this one). Not among them while fewer were
-appended since: it did not land; else the outcome is unknown.
+way, for its exact bytes (an event carries its timestamp to the millisecond, so an equal one is
+this one) among the events numbered from the log's sequence counter as it was just before the
+append (asked in the same breath). Not there: it did not land. Without that counter (its answer
+was lost too) only the newest `EVENTS_LOOKED_AT` events are searched, and not finding it there
+leaves the outcome unknown.
 """
 
 from __future__ import annotations
@@ -58,10 +60,11 @@ def commit_outcome(store: Any, write_id: str, after: int | None) -> bool | None:
     return False
 
 
-def event_outcome(store: Any, data: bytes) -> tuple[bool | None, int]:
+def event_outcome(store: Any, data: bytes, first: int | None) -> tuple[bool | None, int]:
     """Whether the event `data` whose append's answer was lost is in the log: `(True, id)`,
     `(False, 0)` when it is not (nor can it be any more), `(None, 0)` when that cannot be
-    known (no connection within the wait, or too many events appended since to look at)."""
+    known. `first`: the sequence number the append would have had at the earliest (the log's
+    counter before it), None if not known."""
     if not store._connected() and not store._connection.wait(WRITE_WAIT_SECONDS):
         return None, 0
     client, events = store.client, store._path("events")
@@ -69,8 +72,9 @@ def event_outcome(store: Any, data: bytes) -> tuple[bool | None, int]:
         with zk_errors("checking whether an event was stored"):
             # after the sync, a request sent on the dropped connection has landed or never will
             client.sync_async(store.root).get(timeout=CALL_TIMEOUT)
-            newest = sorted((seq_of(name) for name in client.get_children(events)),
-                            reverse=True)[:EVENTS_LOOKED_AT]
+            seqs = sorted((seq_of(name) for name in client.get_children(events)), reverse=True)
+            newest = ([seq for seq in seqs if seq >= first] if first is not None
+                      else seqs[:EVENTS_LOOKED_AT])
             pending = [(seq, client.get_async(f"{events}/e-{seq:010d}")) for seq in newest]
             for seq, result in pending:
                 if result.get(timeout=CALL_TIMEOUT)[0] == data:
@@ -80,9 +84,9 @@ def event_outcome(store: Any, data: bytes) -> tuple[bool | None, int]:
     except StateError as exc:
         log.warning("could not tell whether an event was stored: %s", exc)
         return None, 0
-    if len(newest) == EVENTS_LOOKED_AT:
-        log.warning("could not tell whether an event was stored: more than %d events were "
-                    "appended since", EVENTS_LOOKED_AT)
+    if first is None and len(newest) == EVENTS_LOOKED_AT:
+        log.warning("could not tell whether an event was stored: not among the newest %d, and "
+                    "where the log stood before the append is not known", EVENTS_LOOKED_AT)
         return None, 0
     log.warning("an event whose append's answer was lost had not been stored; appending again")
     return False, 0

@@ -347,19 +347,48 @@ def test_an_event_append_whose_outcome_cannot_be_known_says_so(stores, monkeypat
     assert [doc["eventType"] for _, doc in other.events_since(0)] == ["lost_answer_event"]
 
 
+@pytest.mark.parametrize("lands", [True, False])
+def test_an_event_append_whose_answer_is_lost_in_a_long_log_is_found_or_appended_once(
+        stores, monkeypatch, lands):
+    from scheduler import zk_outcome
+
+    api, other = stores(), stores()
+    monkeypatch.setattr(zk_outcome, "EVENTS_LOOKED_AT", 3)  # the log is longer than that
+    for n in range(5):
+        api.append_event("before_event", {"n": n})
+    lost = _lose_next_commit_answer(api, monkeypatch, lands=lands)
+    event_id = api.append_event("lost_answer_event", {"n": 5})
+    assert lost == [True]
+    logged = other.events_since(0)
+    assert [doc["eventType"] for _, doc in logged] == ["before_event"] * 5 + ["lost_answer_event"]
+    assert logged[-1][0] == event_id
+
+
+class _Unanswered:
+    """A request whose answer was lost with the connection (as kazoo fails it)."""
+
+    def get(self, timeout=None):
+        from kazoo.exceptions import ConnectionLoss
+
+        raise ConnectionLoss()
+
+
 def test_an_event_append_lost_behind_many_newer_events_is_not_guessed(stores, monkeypatch):
+    """Where the log stood before the append is unknown too: only the newest events are
+    searched, and not finding it there is not taken for "not stored"."""
     from scheduler import zk_outcome
     from scheduler.state import StoreUnavailable
 
     api, other = stores(), stores()
     monkeypatch.setattr(zk_outcome, "EVENTS_LOOKED_AT", 3)
     lost = _lose_next_commit_answer(api, monkeypatch, lands=True)
+    monkeypatch.setattr(api.client, "exists_async", lambda *args, **kwargs: _Unanswered())
     real_event_outcome = zk_outcome.event_outcome
 
-    def outcome(store, data):  # three others append before the connection is back
+    def outcome(store, *args):  # three others append before the connection is back
         for n in range(3):
             other.append_event("later_event", {"n": n})
-        return real_event_outcome(store, data)
+        return real_event_outcome(store, *args)
 
     monkeypatch.setattr(zk_outcome, "event_outcome", outcome)
     with pytest.raises(StoreUnavailable, match="whether it was stored is not known"):
