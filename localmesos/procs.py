@@ -206,24 +206,34 @@ def live_groups(pgids: list[int]) -> set[int]:
     return {g for _, g, st in proc_table().values() if g in wanted and st != "Z"}
 
 
+def descendants(table: dict[int, tuple[int, int, str]], root: int) -> list[int]:
+    """Every process below `root` in `table` (`proc_table()`), each once."""
+    children: dict[int, list[int]] = {}
+    for p, (pp, _, _) in table.items():
+        children.setdefault(pp, []).append(p)
+    found: list[int] = []
+    seen = {root}
+    todo = list(children.get(root, ()))
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        found.append(p)
+        todo.extend(children.get(p, ()))
+    return found
+
+
 def destroy_container(sandbox: str, timeout: float = 5.0) -> list[int]:
     """SIGKILL every process of the container whose sandbox is `sandbox` (its `MESOS_SANDBOX`:
     a task's children in sessions of their own too, wherever they were re-parented under us)
     and wait until none runs, as Mesos destroys a container before it reports its end. Returns
     the pids still running at the deadline (e.g. in uninterruptible sleep)."""
-    me = os.getpid()
     deadline = time.monotonic() + timeout
     while True:
         table = proc_table()
-        children: dict[int, list[int]] = {}
-        for p, (pp, _, _) in table.items():
-            children.setdefault(pp, []).append(p)
-        left, todo = [], list(children.get(me, ()))
-        while todo:
-            p = todo.pop()
-            todo.extend(children.get(p, ()))
-            if table[p][2] != "Z" and _sandbox_of(p) == sandbox:
-                left.append(p)
+        left = [p for p in descendants(table, os.getpid())
+                if table[p][2] != "Z" and _sandbox_of(p) == sandbox]
         if not left or time.monotonic() > deadline:
             return left
         for p in left:
@@ -256,16 +266,7 @@ def _recent_proc_table() -> dict[int, tuple[int, int, str]]:
 def kill_tree(pid: int, sig: int) -> None:
     """Signal `pid`, all its descendants, and every process group among them."""
     table = _recent_proc_table() if sig != signal.SIGKILL else proc_table()
-    children: dict[int, list[int]] = {}
-    for p, (pp, _, _) in table.items():
-        children.setdefault(pp, []).append(p)
-    todo, seen = [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen or p == os.getpid():
-            continue
-        seen.add(p)
-        todo.extend(children.get(p, ()))
+    seen = set() if pid == os.getpid() else {pid, *descendants(table, pid)} - {os.getpid()}
     for g in {table[p][1] for p in seen if p in table}:
         kill_group(g, sig)
     for p in seen:
@@ -441,16 +442,7 @@ class Spawner:
                     continue  # its container still runs: it lives as long as that does
                 log.info("killing orphan process %d (sandbox %s)", pid, sandbox)
                 kill_tree(pid, signal.SIGKILL)
-        groups = set()
-        children: dict[int, list[int]] = {}
-        for p, (pp, _, _) in table.items():
-            children.setdefault(pp, []).append(p)
-        todo = list(children.get(me, ()))
-        while todo:
-            p = todo.pop()
-            if p in table and table[p][1] not in (os.getpgrp(),):
-                groups.add(table[p][1])
-            todo.extend(children.get(p, ()))
+        groups = {table[p][1] for p in descendants(table, me)} - {os.getpgrp()}
         if self._guardian is not None:
             groups.discard(self._guardian.pid)
         if groups != self._synced:
