@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from scheduler.state import StateError
@@ -34,28 +35,47 @@ log = logging.getLogger("accessd.zk_state")
 EVENTS_LOOKED_AT = 50  # the newest events searched for an append whose answer was lost
 
 
+def _synced_seqs(store: Any, kind: str) -> list[int] | None:
+    """The sequence numbers under `kind`, newest first, once the connection is back and synced
+    (a request sent on the dropped connection has then landed or never will); None when the
+    connection does not come back in time. ZooKeeper's failures raise (`zk_errors`)."""
+    if not store._connected() and not store._connection.wait(WRITE_WAIT_SECONDS):
+        return None
+    store.client.sync_async(store.root).get(timeout=CALL_TIMEOUT)
+    return sorted((seq_of(name) for name in store.client.get_children(store._path(kind))),
+                  reverse=True)
+
+
+def _first_match(store: Any, kind: str, prefix: str, seqs: list[int],
+                 matches: Callable[[bytes], bool]) -> int | None:
+    """The first of the `<kind>/<prefix>-<seq>` nodes (read at once, in `seqs` order) whose data
+    `matches`; None if none does."""
+    path = store._path(kind)
+    pending = [(seq, store.client.get_async(f"{path}/{prefix}-{seq:010d}")) for seq in seqs]
+    for seq, result in pending:
+        if matches(result.get(timeout=CALL_TIMEOUT)[0]):
+            return seq
+    return None
+
+
 def commit_outcome(store: Any, write_id: str, after: int | None) -> bool | None:
     """True if the record of `write_id` exists (the write landed), False if it does not, None
     when that cannot be known. `after`: the newest change record known before the commit."""
-    if not store._connected() and not store._connection.wait(WRITE_WAIT_SECONDS):
-        return None
-    client, changes = store.client, store._path("changes")
     try:
         with zk_errors("checking whether a write landed"):
-            client.sync_async(store.root).get(timeout=CALL_TIMEOUT)
-            seqs = sorted(seq_of(name) for name in client.get_children(changes))
-            if after is None or (seqs and seqs[0] > after + 1):
+            seqs = _synced_seqs(store, "changes")
+            if seqs is None:
+                return None
+            if after is None or (seqs and seqs[-1] > after + 1):
                 return None  # records we would have to look at are gone (or never known)
-            pending = [client.get_async(f"{changes}/c-{seq:010d}") for seq in seqs
-                       if seq > after]
-            for result in pending:
-                data, _ = result.get(timeout=CALL_TIMEOUT)
-                if json.loads(data).get("w") == write_id:
-                    log.warning("a write whose answer was lost had landed (write %s)", write_id)
-                    return True
+            found = _first_match(store, "changes", "c", sorted(s for s in seqs if s > after),
+                                 lambda data: json.loads(data).get("w") == write_id)
     except StateError as exc:
         log.warning("could not tell whether write %s landed: %s", write_id, exc)
         return None
+    if found is not None:
+        log.warning("a write whose answer was lost had landed (write %s)", write_id)
+        return True
     log.warning("a write whose answer was lost had not landed; retrying (write %s)", write_id)
     return False
 
@@ -65,26 +85,22 @@ def event_outcome(store: Any, data: bytes, first: int | None) -> tuple[bool | No
     `(False, 0)` when it is not (nor can it be any more), `(None, 0)` when that cannot be
     known. `first`: the sequence number the append would have had at the earliest (the log's
     counter before it), None if not known."""
-    if not store._connected() and not store._connection.wait(WRITE_WAIT_SECONDS):
-        return None, 0
-    client, events = store.client, store._path("events")
     try:
         with zk_errors("checking whether an event was stored"):
-            # after the sync, a request sent on the dropped connection has landed or never will
-            client.sync_async(store.root).get(timeout=CALL_TIMEOUT)
-            seqs = sorted((seq_of(name) for name in client.get_children(events)), reverse=True)
-            newest = ([seq for seq in seqs if seq >= first] if first is not None
-                      else seqs[:EVENTS_LOOKED_AT])
-            pending = [(seq, client.get_async(f"{events}/e-{seq:010d}")) for seq in newest]
-            for seq, result in pending:
-                if result.get(timeout=CALL_TIMEOUT)[0] == data:
-                    log.warning("an event whose append's answer was lost had been stored "
-                                "(event %d)", seq + 1)
-                    return True, seq + 1
+            seqs = _synced_seqs(store, "events")
+            if seqs is None:
+                return None, 0
+            looked_at = ([seq for seq in seqs if seq >= first] if first is not None
+                         else seqs[:EVENTS_LOOKED_AT])
+            found = _first_match(store, "events", "e", looked_at, lambda stored: stored == data)
     except StateError as exc:
         log.warning("could not tell whether an event was stored: %s", exc)
         return None, 0
-    if first is None and len(newest) == EVENTS_LOOKED_AT:
+    if found is not None:
+        log.warning("an event whose append's answer was lost had been stored (event %d)",
+                    found + 1)
+        return True, found + 1
+    if first is None and len(looked_at) == EVENTS_LOOKED_AT:
         log.warning("could not tell whether an event was stored: not among the newest %d, and "
                     "where the log stood before the append is not known", EVENTS_LOOKED_AT)
         return None, 0
