@@ -163,8 +163,9 @@ class AppsCollection:
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Create or update several apps (`[{app}, ...]`): each as `PUT /v2/apps/{id}` does
         (merged onto the stored definition, `?partialUpdate=false` replaces; missing apps are
-        created). Every definition is validated before any is stored; each app is its own
-        deployment here, the answer names the first."""
+        created). Every definition is validated before any is stored, and all are stored in
+        one transaction (a 409 for one app stores none); each app is its own deployment
+        here, the answer names the first."""
         self._batch(req, resp, create=True)
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -199,9 +200,8 @@ class AppsCollection:
         if len({t[0] for t in todo}) != len(todo):
             raise ApiError(422, "Object is not valid", [{"path": "/", "errors": [
                 "an app id is given more than once"]}])
-        results = [changes.apply(store, req, app_id, old, new, force=force_param(req),
-                                 port_range=self.ctx.port_range)
-                   for app_id, old, new in todo]
+        results = changes.apply_all(store, req, todo, force=force_param(req),
+                                    port_range=self.ctx.port_range)
         if results:
             resp.set_header("Marathon-Deployment-Id", results[0].deployment["id"])
             resp.media = changes.deployment_result(results[0])

@@ -36,7 +36,7 @@ from scheduler.spec import (
     parse_app,
     stamp_app,
 )
-from scheduler.state import AppExists, AppNotFound, StateStore
+from scheduler.state import AppExists, AppNotFound, StateStore, Update
 
 Doc = dict[str, Any]
 # What `apply` stores: a definition, None (delete), or a function making it from the app.
@@ -136,6 +136,41 @@ def _change(store: StateStore, req: falcon.Request, app_id: str, must_exist: boo
     """`apply` and `scale`: the change planned from the app as the transaction reads it.
     `owned`: what `new_json(app)` makes is this change's own (see `_planned`)."""
     now = iso_now()
+    update = _update(app_id, must_exist, new_json, now=now, restart=restart,
+                     keep_versions=keep_versions, port_range=port_range, owned=owned)
+    stored, deployment = store.apply_app_update(
+        app_id, update, force=force, port_range=port_range, history_keep=MAX_APP_VERSIONS,
+        events=_events_of(req, now), now=now)
+    assert deployment is not None
+    return Change(deployment, stored, deployment.get("version") or now)
+
+
+def apply_all(store: StateStore, req: falcon.Request,
+              todo: list[tuple[str, Doc | None, NewDefinition]], *, force: bool,
+              port_range: PortRange = DEFAULT_RANGE) -> list[Change]:
+    """`apply` of several apps (distinct ids), all in one transaction of the store
+    (`StateStore.apply_app_updates`): every change, or, if one is refused (a 409 for a locked
+    or existing app, a 404, a 422), none. The apps share the change's time (their version),
+    and each is a deployment of its own. Returns the changes in `todo`'s order."""
+    now = iso_now()
+    updates = [(app_id, _update(app_id, old is not None, new_json, now=now,
+                                port_range=port_range))
+               for app_id, old, new_json in todo]
+    results = store.apply_app_updates(updates, force=force, port_range=port_range,
+                                      history_keep=MAX_APP_VERSIONS,
+                                      events=_events_of(req, now), now=now)
+    out = []
+    for stored, deployment in results:
+        assert deployment is not None
+        out.append(Change(deployment, stored, deployment.get("version") or now))
+    return out
+
+
+def _update(app_id: str, must_exist: bool, new_json: NewDefinition, *, now: str,
+            restart: bool = False, keep_versions: bool = False,
+            port_range: PortRange = DEFAULT_RANGE, owned: bool = False) -> Update:
+    """What the change makes of the app as the transaction reads it (`_planned`), with a
+    deployment id of its own; AppNotFound or AppExists when `must_exist` is not so."""
     deployment_id = new_deployment_id()
 
     def update(previous: Doc | None) -> tuple[Doc | None, Doc]:
@@ -148,14 +183,13 @@ def _change(store: StateStore, req: falcon.Request, app_id: str, must_exist: boo
         return _planned(previous, wanted, now=now, deployment_id=deployment_id,
                         restart=restart, keep_versions=keep_versions, port_range=port_range,
                         owned=owned)
+    return update
 
-    stored, deployment = store.apply_app_update(
-        app_id, update, force=force, port_range=port_range, history_keep=MAX_APP_VERSIONS,
-        events=lambda stored, deployment: _event_docs(
-            req, stored if stored is not None else deployment["original"], deployment, now),
-        now=now)
-    assert deployment is not None
-    return Change(deployment, stored, deployment.get("version") or now)
+
+def _events_of(req: falcon.Request, now: str) -> Callable[[Doc | None, Doc], tuple[Doc, Doc]]:
+    """The events of a change made by `req`, from its stored app and deployment."""
+    return lambda stored, deployment: _event_docs(
+        req, stored if stored is not None else deployment["original"], deployment, now)
 
 
 def _planned(old: Doc | None, new_json: Doc | None, *, now: str, deployment_id: str,

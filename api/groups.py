@@ -6,10 +6,11 @@ exist. Answers are Marathon's `GroupInfo` (`id`, `apps`, `groups`, `pods: []`, `
 `version`); the default embeds are `group.groups` and `group.apps`, and `group.apps.*` embeds
 work as on `/v2/apps`.
 
-Changes (`POST /v2/groups`, `PUT /v2/groups/{id}`, `DELETE /v2/groups/{id}`) apply one app
-change each, through `api.changes`: every app is validated before any is stored (a refused
-group changes nothing), and each app is its own deployment (Marathon makes one for the whole
-group); the answer and `Marathon-Deployment-Id` name the first. The order between the group's
+Changes (`POST /v2/groups`, `PUT /v2/groups/{id}`, `DELETE /v2/groups/{id}`) change the
+group's apps through `api.changes.apply_all`: every app is validated before any is stored, and
+all of them are stored in one transaction (a refused group, 422 or 409 for any of its apps,
+changes nothing); each app is its own deployment (Marathon makes one for the whole group), and
+the answer and `Marathon-Deployment-Id` name the first. The order between the group's
 apps is kept by their `dependencies` (a group's `dependencies` go to each of its apps), which
 the scheduler honours when it starts them (`scheduler.reconcile`).
 """
@@ -131,9 +132,8 @@ def _scaled(app: Doc, *, factor: float) -> Doc:
 def _apply_all(ctx: Ctx, req: falcon.Request, resp: falcon.Response,
                changes_to_make: list[tuple[str, Doc | None, changes.NewDefinition]],
                status: str) -> None:
-    results = [changes.apply(ctx.store, req, app_id, old, new, force=force_param(req),
-                             port_range=ctx.port_range)
-               for app_id, old, new in changes_to_make]
+    results = changes.apply_all(ctx.store, req, changes_to_make, force=force_param(req),
+                                port_range=ctx.port_range)
     if not results:
         resp.media = {"deploymentId": None, "version": None}
         return
@@ -202,7 +202,7 @@ class Groups:
                     "must be a number >= 0"]}])
             if not current:
                 raise not_found(f"Group '{gid}' does not exist")
-            # Each count from the app as its own transaction reads it (`changes.apply`): a
+            # Each count from the app as the transaction reads it (`changes.apply_all`): a
             # scale committed meanwhile is scaled, not overwritten.
             todo = [(app_id, old, functools.partial(_scaled, factor=factor))
                     for app_id, old in sorted(current.items())]

@@ -22,10 +22,11 @@ the rules below exist once, whatever the backend (SQLite, ZooKeeper):
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 from scheduler import service_ports
+from scheduler.pending_reader import PendingReader, merged
 from scheduler.service_ports import DEFAULT_RANGE, PortRange
 from scheduler.spec import task_id_to_app_id
 from scheduler.state import (
@@ -40,6 +41,7 @@ from scheduler.state import (
     Reader,
     StateError,
     Transaction,
+    Update,
 )
 
 
@@ -100,8 +102,7 @@ def app_change(reader: Reader, app_id: str, app: Doc | None, deployment: Doc | N
     return Transaction(tuple(ops), bump_generation=True), app
 
 
-def app_update(reader: Reader, app_id: str,
-               update: Callable[[Doc | None], tuple[Doc | None, Doc | None]], *,
+def app_update(reader: Reader, app_id: str, update: Update, *,
                force: bool, now: str, port_range: PortRange = DEFAULT_RANGE
                ) -> tuple[Transaction, tuple[Doc | None, Doc | None]]:
     """`app_change` of what `update` (pure) makes of the app as this snapshot holds it:
@@ -114,6 +115,26 @@ def app_update(reader: Reader, app_id: str,
                              must_exist=previous is not None, now=now, port_range=port_range,
                              previous=previous)
     return txn, (stored, deployment)
+
+
+def apps_update(reader: Reader, updates: Sequence[tuple[str, Update]], *, force: bool,
+                now: str, port_range: PortRange = DEFAULT_RANGE
+                ) -> tuple[Transaction, list[tuple[Doc | None, Doc | None]]]:
+    """`app_update` of several apps (distinct ids), in order, as one transaction: all of them
+    or, if one is refused, none. Each app's change is planned on the snapshot as the changes
+    before it leave it (`PendingReader`): a service port given to one app is not given to the
+    next, a deployment superseded once is not superseded again. Returns each app's stored
+    document and deployment, in order."""
+    pending = PendingReader(reader)
+    ops: list[Op] = []
+    results: list[tuple[Doc | None, Doc | None]] = []
+    for app_id, update in updates:
+        txn, result = app_update(pending, app_id, update, force=force, now=now,
+                                 port_range=port_range)
+        pending.add(txn.ops)
+        ops += txn.ops
+        results.append(result)
+    return Transaction(merged(ops), bump_generation=bool(ops)), results
 
 
 def deployment_update(reader: Reader, deployment: Doc) -> tuple[Transaction, bool]:

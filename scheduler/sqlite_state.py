@@ -330,19 +330,20 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         its snapshot is current at the commit by construction: plans never need a retry."""
         return self._shared_write(lambda c: self._apply_plan(c, plan))
 
-    def transact_with_version(self, plan: Plan[Doc | None], app_id: str,
-                              keep: int) -> Doc | None:
-        """The plan's transaction and the version history's row (or, the app gone, the
+    def transact_with_versions(self, plan: Plan[dict[str, Doc | None]],
+                               keep: int) -> dict[str, Doc | None]:
+        """The plan's transaction and each app's version history row (or, the app gone, the
         history's removal), one transaction."""
         if keep:
             self._versions_table()  # committed on its own first (once per store object)
 
-        def work(c: sqlite3.Connection) -> Doc | None:
+        def work(c: sqlite3.Connection) -> dict[str, Doc | None]:
             stored = self._apply_plan(c, plan)
-            if keep and stored is not None:
-                self._put_version(c, app_id, stored["version"], stored, keep)
-            elif keep:
-                self._delete_versions(c, app_id)
+            for app_id, doc in stored.items():
+                if keep and doc is not None:
+                    self._put_version(c, app_id, doc["version"], doc, keep)
+                elif keep:
+                    self._delete_versions(c, app_id)
             return stored
 
         return self._shared_write(work)

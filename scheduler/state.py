@@ -164,6 +164,9 @@ class Reader(Protocol):
 
 T = TypeVar("T")
 Plan = Callable[[Reader], tuple[Transaction, T]]
+# What a change makes of an app as the snapshot holds it: (app or None, deployment), or it raises
+# to refuse the change (`apply_app_update`).
+Update = Callable[[Doc | None], tuple[Doc | None, Doc | None]]
 
 
 class StateStore(ABC):
@@ -231,8 +234,7 @@ class StateStore(ABC):
 
         return self.transact_with_version(plan, app_id, history_keep)
 
-    def apply_app_update(self, app_id: str,
-                         update: Callable[[Doc | None], tuple[Doc | None, Doc | None]], *,
+    def apply_app_update(self, app_id: str, update: Update, *,
                          force: bool = False, port_range: PortRange | None = None,
                          events: Callable[[Doc | None, Doc | None], Sequence[Doc]],
                          history_keep: int = 0,
@@ -258,18 +260,57 @@ class StateStore(ABC):
         stored = self.transact_with_version(plan, app_id, history_keep)
         return stored, planned[0]
 
+    def apply_app_updates(self, updates: Sequence[tuple[str, Update]], *, force: bool = False,
+                          port_range: PortRange | None = None,
+                          events: Callable[[Doc | None, Doc | None], Sequence[Doc]],
+                          history_keep: int = 0, now: str | None = None
+                          ) -> list[tuple[Doc | None, Doc | None]]:
+        """`apply_app_update` of several apps (distinct ids) in one transaction: every change
+        with its events and version history, or, if one is refused (DeploymentConflict,
+        AppExists, a port clash...), nothing. Returns each app's stored document and
+        deployment, in order. (The rules are `scheduler.changes.apps_update`'s.)"""
+        from scheduler import changes
+        from scheduler.service_ports import DEFAULT_RANGE
+
+        now = now or iso_now()
+        planned: list[tuple[Doc | None, Doc | None]] = []
+
+        def plan(r: Reader) -> tuple[Transaction, dict[str, Doc | None]]:
+            txn, results = changes.apps_update(r, updates, force=force, now=now,
+                                               port_range=port_range or DEFAULT_RANGE)
+            planned[:] = results  # the last run is the one committed
+            extra = tuple(e for stored, deployment in results
+                          for e in events(stored, deployment))
+            stored = {app_id: app for (app_id, _), (app, _) in zip(updates, results, strict=True)}
+            return Transaction(txn.ops, txn.bump_generation, txn.events + extra), stored
+
+        self.transact_with_versions(plan, history_keep)
+        return list(planned)
+
     def transact_with_version(self, plan: Plan[Doc | None], app_id: str,
                               keep: int) -> Doc | None:
-        """`transact(plan)`, whose result is the app as stored after it (None: the app does not
-        exist, e.g. it was deleted); then, with `keep`, the history follows: the stored app
-        goes into it (`put_app_version`), or a gone app's history goes (`delete_app_versions`).
-        A backend that keeps histories in the same database does both in one transaction
-        (SQLite, ZooKeeper); the default runs them one after the other."""
+        """`transact_with_versions` of a plan changing one app, whose result is that app as
+        stored after it (None: the app does not exist, e.g. it was deleted)."""
+        def keyed(reader: Reader) -> tuple[Transaction, dict[str, Doc | None]]:
+            txn, stored = plan(reader)
+            return txn, {app_id: stored}
+
+        return self.transact_with_versions(keyed, keep)[app_id]
+
+    def transact_with_versions(self, plan: Plan[dict[str, Doc | None]],
+                               keep: int) -> dict[str, Doc | None]:
+        """`transact(plan)`, whose result maps each app changed to its document as stored after
+        it (None: the app does not exist, e.g. it was deleted); then, with `keep`, each app's
+        history follows: the stored app goes into it (`put_app_version`), or a gone app's
+        history goes (`delete_app_versions`). A backend that keeps histories in the same
+        database does all of it in one transaction (SQLite, ZooKeeper); the default runs them
+        one after the other."""
         stored = self.transact(plan)
-        if keep and stored is not None:
-            self.put_app_version(app_id, stored["version"], stored, keep=keep)
-        elif keep:
-            self.delete_app_versions(app_id)
+        for app_id, doc in stored.items():
+            if keep and doc is not None:
+                self.put_app_version(app_id, doc["version"], doc, keep=keep)
+            elif keep:
+                self.delete_app_versions(app_id)
         return stored
 
     @abstractmethod

@@ -3,7 +3,7 @@
 
 A mixin of `ZooKeeperStateStore` (its client, root and error adapter). Histories are not desired
 state: outside the generation and not cached (read on demand: `GET /v2/apps/{id}/versions` is
-rare). A change's version is written in the change's own `multi` (`transact_with_version`), so a
+rare). A change's version is written in the change's own `multi` (`transact_with_versions`), so a
 process killed between the two cannot leave a change without its history entry, and usually with
 no other round trip (`_VersionWrite`); pruning the oldest versions comes after, only when the
 history is longer than kept, and a prune that does not happen only leaves a longer history.
@@ -31,7 +31,8 @@ ExtraWrite = tuple[str, bytes | None, bool]
 
 
 class _VersionWrite:
-    """The extra writes of `transact_with_version`: the stored app as a node of its history.
+    """The extra writes of `transact_with_versions` for one app: the stored app as a node of
+    its history.
 
     First attempt, no round trip: the history's parent is created in the same `multi` when the
     cache does not hold the app (its creation), and the version node is created (a new version)
@@ -72,17 +73,50 @@ class _VersionWrite:
         self.versions = getattr(results[-1], "numChildren", 0) if results else 0
 
 
+class _VersionWrites:
+    """The extra writes of `transact_with_versions`: a `_VersionWrite` per app changed, their
+    writes one after the other in the `multi`, each told its own results."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._per_app: dict[str, _VersionWrite] = {}   # kept across attempts
+        self._written: list[tuple[_VersionWrite, int]] = []  # this attempt's, with their count
+
+    def __call__(self, stored: dict[str, Doc | None]) -> list[ExtraWrite]:
+        writes: list[ExtraWrite] = []
+        self._written = []
+        for app_id, doc in stored.items():
+            write = self._per_app.setdefault(app_id, _VersionWrite(self.store, app_id))
+            own = write(doc)
+            writes += own
+            self._written.append((write, len(own)))
+        return writes
+
+    def committed(self, results: list) -> None:
+        start = 0
+        for write, count in self._written:
+            write.committed(results[start:start + count])
+            start += count
+
+    def versions(self, app_id: str) -> int:
+        """How many versions the app's history holds after the commit."""
+        write = self._per_app.get(app_id)
+        return write.versions if write is not None else 0
+
+
 class ZooKeeperAppVersions:
-    def transact_with_version(self, plan: Any, app_id: str, keep: int) -> Doc | None:
-        """`transact(plan)` with the stored app (the plan's result) put into its version history
-        in the same `multi` (`_VersionWrite`); then the history is pruned to `keep`. A plan whose
-        result is None (the app is gone) deletes the history's nodes in that `multi` instead."""
+    def transact_with_versions(self, plan: Any, keep: int) -> dict[str, Doc | None]:
+        """`transact(plan)` with each stored app (the plan's result maps app ids to them) put
+        into its version history in the same `multi` (`_VersionWrites`); then each history
+        longer than `keep` is pruned. An app whose result is None (it is gone) has its
+        history's nodes deleted in that `multi` instead."""
         if not keep:
             return self.transact(plan)  # type: ignore[attr-defined]
-        version_write = _VersionWrite(self, app_id)
-        stored = self.transact(plan, extra_writes=version_write)  # type: ignore[attr-defined]
-        if stored is not None and version_write.versions > max(1, int(keep)):
-            self._prune_versions(app_id, keep)
+        version_writes = _VersionWrites(self)
+        stored = self.transact(plan, extra_writes=version_writes)  # type: ignore[attr-defined]
+        for app_id, doc in stored.items():
+            if doc is not None and version_writes.versions(app_id) > max(1, int(keep)):
+                self._prune_versions(app_id, keep)
         return stored
 
     def _history_removal(self, app_id: str) -> list[ExtraWrite]:

@@ -286,10 +286,10 @@ class _RacedStore(SQLiteStateStore):
 
     race: list = []
 
-    def transact_with_version(self, plan, app_id, keep):
+    def transact_with_versions(self, plan, keep):  # every app change's (one app or several)
         while self.race:
             self.race.pop(0)()
-        return super().transact_with_version(plan, app_id, keep)
+        return super().transact_with_versions(plan, keep)
 
 
 def test_a_scale_keeps_a_change_committed_before_its_transaction(tmp_path: Path) -> None:

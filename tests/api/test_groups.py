@@ -96,3 +96,38 @@ def test_an_invalid_group_changes_nothing(api, store):
     paths = {d["path"] for d in r.json()["details"]}
     assert "/apps[/shop/data/db]/cpus" in paths and "/pods" in paths
     assert snapshot(store) == before
+
+
+def test_a_group_change_refused_for_one_app_changes_none(api, store):
+    """All of a group's apps are stored in one transaction: a 409 for its second app leaves
+    the first as it was (before, the first was already stored: half a group changed)."""
+    apps = [{"id": name, "cmd": "sleep 600", "cpus": 0.1, "mem": 16} for name in ("a", "b")]
+    r = requests.post(api + "/v2/groups", json={"id": "/lock", "apps": apps}, timeout=10)
+    assert r.status_code == 201, r.text
+    finish_deployments(store)
+    r = requests.put(api + "/v2/apps/lock/b", json={"instances": 2}, timeout=10)
+    assert r.status_code == 200, r.text  # /lock/b is locked by its running deployment now
+    before = snapshot(store)
+    changed = {"id": "/lock", "apps": [dict(app, cmd="sleep 700") for app in apps]}
+    r = requests.put(api + "/v2/groups/lock", json=changed, timeout=10)
+    assert r.status_code == 409, r.text
+    assert r.json()["deployments"] == [{"id": before["deployments"][-1]["id"]}]
+    r = requests.put(api + "/v2/groups/lock", json={"scaleBy": 3}, timeout=10)
+    assert r.status_code == 409, r.text
+    assert snapshot(store) == before
+    r = requests.put(api + "/v2/groups/lock", json=changed, params={"force": "true"},
+                     timeout=10)
+    assert r.status_code == 200, r.text
+    assert [store.get_app(f"/lock/{n}")["cmd"] for n in "ab"] == ["sleep 700"] * 2
+    assert store.get_app("/lock/a")["version"] == store.get_app("/lock/b")["version"]
+    finish_deployments(store)
+
+
+def test_a_new_groups_apps_get_distinct_service_ports(api, store):
+    apps = [{"id": name, "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 0,
+             "portDefinitions": [{"port": 0, "name": "http"}]} for name in ("a", "b", "c")]
+    r = requests.post(api + "/v2/groups", json={"id": "/ports", "apps": apps}, timeout=10)
+    assert r.status_code == 201, r.text
+    ports = [store.get_app(f"/ports/{n}")["portDefinitions"][0]["port"] for n in "abc"]
+    assert len(set(ports)) == 3 and all(10000 <= p < 20000 for p in ports)
+    finish_deployments(store)

@@ -9,7 +9,7 @@ import json
 import pytest
 import requests
 
-from tests.api.conftest import snapshot
+from tests.api.conftest import finish_deployments, snapshot
 from tests.fixtures_api import start_api
 from tests.support import REPO
 
@@ -170,6 +170,25 @@ def test_put_and_patch_several_apps(api, store):
     assert snapshot(store) == before  # one bad definition: nothing stored
     assert requests.patch(api + "/v2/apps", json=[{"id": "/batch/none", "instances": 1}],
                           timeout=10).status_code == 404
+
+
+def test_a_batch_refused_for_one_app_stores_none(api, store):
+    """`PUT /v2/apps` with several apps is one transaction: a 409 for the second app (locked by
+    its running deployment) leaves the first unchanged and creates no app."""
+    r = requests.put(api + "/v2/apps", timeout=10, params={"force": "true"}, json=[
+        {"id": "/atomic/a", "cmd": "sleep 60", "cpus": 0.1, "mem": 16, "instances": 0},
+        {"id": "/atomic/b", "cmd": "sleep 60", "cpus": 0.1, "mem": 16, "instances": 0}])
+    assert r.status_code == 200, r.text
+    finish_deployments(store)
+    r = requests.put(api + "/v2/apps/atomic/b", json={"instances": 1}, timeout=10)
+    assert r.status_code == 200, r.text  # /atomic/b is locked by its running deployment now
+    before = snapshot(store)
+    r = requests.put(api + "/v2/apps", timeout=10, json=[
+        {"id": "/atomic/a", "instances": 2}, {"id": "/atomic/new", "cmd": "sleep 60"},
+        {"id": "/atomic/b", "instances": 2}])
+    assert r.status_code == 409, r.text
+    assert snapshot(store) == before
+    finish_deployments(store)
 
 
 def test_a_docker_app_is_accepted_and_answered_in_marathons_shape(api):
