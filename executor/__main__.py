@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Imported here: `--help` and the environment check work without pymesos's side effects.
-    from executor.executor import AccessdExecutor, ExecutorDriver
+    from executor.driver import ExecutorDriver
+    from executor.executor import AccessdExecutor
 
     # pymesos attaches its own stderr handler; without this every line of it appears twice.
     logging.getLogger("pymesos").propagate = False

@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from executor.executor import reconnect_delay as executor_delay
-from executor.executor import subscription_backoff_max
+from executor.driver import reconnect_delay as executor_delay
+from executor.driver import subscription_backoff_max
 from scheduler.driver import RECONNECT_MAX_SECONDS, reconnect_delay
 from scheduler.lograte import ConnectionErrorFilter, RepeatFilter
 
