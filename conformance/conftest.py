@@ -172,7 +172,36 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         name = f"{scenario_name(item)}-{cluster_of(item)}.log".replace("/", "_")
         (LOG_DIR / name).write_text(f"{call.excinfo.exconly()}\n\n--- scheduler\n{sched_log}\n"
-                                    f"\n--- {run.cluster.label}\n{run.cluster.log()}\n")
+                                    f"\n--- {run.cluster.label}\n{run.cluster.log()}\n"
+                                    f"{executor_logs(run.cluster.work)}")
+
+
+EXECUTOR_LOG_LINES = 60
+EXECUTOR_LOGS_KEPT = 12
+
+
+def executor_logs(work: Path) -> str:
+    """The end of each executor's sandbox stderr under the cluster's work dir, newest first
+    (accessd's executor logs its reconnects there: what the agent's log cannot say, such as why
+    an executor did not re-subscribe in time after an agent restart)."""
+    files = sorted({p.resolve() for p in work.glob("**/executors/*/runs/*/stderr")},
+                   key=_mtime, reverse=True)  # (a real agent's runs/latest links a run)
+    parts = []
+    for path in files[:EXECUTOR_LOGS_KEPT]:
+        try:
+            lines = path.read_text(errors="replace").splitlines()[-EXECUTOR_LOG_LINES:]
+        except OSError:
+            continue
+        where = path.relative_to(work.resolve())
+        parts.append(f"\n--- executor stderr {where}\n" + "\n".join(lines))
+    return "".join(parts)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def format_table() -> str:

@@ -14,11 +14,6 @@ KNOWN: dict[tuple[str, str], str] = {
         "the Mesos tarball has no libexec/mesos/mesos-tcp-connect, through which the command "
         "executor runs TCP checks: every check fails 'TCP connection failed' (a gap of the "
         "build, not of accessd; localmesos passes as a full Mesos would)"),
-    ("test_agent_restart_keeps_executors", "mesos"): (
-        "issue 18 (1), fixed by i18 (the executor re-subscribes within "
-        "MESOS_SUBSCRIPTION_BACKOFF_MAX): passed alone twice and in 4 of 6 full runs with i18; "
-        "in the other 2 one /conf/steady-exec task was not ready in the API within 60 s, cause "
-        "not found yet (logs now kept in .cache/conformance-logs/). Remove once CI runs pass"),
 }
 _NO_DOCKER_EXECUTOR = (
     "issue 22: the Mesos tarball has no libexec/mesos/mesos-docker-executor, so the real "

@@ -281,12 +281,16 @@ class AccessdExecutor(Executor):
         self._attach(driver)
 
     def disconnected(self, driver: MesosExecutorDriver) -> None:
+        """Every connection that ends calls this, each failed reconnect too: the recovery
+        timeout runs from the first (one timer, one log line), as MESOS_RECOVERY_TIMEOUT says."""
         with self._lock:
             self._connected = False
             if self._finishing or self._shutting_down:
                 return
             if not self.checkpoint:
                 return  # pymesos calls shutdown() next: without checkpointing, agent gone = end
+            if self._reconnect_timer is not None:
+                return  # still waiting since an earlier disconnection
             log.warning("disconnected from the agent; waiting %.0fs for it to recover",
                         self.recovery_timeout)
             self._reconnect_timer = threading.Timer(self.recovery_timeout, self._recovery_expired)

@@ -68,6 +68,7 @@ class Agent(CommandTasks, DockerTasks, ExecutorLifecycle, StatusUpdates, Executo
         self.removed_frameworks: set[str] = set()
         self.pending: dict[Key, collections.deque[dict[str, Any]]] = {}
         self.retry: dict[Key, tuple[Any, float]] = {}
+        self.executor_api_answers: collections.Counter[str] = collections.Counter()
         self.server = HttpServer(self.ip, 0, self.handle, name=f"agent{index}-http")
         self.files = SandboxFiles()
 

@@ -4,7 +4,11 @@
 while executor and task processes keep running; updates made meanwhile are kept, not sent.
 `recover()`: the agent listens on the same port again, re-registers with the master under the
 same agent id, forwards the kept updates and gives every live executor
-`executor_reregistration_timeout` (Mesos: 2 s) to SUBSCRIBE again; one that does not is killed
+`executor_reregistration_timeout` (Mesos: 2 s) to SUBSCRIBE again. As a real agent process that
+has just started, its executor API first answers `404 Not Found.` for a moment (its routes are
+not installed yet), then `503` "Agent has not finished recovery"; the window opens after both
+(`AGENT_STARTING_SECONDS`, `AGENT_RECOVERING_SECONDS`: a real 1.12 agent probed from its start,
+`tests/data/mesos-1.12/agent_start_answers.json`). An executor that does not SUBSCRIBE is killed
 ("Killing un-reregistered executor") and its tasks end TASK_LOST (TASK_GONE for PARTITION_AWARE
 frameworks), `REASON_EXECUTOR_REREGISTRATION_TIMEOUT`, "Executor did not reregister within
 2secs". An executor that exited while the agent was away ends as any executor exit does (its
@@ -17,15 +21,25 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 
+from localmesos.httpserver import Response
 from localmesos.model import Executor, mesos_duration
 from localmesos.procs import kill_tree
 
 log = logging.getLogger("localmesos.agent")
 
+# How long a restarted agent's executor API answers 404, then 503, before executors may SUBSCRIBE
+# (a real 1.12 agent: 404 for 25-35 ms once its port opens, then 503 for 12-45 ms).
+AGENT_STARTING_SECONDS = 0.03
+AGENT_RECOVERING_SECONDS = 0.05
+
 
 class AgentRecovery:
     recoveries = 0  # recoveries so far: the re-registration window a timer belongs to
+    starting_until = 0.0    # (monotonic) the executor API answers 404 until then
+    recovering_until = 0.0  # ... and 503 until then
+
     def go_down(self) -> None:
         """The agent process exits; its executors and tasks keep running."""
         self.down = True
@@ -42,14 +56,19 @@ class AgentRecovery:
                  self.id, self.hostname, len([e for e in self.executors.values() if not e.exited]),
                  len([t for t in self.tasks.values() if not t.terminal]))
 
-    def recover(self) -> None:
-        """The agent process starts again with its work dir: same id, executors waited for."""
+    def recover(self, starting: float = AGENT_STARTING_SECONDS,
+                recovering: float = AGENT_RECOVERING_SECONDS) -> None:
+        """The agent process starts again with its work dir: same id, executors waited for, once
+        its executor API has answered 404 for `starting` seconds and 503 for `recovering`."""
         self.server.reopen()
         self.down = False
+        now = time.monotonic()
+        self.starting_until = now + starting
+        self.recovering_until = now + starting + recovering
         # Each recovery opens its own window: a timer left by an earlier recovery (the agent
         # went down again before it fired) must not close this one early.
         self.recoveries += 1
-        window = self.cluster.opts.executor_reregistration_timeout
+        window = starting + recovering + self.cluster.opts.executor_reregistration_timeout
         for ex in list(self.executors.values()):
             if ex.exited:
                 continue
@@ -76,6 +95,15 @@ class AgentRecovery:
         log.info("agent %s (%s) recovered; waiting %s for %d executors to re-subscribe",
                  self.id, self.hostname, mesos_duration(window),
                  len([e for e in self.executors.values() if e.recovering]))
+
+    def start_refusal(self) -> Response | None:
+        """What the executor API answers while the agent process is starting, else None."""
+        now = time.monotonic()
+        if now < self.starting_until:
+            return Response.text(404, "404 Not Found.")
+        if now < self.recovering_until:
+            return Response.text(503, "Agent has not finished recovery")
+        return None
 
     def _checkpointing(self, fid: str) -> bool:
         return bool((self.framework_infos.get(fid) or {}).get("checkpoint"))

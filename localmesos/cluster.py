@@ -24,6 +24,7 @@ from typing import Any
 
 from localmesos import docker_containerizer
 from localmesos.agent import Agent
+from localmesos.agent_recovery import AGENT_RECOVERING_SECONDS, AGENT_STARTING_SECONDS
 from localmesos.httpserver import HttpServer, Request, Response
 from localmesos.master import Master
 from localmesos.model import mesos_duration
@@ -183,6 +184,13 @@ class Cluster:
         down = _seconds(query.get("down_seconds", "0"))
         if down is None:
             return Response.json(400, {"message": "down_seconds must be 0..3600"})
+        # how long the restarted process answers executors 404, then 503 (agent_recovery)
+        starting = _seconds(query.get("starting_seconds", str(AGENT_STARTING_SECONDS)))
+        recovering = _seconds(query.get("recovering_seconds", str(AGENT_RECOVERING_SECONDS)))
+        if starting is None or recovering is None:
+            return Response.json(400, {"message": "starting_seconds and recovering_seconds "
+                                                  "must be 0..3600"})
+        phases = (starting, recovering)
         if action in ("stop", "restart"):
             if not agent.running or agent.down:
                 return Response.json(409, {"message": f"{agent.hostname} is not running"})
@@ -193,18 +201,18 @@ class Cluster:
                 tasks = agent.stop("stopped by /_localmesos (machine loss)")
                 self.master.agent_lost(agent, tasks, "agent stopped")
         if action == "restart":
-            self.timers.call_later(down, self._agent_back, agent, keep)
+            self.timers.call_later(down, self._agent_back, agent, keep, phases)
         elif action == "start":
             if agent.running and not agent.down:
                 return Response.json(409, {"message": f"{agent.hostname} is running"})
-            self._agent_back(agent, agent.down)
+            self._agent_back(agent, agent.down, phases)
         return Response.json(200, self._agent_doc(agent))
 
-    def _agent_back(self, agent: Agent, recovered: bool) -> None:
+    def _agent_back(self, agent: Agent, recovered: bool, phases: tuple[float, float]) -> None:
         if recovered:  # same agent id, executors waited for
             if not agent.down:
                 return
-            agent.recover()
+            agent.recover(*phases)
             self.master.agent_reregistered(agent)
         else:  # a new, empty agent
             if agent.running:
@@ -216,6 +224,7 @@ class Cluster:
         return {"id": a.id, "hostname": a.hostname, "port": a.port,
                 "running": a.running and not a.down, "pids": a.pids(),
                 "pending_updates": sum(len(q) for q in a.pending.values()),
+                "executor_api": dict(a.executor_api_answers),
                 "executors": [{"id": e.id, "framework_id": e.framework_id, "pid": e.pid,
                                "subscribed": e.subscribed}
                               for e in a.executors.values() if not e.exited]}

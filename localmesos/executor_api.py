@@ -23,6 +23,14 @@ RESENDABLE = TERMINAL | {"TASK_STARTING", "TASK_RUNNING", "TASK_KILLING"}
 
 class ExecutorApi:
     def executor_api(self, req: Request) -> Response | Stream:
+        refusal = self.start_refusal()
+        answer = refusal if refusal is not None else self._executor_call(req)
+        with self.cluster.lock:  # counted by answer, to measure a reconnect storm
+            self.executor_api_answers[
+                str(answer.status if isinstance(answer, Response) else 200)] += 1
+        return answer
+
+    def _executor_call(self, req: Request) -> Response | Stream:
         if req.method != "POST":
             return Response.text(405, f"Expecting one of {{ 'POST' }}, but received '{req.method}'")
         if not req.headers.get("Content-Type"):

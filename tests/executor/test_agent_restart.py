@@ -105,3 +105,42 @@ def test_executor_dead_while_its_agent_was_away_fails_its_task_with_mesoss_reaso
     # destroys the container before it reports; localmesos does not, see the issue's note.)
     wait_until(lambda: not live_with_environ(f"MESOS_TASK_ID={task_id}\0"), timeout=10,
                message="the service gone")
+
+
+def executor_api_answers(mesos) -> dict[str, int]:
+    [agent] = mesos.agents()
+    return agent["executor_api"]
+
+
+def subscribed(mesos, executor_id: str) -> bool:
+    [agent] = mesos.agents()
+    return any(e["id"] == executor_id and e["subscribed"] for e in agent["executors"])
+
+
+def test_executor_rides_out_a_starting_agents_404s_and_503s_without_a_storm(cluster):
+    """A real agent that has just started answers 404, then 503 (agent_start_answers.json).
+    pymesos's driver raised on the 404, which ended its I/O thread: the executor shut its task
+    down and the agent killed it (the conformance lane's intermittent failure). It also
+    retried every 503 at once. Here the phases are long enough (1.5 s, 1 s) that the executor
+    meets both."""
+    mesos, framework, ctl = cluster
+    task_id, _ = framework.launch({"id": "/ck/starting", "cmd": "sleep 100000", "cpus": 0.1,
+                                   "mem": 32, "portDefinitions": []})
+    running = framework.wait_state(task_id, "TASK_RUNNING")
+    executor_pid = running["container_status"]["executor_pid"]
+    before = executor_api_answers(mesos)
+    control(mesos, "stop?keep_executors=true")
+    control(mesos, "start?starting_seconds=1.5&recovering_seconds=1")
+    wait_until(lambda: subscribed(mesos, task_id), timeout=15,
+               message="the executor subscribed to its restarted agent")
+    after = executor_api_answers(mesos)
+    met = {code: after.get(code, 0) - before.get(code, 0) for code in ("404", "503")}
+    assert met["404"] >= 1, met  # it did meet the starting agent
+    # paced (at most 1 s apart, MESOS_SUBSCRIPTION_BACKOFF_MAX=2secs): a handful of attempts
+    # in the 2.5 s; pymesos's immediate retries of the 503s made hundreds
+    assert met["404"] + met["503"] <= 30, met
+    assert pid_alive(executor_pid)
+    assert live_with_environ(f"MESOS_TASK_ID={task_id}\0")
+    assert {s["state"] for s in framework.of(task_id)} <= {"TASK_STARTING", "TASK_RUNNING"}
+    framework.kill(task_id)
+    framework.wait_state(task_id, "TASK_KILLED")

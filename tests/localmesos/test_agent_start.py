@@ -1,0 +1,86 @@
+"""A restarted agent's executor API answers as a real 1.12 agent process that has just started:
+404 while its routes are not installed, then 503 while it recovers, then the call's own answer
+(`tests/data/mesos-1.12/agent_start_answers.json`); the executors' re-registration window opens
+after both."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.error
+
+import pytest
+
+from tests.data import recording
+from tests.fixtures_mesos import start_localmesos
+from tests.localmesos.conftest import TEST_ARGS
+
+SUBSCRIBE = json.dumps({"type": "SUBSCRIBE", "framework_id": {"value": "f"},
+                        "executor_id": {"value": "e"},
+                        "subscribe": {"unacknowledged_tasks": [], "unacknowledged_updates": []}})
+
+
+def answer(agent: dict) -> tuple[str, str]:
+    """The agent's answer to an executor SUBSCRIBE of an unknown framework."""
+    conn = http.client.HTTPConnection(agent["hostname"], agent["port"], timeout=5)
+    try:
+        conn.request("POST", "/api/v1/executor", body=SUBSCRIBE,
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return str(resp.status), resp.read().decode()
+    except ConnectionRefusedError:
+        return "connection refused", ""
+    finally:
+        conn.close()
+
+
+def answers_until_served(agent: dict, timeout: float = 10.0) -> list[tuple[str, str]]:
+    """Each change of answer, asking every 10 ms, until the call itself is answered (400)."""
+    seen: list[tuple[str, str]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = answer(agent)
+        if not seen or seen[-1] != got:
+            seen.append(got)
+        if got[0] == "400":
+            return seen
+        time.sleep(0.01)  # the polling interval of the probe, not a wait for a condition
+    raise AssertionError(f"the agent never served the call: {seen}")
+
+
+def test_a_restarted_agent_answers_404_then_503_as_a_real_one_starting(tmp_path):
+    recorded = [(step["answer"], step.get("body", ""))
+                for step in recording("agent_start_answers.json")["starts"][0][1:]]
+    cluster = start_localmesos(tmp_path, agents=1, extra_args=TEST_ARGS)
+    try:
+        [agent] = cluster.agents()
+        assert answer(agent) == recorded[-1]
+        cluster._call("POST", "/_localmesos/agents/1/stop?keep_executors=true")
+        assert answer(agent)[0] == "connection refused"
+        # phases longer than a real agent's (tens of ms), so that each is seen
+        cluster._call("POST", "/_localmesos/agents/1/start"
+                              "?starting_seconds=0.4&recovering_seconds=0.4")
+        assert answers_until_served(agent) == recorded
+        [agent] = cluster.agents()
+        assert {"404", "503", "400"} <= set(agent["executor_api"])
+        # the default phases are a real agent's: short, and there
+        cluster._call("POST", "/_localmesos/agents/1/stop?keep_executors=true")
+        cluster._call("POST", "/_localmesos/agents/1/start")
+        assert answers_until_served(agent)[-1] == recorded[-1]
+    finally:
+        cluster.stop()
+
+
+def test_bad_phases_are_refused(tmp_path):
+    cluster = start_localmesos(tmp_path, agents=1, extra_args=TEST_ARGS)
+    try:
+        cluster._call("POST", "/_localmesos/agents/1/stop?keep_executors=true")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            cluster._call("POST", "/_localmesos/agents/1/start?starting_seconds=-1")
+        assert refused.value.code == 400
+        assert "starting_seconds" in json.loads(refused.value.read())["message"]
+        [agent] = cluster.agents()
+        assert agent["running"] is False  # nothing half-done: still down
+    finally:
+        cluster.stop()
