@@ -16,7 +16,7 @@ import pytest
 from scheduler.framework import Worker
 from scheduler.sqlite_state import SQLiteStateStore
 from tests.fixtures_mesos import start_localmesos
-from tests.fixtures_scheduler import deploy_app, start_scheduler
+from tests.fixtures_scheduler import deploy_app, scale_app, start_scheduler
 from tests.scheduler.test_framework import NOW, put_app, put_task, status
 from tests.support import wait_until
 
@@ -152,20 +152,32 @@ def test_killed_scheduler_mid_launch_applies_every_update_once(tmp_path):
     try:
         sched = start_scheduler(lm.master, state)
         store = SQLiteStateStore(state)
-        n = 150
-        deploy_app(store, {"id": "/batch", "executor": "//cmd", "cmd": "exec sleep 600",
-                           "cpus": 0.01, "mem": 8, "instances": n, "portDefinitions": []})
 
         def running_events():
             return [e for e in state_events(store) if e[1] == "TASK_RUNNING"]
 
-        # SIGKILL while the updates stream in: some stored, some not yet
-        wait_until(lambda: running_events(), timeout=60, interval=0.01,
-                   message="the first TASK_RUNNING")
-        sched.popen.send_signal(signal.SIGKILL)
-        sched.popen.wait(10)
-        stored_at_kill = len(running_events())
-        assert stored_at_kill < n, "the launch finished before the kill: nothing was tested"
+        # SIGKILL while the updates stream in: some stored, some not yet. A whole wave can be
+        # stored in one batch before the kill lands (a loaded machine queues them all): then
+        # nothing would be tested, so another wave is launched, at most twice more.
+        n, wave = 0, 150
+        for _attempt in range(3):
+            before = len(running_events())
+            n += wave
+            if n == wave:
+                deploy_app(store, {"id": "/batch", "executor": "//cmd", "cmd": "exec sleep 600",
+                                   "cpus": 0.01, "mem": 8, "instances": n,
+                                   "portDefinitions": []})
+            else:  # a scale: the tasks of the waves before stay as they are
+                scale_app(store, "/batch", n, force=True)
+            wait_until(lambda seen=before: len(running_events()) > seen, timeout=60,
+                       interval=0.01, message="the wave's first TASK_RUNNING")
+            sched.popen.send_signal(signal.SIGKILL)
+            sched.popen.wait(10)
+            if len(running_events()) < n:
+                break  # killed mid-launch
+            sched = start_scheduler(lm.master, state)
+        else:
+            pytest.fail("every wave was stored whole before the kill: nothing was tested")
         sched = start_scheduler(lm.master, state)
         wait_until(lambda: len(store.list_tasks("/batch")) == n and all(
             t["state"] == "TASK_RUNNING" for t in store.list_tasks("/batch")), timeout=120,
