@@ -69,6 +69,8 @@ class Agent(CommandTasks, DockerTasks, ExecutorLifecycle, StatusUpdates, Executo
         self.pending: dict[Key, collections.deque[dict[str, Any]]] = {}
         self.retry: dict[Key, tuple[Any, float]] = {}
         self.executor_api_answers: collections.Counter[str] = collections.Counter()
+        # KILLs the master got while this agent was disconnected: sent when it re-registers
+        self.held_kills: dict[str, float | None] = {}
         self.server = HttpServer(self.ip, 0, self.handle, name=f"agent{index}-http")
         self.files = SandboxFiles()
 

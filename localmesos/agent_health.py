@@ -48,7 +48,7 @@ class AgentHealth:
 
     def _pings_missed(self, agent: Agent) -> None:
         self.ping_timers.pop(agent.id, None)
-        if not agent.down or agent.id not in self.agents:
+        if not agent.disconnected or agent.id not in self.agents:
             return
         log.info("agent %s (%s) did not answer %d pings: unreachable", agent.id, agent.hostname,
                  self.opts.max_agent_ping_timeouts)
@@ -102,6 +102,10 @@ class AgentHealth:
                     log.info("killing task %s of framework %s on re-registered agent %s: the "
                              "framework is not partition-aware", task.id, fw.id, agent.id)
                     agent.kill_task(task)
+        held, agent.held_kills = agent.held_kills, {}
+        for task in agent.live_tasks():
+            if task.id in held:  # KILLs asked for while it was disconnected
+                agent.kill_task(task, held[task.id])
         log.info("agent %s (%s) re-registered%s", agent.id, agent.hostname,
                  " after being unreachable" if was_unreachable else "")
         self.allocate_soon()

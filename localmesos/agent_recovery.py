@@ -8,7 +8,11 @@ same agent id, forwards the kept updates and gives every live executor
 has just started, its executor API first answers `404 Not Found.` for a moment (its routes are
 not installed yet), then `503` "Agent has not finished recovery"; the window opens after both
 (`AGENT_STARTING_SECONDS`, `AGENT_RECOVERING_SECONDS`: a real 1.12 agent probed from its start,
-`tests/data/mesos-1.12/agent_start_answers.json`). An executor that does not SUBSCRIBE is killed
+`tests/data/mesos-1.12/agent_start_answers.json`). The agent re-registers with the master only
+once that window has closed ("Finished recovery", then "Re-registered with master",
+`AGENT_REREGISTER_SECONDS` later): until then the master sees it disconnected (nothing offered
+from it, KILLs not delivered) and its status updates are held. An executor that does not
+SUBSCRIBE is killed
 ("Killing un-reregistered executor") and its tasks end TASK_LOST (TASK_GONE for PARTITION_AWARE
 frameworks), `REASON_EXECUTOR_REREGISTRATION_TIMEOUT`, "Executor did not reregister within
 2secs". An executor that exited while the agent was away ends as any executor exit does (its
@@ -33,12 +37,21 @@ log = logging.getLogger("localmesos.agent")
 # (a real 1.12 agent: 404 for 25-35 ms once its port opens, then 503 for 12-45 ms).
 AGENT_STARTING_SECONDS = 0.03
 AGENT_RECOVERING_SECONDS = 0.05
+# ... and from the end of its executors' re-registration window to its re-registration with the
+# master (a real one: 0.34 s and 0.58 s in two restarts)
+AGENT_REREGISTER_SECONDS = 0.4
 
 
 class AgentRecovery:
     recoveries = 0  # recoveries so far: the re-registration window a timer belongs to
     starting_until = 0.0    # (monotonic) the executor API answers 404 until then
     recovering_until = 0.0  # ... and 503 until then
+    registering = False     # recovered, not yet re-registered with the master
+
+    @property
+    def disconnected(self) -> bool:
+        """As the master sees the agent: its process is down, or back but not re-registered."""
+        return self.down or self.registering
 
     def go_down(self) -> None:
         """The agent process exits; its executors and tasks keep running."""
@@ -57,11 +70,13 @@ class AgentRecovery:
                  len([t for t in self.tasks.values() if not t.terminal]))
 
     def recover(self, starting: float = AGENT_STARTING_SECONDS,
-                recovering: float = AGENT_RECOVERING_SECONDS) -> None:
+                recovering: float = AGENT_RECOVERING_SECONDS) -> float:
         """The agent process starts again with its work dir: same id, executors waited for, once
-        its executor API has answered 404 for `starting` seconds and 503 for `recovering`."""
+        its executor API has answered 404 for `starting` seconds and 503 for `recovering`.
+        Returns the seconds after which it re-registers with the master (`reregistered`)."""
         self.server.reopen()
         self.down = False
+        self.registering = True
         now = time.monotonic()
         self.starting_until = now + starting
         self.recovering_until = now + starting + recovering
@@ -90,11 +105,16 @@ class AgentRecovery:
                 self._not_recovered(task.framework_id, [task])
                 if task.pid is not None:
                     kill_tree(task.pid, signal.SIGKILL)
-        for key in list(self.pending):
-            self._forward(key, self.cluster.opts.status_update_retry)
         log.info("agent %s (%s) recovered; waiting %s for %d executors to re-subscribe",
                  self.id, self.hostname, mesos_duration(window),
                  len([e for e in self.executors.values() if e.recovering]))
+        return window + AGENT_REREGISTER_SECONDS
+
+    def reregistered(self) -> None:
+        """Re-registered with the master: the held status updates go out."""
+        self.registering = False
+        for key in list(self.pending):
+            self._forward(key, self.cluster.opts.status_update_retry)
 
     def start_refusal(self) -> Response | None:
         """What the executor API answers while the agent process is starting, else None."""

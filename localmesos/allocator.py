@@ -56,7 +56,7 @@ class Allocator:
         held = {fw.id: self._held(fw) for fw in frameworks}
         batches: dict[str, list[Offer]] = {}
         for agent in agents:
-            if agent.down:  # disconnected: nothing is offered from it
+            if agent.disconnected:  # nothing is offered from it
                 continue
             avail = self.unallocated(agent)
             if not avail.allocatable():

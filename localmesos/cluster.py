@@ -212,13 +212,20 @@ class Cluster:
         if recovered:  # same agent id, executors waited for
             if not agent.down:
                 return
-            agent.recover(*phases)
-            self.master.agent_reregistered(agent)
+            after = agent.recover(*phases)
+            self.timers.call_later(after, self._agent_reregisters, agent, agent.recoveries)
         else:  # a new, empty agent
             if agent.running:
                 return
             agent.start(self.master.new_agent_id(), time.time())
             self.master.add_agent(agent)
+
+    def _agent_reregisters(self, agent: Agent, recovery: int) -> None:
+        """The recovered agent registers with the master again (unless it went down again)."""
+        if agent.down or not agent.registering or recovery != agent.recoveries:
+            return
+        self.master.agent_reregistered(agent)
+        agent.reregistered()
 
     def _agent_doc(self, a: Agent) -> dict[str, Any]:
         return {"id": a.id, "hostname": a.hostname, "port": a.port,

@@ -456,7 +456,7 @@ class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
                 self.frameworks[fw.id] = fw
                 self._start_failover_timer(fw, float(info.get("failover_timeout") or 0.0))
             fw.tasks[task.id] = task
-        if agent.down:
+        if agent.disconnected:
             self.agent_disconnected(agent)
         self.allocate_soon()
 

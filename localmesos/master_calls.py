@@ -176,16 +176,18 @@ class SchedulerCalls:
             return
         if task.terminal:
             return
-        if task.agent.down:
-            log.info("framework %s: cannot kill task %s: its agent %s is disconnected (the "
-                     "scheduler retries)", fw.id, tid, task.agent.id)
+        if task.agent.disconnected:
+            # As a real master: kept, and sent when the agent re-registers (`killedTasks`).
+            log.info("framework %s: cannot kill task %s now: its agent %s is disconnected; the "
+                     "kill is sent when it re-registers", fw.id, tid, task.agent.id)
+            task.agent.held_kills[task.id] = grace_seconds(kill.get("kill_policy"))
             return
         task.agent.kill_task(task, grace_seconds(kill.get("kill_policy")))
 
     def _call_acknowledge(self, fw: Framework, call: dict[str, Any]) -> None:
         ack = call["acknowledge"]
         agent = self.agents.get(value(ack, "agent_id") or "")
-        if agent is not None and not agent.down:  # a dead agent resends it when back
+        if agent is not None and not agent.disconnected:  # it resends it when back
             agent.acknowledge(fw.id, value(ack, "task_id") or "", ack["uuid"])
 
     def _call_reconcile(self, fw: Framework, call: dict[str, Any]) -> None:

@@ -26,8 +26,8 @@ class MasterState:
             "port": a.port, "attributes": a.attributes_state(), "registered_time": a.registered_time,
             "resources": a.total.to_state(), "used_resources": a.used().to_state(),
             "offered_resources": self._offered(a).to_state(), "reserved_resources": {},
-            "unreserved_resources": a.total.to_state(), "active": not a.down,
-            "deactivated": a.down,
+            "unreserved_resources": a.total.to_state(), "active": not a.disconnected,
+            "deactivated": a.disconnected,
             "version": VERSION, "capabilities": list(AGENT_CAPABILITIES),
         }
 
@@ -78,8 +78,8 @@ class MasterState:
             "version": VERSION, "build_date": BUILD_DATE, "build_time": BUILD_TIME,
             "build_user": "", "start_time": self.start_time, "elected_time": self.elected_time,
             "id": self.id, "pid": self.pid, "hostname": "localhost",
-            "capabilities": list(MASTER_CAPABILITIES), "activated_slaves": float(len([a for a in agents if not a.down])),
-            "deactivated_slaves": float(len([a for a in agents if a.down])),
+            "capabilities": list(MASTER_CAPABILITIES), "activated_slaves": float(len([a for a in agents if not a.disconnected])),
+            "deactivated_slaves": float(len([a for a in agents if a.disconnected])),
             "unreachable_slaves": float(len(self.unreachable_agents)), "leader": self.pid,
             "leader_info": {"hostname": "localhost", "id": self.id, "pid": self.pid,
                             "port": self.port},

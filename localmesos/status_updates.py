@@ -46,8 +46,8 @@ class StatusUpdates:
         old = self.retry.pop(key, None)
         if old is not None:
             old[0].cancel()
-        if self.down:
-            return  # kept (checkpointed); the restarted agent forwards it
+        if self.disconnected:
+            return  # kept (checkpointed); forwarded once the agent is registered again
         self.master.forward_update(key[0], q[0])
         timer = self.cluster.timers.call_later(interval, self._retry_update, key, q[0]["uuid"])
         self.retry[key] = (timer, interval)

@@ -142,5 +142,9 @@ def test_executor_rides_out_a_starting_agents_404s_and_503s_without_a_storm(clus
     assert pid_alive(executor_pid)
     assert live_with_environ(f"MESOS_TASK_ID={task_id}\0")
     assert {s["state"] for s in framework.of(task_id)} <= {"TASK_STARTING", "TASK_RUNNING"}
+    # The agent re-registers with the master once its executors' window has closed; a KILL
+    # sent before would not reach it (the master drops it, the scheduler retries).
+    wait_until(lambda: all(a["active"] for a in mesos.state()["slaves"]), timeout=15,
+               message="the agent re-registered with the master")
     framework.kill(task_id)
     framework.wait_state(task_id, "TASK_KILLED")

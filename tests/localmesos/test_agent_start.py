@@ -15,6 +15,7 @@ import pytest
 from tests.data import recording
 from tests.fixtures_mesos import start_localmesos
 from tests.localmesos.conftest import TEST_ARGS
+from tests.localmesos.helpers import Recorder, command_task, start_driver, stop_driver
 
 SUBSCRIBE = json.dumps({"type": "SUBSCRIBE", "framework_id": {"value": "f"},
                         "executor_id": {"value": "e"},
@@ -83,4 +84,52 @@ def test_bad_phases_are_refused(tmp_path):
         [agent] = cluster.agents()
         assert agent["running"] is False  # nothing half-done: still down
     finally:
+        cluster.stop()
+
+
+def test_a_recovered_agent_re_registers_once_its_executors_window_has_closed(tmp_path):
+    """A real agent re-registers with the master only after "Finished recovery", which follows
+    its executors' re-registration window (2 s): until then the master shows it deactivated
+    and offers nothing from it."""
+    cluster = start_localmesos(tmp_path, agents=1, extra_args=TEST_ARGS)
+    try:
+        def active() -> bool:
+            return bool(cluster.state()["slaves"][0]["active"])
+
+        assert active()
+        cluster._call("POST", "/_localmesos/agents/1/stop?keep_executors=true")
+        assert not active()
+        started = time.monotonic()
+        cluster._call("POST", "/_localmesos/agents/1/start")
+        assert not active()  # its process is back, the master does not know it yet
+        assert cluster.agents()[0]["running"] is True
+        deadline = started + 10
+        while not active():
+            assert time.monotonic() < deadline, "the agent never re-registered"
+            time.sleep(0.02)  # the polling interval, not a wait for a condition
+        took = time.monotonic() - started
+        assert 2.0 <= took < 4.0, took  # 0.08 s of 404/503 + the 2 s window + 0.4 s
+    finally:
+        cluster.stop()
+
+
+def test_a_kill_asked_while_the_agent_re_registers_is_sent_once_it_has(tmp_path):
+    """A real master keeps a KILL for a task on a disconnected agent (`killedTasks`) and sends it
+    when the agent re-registers; localmesos dropped it."""
+    cluster = start_localmesos(tmp_path, agents=1, extra_args=TEST_ARGS)
+    rec = Recorder()
+    driver = start_driver(cluster.master, rec, checkpoint=True)
+    try:
+        offer = rec.take_offer()
+        driver.launchTasks(offer["id"], [command_task("held", offer, "sleep 600")])
+        rec.wait_state("held", "TASK_RUNNING")
+        cluster._call("POST", "/_localmesos/agents/1/stop?keep_executors=true")
+        cluster._call("POST", "/_localmesos/agents/1/start")
+        assert not cluster.state()["slaves"][0]["active"]  # back, not re-registered yet
+        driver.killTask({"value": "held"})
+        killed = rec.wait_state("held", "TASK_KILLED", timeout=15)
+        assert cluster.state()["slaves"][0]["active"]  # sent only once it had re-registered
+        assert killed["source"] == "SOURCE_EXECUTOR"
+    finally:
+        stop_driver(driver)
         cluster.stop()
