@@ -100,6 +100,8 @@ class Agent(CommandTasks, DockerTasks, ExecutorLifecycle, StatusUpdates, Executo
         """Machine loss: SIGKILL every process, forget all state; returns the tasks it had."""
         self.generation += 1
         self.running = False
+        self.registering = False  # the machine's next agent registers anew (`start`)
+        self.held_kills = {}
         if self.down:  # its process had stopped: the machine's next agent listens again
             self.down = False
             self.server.reopen()

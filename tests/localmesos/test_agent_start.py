@@ -133,3 +133,19 @@ def test_a_kill_asked_while_the_agent_re_registers_is_sent_once_it_has(tmp_path)
     finally:
         stop_driver(driver)
         cluster.stop()
+
+
+def test_a_machine_lost_while_its_agent_re_registers_comes_back_as_a_new_agent(tmp_path):
+    """Machine loss inside the re-registration wait: the new, empty agent registers at once."""
+    cluster = start_localmesos(tmp_path, agents=1, extra_args=TEST_ARGS)
+    try:
+        first = cluster.state()["slaves"][0]["id"]
+        cluster._call("POST", "/_localmesos/agents/1/stop?keep_executors=true")
+        cluster._call("POST", "/_localmesos/agents/1/start")
+        assert not cluster.state()["slaves"][0]["active"]
+        cluster._call("POST", "/_localmesos/agents/1/stop")
+        cluster._call("POST", "/_localmesos/agents/1/start")
+        [agent] = cluster.state()["slaves"]
+        assert agent["id"] != first and agent["active"]
+    finally:
+        cluster.stop()
