@@ -11,6 +11,13 @@ Here a process's writers only count their commits; every `every` commits a threa
 process checkpoints (PASSIVE: it never blocks a writer or a reader) on a connection of its own,
 while the writers go on. SQLite's own checkpoint stays as a safety net at a higher mark
 (`AUTOCHECKPOINT_PAGES`), for a process that writes much between two of these.
+
+The count is a process's own, so processes that each commit less than `every` times before
+they end (a scheduler killed and restarted, API workers replaced) never checkpointed: in `make
+chaos` the log grew to the 24 MB of the store's filesystem while the database file stayed at
+one page, and every write failed "database or disk is full" from then on. So every
+`WAL_CHECK_EVERY` commits the log's size is looked at too (one stat), and a log past
+`WAL_CHECKPOINT_BYTES` is checkpointed whatever the count.
 """
 
 from __future__ import annotations
@@ -25,15 +32,20 @@ log = logging.getLogger(__name__)
 
 AUTOCHECKPOINT_PAGES = 10_000     # SQLite's own, per writing connection (its default: 1,000)
 EVERY_COMMITS = 200               # ~4,400 pages of scale PUTs, fewer when commits are grouped
+WAL_CHECK_EVERY = 20              # commits between two looks at the log's size
+WAL_CHECKPOINT_BYTES = 4 << 20    # a log past this is checkpointed whatever the count (1,000 pages)
 
 
 class Checkpoints:
     """`committed()` after each COMMIT; checkpoints run in a thread of the process."""
 
     def __init__(self, connect: Callable[[], sqlite3.Connection],
-                 every: int = EVERY_COMMITS) -> None:
+                 every: int = EVERY_COMMITS, wal_path: str | None = None,
+                 wal_bytes: int = WAL_CHECKPOINT_BYTES) -> None:
         self._connect = connect
         self.every = every
+        self.wal_path = wal_path
+        self.wal_bytes = wal_bytes
         self._pid = -1
         self.done = 0               # checkpoints run by this process (for tests and logs)
 
@@ -48,7 +60,7 @@ class Checkpoints:
     def committed(self) -> None:
         self._for_this_process()
         self._count += 1
-        if self._count % self.every:
+        if self._count % self.every and not self._wal_is_long():
             return
         with self._cv:
             if self._closed:
@@ -59,6 +71,15 @@ class Checkpoints:
                                                 daemon=True)
                 self._thread.start()
             self._cv.notify()
+
+    def _wal_is_long(self) -> bool:
+        """Every `WAL_CHECK_EVERY` commits (and the first): whether the log is past the mark."""
+        if self.wal_path is None or self._count % WAL_CHECK_EVERY != 1:
+            return False
+        try:
+            return os.path.getsize(self.wal_path) > self.wal_bytes
+        except OSError:
+            return False
 
     def close(self) -> None:
         if self._pid != os.getpid():

@@ -166,7 +166,7 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
         self._closed = False
         self._writers = WriterQueue(BUSY_TIMEOUT_SECONDS, self.path + "-writers")
         self._writer: sqlite3.Connection | None = None
-        self._checkpoints = Checkpoints(self._checkpoint_conn)
+        self._checkpoints = Checkpoints(self._checkpoint_conn, wal_path=self.path + "-wal")
         self._enable_wal()
         with self._write() as c:
             for stmt in _SCHEMA.strip().split(";"):
