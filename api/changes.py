@@ -141,8 +141,7 @@ def _change(store: StateStore, req: falcon.Request, app_id: str, must_exist: boo
     stored, deployment = store.apply_app_update(
         app_id, update, force=force, port_range=port_range, history_keep=MAX_APP_VERSIONS,
         events=_events_of(req, now), now=now)
-    assert deployment is not None
-    return Change(deployment, stored, deployment.get("version") or now)
+    return _change_of(stored, deployment, now)
 
 
 def apply_all(store: StateStore, req: falcon.Request,
@@ -159,11 +158,13 @@ def apply_all(store: StateStore, req: falcon.Request,
     results = store.apply_app_updates(updates, force=force, port_range=port_range,
                                       history_keep=MAX_APP_VERSIONS,
                                       events=_events_of(req, now), now=now)
-    out = []
-    for stored, deployment in results:
-        assert deployment is not None
-        out.append(Change(deployment, stored, deployment.get("version") or now))
-    return out
+    return [_change_of(stored, deployment, now) for stored, deployment in results]
+
+
+def _change_of(stored: Doc | None, deployment: Doc | None, now: str) -> Change:
+    """The `Change` of a stored app change (every app change has its deployment)."""
+    assert deployment is not None
+    return Change(deployment, stored, deployment.get("version") or now)
 
 
 def _update(app_id: str, must_exist: bool, new_json: NewDefinition, *, now: str,

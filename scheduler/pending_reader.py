@@ -12,7 +12,7 @@ the operations (callers copy before changing one, as they do with a reader's doc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from scheduler.state import Doc, Op, Put, Reader
@@ -39,9 +39,14 @@ class PendingReader:
     def _get(self, kind: str, key: str) -> Doc | None | Any:
         return self._pending.get((kind, key), _ABSENT)
 
+    def _read(self, kind: str, key: str, read: Callable[[str], Doc | None]) -> Doc | None:
+        """The pending document of (kind, key) if the ops wrote one (None: deleted), else
+        `read(key)` from the snapshot."""
+        doc = self._get(kind, key)
+        return read(key) if doc is _ABSENT else doc
+
     def app(self, app_id: str) -> Doc | None:
-        doc = self._get("apps", app_id)
-        return self._base.app(app_id) if doc is _ABSENT else doc
+        return self._read("apps", app_id, self._base.app)
 
     def apps(self) -> list[Doc]:
         by_id = {a["id"]: a for a in self._base.apps()}
@@ -54,8 +59,7 @@ class PendingReader:
         return [by_id[k] for k in sorted(by_id)]
 
     def deployment(self, deployment_id: str) -> Doc | None:
-        doc = self._get("deployments", deployment_id)
-        return self._base.deployment(deployment_id) if doc is _ABSENT else doc
+        return self._read("deployments", deployment_id, self._base.deployment)
 
     def running_deployments(self, app_ids: set[str]) -> list[Doc]:
         """The snapshot's running deployments as the ops left them, then the others the ops
@@ -70,16 +74,13 @@ class PendingReader:
                 and app_ids & set(d.get("affectedApps") or ())]
 
     def task(self, task_id: str) -> Doc | None:
-        doc = self._get("tasks", task_id)
-        return self._base.task(task_id) if doc is _ABSENT else doc
+        return self._read("tasks", task_id, self._base.task)
 
     def kill_request(self, task_id: str) -> Doc | None:
-        doc = self._get("kill_requests", task_id)
-        return self._base.kill_request(task_id) if doc is _ABSENT else doc
+        return self._read("kill_requests", task_id, self._base.kill_request)
 
     def delay_reset(self, app_id: str) -> Doc | None:
-        doc = self._get("delay_resets", app_id)
-        return self._base.delay_reset(app_id) if doc is _ABSENT else doc
+        return self._read("delay_resets", app_id, self._base.delay_reset)
 
     def generation(self) -> int:
         return self._base.generation()
