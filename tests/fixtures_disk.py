@@ -1,14 +1,18 @@
 """A small filesystem that can be filled: `small_tmpfs(path, mb)` mounts a tmpfs (root, or a
 container that allows `mount`; otherwise the reason is given to skip with) and
-`fill_filesystem(dir)` writes a ballast file until ENOSPC. Used by the disk-full tests and
-`bench/chaos.py`.
+`fill_filesystem(dir)` writes a ballast file until ENOSPC. `truncate_wal(db)` first, or a
+SQLite store's writes land in the space its write-ahead log already holds (a checkpointed log
+is written again from its start) and never meet the full disk. Used by the disk-full tests
+and `bench/chaos.py`.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +42,23 @@ def small_tmpfs(path: Path, size_mb: int) -> Iterator[str | None]:
     finally:
         if refused is None:
             unmount(path)
+
+
+def truncate_wal(db_path: Path, timeout: float = 10.0) -> bool:
+    """Checkpoint the SQLite database's write-ahead log into it and cut the log to 0 bytes,
+    retried while a reader or writer is in the way; whether that was done by `timeout`."""
+    conn = sqlite3.connect(db_path, timeout=timeout)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            if busy == 0:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+    finally:
+        conn.close()
 
 
 def fill_filesystem(directory: Path) -> Path:

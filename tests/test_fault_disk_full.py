@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import time
 
 import pytest
@@ -19,7 +18,7 @@ import requests
 
 from tests.executor.proctable import live_with_environ
 from tests.fixtures_api import start_api
-from tests.fixtures_disk import fill_filesystem, small_tmpfs
+from tests.fixtures_disk import fill_filesystem, small_tmpfs, truncate_wal
 from tests.fixtures_mesos import start_localmesos
 from tests.fixtures_scheduler import agent_resources, mesos_tasks, start_scheduler
 from tests.support import assert_no_traceback, wait_until
@@ -31,17 +30,6 @@ APP = {"id": "/full/sleep", "cmd": "sleep 100000", "executor": "//cmd", "cpus": 
 def running(base: str) -> list[dict]:
     tasks = requests.get(f"{base}/v2/apps/full/sleep/tasks", timeout=10).json()["tasks"]
     return [t for t in tasks if t["state"] == "TASK_RUNNING"]
-
-
-def truncate_wal(path) -> None:
-    """Checkpoint the WAL into the database and truncate it to 0 bytes (retried while a
-    reader is in the way)."""
-    conn = sqlite3.connect(path)
-    try:
-        wait_until(lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0,
-                   timeout=10, message="a truncating checkpoint")
-    finally:
-        conn.close()
 
 
 def test_full_disk_refuses_writes_with_503_keeps_tasks_and_recovers(tmp_path):
@@ -63,7 +51,7 @@ def test_full_disk_refuses_writes_with_503_keeps_tasks_and_recovers(tmp_path):
                        timeout=20, message="the create deployment to finish")
             app_before = requests.get(f"{base}/v2/apps/full/sleep", timeout=10).json()["app"]
 
-            truncate_wal(state)
+            assert truncate_wal(state), "the WAL was not truncated within 10 s"
             ballast = fill_filesystem(state_dir)
             resp = requests.put(f"{base}/v2/apps/full/sleep", json={"instances": 3}, timeout=30)
             assert resp.status_code == 503, resp.text
