@@ -183,12 +183,21 @@ def history_gaps(store: Any) -> list[str]:
 
 
 def half_applied(store: Any) -> list[str]:
-    """Apps whose document and deployments disagree (one transaction writes both)."""
+    """Apps whose document and deployments disagree (one transaction writes both).
+
+    The scheduler prunes finished deployments, oldest first, past the newest
+    `FINISHED_DEPLOYMENTS_KEPT` (scheduler.periodic_round): an app version older than every
+    finished deployment still stored may have lost its deployment that way, and is not counted
+    (an app untouched since early in a long run, such as the storm's)."""
     problems = []
-    deployments = store.list_deployments(active_only=False)
+    deployments = store.list_deployments(active_only=False)  # in creation order
+    oldest_kept = next((d.get("version") or "" for d in deployments
+                        if d.get("status") != "running"), None)
     for app in store.list_apps():
         mine = [d for d in deployments if app["id"] in d.get("affectedApps", [])]
         if not any(d.get("version") == app["version"] for d in mine):
+            if oldest_kept is not None and app["version"] <= oldest_kept:
+                continue  # its deployment finished and was pruned
             problems.append(f"{app['id']} version {app['version']} has no deployment")
             continue
         newest = max(mine, key=lambda d: (d.get("createdAt") or "", d.get("version") or ""))
