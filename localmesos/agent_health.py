@@ -37,7 +37,7 @@ class AgentHealth:
         timeout = self.opts.agent_ping_timeout * self.opts.max_agent_ping_timeouts
         self._cancel_ping_timer(agent)
         self.ping_timers[agent.id] = self.cluster.timers.call_later(
-            timeout, self._pings_missed, agent)
+            timeout, self._pings_missed, agent, self.id)
         log.info("agent %s (%s) disconnected; unreachable in %gs unless it comes back", agent.id,
                  agent.hostname, timeout)
 
@@ -46,7 +46,15 @@ class AgentHealth:
         if timer is not None:
             timer.cancel()
 
-    def _pings_missed(self, agent: Agent) -> None:
+    def cancel_ping_timers(self) -> None:
+        """A master failing over: the new master process has none of the old one's timers."""
+        for timer in self.ping_timers.values():
+            timer.cancel()
+        self.ping_timers.clear()
+
+    def _pings_missed(self, agent: Agent, master_id: str) -> None:
+        if master_id != self.id:  # started by an earlier master incarnation
+            return
         self.ping_timers.pop(agent.id, None)
         if not agent.disconnected or agent.id not in self.agents:
             return

@@ -424,6 +424,7 @@ class Master(SchedulerCalls, Allocator, MasterState, AgentHealth):
                     offer.timer.cancel()
         streams = [fw.stream for fw in old if fw.stream is not None]
         agents = self._agents()
+        self.cancel_ping_timers()
         self._reset()
         for s in streams:
             if reset:

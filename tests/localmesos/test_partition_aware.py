@@ -201,3 +201,40 @@ def test_master_that_forgot_its_agents_answers_unknown_until_they_re_register(pi
     assert (latest["state"], latest["message"]) == ("TASK_RUNNING",
                                                     "Reconciliation: Latest task state")
 
+
+
+def test_a_ping_timer_of_the_master_before_a_failover_does_not_fire_after_it(tmp_path):
+    """Found by bench/chaos.py (3 tasks TASK_UNREACHABLE "health check timed out" after an
+    agent restart): the ping timer an agent's disconnection started kept running through a
+    master failover, and fired `max_agent_ping_timeouts` later into the new master, while the
+    agent happened to be disconnected again for a restart of a second or two. A new master
+    process has no timers of the old one; its own pings of that agent start at readmission."""
+    cluster = start_localmesos(tmp_path, agents=1, extra_args=TEST_ARGS + (
+        "--agent-ping-timeout", "1", "--max-agent-ping-timeouts", "3",
+        "--executor-reregistration-timeout", "1"))
+    drivers: list = []
+    try:
+        rec = framework(cluster, drivers, **AWARE, failover_timeout=60.0)
+        rec.wait_for(lambda: rec.of("offer"))
+
+        def active() -> bool:
+            return bool(cluster.state()["slaves"]) and cluster.state()["slaves"][0]["active"]
+
+        mark = rec.mark()
+        started = time.monotonic()  # the old master's ping timer fires 3 s from here
+        control(cluster, "agents/1/restart?keep_executors=true&down_seconds=0.2")
+        control(cluster, "master/restart")
+        rec.wait_for(lambda: rec.of("reregistered"), timeout=10)
+        wait_until(active, timeout=5, interval=0.02, message="the agent re-registered")
+        control(cluster, "agents/1/restart?keep_executors=true&down_seconds=0.8")
+        second = time.monotonic() - started
+        assert second < 2.5, f"the second restart came {second:.1f}s in: nothing was tested"
+        wait_until(lambda: not active(), timeout=5, interval=0.02, message="the agent down")
+        wait_until(active, timeout=10, interval=0.02, message="the agent re-registered again")
+        assert time.monotonic() - started > 3.5  # past the old timer's 3 s
+        assert rec.since(mark, "agent_lost") == []
+        assert cluster.state()["unreachable_slaves"] == 0
+    finally:
+        for d in drivers:
+            stop_driver(d)
+        cluster.stop()
