@@ -4,6 +4,11 @@ Request counters and latency histograms are per worker process (each app instanc
 `CollectorRegistry`; each gunicorn worker counts the requests it answers; Prometheus sums them);
 the gauges (apps, tasks by state, active deployments, queued apps) are read from the shared store
 at scrape time by `StoreCollector`, so every worker reports the same values for them.
+
+With a SQLite store, `WriterCollector` adds this worker's write-transaction counters
+(`scheduler.sqlite_writers.WriterStats`): transactions, the writes they carried, and the seconds
+their leaders waited for and held the writers' turn, and of those held the leaders' own CPU.
+Per worker, like the request counters.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from api.views import delay_left
+from scheduler.sqlite_writers import WriterStats
 from scheduler.state import StateStore
 
 # The workers report exactly the samples below: no `_created` series (a process-wide setting of
@@ -61,6 +67,7 @@ class Metrics:
         if self._store_collector is None:
             self._store_collector = StoreCollector(store)
             self.registry.register(self._store_collector)
+            self.registry.register(WriterCollector(store))
 
     def observe(self, route: str, method: str, status: str, seconds: float) -> None:
         key = (route, method, status)
@@ -114,6 +121,37 @@ class StoreCollector:
                                 "Apps whose launches wait for a backoff delay.", value=delayed)
         yield GaugeMetricFamily("accessd_apps_waiting",
                                 "Apps with launches waiting for suitable offers.", value=waiting)
+
+
+# (name, help, WriterStats field) of the writers' counters.
+_WRITER_COUNTERS = (
+    ("accessd_store_write_transactions", "Write transactions this worker led.", "transactions"),
+    ("accessd_store_writes", "Writes those transactions carried (group commit).", "writes"),
+    ("accessd_store_write_turn_wait_seconds",
+     "Seconds this worker's transaction leaders waited for the writers' turn.", "wait_seconds"),
+    ("accessd_store_write_turn_held_seconds",
+     "Seconds this worker held the writers' turn (BEGIN to COMMIT).", "held_seconds"),
+    ("accessd_store_write_turn_cpu_seconds",
+     "CPU seconds of the leading threads while they held the turn.", "held_cpu_seconds"),
+)
+
+
+class WriterCollector:
+    """This worker's `WriterStats`, when the store keeps them (SQLite; none for ZooKeeper)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def describe(self) -> list[Metric]:
+        return [CounterMetricFamily(name, "") for name, _, _ in _WRITER_COUNTERS]
+
+    def collect(self) -> Iterator[Metric]:
+        reader = getattr(self.store, "writer_stats", None)
+        stats: WriterStats | None = reader() if reader is not None else None
+        if stats is None:
+            return
+        for name, text, field in _WRITER_COUNTERS:
+            yield CounterMetricFamily(name, text, value=getattr(stats, field))
 
 
 class MetricsMiddleware:

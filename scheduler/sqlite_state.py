@@ -43,7 +43,7 @@ from scheduler.spec import iso_now
 from scheduler.sqlite_checkpoints import AUTOCHECKPOINT_PAGES, Checkpoints
 from scheduler.sqlite_ops import APPLY, Reader
 from scheduler.sqlite_versions import SQLiteAppVersions
-from scheduler.sqlite_writers import WriterQueue
+from scheduler.sqlite_writers import WriterQueue, WriterStats
 from scheduler.state import (
     FINAL_DEPLOYMENT_STATUSES,
     Doc,
@@ -281,6 +281,10 @@ class SQLiteStateStore(SQLiteAppVersions, SQLiteBalancers, SQLiteJobDocuments, S
             if conn.in_transaction:  # a failed COMMIT may leave it open: nothing half-applied
                 conn.execute("ROLLBACK")
             self._raise_typed(exc)
+
+    def writer_stats(self) -> WriterStats:
+        """What this process's write transactions waited and held (`sqlite_writers`)."""
+        return self._writers.stats()
 
     def _raise_typed(self, exc: sqlite3.OperationalError) -> NoReturn:
         """`exc` as StoreUnavailable when the disk is full (or failing), else as it is."""

@@ -29,7 +29,12 @@ def test_api_metrics(tmp_path):
                            ("accessd_apps", "gauge"), ("accessd_app_instances_desired", "gauge"),
                            ("accessd_tasks", "gauge"), ("accessd_deployments_active", "gauge"),
                            ("accessd_apps_delayed", "gauge"), ("accessd_apps_waiting", "gauge"),
-                           ("process_start_time_seconds", "gauge")]:
+                           ("process_start_time_seconds", "gauge"),
+                           ("accessd_store_write_transactions_total", "counter"),
+                           ("accessd_store_writes_total", "counter"),
+                           ("accessd_store_write_turn_wait_seconds_total", "counter"),
+                           ("accessd_store_write_turn_held_seconds_total", "counter"),
+                           ("accessd_store_write_turn_cpu_seconds_total", "counter")]:
             assert f"# TYPE {name} {kind}\n" in text
         got = metric_samples(text)
         assert not any(name.endswith("_created") for name in got)
@@ -47,6 +52,12 @@ def test_api_metrics(tmp_path):
         assert ({"state": "TASK_STAGING"}, 0.0) in got["accessd_tasks"]
         assert got["accessd_apps_delayed"] == [({}, 0.0)]
         assert got["accessd_apps_waiting"] == [({}, 0.0)]
+        # The POST was one write transaction of this process's writers' turn.
+        assert got["accessd_store_write_transactions_total"] == [({}, 1.0)]
+        assert got["accessd_store_writes_total"] == [({}, 1.0)]
+        [(_, held)] = got["accessd_store_write_turn_held_seconds_total"]
+        [(_, cpu)] = got["accessd_store_write_turn_cpu_seconds_total"]
+        assert held >= cpu > 0
         # Another app instance (another worker): its own requests, the same store gauges.
         got_other = metric_samples(other.simulate_get("/metrics").text)
         assert "accessd_api_requests_total" not in got_other

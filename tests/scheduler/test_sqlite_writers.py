@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.sqlite_state import SQLiteStateStore
-from scheduler.sqlite_writers import ProcessTurn, WriterQueue
+from scheduler.sqlite_writers import ProcessTurn, WriterQueue, WriterStats
 from scheduler.state import Transaction
 from tests.support import wait_until
 
@@ -102,6 +102,30 @@ def test_writers_that_queued_meanwhile_share_one_transaction(tmp_path: Path) -> 
     assert outcomes == {"a": "a", "b": "b", "c": "c"}
     assert db.transactions == 1 and db.keys() == ["a", "b", "c"]
     assert db.at_commit == [[]]   # nobody had its answer before the COMMIT
+
+
+def test_stats_count_transactions_writes_the_wait_and_the_turn_held(tmp_path: Path) -> None:
+    """`stats()`: one transaction for the three writers queued behind a held turn, and its
+    leader's wait for that turn; then a work that holds the turn 0.2 s without using the CPU
+    shows as held time well above the holder's CPU (as the GIL waits of a busy process do)."""
+    queue, db = WriterQueue(10), Database(tmp_path / "db")
+    assert queue.stats() == WriterStats()
+    queued_behind_a_held_turn(queue, db, {"a": insert("a"), "b": insert("b"),
+                                          "c": insert("c")})
+    first = queue.stats()
+    assert (first.transactions, first.writes) == (1, 3)
+    assert first.wait_seconds > 0
+    assert first.held_seconds >= first.held_cpu_seconds > 0
+
+    def idle(conn: sqlite3.Connection) -> str:
+        threading.Event().wait(0.2)   # the turn held, no CPU used: what is measured
+        return "idle"
+
+    assert queue.run(idle, db.transaction) == "idle"
+    second = queue.stats()
+    assert (second.transactions, second.writes) == (2, 4)
+    assert second.held_seconds - first.held_seconds >= 0.2
+    assert second.held_cpu_seconds - first.held_cpu_seconds < 0.1
 
 
 def test_a_rejected_write_takes_back_only_its_own_statements(tmp_path: Path) -> None:
