@@ -13,7 +13,13 @@
 2. requests/s of scale requests (`PUT /v2/apps/<id>?force=true {"instances": n}` cycling over
    the 100 apps: each one validates, stamps, plans a deployment, commits it with the app in one
    SQLite transaction and appends two events), next to the baseline answering PUT with a fixed
-   body of the same size; each of the two runs twice, the better run kept;
+   body of the same size; each of the two runs twice, the better run kept, and each run's
+   split of wrk's connections between the two workers is printed with it (a run whose
+   connections all went to one worker measures gunicorn's accept race, not the server),
+   what a request cost the workers (CPU, context switches, from /proc), and for the scale
+   PUTs the writers' turn from the API's `/metrics` (`accessd_store_write*`): the share of
+   the run it was held, writes per transaction, held time and the holder's CPU per write, the
+   leaders' wait for it (held time well above its CPU is the holder waiting for the GIL);
 3. a store with 1,000 apps and 10,000 tasks: the median time of
    `GET /v2/apps?embed=apps.tasks` over `--embed-runs` requests, cache off (each request reads
    and renders everything) (Marathon's own API took over
@@ -37,14 +43,16 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.loadgen import Server, load, start_baseline, tool_name  # noqa: E402
+from bench.loadgen import Server, load, load_split, start_baseline, tool_name  # noqa: E402
 from scheduler.spec import iso_now, parse_app, stamp_app  # noqa: E402
 from scheduler.sqlite_state import SQLiteStateStore  # noqa: E402
 
@@ -108,6 +116,75 @@ def fill_store(path: Path, apps: int, tasks_per_app: int) -> None:
         store.close()
 
 
+# -- one measured run ------------------------------------------------------------------------------
+WRITER_COUNTERS = {  # `/metrics` (api.metrics.WriterCollector) by short name
+    "transactions": "accessd_store_write_transactions_total",
+    "writes": "accessd_store_writes_total",
+    "turn_wait_seconds": "accessd_store_write_turn_wait_seconds_total",
+    "turn_held_seconds": "accessd_store_write_turn_held_seconds_total",
+    "turn_cpu_seconds": "accessd_store_write_turn_cpu_seconds_total",
+}
+
+
+def writer_counters(url: str) -> dict[str, float]:
+    """The API workers' write-turn counters (`/metrics`: accessd_store_write*_total), summed
+    over both: each scrape is answered by one worker (a connection of its own; which worker
+    takes it is a race), so scrape until both have answered."""
+    seen: dict[str, dict[str, float]] = {}
+    for _ in range(200):
+        text = requests.get(url + "/metrics", timeout=10, headers={"Connection": "close"}).text
+        values = dict(line.split(" ", 1) for line in text.splitlines()
+                      if line and not line.startswith("#") and "{" not in line)
+        seen[values["process_start_time_seconds"]] = {
+            name: float(values[metric]) for name, metric in WRITER_COUNTERS.items()}
+        if len(seen) == 2:
+            return {name: sum(w[name] for w in seen.values()) for name in WRITER_COUNTERS}
+    raise RuntimeError("only one API worker answered /metrics in 200 tries")
+
+
+@dataclass
+class Run:
+    """One load run: requests/s, the split of its connections between the two workers, what
+    a request cost the workers (CPU, context switches), and for the API's writes the change
+    of its writers' counters (`writer_counters`)."""
+    rps: float
+    split: list[int]
+    cpu_ms: float
+    switches: float
+    writes: dict[str, float] | None = None
+
+    def describe(self, duration: float) -> str:
+        split = "/".join(map(str, self.split)) or "?"
+        text = (f"{self.rps:.0f} req/s, connections per worker {split}; per request "
+                f"{self.cpu_ms:.2f} ms of CPU, {self.switches:.1f} context switches")
+        w = self.writes
+        if w and w["transactions"] and w["writes"]:
+            per = 1e3 / w["writes"]
+            text += (f"; write turn held {w['turn_held_seconds'] / duration:.0%} of the run, "
+                     f"{w['writes'] / w['transactions']:.1f} writes per transaction, per "
+                     f"write {w['turn_held_seconds'] * per:.2f} ms held of which "
+                     f"{w['turn_cpu_seconds'] * per:.2f} ms the holder's CPU; leaders waited "
+                     f"{w['turn_wait_seconds'] / w['transactions'] * 1e3:.2f} ms per "
+                     "transaction for the turn")
+        return text
+
+
+def measure(server: Server, url: str, duration: float, connections: int, script: Path | None,
+            make: Any, *, writes: bool = False) -> Run:
+    before = writer_counters(server.url) if writes else None
+    cpu, switches = server.usage()
+    got, split = load_split(server, url, duration, connections, script=script,
+                            make_request=make)
+    cpu_after, switches_after = server.usage()
+    requests_done = max(1.0, got["rps"] * duration)
+    changed = None
+    if before is not None:
+        after = writer_counters(server.url)
+        changed = {name: after[name] - before[name] for name in WRITER_COUNTERS}
+    return Run(got["rps"], split, (cpu_after - cpu) / requests_done * 1e3,
+               (switches_after - switches) / requests_done, changed)
+
+
 # -- main ------------------------------------------------------------------------------------------
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -146,27 +223,30 @@ def main() -> int:
             json={"instances": i % 3 + 1}, timeout=10)
         baseline_put = lambda s, i: s.put(  # noqa: E731
             base.url + "/scale", json={"instances": 2}, timeout=10)
-        targets = [("apps", api.url + "/v2/apps", None, None),
-                   ("apps_nocache", nocache.url + "/v2/apps", None, None),
-                   ("apps_baseline", base.url + "/apps", None, None),
-                   ("scale", api.url + "/", work / "scale.lua", scale_put),
-                   ("scale_baseline", base.url + "/scale", work / "baseline_put.lua",
+        targets = [("apps", api, api.url + "/v2/apps", None, None),
+                   ("apps_nocache", nocache, nocache.url + "/v2/apps", None, None),
+                   ("apps_baseline", base, base.url + "/apps", None, None),
+                   ("scale", api, api.url + "/", work / "scale.lua", scale_put),
+                   ("scale_baseline", base, base.url + "/scale", work / "baseline_put.lua",
                     baseline_put)]
         # Warm-up, not measured (as bench/services.py): the first load on a fresh gunicorn
         # tends to put every wrk connection on one worker, which changes what a target meets
         # (for scale PUTs: whether the two workers' writers contend at all) from run to run.
-        for _name, url, script, make in targets:
+        for _name, _server, url, script, make in targets:
             load(url, WARMUP_S, c, script=script, make_request=make)
-        results: dict[str, float] = {
-            name: load(url, d, c, script=script, make_request=make)["rps"]
-            for name, url, script, make in targets}
+        runs: dict[str, list[Run]] = {}
+        for name, server, url, script, make in targets:
+            runs[name] = [measure(server, url, d, c, script, make, writes=name == "scale")]
         # The scale pair once more, the better run of each kept: which worker accepts each
         # wrk connection is a race, and a run whose connections all landed on one worker
-        # measured that race (the PUT baseline once gave 2,269 req/s beside 5,500-6,400).
-        for name, url, script, make in targets[3:]:
-            again = load(url, d, c, script=script, make_request=make)["rps"]
-            print(f"{name}: {results[name]:.0f} and {again:.0f} req/s", file=sys.stderr)
-            results[name] = max(results[name], again)
+        # measured that race (the PUT baseline once gave 2,269 req/s beside 5,500-6,400;
+        # a scale run with all 8 on one worker 646-925 beside 1,150-1,800). Each run is
+        # printed with that split and what a request cost the workers.
+        for name, server, url, script, make in targets[3:]:
+            runs[name].append(measure(server, url, d, c, script, make, writes=name == "scale"))
+            for run in runs[name]:
+                print(f"{name}: {run.describe(d)}", file=sys.stderr)
+        results = {name: max(run.rps for run in done) for name, done in runs.items()}
         ratio = results["apps"] / results["apps_baseline"]
         nocache_ratio = results["apps_nocache"] / results["apps_baseline"]
         scale_ratio = results["scale"] / results["scale_baseline"]

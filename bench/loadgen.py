@@ -113,6 +113,51 @@ class Server:
             return []
         return [int(p) for p in text.split()]
 
+    def usage(self) -> tuple[float, int]:
+        """CPU seconds and context switches (voluntary and not) of the workers' threads so far
+        (threads that ended meanwhile are not counted: gthread's pool threads live on)."""
+        ticks, switches = 0, 0
+        for pid in self.workers():
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                base = f"/proc/{pid}/task/{tid}"
+                try:
+                    fields = Path(base + "/stat").read_text().rsplit(")", 1)[1].split()
+                    status = Path(base + "/status").read_text()
+                except OSError:
+                    continue
+                ticks += int(fields[11]) + int(fields[12])   # utime, stime
+                switches += sum(int(line.split()[1]) for line in status.splitlines()
+                                if "ctxt_switches:" in line)
+        return ticks / os.sysconf("SC_CLK_TCK"), switches
+
+    def connection_split(self) -> list[int]:
+        """Established client connections per worker, most first: which worker accepts each
+        connection is a race, and a run whose connections all went to one worker measures
+        that (one process and its GIL) rather than the server."""
+        established = set()
+        try:
+            lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        except OSError:
+            return []
+        for line in lines:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == self.port and fields[3] == "01":
+                established.add(fields[9])
+        counts = []
+        for pid in self.workers():
+            fds = f"/proc/{pid}/fd"
+            try:
+                links = [os.readlink(f"{fds}/{fd}") for fd in os.listdir(fds)]
+            except OSError:
+                continue
+            counts.append(sum(link[len("socket:["):-1] in established for link in links
+                              if link.startswith("socket:[")))
+        return sorted(counts, reverse=True)
+
     def wait_workers(self, n: int) -> None:
         deadline = time.monotonic() + 30
         while len(self.workers()) < n:
@@ -216,6 +261,21 @@ def run_python_load(make_request: Callable[[requests.Session, int], requests.Res
     return {"rps": len(latencies) / elapsed,
             "p50_ms": latencies[len(latencies) // 2],
             "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]}
+
+
+def load_split(server: Server, url: str, duration: float, connections: int, *,
+               script: Path | None = None,
+               make_request: Callable[[requests.Session, int], requests.Response] | None = None,
+               ) -> tuple[dict[str, float], list[int]]:
+    """`load`, and `server.connection_split()` sampled halfway through it."""
+    split: list[list[int]] = []
+    timer = threading.Timer(duration / 2, lambda: split.append(server.connection_split()))
+    timer.start()
+    try:
+        return (load(url, duration, connections, script=script, make_request=make_request),
+                split[0] if split else [])
+    finally:
+        timer.cancel()
 
 
 def load(url: str, duration: float, connections: int, *, script: Path | None = None,
