@@ -12,10 +12,11 @@ import errno
 import os
 import sqlite3
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.support import wait_until
 
 
 def mount_tmpfs(path: Path, size_mb: int) -> str | None:
@@ -49,14 +50,11 @@ def truncate_wal(db_path: Path, timeout: float = 10.0) -> bool:
     retried while a reader or writer is in the way; whether that was done by `timeout`."""
     conn = sqlite3.connect(db_path, timeout=timeout)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-            if busy == 0:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.02)
+        wait_until(lambda: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0,
+                   timeout, 0.02, "a truncating checkpoint", error=TimeoutError, retry_on=())
+        return True
+    except TimeoutError:
+        return False
     finally:
         conn.close()
 
