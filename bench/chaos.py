@@ -48,7 +48,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import chaos_checks as checks  # noqa: E402
-from bench.chaos_stack import Stack, cpu_seconds, wait_for  # noqa: E402
+from bench.chaos_stack import Stack, wait_for  # noqa: E402
+from bench.loadgen import cpu_seconds  # noqa: E402
 from scheduler.sqlite_state import open_state  # noqa: E402
 from tests.fixtures_disk import fill_filesystem, truncate_wal  # noqa: E402
 

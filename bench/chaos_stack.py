@@ -22,21 +22,12 @@ from tests.support import free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT_RESOURCES = "cpus:64;mem:65536;disk:100000;ports:[31000-31999]"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float, every: float = 0.1) -> Any:
     """`tests.support.wait_until` raising TimeoutError (bench/chaos.py catches it); an error
     raised by `check` itself is not retried."""
     return wait_until(check, timeout, every, what, error=TimeoutError, retry_on=())
-
-
-def cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
 def children(ppid: int) -> list[int]:

@@ -37,6 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.loadgen import cpu_seconds  # noqa: E402
 from scheduler.jobs.plan import epoch, iso  # noqa: E402
 from scheduler.jobs.spec import parse_job  # noqa: E402
 from scheduler.stores import open_state  # noqa: E402
@@ -70,12 +71,6 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (its own, not its children's)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_profiles(pids: dict[str, int], out_dir: Path) -> list[subprocess.Popen]:

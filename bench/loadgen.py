@@ -69,6 +69,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process `pid` so far, all its threads (None: gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 class Server:
     """gunicorn (`workers` gthread workers of `threads` threads) in its own process group.
 
@@ -114,25 +123,24 @@ class Server:
         return [int(p) for p in text.split()]
 
     def usage(self) -> tuple[float, int]:
-        """CPU seconds and context switches (voluntary and not) of the workers' threads so far
-        (threads that ended meanwhile are not counted: gthread's pool threads live on)."""
-        ticks, switches = 0, 0
+        """CPU seconds and context switches (voluntary and not) of the workers so far. (A
+        thread's switches are its own: those of threads that ended meanwhile are not counted;
+        gthread's pool threads live on.)"""
+        cpu, switches = 0.0, 0
         for pid in self.workers():
+            cpu += cpu_seconds(pid) or 0.0
             try:
                 tids = os.listdir(f"/proc/{pid}/task")
             except OSError:
                 continue
             for tid in tids:
-                base = f"/proc/{pid}/task/{tid}"
                 try:
-                    fields = Path(base + "/stat").read_text().rsplit(")", 1)[1].split()
-                    status = Path(base + "/status").read_text()
+                    status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
                 except OSError:
                     continue
-                ticks += int(fields[11]) + int(fields[12])   # utime, stime
                 switches += sum(int(line.split()[1]) for line in status.splitlines()
                                 if "ctxt_switches:" in line)
-        return ticks / os.sysconf("SC_CLK_TCK"), switches
+        return cpu, switches
 
     def connection_split(self) -> list[int]:
         """Established client connections per worker, most first: which worker accepts each

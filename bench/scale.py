@@ -47,6 +47,7 @@ import requests
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.loadgen import cpu_seconds  # noqa: E402
 from scheduler.spec import parse_time  # noqa: E402
 from tests.support import free_port, wait_until  # noqa: E402
 
@@ -207,28 +208,16 @@ def executor_rss_mb(pids: list[int]) -> float:
     return total
 
 
-def cpu_seconds(root: int) -> float:
+def tree_cpu_seconds(root: int) -> float:
     """User + system CPU seconds of `root` and its live descendants."""
-    total = 0
-    for pid in process_tree(root):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_seconds(pid) or 0.0 for pid in process_tree(root))
 
 
 def cpu_by_component(stack: Stack) -> dict[str, float]:
     """localmesos's own process (not its tasks), the scheduler, the API (gunicorn + workers)."""
-    lm = stack.procs[0].pid
-    try:
-        fields = Path(f"/proc/{lm}/stat").read_text().rsplit(")", 1)[1].split()
-        lm_cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        lm_cpu = 0.0
-    return {"localmesos": lm_cpu, "scheduler": cpu_seconds(stack.procs[1].pid),
-            "api": cpu_seconds(stack.procs[2].pid)}
+    return {"localmesos": cpu_seconds(stack.procs[0].pid) or 0.0,
+            "scheduler": tree_cpu_seconds(stack.procs[1].pid),
+            "api": tree_cpu_seconds(stack.procs[2].pid)}
 
 
 def cmd_app(app_id: str, **extra: Any) -> dict:
@@ -349,7 +338,7 @@ def update_burst(stack: Stack, app_id: str, n: int) -> float:
             return sum(1 for s in states if s == "TASK_FAILED") >= n
 
         wait_for(f"the master to show {n} TASK_FAILED", all_failed, 120, 0.2)
-        before = cpu_seconds(scheduler.pid)
+        before = tree_cpu_seconds(scheduler.pid)
     finally:
         resumed = time.time()
         os.kill(scheduler.pid, signal.SIGCONT)
@@ -358,7 +347,7 @@ def update_burst(stack: Stack, app_id: str, n: int) -> float:
     count, last = stored_count(stack.state_path, mark, "TASK_FAILED")
     took = max(last - resumed, 1e-3)
     print(f"  {count} TASK_FAILED stored {took:.2f}s after the resume: {count / took:.0f}/s; "
-          f"scheduler CPU {cpu_seconds(scheduler.pid) - before:.2f}s", flush=True)
+          f"scheduler CPU {tree_cpu_seconds(scheduler.pid) - before:.2f}s", flush=True)
     return count / took
 
 
