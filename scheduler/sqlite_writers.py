@@ -13,6 +13,10 @@ SQLite makes a writer that finds the write lock taken wait by sleeping (its busy
   the previous one commits instead of polling SQLite's lock. The wait is bounded: past the
   timeout, a writer goes on to SQLite's own lock as before. Correctness never depends on this
   file: SQLite's lock still serialises the writes (the sqlite3 shell does not take part).
+  Before it sleeps for the lock, a writer tries again for `SPIN_SECONDS` (an adaptive lock's
+  spin, yielding the CPU between tries): the other process's turn is one transaction, about a
+  millisecond, and a writer put to sleep for it is woken late, on a CPU gone idle. Under a
+  stream of scale PUTs on a 2-CPU VM, the API made 12-23% more PUTs (paired runs) with it.
 - **Group commit** (`WriterQueue.run`): writers that arrive while a transaction is under way
   wait for it; the next one to lead then applies all of them in one transaction, each inside
   its own SAVEPOINT, so one that fails (a rejected change) takes only its own statements back.
@@ -44,6 +48,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 Transaction = Callable[[bool], AbstractContextManager[sqlite3.Connection]]
 
+SPIN_SECONDS = 0.003  # how long a writer retries the processes' lock before sleeping for it
+
 
 class ProcessTurn:
     """The processes' turn: an exclusive `flock` of `path`, waited for with a deadline.
@@ -51,10 +57,12 @@ class ProcessTurn:
     An uncontended lock is taken on the spot. A contended one is waited for by a keeper thread
     blocked in `flock` (woken by the kernel as the holder releases), so the waiting writer can
     give up at its deadline; a lock the keeper gets for a writer that gave up is released.
+    Before the keeper is asked, the lock is tried again for `spin` seconds (see the module).
     One thread of the process asks at a time (the holder of the process's own turn)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, spin: float = SPIN_SECONDS) -> None:
         self.path = path
+        self.spin = spin
         self._pid = -1
 
     def _for_this_process(self) -> None:
@@ -77,13 +85,9 @@ class ProcessTurn:
                 except OSError:
                     return False
             if not self._keeper_waits:  # (else the keeper's own request is in the kernel's queue)
-                try:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    return True
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    return False
+                got = self._try_spinning(self._fd, min(self.spin, timeout))
+                if got is not None:
+                    return got
             if self._keeper is None:
                 self._keeper = threading.Thread(target=self._keep, args=(self._fd,),
                                                 name="sqlite-writers-flock", daemon=True)
@@ -95,6 +99,23 @@ class ProcessTurn:
                 return True
             self._wanted = False   # the keeper releases what it gets from now on
             return False
+
+    @staticmethod
+    def _try_spinning(fd: int, spin: float) -> bool | None:
+        """True with the lock, False if it cannot be had (an error), None if still busy after
+        `spin` seconds of retries."""
+        end = time.monotonic() + spin
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                pass
+            except OSError:
+                return False
+            if time.monotonic() >= end:
+                return None
+            os.sched_yield()
 
     def release(self) -> None:
         if self._pid == os.getpid() and self._fd is not None:

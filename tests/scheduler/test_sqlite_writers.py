@@ -222,6 +222,30 @@ def test_the_processes_turn_is_had_as_soon_as_released(tmp_path: Path, other_hol
     turn.close()
 
 
+def test_a_turn_released_while_the_writer_spins_is_had_without_sleeping(
+        tmp_path: Path, other_holder: int) -> None:
+    turn = ProcessTurn(str(tmp_path / "db-writers"), spin=30)
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(turn.acquire(60)))
+    waiter.start()
+    wait_until(lambda: waiter.native_id is not None and _thread_runs(waiter.native_id),
+               timeout=10, message="the writer retrying the lock")
+    assert not got
+    fcntl.flock(other_holder, fcntl.LOCK_UN)
+    waiter.join(10)
+    assert got == [True]
+    assert turn._keeper is None      # had by retrying: no thread was put to wait in flock
+    assert not _try_flock(other_holder)
+    turn.release()
+    turn.close()
+
+
+def _thread_runs(native_id: int) -> bool:
+    """The thread is running or runnable (a writer retrying, not one asleep in a wait)."""
+    stat = Path(f"/proc/self/task/{native_id}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "R"
+
+
 def _try_flock(fd: int) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
