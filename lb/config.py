@@ -18,6 +18,11 @@ from dataclasses import dataclass
 
 from lb.slots import MAINT, Applied
 
+# An HTTP frontend tells its servers the client's address, and on a reload the old worker
+# answers the next request of a kept-alive connection idle at that moment (then closes it)
+# instead of closing it at once: a client sending just then would see its request fail.
+HTTP_FRONTEND_OPTIONS = ("    option forwardfor", "    option idle-close-on-response")
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -65,7 +70,7 @@ def render(applied: Applied, settings: Settings) -> str:
     vhosts = [svc for svc in applied.services if svc.vhosts]
     if applied.http_port and vhosts:
         lines += ["frontend vhosts", f"    bind {s.bind}:{applied.http_port}", "    mode http",
-                  "    option forwardfor"]
+                  *HTTP_FRONTEND_OPTIONS]
         for svc in vhosts:
             hosts = " ".join(svc.vhosts)
             lines.append(f"    use_backend {svc.name} if {{ req.hdr(host),field(1,:) -i {hosts} }}")
@@ -74,7 +79,7 @@ def render(applied: Applied, settings: Settings) -> str:
         lines += [f"frontend {svc.name}",
                   f"    bind {s.bind}:{svc.service_port}",
                   f"    mode {svc.mode}",
-                  *(["    option forwardfor"] if svc.mode == "http" else []),
+                  *(HTTP_FRONTEND_OPTIONS if svc.mode == "http" else []),
                   f"    default_backend {svc.name}",
                   "",
                   f"backend {svc.name}",

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from lb.config import Settings, render
-from lb.haproxy import HAProxy, HAProxyError, find_binary
+from lb.haproxy import HAProxy, HAProxyError, find_binary, socket_command
 from lb.model import desired
 from lb.slots import step
 from tests.support import free_port, wait_until
@@ -83,6 +83,39 @@ def test_reload_keeps_requests_in_flight_and_runtime_changes_apply(tmp_path, bac
         assert seen == {str(one), str(two)}
     finally:
         proxy.stop()
+
+
+def test_a_keep_alive_connection_idle_across_a_reload_still_gets_its_next_answer(tmp_path,
+                                                                                 backends):
+    # A client's kept-alive connection sits idle on the old worker when a reload comes. Closed
+    # there at once (HAProxy's default on soft-stop), the client's next request on it races
+    # the close and fails: once in a CI run, a ConnectionError in the lb cluster test of a
+    # reload under load. The old worker answers it instead, then closes the connection
+    # (`option idle-close-on-response`).
+    port = free_port()
+    proxy = HAProxy(tmp_path)
+    proxy.write(render(step(None, desired(apps(port, backends[0].server_port)), None).applied,
+                       Settings(runtime_socket=proxy.runtime_socket)))
+    proxy.start()
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        with requests.Session() as session:
+            assert session.get(url, timeout=5).status_code == 200   # the connection, kept
+            proxy.reload()
+            old = proxy.old_workers()
+            assert old   # the old worker holds the idle connection: it is in its soft-stop
+            wait_until(lambda: _stopping(proxy, old[0]), timeout=5, message="old worker stopping")
+            answer = session.get(url, timeout=5)   # on the same connection, to the old worker
+            assert answer.status_code == 200
+            # It answered on the kept connection, then closed it and ended (the client did not).
+            wait_until(lambda: not proxy.old_workers(), timeout=10, message="old worker gone")
+    finally:
+        proxy.stop()
+
+
+def _stopping(proxy: HAProxy, pid: int) -> bool:
+    """The old worker `pid` says it is in its soft-stop (`show info`, through the master)."""
+    return "Stopping: 1" in socket_command(proxy.master_socket, f"@!{pid} show info")
 
 
 def test_a_deep_work_dir_still_gets_its_sockets_and_a_refusal_says_why(tmp_path, backends):
