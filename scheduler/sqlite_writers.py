@@ -16,7 +16,8 @@ SQLite makes a writer that finds the write lock taken wait by sleeping (its busy
   Before it sleeps for the lock, a writer tries again for `SPIN_SECONDS` (an adaptive lock's
   spin, yielding the CPU between tries): the other process's turn is one transaction, about a
   millisecond, and a writer put to sleep for it is woken late, on a CPU gone idle. Under a
-  stream of scale PUTs on a 2-CPU VM, the API made 12-23% more PUTs (paired runs) with it.
+  stream of scale PUTs on a 2-CPU VM, the API made 19% more PUTs with it (`bench/api_ab.py`,
+  median of 16 paired rounds).
 - **Group commit** (`WriterQueue.run`): writers that arrive while a transaction is under way
   wait for it; the next one to lead then applies all of them in one transaction, each inside
   its own SAVEPOINT, so one that fails (a rejected change) takes only its own statements back.
