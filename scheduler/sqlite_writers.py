@@ -16,8 +16,9 @@ SQLite makes a writer that finds the write lock taken wait by sleeping (its busy
   Before it sleeps for the lock, a writer tries again for `SPIN_SECONDS` (an adaptive lock's
   spin, yielding the CPU between tries): the other process's turn is one transaction, about a
   millisecond, and a writer put to sleep for it is woken late, on a CPU gone idle. Under a
-  stream of scale PUTs on a 2-CPU VM, the API made 19% more PUTs with it (`bench/api_ab.py`,
-  median of 16 paired rounds).
+  stream of scale PUTs on a 2-CPU VM, the API made 19% more PUTs with a 3 ms spin than
+  without, and 10% more again with 10 ms (`bench/api_ab.py`, medians of 16 paired rounds).
+  A wait that outlasts the spin (the holder's transaction is long) costs that much CPU.
 - **Group commit** (`WriterQueue.run`): writers that arrive while a transaction is under way
   wait for it; the next one to lead then applies all of them in one transaction, each inside
   its own SAVEPOINT, so one that fails (a rejected change) takes only its own statements back.
@@ -49,7 +50,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 Transaction = Callable[[bool], AbstractContextManager[sqlite3.Connection]]
 
-SPIN_SECONDS = 0.003  # how long a writer retries the processes' lock before sleeping for it
+SPIN_SECONDS = 0.010  # how long a writer retries the processes' lock before sleeping for it
 
 
 class ProcessTurn:
