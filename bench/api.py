@@ -19,7 +19,7 @@
    what a request cost the workers (CPU, context switches, from /proc), and for the scale
    PUTs the writers' turn from the API's `/metrics` (`accessd_store_write*`): the share of
    the run it was held, writes per transaction, held time and the holder's CPU per write, the
-   leaders' wait for it (held time well above its CPU is the holder waiting for the GIL);
+   leaders' wait for it (held time well above its CPU is the holder waiting for the GIL or a CPU);
 3. a store with 1,000 apps and 10,000 tasks: the median time of
    `GET /v2/apps?embed=apps.tasks` over `--embed-runs` requests, cache off (each request reads
    and renders everything) (Marathon's own API took over
@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,21 @@ request = function()
                     {["Content-Type"] = "application/json"}, body)
 end
 '''
+
+
+def write_scale_script(work: Path) -> Path:
+    """`SCALE_LUA` for the 100 apps of `fill_store(…, 100, …)`, written under `work`."""
+    path = work / "scale.lua"
+    path.write_text(SCALE_LUA % {"prefix": "/v2/apps/bench/app", "suffix": "?force=true",
+                                 "apps": 100})
+    return path
+
+
+def scale_requests(url: str) -> Callable[[requests.Session, int], requests.Response]:
+    """The requests of `write_scale_script` for the Python load generator (no wrk)."""
+    return lambda s, i: s.put(f"{url}/v2/apps/bench/app{i % 100}?force=true",
+                              json={"instances": i % 3 + 1}, timeout=10)
+
 
 BASELINE_PUT_LUA = '''
 wrk.method = "PUT"
@@ -214,19 +230,16 @@ def main() -> int:
                               work / "baseline.log", threads=THREADS)
         servers.append(base)
 
-        (work / "scale.lua").write_text(SCALE_LUA % {"prefix": "/v2/apps/bench/app",
-                                                     "suffix": "?force=true", "apps": 100})
+        scale_lua = write_scale_script(work)
         (work / "baseline_put.lua").write_text(BASELINE_PUT_LUA)
         d, c = args.duration, args.connections
-        scale_put = lambda s, i: s.put(  # noqa: E731
-            f"{api.url}/v2/apps/bench/app{i % 100}?force=true",
-            json={"instances": i % 3 + 1}, timeout=10)
+        scale_put = scale_requests(api.url)
         baseline_put = lambda s, i: s.put(  # noqa: E731
             base.url + "/scale", json={"instances": 2}, timeout=10)
         targets = [("apps", api, api.url + "/v2/apps", None, None),
                    ("apps_nocache", nocache, nocache.url + "/v2/apps", None, None),
                    ("apps_baseline", base, base.url + "/apps", None, None),
-                   ("scale", api, api.url + "/", work / "scale.lua", scale_put),
+                   ("scale", api, api.url + "/", scale_lua, scale_put),
                    ("scale_baseline", base, base.url + "/scale", work / "baseline_put.lua",
                     baseline_put)]
         # Warm-up, not measured (as bench/services.py): the first load on a fresh gunicorn

@@ -26,17 +26,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-
-import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.api import SCALE_LUA, THREADS, Run, fill_store, measure  # noqa: E402
+from bench.api import (  # noqa: E402
+    THREADS,
+    WARMUP_S,
+    Run,
+    fill_store,
+    measure,
+    scale_requests,
+    write_scale_script,
+)
 from bench.loadgen import REPO, Server, load, tool_name  # noqa: E402
-
-WARMUP_S = 2
 
 
 def unpack(rev: str, into: Path) -> str:
@@ -49,12 +52,6 @@ def unpack(rev: str, into: Path) -> str:
     if archive.wait() != 0:
         raise RuntimeError(f"git archive {commit} failed")
     return commit
-
-
-def scale_put(url: str) -> Callable[[requests.Session, int], requests.Response]:
-    """The scale PUTs of `SCALE_LUA` for the Python load generator (no wrk installed)."""
-    return lambda s, i: s.put(f"{url}/v2/apps/bench/app{i % 100}?force=true",
-                              json={"instances": i % 3 + 1}, timeout=10)
 
 
 def main() -> int:
@@ -70,9 +67,7 @@ def main() -> int:
         commit = unpack(args.base, work / "base")
         fill_store(work / "base.db", 100, 0)
         shutil.copy(work / "base.db", work / "this.db")
-        script = work / "scale.lua"
-        script.write_text(SCALE_LUA % {"prefix": "/v2/apps/bench/app", "suffix": "?force=true",
-                                       "apps": 100})
+        script = write_scale_script(work)
         for name, pythonpath in (("base", str(work / "base")), ("this", None)):
             env = {"ACCESSD_API_STATE": str(work / f"{name}.db"), "ACCESSD_LOG_LEVEL": "WARNING"}
             servers[name] = Server("api.app:get_app()", env, work / f"{name}.log",
@@ -81,13 +76,13 @@ def main() -> int:
               f"run; base {commit}, this tree", file=sys.stderr)
         for server in servers.values():   # warm-up, not measured (as bench/api.py)
             load(server.url + "/", WARMUP_S, args.connections, script=script,
-                 make_request=scale_put(server.url))
+                 make_request=scale_requests(server.url))
         runs: dict[str, list[Run]] = {"base": [], "this": []}
         for r in range(args.rounds):
             for name in ("base", "this") if r % 2 == 0 else ("this", "base"):
                 server = servers[name]
                 run = measure(server, server.url + "/", args.duration, args.connections, script,
-                              scale_put(server.url), writes=False)
+                              scale_requests(server.url), writes=False)
                 runs[name].append(run)
                 print(f"round {r + 1} {name}: {run.describe(args.duration)}", file=sys.stderr)
         ratios = [t.rps / b.rps for b, t in zip(runs["base"], runs["this"], strict=True)]

@@ -32,7 +32,8 @@ be held by a thread the child does not have, and a `flock` belongs to the open f
 `WriterQueue.stats()` says what the turns of `run` cost this process so far (`WriterStats`,
 exported by the API's `/metrics`): how long leaders waited for the turn, how long they held it
 and how much of that was their own CPU, and how many writes each transaction carried. Held
-time well above its CPU means the holder waited for the GIL between its SQLite calls.
+time well above its CPU means the holder waited between its SQLite calls, for the GIL or,
+with every CPU busy, for a CPU.
 """
 
 from __future__ import annotations
