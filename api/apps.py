@@ -155,7 +155,7 @@ class AppsCollection:
         assert change.app is not None
         resp.status = falcon.HTTP_201
         resp.location = "/v2/apps" + change.app["id"]
-        resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
+        resp.set_header("Marathon-Deployment-Id", changes.deployment_id(change))
         resp.media = views.app_view(change.app, [], None, [change.deployment],
                                     set(views.LIST_EMBEDS), time.time(), extras=extras(req))
 
@@ -164,8 +164,8 @@ class AppsCollection:
         """Create or update several apps (`[{app}, ...]`): each as `PUT /v2/apps/{id}` does
         (merged onto the stored definition, `?partialUpdate=false` replaces; missing apps are
         created). Every definition is validated before any is stored, and all are stored in
-        one transaction (a 409 for one app stores none); each app is its own deployment
-        here, the answer names the first."""
+        one transaction (a 409 for one app stores none), as one deployment plan, which the
+        answer names."""
         self._batch(req, resp, create=True)
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -203,7 +203,7 @@ class AppsCollection:
         results = changes.apply_all(store, req, todo, force=force_param(req),
                                     port_range=self.ctx.port_range)
         if results:
-            resp.set_header("Marathon-Deployment-Id", results[0].deployment["id"])
+            resp.set_header("Marathon-Deployment-Id", changes.deployment_id(results[0]))
             resp.media = changes.deployment_result(results[0])
         else:
             resp.media = {"deploymentId": None, "version": None}
@@ -243,7 +243,7 @@ class AppResource:
             # a scale: computed in the store's transaction from the app as it reads it
             change = changes.scale(store, req, app_id, doc, force=force_param(req),
                                    port_range=self.ctx.port_range)
-            resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
+            resp.set_header("Marathon-Deployment-Id", changes.deployment_id(change))
             resp.media = changes.deployment_result(change)
             return
         old = store.get_app(app_id)
@@ -267,7 +267,7 @@ class AppResource:
             new_json = changes.validated({**doc, "id": app_id})
         change = changes.apply(store, req, app_id, old, new_json, force=force_param(req),
                                port_range=self.ctx.port_range)
-        resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
+        resp.set_header("Marathon-Deployment-Id", changes.deployment_id(change))
         if old is None:
             resp.status = falcon.HTTP_201
             resp.location = "/v2/apps" + app_id
@@ -284,7 +284,7 @@ class AppResource:
             old = get_app_or_404(self.ctx.store, app_id)
             change = changes.apply(self.ctx.store, req, app_id, old, _merged(doc),
                                    force=force_param(req), port_range=self.ctx.port_range)
-        resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
+        resp.set_header("Marathon-Deployment-Id", changes.deployment_id(change))
         resp.media = changes.deployment_result(change)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, app_id: str) -> None:
@@ -293,7 +293,7 @@ class AppResource:
         old = get_app_or_404(self.ctx.store, app_id)
         change = changes.apply(self.ctx.store, req, app_id, old, None, force=force_param(req),
                                port_range=self.ctx.port_range)
-        resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
+        resp.set_header("Marathon-Deployment-Id", changes.deployment_id(change))
         resp.media = changes.deployment_result(change)
 
 
@@ -353,5 +353,5 @@ class AppRestart:
         change = changes.apply(self.ctx.store, req, app_id, old, changes.definition,
                                force=force_param(req), restart=True,
                                port_range=self.ctx.port_range)
-        resp.set_header("Marathon-Deployment-Id", change.deployment["id"])
+        resp.set_header("Marathon-Deployment-Id", changes.deployment_id(change))
         resp.media = changes.deployment_result(change)

@@ -14,6 +14,10 @@ the app per PUT, and no change committed meanwhile is overwritten by one based o
 Each deployment we create also carries `original`: the app document it replaces (null for a
 create). That is what `DELETE /v2/deployments/{id}` (without force) restores to roll back, as
 Marathon's plans carry their original state.
+
+A change of several apps (`apply_all`: a group, a batch of apps) is one deployment plan, as
+Marathon makes it: each app's deployment document carries the plan's id (`planId`, see
+`scheduler.deployment_plans`), and the answer names the plan.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import falcon
 
 from scheduler import service_ports
+from scheduler.deployment_plans import mark_part, plan_id
 from scheduler.deployments import new_deployment_id, plan_deployment
 from scheduler.service_ports import DEFAULT_RANGE, PortRange
 from scheduler.spec import (
@@ -146,15 +151,19 @@ def _change(store: StateStore, req: falcon.Request, app_id: str, must_exist: boo
 
 def apply_all(store: StateStore, req: falcon.Request,
               todo: list[tuple[str, Doc | None, NewDefinition]], *, force: bool,
+              keep_versions: bool = False,
               port_range: PortRange = DEFAULT_RANGE) -> list[Change]:
     """`apply` of several apps (distinct ids), all in one transaction of the store
     (`StateStore.apply_app_updates`): every change, or, if one is refused (a 409 for a locked
-    or existing app, a 404, a 422), none. The apps share the change's time (their version),
-    and each is a deployment of its own. Returns the changes in `todo`'s order."""
+    or existing app, a 404, a 422), none. The apps share the change's time (their version);
+    each app's deployment is a part of one plan (`planId`) when there are several.
+    Returns the changes in `todo`'s order."""
     now = iso_now()
+    ids = [new_deployment_id() for _ in todo]
     updates = [(app_id, _update(app_id, old is not None, new_json, now=now,
-                                port_range=port_range))
-               for app_id, old, new_json in todo]
+                                keep_versions=keep_versions, port_range=port_range,
+                                deployment_id=own, plan=ids if len(ids) > 1 else None))
+               for (app_id, old, new_json), own in zip(todo, ids, strict=True)]
     results = store.apply_app_updates(updates, force=force, port_range=port_range,
                                       history_keep=MAX_APP_VERSIONS,
                                       events=_events_of(req, now), now=now)
@@ -169,10 +178,13 @@ def _change_of(stored: Doc | None, deployment: Doc | None, now: str) -> Change:
 
 def _update(app_id: str, must_exist: bool, new_json: NewDefinition, *, now: str,
             restart: bool = False, keep_versions: bool = False,
-            port_range: PortRange = DEFAULT_RANGE, owned: bool = False) -> Update:
+            port_range: PortRange = DEFAULT_RANGE, owned: bool = False,
+            deployment_id: str | None = None, plan: list[str] | None = None) -> Update:
     """What the change makes of the app as the transaction reads it (`_planned`), with a
-    deployment id of its own; AppNotFound or AppExists when `must_exist` is not so."""
-    deployment_id = new_deployment_id()
+    deployment id of its own (`deployment_id`, or a new one), a part of the deployment plan
+    of the deployments `plan` if given (`scheduler.deployment_plans`); AppNotFound or
+    AppExists when `must_exist` is not so."""
+    deployment_id = deployment_id or new_deployment_id()
 
     def update(previous: Doc | None) -> tuple[Doc | None, Doc]:
         if previous is None and must_exist:
@@ -181,9 +193,12 @@ def _update(app_id: str, must_exist: bool, new_json: NewDefinition, *, now: str,
             raise AppExists(app_id)
         wanted = new_json(previous) if callable(new_json) and previous is not None else new_json
         assert not callable(wanted), "a definition made from the app needs an existing app"
-        return _planned(previous, wanted, now=now, deployment_id=deployment_id,
-                        restart=restart, keep_versions=keep_versions, port_range=port_range,
-                        owned=owned)
+        new_doc, deployment = _planned(previous, wanted, now=now, deployment_id=deployment_id,
+                                       restart=restart, keep_versions=keep_versions,
+                                       port_range=port_range, owned=owned)
+        if plan is not None:
+            mark_part(deployment, plan)
+        return new_doc, deployment
     return update
 
 
@@ -260,6 +275,11 @@ def scale_by_kills(store: StateStore, req: falcon.Request, app: Doc, task_ids: l
     return Change(deployment, stored, deployment.get("version") or now)
 
 
+def deployment_id(change: Change) -> str:
+    """The id of the deployment plan `change` is (a part of)."""
+    return plan_id(change.deployment)
+
+
 def deployment_result(change: Change) -> Doc:
-    """Marathon's answer to an accepted change."""
-    return {"deploymentId": change.deployment["id"], "version": change.version}
+    """Marathon's answer to an accepted change (naming its plan)."""
+    return {"deploymentId": deployment_id(change), "version": change.version}

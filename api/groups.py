@@ -9,8 +9,8 @@ work as on `/v2/apps`.
 Changes (`POST /v2/groups`, `PUT /v2/groups/{id}`, `DELETE /v2/groups/{id}`) change the
 group's apps through `api.changes.apply_all`: every app is validated before any is stored, and
 all of them are stored in one transaction (a refused group, 422 or 409 for any of its apps,
-changes nothing); each app is its own deployment (Marathon makes one for the whole group), and
-the answer and `Marathon-Deployment-Id` name the first. The order between the group's
+changes nothing), as one deployment plan (`scheduler.deployment_plans`), which the answer and
+`Marathon-Deployment-Id` name. The order between the group's
 apps is kept by their `dependencies` (a group's `dependencies` go to each of its apps), which
 the scheduler honours when it starts them (`scheduler.reconcile`).
 """
@@ -138,7 +138,7 @@ def _apply_all(ctx: Ctx, req: falcon.Request, resp: falcon.Response,
         resp.media = {"deploymentId": None, "version": None}
         return
     resp.status = status
-    resp.set_header("Marathon-Deployment-Id", results[0].deployment["id"])
+    resp.set_header("Marathon-Deployment-Id", changes.deployment_id(results[0]))
     resp.media = changes.deployment_result(results[0])
 
 
@@ -222,7 +222,7 @@ class Groups:
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, group: str | None = None
                   ) -> None:
-        """Delete a group: every app under it (each its own StopApplication deployment)."""
+        """Delete a group: every app under it (one plan of StopApplication actions)."""
         gid = group_id(group)
         current = [a for a in self.ctx.store.list_apps() if _under(a["id"], gid)]
         if not current and gid != "/":

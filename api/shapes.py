@@ -64,6 +64,7 @@ DEPLOYMENT_FIELDS = frozenset({
 })
 DEPLOYMENT_EXTRAS = frozenset({
     "status", "createdAt", "finishedAt", "message", "target", "progress", "kind",
+    "parts",  # a plan of several apps: its apps' own deployments (scheduler.deployment_plans)
 })
 DEPLOYMENT_ACTION_FIELDS = frozenset({"action", "app", "pod", "readinessCheckResults"})
 # The plan inside deployment events (`deployment_info`, `deployment_success`, …): Marathon's

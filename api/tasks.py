@@ -34,7 +34,7 @@ def _kill(ctx: Ctx, req: falcon.Request, resp: falcon.Response, tasks: list[Doc]
             app = get_app_or_404(store, app_id)
             results.append(changes.scale_by_kills(store, req, app, [t["id"] for t in app_tasks],
                                                   force=force_param(req)))
-        resp.set_header("Marathon-Deployment-Id", results[0].deployment["id"])
+        resp.set_header("Marathon-Deployment-Id", changes.deployment_id(results[0]))
         resp.media = changes.deployment_result(results[0])
         if len(results) > 1:
             resp.media["deployments"] = [changes.deployment_result(r) for r in results]

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from api import shapes
+from scheduler.deployment_plans import plan_id
 from scheduler.spec import parse_time
 
 Doc = dict[str, Any]
@@ -183,7 +184,7 @@ def app_view(app: Doc, tasks: list[Doc], status: Doc | None, deployments: list[D
     if "counts" in embeds:
         out.update(counts(tasks))
     if "deployments" in embeds:
-        out["deployments"] = [{"id": d["id"]} for d in deployments]
+        out["deployments"] = [{"id": plan_id(d)} for d in deployments]
     if "readiness" in embeds:
         out["readinessCheckResults"] = [r for d in deployments
                                         for a in d.get("currentActions") or ()

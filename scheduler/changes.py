@@ -4,8 +4,10 @@ Every function takes a `Reader` (the snapshot `StateStore.transact` hands it) an
 and returns `(Transaction, result)`; it never writes. A backend only applies the transaction, so
 the rules below exist once, whatever the backend (SQLite, ZooKeeper):
 
-- a change to an app locked by a running deployment is a `DeploymentConflict`, unless forced:
-  then the locking deployments become `superseded` (with `finishedAt` and who superseded them);
+- a change to an app locked by a running deployment is a `DeploymentConflict` naming its plan
+  (`scheduler.deployment_plans`), unless forced: then the locking deployments become
+  `superseded` (with `finishedAt` and who superseded them), with the running parts of their
+  plans: a plan is superseded whole, as Marathon cancels a conflicting plan;
 - a deployment in a final status stays final: a progress update from a scheduler that has not
   seen the cancel yet is dropped (`False`);
 - a scale by kills lowers `instances` by the app's live tasks among the killed ones (never below
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from scheduler import service_ports
+from scheduler.deployment_plans import PLAN_KEY, part_ids, plan_id
 from scheduler.pending_reader import PendingReader, merged
 from scheduler.service_ports import DEFAULT_RANGE, PortRange
 from scheduler.spec import task_id_to_app_id
@@ -53,14 +56,26 @@ def superseded(reader: Reader, app_ids: set[str], *, force: bool, by: Doc | None
     if not blocking:
         return []
     if not force:
-        raise DeploymentConflict([d["id"] for d in blocking])
+        raise DeploymentConflict(list(dict.fromkeys(plan_id(d) for d in blocking)))
     ops: list[Op] = []
-    for dep in blocking:
+    for dep in _with_plan_parts(reader, blocking):
         dep = dict(dep, status="superseded", finishedAt=now)
         if by is not None and by.get("id"):
-            dep["message"] = f"superseded by deployment {by['id']}"
+            dep["message"] = f"superseded by deployment {plan_id(by)}"
         ops.append(Put("deployments", dep["id"], dep))
     return ops
+
+
+def _with_plan_parts(reader: Reader, deployments: list[Doc]) -> list[Doc]:
+    """`deployments` and the other running parts of their plans, each once, in order."""
+    out = {d["id"]: d for d in deployments}
+    for plan in dict.fromkeys(d[PLAN_KEY] for d in deployments if d.get(PLAN_KEY)):
+        head = out.get(plan) or reader.deployment(plan)
+        for part_id in part_ids(head) if head is not None else ():
+            part = out.get(part_id) or reader.deployment(part_id)
+            if part is not None and part.get("status", "running") == "running":
+                out.setdefault(part_id, part)
+    return list(out.values())
 
 
 def _new_deployment(reader: Reader, deployment: Doc) -> Put:

@@ -131,3 +131,110 @@ def test_a_new_groups_apps_get_distinct_service_ports(api, store):
     ports = [store.get_app(f"/ports/{n}")["portDefinitions"][0]["port"] for n in "abc"]
     assert len(set(ports)) == 3 and all(10000 <= p < 20000 for p in ports)
     finish_deployments(store)
+
+
+def _listed(api: str) -> list[dict]:
+    r = requests.get(api + "/v2/deployments", timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _finish(store, app_id: str) -> None:
+    """The scheduler's report that `app_id`'s part of a deployment is done."""
+    [dep] = [d for d in store.list_deployments(active_only=True)
+             if d["affectedApps"] == [app_id]]
+    store.update_deployment(dict(dep, status="succeeded", finishedAt="2026-12-04T12:00:00Z"))
+
+
+def test_a_group_change_is_one_deployment_plan_until_its_last_app_is_deployed(api, store):
+    """As Marathon: the answer's deployment is listed with all of the group's apps, and stays
+    listed until each of them is deployed (a client waiting for it to go waits for all)."""
+    finish_deployments(store)
+    apps = [{"id": "a", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 1},
+            {"id": "b", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "instances": 2}]
+    r = requests.post(api + "/v2/groups", json={"id": "/plan", "apps": apps}, timeout=10)
+    assert r.status_code == 201, r.text
+    plan = r.json()["deploymentId"]
+    assert r.headers["Marathon-Deployment-Id"] == plan
+    [listed] = _listed(api)
+    assert listed["id"] == plan and sorted(listed["affectedApps"]) == ["/plan/a", "/plan/b"]
+    assert set(listed) == {"id", "version", "affectedApps", "affectedPods", "steps",
+                           "currentActions", "currentStep", "totalSteps"}
+    assert {(a["action"], a["app"]) for a in listed["steps"][0]["actions"]} == {
+        ("StartApplication", "/plan/a"), ("StartApplication", "/plan/b")}
+    assert listed["version"] == r.json()["version"]
+    one = requests.get(api + "/v2/apps/plan/a", timeout=10).json()["app"]
+    assert one["deployments"] == [{"id": plan}]
+    r = requests.put(api + "/v2/apps/plan/a", json={"instances": 3}, timeout=10)
+    assert r.status_code == 409 and r.json()["deployments"] == [{"id": plan}], r.text
+
+    _finish(store, "/plan/a")
+    [listed] = _listed(api)
+    assert listed["id"] == plan and sorted(listed["affectedApps"]) == ["/plan/a", "/plan/b"]
+    assert {a["app"] for a in listed["currentActions"]} == {"/plan/b"}
+    _finish(store, "/plan/b")
+    assert _listed(api) == []
+    r = requests.get(api + f"/v2/deployments/{plan}", params={"embed": "accessd"}, timeout=10)
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+
+    batch = [{"id": "/plan/a", "instances": 2}, {"id": "/plan/b", "instances": 1}]
+    r = requests.put(api + "/v2/apps", json=batch, timeout=10)
+    assert r.status_code == 200, r.text
+    [listed] = _listed(api)
+    assert listed["id"] == r.json()["deploymentId"] != plan
+    assert sorted(listed["affectedApps"]) == ["/plan/a", "/plan/b"]
+    finish_deployments(store)
+
+
+def test_a_deployment_plan_is_rolled_back_or_cancelled_as_a_whole(api, store):
+    finish_deployments(store)
+    apps = [{"id": name, "cmd": "sleep 600", "cpus": 0.1, "mem": 16} for name in ("a", "b")]
+    r = requests.post(api + "/v2/groups", json={"id": "/undo", "apps": apps}, timeout=10)
+    assert r.status_code == 201, r.text
+    finish_deployments(store)
+    changed = {"id": "/undo", "apps": [dict(app, cmd="sleep 700") for app in apps]}
+    r = requests.put(api + "/v2/groups/undo", json=changed, timeout=10)
+    assert r.status_code == 200, r.text
+    plan = r.json()["deploymentId"]
+
+    r = requests.delete(api + f"/v2/deployments/{plan}", timeout=10)
+    assert r.status_code == 200, r.text
+    rollback = r.json()["deploymentId"]
+    assert rollback != plan
+    assert [store.get_app(f"/undo/{n}")["cmd"] for n in "ab"] == ["sleep 600"] * 2
+    [listed] = _listed(api)
+    assert listed["id"] == rollback and sorted(listed["affectedApps"]) == ["/undo/a", "/undo/b"]
+    old = requests.get(api + f"/v2/deployments/{plan}", params={"embed": "accessd"},
+                       timeout=10).json()
+    assert old["status"] == "superseded" and len(old["parts"]) == 2
+
+    r = requests.delete(api + f"/v2/deployments/{rollback}", params={"force": "true"},
+                        timeout=10)
+    assert r.status_code == 202, r.text
+    assert _listed(api) == []
+    assert [d["status"] for d in store.list_deployments(active_only=False)
+            if d.get("planId") == rollback] == ["cancelled", "cancelled"]
+    assert [store.get_app(f"/undo/{n}")["cmd"] for n in "ab"] == ["sleep 600"] * 2
+    r = requests.delete(api + f"/v2/deployments/{rollback}", timeout=10)
+    assert r.status_code == 404, r.text
+
+
+def test_a_forced_change_of_one_app_supersedes_its_whole_plan(api, store):
+    """As Marathon cancels a conflicting plan: the other apps keep their new definitions (the
+    scheduler goes on converging them), and the old plan is no longer listed."""
+    finish_deployments(store)
+    apps = [{"id": name, "cmd": "sleep 600", "cpus": 0.1, "mem": 16} for name in ("a", "b")]
+    r = requests.post(api + "/v2/groups", json={"id": "/over", "apps": apps}, timeout=10)
+    assert r.status_code == 201, r.text
+    plan = r.json()["deploymentId"]
+    r = requests.put(api + "/v2/apps/over/a", json={"instances": 2}, params={"force": "true"},
+                     timeout=10)
+    assert r.status_code == 200, r.text
+    [listed] = _listed(api)
+    assert listed["id"] == r.json()["deploymentId"] and listed["affectedApps"] == ["/over/a"]
+    old = requests.get(api + f"/v2/deployments/{plan}", params={"embed": "accessd"},
+                       timeout=10).json()
+    assert old["status"] == "superseded" and len(old["parts"]) == 2
+    assert old["message"].count(f"superseded by deployment {listed['id']}") == 2
+    assert store.get_app("/over/b")["cmd"] == "sleep 600"
+    finish_deployments(store)

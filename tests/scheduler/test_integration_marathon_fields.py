@@ -217,3 +217,37 @@ def test_dependencies_start_an_app_after_the_apps_it_depends_on(cluster, tmp_pat
                         if t.get("state") == "TASK_RUNNING"], 30,
                message="/fields/web to start once /fields/db is healthy")
     assert store.list_tasks("/fields/db")[0]["healthy"] is True
+
+
+def test_a_groups_deployment_is_listed_until_its_last_app_runs(cluster, tmp_path) -> None:
+    """The group's answer names one deployment plan; a client waiting for it to leave
+    `GET /v2/deployments` (as Marathon's clients do) waits for every app of the group: here
+    until the db is healthy and, after it, the web app depending on it runs."""
+    base, store = cluster
+    served = tmp_path / "db"
+    served.mkdir()
+    group = {"id": "/plan", "apps": [
+        {"id": "web", "cmd": "sleep 600", "cpus": 0.1, "mem": 16, "portDefinitions": [],
+         "dependencies": ["db"]},
+        {"id": "db", "cpus": 0.1, "mem": 32,
+         "cmd": f"exec python3 -m http.server $PORT0 --bind $HOST --directory {served}",
+         "healthChecks": [dict(CHECK, path="/up")]}]}
+    r = requests.post(base + "/v2/groups", json=group, timeout=10)
+    assert r.status_code == 201, r.text
+    plan = r.json()["deploymentId"]
+
+    def listed() -> list[dict]:
+        return [d for d in requests.get(base + "/v2/deployments", timeout=10).json()
+                if d["id"] == plan]
+    wait_until(lambda: [t for t in store.list_tasks("/plan/db") if t["state"] == "TASK_RUNNING"],
+               30, message="/plan/db to run")
+    [waiting] = listed()
+    assert sorted(waiting["affectedApps"]) == ["/plan/db", "/plan/web"]
+    assert store.list_tasks("/plan/web") == []
+    (served / "up").write_text("ok")
+    wait_until(lambda: not listed(), 60, message="the group's deployment to finish")
+    assert [t["state"] for t in store.list_tasks("/plan/web")] == ["TASK_RUNNING"]
+    assert store.list_tasks("/plan/db")[0]["healthy"] is True
+    done = requests.get(base + f"/v2/deployments/{plan}", params={"embed": "accessd"},
+                        timeout=10).json()
+    assert done["status"] == "succeeded" and len(done["parts"]) == 2

@@ -12,6 +12,7 @@ import uuid
 import orjson
 import pytest
 
+from scheduler.deployment_plans import mark_part
 from scheduler.state import (
     AppExists,
     AppNotFound,
@@ -155,6 +156,28 @@ def test_force_supersedes(store):
     assert [d["id"] for d in store.list_deployments()] == ["d2"]
     assert [d["id"] for d in store.list_deployments(active_only=False)] == ["d1", "d2"]
     assert store.get_app("/a")["instances"] == 2
+
+
+def test_a_plans_conflict_names_the_plan_and_force_supersedes_all_of_it(store):
+    """The deployments of one change of several apps are one plan (`planId`, the first's id):
+    a conflict on any of its apps names the plan, and a forced change supersedes every running
+    part of it (a part already finished stays as it finished)."""
+    parts = [dep("p1", "/a"), dep("p2", "/b"), dep("p3", "/c")]
+    for part in parts:
+        mark_part(part, ["p1", "p2", "p3"])
+    for part in parts:
+        app_id = part["affectedApps"][0]
+        store.apply_app_change(app_id, app_doc(app_id), part)
+    store.update_deployment(dict(store.get_deployment("p3"), status="succeeded"))
+    with pytest.raises(DeploymentConflict) as info:
+        store.apply_app_change("/b", app_doc("/b", instances=2), dep("d9", "/b"))
+    assert info.value.deployment_ids == ["p1"]
+    store.apply_app_change("/b", app_doc("/b", instances=2), dep("d9", "/b"), force=True)
+    statuses = {d["id"]: d["status"] for d in store.list_deployments(active_only=False)}
+    assert statuses == {"p1": "superseded", "p2": "superseded", "p3": "succeeded",
+                        "d9": "running"}
+    assert "d9" in store.get_deployment("p1")["message"]
+    assert store.get_app("/a")["instances"] == 1   # its definition stays
 
 
 def test_conflict_by_any_affected_app(store):

@@ -1,0 +1,126 @@
+"""A change of several apps as one deployment plan, as Marathon shows it (pure, no I/O).
+
+Marathon makes one deployment of a group change (`PUT /v2/groups`, a batch `PUT /v2/apps`):
+one id in the answer, listed by `GET /v2/deployments` until every app of it is deployed. In
+accessd each app's change is a deployment document of its own (`scheduler.deployments`: the
+scheduler drives and observes one app per document). The documents of one change share a
+`planId`: the id of the first of them, which also lists them all (`planParts`), so a plan is
+found by its id and its parts by theirs. This module makes the plan clients see from them:
+
+- its `id` is the `planId`; `affectedApps` are the parts' apps, in the change's order;
+- step n holds the actions of every part's step n (`totalSteps` is the longest part's);
+- while a part runs, the plan runs: `currentStep` is the lowest step a running part is at,
+  `currentActions` the actions of the running parts at that step;
+- once no part runs, the plan is `succeeded` if every part is, else `failed`, `cancelled` or
+  `superseded` (the first of these any part has), and finished when its last part finished.
+
+A document without a `planId` (the change of one app) is its own plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+__all__ = ["PARTS_KEY", "PLAN_KEY", "mark_part", "part_ids", "plan_id", "plan_of", "plans"]
+
+Doc = dict[str, Any]
+
+PLAN_KEY = "planId"
+PARTS_KEY = "planParts"
+_RUNNING = "running"
+_ENDINGS = ("failed", "cancelled", "superseded")
+
+
+def plan_id(deployment: Doc) -> str:
+    """The id clients know `deployment` by: its plan's, or its own."""
+    return deployment.get(PLAN_KEY) or deployment["id"]
+
+
+def mark_part(deployment: Doc, parts: Sequence[str]) -> None:
+    """Make `deployment` a part of the plan of the deployments `parts` (ids, in the change's
+    order; its own among them): the plan's id is the first's, and the first lists them all."""
+    deployment[PLAN_KEY] = parts[0]
+    if deployment["id"] == parts[0]:
+        deployment[PARTS_KEY] = list(parts)
+
+
+def part_ids(deployment: Doc) -> list[str]:
+    """The ids of the parts of the plan `deployment` is the first of (itself alone if none)."""
+    return list(deployment.get(PARTS_KEY) or [deployment["id"]])
+
+
+def _running(part: Doc) -> bool:
+    return part.get("status", _RUNNING) == _RUNNING
+
+
+def _status(parts: Sequence[Doc]) -> str:
+    statuses = {part.get("status", _RUNNING) for part in parts}
+    if _RUNNING in statuses:
+        return _RUNNING
+    return next((s for s in _ENDINGS if s in statuses), "succeeded")
+
+
+def plan_of(parts: Sequence[Doc]) -> Doc:
+    """The plan made of `parts` (the deployment documents of one change, in its order; one
+    document without a `planId` is returned as it is)."""
+    if len(parts) == 1 and PLAN_KEY not in parts[0]:
+        return parts[0]
+    apps = list(dict.fromkeys(app for part in parts for app in part.get("affectedApps") or ()))
+    total = max(len(part.get("steps") or ()) for part in parts)
+    steps = [{"actions": [action for part in parts
+                          for action in (_step(part, n).get("actions") or ())]}
+             for n in range(1, total + 1)]
+    running = [part for part in parts if _running(part)]
+    current = min((int(part.get("currentStep") or 1) for part in running), default=total)
+    finished = [part.get("finishedAt") for part in parts]
+    kinds = {part.get("kind") for part in parts}
+    return {
+        "id": plan_id(parts[0]),
+        "version": parts[0].get("version"),
+        "affectedApps": apps,
+        "affectedPods": [],
+        "steps": steps,
+        "currentStep": current,
+        "totalSteps": total,
+        "currentActions": [action for part in running
+                           if int(part.get("currentStep") or 1) == current
+                           for action in part.get("currentActions") or ()],
+        "status": _status(parts),
+        "createdAt": min((part.get("createdAt") or "" for part in parts), default=None),
+        "finishedAt": None if running or None in finished else max(finished),
+        "message": "; ".join(part["message"] for part in parts if part.get("message")) or None,
+        "kind": kinds.pop() if len(kinds) == 1 else "update",
+        "parts": [part["id"] for part in parts],
+    }
+
+
+def _step(part: Doc, n: int) -> Doc:
+    steps = part.get("steps") or ()
+    return steps[n - 1] if n <= len(steps) else {}
+
+
+def plans(deployments: Iterable[Doc], parts: Iterable[Doc]) -> list[Doc]:
+    """`deployments` as the plans clients see, each where its first document stands: a
+    document of a plan stands for all of that plan's documents among `deployments` and
+    `parts` (the other parts of their plans, whatever their status), in the plan's order."""
+    deployments = list(deployments)
+    known = {doc["id"]: doc for doc in (*parts, *deployments)}
+    by_plan: dict[str, list[Doc]] = {}
+    for doc in known.values():
+        if doc.get(PLAN_KEY):
+            by_plan.setdefault(doc[PLAN_KEY], []).append(doc)
+    for key, members in by_plan.items():
+        head = known.get(key)
+        order = {part: n for n, part in enumerate(part_ids(head) if head else ())}
+        members.sort(key=lambda doc: order.get(doc["id"], len(order)))
+    out: list[Doc] = []
+    seen: set[str] = set()
+    for deployment in deployments:
+        key = plan_id(deployment)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(plan_of(by_plan.get(key) or [deployment]) if PLAN_KEY in deployment
+                   else deployment)
+    return out
