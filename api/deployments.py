@@ -22,7 +22,7 @@ import falcon
 from api import changes, shapes
 from api.apps import Ctx, extras
 from api.errors import ApiError, not_found
-from scheduler.deployment_plans import PLAN_KEY, part_ids, plan_of, plans
+from scheduler.deployment_plans import PLAN_KEY, parts_of, plan_of, plans
 from scheduler.state import StateError, StateStore
 
 Doc = dict[str, Any]
@@ -32,14 +32,7 @@ def _parts(store: StateStore, deployment_id: str) -> list[Doc]:
     """The deployment documents `deployment_id` names: one deployment, or all the parts of
     its plan, in the plan's order (those pruned meanwhile left out); none if it names none."""
     dep = store.get_deployment(deployment_id)
-    if dep is None or PLAN_KEY not in dep:
-        return [dep] if dep is not None else []
-    head = dep if dep["id"] == dep[PLAN_KEY] else store.get_deployment(dep[PLAN_KEY])
-    if head is None:
-        return [dep]
-    found = [dep if part == dep["id"] else store.get_deployment(part)
-             for part in part_ids(head)]
-    return [part for part in found if part is not None]
+    return parts_of(dep, store.get_deployment) if dep is not None else []
 
 
 def _running_parts_or_404(store: StateStore, deployment_id: str) -> list[Doc]:

@@ -12,17 +12,21 @@ found by its id and its parts by theirs. This module makes the plan clients see 
 - while a part runs, the plan runs: `currentStep` is the lowest step a running part is at,
   `currentActions` the actions of the running parts at that step;
 - once no part runs, the plan is `succeeded` if every part is, else `failed`, `cancelled` or
-  `superseded` (the first of these any part has), and finished when its last part finished.
+  `superseded` (the first of these any part has), and finished when its last part finished;
+- the plan's end is one event, `deployment_success` or else `deployment_failed` with the plan's
+  id (`final_event`), sent as its last part ends, instead of each part's own; the parts' step
+  events stay theirs.
 
 A document without a `planId` (the change of one app) is its own plan.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["PARTS_KEY", "PLAN_KEY", "mark_part", "part_ids", "plan_id", "plan_of", "plans"]
+__all__ = ["FINAL_EVENTS", "PARTS_KEY", "PLAN_KEY", "final_event", "mark_part", "part_ids",
+           "parts_of", "plan_id", "plan_of", "plans"]
 
 Doc = dict[str, Any]
 
@@ -30,6 +34,7 @@ PLAN_KEY = "planId"
 PARTS_KEY = "planParts"
 _RUNNING = "running"
 _ENDINGS = ("failed", "cancelled", "superseded")
+FINAL_EVENTS = frozenset({"deployment_success", "deployment_failed"})
 
 
 def plan_id(deployment: Doc) -> str:
@@ -48,6 +53,31 @@ def mark_part(deployment: Doc, parts: Sequence[str]) -> None:
 def part_ids(deployment: Doc) -> list[str]:
     """The ids of the parts of the plan `deployment` is the first of (itself alone if none)."""
     return list(deployment.get(PARTS_KEY) or [deployment["id"]])
+
+
+def parts_of(deployment: Doc, lookup: Callable[[str], Doc | None]) -> list[Doc]:
+    """All the parts of `deployment`'s plan in the plan's order, the others read by id with
+    `lookup` (those gone, pruned, left out); `deployment` alone if it is no part of a plan or
+    its plan's first part is gone."""
+    if PLAN_KEY not in deployment:
+        return [deployment]
+    head = (deployment if deployment["id"] == deployment[PLAN_KEY]
+            else lookup(deployment[PLAN_KEY]))
+    if head is None:
+        return [deployment]
+    found = [deployment if part == deployment["id"] else lookup(part)
+             for part in part_ids(head)]
+    return [part for part in found if part is not None]
+
+
+def final_event(parts: Sequence[Doc]) -> tuple[str, Doc] | None:
+    """The plan's final event once none of its `parts` runs (Marathon's payload, `id` and
+    `plan`); None while one does."""
+    if any(_running(part) for part in parts):
+        return None
+    plan = plan_of(parts)
+    kind = "deployment_success" if plan["status"] == "succeeded" else "deployment_failed"
+    return kind, {"id": plan["id"], "plan": plan}
 
 
 def _running(part: Doc) -> bool:

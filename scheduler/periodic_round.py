@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from scheduler import backoff, drain, readiness, reconcile, taskstate
+from scheduler.deployment_plans import FINAL_EVENTS, PLAN_KEY, final_event, parts_of
 from scheduler.deployments import advance
 from scheduler.spec import AppSpec, format_time
 from scheduler.state import Put, Transaction
@@ -268,6 +269,11 @@ class PeriodicRound:
                     continue
                 if new_doc.get("status") != dep.get("status"):
                     log.info("deployment %s %s", new_doc.get("id"), new_doc.get("status"))
+            if PLAN_KEY in new_doc:  # a part of a plan: the plan ends once, with its last part
+                events = [(kind, payload) for kind, payload in events if kind not in FINAL_EVENTS]
+                if new_doc.get("status") != dep.get("status"):
+                    plan_end = final_event(parts_of(new_doc, self.store.get_deployment))
+                    events += [plan_end] if plan_end is not None else []
             for event_type, payload in events:
                 self.store.append_event(event_type, payload)
             deleted = (new_doc.get("target") or {}).get("configVersion") is None

@@ -3,7 +3,7 @@ apps' own deployment documents as `plan_deployment` and the scheduler leave them
 
 from __future__ import annotations
 
-from scheduler.deployment_plans import mark_part, plan_id, plan_of, plans
+from scheduler.deployment_plans import final_event, mark_part, parts_of, plan_id, plan_of, plans
 from scheduler.deployments import plan_deployment
 
 NOW = "2026-12-04T12:00:00.000Z"
@@ -92,3 +92,27 @@ def test_running_deployments_become_one_plan_each_where_the_first_stands():
     assert listed[1] is alone
     # a plan whose other part is gone (pruned) is what is left of it
     assert listed[2]["affectedApps"] == ["/h/d"] and listed[2]["parts"] == ["/h/d-dep"]
+
+
+def test_a_plans_parts_are_read_through_its_first_part():
+    a, b, c = part("/g/a", "scale"), part("/g/b", "scale"), part("/g/c", "scale")
+    stored = {d["id"]: d for d in (a, b, c)}
+    assert [d["id"] for d in parts_of(c, stored.get)] == PLAN
+    assert [d["id"] for d in parts_of(a, stored.get)] == PLAN
+    del stored["/g/b-dep"]                          # pruned
+    assert [d["id"] for d in parts_of(c, stored.get)] == ["/g/a-dep", "/g/c-dep"]
+    alone = part("/x", "scale", plan=None)
+    assert parts_of(alone, stored.get) == [alone]
+    assert parts_of(b, {}.get) == [b]                # its first part is gone
+
+
+def test_a_plan_ends_with_one_event_once_no_part_runs():
+    a, b = part("/g/a", "scale"), part("/g/b", "scale")
+    assert final_event([a, b]) is None
+    a_done = dict(a, status="succeeded", finishedAt=NOW)
+    assert final_event([a_done, b]) is None
+    kind, payload = final_event([a_done, dict(b, status="succeeded", finishedAt=NOW)])
+    assert kind == "deployment_success" and payload["id"] == "/g/a-dep"
+    assert payload["plan"]["affectedApps"] == ["/g/a", "/g/b"]
+    kind, payload = final_event([a_done, dict(b, status="failed", finishedAt=NOW)])
+    assert kind == "deployment_failed" and payload["plan"]["status"] == "failed"

@@ -251,3 +251,12 @@ def test_a_groups_deployment_is_listed_until_its_last_app_runs(cluster, tmp_path
     done = requests.get(base + f"/v2/deployments/{plan}", params={"embed": "accessd"},
                         timeout=10).json()
     assert done["status"] == "succeeded" and len(done["parts"]) == 2
+    # the plan's end is one event, with the plan's id, not one per app
+    def ends() -> list[dict]:
+        return [e for _, e in store.events_since(0, limit=100_000)
+                if e["eventType"] in ("deployment_success", "deployment_failed")
+                and e["id"] in done["parts"]]
+    [end] = wait_until(ends, 10, message="the plan's deployment_success")
+    assert end["eventType"] == "deployment_success" and end["id"] == plan
+    assert sorted(end["plan"]["affectedApps"]) == ["/plan/db", "/plan/web"]
+    assert ends() == [end]
