@@ -255,24 +255,34 @@ def scale(store: StateStore, req: falcon.Request, app_id: str, patch: Doc, *, fo
                    force=force, port_range=port_range, owned=True)
 
 
-def scale_by_kills(store: StateStore, req: falcon.Request, app: Doc, task_ids: list[str], *,
-                   force: bool) -> Change:
-    """Kill `task_ids` of `app` and lower its instances by as many, atomically
-    (`StateStore.request_kills(scale=True)` updates the app and stores the deployment, its
-    events and the app's version history entry in one transaction)."""
+def scale_by_kills(store: StateStore, req: falcon.Request,
+                   kills: list[tuple[Doc, list[str]]], *, force: bool) -> list[Change]:
+    """Kill the tasks of each `(app, task_ids)` and lower each app's instances by as many,
+    all in one transaction (`StateStore.request_scaling_kills` updates the apps and stores
+    their deployments, events and version history entries): every app's scale or, if one is
+    refused (a 409 for a locked app), none. The apps' deployments are one plan when there are
+    several, as `apply_all`'s. Returns the changes in `kills`' order."""
     now = iso_now()
-    new_json = definition(app)
-    new_json["instances"] = max(0, int(app.get("instances", 0)) - len(task_ids))
-    new_doc = stamp_app(new_json, app, now, scale_only=True)
-    deployment = plan_deployment(app, new_doc, now=now, deployment_id=new_deployment_id(),
-                                 kind="scale")
-    deployment["original"] = copy.deepcopy(app)
-    stored = store.request_kills(
-        task_ids, scale=True, deployment=deployment, force=force,
+    ids = [new_deployment_id() for _ in kills]
+    deployments, planned = [], {}
+    for (app, task_ids), own in zip(kills, ids, strict=True):
+        new_json = definition(app)
+        new_json["instances"] = max(0, int(app.get("instances", 0)) - len(task_ids))
+        planned[app["id"]] = stamp_app(new_json, app, now, scale_only=True)
+        deployment = plan_deployment(app, planned[app["id"]], now=now, deployment_id=own,
+                                     kind="scale")
+        deployment["original"] = copy.deepcopy(app)
+        if len(ids) > 1:
+            mark_part(deployment, ids)
+        deployments.append(deployment)
+    stored = store.request_scaling_kills(
+        [task for _, task_ids in kills for task in task_ids], deployments, force=force,
         history_keep=MAX_APP_VERSIONS,
-        events=lambda stored: _event_docs(req, stored if stored is not None else new_doc,
-                                          deployment, now))
-    return Change(deployment, stored, deployment.get("version") or now)
+        events=lambda app, deployment: _event_docs(
+            req, app if app is not None else planned[deployment["target"]["app"]],
+            deployment, now))
+    return [Change(d, stored.get(d["target"]["app"]), d.get("version") or now)
+            for d in deployments]
 
 
 def deployment_id(change: Change) -> str:

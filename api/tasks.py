@@ -27,17 +27,12 @@ def _kill(ctx: Ctx, req: falcon.Request, resp: falcon.Response, tasks: list[Doc]
         resp.media = {"tasks": []}
         return
     if scale:
-        by_app = views.group_tasks(tasks)
-        results = []
-        # One transaction per app: each app's scale is its own deployment.
-        for app_id, app_tasks in by_app.items():
-            app = get_app_or_404(store, app_id)
-            results.append(changes.scale_by_kills(store, req, app, [t["id"] for t in app_tasks],
-                                                  force=force_param(req)))
+        # One transaction, one deployment plan, whatever the number of apps (as Marathon).
+        kills = [(get_app_or_404(store, app_id), [t["id"] for t in app_tasks])
+                 for app_id, app_tasks in views.group_tasks(tasks).items()]
+        results = changes.scale_by_kills(store, req, kills, force=force_param(req))
         resp.set_header("Marathon-Deployment-Id", changes.deployment_id(results[0]))
         resp.media = changes.deployment_result(results[0])
-        if len(results) > 1:
-            resp.media["deployments"] = [changes.deployment_result(r) for r in results]
         return
     store.request_kills([t["id"] for t in tasks], scale=False)
     if single:

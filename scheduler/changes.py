@@ -186,14 +186,16 @@ def scaled_app(app: Doc, killed: int, stamp: str) -> Doc:
     return app
 
 
-def kill_requests(reader: Reader, task_ids: list[str], *, scale: bool, deployment: Doc | None,
-                  force: bool, now: str) -> tuple[Transaction, Doc | None]:
-    """Record kill requests; with `scale`, lower the owning apps' instances (see the module).
-    Returns the `deployment`'s target app as stored after the change (None when there is no
-    such app, or without `scale`)."""
+def kill_requests(reader: Reader, task_ids: list[str], *, scale: bool,
+                  deployments: Sequence[Doc], force: bool, now: str
+                  ) -> tuple[Transaction, dict[str, Doc | None]]:
+    """Record kill requests; with `scale`, lower the owning apps' instances (see the module),
+    each app's change recorded by its deployment among `deployments` (one per app, the
+    target's). Returns each deployment's target app as stored after the change (None when
+    there is no such app; nothing without `scale`)."""
     ops: list[Op] = []
-    target = ((deployment or {}).get("target") or {}).get("app") if scale else None
-    stored = reader.app(target) if target else None
+    targets = {_target(d): d for d in deployments if _target(d)} if scale else {}
+    stored = {app_id: reader.app(app_id) for app_id in targets}
     per_app: dict[str, int] = {}
     for tid in dict.fromkeys(task_ids):
         task = reader.task(tid)
@@ -207,23 +209,29 @@ def kill_requests(reader: Reader, task_ids: list[str], *, scale: bool, deploymen
         elif scale and not old.get("scale"):
             ops.append(Put("kill_requests", tid, dict(old, scale=True)))
     if scale:
-        # the deployment's own apps are locked too, even if none of the tasks is live
-        locked = set(per_app) | set((deployment or {}).get("affectedApps") or ())
-        ops += superseded(reader, locked, force=force, by=deployment, now=now)
-        stamp = (deployment or {}).get("version") or now
+        # the deployments' own apps are locked too, even if none of the tasks is live
+        locked = set(per_app) | {a for d in deployments for a in d.get("affectedApps") or ()}
+        first = deployments[0] if deployments else None
+        ops += superseded(reader, locked, force=force, by=first, now=now)
+        stamp = (first or {}).get("version") or now
+        new_deployments = {d["id"]: d for d in deployments}
         for app_id, killed in per_app.items():
             app = reader.app(app_id)
             if app is None:
                 continue
             app = scaled_app(app, killed, stamp)
             ops.append(Put("apps", app_id, app))
-            if app_id == target:
-                stored = app
-                deployment = copy.deepcopy(deployment)
+            if app_id in targets:
+                stored[app_id] = app
+                deployment = copy.deepcopy(targets[app_id])
                 deployment["target"]["instances"] = app["instances"]
-        if deployment is not None:
-            ops.append(_new_deployment(reader, deployment))
+                new_deployments[deployment["id"]] = deployment
+        ops += [_new_deployment(reader, d) for d in new_deployments.values()]
     return Transaction(tuple(ops), bump_generation=True), stored
+
+
+def _target(deployment: Doc) -> str | None:
+    return (deployment.get("target") or {}).get("app")
 
 
 def delay_reset_request(reader: Reader, app_id: str, *, now: str) -> tuple[Transaction, Doc]:

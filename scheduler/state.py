@@ -263,16 +263,41 @@ class StateStore(ABC):
         from scheduler import changes
 
         now = iso_now()
+        target = ((deployment or {}).get("target") or {}).get("app")
 
         def plan(r: Reader) -> tuple[Transaction, Doc | None]:
-            txn, stored = changes.kill_requests(r, list(task_ids), scale=scale,
-                                                deployment=deployment, force=force, now=now)
-            extra = tuple(events(stored) if callable(events) else events)
-            return Transaction(txn.ops, txn.bump_generation, txn.events + extra), stored
+            txn, stored = changes.kill_requests(
+                r, list(task_ids), scale=scale, force=force, now=now,
+                deployments=[deployment] if deployment is not None else [])
+            app = stored.get(target) if target else None
+            extra = tuple(events(app) if callable(events) else events)
+            return Transaction(txn.ops, txn.bump_generation, txn.events + extra), app
 
-        target = ((deployment or {}).get("target") or {}).get("app")
         if scale and history_keep and target:
             return self.transact_with_version(plan, target, history_keep)
+        return self.transact(plan)
+
+    def request_scaling_kills(self, task_ids: list[str], deployments: Sequence[Doc], *,
+                              force: bool = False,
+                              events: Callable[[Doc | None, Doc], Sequence[Doc]],
+                              history_keep: int = 0) -> dict[str, Doc | None]:
+        """`request_kills(scale=True)` of the tasks of several apps, all in one transaction:
+        each app's scale is recorded by its own deployment among `deployments` (one per app),
+        `events(stored, deployment)` and, with `history_keep`, each app's version history
+        entry with it. Returns each deployment's target app as stored."""
+        from scheduler import changes
+
+        now = iso_now()
+
+        def plan(r: Reader) -> tuple[Transaction, dict[str, Doc | None]]:
+            txn, stored = changes.kill_requests(r, list(task_ids), scale=True, force=force,
+                                                now=now, deployments=deployments)
+            extra = tuple(e for d in deployments
+                          for e in events(stored.get(d["target"]["app"]), d))
+            return Transaction(txn.ops, txn.bump_generation, txn.events + extra), stored
+
+        if history_keep:
+            return self.transact_with_versions(plan, history_keep)
         return self.transact(plan)
 
     @abstractmethod

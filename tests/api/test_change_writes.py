@@ -30,6 +30,46 @@ def client_and_store(tmp_path: Path):
     store.close()
 
 
+def _running_tasks(store: SQLiteStateStore, app_id: str, n: int) -> list[str]:
+    ids = [f"{app_id.strip('/').replace('/', '_')}.{k}" for k in range(n)]
+    for tid in ids:
+        store.upsert_task({"id": tid, "appId": app_id, "state": "TASK_RUNNING",
+                           "stagedAt": "2026-12-03T00:00:00.000Z", "version": "v"})
+    return ids
+
+
+def test_killing_and_scaling_tasks_of_several_apps_is_one_change(client_and_store) -> None:
+    """`POST /v2/tasks/delete?scale=true` with tasks of two apps: one transaction and one
+    deployment plan, answered in Marathon's shape; an app locked by a running deployment
+    refuses all of it (before, each app was its own transaction: the first stayed scaled)."""
+    client, store, _ = client_and_store
+    for app_id in ("/w/a", "/w/b"):
+        assert client.simulate_post("/v2/apps", json=dict(APP, id=app_id, instances=3)
+                                    ).status_code == 201
+    a, b = _running_tasks(store, "/w/a", 3), _running_tasks(store, "/w/b", 3)
+    for dep in store.list_deployments(active_only=True):
+        store.update_deployment(dict(dep, status="succeeded"))
+    assert client.simulate_put("/v2/apps/w/b", json={"instances": 4}).status_code == 200
+    before = (store.get_app("/w/a"), store.pending_kill_requests(), store.latest_event_id())
+    r = client.simulate_post("/v2/tasks/delete", params={"scale": "true"},
+                             json={"ids": [a[0], b[0]]})
+    assert r.status_code == 409, r.text
+    assert (store.get_app("/w/a"), store.pending_kill_requests(),
+            store.latest_event_id()) == before
+
+    r = client.simulate_post("/v2/tasks/delete", params={"scale": "true", "force": "true"},
+                             json={"ids": [a[0], a[1], b[0]]})
+    assert r.status_code == 200, r.text
+    assert set(r.json) == {"deploymentId", "version"}
+    assert r.headers["Marathon-Deployment-Id"] == r.json["deploymentId"]
+    assert [store.get_app(i)["instances"] for i in ("/w/a", "/w/b")] == [1, 3]
+    assert {k["taskId"] for k in store.pending_kill_requests()} == {a[0], a[1], b[0]}
+    [plan] = client.simulate_get("/v2/deployments").json
+    assert plan["id"] == r.json["deploymentId"]
+    assert sorted(plan["affectedApps"]) == ["/w/a", "/w/b"]
+    assert {store.list_app_versions(i)[0] for i in ("/w/a", "/w/b")} == {r.json["version"]}
+
+
 def test_a_scale_and_its_events_are_one_transaction(client_and_store) -> None:
     client, store, path = client_and_store
     assert client.simulate_post("/v2/apps", json=APP).status_code == 201

@@ -108,7 +108,7 @@ def test_a_scale_by_kills_counts_live_tasks_only_and_targets_the_new_count():
     snap = Snapshot(apps=[app_doc(instances=3)], tasks=[task("a.1"), task("a.2")],
                     kills=[{"taskId": "a.1", "scale": False, "requestedAt": "t0"}])
     txn, _ = changes.kill_requests(snap, ["a.1", "a.2", "a.9", "a.2"], scale=True,
-                                   deployment=dep("d2", instances=99), force=False, now=NOW)
+                                   deployments=[dep("d2", instances=99)], force=False, now=NOW)
     puts = {(op.kind, op.key): op.doc for op in txn.ops}
     assert puts[("kill_requests", "a.1")] == {"taskId": "a.1", "scale": True,
                                               "requestedAt": "t0"}  # first request's time

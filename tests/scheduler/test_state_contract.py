@@ -249,6 +249,37 @@ def test_kill_requests(store):
     assert store.get_app("/a")["instances"] == 0
 
 
+def test_scaling_kills_of_several_apps_are_one_transaction(store):
+    """`request_scaling_kills`: the tasks of two apps, each app's scale its own deployment,
+    its version and its events; all stored together, or, one app locked, none."""
+    for app_id in ("/a", "/b"):
+        store.apply_app_change(app_id, app_doc(app_id, instances=3), dep(f"{app_id}0", app_id))
+        store.update_deployment(dict(dep(f"{app_id}0", app_id), status="succeeded"))
+    for i in (1, 2, 3):
+        store.upsert_task(task(f"a.{i}", "/a"))
+        store.upsert_task(task(f"b.{i}", "/b"))
+    store.apply_app_change("/b", app_doc("/b", instances=3), dep("b-lock", "/b"))
+    deps = [dict(dep("da", "/a", instances=9), version="2026-11-24T07:00:00.000Z"),
+            dict(dep("db", "/b", instances=9), version="2026-11-24T07:00:00.000Z")]
+    before = (store.get_app("/a"), store.pending_kill_requests(), store.latest_event_id())
+
+    def events(app, deployment):
+        return [{"eventType": "api_post_event", "appDefinition": app, "by": deployment["id"]}]
+    with pytest.raises(DeploymentConflict) as info:
+        store.request_scaling_kills(["a.1", "b.1"], deps, events=events, history_keep=3)
+    assert info.value.deployment_ids == ["b-lock"]
+    assert (store.get_app("/a"), store.pending_kill_requests(),
+            store.latest_event_id()) == before
+    stored = store.request_scaling_kills(["a.1", "a.2", "b.1"], deps, force=True,
+                                         events=events, history_keep=3)
+    assert {k: v["instances"] for k, v in stored.items()} == {"/a": 1, "/b": 2}
+    assert stored == {"/a": store.get_app("/a"), "/b": store.get_app("/b")}
+    assert [store.get_deployment(d)["target"]["instances"] for d in ("da", "db")] == [1, 2]
+    assert store.get_deployment("b-lock")["status"] == "superseded"
+    assert [store.list_app_versions(a)[0] for a in ("/a", "/b")] == [deps[0]["version"]] * 2
+    assert [e["by"] for _, e in store.events_since(before[2])] == ["da", "db"]
+
+
 def test_scale_kill_conflict_is_atomic(store):
     store.apply_app_change("/a", app_doc("/a", instances=3), dep("d1"))
     store.upsert_task(task("a.1"))
