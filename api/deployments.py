@@ -22,7 +22,7 @@ import falcon
 from api import changes, shapes
 from api.apps import Ctx, extras
 from api.errors import ApiError, not_found
-from scheduler.deployment_plans import PLAN_KEY, parts_of, plan_of, plans
+from scheduler.deployment_plans import parts_of, plan_of, plans
 from scheduler.state import StateError, StateStore
 
 Doc = dict[str, Any]
@@ -50,13 +50,10 @@ class Deployments:
         """Running deployment plans, oldest first (`?embed=accessd`: with status, progress,
         target; a plan of several apps with its `parts`)."""
         store = self.ctx.store
-        running = store.list_deployments(active_only=True)
-        listed = {d["id"] for d in running}
-        # The finished parts of running plans (point reads: a plan's first part lists them)
-        heads = {d[PLAN_KEY] for d in running if PLAN_KEY in d}
-        finished = [part for head in heads for part in _parts(store, head)
-                    if part["id"] not in listed]
-        resp.media = [shapes.deployment(d, extras(req)) for d in plans(running, finished)]
+        # a plan's finished parts are read by id (its first part lists them)
+        resp.media = [shapes.deployment(d, extras(req))
+                      for d in plans(store.list_deployments(active_only=True),
+                                     store.get_deployment)]
 
 
 class Deployment:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from scheduler import service_ports
-from scheduler.deployment_plans import PLAN_KEY, part_ids, plan_id
+from scheduler.deployment_plans import PLAN_KEY, parts_of, plan_id
 from scheduler.pending_reader import PendingReader, merged
 from scheduler.service_ports import DEFAULT_RANGE, PortRange
 from scheduler.spec import task_id_to_app_id
@@ -69,12 +69,14 @@ def superseded(reader: Reader, app_ids: set[str], *, force: bool, by: Doc | None
 def _with_plan_parts(reader: Reader, deployments: list[Doc]) -> list[Doc]:
     """`deployments` and the other running parts of their plans, each once, in order."""
     out = {d["id"]: d for d in deployments}
-    for plan in dict.fromkeys(d[PLAN_KEY] for d in deployments if d.get(PLAN_KEY)):
-        head = out.get(plan) or reader.deployment(plan)
-        for part_id in part_ids(head) if head is not None else ():
-            part = out.get(part_id) or reader.deployment(part_id)
-            if part is not None and part.get("status", "running") == "running":
-                out.setdefault(part_id, part)
+    firsts: dict[str, Doc] = {}   # one deployment of each plan
+    for d in deployments:
+        if PLAN_KEY in d:
+            firsts.setdefault(plan_id(d), d)
+    for first in firsts.values():
+        for part in parts_of(first, lambda i: out.get(i) or reader.deployment(i)):
+            if part.get("status", "running") == "running":
+                out.setdefault(part["id"], part)
     return list(out.values())
 
 

@@ -130,27 +130,16 @@ def _step(part: Doc, n: int) -> Doc:
     return steps[n - 1] if n <= len(steps) else {}
 
 
-def plans(deployments: Iterable[Doc], parts: Iterable[Doc]) -> list[Doc]:
+def plans(deployments: Iterable[Doc], lookup: Callable[[str], Doc | None]) -> list[Doc]:
     """`deployments` as the plans clients see, each where its first document stands: a
-    document of a plan stands for all of that plan's documents among `deployments` and
-    `parts` (the other parts of their plans, whatever their status), in the plan's order."""
-    deployments = list(deployments)
-    known = {doc["id"]: doc for doc in (*parts, *deployments)}
-    by_plan: dict[str, list[Doc]] = {}
-    for doc in known.values():
-        if doc.get(PLAN_KEY):
-            by_plan.setdefault(doc[PLAN_KEY], []).append(doc)
-    for key, members in by_plan.items():
-        head = known.get(key)
-        order = {part: n for n, part in enumerate(part_ids(head) if head else ())}
-        members.sort(key=lambda doc: order.get(doc["id"], len(order)))
+    document of a plan stands for all of its plan's parts (`parts_of`: those not among
+    `deployments` read by id with `lookup`)."""
+    listed = {doc["id"]: doc for doc in deployments}
     out: list[Doc] = []
     seen: set[str] = set()
-    for deployment in deployments:
+    for deployment in listed.values():
         key = plan_id(deployment)
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(plan_of(by_plan.get(key) or [deployment]) if PLAN_KEY in deployment
-                   else deployment)
+        if key not in seen:
+            seen.add(key)
+            out.append(plan_of(parts_of(deployment, lambda i: listed.get(i) or lookup(i))))
     return out

@@ -80,12 +80,12 @@ def test_a_plan_whose_app_failed_failed_and_its_messages_are_kept():
 
 def test_running_deployments_become_one_plan_each_where_the_first_stands():
     """A plan is listed once, where its first running part stands, with its finished parts
-    (given apart), its apps in the change's order whatever order the parts come in."""
+    (read by id), its apps in the change's order whatever order the parts come in."""
     alone = part("/x", "scale", plan=None)
     finished = part("/g/a", "scale", status="succeeded", finishedAt=NOW)
     b, c = part("/g/b", "scale"), part("/g/c", "delete")
     other = part("/h/d", "scale", plan=["/h/d-dep", "/h/e-dep"])
-    listed = plans([c, alone, b, other], [finished])
+    listed = plans([c, alone, b, other], {finished["id"]: finished}.get)
     assert [d["id"] for d in listed] == ["/g/a-dep", "/x-dep", "/h/d-dep"]
     assert listed[0]["affectedApps"] == ["/g/a", "/g/b", "/g/c"]
     assert listed[0]["parts"] == PLAN and listed[0]["status"] == "running"
