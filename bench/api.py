@@ -71,18 +71,30 @@ end
 '''
 
 
+SCALE_APPS = 100   # the apps of the scale PUTs: `fill_store(…, SCALE_APPS, …)`
+SCALE_PATH = "/v2/apps/bench/app"
+SCALE_QUERY = "force=true"
+
+
+def scale_request(i: int) -> tuple[str, dict[str, int]]:
+    """The path and body of scale PUT number `i` (as `SCALE_LUA` makes them)."""
+    return f"{SCALE_PATH}{i % SCALE_APPS}", {"instances": i % 3 + 1}
+
+
 def write_scale_script(work: Path) -> Path:
-    """`SCALE_LUA` for the 100 apps of `fill_store(…, 100, …)`, written under `work`."""
+    """`SCALE_LUA` for the `SCALE_APPS` apps, written under `work`."""
     path = work / "scale.lua"
-    path.write_text(SCALE_LUA % {"prefix": "/v2/apps/bench/app", "suffix": "?force=true",
-                                 "apps": 100})
+    path.write_text(SCALE_LUA % {"prefix": SCALE_PATH, "suffix": "?" + SCALE_QUERY,
+                                 "apps": SCALE_APPS})
     return path
 
 
 def scale_requests(url: str) -> Callable[[requests.Session, int], requests.Response]:
     """The requests of `write_scale_script` for the Python load generator (no wrk)."""
-    return lambda s, i: s.put(f"{url}/v2/apps/bench/app{i % 100}?force=true",
-                              json={"instances": i % 3 + 1}, timeout=10)
+    def put(s: requests.Session, i: int) -> requests.Response:
+        path, body = scale_request(i)
+        return s.put(f"{url}{path}?{SCALE_QUERY}", json=body, timeout=10)
+    return put
 
 
 BASELINE_PUT_LUA = '''
@@ -212,7 +224,7 @@ def main() -> int:
     servers: list[Server] = []
     try:
         state = work / "state100.db"
-        fill_store(state, 100, 0)
+        fill_store(state, SCALE_APPS, 0)
         print(f"load: {tool_name()}, {args.connections} connections, {args.duration:.0f}s per "
               "target", file=sys.stderr)
         env = {"ACCESSD_API_STATE": str(state), "ACCESSD_LOG_LEVEL": "WARNING"}

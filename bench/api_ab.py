@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.api import (  # noqa: E402
+    SCALE_APPS,
     THREADS,
     WARMUP_S,
     Run,
@@ -65,7 +66,7 @@ def main() -> int:
     servers: dict[str, Server] = {}
     try:
         commit = unpack(args.base, work / "base")
-        fill_store(work / "base.db", 100, 0)
+        fill_store(work / "base.db", SCALE_APPS, 0)
         shutil.copy(work / "base.db", work / "this.db")
         script = write_scale_script(work)
         for name, pythonpath in (("base", str(work / "base")), ("this", None)):

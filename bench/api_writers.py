@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import multiprocessing
 import os
 import shutil
@@ -32,16 +33,18 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+import falcon.testing
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.api import fill_store  # noqa: E402
+from bench.api import SCALE_APPS, SCALE_QUERY, fill_store, scale_request  # noqa: E402
 
-APPS = 100
 WARMUP_PUTS = 200
 
 
@@ -61,16 +64,22 @@ def _read_calls() -> int:
         return next(int(line.split(":")[1]) for line in f if line.startswith("syscr:"))
 
 
-def _putter(app: Any) -> Any:
+def _putter(app: Any) -> Callable[[int], None]:
+    """Scale PUT number `i` (`bench.api.scale_request`) through the WSGI app, without HTTP.
+    The environs are made once (falcon.testing), each call gets a copy with its own body."""
+    environs: dict[tuple[str, int], tuple[dict[str, Any], bytes]] = {}
+    for i in range(SCALE_APPS * 3):   # every (app, instances) pair
+        path, body = scale_request(i)
+        data = json.dumps(body).encode()
+        environs[path, body["instances"]] = (falcon.testing.create_environ(
+            path=path, query_string=SCALE_QUERY, method="PUT", body=data,
+            headers={"Content-Type": "application/json"}, host="127.0.0.1",
+            remote_addr="127.0.0.1"), data)
+
     def put(i: int) -> None:
-        body = b'{"instances": %d}' % (i % 3 + 1)
-        environ = {
-            "REQUEST_METHOD": "PUT", "PATH_INFO": f"/v2/apps/bench/app{i % APPS}",
-            "QUERY_STRING": "force=true", "CONTENT_TYPE": "application/json",
-            "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
-            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "wsgi.url_scheme": "http",
-            "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_HOST": "127.0.0.1", "wsgi.errors": sys.stderr,
-            "REMOTE_ADDR": "127.0.0.1"}
+        path, body = scale_request(i)
+        template, data = environs[path, body["instances"]]
+        environ = dict(template, **{"wsgi.input": io.BytesIO(data)})
         status: list[str] = []
         answer = b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
         if not status[0].startswith("200"):
@@ -141,22 +150,21 @@ def main() -> int:
         p.error("--processes, --threads, --rounds and --duration must be positive")
     work = Path(tempfile.mkdtemp(prefix="accessd-api-writers-"))
     try:
-        fill_store(work / "seed.db", APPS, 0)
+        fill_store(work / "seed.db", SCALE_APPS, 0)
         runs: dict[str, list[Round]] = {"shared": [], "own": []}
         for r in range(args.rounds):
             for setup in ("shared", "own") if r % 2 == 0 else ("own", "shared"):
-                files = []   # fresh copies each run: every run starts from the same store
-                for n in range(args.processes if setup == "own" else 1):
-                    files.append(work / f"{setup}{n}.db")
-                    shutil.copy(work / "seed.db", files[-1])
-                if setup == "shared":
-                    files *= args.processes
-                run = run_round(files, args.threads, args.duration)
+                run_dir = work / f"{r}-{setup}"   # fresh copies: every run starts alike
+                run_dir.mkdir()
+                files = [run_dir / f"{n}.db"
+                         for n in range(args.processes if setup == "own" else 1)]
+                for path in files:
+                    shutil.copy(work / "seed.db", path)
+                run = run_round(files * (args.processes if setup == "shared" else 1),
+                                args.threads, args.duration)
                 runs[setup].append(run)
                 print(f"round {r + 1} {setup}: {run.describe(args.duration)}", file=sys.stderr)
-                for path in set(files):
-                    for suffix in ("", "-wal", "-shm", "-writers"):
-                        Path(f"{path}{suffix}").unlink(missing_ok=True)
+                shutil.rmtree(run_dir)
 
         def cpu_ms(run: Round) -> float:
             return run.cpu_seconds / run.puts * 1e3
